@@ -1,0 +1,445 @@
+//! Layered configuration: embedded defaults, then a file, then `CLICKPATH__*` environment variables.
+//!
+//! Loading reports every problem it can find at once (unknown keys anywhere, wrong types with their key
+//! path, and semantic checks), as vector's config compiler does, instead of stopping at the first.
+
+use clickpath_core::features::FeatureSpec;
+use clickpath_core::rules::RulesConfig;
+use clickpath_core::session::SessionConfig;
+use clickpath_core::validate::ValidationConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The embedded defaults (`config/default.toml`).
+pub const DEFAULTS_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Everything a clickpath process can be configured with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickpathConfig {
+    /// Connection to the Kafka bus.
+    pub kafka: KafkaConfig,
+    /// Topic names and their layout.
+    pub topics: TopicsConfig,
+    /// Run-loop tuning shared by every stage.
+    pub runtime: RuntimeConfig,
+    /// The HTTP endpoint (health, readiness, metrics).
+    pub http: HttpConfig,
+    /// The cleaning stage.
+    pub cleaning: CleaningConfig,
+    /// The sessionizer stage.
+    pub sessionizer: SessionConfig,
+    /// The feature windower stage.
+    pub windower: FeatureSpec,
+    /// The scorer stage.
+    pub scorer: ScorerConfig,
+    /// The anomaly detector stage.
+    pub detector: RulesConfig,
+}
+
+/// Connection to the Kafka bus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated.
+    pub brokers: String,
+    /// Consumer groups are named `<group_prefix>.<stage>`.
+    pub group_prefix: String,
+    /// Extra librdkafka properties applied to every client (security, tuning).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:19092".into(),
+            group_prefix: "clickpath".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Topic names. Every topic is keyed by user id, so one user's records share a partition everywhere.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Raw click events from the platform.
+    pub raw: String,
+    /// Validated, normalised, de-duplicated click events.
+    pub clean: String,
+    /// Closed session summaries.
+    pub sessions: String,
+    /// Feature vectors, one per clean event.
+    pub features: String,
+    /// Predictions, one per feature vector.
+    pub predictions: String,
+    /// Fraud and bot alerts.
+    pub alerts: String,
+    /// Records no stage could process, with the reason.
+    pub dead_letters: String,
+    /// Partitions of each topic made by `clickpath topics create`.
+    pub partitions: i32,
+    /// Replication factor of each topic made by `clickpath topics create`.
+    pub replication_factor: i32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            raw: "clickpath.clicks.raw".into(),
+            clean: "clickpath.clicks.clean".into(),
+            sessions: "clickpath.sessions".into(),
+            features: "clickpath.features".into(),
+            predictions: "clickpath.predictions".into(),
+            alerts: "clickpath.alerts".into(),
+            dead_letters: "clickpath.dead-letters".into(),
+            partitions: 3,
+            replication_factor: 1,
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// Every topic name with its role, in pipeline order.
+    pub fn all(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("raw", self.raw.as_str()),
+            ("clean", self.clean.as_str()),
+            ("sessions", self.sessions.as_str()),
+            ("features", self.features.as_str()),
+            ("predictions", self.predictions.as_str()),
+            ("alerts", self.alerts.as_str()),
+            ("dead_letters", self.dead_letters.as_str()),
+        ]
+    }
+
+    /// A copy with every topic name prefixed (tests use unique prefixes per run).
+    pub fn with_prefix(&self, prefix: &str) -> TopicsConfig {
+        let p = |s: &str| format!("{prefix}{s}");
+        TopicsConfig {
+            raw: p(&self.raw),
+            clean: p(&self.clean),
+            sessions: p(&self.sessions),
+            features: p(&self.features),
+            predictions: p(&self.predictions),
+            alerts: p(&self.alerts),
+            dead_letters: p(&self.dead_letters),
+            ..self.clone()
+        }
+    }
+}
+
+/// Run-loop tuning shared by every stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Records per batch; offsets are stored only after a batch's outputs are delivered.
+    pub max_batch: usize,
+    /// How long to wait for the first record of a batch (ms).
+    pub poll_timeout_ms: u64,
+    /// How often the stage's tick hook runs (ms).
+    pub tick_interval_ms: u64,
+    /// How long a SIGTERM drain may take (ms).
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_batch: 1000,
+            poll_timeout_ms: 100,
+            tick_interval_ms: 1000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+/// The HTTP endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address; port 0 picks a free port.
+    pub bind: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+/// The cleaning stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CleaningConfig {
+    /// Field and time checks.
+    pub validation: ValidationConfig,
+    /// How long an event id is remembered for de-duplication (ms of event time).
+    pub dedupe_window_ms: i64,
+    /// The most event ids remembered at once (bounds memory).
+    pub dedupe_max_ids: usize,
+}
+
+impl Default for CleaningConfig {
+    fn default() -> Self {
+        CleaningConfig {
+            validation: ValidationConfig::default(),
+            dedupe_window_ms: 3_600_000,
+            dedupe_max_ids: 1_000_000,
+        }
+    }
+}
+
+/// The scorer stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScorerConfig {
+    /// Directory of a model artifact from `clickpath train`; empty means the built-in baseline.
+    pub model_dir: String,
+    /// How many next actions each prediction lists.
+    pub top_k: usize,
+    /// How many decision factors each prediction lists.
+    pub factors: usize,
+}
+
+impl Default for ScorerConfig {
+    fn default() -> Self {
+        ScorerConfig {
+            model_dir: String::new(),
+            top_k: 3,
+            factors: 3,
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// One line per problem, each naming the key path.
+    pub problems: Vec<String>,
+}
+
+impl ClickpathConfig {
+    /// Loads defaults, then `file` (if any), then `CLICKPATH__*` variables from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`ClickpathConfig::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        use config::{Environment, File, FileFormat};
+        let mut builder =
+            config::Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError {
+                    problems: vec![format!("config file {} does not exist", path.display())],
+                });
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        let env_map: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("CLICKPATH__"))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix("CLICKPATH")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env_map)),
+        );
+        let merged = builder.build().map_err(|e| ConfigError {
+            problems: vec![e.to_string()],
+        })?;
+        let value: serde_json::Value = merged.try_deserialize().map_err(|e| ConfigError {
+            problems: vec![e.to_string()],
+        })?;
+        Self::from_value(value)
+    }
+
+    /// Parses a TOML document layered on the defaults (no environment).
+    pub fn from_toml_str(toml_text: &str) -> Result<Self, ConfigError> {
+        use config::{File, FileFormat};
+        let merged = config::Config::builder()
+            .add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml))
+            .add_source(File::from_str(toml_text, FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError {
+                problems: vec![e.to_string()],
+            })?;
+        let value: serde_json::Value = merged.try_deserialize().map_err(|e| ConfigError {
+            problems: vec![e.to_string()],
+        })?;
+        Self::from_value(value)
+    }
+
+    fn from_value(value: serde_json::Value) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let known = serde_json::to_value(ClickpathConfig::default()).unwrap_or_default();
+        unknown_keys(&value, &known, "", &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        let parsed: Result<ClickpathConfig, _> = serde_path_to_error::deserialize(value);
+        let cfg = match parsed {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                return Err(ConfigError {
+                    problems: vec![format!("{}: {}", e.path(), e.inner())],
+                });
+            }
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Semantic checks, all at once.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let mut p = Vec::new();
+        if self.kafka.brokers.trim().is_empty() {
+            p.push("kafka.brokers: must name at least one broker".to_string());
+        }
+        if self.kafka.group_prefix.trim().is_empty() {
+            p.push("kafka.group_prefix: must not be empty".to_string());
+        }
+        let mut seen = std::collections::BTreeMap::new();
+        for (role, name) in self.topics.all() {
+            if name.trim().is_empty() {
+                p.push(format!("topics.{role}: must not be empty"));
+            } else if let Some(other) = seen.insert(name.to_string(), role) {
+                p.push(format!("topics.{role}: same topic as topics.{other} ({name})"));
+            }
+        }
+        if self.topics.partitions < 1 {
+            p.push(format!("topics.partitions: must be >= 1, got {}", self.topics.partitions));
+        }
+        if self.topics.replication_factor < 1 {
+            p.push(format!(
+                "topics.replication_factor: must be >= 1, got {}",
+                self.topics.replication_factor
+            ));
+        }
+        if self.runtime.max_batch == 0 {
+            p.push("runtime.max_batch: must be >= 1".to_string());
+        }
+        if self.runtime.tick_interval_ms == 0 {
+            p.push("runtime.tick_interval_ms: must be >= 1".to_string());
+        }
+        if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
+            p.push(format!("http.bind: not an address:port ({})", self.http.bind));
+        }
+        if self.cleaning.dedupe_window_ms <= 0 {
+            p.push("cleaning.dedupe_window_ms: must be > 0".to_string());
+        }
+        if self.cleaning.dedupe_max_ids == 0 {
+            p.push("cleaning.dedupe_max_ids: must be >= 1".to_string());
+        }
+        if self.sessionizer.gap_ms <= 0 {
+            p.push(format!("sessionizer.gap_ms: must be > 0, got {}", self.sessionizer.gap_ms));
+        }
+        if self.sessionizer.max_session_ms < self.sessionizer.gap_ms {
+            p.push(format!(
+                "sessionizer.max_session_ms: must be >= gap_ms ({} < {})",
+                self.sessionizer.max_session_ms, self.sessionizer.gap_ms
+            ));
+        }
+        if self.sessionizer.max_out_of_orderness_ms < 0 {
+            p.push("sessionizer.max_out_of_orderness_ms: must be >= 0".to_string());
+        }
+        if self.windower.windows_ms.is_empty() || self.windower.windows_ms.iter().any(|w| *w <= 0) {
+            p.push("windower.windows_ms: needs at least one window, each > 0 ms".to_string());
+        }
+        if self.scorer.top_k == 0 || self.scorer.top_k > clickpath_schema::EventType::COUNT {
+            p.push(format!(
+                "scorer.top_k: must be between 1 and {}, got {}",
+                clickpath_schema::EventType::COUNT,
+                self.scorer.top_k
+            ));
+        }
+        if p.is_empty() { Ok(()) } else { Err(ConfigError { problems: p }) }
+    }
+}
+
+/// Collects the key paths present in `value` but not in `known`. Free-form maps (`kafka.properties`) accept any key.
+fn unknown_keys(value: &serde_json::Value, known: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    const FREE_FORM: &[&str] = &["kafka.properties"];
+    if FREE_FORM.contains(&path) {
+        return;
+    }
+    if let (Some(v), Some(k)) = (value.as_object(), known.as_object()) {
+        for (key, child) in v {
+            let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            match k.get(key) {
+                Some(known_child) => unknown_keys(child, known_child, &child_path, out),
+                None => out.push(format!("{child_path}: unknown key")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_pass_checks() {
+        let cfg = ClickpathConfig::load_with_env(None, Vec::new()).expect("defaults are valid");
+        assert_eq!(cfg.topics.raw, "clickpath.clicks.raw");
+        assert_eq!(cfg.runtime.max_batch, 1000);
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[kafka]\nbrokers = \"file:1\"\n[topics]\npartitions = 6\n").unwrap();
+        let env = vec![("CLICKPATH__KAFKA__BROKERS".to_string(), "env:2".to_string())];
+        let cfg = ClickpathConfig::load_with_env(Some(&path), env).unwrap();
+        assert_eq!(cfg.kafka.brokers, "env:2");
+        assert_eq!(cfg.topics.partitions, 6);
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_at_once() {
+        let err = ClickpathConfig::from_toml_str(
+            "[kafka]\nbrokerz = \"x\"\n[topics]\nraww = \"y\"\n[sessionizer]\ngap = 5\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 3, "{text}");
+        assert!(text.contains("kafka.brokerz: unknown key"), "{text}");
+        assert!(text.contains("topics.raww: unknown key"), "{text}");
+        assert!(text.contains("sessionizer.gap: unknown key"), "{text}");
+    }
+
+    #[test]
+    fn semantic_problems_are_listed_together() {
+        let err = ClickpathConfig::from_toml_str(
+            "[topics]\npartitions = 0\nclean = \"clickpath.clicks.raw\"\n[runtime]\nmax_batch = 0\n",
+        )
+        .unwrap_err();
+        assert!(err.problems.len() >= 3, "{err}");
+        assert!(err.to_string().contains("topics.clean: same topic as topics.raw"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_their_key() {
+        let err = ClickpathConfig::from_toml_str("[runtime]\nmax_batch = \"many\"\n").unwrap_err();
+        assert!(err.to_string().contains("runtime.max_batch"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = ClickpathConfig::load_with_env(Some(Path::new("/nonexistent/c.toml")), Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}

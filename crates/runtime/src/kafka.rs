@@ -1,0 +1,159 @@
+//! Kafka clients configured the clickpath way, and topic administration.
+
+use crate::config::{ClickpathConfig, TopicsConfig};
+use crate::metrics::{Metrics, StagePartition};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A change of partition ownership seen in a rebalance callback, replayed to the stage by the run loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    /// These partitions were assigned.
+    Assigned(Vec<i32>),
+    /// These partitions were revoked.
+    Revoked(Vec<i32>),
+}
+
+/// Consumer context: records rebalances for the run loop and exports lag from librdkafka statistics.
+pub struct StageContext {
+    stage: String,
+    metrics: Metrics,
+    pending: Arc<Mutex<Vec<RebalanceEvent>>>,
+}
+
+impl StageContext {
+    /// A context for `stage` reporting into `metrics`.
+    pub fn new(stage: &str, metrics: Metrics) -> Self {
+        StageContext {
+            stage: stage.to_string(),
+            metrics,
+            pending: Arc::default(),
+        }
+    }
+
+    /// Takes the rebalances seen since the last call.
+    pub fn take_rebalances(&self) -> Vec<RebalanceEvent> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl ClientContext for StageContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                self.metrics
+                    .consumer_lag
+                    .get_or_create(&StagePartition {
+                        stage: self.stage.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    })
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for StageContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let event = match rebalance {
+            Rebalance::Assign(tpl) => {
+                RebalanceEvent::Assigned(tpl.elements().iter().map(|e| e.partition()).collect())
+            }
+            Rebalance::Revoke(tpl) => {
+                RebalanceEvent::Revoked(tpl.elements().iter().map(|e| e.partition()).collect())
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(stage = %self.stage, error = %e, "Rebalance failed.");
+                return;
+            }
+        };
+        tracing::info!(stage = %self.stage, ?event, "Partitions rebalanced.");
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+    }
+}
+
+/// Base client settings shared by every client: brokers plus `kafka.properties`.
+pub fn base_client_config(cfg: &ClickpathConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers);
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Consumer settings: cooperative-sticky group, manual offset store, auto commit of stored offsets.
+pub fn consumer_config(cfg: &ClickpathConfig, stage: &str) -> ClientConfig {
+    let mut c = base_client_config(cfg);
+    c.set("group.id", format!("{}.{}", cfg.kafka.group_prefix, stage))
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        // Offsets are stored only after the outputs they caused were delivered (at-least-once).
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("statistics.interval.ms", "5000")
+        .set("enable.partition.eof", "false");
+    // User properties win over our defaults.
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Producer settings: idempotent, all acks, small linger for batching.
+pub fn producer_config(cfg: &ClickpathConfig) -> ClientConfig {
+    let mut c = base_client_config(cfg);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "60000");
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A producer for `cfg`.
+pub fn create_producer(cfg: &ClickpathConfig) -> KafkaResult<FutureProducer> {
+    producer_config(cfg).create()
+}
+
+/// Creates every topic of `topics` that does not exist yet; returns the names it created.
+pub async fn create_topics(cfg: &ClickpathConfig, topics: &TopicsConfig) -> anyhow::Result<Vec<String>> {
+    let admin: AdminClient<DefaultClientContext> = base_client_config(cfg).create()?;
+    let names: Vec<&str> = topics.all().into_iter().map(|(_, n)| n).collect();
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, topics.partitions, TopicReplication::Fixed(topics.replication_factor)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(new_topics.iter(), &opts).await?;
+    let mut created = Vec::new();
+    let mut problems = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => problems.push(format!("{name}: {code}")),
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("could not create topics: {}", problems.join("; "));
+    }
+    Ok(created)
+}

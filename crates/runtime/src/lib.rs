@@ -1,0 +1,19 @@
+//! The Kafka stage runtime of clickpath: the `Stage` trait and the one run loop that consumes, decodes,
+//! processes, produces, stores offsets, dead-letters bad records, exports metrics and drains on SIGTERM.
+//!
+//! Depends on `clickpath-schema` and `clickpath-core`; knows nothing of the concrete stages or of Burn.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod deadletter;
+pub mod health;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod runner;
+pub mod shutdown;
+pub mod stage;
+
+pub use config::ClickpathConfig;
+pub use runner::{RunSummary, RunnerEnv, run_stage};
+pub use stage::{Context, Output, Stage, StageError};

@@ -1,0 +1,313 @@
+//! The one run loop every stage shares.
+//!
+//! Per batch: poll up to `runtime.max_batch` records, decode each (decode failures go to the dead-letter
+//! topic), hand it to the stage, produce every output and dead letter, wait until all are delivered, and only
+//! then store the batch's offsets (committed by librdkafka's auto-commit). A crash at any point therefore
+//! replays the batch: at-least-once. The loop runs on its own thread, off the async reactor, because stage
+//! work is CPU-bound.
+
+use crate::config::ClickpathConfig;
+use crate::deadletter::dead_letter_output;
+use crate::health::Health;
+use crate::kafka::{RebalanceEvent, StageContext, consumer_config, create_producer};
+use crate::metrics::{Metrics, StageKind, StageLabel, StageTopic};
+use crate::shutdown::Shutdown;
+use crate::stage::{Context, Output, Stage, StageError};
+use clickpath_schema::codec::Codec;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// What a stage loop needs besides the stage itself.
+#[derive(Clone)]
+pub struct RunnerEnv {
+    /// The whole configuration.
+    pub config: ClickpathConfig,
+    /// Wire codec (schema registry).
+    pub codec: Codec,
+    /// Process-wide metrics.
+    pub metrics: Metrics,
+    /// Process-wide health board.
+    pub health: Health,
+    /// Shared shutdown flag.
+    pub shutdown: Shutdown,
+}
+
+/// Counts of one finished run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Records read.
+    pub records_in: u64,
+    /// Records produced (dead letters included).
+    pub records_out: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: u64,
+}
+
+/// Runs `stage` on `input_topic` until the shutdown flag is set, then drains and returns.
+///
+/// Blocking: call it on a dedicated thread. Returns an error when outputs could not be delivered or the stage
+/// reports a fatal error; offsets of the failed batch are not stored, so a restart replays it.
+pub fn run_stage<S: Stage>(mut stage: S, input_topic: &str, env: &RunnerEnv) -> anyhow::Result<RunSummary> {
+    let name = stage.name();
+    let cfg = &env.config;
+    let context = StageContext::new(name, env.metrics.clone());
+    let consumer: BaseConsumer<StageContext> = consumer_config(cfg, name).create_with_context(context)?;
+    consumer.subscribe(&[input_topic])?;
+    let producer = create_producer(cfg)?;
+    env.health.register(name);
+    tracing::info!(stage = name, topic = input_topic, group = %format!("{}.{}", cfg.kafka.group_prefix, name), "Stage started.");
+
+    let result = run_loop(&mut stage, input_topic, env, &consumer, &producer);
+
+    // Drain: whatever happened, give the stage its shutdown hook only on a clean stop.
+    let summary = match result {
+        Ok(mut summary) => {
+            let mut outputs = Vec::new();
+            let mut ctx = Context::new(&env.codec, &mut outputs, now_ms());
+            if let Err(e) = stage.on_shutdown(&mut ctx) {
+                tracing::error!(stage = name, error = %e, "Shutdown hook failed.");
+            }
+            summary.records_out += outputs.len() as u64;
+            deliver(&producer, outputs, name, &env.metrics)?;
+            let grace = Duration::from_millis(cfg.runtime.shutdown_grace_ms);
+            producer.flush(grace)?;
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored yet is a normal case.
+                if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+                    tracing::warn!(stage = name, error = %e, "Final offset commit failed.");
+                }
+            }
+            consumer.unsubscribe();
+            summary
+        }
+        Err(e) => {
+            env.health.remove(name);
+            env.metrics
+                .errors
+                .get_or_create(&StageKind { stage: name.into(), kind: "fatal".into() })
+                .inc();
+            return Err(e);
+        }
+    };
+    env.health.remove(name);
+    tracing::info!(stage = name, ?summary, "Stage stopped.");
+    Ok(summary)
+}
+
+fn run_loop<S: Stage>(
+    stage: &mut S,
+    input_topic: &str,
+    env: &RunnerEnv,
+    consumer: &BaseConsumer<StageContext>,
+    producer: &FutureProducer,
+) -> anyhow::Result<RunSummary> {
+    let name = stage.name();
+    let rt = &env.config.runtime;
+    let poll_timeout = Duration::from_millis(rt.poll_timeout_ms);
+    let tick_every = Duration::from_millis(rt.tick_interval_ms);
+    let mut last_tick = Instant::now();
+    let mut summary = RunSummary::default();
+    let mut assigned: BTreeSet<i32> = BTreeSet::new();
+    let label = StageLabel { stage: name.into() };
+    let in_counter = env.metrics.records_in.get_or_create(&StageTopic {
+        stage: name.into(),
+        topic: input_topic.into(),
+    });
+
+    while !env.shutdown.is_triggered() {
+        env.health.beat(name);
+        let batch = poll_batch(consumer, poll_timeout, rt.max_batch, name, &env.metrics);
+        // Rebalance callbacks ran inside poll on this thread; replay them to the stage in order.
+        for event in consumer.context().take_rebalances() {
+            match event {
+                RebalanceEvent::Assigned(ps) => {
+                    assigned.extend(ps.iter().copied());
+                    stage.on_assign(&ps);
+                }
+                RebalanceEvent::Revoked(ps) => {
+                    for p in &ps {
+                        assigned.remove(p);
+                    }
+                    stage.on_revoke(&ps);
+                }
+            }
+            env.health.set_assigned(name, assigned.len());
+            env.metrics.assigned_partitions.get_or_create(&label).set(assigned.len() as i64);
+        }
+        let tick_due = last_tick.elapsed() >= tick_every;
+        if batch.is_empty() && !tick_due {
+            continue;
+        }
+        let started = Instant::now();
+        let mut outputs: Vec<Output> = Vec::new();
+        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        let now = now_ms();
+        for msg in &batch {
+            next_offsets.insert(msg.partition(), msg.offset() + 1);
+            let payload = msg.payload().unwrap_or_default();
+            let rejection = match env.codec.decode::<S::Input>(payload) {
+                Err(e) => Some((e.kind(), e.to_string())),
+                Ok(record) => {
+                    let mut ctx = Context::new(&env.codec, &mut outputs, now);
+                    match stage.process(record, &mut ctx) {
+                        Ok(()) => None,
+                        Err(StageError::Rejected { kind, reason }) => Some((kind, reason)),
+                        Err(StageError::Fatal(reason)) => {
+                            anyhow::bail!("stage {name} failed at {input_topic}/{}@{}: {reason}", msg.partition(), msg.offset());
+                        }
+                    }
+                }
+            };
+            if let Some((kind, reason)) = rejection {
+                tracing::debug!(stage = name, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
+                env.metrics
+                    .dead_letters
+                    .get_or_create(&StageKind { stage: name.into(), kind: kind.into() })
+                    .inc();
+                summary.dead_letters += 1;
+                outputs.push(dead_letter_output(
+                    &env.codec,
+                    &env.config.topics.dead_letters,
+                    name,
+                    input_topic,
+                    msg.partition(),
+                    msg.offset(),
+                    msg.key(),
+                    payload,
+                    kind,
+                    &reason,
+                    now,
+                )?);
+            }
+        }
+        if tick_due {
+            last_tick = Instant::now();
+            let mut ctx = Context::new(&env.codec, &mut outputs, now);
+            if let Err(e) = stage.tick(&mut ctx) {
+                anyhow::bail!("stage {name} tick failed: {e}");
+            }
+        }
+        summary.records_in += batch.len() as u64;
+        summary.records_out += outputs.len() as u64;
+        in_counter.inc_by(batch.len() as u64);
+        drop(batch);
+        deliver(producer, outputs, name, &env.metrics)?;
+        store_offsets(consumer, input_topic, &next_offsets, name);
+        env.metrics.batch_seconds.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+        env.metrics.batch_records.get_or_create(&label).observe(next_offsets.len().max(1) as f64);
+        env.metrics.state_entries.get_or_create(&label).set(stage.state_entries() as i64);
+    }
+    Ok(summary)
+}
+
+/// Polls up to `max` records: waits `timeout` for the first, then takes only what is already buffered.
+fn poll_batch<'c>(
+    consumer: &'c BaseConsumer<StageContext>,
+    timeout: Duration,
+    max: usize,
+    stage: &str,
+    metrics: &Metrics,
+) -> Vec<rdkafka::message::BorrowedMessage<'c>> {
+    let mut batch = Vec::new();
+    let mut wait = timeout;
+    while batch.len() < max {
+        match consumer.poll(wait) {
+            None => break,
+            Some(Ok(m)) => batch.push(m),
+            Some(Err(e)) => {
+                tracing::warn!(stage, error = %e, "Kafka consumer error.");
+                metrics
+                    .errors
+                    .get_or_create(&StageKind { stage: stage.into(), kind: "kafka".into() })
+                    .inc();
+                break;
+            }
+        }
+        wait = Duration::ZERO;
+    }
+    batch
+}
+
+/// Produces every output and waits until each one is acknowledged by the broker.
+pub fn deliver(producer: &FutureProducer, outputs: Vec<Output>, stage: &str, metrics: &Metrics) -> anyhow::Result<()> {
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut pending = Vec::with_capacity(outputs.len());
+    for out in &outputs {
+        let stage_header = OwnedHeaders::new().insert(Header { key: "clickpath.stage", value: Some(stage) });
+        let mut record = FutureRecord::to(&out.topic)
+            .key(&out.key)
+            .payload(&out.payload)
+            .headers(stage_header);
+        if out.topic.is_empty() {
+            anyhow::bail!("stage {stage} emitted a record without a topic");
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(fut) => {
+                    pending.push(fut);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // The local queue is full: let librdkafka drain it, then retry the same record.
+                    record = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => anyhow::bail!("cannot produce to {}: {e}", out.topic),
+            }
+        }
+        *per_topic.entry(out.topic.as_str()).or_default() += 1;
+    }
+    let results = futures::executor::block_on(futures::future::join_all(pending));
+    for r in results {
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => {
+                metrics
+                    .errors
+                    .get_or_create(&StageKind { stage: stage.into(), kind: "delivery".into() })
+                    .inc();
+                anyhow::bail!("delivery failed: {e}");
+            }
+            Err(_) => anyhow::bail!("delivery future cancelled (producer dropped)"),
+        }
+    }
+    for (topic, n) in per_topic {
+        metrics
+            .records_out
+            .get_or_create(&StageTopic { stage: stage.into(), topic: topic.into() })
+            .inc_by(n);
+    }
+    Ok(())
+}
+
+fn store_offsets(consumer: &BaseConsumer<StageContext>, topic: &str, next: &BTreeMap<i32, i64>, stage: &str) {
+    if next.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in next {
+        if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(*o)) {
+            tracing::warn!(stage, error = %e, "Bad offset.");
+        }
+    }
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        // Happens when a partition was revoked mid-batch; its new owner replays from the last commit.
+        tracing::warn!(stage, error = %e, "Could not store offsets (partition revoked?).");
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,102 @@
+//! The one stage abstraction: a stage author writes `process` (plus optional hooks); consuming, decoding,
+//! producing, offsets, dead letters, metrics and shutdown are the runtime's job.
+
+use clickpath_schema::codec::{AvroRecord, Codec};
+
+/// Why a record could not be processed. The run loop, not the stage, decides what happens next.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The record is bad (invalid field, impossible time): it goes to the dead-letter topic and the stage goes on.
+    #[error("{kind}: {reason}")]
+    Rejected {
+        /// Short machine-readable kind, used as the dead-letter `error_kind` and a metric label.
+        kind: &'static str,
+        /// Human-readable reason naming the field and value.
+        reason: String,
+    },
+    /// A broken internal invariant or unusable configuration: the stage stops without storing offsets,
+    /// so a restarted instance reprocesses the batch.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+/// One record a stage wants produced.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Destination topic.
+    pub topic: String,
+    /// Kafka key (the user id for every clickpath topic).
+    pub key: Vec<u8>,
+    /// Confluent-framed Avro value.
+    pub payload: Vec<u8>,
+}
+
+/// What a stage's hooks use to emit records. Outputs are buffered and delivered by the run loop.
+pub struct Context<'a> {
+    codec: &'a Codec,
+    outputs: &'a mut Vec<Output>,
+    now_ms: i64,
+}
+
+impl<'a> Context<'a> {
+    /// A context that appends encoded outputs to `outputs`.
+    pub fn new(codec: &'a Codec, outputs: &'a mut Vec<Output>, now_ms: i64) -> Self {
+        Context {
+            codec,
+            outputs,
+            now_ms,
+        }
+    }
+
+    /// Encodes `record` and queues it for `topic` under `key`.
+    pub fn emit<T: AvroRecord>(&mut self, topic: &str, key: &str, record: &T) -> Result<(), StageError> {
+        let payload = self
+            .codec
+            .encode(record)
+            .map_err(|e| StageError::Fatal(format!("cannot encode {}: {e}", T::FULL_NAME)))?;
+        self.outputs.push(Output {
+            topic: topic.to_string(),
+            key: key.as_bytes().to_vec(),
+            payload,
+        });
+        Ok(())
+    }
+
+    /// Wall-clock time of the current batch, in ms since the epoch (for "far future" checks).
+    pub fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+}
+
+/// A Kafka consumer stage. Must be testable with no broker: call `process` with a [`Context`] directly.
+pub trait Stage: Send {
+    /// The record type read from the input topic.
+    type Input: AvroRecord;
+
+    /// Short name, used in the consumer group, metric labels and logs (e.g. `sessionizer`).
+    fn name(&self) -> &'static str;
+
+    /// Handles one decoded input record.
+    fn process(&mut self, input: Self::Input, ctx: &mut Context<'_>) -> Result<(), StageError>;
+
+    /// Runs every `runtime.tick_interval_ms` (watermarks, eviction of idle state).
+    fn tick(&mut self, _ctx: &mut Context<'_>) -> Result<(), StageError> {
+        Ok(())
+    }
+
+    /// Partitions of the input topic were assigned to this instance.
+    fn on_assign(&mut self, _partitions: &[i32]) {}
+
+    /// Partitions of the input topic were taken away from this instance.
+    fn on_revoke(&mut self, _partitions: &[i32]) {}
+
+    /// The stage is draining for shutdown; last chance to emit (for example open sessions in the demo).
+    fn on_shutdown(&mut self, _ctx: &mut Context<'_>) -> Result<(), StageError> {
+        Ok(())
+    }
+
+    /// Number of entries the stage keeps in memory (users, ids), exported as a gauge.
+    fn state_entries(&self) -> usize {
+        0
+    }
+}
