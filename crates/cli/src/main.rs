@@ -1,1 +1,276 @@
-fn main() {}
+//! `clickpath`: run the stages, generate and replay clickstreams, train models, run the demo.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use clickpath_cli::demo::{DemoOptions, run_demo};
+use clickpath_cli::generate::{generate_to_dir, generate_to_kafka, read_events_jsonl};
+use clickpath_cli::pipeline::{join_stages, spawn_stages};
+use clickpath_cli::produce::EventProducer;
+use clickpath_generator::{Generator, GeneratorConfig};
+use clickpath_runtime::health::Health;
+use clickpath_runtime::metrics::Metrics;
+use clickpath_runtime::shutdown::Shutdown;
+use clickpath_runtime::{ClickpathConfig, RunnerEnv};
+use clickpath_schema::codec::Codec;
+use clickpath_stages::StageName;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "clickpath", version, about = "Understand how shoppers move from first look to purchase, live on Kafka.")]
+struct Cli {
+    /// Configuration file (TOML), layered over the embedded defaults; CLICKPATH__SECTION__KEY variables win.
+    #[arg(long, global = true, env = "CLICKPATH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generator plus every stage on an embedded bus (or --brokers), with live progress and a summary.
+    Demo {
+        /// Use this Kafka cluster instead of the embedded one.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Sessions to generate.
+        #[arg(long, default_value_t = 3000)]
+        sessions: usize,
+        /// Records per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Run one stage (or all of them) until SIGTERM/SIGINT.
+    Run {
+        /// cleaning, sessionizer, windower, scorer, detector, or all.
+        stage: String,
+    },
+    /// Topic administration.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Generate clickstream events with ground truth, into files or the raw topic.
+    Generate {
+        /// Write events.jsonl, malformed.jsonl and ground truth into this directory.
+        #[arg(long, conflicts_with = "kafka")]
+        out: Option<PathBuf>,
+        /// Produce into the raw topic instead.
+        #[arg(long)]
+        kafka: bool,
+        /// Sessions to generate (overrides the generator config).
+        #[arg(long)]
+        sessions: Option<usize>,
+        /// Seed (overrides the generator config).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Records per second when producing (0 = as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Generator configuration (TOML; see GeneratorConfig).
+        #[arg(long)]
+        generator_config: Option<PathBuf>,
+    },
+    /// Replay a public data set file (or generator output) into the raw topic.
+    Replay {
+        /// rees46, retailrocket, otto, diginetica, or jsonl (clickpath's own event lines).
+        #[arg(long)]
+        format: String,
+        /// The file.
+        file: PathBuf,
+        /// Records per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+    },
+    /// Fit a model from events in a file and write a versioned artifact directory.
+    Train {
+        /// Model kind (only `baseline` for now: Markov chain + logistic regression).
+        #[arg(long, default_value = "baseline")]
+        model: String,
+        /// Events as JSON lines (from `generate --out`).
+        #[arg(long)]
+        input: PathBuf,
+        /// Artifact directory to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check configuration files and report every problem at once.
+    Validate {
+        /// Files to check (default: the --config file, or the embedded defaults).
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create every configured topic that does not exist yet.
+    Create,
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Demo { .. });
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<ClickpathConfig> {
+    Ok(ClickpathConfig::load(path.map(|p| p.as_path()))?)
+}
+
+fn env_for(cfg: ClickpathConfig) -> RunnerEnv {
+    RunnerEnv {
+        config: cfg,
+        codec: Codec::embedded(),
+        metrics: Metrics::new(),
+        health: Health::new(),
+        shutdown: Shutdown::new(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Validate { files } => {
+            let files: Vec<Option<PathBuf>> = if files.is_empty() {
+                vec![cli.config.clone()]
+            } else {
+                files.into_iter().map(Some).collect()
+            };
+            let mut failed = 0;
+            for f in &files {
+                let name = f.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(defaults)".into());
+                match ClickpathConfig::load(f.as_deref()) {
+                    Ok(_) => println!("{name}: ok"),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{name}: {e}");
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} configuration(s) invalid", files.len());
+            }
+            Ok(())
+        }
+        Command::Demo { brokers, sessions, rate, seed } => {
+            let cfg = load_config(cli.config.as_ref())?;
+            let progress = std::io::stderr().is_terminal();
+            let report = run_demo(cfg, &DemoOptions { brokers, sessions, rate, seed, progress })?;
+            print!("{}", report.render());
+            Ok(())
+        }
+        Command::Run { stage } => {
+            let cfg = load_config(cli.config.as_ref())?;
+            let names: Vec<StageName> = if stage == "all" {
+                StageName::ALL.to_vec()
+            } else {
+                vec![StageName::parse(&stage).with_context(|| {
+                    format!("unknown stage {stage:?}; expected cleaning, sessionizer, windower, scorer, detector or all")
+                })?]
+            };
+            let env = env_for(cfg);
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            rt.block_on(async {
+                env.shutdown.trigger_on_signals();
+                clickpath_runtime::http::serve(&env.config.http.bind, env.health.clone(), env.metrics.clone()).await
+            })?;
+            let running = spawn_stages(&names, &env, false)?;
+            join_stages(running)?;
+            Ok(())
+        }
+        Command::Topics { action: TopicsAction::Create } => {
+            let cfg = load_config(cli.config.as_ref())?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let created = rt.block_on(clickpath_runtime::kafka::create_topics(&cfg, &cfg.topics))?;
+            for (role, name) in cfg.topics.all() {
+                let state = if created.iter().any(|c| c == name) { "created" } else { "exists" };
+                println!("{role:<13} {name:<32} {state}");
+            }
+            Ok(())
+        }
+        Command::Generate { out, kafka, sessions, seed, rate, generator_config } => {
+            let mut gcfg: GeneratorConfig = match generator_config {
+                Some(p) => toml::from_str(&std::fs::read_to_string(&p).with_context(|| p.display().to_string())?)
+                    .with_context(|| format!("{}: invalid generator config", p.display()))?,
+                None => GeneratorConfig::default(),
+            };
+            if let Some(s) = sessions {
+                gcfg.sessions = s;
+            }
+            if let Some(s) = seed {
+                gcfg.seed = s;
+            }
+            if let Some(dir) = out {
+                let stats = generate_to_dir(gcfg, &dir)?;
+                println!("wrote {} events and {} malformed records to {}", stats.events, stats.malformed, dir.display());
+                Ok(())
+            } else if kafka {
+                let cfg = load_config(cli.config.as_ref())?;
+                let mut producer = EventProducer::new(&cfg, Codec::embedded(), &cfg.topics.raw, rate)?;
+                let bar = indicatif::ProgressBar::new_spinner();
+                let stats = generate_to_kafka(Generator::new(gcfg)?, &mut producer, |s| {
+                    bar.set_message(format!("{} events, {} malformed", s.events, s.malformed));
+                    bar.tick();
+                })?;
+                bar.finish();
+                println!("sent {} events and {} malformed records to {}", stats.events, stats.malformed, cfg.topics.raw);
+                Ok(())
+            } else {
+                anyhow::bail!("say where to: --out DIR or --kafka")
+            }
+        }
+        Command::Replay { format, file, rate } => {
+            let cfg = load_config(cli.config.as_ref())?;
+            let mut producer = EventProducer::new(&cfg, Codec::embedded(), &cfg.topics.raw, rate)?;
+            if format == "jsonl" {
+                let events = read_events_jsonl(&file)?;
+                for ev in &events {
+                    producer.send_event(ev)?;
+                }
+                producer.flush()?;
+                println!("sent {} events to {}", events.len(), cfg.topics.raw);
+            } else {
+                let fmt: clickpath_adapters::Format = format
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--format {format}: {e}"))?;
+                let stats = clickpath_cli::replay::replay(fmt, &file, &mut producer)?;
+                println!("sent {} events to {} ({} bad rows skipped)", stats.sent, cfg.topics.raw, stats.bad_rows);
+            }
+            Ok(())
+        }
+        Command::Train { model, input, out } => {
+            if model != "baseline" {
+                anyhow::bail!("--model {model}: only `baseline` exists so far");
+            }
+            let events = read_events_jsonl(&input)?;
+            let text = clickpath_cli::train::train_baseline_to(&events, &Default::default(), &out)?;
+            println!("trained on {} events; artifact in {}\n{text}", events.len(), out.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The `clickpath` command as a library, so integration tests drive the same code as the binary.
+#![warn(missing_docs)]
+
+pub mod collect;
+pub mod demo;
+pub mod generate;
+pub mod pipeline;
+pub mod produce;
+pub mod replay;
+pub mod train;

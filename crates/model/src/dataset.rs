@@ -1,0 +1,211 @@
+//! Training examples from raw click events, built with the same core code the stages run
+//! (sessions from [`assign_sessions`], features from one [`FeatureWindower`]), so offline
+//! features equal online ones by construction.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use clickpath_core::{FeatureSpec, FeatureWindower, SessionConfig, assign_sessions};
+use clickpath_schema::{ClickEvent, EventType, FeatureVector};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::baseline::hex;
+use crate::error::ModelError;
+
+/// One scored moment: the features after an event and what happened next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Session key from [`assign_sessions`].
+    pub session_key: String,
+    /// Event time of the session's first event (ms); the split is by this time.
+    pub session_start: i64,
+    /// Features after this event (its `event_type`, `event_id`, `event_time` describe the event).
+    pub features: FeatureVector,
+    /// Whether the session has a purchase at or after this event.
+    pub purchase: bool,
+    /// Type of the next event of the same session; `None` for the session's last event.
+    pub next_action: Option<EventType>,
+}
+
+impl Example {
+    /// Type of the event this example describes.
+    pub fn event_type(&self) -> EventType {
+        self.features.event_type
+    }
+}
+
+/// Examples of a batch of events plus what identifies the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Examples in event-time order. Events after their session's first purchase are left out:
+    /// the purchase question is answered by then.
+    pub examples: Vec<Example>,
+    /// Number of input events.
+    pub events: usize,
+    /// Number of sessions.
+    pub sessions: usize,
+    /// SHA-256 (hex) over the event ids and times in time order: identifies the training data.
+    pub fingerprint: String,
+}
+
+/// Fractions of sessions (by start time) for training and validation; the rest is the test set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SplitConfig {
+    /// Earliest sessions used to fit. Default 0.70.
+    pub train_fraction: f64,
+    /// Next sessions used for early stopping. Default 0.15 (the last 0.15 are the test set).
+    pub validation_fraction: f64,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        SplitConfig {
+            train_fraction: 0.70,
+            validation_fraction: 0.15,
+        }
+    }
+}
+
+impl SplitConfig {
+    fn validate(&self) -> Result<(), ModelError> {
+        let (t, v) = (self.train_fraction, self.validation_fraction);
+        if !(t.is_finite() && v.is_finite() && t > 0.0 && v >= 0.0 && t + v <= 1.0) {
+            return Err(ModelError::InvalidConfig(format!(
+                "split fractions must satisfy train > 0, validation >= 0, train + validation <= 1; \
+                 got train {t}, validation {v}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Time-ordered train / validation / test views of a dataset's examples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Splits<'a> {
+    /// Examples of the earliest sessions.
+    pub train: Vec<&'a Example>,
+    /// Examples of the sessions after those.
+    pub validation: Vec<&'a Example>,
+    /// Examples of the latest sessions.
+    pub test: Vec<&'a Example>,
+}
+
+/// SHA-256 over `(event_id, event_time)` of `events` in the given order.
+pub fn fingerprint<'a>(events: impl IntoIterator<Item = &'a ClickEvent>) -> String {
+    let mut hasher = Sha256::new();
+    for ev in events {
+        // Length prefix so ids cannot run into each other.
+        hasher.update((ev.event_id.len() as u64).to_le_bytes());
+        hasher.update(ev.event_id.as_bytes());
+        hasher.update(ev.event_time.to_le_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
+/// Builds examples from `events` (any order): sorts them by event time (stable), assigns
+/// sessions, feeds one windower in time order and labels every event.
+pub fn build_dataset(events: &[ClickEvent], session: &SessionConfig, spec: &FeatureSpec) -> Dataset {
+    // Generator and adapter output is usually sorted already: copy only when it is not.
+    let sorted: Cow<'_, [ClickEvent]> =
+        if events.windows(2).all(|w| w[0].event_time <= w[1].event_time) {
+            Cow::Borrowed(events)
+        } else {
+            let mut owned = events.to_vec();
+            owned.sort_by_key(|ev| ev.event_time);
+            Cow::Owned(owned)
+        };
+    let keys = assign_sessions(&sorted, session);
+
+    // Per session: start time, position of the first purchase, and member indices.
+    struct SessionInfo {
+        start: i64,
+        first_purchase: Option<usize>,
+        members: Vec<usize>,
+    }
+    let mut sessions: HashMap<&str, SessionInfo> = HashMap::new();
+    for (i, (ev, key)) in sorted.iter().zip(&keys).enumerate() {
+        let info = sessions.entry(key.as_str()).or_insert(SessionInfo {
+            start: ev.event_time,
+            first_purchase: None,
+            members: Vec::new(),
+        });
+        if ev.event_type == EventType::Purchase && info.first_purchase.is_none() {
+            info.first_purchase = Some(i);
+        }
+        info.members.push(i);
+    }
+    // Next event of the same session, by index.
+    let mut next_of: Vec<Option<usize>> = vec![None; sorted.len()];
+    for info in sessions.values() {
+        for pair in info.members.windows(2) {
+            next_of[pair[0]] = Some(pair[1]);
+        }
+    }
+
+    let mut windower = FeatureWindower::new(spec.clone());
+    let mut examples = Vec::new();
+    for (i, (ev, key)) in sorted.iter().zip(&keys).enumerate() {
+        // Every event updates the windower, kept or not: the stage sees them all.
+        let features = windower.update(ev);
+        let info = &sessions[key.as_str()];
+        if info.first_purchase.is_some_and(|p| i > p) {
+            continue;
+        }
+        examples.push(Example {
+            session_key: key.clone(),
+            session_start: info.start,
+            features,
+            purchase: info.first_purchase.is_some(),
+            next_action: next_of[i].map(|j| sorted[j].event_type),
+        });
+    }
+    Dataset {
+        examples,
+        events: sorted.len(),
+        sessions: sessions.len(),
+        fingerprint: fingerprint(sorted.iter()),
+    }
+}
+
+impl Dataset {
+    /// Splits by session start time: sessions sorted by `(start, key)`, the first
+    /// `train_fraction` of them train, the next `validation_fraction` validate, the rest test.
+    /// A session never straddles two splits.
+    pub fn split(&self, cfg: &SplitConfig) -> Result<Splits<'_>, ModelError> {
+        cfg.validate()?;
+        let mut starts: Vec<(i64, &str)> = self
+            .examples
+            .iter()
+            .map(|ex| (ex.session_start, ex.session_key.as_str()))
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        let n = starts.len();
+        let train_end = (cfg.train_fraction * n as f64).round() as usize;
+        let validation_end =
+            ((cfg.train_fraction + cfg.validation_fraction) * n as f64).round() as usize;
+        let rank: HashMap<&str, usize> = starts
+            .iter()
+            .enumerate()
+            .map(|(i, (_, key))| (*key, i))
+            .collect();
+        let mut splits = Splits {
+            train: Vec::new(),
+            validation: Vec::new(),
+            test: Vec::new(),
+        };
+        for ex in &self.examples {
+            let r = rank[ex.session_key.as_str()];
+            if r < train_end {
+                splits.train.push(ex);
+            } else if r < validation_end {
+                splits.validation.push(ex);
+            } else {
+                splits.test.push(ex);
+            }
+        }
+        Ok(splits)
+    }
+}
