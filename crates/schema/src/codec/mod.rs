@@ -108,7 +108,7 @@ impl Codec {
 
     /// A codec over any registry; also sets apache-avro's [`MAX_ALLOCATION_BYTES`].
     pub fn new(registry: Arc<dyn SchemaRegistry>) -> Self {
-        apache_avro::max_allocation_bytes(MAX_ALLOCATION_BYTES);
+        apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         Codec {
             inner: Arc::new(Inner {
                 registry,
