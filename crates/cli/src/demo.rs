@@ -82,7 +82,7 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
 
     let generator = Generator::new(GeneratorConfig {
         seed: opts.seed,
-        sessions: opts.sessions,
+        sessions: opts.sessions as u64,
         ..GeneratorConfig::default()
     })?;
     let bar = if opts.progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };

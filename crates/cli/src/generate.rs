@@ -1,7 +1,7 @@
 //! `clickpath generate`: generated events with ground truth, to files or to the raw topic.
 
 use crate::produce::EventProducer;
-use clickpath_generator::{Generated, Generator, GeneratorConfig};
+use clickpath_generator::{Generated, Generator, GeneratorConfig, corrupt};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -24,7 +24,8 @@ pub fn send_generated(producer: &mut EventProducer, item: &Generated) -> anyhow:
             Ok(false)
         }
         Generated::Malformed(m) => {
-            let bytes = m.to_wire(producer.codec())?;
+            let valid = producer.codec().encode(&m.event)?;
+            let bytes = if m.kind.is_wire_level() { corrupt(&valid, m.kind) } else { valid };
             producer.send_raw(m.key.as_bytes(), &bytes)?;
             Ok(true)
         }
@@ -53,15 +54,24 @@ pub fn generate_to_kafka(
     Ok(stats)
 }
 
-/// Writes `events.jsonl` (valid and semantically invalid events), `malformed.jsonl` (every injected bad
-/// record with its kind), and the generator's ground truth (`truth_sessions.jsonl`, `truth_anomalies.jsonl`).
+/// Writes `events.jsonl` (the valid events, duplicates and disorder included), `malformed.jsonl` (every
+/// injected bad record with its kind) and `truth.jsonl` (the generator's ground truth: true purchase
+/// probability per session, anomaly and malformed labels).
 pub fn generate_to_dir(config: GeneratorConfig, dir: &Path) -> anyhow::Result<GenerateStats> {
     std::fs::create_dir_all(dir)?;
     let mut generator = Generator::new(config)?;
     let mut events = BufWriter::new(File::create(dir.join("events.jsonl"))?);
     let mut malformed = BufWriter::new(File::create(dir.join("malformed.jsonl"))?);
+    let mut truth = BufWriter::new(File::create(dir.join("truth.jsonl"))?);
     let mut stats = GenerateStats::default();
-    for item in generator.by_ref() {
+    let mut write_truth = |generator: &mut Generator| -> anyhow::Result<()> {
+        for record in generator.take_truth() {
+            serde_json::to_writer(&mut truth, &record)?;
+            truth.write_all(b"\n")?;
+        }
+        Ok(())
+    };
+    while let Some(item) = generator.next() {
         match &item {
             Generated::Event(ev) => {
                 serde_json::to_writer(&mut events, ev)?;
@@ -74,10 +84,14 @@ pub fn generate_to_dir(config: GeneratorConfig, dir: &Path) -> anyhow::Result<Ge
                 stats.malformed += 1;
             }
         }
+        if (stats.events + stats.malformed) % 10_000 == 0 {
+            write_truth(&mut generator)?;
+        }
     }
+    write_truth(&mut generator)?;
+    drop(write_truth);
     events.flush()?;
     malformed.flush()?;
-    generator.write_ground_truth(dir)?;
     Ok(stats)
 }
 

@@ -220,7 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => GeneratorConfig::default(),
             };
             if let Some(s) = sessions {
-                gcfg.sessions = s;
+                gcfg.sessions = s as u64;
             }
             if let Some(s) = seed {
                 gcfg.seed = s;

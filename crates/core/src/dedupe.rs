@@ -57,18 +57,22 @@ impl Deduper {
             self.expire(clock);
         }
         let oldest_kept = clock.saturating_sub(self.window_ms);
-        if let Some(&first_seen) = self.ids.get(event_id)
-            && first_seen >= oldest_kept
-        {
-            self.duplicates += 1;
-            return true;
-        }
+        let stale = match self.ids.get(event_id) {
+            Some(&first_seen) if first_seen >= oldest_kept => {
+                self.duplicates += 1;
+                return true;
+            }
+            Some(_) => true,
+            None => false,
+        };
         if event_time_ms < oldest_kept {
             // Too old to remember; a second copy of it will not be caught either.
             return false;
         }
-        // The id may still be stored from an expired sighting in a not-yet-dropped bucket.
-        self.forget(event_id);
+        if stale {
+            // Still stored from an expired sighting in a bucket not dropped yet.
+            self.forget(event_id);
+        }
         while self.ids.len() >= self.max_ids {
             if !self.evict_oldest() {
                 break;

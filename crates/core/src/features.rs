@@ -187,7 +187,12 @@ impl UserFeatures {
             }
         }
         // Entries outside every window are no longer needed.
-        let keep_from = self.windows.iter().map(|w| w.first).min().unwrap_or(self.head);
+        let keep_from = self
+            .windows
+            .iter()
+            .map(|w| w.first)
+            .min()
+            .unwrap_or(self.head);
         while self.head < keep_from && self.entries.pop_front().is_some() {
             self.head += 1;
         }
@@ -260,7 +265,11 @@ impl FeatureWindower {
             ]
             .map(String::from),
         );
-        names.extend(EventType::ALL.iter().map(|t| format!("type_{}", t.as_str())));
+        names.extend(
+            EventType::ALL
+                .iter()
+                .map(|t| format!("type_{}", t.as_str())),
+        );
         FeatureWindower {
             spec,
             windows_ms,
@@ -284,7 +293,12 @@ impl FeatureWindower {
             event_type: ev.event_type,
             event_time: ev.event_time,
             spec_version: self.spec.version.clone(),
-            values: self.names.iter().cloned().zip(values).collect::<BTreeMap<_, _>>(),
+            values: self
+                .names
+                .iter()
+                .cloned()
+                .zip(values)
+                .collect::<BTreeMap<_, _>>(),
         }
     }
 
@@ -355,7 +369,10 @@ impl FeatureWindower {
                 .iter()
                 .map(|&k| if k == ev.event_type { 1.0 } else { 0.0 }),
         );
-        debug_assert_eq!(out.len(), n_windows * PER_WINDOW + SCALARS + EventType::COUNT);
+        debug_assert_eq!(
+            out.len(),
+            n_windows * PER_WINDOW + SCALARS + EventType::COUNT
+        );
     }
 
     /// Every feature name [`FeatureWindower::update`] emits, in a stable order.
@@ -503,7 +520,10 @@ mod tests {
         // One ms short of the run gap: the same run.
         let v = get(&ev(t + RUN_GAP_MS - 1, PageView, None));
         assert_eq!(v["run_events"], 2.0);
-        assert_eq!(v["since_last_purchase_s"], ((2 * RUN_GAP_MS - 1) / 1000) as f64);
+        assert_eq!(
+            v["since_last_purchase_s"],
+            (2 * RUN_GAP_MS - 1) as f64 / 1000.0
+        );
 
         // A day of silence resets the user: no purchases, empty cart.
         let v = get(&ev(t + RUN_GAP_MS - 1 + IDLE_RESET_MS, PageView, None));
@@ -537,8 +557,9 @@ mod tests {
         (0..n)
             .map(|i| {
                 t += match next(100) {
-                    0 => IDLE_RESET_MS / 3,
+                    0 => IDLE_RESET_MS,
                     1..=5 => RUN_GAP_MS,
+                    6..=8 => 2 * 3_600_000,
                     _ => next(3_000) as i64,
                 };
                 let kind = EventType::ALL[next(EventType::COUNT as u64) as usize];
@@ -564,8 +585,11 @@ mod tests {
             }
             let a = online.update(e);
             offline.update_values(e, &mut fast);
-            let b: BTreeMap<String, f64> =
-                offline.feature_names().into_iter().zip(fast.iter().copied()).collect();
+            let b: BTreeMap<String, f64> = offline
+                .feature_names()
+                .into_iter()
+                .zip(fast.iter().copied())
+                .collect();
             assert_eq!(a.values, b, "event {i}");
         }
         assert!(evicted > 0, "the stream should exercise eviction");

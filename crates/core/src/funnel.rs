@@ -63,7 +63,14 @@ mod tests {
     #[test]
     fn repeats_are_compressed_and_the_tail_is_kept() {
         let mut p = Vec::new();
-        for t in [PageView, PageView, ProductView, ProductView, PageView, AddToCart] {
+        for t in [
+            PageView,
+            PageView,
+            ProductView,
+            ProductView,
+            PageView,
+            AddToCart,
+        ] {
             compress_path(&mut p, t, 3);
         }
         assert_eq!(p, vec![ProductView, PageView, AddToCart]);

@@ -552,7 +552,10 @@ mod tests {
         let mut s = Sessionizer::new(cfg(0));
         let out = run(&mut s, &events);
         assert_eq!(out.len(), 2);
-        assert_eq!((out[0].start_time, out[0].end_time, out[0].event_count), (0, GAP - 1, 2));
+        assert_eq!(
+            (out[0].start_time, out[0].end_time, out[0].event_count),
+            (0, GAP - 1, 2)
+        );
         assert_eq!(out[0].close_reason, "gap");
         assert_eq!((out[1].start_time, out[1].event_count), (2 * GAP - 1, 1));
         assert_eq!(out[1].close_reason, "shutdown");
@@ -572,7 +575,10 @@ mod tests {
         let out = run(&mut s, &events);
         // 0..9500 (20 events), then 10_000..12_000 (5 events).
         assert_eq!(out.len(), 2);
-        assert_eq!((out[0].start_time, out[0].end_time, out[0].event_count), (0, 9_500, 20));
+        assert_eq!(
+            (out[0].start_time, out[0].end_time, out[0].event_count),
+            (0, 9_500, 20)
+        );
         assert_eq!(out[0].close_reason, "max_length");
         assert_eq!((out[1].start_time, out[1].event_count), (10_000, 5));
         assert_eq!(out[0].last_event_id, "e19");
@@ -605,7 +611,10 @@ mod tests {
         assert!(x.purchased);
         assert_eq!(x.order_value, 42.5);
         assert_eq!(x.event_count, 8);
-        assert_eq!((x.first_event_id.as_str(), x.last_event_id.as_str()), ("a", "f"));
+        assert_eq!(
+            (x.first_event_id.as_str(), x.last_event_id.as_str()),
+            ("a", "f")
+        );
     }
 
     #[test]
@@ -648,15 +657,32 @@ mod tests {
 
     #[test]
     fn disorder_within_the_bound_is_reordered() {
-        let mut s = Sessionizer::new(cfg(50));
-        let events = [
+        // `e` overtakes `d` by 15 ms (< 50). In time order d continues the session (990 ms after c);
+        // taken in arrival order e would have split it (1005 ms after c).
+        let head = [
             ev("b", "u", ProductView, 20),
             ev("a", "u", PageView, 0),
             ev("c", "u", AddToCart, 40),
-            // 20 + 1000 = 1020: arrives after 1030 but belongs before the gap check.
-            ev("e", "u", Purchase, 1_030),
-            ev("d", "u", Search, 1_020),
         ];
+        let mut s = Sessionizer::new(cfg(50));
+        let mut events = head.to_vec();
+        events.extend([ev("e", "u", Purchase, 1_045), ev("d", "u", Search, 1_030)]);
+        let out = run(&mut s, &events);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].path, vec![ProductView, AddToCart, Search, Purchase]);
+        assert_eq!(
+            (
+                out[0].first_event_id.as_str(),
+                out[0].last_event_id.as_str()
+            ),
+            ("a", "e")
+        );
+        assert_eq!(out[0].event_count, 5);
+
+        // With d exactly one gap after c, the split falls between c and d.
+        let mut s = Sessionizer::new(cfg(50));
+        let mut events = head.to_vec();
+        events.extend([ev("e", "u", Purchase, 1_045), ev("d", "u", Search, 1_040)]);
         let out = run(&mut s, &events);
         assert_eq!(out.len(), 2, "{out:?}");
         assert_eq!(out[0].path, vec![PageView, ProductView, AddToCart]);
@@ -685,11 +711,19 @@ mod tests {
     fn flush_sorts_and_empties() {
         let mut s = Sessionizer::new(cfg(10));
         for (i, u) in ["c", "a", "b", "a"].into_iter().enumerate() {
-            s.on_event(&ev(&format!("e{i}"), u, PageView, i as i64 * 3_000));
+            assert!(
+                s.on_event(&ev(&format!("e{i}"), u, PageView, i as i64 * 100))
+                    .is_empty()
+            );
         }
         let out = s.flush();
-        let keys: Vec<_> = out.iter().map(|x| (x.user_id.as_str(), x.start_time)).collect();
-        assert_eq!(keys, vec![("a", 9_000), ("b", 6_000), ("c", 0)]);
+        let keys: Vec<_> = out
+            .iter()
+            .map(|x| (x.user_id.as_str(), x.start_time))
+            .collect();
+        assert_eq!(keys, vec![("a", 100), ("b", 200), ("c", 0)]);
+        assert_eq!(out[0].event_count, 2);
+        assert!(out.iter().all(|x| x.close_reason == "shutdown"));
         assert_eq!(s.open_sessions(), 0);
         assert!(s.flush().is_empty());
     }

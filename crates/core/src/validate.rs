@@ -128,7 +128,10 @@ pub fn validate_and_normalise(
 
 fn check_ids(ev: &ClickEvent) -> Result<(), Rejection> {
     if ev.event_id.trim().is_empty() {
-        return Err(Rejection::new(RejectKind::MissingField, "event_id is empty"));
+        return Err(Rejection::new(
+            RejectKind::MissingField,
+            "event_id is empty",
+        ));
     }
     if ev.user_id.trim().is_empty() {
         return Err(Rejection::new(RejectKind::MissingField, "user_id is empty"));
@@ -280,7 +283,10 @@ fn normalise(ev: &mut ClickEvent) {
     if let Some(s) = ev.order_id.as_mut() {
         trim_in_place(s);
     }
-    for s in [ev.device.as_mut(), ev.channel.as_mut()].into_iter().flatten() {
+    for s in [ev.device.as_mut(), ev.channel.as_mut()]
+        .into_iter()
+        .flatten()
+    {
         trim_in_place(s);
         lowercase_in_place(s);
     }
@@ -326,7 +332,8 @@ fn uppercase_in_place(s: &mut String) {
 fn category_is_canonical(c: &str) -> bool {
     !c.is_empty()
         && !c.chars().any(char::is_uppercase)
-        && c.split('/').all(|seg| !seg.is_empty() && seg.trim().len() == seg.len())
+        && c.split('/')
+            .all(|seg| !seg.is_empty() && seg.trim().len() == seg.len())
 }
 
 fn normalise_category(c: &mut String) {
@@ -364,8 +371,7 @@ mod tests {
     }
 
     fn pass(ev: &mut ClickEvent) {
-        validate_and_normalise(ev, &ValidationConfig::default(), NOW)
-            .expect("event should pass");
+        validate_and_normalise(ev, &ValidationConfig::default(), NOW).expect("event should pass");
     }
 
     #[test]

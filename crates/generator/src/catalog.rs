@@ -117,7 +117,11 @@ impl Catalog {
             });
         }
         let mut by_price: Vec<u32> = (0..items.len() as u32).collect();
-        by_price.sort_by(|a, b| items[*b as usize].price.total_cmp(&items[*a as usize].price));
+        by_price.sort_by(|a, b| {
+            items[*b as usize]
+                .price
+                .total_cmp(&items[*a as usize].price)
+        });
         by_price.truncate((items.len() / 50).max(1));
         Catalog {
             category_popularity: Zipf::new(f64::from(n_cat), CATEGORY_ZIPF_S).expect("n >= 1"),
@@ -185,7 +189,11 @@ mod tests {
         assert!(cat.items.iter().all(|i| i.price >= 0.5));
         assert_eq!(cat.expensive.len(), 2);
         let cheapest_expensive = cat.items[cat.expensive[1] as usize].price;
-        let above = cat.items.iter().filter(|i| i.price > cheapest_expensive).count();
+        let above = cat
+            .items
+            .iter()
+            .filter(|i| i.price > cheapest_expensive)
+            .count();
         assert!(above <= 1);
     }
 

@@ -303,8 +303,10 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported() {
-        let mut cfg = GeneratorConfig::default();
-        cfg.users = 0;
+        let mut cfg = GeneratorConfig {
+            users: 0,
+            ..GeneratorConfig::default()
+        };
         cfg.dirty.duplicate_rate = 1.5;
         cfg.funnel.purchase_per_cart = 0.0;
         let Err(ConfigError::Invalid(problems)) = cfg.validate() else {

@@ -192,6 +192,9 @@ mod tests {
         }
         let mean = users.iter().map(|u| u.intent).sum::<f64>() / users.len() as f64;
         let expected = 0.6 / 12.6;
-        assert!((mean - expected).abs() < 0.1 * expected, "mean intent {mean}");
+        assert!(
+            (mean - expected).abs() < 0.1 * expected,
+            "mean intent {mean}"
+        );
     }
 }

@@ -22,6 +22,8 @@ pub struct Example {
     pub session_start: i64,
     /// Features after this event (its `event_type`, `event_id`, `event_time` describe the event).
     pub features: FeatureVector,
+    /// Whether this is the session's first event.
+    pub opens_session: bool,
     /// Whether the session has a purchase at or after this event.
     pub purchase: bool,
     /// Type of the next event of the same session; `None` for the session's last event.
@@ -106,16 +108,22 @@ pub fn fingerprint<'a>(events: impl IntoIterator<Item = &'a ClickEvent>) -> Stri
 
 /// Builds examples from `events` (any order): sorts them by event time (stable), assigns
 /// sessions, feeds one windower in time order and labels every event.
-pub fn build_dataset(events: &[ClickEvent], session: &SessionConfig, spec: &FeatureSpec) -> Dataset {
+pub fn build_dataset(
+    events: &[ClickEvent],
+    session: &SessionConfig,
+    spec: &FeatureSpec,
+) -> Dataset {
     // Generator and adapter output is usually sorted already: copy only when it is not.
-    let sorted: Cow<'_, [ClickEvent]> =
-        if events.windows(2).all(|w| w[0].event_time <= w[1].event_time) {
-            Cow::Borrowed(events)
-        } else {
-            let mut owned = events.to_vec();
-            owned.sort_by_key(|ev| ev.event_time);
-            Cow::Owned(owned)
-        };
+    let sorted: Cow<'_, [ClickEvent]> = if events
+        .windows(2)
+        .all(|w| w[0].event_time <= w[1].event_time)
+    {
+        Cow::Borrowed(events)
+    } else {
+        let mut owned = events.to_vec();
+        owned.sort_by_key(|ev| ev.event_time);
+        Cow::Owned(owned)
+    };
     let keys = assign_sessions(&sorted, session);
 
     // Per session: start time, position of the first purchase, and member indices.
@@ -156,6 +164,7 @@ pub fn build_dataset(events: &[ClickEvent], session: &SessionConfig, spec: &Feat
         examples.push(Example {
             session_key: key.clone(),
             session_start: info.start,
+            opens_session: info.members.first() == Some(&i),
             features,
             purchase: info.first_purchase.is_some(),
             next_action: next_of[i].map(|j| sorted[j].event_type),
@@ -207,5 +216,130 @@ impl Dataset {
             }
         }
         Ok(splits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use EventType::*;
+    use proptest::prelude::*;
+
+    fn ev(id: &str, user: &str, t: EventType, time: i64) -> ClickEvent {
+        ClickEvent::new(id, user, t, time)
+    }
+
+    const MIN: i64 = 60_000;
+
+    /// u1: browse, cart, purchase, then more browsing (same session); a second session after an
+    /// hour without a purchase. u2: one short session that ends with a cart.
+    fn events() -> Vec<ClickEvent> {
+        vec![
+            ev("a1", "u1", PageView, 0),
+            ev("b1", "u2", Search, MIN),
+            ev("a2", "u1", AddToCart, 2 * MIN),
+            ev("b2", "u2", AddToCart, 3 * MIN),
+            ev("a3", "u1", Purchase, 4 * MIN),
+            ev("a4", "u1", PageView, 5 * MIN),
+            ev("a5", "u1", Purchase, 6 * MIN),
+            ev("a6", "u1", Search, 70 * MIN),
+        ]
+    }
+
+    fn build(events: &[ClickEvent]) -> Dataset {
+        build_dataset(events, &SessionConfig::default(), &FeatureSpec::default())
+    }
+
+    #[test]
+    fn labels_targets_and_dropped_events() {
+        let ds = build(&events());
+        let ids: Vec<&str> = ds
+            .examples
+            .iter()
+            .map(|ex| ex.features.event_id.as_str())
+            .collect();
+        // a4 and a5 come after the session's first purchase.
+        assert_eq!(ids, ["a1", "b1", "a2", "b2", "a3", "a6"]);
+        let purchase: Vec<bool> = ds.examples.iter().map(|ex| ex.purchase).collect();
+        assert_eq!(purchase, [true, false, true, false, true, false]);
+        let next: Vec<Option<EventType>> = ds.examples.iter().map(|ex| ex.next_action).collect();
+        // The purchase's next action is the (dropped) page view after it.
+        assert_eq!(
+            next,
+            [
+                Some(AddToCart),
+                Some(AddToCart),
+                Some(Purchase),
+                None,
+                Some(PageView),
+                None
+            ]
+        );
+        let opens: Vec<bool> = ds.examples.iter().map(|ex| ex.opens_session).collect();
+        assert_eq!(opens, [true, true, false, false, false, true]);
+        assert_eq!((ds.events, ds.sessions), (8, 3));
+        assert_eq!(ds.examples[5].session_start, 70 * MIN);
+        assert_eq!(ds.examples[4].session_key, ds.examples[0].session_key);
+        // Features saw the dropped events: a6's user has made two purchases.
+        assert_eq!(ds.examples[5].features.values["purchases_total"], 2.0);
+    }
+
+    #[test]
+    fn input_order_does_not_matter_but_fingerprint_sees_the_data() {
+        let sorted = build(&events());
+        let mut shuffled = events();
+        shuffled.reverse();
+        shuffled.swap(0, 3);
+        let other = build(&shuffled);
+        assert_eq!(sorted, other);
+        let mut changed = events();
+        changed[7].event_time += 1;
+        assert_ne!(build(&changed).fingerprint, sorted.fingerprint);
+        assert_eq!(sorted.fingerprint.len(), 64);
+    }
+
+    #[test]
+    fn split_rejects_bad_fractions() {
+        let ds = build(&events());
+        for (t, v) in [(0.0, 0.1), (0.8, 0.3), (f64::NAN, 0.1), (0.5, -0.1)] {
+            let cfg = SplitConfig {
+                train_fraction: t,
+                validation_fraction: v,
+            };
+            assert!(ds.split(&cfg).is_err(), "{t} {v}");
+        }
+    }
+
+    proptest! {
+        /// Sessions stay whole and splits follow session start time.
+        #[test]
+        fn split_is_by_session_start(
+            raw in proptest::collection::vec((0u8..5, 0i64..500, 0usize..EventType::COUNT), 1..60),
+            train in 0.1f64..0.8,
+        ) {
+            let events: Vec<ClickEvent> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, (u, t, k))| ev(&format!("e{i}"), &format!("u{u}"), EventType::ALL[*k], t * MIN))
+                .collect();
+            let ds = build(&events);
+            let cfg = SplitConfig { train_fraction: train, validation_fraction: (1.0 - train) / 2.0 };
+            let splits = ds.split(&cfg).unwrap();
+            prop_assert_eq!(
+                splits.train.len() + splits.validation.len() + splits.test.len(),
+                ds.examples.len()
+            );
+            let parts = [&splits.train, &splits.validation, &splits.test];
+            for (i, a) in parts.iter().enumerate() {
+                for b in &parts[i + 1..] {
+                    for x in a.iter() {
+                        for y in b.iter() {
+                            prop_assert_ne!(&x.session_key, &y.session_key);
+                            prop_assert!(x.session_start <= y.session_start);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

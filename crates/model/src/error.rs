@@ -20,8 +20,9 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
-    /// An artifact file is not valid JSON for its format.
-    #[error("artifact file {path}: malformed JSON: {source}")]
+    /// An artifact file is not valid JSON, or its content does not fit the format (a missing
+    /// field, a number out of range, a non-finite or inconsistent parameter).
+    #[error("artifact file {path}: cannot parse: {source}")]
     Json {
         /// The file.
         path: PathBuf,

@@ -1,11 +1,32 @@
-//! clickpath-model.
+//! clickpath-model: the prediction models behind the scorer, their training, evaluation and
+//! versioned artifacts.
+//!
+//! The baseline ([`BaselineModel`]) pairs a first-order Markov chain over event types
+//! ([`markov`], next action and predicted path) with a logistic regression on the windower's
+//! features ([`logistic`], probability that the session ends with a purchase, with signed
+//! explanations). [`train_baseline`] builds examples from raw click events with the same core
+//! code the stages run ([`dataset`]), splits them by time, fits, and evaluates on the latest
+//! sessions ([`metrics`]); [`ModelArtifact`] saves and loads the result as a versioned directory.
+//!
+//! Dependencies: schema and core only. This crate must not depend on Kafka or an async runtime.
+//! It does not depend on Burn either; Burn sequence models will come later behind a cargo
+//! feature, beside these baselines, so the baseline stays cheap to build and to run.
+
 #![warn(missing_docs)]
 
+pub mod artifact;
+pub mod baseline;
+pub mod dataset;
 pub mod error;
 pub mod logistic;
 pub mod markov;
 pub mod metrics;
+pub mod train;
 
+pub use artifact::{ArtifactMeta, ModelArtifact};
+pub use baseline::{BaselineModel, ModelOutput, PredictOptions};
+pub use dataset::{Dataset, Example, SplitConfig, Splits, build_dataset};
 pub use error::{MetricError, ModelError};
-pub use logistic::{LogisticConfig, LogisticModel};
+pub use logistic::{FitHistory, LogisticConfig, LogisticModel};
 pub use markov::MarkovChain;
+pub use train::{DatasetCounts, EvalMetrics, TrainConfig, TrainReport, evaluate, train_baseline};

@@ -112,7 +112,9 @@ impl LogisticParams {
             ("weights", self.weights.len()),
         ] {
             if len != n {
-                return Err(format!("{what} has {len} entries but there are {n} features"));
+                return Err(format!(
+                    "{what} has {len} entries but there are {n} features"
+                ));
             }
         }
         if let Some(w) = self.feature_names.windows(2).find(|w| w[0] >= w[1]) {
@@ -274,7 +276,12 @@ impl Adam {
         self.t += 1;
         let c1 = 1.0 - Self::BETA1.powi(self.t);
         let c2 = 1.0 - Self::BETA2.powi(self.t);
-        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
+        for (((p, g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
             *m = Self::BETA1 * *m + (1.0 - Self::BETA1) * g;
             *v = Self::BETA2 * *v + (1.0 - Self::BETA2) * g * g;
             *p -= learning_rate * (*m / c1) / ((*v / c2).sqrt() + Self::EPS);
@@ -319,7 +326,11 @@ fn feature_moments(names: &[String], examples: &[LabeledValues<'_>]) -> (Vec<f64
                 0.0
             };
             // A constant (or absent) feature carries no information: std 1 keeps z = 0 finite.
-            if std.is_finite() && std > 1e-12 { std } else { 1.0 }
+            if std.is_finite() && std > 1e-12 {
+                std
+            } else {
+                1.0
+            }
         })
         .collect();
     (means, stds)
@@ -597,7 +608,13 @@ mod tests {
         assert_eq!(p_nan, at_mean);
         assert!(model.explain(&BTreeMap::new(), 3).is_empty());
         // Extra keys before, between and after the model's features are ignored.
-        let v = values(&[("a", 1.0), ("noise", 0.3), ("p", 7.0), ("x", 0.7), ("zz", 1.0)]);
+        let v = values(&[
+            ("a", 1.0),
+            ("noise", 0.3),
+            ("p", 7.0),
+            ("x", 0.7),
+            ("zz", 1.0),
+        ]);
         let w = values(&[("noise", 0.3), ("x", 0.7)]);
         assert_eq!(model.predict(&v), model.predict(&w));
     }

@@ -219,7 +219,10 @@ mod tests {
     #[test]
     fn auc_rejects_bad_input() {
         assert_eq!(roc_auc(&[], &[]), Err(MetricError::Empty));
-        assert_eq!(roc_auc(&[0.1, 0.2], &[true, true]), Err(MetricError::SingleClass));
+        assert_eq!(
+            roc_auc(&[0.1, 0.2], &[true, true]),
+            Err(MetricError::SingleClass)
+        );
         assert_eq!(
             roc_auc(&[0.1], &[true, false]),
             Err(MetricError::LengthMismatch {
@@ -277,11 +280,21 @@ mod tests {
 
     #[test]
     fn top_k_by_hand_with_ties_broken_by_index() {
-        let dists = [vec![0.1, 0.6, 0.3], vec![0.5, 0.5, 0.0], vec![0.2, 0.3, 0.5]];
+        let dists = [
+            vec![0.1, 0.6, 0.3],
+            vec![0.5, 0.5, 0.0],
+            vec![0.2, 0.3, 0.5],
+        ];
         // Target ranks: 0 (class 1 highest), 1 (tie with class 0, loses on index), 2.
         let targets = [1, 1, 0];
-        assert!(close(top_k_accuracy(&dists, &targets, 1).unwrap(), 1.0 / 3.0));
-        assert!(close(top_k_accuracy(&dists, &targets, 2).unwrap(), 2.0 / 3.0));
+        assert!(close(
+            top_k_accuracy(&dists, &targets, 1).unwrap(),
+            1.0 / 3.0
+        ));
+        assert!(close(
+            top_k_accuracy(&dists, &targets, 2).unwrap(),
+            2.0 / 3.0
+        ));
         assert!(close(top_k_accuracy(&dists, &targets, 3).unwrap(), 1.0));
         assert_eq!(
             top_k_accuracy(&dists, &targets, 0),

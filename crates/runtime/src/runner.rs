@@ -153,7 +153,7 @@ fn run_loop<S: Stage>(
             let rejection = match env.codec.decode::<S::Input>(payload) {
                 Err(e) => Some((e.kind(), e.to_string())),
                 Ok(record) => {
-                    let mut ctx = Context::new(&env.codec, &mut outputs, now);
+                    let mut ctx = Context::new(&env.codec, &mut outputs, now).for_partition(msg.partition());
                     match stage.process(record, &mut ctx) {
                         Ok(()) => None,
                         Err(StageError::Rejected { kind, reason }) => Some((kind, reason)),

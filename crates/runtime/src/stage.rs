@@ -36,6 +36,7 @@ pub struct Context<'a> {
     codec: &'a Codec,
     outputs: &'a mut Vec<Output>,
     now_ms: i64,
+    partition: Option<i32>,
 }
 
 impl<'a> Context<'a> {
@@ -45,7 +46,21 @@ impl<'a> Context<'a> {
             codec,
             outputs,
             now_ms,
+            partition: None,
         }
+    }
+
+    /// The same context, for a record read from `partition` of the input topic.
+    pub fn for_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Input partition of the record being processed (`None` in tick and shutdown hooks).
+    /// Stages keep event-time state per partition, so one lagging partition cannot make another's
+    /// events late.
+    pub fn partition(&self) -> Option<i32> {
+        self.partition
     }
 
     /// Encodes `record` and queues it for `topic` under `key`.

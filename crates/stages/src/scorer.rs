@@ -48,7 +48,7 @@ impl Scorer {
             event_id: fv.event_id.clone(),
             user_id: fv.user_id.clone(),
             event_time: fv.event_time,
-            model_version: self.model.version().to_string(),
+            model_version: self.model.version.clone(),
             purchase_probability: out.purchase_probability,
             next_actions: out.next_actions,
             predicted_path: out.predicted_path,

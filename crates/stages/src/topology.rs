@@ -1,6 +1,7 @@
 //! Which stage reads which topic, and running a stage by name.
 
 use crate::{cleaning::Cleaning, detector::Detector, scorer::Scorer, sessionizer::Sessionizer, windower::Windower};
+use clickpath_model::artifact::ModelArtifact;
 use clickpath_model::baseline::BaselineModel;
 use clickpath_runtime::{RunSummary, RunnerEnv, run_stage};
 use std::path::Path;
@@ -60,12 +61,31 @@ impl StageName {
 /// Loads the scorer's model: the artifact in `scorer.model_dir`, or the built-in baseline.
 pub fn load_scorer_model(env: &RunnerEnv) -> anyhow::Result<BaselineModel> {
     let dir = env.config.scorer.model_dir.trim();
+    let spec = &env.config.windower;
     if dir.is_empty() {
-        Ok(BaselineModel::builtin()?)
+        builtin_model(spec)
     } else {
-        BaselineModel::load(Path::new(dir)).map_err(|e| anyhow::anyhow!("scorer.model_dir {dir}: {e}"))
+        Ok(ModelArtifact::load(Path::new(dir), spec)
+            .map_err(|e| anyhow::anyhow!("scorer.model_dir {dir}: {e}"))?
+            .model)
     }
 }
+
+/// The baseline artifact shipped in `models/baseline` (trained on generated data; see its `meta.json`).
+pub fn builtin_model(spec: &clickpath_core::features::FeatureSpec) -> anyhow::Result<BaselineModel> {
+    BUILTIN
+        .map(|(meta, model)| {
+            ModelArtifact::from_bytes(Path::new("models/baseline"), meta, model, spec)
+                .map(|a| a.model)
+                .map_err(|e| anyhow::anyhow!("built-in model does not fit windower settings ({e}); train one with `clickpath train` and set scorer.model_dir"))
+        })
+        .unwrap_or_else(|| anyhow::bail!("this build has no built-in model; set scorer.model_dir"))
+}
+
+const BUILTIN: Option<(&[u8], &[u8])> = Some((
+    include_bytes!("../../../models/baseline/meta.json"),
+    include_bytes!("../../../models/baseline/model.json"),
+));
 
 /// Runs stage `name` until shutdown (blocking). `flush_on_shutdown` closes open sessions at the end.
 pub fn run_named(name: StageName, env: &RunnerEnv, flush_on_shutdown: bool) -> anyhow::Result<RunSummary> {

@@ -5,11 +5,13 @@
 //! reader schema (the newest version of the type's subject), so records written by older or newer
 //! producers decode as long as the evolution is compatible.
 
+mod direct;
 mod error;
 mod framing;
 mod inline;
 mod precheck;
 mod record;
+mod wire;
 
 pub use error::CodecError;
 pub use framing::{HEADER_LEN, MAGIC, split_header};
@@ -17,10 +19,10 @@ pub use record::AvroRecord;
 
 use crate::registry::{EmbeddedRegistry, RegistryError, SchemaRegistry};
 use apache_avro::Schema;
-use precheck::BodyFault;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
+use wire::BodyFault;
 
 /// Largest single allocation apache-avro may make while decoding (one string, bytes or block).
 ///
@@ -39,8 +41,10 @@ struct Prepared {
     aliases: Vec<String>,
     /// As registered: apache-avro's decoder and resolver follow its named references.
     schema: Arc<Schema>,
-    /// Without named references: for the serde writer and the body pre-check.
+    /// Without named references: for the serde writer, the body pre-check and the direct decoder.
     inlined: Schema,
+    /// Whether [`direct`] can read bodies of this schema (it reads every type our schemas use).
+    direct: bool,
 }
 
 impl Prepared {
@@ -63,6 +67,7 @@ impl Prepared {
             full_name,
             aliases,
             schema,
+            direct: direct::supports(&inlined),
             inlined,
         })
     }
@@ -84,6 +89,12 @@ impl Prepared {
 pub struct Codec {
     inner: Arc<Inner>,
 }
+
+// One codec is shared by every task of a stage.
+const _: () = {
+    const fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<Codec>()
+};
 
 struct Inner {
     registry: Arc<dyn SchemaRegistry>,
@@ -174,10 +185,14 @@ impl Codec {
             BodyFault::Truncated(m) => CodecError::TruncatedBody(m),
             BodyFault::Invalid(m) => CodecError::BadBody(m),
         })?;
+        if writer.id == reader.id && writer.direct {
+            // Hot path: no resolution needed, read straight into T.
+            return direct::from_body(&writer.inlined, body).map_err(|e| CodecError::BadBody(e.0));
+        }
         let mut rest = body;
         let value = apache_avro::from_avro_datum(&writer.schema, &mut rest, None)
             .map_err(|e| CodecError::BadBody(e.to_string()))?;
-        // Resolving a value against its own writer schema changes nothing: skip it on the hot path.
+        // Resolving a value against its own writer schema changes nothing.
         let value = if writer.id == reader.id {
             value
         } else {
@@ -202,12 +217,9 @@ impl Codec {
             .latest_id(T::FULL_NAME)
             .map_err(|e| match e {
                 // The registry knows the subject but not the schema behind it: not the record's fault.
-                RegistryError::UnknownId(id) => {
-                    CodecError::Registry(RegistryError::BadIndex(format!(
-                        "latest id {id} of {} has no schema",
-                        T::FULL_NAME
-                    )))
-                }
+                RegistryError::UnknownId(id) => CodecError::Registry(RegistryError::BadIndex(
+                    format!("latest id {id} of {} has no schema", T::FULL_NAME),
+                )),
                 other => other.into(),
             })?;
         let prepared = self.prepared(id)?;

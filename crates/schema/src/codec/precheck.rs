@@ -7,6 +7,7 @@
 //! never allocates more than a small multiple of the payload size. The walk also tells a truncated
 //! body from a malformed one and catches trailing bytes.
 
+use super::wire::{BodyFault, Cursor};
 use apache_avro::Schema;
 
 /// Nesting deeper than this is refused (our schemas nest 3 levels).
@@ -15,69 +16,15 @@ const MAX_DEPTH: usize = 64;
 /// Items of a zero-byte type (`null`, empty record) carry no length evidence; cap their count.
 const MAX_ZERO_SIZE_ITEMS: u64 = 1 << 16;
 
-/// What is wrong with a body.
-#[derive(Debug, PartialEq)]
-pub(crate) enum BodyFault {
-    /// The body ends before the schema says it should.
-    Truncated(String),
-    /// The body cannot have been written with this schema.
-    Invalid(String),
-}
-
 /// Checks that `body` is exactly one datum of `schema` (which must have no `Schema::Ref`s).
 pub(crate) fn check_body(schema: &Schema, body: &[u8]) -> Result<(), BodyFault> {
     let mut cur = Cursor { rest: body };
     walk(schema, &mut cur, 0)?;
     match cur.rest.len() {
         0 => Ok(()),
-        n => Err(BodyFault::Invalid(format!("{n} trailing bytes after the record"))),
-    }
-}
-
-struct Cursor<'a> {
-    rest: &'a [u8],
-}
-
-impl Cursor<'_> {
-    fn skip(&mut self, n: u64, what: &str) -> Result<(), BodyFault> {
-        match usize::try_from(n) {
-            Ok(n) if n <= self.rest.len() => {
-                self.rest = &self.rest[n..];
-                Ok(())
-            }
-            _ => Err(BodyFault::Truncated(format!(
-                "{what} needs {n} bytes, {} left",
-                self.rest.len()
-            ))),
-        }
-    }
-
-    fn byte(&mut self, what: &str) -> Result<u8, BodyFault> {
-        let (&b, rest) = self
-            .rest
-            .split_first()
-            .ok_or_else(|| BodyFault::Truncated(format!("body ends inside {what}")))?;
-        self.rest = rest;
-        Ok(b)
-    }
-
-    /// A zig-zag varint `long`.
-    fn long(&mut self, what: &str) -> Result<i64, BodyFault> {
-        let mut raw: u64 = 0;
-        for i in 0..10 {
-            let b = self.byte(what)?;
-            raw |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
-            }
-        }
-        Err(BodyFault::Invalid(format!("{what}: varint longer than 10 bytes")))
-    }
-
-    /// A non-negative length or index.
-    fn count(&mut self, what: &str) -> Result<u64, BodyFault> {
-        let n = self.long(what)?;
-        u64::try_from(n).map_err(|_| BodyFault::Invalid(format!("{what} is negative ({n})")))
+        n => Err(BodyFault::Invalid(format!(
+            "{n} trailing bytes after the record"
+        ))),
     }
 }
 
@@ -179,11 +126,13 @@ fn blocks(
             cur.long(what)?;
         }
         let count = raw.unsigned_abs();
-        let fits = if min_item_size == 0 {
-            zero_size_items += count;
-            zero_size_items <= MAX_ZERO_SIZE_ITEMS
-        } else {
-            count <= cur.rest.len() as u64 / min_item_size
+        // Every item takes at least `min_item_size` bytes, so the bytes left bound the count.
+        let fits = match (cur.rest.len() as u64).checked_div(min_item_size) {
+            Some(max) => count <= max,
+            None => {
+                zero_size_items = zero_size_items.saturating_add(count);
+                zero_size_items <= MAX_ZERO_SIZE_ITEMS
+            }
         };
         if !fits {
             return Err(BodyFault::Truncated(format!(
@@ -262,9 +211,15 @@ mod tests {
     #[test]
     fn out_of_range_enum_and_union_indexes_are_invalid() {
         let e = schema(r#"{"type":"enum","name":"E","symbols":["A","B"]}"#);
-        assert!(matches!(check_body(&e, &[0x04]), Err(BodyFault::Invalid(_))));
+        assert!(matches!(
+            check_body(&e, &[0x04]),
+            Err(BodyFault::Invalid(_))
+        ));
         let u = schema(r#"["null","long"]"#);
-        assert!(matches!(check_body(&u, &[0x04]), Err(BodyFault::Invalid(_))));
+        assert!(matches!(
+            check_body(&u, &[0x04]),
+            Err(BodyFault::Invalid(_))
+        ));
         assert_eq!(check_body(&u, &[0x02, 0x06]), Ok(()));
     }
 

@@ -1,8 +1,6 @@
 //! Which Avro record each Rust type is.
 
-use crate::types::{
-    ClickEvent, DeadLetter, FeatureVector, FraudAlert, Prediction, SessionSummary,
-};
+use crate::types::{ClickEvent, DeadLetter, FeatureVector, FraudAlert, Prediction, SessionSummary};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -158,14 +158,15 @@ impl EmbeddedRegistry {
         schema_json: &str,
     ) -> Result<u32, RegistryError> {
         if self.by_id.contains_key(&id) {
-            return Err(RegistryError::BadIndex(format!("schema id {id} is used twice")));
+            return Err(RegistryError::BadIndex(format!(
+                "schema id {id} is used twice"
+            )));
         }
-        let schema = Schema::parse_str(schema_json).map_err(|source| {
-            RegistryError::InvalidSchema {
+        let schema =
+            Schema::parse_str(schema_json).map_err(|source| RegistryError::InvalidSchema {
                 what: format!("{subject} (id {id})"),
                 source,
-            }
-        })?;
+            })?;
         let full_name = schema.name().map(|n| n.fullname(None));
         if full_name.as_deref() != Some(subject) {
             return Err(RegistryError::BadIndex(format!(

@@ -1,0 +1,148 @@
+//! Fraud and bot scenarios. Each writes its events into a [`Script`] and returns the index of
+//! the event from which it is detectable (see [`crate::ScenarioKind`] for the definitions).
+
+use crate::catalog::Catalog;
+use crate::script::{Script, cents};
+use crate::users::{FOREIGN_COUNTRIES, card_fingerprint};
+use clickpath_schema::{EventType, PaymentStatus};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Events a crawler needs before it is recognisable.
+const CRAWLER_EVIDENCE: usize = 30;
+/// Failed distinct-card payments that make card testing recognisable.
+const CARD_TESTING_EVIDENCE: usize = 5;
+/// Adds without views that make cart stuffing recognisable.
+const CART_STUFFING_EVIDENCE: usize = 5;
+
+/// A crawler: a fixed cadence with a few ms of jitter, the whole catalogue, no cart.
+pub(crate) fn crawler(rng: &mut ChaCha8Rng, catalog: &Catalog, script: &mut Script<'_>) -> usize {
+    let interval = rng.random_range(800..2_500);
+    let n = rng.random_range(150..300);
+    script.emit(EventType::PageView);
+    for i in 1..n {
+        script.t += interval + rng.random_range(-3..=3);
+        if i % 10 == 0 {
+            let c = rng.random_range(0..catalog.categories.len());
+            script.emit(EventType::PageView).category = Some(catalog.categories[c].name.clone());
+        } else {
+            let item = catalog.uniform_item(rng);
+            script.emit_item(EventType::ProductView, catalog, item);
+        }
+    }
+    CRAWLER_EVIDENCE - 1
+}
+
+/// Card testing: one cheap item, then many declined payments with a new card each.
+pub(crate) fn card_testing(
+    rng: &mut ChaCha8Rng,
+    catalog: &Catalog,
+    script: &mut Script<'_>,
+) -> usize {
+    script.emit(EventType::PageView);
+    let item = (0..5)
+        .map(|_| catalog.uniform_item(rng))
+        .min_by(|a, b| {
+            catalog.items[*a as usize]
+                .price
+                .total_cmp(&catalog.items[*b as usize].price)
+        })
+        .expect("five candidates");
+    let price = catalog.items[item as usize].price;
+    script.wait(rng, 2_000, 8_000);
+    script.emit_item(EventType::ProductView, catalog, item);
+    script.wait(rng, 1_000, 4_000);
+    script
+        .emit_item(EventType::AddToCart, catalog, item)
+        .quantity = Some(1);
+    script.wait(rng, 2_000, 6_000);
+    script.emit_with_total(EventType::BeginCheckout, price);
+    let attempts = rng.random_range(8..25);
+    let mut detectable = 0;
+    for k in 0..attempts {
+        script.wait(rng, 4_000, 20_000);
+        script.emit_payment(price, PaymentStatus::Failed, Some(card_fingerprint(rng)));
+        if k + 1 == CARD_TESTING_EVIDENCE {
+            detectable = script.events.len() - 1;
+        }
+    }
+    if rng.random_bool(0.4) {
+        // One card finally works; the tester buys the cheap item to confirm it.
+        script.wait(rng, 4_000, 20_000);
+        script.emit_payment(price, PaymentStatus::Succeeded, Some(card_fingerprint(rng)));
+        script.wait(rng, 1_000, 3_000);
+        let order_id = script.ids.order();
+        script.emit_with_total(EventType::Purchase, price).order_id = Some(order_id);
+    }
+    detectable
+}
+
+/// Cart stuffing: adds straight from listings, no product views, absurd quantities.
+pub(crate) fn cart_stuffing(
+    rng: &mut ChaCha8Rng,
+    catalog: &Catalog,
+    script: &mut Script<'_>,
+) -> usize {
+    script.emit(EventType::Login);
+    script.wait(rng, 2_000, 6_000);
+    script.emit(EventType::PageView);
+    let n = rng.random_range(15..40);
+    let mut detectable = 0;
+    for k in 0..n {
+        script.wait(rng, 1_000, 4_000);
+        let item = catalog.uniform_item(rng);
+        script
+            .emit_item(EventType::AddToCart, catalog, item)
+            .quantity = Some(rng.random_range(50..1_000));
+        if k + 1 == CART_STUFFING_EVIDENCE {
+            detectable = script.events.len() - 1;
+        }
+    }
+    detectable
+}
+
+/// An account takeover: the script already carries the victim's id; this replaces its client
+/// (device, country, network) with the attacker's and buys expensive items within minutes.
+pub(crate) fn account_takeover(
+    rng: &mut ChaCha8Rng,
+    catalog: &Catalog,
+    script: &mut Script<'_>,
+    victim_country: &str,
+    victim_card: Option<String>,
+) -> usize {
+    let foreign: Vec<&str> = FOREIGN_COUNTRIES
+        .iter()
+        .copied()
+        .filter(|c| *c != victim_country)
+        .collect();
+    script.country = foreign[rng.random_range(0..foreign.len())].to_string();
+    script.device = format!("desktop-{:06x}", rng.random_range(0..0x100_0000u32));
+    script.ip_prefix_hash = format!("{:016x}", rng.random::<u64>());
+    script.channel = Some("direct".to_string());
+    script.emit(EventType::Login);
+    script.wait(rng, 5_000, 20_000);
+    script.emit(EventType::PageView);
+    let mut total = 0.0;
+    for _ in 0..rng.random_range(1..=2) {
+        let item = catalog.expensive[rng.random_range(0..catalog.expensive.len())];
+        let qty = rng.random_range(1..=3);
+        script.wait(rng, 10_000, 40_000);
+        script.emit_item(EventType::ProductView, catalog, item);
+        script.wait(rng, 5_000, 15_000);
+        script
+            .emit_item(EventType::AddToCart, catalog, item)
+            .quantity = Some(qty);
+        total += catalog.items[item as usize].price * f64::from(qty);
+    }
+    let total = cents(total);
+    script.wait(rng, 10_000, 40_000);
+    script.emit_with_total(EventType::BeginCheckout, total);
+    let detectable = script.events.len() - 1;
+    script.wait(rng, 10_000, 30_000);
+    let card = victim_card.unwrap_or_else(|| card_fingerprint(rng));
+    script.emit_payment(total, PaymentStatus::Succeeded, Some(card));
+    script.wait(rng, 3_000, 8_000);
+    let order_id = script.ids.order();
+    script.emit_with_total(EventType::Purchase, total).order_id = Some(order_id);
+    detectable
+}

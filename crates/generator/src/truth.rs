@@ -1,0 +1,99 @@
+//! Ground truth written beside the events: what the model knew and what was injected.
+
+use crate::dirty::MalformedKind;
+use clickpath_schema::AlertType;
+use serde::{Deserialize, Serialize};
+
+/// The true purchase probability and outcome of one ordinary session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionTruth {
+    /// The shopper.
+    pub user_id: String,
+    /// The client session id put on every event of the session.
+    pub session_id: String,
+    /// Id of the session's first event (in event time).
+    pub first_event_id: String,
+    /// Event time of the first event (ms).
+    pub start_time: i64,
+    /// Event time of the last event (ms).
+    pub end_time: i64,
+    /// Number of distinct events in the session.
+    pub event_count: u32,
+    /// The probability with which the outcome was drawn: the exact answer a scorer estimates.
+    pub purchase_probability: f64,
+    /// Whether the session ended with a `PURCHASE`.
+    pub purchased: bool,
+    /// The order total if it purchased, else 0.
+    pub order_value: f64,
+}
+
+/// The kinds of fraud and bot behaviour the generator can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScenarioKind {
+    /// Very regular inter-event times, no dwell, product views across the whole catalogue, no
+    /// cart. Detectable at its 30th event.
+    CrawlerBot,
+    /// A burst of failed `PAYMENT_ATTEMPT`s with distinct card fingerprints within minutes.
+    /// Detectable at the 5th failed attempt.
+    CardTesting,
+    /// `LOGIN` of an existing user from a new device and a new country, then a high-value
+    /// checkout and payment within minutes. Detectable at the `BEGIN_CHECKOUT`.
+    AccountTakeover,
+    /// Many `ADD_TO_CART`s without product views, with absurd quantities. Detectable at the 5th
+    /// add.
+    CartStuffing,
+}
+
+impl ScenarioKind {
+    /// The alert a detector should raise for it.
+    pub fn alert_type(self) -> AlertType {
+        match self {
+            ScenarioKind::CrawlerBot => AlertType::BotCadence,
+            ScenarioKind::CardTesting => AlertType::CardTesting,
+            ScenarioKind::AccountTakeover => AlertType::AccountTakeover,
+            ScenarioKind::CartStuffing => AlertType::CartStuffing,
+        }
+    }
+}
+
+/// One injected fraud or bot scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyLabel {
+    /// What was injected.
+    pub scenario: ScenarioKind,
+    /// The user whose stream carries it (for an account takeover: the victim).
+    pub user_id: String,
+    /// Ids of every event of the scenario, in event-time order.
+    pub event_ids: Vec<String>,
+    /// Event time of the first event (ms).
+    pub start_time: i64,
+    /// Event time of the last event (ms).
+    pub end_time: i64,
+    /// Event time from which the pattern is complete by its minimal definition (see
+    /// [`ScenarioKind`]); a detector's latency is measured from here.
+    pub detectable_at_ms: i64,
+}
+
+/// One injected malformed record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MalformedLabel {
+    /// The record's unique key (also its event's `event_id`).
+    pub key: String,
+    /// How it is broken.
+    pub kind: MalformedKind,
+    /// Human-readable description of the damage.
+    pub note: String,
+}
+
+/// One line of the ground-truth file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum TruthRecord {
+    /// An ordinary session.
+    Session(SessionTruth),
+    /// An injected scenario.
+    Anomaly(AnomalyLabel),
+    /// An injected malformed record.
+    Malformed(MalformedLabel),
+}

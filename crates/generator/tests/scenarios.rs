@@ -1,0 +1,148 @@
+//! Fraud and bot scenarios: labels point at real events that show the documented pattern.
+
+mod common;
+
+use clickpath_generator::{
+    AnomalyLabel, GeneratorConfig, ScenarioConfig, ScenarioKind, TruthRecord,
+};
+use clickpath_schema::{ClickEvent, EventType, PaymentStatus};
+use common::run;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[test]
+fn every_scenario_is_injected_labelled_and_shows_its_pattern() {
+    let cfg = GeneratorConfig {
+        sessions: 3_000,
+        scenarios: ScenarioConfig {
+            crawler_bots: 2,
+            card_testing: 3,
+            account_takeovers: 2,
+            cart_stuffing: 1,
+        },
+        ..GeneratorConfig::default()
+    };
+    let out = run(cfg);
+    let mut by_id: BTreeMap<&str, &ClickEvent> = BTreeMap::new();
+    for e in out.events() {
+        by_id.entry(e.event_id.as_str()).or_insert(e);
+    }
+    let labels: Vec<&AnomalyLabel> = out
+        .truth
+        .iter()
+        .filter_map(|t| match t {
+            TruthRecord::Anomaly(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let count = |k| labels.iter().filter(|l| l.scenario == k).count();
+    assert_eq!(count(ScenarioKind::CrawlerBot), 2);
+    assert_eq!(count(ScenarioKind::CardTesting), 3);
+    assert_eq!(count(ScenarioKind::AccountTakeover), 2);
+    assert_eq!(count(ScenarioKind::CartStuffing), 1);
+    assert_eq!(out.stats.scenarios, 8);
+
+    for label in &labels {
+        let events: Vec<&ClickEvent> = label
+            .event_ids
+            .iter()
+            .map(|id| *by_id.get(id.as_str()).expect("labelled event was emitted"))
+            .collect();
+        assert!(events.iter().all(|e| e.user_id == label.user_id));
+        assert!(
+            events
+                .windows(2)
+                .all(|w| w[0].event_time <= w[1].event_time)
+        );
+        assert_eq!(events[0].event_time, label.start_time);
+        assert_eq!(events.last().unwrap().event_time, label.end_time);
+        assert!((label.start_time..=label.end_time).contains(&label.detectable_at_ms));
+        match label.scenario {
+            ScenarioKind::CrawlerBot => check_crawler(&events),
+            ScenarioKind::CardTesting => check_card_testing(&events),
+            ScenarioKind::AccountTakeover => {
+                check_takeover(&events, &out.events().collect::<Vec<_>>())
+            }
+            ScenarioKind::CartStuffing => check_cart_stuffing(&events),
+        }
+    }
+}
+
+fn count(events: &[&ClickEvent], t: EventType) -> usize {
+    events.iter().filter(|e| e.event_type == t).count()
+}
+
+fn check_crawler(events: &[&ClickEvent]) {
+    assert!(events.len() >= 150);
+    assert_eq!(count(events, EventType::AddToCart), 0);
+    let gaps: Vec<i64> = events
+        .windows(2)
+        .map(|w| w[1].event_time - w[0].event_time)
+        .collect();
+    let (lo, hi) = (gaps.iter().min().unwrap(), gaps.iter().max().unwrap());
+    assert!(hi - lo <= 6, "cadence varies from {lo} to {hi} ms");
+    assert!(*hi < 3_000, "no human dwell");
+    let categories: BTreeSet<_> = events.iter().filter_map(|e| e.category.as_ref()).collect();
+    assert!(
+        categories.len() >= 20,
+        "breadth: {} categories",
+        categories.len()
+    );
+}
+
+fn check_card_testing(events: &[&ClickEvent]) {
+    let failed: Vec<_> = events
+        .iter()
+        .filter_map(|e| e.payment.as_ref().map(|p| (e, p)))
+        .filter(|(_, p)| p.status == PaymentStatus::Failed)
+        .collect();
+    assert!(failed.len() >= 8);
+    let cards: BTreeSet<_> = failed
+        .iter()
+        .map(|(_, p)| p.card_fingerprint.clone())
+        .collect();
+    assert_eq!(cards.len(), failed.len(), "a new card each time");
+    let span = failed.last().unwrap().0.event_time - failed[0].0.event_time;
+    assert!(span < 10 * 60_000, "within minutes: {span} ms");
+}
+
+fn check_takeover(events: &[&ClickEvent], stream: &[&ClickEvent]) {
+    let login = events[0];
+    assert_eq!(login.event_type, EventType::Login);
+    let before: Vec<_> = stream
+        .iter()
+        .filter(|e| e.user_id == login.user_id && e.event_time < login.event_time)
+        .collect();
+    assert!(!before.is_empty(), "the victim has a history");
+    assert!(
+        before
+            .iter()
+            .all(|e| e.device != login.device && e.country != login.country)
+    );
+    let checkout = events
+        .iter()
+        .find(|e| e.event_type == EventType::BeginCheckout)
+        .expect("checkout");
+    assert!(checkout.event_time - login.event_time < 10 * 60_000);
+    let value = checkout.order_value.unwrap();
+    let typical: Vec<f64> = stream
+        .iter()
+        .filter(|e| e.event_type == EventType::Purchase)
+        .filter_map(|e| e.order_value)
+        .collect();
+    let mean = typical.iter().sum::<f64>() / typical.len() as f64;
+    assert!(
+        value > 2.0 * mean,
+        "high value: {value} vs mean order {mean}"
+    );
+    assert_eq!(count(events, EventType::Purchase), 1);
+}
+
+fn check_cart_stuffing(events: &[&ClickEvent]) {
+    assert_eq!(count(events, EventType::ProductView), 0);
+    let adds: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == EventType::AddToCart)
+        .collect();
+    assert!(adds.len() >= 15);
+    assert!(adds.iter().all(|e| e.quantity.unwrap() >= 50));
+}

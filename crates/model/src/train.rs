@@ -1,0 +1,218 @@
+//! Training and evaluation of the baseline model from raw click events.
+
+use clickpath_core::{FeatureSpec, FeatureWindower, SessionConfig};
+use clickpath_schema::{ClickEvent, EventType};
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::{ArtifactMeta, ModelArtifact, TrainingInfo};
+use crate::baseline::{BASELINE_KIND, BaselineModel};
+use crate::dataset::{Dataset, Example, SplitConfig, build_dataset};
+use crate::error::ModelError;
+use crate::logistic::{FitHistory, LabeledValues, LogisticConfig, LogisticModel};
+use crate::markov::{DEFAULT_SMOOTHING, MarkovChain};
+use crate::metrics;
+
+/// Everything [`train_baseline`] needs besides the events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Session rules (must match the sessionizer stage's). Default: core's defaults.
+    pub session: SessionConfig,
+    /// Feature spec (must match the windower stage's). Default: core's defaults.
+    pub features: FeatureSpec,
+    /// Time-based split. Default 70 / 15 / 15 by session start.
+    pub split: SplitConfig,
+    /// Logistic regression hyper-parameters.
+    pub logistic: LogisticConfig,
+    /// Additive smoothing of the Markov chain. Default 1.0 (Laplace).
+    pub markov_smoothing: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            session: SessionConfig::default(),
+            features: FeatureSpec::default(),
+            split: SplitConfig::default(),
+            logistic: LogisticConfig::default(),
+            markov_smoothing: DEFAULT_SMOOTHING,
+        }
+    }
+}
+
+/// Quality of a model on a set of examples. A metric that is undefined on the data (AUC with a
+/// single class, top-k without any next action) is `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    /// Examples scored.
+    pub examples: usize,
+    /// Examples whose session went on to a purchase.
+    pub positives: usize,
+    /// ROC AUC of the purchase probability.
+    pub roc_auc: Option<f64>,
+    /// Average precision of the purchase probability.
+    pub pr_auc: Option<f64>,
+    /// Log loss of the purchase probability (nats).
+    pub log_loss: Option<f64>,
+    /// Expected calibration error, 10 equal-width bins.
+    pub ece: Option<f64>,
+    /// Examples with a next action (the session's last event has none).
+    pub next_action_cases: usize,
+    /// Next action is the most likely one.
+    pub next_action_top1: Option<f64>,
+    /// Next action is among the 3 most likely.
+    pub next_action_top3: Option<f64>,
+}
+
+/// Sizes of the data behind a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetCounts {
+    /// Input events.
+    pub events: usize,
+    /// Sessions.
+    pub sessions: usize,
+    /// Examples (events up to each session's first purchase).
+    pub examples: usize,
+    /// Training examples.
+    pub train_examples: usize,
+    /// Validation examples.
+    pub validation_examples: usize,
+    /// Test examples.
+    pub test_examples: usize,
+    /// Share of positive training examples.
+    pub train_positive_rate: f64,
+}
+
+/// A trained model with its metadata (metrics on the test split included) and fit history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainReport {
+    /// Model and metadata, ready to [`ModelArtifact::save`].
+    pub artifact: ModelArtifact,
+    /// How the logistic regression's fit went.
+    pub history: FitHistory,
+}
+
+impl TrainReport {
+    /// The trained model.
+    pub fn model(&self) -> &BaselineModel {
+        &self.artifact.model
+    }
+
+    /// Metrics on the test split.
+    pub fn metrics(&self) -> &EvalMetrics {
+        &self.artifact.meta.metrics
+    }
+}
+
+/// Scores `examples` with `model`: purchase metrics on every example, next-action accuracy on
+/// those with a next action (predicted from the example's own event type).
+pub fn evaluate(model: &BaselineModel, examples: &[&Example]) -> EvalMetrics {
+    let probabilities: Vec<f64> = examples
+        .iter()
+        .map(|ex| model.logistic.predict(&ex.features.values))
+        .collect();
+    let labels: Vec<bool> = examples.iter().map(|ex| ex.purchase).collect();
+    let (distributions, targets): (Vec<_>, Vec<_>) = examples
+        .iter()
+        .filter_map(|ex| {
+            ex.next_action.map(|next| {
+                (
+                    model.markov.next_distribution(Some(ex.event_type())),
+                    next.index(),
+                )
+            })
+        })
+        .unzip();
+    EvalMetrics {
+        examples: examples.len(),
+        positives: labels.iter().filter(|&&y| y).count(),
+        roc_auc: metrics::roc_auc(&probabilities, &labels).ok(),
+        pr_auc: metrics::pr_auc(&probabilities, &labels).ok(),
+        log_loss: metrics::log_loss(&probabilities, &labels).ok(),
+        ece: metrics::expected_calibration_error(
+            &probabilities,
+            &labels,
+            metrics::DEFAULT_ECE_BINS,
+        )
+        .ok(),
+        next_action_cases: targets.len(),
+        next_action_top1: metrics::top_k_accuracy(&distributions, &targets, 1).ok(),
+        next_action_top3: metrics::top_k_accuracy(&distributions, &targets, 3).ok(),
+    }
+}
+
+/// Markov transitions seen in `examples`: `(None, type)` where a session opens and
+/// `(type, next)` wherever there is a next action.
+fn transitions<'a>(
+    examples: &'a [&'a Example],
+) -> impl Iterator<Item = (Option<EventType>, EventType)> + 'a {
+    examples.iter().flat_map(|ex| {
+        let start = ex.opens_session.then_some((None, ex.event_type()));
+        let step = ex.next_action.map(|next| (Some(ex.event_type()), next));
+        start.into_iter().chain(step)
+    })
+}
+
+fn as_labeled<'a>(examples: &[&'a Example]) -> Vec<LabeledValues<'a>> {
+    examples
+        .iter()
+        .map(|ex| (&ex.features.values, ex.purchase))
+        .collect()
+}
+
+/// Builds the dataset from `events`, splits it by time, fits both models on the training split
+/// (validation for early stopping) and evaluates on the test split.
+pub fn train_baseline(events: &[ClickEvent], cfg: &TrainConfig) -> Result<TrainReport, ModelError> {
+    let dataset: Dataset = build_dataset(events, &cfg.session, &cfg.features);
+    let splits = dataset.split(&cfg.split)?;
+    if splits.test.is_empty() {
+        return Err(ModelError::InsufficientData(format!(
+            "the test split is empty ({} sessions); use more data or a smaller train/validation share",
+            dataset.sessions
+        )));
+    }
+    let feature_names = FeatureWindower::new(cfg.features.clone()).feature_names();
+    let (logistic, history) = LogisticModel::fit(
+        &feature_names,
+        &as_labeled(&splits.train),
+        &as_labeled(&splits.validation),
+        &cfg.logistic,
+    )?;
+    let markov = MarkovChain::fit_with_smoothing(transitions(&splits.train), cfg.markov_smoothing)?;
+    let model = BaselineModel::new(markov, logistic);
+    let metrics = evaluate(&model, &splits.test);
+
+    let train_positives = splits.train.iter().filter(|ex| ex.purchase).count();
+    let counts = DatasetCounts {
+        events: dataset.events,
+        sessions: dataset.sessions,
+        examples: dataset.examples.len(),
+        train_examples: splits.train.len(),
+        validation_examples: splits.validation.len(),
+        test_examples: splits.test.len(),
+        train_positive_rate: train_positives as f64 / splits.train.len().max(1) as f64,
+    };
+    let meta = ArtifactMeta {
+        format_version: crate::artifact::FORMAT_VERSION,
+        kind: BASELINE_KIND.to_string(),
+        version: model.version.clone(),
+        created_at: crate::artifact::now_rfc3339(),
+        feature_spec_version: cfg.features.version.clone(),
+        feature_names: model.logistic.feature_names().to_vec(),
+        session_config: cfg.session.clone(),
+        training_data_fingerprint: dataset.fingerprint.clone(),
+        metrics,
+        counts,
+        training: TrainingInfo {
+            feature_spec: cfg.features.clone(),
+            split: cfg.split.clone(),
+            logistic: cfg.logistic.clone(),
+            markov_smoothing: cfg.markov_smoothing,
+            history: history.clone(),
+        },
+    };
+    Ok(TrainReport {
+        artifact: ModelArtifact { model, meta },
+        history,
+    })
+}

@@ -1,0 +1,237 @@
+//! Schema evolution: records written with an older (or differently shaped) writer schema decode
+//! into the current type by Avro schema resolution, driven by the writer id in the header.
+
+use clickpath_schema::*;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+fn registry(versions: &[(&str, u32, &str)]) -> Arc<EmbeddedRegistry> {
+    let mut r = EmbeddedRegistry::new();
+    for (subject, id, json) in versions {
+        r.register(subject, *id, json).unwrap();
+    }
+    Arc::new(r)
+}
+
+/// Encodes with `T` under a registry where `json` is the only (so newest) version.
+fn write_with<T: AvroRecord>(id: u32, json: &str, value: &T) -> Vec<u8> {
+    Codec::new(registry(&[(T::FULL_NAME, id, json)]))
+        .encode(value)
+        .unwrap()
+}
+
+const PROFILE: &str = "test.Profile";
+
+const PROFILE_V1: &str = r#"{"type": "record", "name": "Profile", "namespace": "test", "fields": [
+    {"name": "id", "type": "string"},
+    {"name": "name", "type": "string"}
+]}"#;
+
+/// V1 plus `tier` (default "basic") and an optional `visits` (default null).
+const PROFILE_V2_ADDED: &str = r#"{"type": "record", "name": "Profile", "namespace": "test", "fields": [
+    {"name": "id", "type": "string"},
+    {"name": "name", "type": "string"},
+    {"name": "tier", "type": "string", "default": "basic"},
+    {"name": "visits", "type": ["null", "int"], "default": null}
+]}"#;
+
+/// An old writer that still had `legacy_score` and `tags` between and after V1's fields.
+const PROFILE_V0_EXTRA: &str = r#"{"type": "record", "name": "Profile", "namespace": "test", "fields": [
+    {"name": "id", "type": "string"},
+    {"name": "legacy_score", "type": "double"},
+    {"name": "name", "type": "string"},
+    {"name": "tags", "type": {"type": "array", "items": "string"}}
+]}"#;
+
+/// V1 plus `tier` with no default: old records cannot fill it.
+const PROFILE_V2_REQUIRED: &str = r#"{"type": "record", "name": "Profile", "namespace": "test", "fields": [
+    {"name": "id", "type": "string"},
+    {"name": "name", "type": "string"},
+    {"name": "tier", "type": "string"}
+]}"#;
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct ProfileV1 {
+    id: String,
+    name: String,
+}
+
+impl AvroRecord for ProfileV1 {
+    const FULL_NAME: &'static str = PROFILE;
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct ProfileV2 {
+    id: String,
+    name: String,
+    tier: String,
+    visits: Option<i32>,
+}
+
+impl AvroRecord for ProfileV2 {
+    const FULL_NAME: &'static str = PROFILE;
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct ProfileV0 {
+    id: String,
+    legacy_score: f64,
+    name: String,
+    tags: Vec<String>,
+}
+
+impl AvroRecord for ProfileV0 {
+    const FULL_NAME: &'static str = PROFILE;
+}
+
+#[test]
+fn a_new_reader_field_is_filled_from_its_default() {
+    let old = ProfileV1 {
+        id: "p1".into(),
+        name: "Ada".into(),
+    };
+    let bytes = write_with(10, PROFILE_V1, &old);
+    let reader = Codec::new(registry(&[
+        (PROFILE, 10, PROFILE_V1),
+        (PROFILE, 11, PROFILE_V2_ADDED),
+    ]));
+    let new: ProfileV2 = reader.decode(&bytes).unwrap();
+    assert_eq!(
+        new,
+        ProfileV2 {
+            id: "p1".into(),
+            name: "Ada".into(),
+            tier: "basic".into(),
+            visits: None,
+        }
+    );
+    // The reader writes new records with the newest id, and those decode without resolution.
+    assert_eq!(reader.schema_id::<ProfileV2>().unwrap(), 11);
+    let again: ProfileV2 = reader.decode(&reader.encode(&new).unwrap()).unwrap();
+    assert_eq!(again, new);
+}
+
+#[test]
+fn a_writer_field_the_reader_lacks_is_skipped() {
+    let old = ProfileV0 {
+        id: "p2".into(),
+        legacy_score: 0.5,
+        name: "Grace".into(),
+        tags: vec!["a".into(), "b".into()],
+    };
+    let bytes = write_with(20, PROFILE_V0_EXTRA, &old);
+    let reader = Codec::new(registry(&[
+        (PROFILE, 20, PROFILE_V0_EXTRA),
+        (PROFILE, 21, PROFILE_V1),
+    ]));
+    let current: ProfileV1 = reader.decode(&bytes).unwrap();
+    assert_eq!(
+        current,
+        ProfileV1 {
+            id: "p2".into(),
+            name: "Grace".into(),
+        }
+    );
+}
+
+#[test]
+fn a_new_field_without_default_cannot_read_old_records() {
+    let bytes = write_with(
+        30,
+        PROFILE_V1,
+        &ProfileV1 {
+            id: "p3".into(),
+            name: "Lin".into(),
+        },
+    );
+    let reader = Codec::new(registry(&[
+        (PROFILE, 30, PROFILE_V1),
+        (PROFILE, 31, PROFILE_V2_REQUIRED),
+    ]));
+    let err = reader.decode::<ProfileV2>(&bytes).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CodecError::Resolution {
+                writer_id: 30,
+                reader_id: 31,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.kind(), "schema_resolution");
+}
+
+#[test]
+fn the_writer_id_selects_the_schema_not_the_reader() {
+    // Same bytes, two registries: only the one that knows id 10 as V1 can read them.
+    let bytes = write_with(
+        10,
+        PROFILE_V1,
+        &ProfileV1 {
+            id: "p4".into(),
+            name: "Kay".into(),
+        },
+    );
+    let without_old = Codec::new(registry(&[(PROFILE, 11, PROFILE_V2_ADDED)]));
+    assert!(matches!(
+        without_old.decode::<ProfileV2>(&bytes),
+        Err(CodecError::UnknownSchemaId(10))
+    ));
+}
+
+/// The first ClickEvent version, before the marketing and payment fields existed.
+const CLICK_EVENT_V0: &str = r#"{"type": "record", "name": "ClickEvent", "namespace": "io.clickpath", "fields": [
+    {"name": "event_id", "type": "string"},
+    {"name": "user_id", "type": "string"},
+    {"name": "event_type", "type": {"type": "enum", "name": "EventType",
+        "symbols": ["PAGE_VIEW", "PRODUCT_VIEW", "SEARCH", "ADD_TO_CART", "REMOVE_FROM_CART",
+                    "WISHLIST", "BEGIN_CHECKOUT", "PAYMENT_ATTEMPT", "PURCHASE", "LOGIN"]}},
+    {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "item_id", "type": ["null", "string"], "default": null},
+    {"name": "price", "type": ["null", "double"], "default": null}
+]}"#;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ClickEventV0 {
+    event_id: String,
+    user_id: String,
+    event_type: EventType,
+    event_time: i64,
+    item_id: Option<String>,
+    price: Option<f64>,
+}
+
+impl AvroRecord for ClickEventV0 {
+    const FULL_NAME: &'static str = ClickEvent::FULL_NAME;
+}
+
+#[test]
+fn old_click_events_decode_into_the_current_type() {
+    let shipped = EmbeddedRegistry::shipped();
+    let current = shipped
+        .schema_text(shipped.latest_id(ClickEvent::FULL_NAME).unwrap())
+        .unwrap();
+    let bytes = write_with(
+        100,
+        CLICK_EVENT_V0,
+        &ClickEventV0 {
+            event_id: "e-old".into(),
+            user_id: "u-1".into(),
+            event_type: EventType::AddToCart,
+            event_time: 1_600_000_000_000,
+            item_id: Some("i-1".into()),
+            price: Some(9.5),
+        },
+    );
+    let reader = Codec::new(registry(&[
+        (ClickEvent::FULL_NAME, 100, CLICK_EVENT_V0),
+        (ClickEvent::FULL_NAME, 101, current),
+    ]));
+    let event: ClickEvent = reader.decode(&bytes).unwrap();
+    let mut expected = ClickEvent::new("e-old", "u-1", EventType::AddToCart, 1_600_000_000_000);
+    expected.item_id = Some("i-1".into());
+    expected.price = Some(9.5);
+    assert_eq!(event, expected);
+}
