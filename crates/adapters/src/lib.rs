@@ -136,6 +136,12 @@ impl Iterator for Events {
     }
 }
 
+/// Callers move a reader to a producer thread; keep it `Send`.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Events>();
+};
+
 /// Opens `path` as `format`. Fails only if the file cannot be opened or its header does not
 /// fit the format; row problems come out of the iterator.
 pub fn read(format: Format, path: impl AsRef<Path>) -> Result<Events, AdapterError> {

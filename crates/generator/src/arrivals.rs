@@ -37,7 +37,8 @@ impl Arrivals {
     pub fn next_after(&self, mut t: i64, rng: &mut ChaCha8Rng) -> i64 {
         loop {
             let u: f64 = rng.random();
-            t += (-(1.0 - u).ln() / self.peak_rate).ceil().max(1.0) as i64;
+            let step = (-(1.0 - u).ln() / self.peak_rate).ceil().max(1.0) as i64;
+            t = t.saturating_add(step);
             if rng.random::<f64>() * (1.0 + AMPLITUDE) < diurnal_multiplier(t) {
                 return t;
             }

@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 /// 2026-01-05T00:00:00Z (a Monday) in milliseconds since the Unix epoch.
 pub const DEFAULT_START_TIME_MS: i64 = 1_767_571_200_000;
 
+/// Latest accepted start time (2096-10-02), safely before the far-future malformed records.
+const LATEST_START_MS: i64 = 4_000_000_000_000;
+/// Longest accepted gap or delay: 365 days.
+const MAX_GAP_MS: u64 = 365 * 86_400_000;
+
 /// Everything that shapes a generated stream. Same config, same bytes.
 ///
 /// The stream stops at the first limit reached among `sessions`, `duration_ms` and `max_events`;
@@ -262,8 +267,11 @@ impl GeneratorConfig {
             problems.push("catalog.items must be at least catalog.categories".into());
         }
         let b = &self.behaviour;
-        if !(b.sessions_per_user_per_day.is_finite() && b.sessions_per_user_per_day > 0.0) {
-            problems.push("behaviour.sessions_per_user_per_day must be positive".into());
+        if !(0.001..=10_000.0).contains(&b.sessions_per_user_per_day) {
+            problems.push("behaviour.sessions_per_user_per_day must be in [0.001, 10000]".into());
+        }
+        if b.min_session_gap_ms > MAX_GAP_MS {
+            problems.push("behaviour.min_session_gap_ms must be at most 365 days".into());
         }
         if !(b.intent_alpha.is_finite() && b.intent_alpha > 0.0) {
             problems.push("behaviour.intent_alpha must be positive".into());
@@ -281,8 +289,13 @@ impl GeneratorConfig {
         if !(f.purchase_per_cart > 0.0 && f.purchase_per_cart <= 1.0) {
             problems.push("funnel.purchase_per_cart must be in (0, 1]".into());
         }
-        if self.start_time_ms < 0 {
-            problems.push("start_time_ms must not be negative".into());
+        if !(0..LATEST_START_MS).contains(&self.start_time_ms) {
+            problems.push(
+                "start_time_ms must be between 1970 and 2096 (malformed records use 2100)".into(),
+            );
+        }
+        if self.dirty.disorder_bound_ms > MAX_GAP_MS || self.dirty.late_delay_ms > MAX_GAP_MS {
+            problems.push("dirty delays must be at most 365 days".into());
         }
         if problems.is_empty() {
             Ok(())

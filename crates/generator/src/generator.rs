@@ -279,7 +279,9 @@ impl Generator {
         let user = &mut self.users[ui];
         user.sessions_done += 1;
         let gap = self.cfg.behaviour.min_session_gap_ms as i64;
-        let next = self.arrivals.next_after(end + gap, &mut self.rng);
+        let next = self
+            .arrivals
+            .next_after(end.saturating_add(gap), &mut self.rng);
         self.schedule.push(Reverse((next, ui as u32)));
     }
 
@@ -526,3 +528,9 @@ impl Iterator for Generator {
         }
     }
 }
+
+/// Callers move a generator to a producer thread; keep it `Send`.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Generator>();
+};

@@ -62,8 +62,8 @@
 //!
 //! [`ScenarioKind`] lists them; each is labelled with an [`AnomalyLabel`] naming every event id.
 //! Crawlers, card testers and cart stuffers are extra users that act once; an account takeover
-//! replaces one later session of an existing user. They are spread over the first 80 % of the
-//! sessions (by session index).
+//! replaces one later session of an existing user. They start at random session indices between 5 % and
+//! 80 % of the expected number of sessions.
 //!
 //! # Dirty data
 //!

@@ -114,10 +114,15 @@ fn run_loop<S: Stage>(
     let mut summary = RunSummary::default();
     let mut assigned: BTreeSet<i32> = BTreeSet::new();
     let label = StageLabel { stage: name.into() };
-    let in_counter = env.metrics.records_in.get_or_create(&StageTopic {
-        stage: name.into(),
-        topic: input_topic.into(),
-    });
+    // Clone the counter: holding the family's guard would block every other thread's get_or_create.
+    let in_counter = env
+        .metrics
+        .records_in
+        .get_or_create(&StageTopic {
+            stage: name.into(),
+            topic: input_topic.into(),
+        })
+        .clone();
 
     while !env.shutdown.is_triggered() {
         env.health.beat(name);
