@@ -132,8 +132,14 @@ fn pipeline_on_real_broker_matches_core_logic() {
     let mut b: Vec<_> = expected_sessions.iter().map(session_key).collect();
     a.sort();
     b.sort();
-    assert_eq!(a.len(), b.len(), "session count");
-    assert_eq!(a, b, "sessions differ from the core sessionizer's");
+    let only_pipeline: Vec<_> = a.iter().filter(|s| !b.contains(s)).collect();
+    let only_reference: Vec<_> = b.iter().filter(|s| !a.contains(s)).collect();
+    assert!(
+        only_pipeline.is_empty() && only_reference.is_empty() && a.len() == b.len(),
+        "sessions differ from the core sessionizer's ({} vs {}):\nonly in pipeline: {only_pipeline:#?}\nonly in reference: {only_reference:#?}",
+        a.len(),
+        b.len()
+    );
 
     // One prediction per clean event, each for a real input event.
     let predicted: BTreeSet<String> = got.predictions.iter().map(|p| p.event_id.clone()).collect();
