@@ -58,9 +58,18 @@ impl Collector {
             dead_letters: t.dead_letters.clone(),
         };
         let mut tpl = TopicPartitionList::new();
-        for topic in [&topics.sessions, &topics.predictions, &topics.alerts, &topics.dead_letters] {
+        for topic in [
+            &topics.sessions,
+            &topics.predictions,
+            &topics.alerts,
+            &topics.dead_letters,
+        ] {
             let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            let partitions = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+            let partitions = md
+                .topics()
+                .first()
+                .map(|t| t.partitions().len())
+                .unwrap_or(0);
             if partitions == 0 {
                 anyhow::bail!("topic {topic} has no partitions (does it exist?)");
             }
@@ -106,7 +115,11 @@ impl Collector {
     }
 
     /// Polls until `done` holds or `timeout` passes; returns whether `done` held.
-    pub fn poll_until(&mut self, timeout: Duration, mut done: impl FnMut(&Collected) -> bool) -> bool {
+    pub fn poll_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&Collected) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if done(&self.collected) {

@@ -47,13 +47,18 @@ pub struct DemoReport {
 /// Runs the demo and returns its report (the caller prints it).
 pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<DemoReport> {
     let mut cfg = base;
-    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
     // Fresh topics and groups per run, so a real broker's old data never mixes in.
     cfg.topics = cfg.topics.with_prefix(&format!("demo-{run_id}."));
     cfg.kafka.group_prefix = format!("clickpath-demo-{run_id}");
     cfg.http.bind = "127.0.0.1:0".into();
     let _mock; // keeps the embedded cluster alive for the whole run
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     match &opts.brokers {
         Some(b) => {
             cfg.kafka.brokers = b.clone();
@@ -76,7 +81,11 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
         health: Health::new(),
         shutdown: Shutdown::new(),
     };
-    let addr = rt.block_on(clickpath_runtime::http::serve(&cfg.http.bind, env.health.clone(), env.metrics.clone()))?;
+    let addr = rt.block_on(clickpath_runtime::http::serve(
+        &cfg.http.bind,
+        env.health.clone(),
+        env.metrics.clone(),
+    ))?;
     tracing::info!("Metrics at http://{addr}/metrics");
     let stages = spawn_stages(&StageName::ALL, &env, true)?;
 
@@ -85,7 +94,11 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
         sessions: opts.sessions as u64,
         ..GeneratorConfig::default()
     })?;
-    let bar = if opts.progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+    let bar = if opts.progress {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}")?);
     bar.enable_steady_tick(Duration::from_millis(200));
     let started = Instant::now();
@@ -104,17 +117,21 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
             metrics.records_out_total("cleaning", &t.dead_letters),
         )
     };
-    let generated = generate_to_kafka(generator, &mut producer, |s| bar.set_message(status(s.events + s.malformed)))?;
+    let generated = generate_to_kafka(generator, &mut producer, |s| {
+        bar.set_message(status(s.events + s.malformed))
+    })?;
     let produced = producer.sent();
 
     // Wait until every stage has read everything its upstream wrote.
     let caught_up = || {
         let m = &env.metrics;
         m.records_in_total("cleaning", &t.raw) >= produced
-            && m.records_in_total("sessionizer", &t.clean) >= m.records_out_total("cleaning", &t.clean)
+            && m.records_in_total("sessionizer", &t.clean)
+                >= m.records_out_total("cleaning", &t.clean)
             && m.records_in_total("windower", &t.clean) >= m.records_out_total("cleaning", &t.clean)
             && m.records_in_total("detector", &t.clean) >= m.records_out_total("cleaning", &t.clean)
-            && m.records_in_total("scorer", &t.features) >= m.records_out_total("windower", &t.features)
+            && m.records_in_total("scorer", &t.features)
+                >= m.records_out_total("windower", &t.features)
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while !caught_up() && Instant::now() < deadline && !env.shutdown.is_triggered() {
@@ -175,8 +192,17 @@ impl DemoReport {
             FunnelStage::Checkout,
             FunnelStage::Purchase,
         ] {
-            let n = c.sessions.iter().filter(|s| s.furthest_stage >= stage).count();
-            out.push_str(&format!("    {:<13} {:>7} {:>6.1} %\n", format!("{stage:?}"), n, 100.0 * n as f64 / total));
+            let n = c
+                .sessions
+                .iter()
+                .filter(|s| s.furthest_stage >= stage)
+                .count();
+            out.push_str(&format!(
+                "    {:<13} {:>7} {:>6.1} %\n",
+                format!("{stage:?}"),
+                n,
+                100.0 * n as f64 / total
+            ));
         }
         let mut by_type: BTreeMap<AlertType, usize> = BTreeMap::new();
         for a in &c.alerts {

@@ -25,7 +25,11 @@ pub fn send_generated(producer: &mut EventProducer, item: &Generated) -> anyhow:
         }
         Generated::Malformed(m) => {
             let valid = producer.codec().encode(&m.event)?;
-            let bytes = if m.kind.is_wire_level() { corrupt(&valid, m.kind) } else { valid };
+            let bytes = if m.kind.is_wire_level() {
+                corrupt(&valid, m.kind)
+            } else {
+                valid
+            };
             producer.send_raw(m.key.as_bytes(), &bytes)?;
             Ok(true)
         }
@@ -64,13 +68,6 @@ pub fn generate_to_dir(config: GeneratorConfig, dir: &Path) -> anyhow::Result<Ge
     let mut malformed = BufWriter::new(File::create(dir.join("malformed.jsonl"))?);
     let mut truth = BufWriter::new(File::create(dir.join("truth.jsonl"))?);
     let mut stats = GenerateStats::default();
-    let mut write_truth = |generator: &mut Generator| -> anyhow::Result<()> {
-        for record in generator.take_truth() {
-            serde_json::to_writer(&mut truth, &record)?;
-            truth.write_all(b"\n")?;
-        }
-        Ok(())
-    };
     while let Some(item) = generator.next() {
         match &item {
             Generated::Event(ev) => {
@@ -85,30 +82,40 @@ pub fn generate_to_dir(config: GeneratorConfig, dir: &Path) -> anyhow::Result<Ge
             }
         }
         if (stats.events + stats.malformed) % 10_000 == 0 {
-            write_truth(&mut generator)?;
+            write_truth(&mut generator, &mut truth)?;
         }
     }
-    write_truth(&mut generator)?;
-    drop(write_truth);
+    write_truth(&mut generator, &mut truth)?;
+    truth.flush()?;
     events.flush()?;
     malformed.flush()?;
     Ok(stats)
 }
 
+/// Appends the ground truth released so far (keeps the generator's memory bounded).
+fn write_truth(generator: &mut Generator, out: &mut impl Write) -> anyhow::Result<()> {
+    for record in generator.take_truth() {
+        serde_json::to_writer(&mut *out, &record)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
 /// Reads a JSON-lines file of click events (as written by `generate --out`).
 pub fn read_events_jsonl(path: &Path) -> anyhow::Result<Vec<clickpath_schema::ClickEvent>> {
     use std::io::BufRead;
-    let f = std::io::BufReader::new(File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
+    let f = std::io::BufReader::new(
+        File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+    );
     let mut out = Vec::new();
     for (i, line) in f.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        out.push(
-            serde_json::from_str(&line)
-                .map_err(|e| anyhow::anyhow!("{}:{}: not a click event: {e}", path.display(), i + 1))?,
-        );
+        out.push(serde_json::from_str(&line).map_err(|e| {
+            anyhow::anyhow!("{}:{}: not a click event: {e}", path.display(), i + 1)
+        })?);
     }
     Ok(out)
 }

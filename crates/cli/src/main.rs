@@ -17,7 +17,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "clickpath", version, about = "Understand how shoppers move from first look to purchase, live on Kafka.")]
+#[command(
+    name = "clickpath",
+    version,
+    about = "Understand how shoppers move from first look to purchase, live on Kafka."
+)]
 struct Cli {
     /// Configuration file (TOML), layered over the embedded defaults; CLICKPATH__SECTION__KEY variables win.
     #[arg(long, global = true, env = "CLICKPATH_CONFIG")]
@@ -122,7 +126,9 @@ enum TopicsAction {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -163,7 +169,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut failed = 0;
             for f in &files {
-                let name = f.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(defaults)".into());
+                let name = f
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(defaults)".into());
                 match ClickpathConfig::load(f.as_deref()) {
                     Ok(_) => println!("{name}: ok"),
                     Err(e) => {
@@ -177,10 +186,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Demo { brokers, sessions, rate, seed } => {
+        Command::Demo {
+            brokers,
+            sessions,
+            rate,
+            seed,
+        } => {
             let cfg = load_config(cli.config.as_ref())?;
             let progress = std::io::stderr().is_terminal();
-            let report = run_demo(cfg, &DemoOptions { brokers, sessions, rate, seed, progress })?;
+            let report = run_demo(
+                cfg,
+                &DemoOptions {
+                    brokers,
+                    sessions,
+                    rate,
+                    seed,
+                    progress,
+                },
+            )?;
             print!("{}", report.render());
             Ok(())
         }
@@ -194,29 +217,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })?]
             };
             let env = env_for(cfg);
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
             rt.block_on(async {
                 env.shutdown.trigger_on_signals();
-                clickpath_runtime::http::serve(&env.config.http.bind, env.health.clone(), env.metrics.clone()).await
+                clickpath_runtime::http::serve(
+                    &env.config.http.bind,
+                    env.health.clone(),
+                    env.metrics.clone(),
+                )
+                .await
             })?;
             let running = spawn_stages(&names, &env, false)?;
             join_stages(running)?;
             Ok(())
         }
-        Command::Topics { action: TopicsAction::Create } => {
+        Command::Topics {
+            action: TopicsAction::Create,
+        } => {
             let cfg = load_config(cli.config.as_ref())?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let created = rt.block_on(clickpath_runtime::kafka::create_topics(&cfg, &cfg.topics))?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let created =
+                rt.block_on(clickpath_runtime::kafka::create_topics(&cfg, &cfg.topics))?;
             for (role, name) in cfg.topics.all() {
-                let state = if created.iter().any(|c| c == name) { "created" } else { "exists" };
+                let state = if created.iter().any(|c| c == name) {
+                    "created"
+                } else {
+                    "exists"
+                };
                 println!("{role:<13} {name:<32} {state}");
             }
             Ok(())
         }
-        Command::Generate { out, kafka, sessions, seed, rate, generator_config } => {
+        Command::Generate {
+            out,
+            kafka,
+            sessions,
+            seed,
+            rate,
+            generator_config,
+        } => {
             let mut gcfg: GeneratorConfig = match generator_config {
-                Some(p) => toml::from_str(&std::fs::read_to_string(&p).with_context(|| p.display().to_string())?)
-                    .with_context(|| format!("{}: invalid generator config", p.display()))?,
+                Some(p) => toml::from_str(
+                    &std::fs::read_to_string(&p).with_context(|| p.display().to_string())?,
+                )
+                .with_context(|| format!("{}: invalid generator config", p.display()))?,
                 None => GeneratorConfig::default(),
             };
             if let Some(s) = sessions {
@@ -227,18 +276,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(dir) = out {
                 let stats = generate_to_dir(gcfg, &dir)?;
-                println!("wrote {} events and {} malformed records to {}", stats.events, stats.malformed, dir.display());
+                println!(
+                    "wrote {} events and {} malformed records to {}",
+                    stats.events,
+                    stats.malformed,
+                    dir.display()
+                );
                 Ok(())
             } else if kafka {
                 let cfg = load_config(cli.config.as_ref())?;
-                let mut producer = EventProducer::new(&cfg, Codec::embedded(), &cfg.topics.raw, rate)?;
+                let mut producer =
+                    EventProducer::new(&cfg, Codec::embedded(), &cfg.topics.raw, rate)?;
                 let bar = indicatif::ProgressBar::new_spinner();
                 let stats = generate_to_kafka(Generator::new(gcfg)?, &mut producer, |s| {
                     bar.set_message(format!("{} events, {} malformed", s.events, s.malformed));
                     bar.tick();
                 })?;
                 bar.finish();
-                println!("sent {} events and {} malformed records to {}", stats.events, stats.malformed, cfg.topics.raw);
+                println!(
+                    "sent {} events and {} malformed records to {}",
+                    stats.events, stats.malformed, cfg.topics.raw
+                );
                 Ok(())
             } else {
                 anyhow::bail!("say where to: --out DIR or --kafka")
@@ -259,7 +317,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .parse()
                     .map_err(|e| anyhow::anyhow!("--format {format}: {e}"))?;
                 let stats = clickpath_cli::replay::replay(fmt, &file, &mut producer)?;
-                println!("sent {} events to {} ({} bad rows skipped)", stats.sent, cfg.topics.raw, stats.bad_rows);
+                println!(
+                    "sent {} events to {} ({} bad rows skipped)",
+                    stats.sent, cfg.topics.raw, stats.bad_rows
+                );
             }
             Ok(())
         }
@@ -269,7 +330,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let events = read_events_jsonl(&input)?;
             let text = clickpath_cli::train::train_baseline_to(&events, &Default::default(), &out)?;
-            println!("trained on {} events; artifact in {}\n{text}", events.len(), out.display());
+            println!(
+                "trained on {} events; artifact in {}\n{text}",
+                events.len(),
+                out.display()
+            );
             Ok(())
         }
     }

@@ -13,7 +13,11 @@ pub struct RunningStage {
 }
 
 /// Starts each stage of `names` on its own thread. They stop when `env.shutdown` is triggered.
-pub fn spawn_stages(names: &[StageName], env: &RunnerEnv, flush_on_shutdown: bool) -> anyhow::Result<Vec<RunningStage>> {
+pub fn spawn_stages(
+    names: &[StageName],
+    env: &RunnerEnv,
+    flush_on_shutdown: bool,
+) -> anyhow::Result<Vec<RunningStage>> {
     let mut running = Vec::new();
     for &name in names {
         let env = env.clone();

@@ -53,7 +53,12 @@ const CHUNK: usize = 5_000;
 
 impl EventProducer {
     /// A producer to `topic` at `rate` records/s (0 = unpaced).
-    pub fn new(cfg: &ClickpathConfig, codec: Codec, topic: &str, rate: f64) -> anyhow::Result<Self> {
+    pub fn new(
+        cfg: &ClickpathConfig,
+        codec: Codec,
+        topic: &str,
+        rate: f64,
+    ) -> anyhow::Result<Self> {
         Ok(EventProducer {
             producer: create_producer(cfg)?,
             codec,

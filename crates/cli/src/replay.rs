@@ -14,7 +14,11 @@ pub struct ReplayStats {
 }
 
 /// Replays `path` in `format` into the producer's topic; bad rows are logged with their line and skipped.
-pub fn replay(format: Format, path: &Path, producer: &mut EventProducer) -> anyhow::Result<ReplayStats> {
+pub fn replay(
+    format: Format,
+    path: &Path,
+    producer: &mut EventProducer,
+) -> anyhow::Result<ReplayStats> {
     let mut stats = ReplayStats::default();
     for item in clickpath_adapters::read(format, path)? {
         match item {

@@ -18,13 +18,26 @@ fn every_example_config_is_valid() {
             checked += 1;
         }
     }
-    assert!(checked >= 3, "expected the default and example configs, found {checked}");
+    assert!(
+        checked >= 3,
+        "expected the default and example configs, found {checked}"
+    );
 }
 
 #[test]
 fn dotted_librdkafka_properties_survive_loading() {
-    let cfg = ClickpathConfig::load_with_env(Some(&config_dir().join("production-example.toml")), Vec::new()).unwrap();
-    assert_eq!(cfg.kafka.properties.get("security.protocol").map(String::as_str), Some("SASL_SSL"));
+    let cfg = ClickpathConfig::load_with_env(
+        Some(&config_dir().join("production-example.toml")),
+        Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.kafka
+            .properties
+            .get("security.protocol")
+            .map(String::as_str),
+        Some("SASL_SSL")
+    );
     assert_eq!(cfg.topics.partitions, 24);
     // Untouched sections keep their defaults.
     assert_eq!(cfg.topics.raw, "clickpath.clicks.raw");

@@ -11,10 +11,10 @@ use clickpath_core::dedupe::Deduper;
 use clickpath_core::session::Sessionizer;
 use clickpath_core::validate::validate_and_normalise;
 use clickpath_generator::{Generated, Generator, GeneratorConfig};
+use clickpath_runtime::RunnerEnv;
 use clickpath_runtime::health::Health;
 use clickpath_runtime::metrics::Metrics;
 use clickpath_runtime::shutdown::Shutdown;
-use clickpath_runtime::RunnerEnv;
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{ClickEvent, SessionSummary};
 use clickpath_stages::StageName;
@@ -35,10 +35,16 @@ fn session_key(s: &SessionSummary) -> (String, i64, i64, i32, String, bool) {
 
 #[test]
 fn pipeline_on_real_broker_matches_core_logic() {
-    let Some(brokers) = clickpath_testkit::test_brokers() else { return };
+    let Some(brokers) = clickpath_testkit::test_brokers() else {
+        return;
+    };
     let cfg = clickpath_testkit::test_config(&brokers, "e2e");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(clickpath_runtime::kafka::create_topics(&cfg, &cfg.topics)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(clickpath_runtime::kafka::create_topics(&cfg, &cfg.topics))
+        .unwrap();
 
     let gen_cfg = GeneratorConfig {
         seed: 7,
@@ -60,7 +66,10 @@ fn pipeline_on_real_broker_matches_core_logic() {
             Generated::Event(_) => None,
         })
         .collect();
-    assert!(!malformed_keys.is_empty(), "the generator injects malformed records by default");
+    assert!(
+        !malformed_keys.is_empty(),
+        "the generator injects malformed records by default"
+    );
 
     let env = RunnerEnv {
         config: cfg.clone(),
@@ -85,13 +94,18 @@ fn pipeline_on_real_broker_matches_core_logic() {
             && m.records_in_total("sessionizer", &t.clean) >= clean
             && m.records_in_total("windower", &t.clean) >= clean
             && m.records_in_total("detector", &t.clean) >= clean
-            && m.records_in_total("scorer", &t.features) >= m.records_out_total("windower", &t.features)
+            && m.records_in_total("scorer", &t.features)
+                >= m.records_out_total("windower", &t.features)
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while !caught_up() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(caught_up(), "pipeline did not drain within 120 s:\n{}", env.metrics.encode());
+    assert!(
+        caught_up(),
+        "pipeline did not drain within 120 s:\n{}",
+        env.metrics.encode()
+    );
     env.shutdown.trigger();
     join_stages(stages).unwrap();
 
@@ -121,7 +135,9 @@ fn pipeline_on_real_broker_matches_core_logic() {
     let want_predictions = clean_ids.len();
     let want_sessions = expected_sessions.len();
     collector.poll_until(Duration::from_secs(60), |c| {
-        c.sessions.len() >= want_sessions && c.predictions.len() >= want_predictions && c.dead_letters.len() >= want_dead
+        c.sessions.len() >= want_sessions
+            && c.predictions.len() >= want_predictions
+            && c.dead_letters.len() >= want_dead
     });
     collector.poll_for(Duration::from_millis(500));
     let got = &collector.collected;
@@ -143,8 +159,15 @@ fn pipeline_on_real_broker_matches_core_logic() {
 
     // One prediction per clean event, each for a real input event.
     let predicted: BTreeSet<String> = got.predictions.iter().map(|p| p.event_id.clone()).collect();
-    assert_eq!(got.predictions.len(), clean_ids.len(), "one prediction per clean event");
-    assert_eq!(predicted, clean_ids, "predictions refer to exactly the clean input events");
+    assert_eq!(
+        got.predictions.len(),
+        clean_ids.len(),
+        "one prediction per clean event"
+    );
+    assert_eq!(
+        predicted, clean_ids,
+        "predictions refer to exactly the clean input events"
+    );
     for p in &got.predictions {
         assert!((0.0..=1.0).contains(&p.purchase_probability));
     }
@@ -153,12 +176,19 @@ fn pipeline_on_real_broker_matches_core_logic() {
     let all_ids: BTreeSet<&str> = valid.iter().map(|e| e.event_id.as_str()).collect();
     for alert in &got.alerts {
         for id in &alert.evidence_event_ids {
-            assert!(all_ids.contains(id.as_str()), "alert {} cites unknown event {id}", alert.alert_id);
+            assert!(
+                all_ids.contains(id.as_str()),
+                "alert {} cites unknown event {id}",
+                alert.alert_id
+            );
         }
     }
 
     // The dead-letter topic holds exactly the injected malformed records.
-    assert_eq!(invalid, 0, "semantic malformed records are labelled as malformed, not plain events");
+    assert_eq!(
+        invalid, 0,
+        "semantic malformed records are labelled as malformed, not plain events"
+    );
     let mut dead_keys: Vec<String> = got
         .dead_letters
         .iter()
@@ -167,10 +197,16 @@ fn pipeline_on_real_broker_matches_core_logic() {
     let mut want_keys = malformed_keys.clone();
     dead_keys.sort();
     want_keys.sort();
-    assert_eq!(dead_keys, want_keys, "dead letters are exactly the injected malformed records");
+    assert_eq!(
+        dead_keys, want_keys,
+        "dead letters are exactly the injected malformed records"
+    );
     let kinds: BTreeMap<&str, usize> = got.dead_letters.iter().fold(BTreeMap::new(), |mut m, d| {
         *m.entry(d.error_kind.as_str()).or_default() += 1;
         m
     });
-    assert!(kinds.len() >= 2, "several kinds of bad input were exercised: {kinds:?}");
+    assert!(
+        kinds.len() >= 2,
+        "several kinds of bad input were exercised: {kinds:?}"
+    );
 }

@@ -315,11 +315,16 @@ impl ClickpathConfig {
             if name.trim().is_empty() {
                 p.push(format!("topics.{role}: must not be empty"));
             } else if let Some(other) = seen.insert(name.to_string(), role) {
-                p.push(format!("topics.{role}: same topic as topics.{other} ({name})"));
+                p.push(format!(
+                    "topics.{role}: same topic as topics.{other} ({name})"
+                ));
             }
         }
         if self.topics.partitions < 1 {
-            p.push(format!("topics.partitions: must be >= 1, got {}", self.topics.partitions));
+            p.push(format!(
+                "topics.partitions: must be >= 1, got {}",
+                self.topics.partitions
+            ));
         }
         if self.topics.replication_factor < 1 {
             p.push(format!(
@@ -334,7 +339,10 @@ impl ClickpathConfig {
             p.push("runtime.tick_interval_ms: must be >= 1".to_string());
         }
         if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
-            p.push(format!("http.bind: not an address:port ({})", self.http.bind));
+            p.push(format!(
+                "http.bind: not an address:port ({})",
+                self.http.bind
+            ));
         }
         if self.cleaning.dedupe_window_ms <= 0 {
             p.push("cleaning.dedupe_window_ms: must be > 0".to_string());
@@ -343,7 +351,10 @@ impl ClickpathConfig {
             p.push("cleaning.dedupe_max_ids: must be >= 1".to_string());
         }
         if self.sessionizer.gap_ms <= 0 {
-            p.push(format!("sessionizer.gap_ms: must be > 0, got {}", self.sessionizer.gap_ms));
+            p.push(format!(
+                "sessionizer.gap_ms: must be > 0, got {}",
+                self.sessionizer.gap_ms
+            ));
         }
         if self.sessionizer.max_session_ms < self.sessionizer.gap_ms {
             p.push(format!(
@@ -364,19 +375,32 @@ impl ClickpathConfig {
                 self.scorer.top_k
             ));
         }
-        if p.is_empty() { Ok(()) } else { Err(ConfigError { problems: p }) }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems: p })
+        }
     }
 }
 
 /// Collects the key paths present in `value` but not in `known`. Free-form maps (`kafka.properties`) accept any key.
-fn unknown_keys(value: &serde_json::Value, known: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+fn unknown_keys(
+    value: &serde_json::Value,
+    known: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
     const FREE_FORM: &[&str] = &["kafka.properties"];
     if FREE_FORM.contains(&path) {
         return;
     }
     if let (Some(v), Some(k)) = (value.as_object(), known.as_object()) {
         for (key, child) in v {
-            let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            let child_path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
             match k.get(key) {
                 Some(known_child) => unknown_keys(child, known_child, &child_path, out),
                 None => out.push(format!("{child_path}: unknown key")),
@@ -400,7 +424,11 @@ mod tests {
     fn environment_overrides_file_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[kafka]\nbrokers = \"file:1\"\n[topics]\npartitions = 6\n").unwrap();
+        std::fs::write(
+            &path,
+            "[kafka]\nbrokers = \"file:1\"\n[topics]\npartitions = 6\n",
+        )
+        .unwrap();
         let env = vec![("CLICKPATH__KAFKA__BROKERS".to_string(), "env:2".to_string())];
         let cfg = ClickpathConfig::load_with_env(Some(&path), env).unwrap();
         assert_eq!(cfg.kafka.brokers, "env:2");
@@ -427,7 +455,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.problems.len() >= 3, "{err}");
-        assert!(err.to_string().contains("topics.clean: same topic as topics.raw"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("topics.clean: same topic as topics.raw"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -438,8 +470,9 @@ mod tests {
 
     #[test]
     fn missing_file_is_a_clear_error() {
-        let err = ClickpathConfig::load_with_env(Some(Path::new("/nonexistent/c.toml")), Vec::new())
-            .unwrap_err();
+        let err =
+            ClickpathConfig::load_with_env(Some(Path::new("/nonexistent/c.toml")), Vec::new())
+                .unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }

@@ -25,18 +25,29 @@ pub fn router(health: Health, metrics: Metrics) -> Router {
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
-    let code = if s.health.is_live() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if s.health.is_live() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, s.health.describe())
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    let code = if s.health.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if s.health.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, s.health.describe())
 }
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
 }

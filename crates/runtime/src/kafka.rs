@@ -80,7 +80,10 @@ impl ConsumerContext for StageContext {
             }
         };
         tracing::info!(stage = %self.stage, ?event, "Partitions rebalanced.");
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
     }
 }
 
@@ -134,12 +137,21 @@ pub fn create_producer(cfg: &ClickpathConfig) -> KafkaResult<FutureProducer> {
 }
 
 /// Creates every topic of `topics` that does not exist yet; returns the names it created.
-pub async fn create_topics(cfg: &ClickpathConfig, topics: &TopicsConfig) -> anyhow::Result<Vec<String>> {
+pub async fn create_topics(
+    cfg: &ClickpathConfig,
+    topics: &TopicsConfig,
+) -> anyhow::Result<Vec<String>> {
     let admin: AdminClient<DefaultClientContext> = base_client_config(cfg).create()?;
     let names: Vec<&str> = topics.all().into_iter().map(|(_, n)| n).collect();
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, topics.partitions, TopicReplication::Fixed(topics.replication_factor)))
+        .map(|n| {
+            NewTopic::new(
+                n,
+                topics.partitions,
+                TopicReplication::Fixed(topics.replication_factor),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics(new_topics.iter(), &opts).await?;

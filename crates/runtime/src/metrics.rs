@@ -95,15 +95,31 @@ impl Metrics {
         let dead_letters = Family::<StageKind, Counter>::default();
         let errors = Family::<StageKind, Counter>::default();
         let batch_seconds =
-            Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+            Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
         let batch_records =
-            Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(size_histogram as fn() -> Histogram);
+            Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                size_histogram as fn() -> Histogram,
+            );
         let state_entries = Family::<StageLabel, Gauge>::default();
         let consumer_lag = Family::<StagePartition, Gauge>::default();
         let assigned_partitions = Family::<StageLabel, Gauge>::default();
-        r.register("clickpath_records_in", "Records read from an input topic", records_in.clone());
-        r.register("clickpath_records_out", "Records produced to an output topic", records_out.clone());
-        r.register("clickpath_dead_letters", "Records sent to the dead-letter topic", dead_letters.clone());
+        r.register(
+            "clickpath_records_in",
+            "Records read from an input topic",
+            records_in.clone(),
+        );
+        r.register(
+            "clickpath_records_out",
+            "Records produced to an output topic",
+            records_out.clone(),
+        );
+        r.register(
+            "clickpath_dead_letters",
+            "Records sent to the dead-letter topic",
+            dead_letters.clone(),
+        );
         r.register("clickpath_errors", "Errors by kind", errors.clone());
         r.register_with_unit(
             "clickpath_batch_processing",
@@ -111,10 +127,26 @@ impl Metrics {
             Unit::Seconds,
             batch_seconds.clone(),
         );
-        r.register("clickpath_batch_records", "Records per batch", batch_records.clone());
-        r.register("clickpath_state_entries", "Entries of in-memory state", state_entries.clone());
-        r.register("clickpath_consumer_lag_records", "Consumer lag per partition", consumer_lag.clone());
-        r.register("clickpath_assigned_partitions", "Partitions assigned to this instance", assigned_partitions.clone());
+        r.register(
+            "clickpath_batch_records",
+            "Records per batch",
+            batch_records.clone(),
+        );
+        r.register(
+            "clickpath_state_entries",
+            "Entries of in-memory state",
+            state_entries.clone(),
+        );
+        r.register(
+            "clickpath_consumer_lag_records",
+            "Consumer lag per partition",
+            consumer_lag.clone(),
+        );
+        r.register(
+            "clickpath_assigned_partitions",
+            "Partitions assigned to this instance",
+            assigned_partitions.clone(),
+        );
         Metrics {
             registry: Arc::new(Mutex::new(r)),
             records_in,
@@ -173,11 +205,19 @@ mod tests {
             })
             .inc_by(5);
         m.batch_seconds
-            .get_or_create(&StageLabel { stage: "cleaning".into() })
+            .get_or_create(&StageLabel {
+                stage: "cleaning".into(),
+            })
             .observe(0.002);
         let text = m.encode();
-        assert!(text.contains("clickpath_records_in_total{stage=\"cleaning\",topic=\"t\"} 5"), "{text}");
-        assert!(text.contains("clickpath_batch_processing_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("clickpath_records_in_total{stage=\"cleaning\",topic=\"t\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("clickpath_batch_processing_seconds_bucket"),
+            "{text}"
+        );
         assert_eq!(m.records_in_total("cleaning", "t"), 5);
     }
 }

@@ -15,10 +15,10 @@ use crate::shutdown::Shutdown;
 use crate::stage::{Context, Output, Stage, StageError};
 use clickpath_schema::codec::Codec;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -52,11 +52,16 @@ pub struct RunSummary {
 ///
 /// Blocking: call it on a dedicated thread. Returns an error when outputs could not be delivered or the stage
 /// reports a fatal error; offsets of the failed batch are not stored, so a restart replays it.
-pub fn run_stage<S: Stage>(mut stage: S, input_topic: &str, env: &RunnerEnv) -> anyhow::Result<RunSummary> {
+pub fn run_stage<S: Stage>(
+    mut stage: S,
+    input_topic: &str,
+    env: &RunnerEnv,
+) -> anyhow::Result<RunSummary> {
     let name = stage.name();
     let cfg = &env.config;
     let context = StageContext::new(name, env.metrics.clone());
-    let consumer: BaseConsumer<StageContext> = consumer_config(cfg, name).create_with_context(context)?;
+    let consumer: BaseConsumer<StageContext> =
+        consumer_config(cfg, name).create_with_context(context)?;
     consumer.subscribe(&[input_topic])?;
     let producer = create_producer(cfg)?;
     env.health.register(name);
@@ -89,7 +94,10 @@ pub fn run_stage<S: Stage>(mut stage: S, input_topic: &str, env: &RunnerEnv) -> 
             env.health.remove(name);
             env.metrics
                 .errors
-                .get_or_create(&StageKind { stage: name.into(), kind: "fatal".into() })
+                .get_or_create(&StageKind {
+                    stage: name.into(),
+                    kind: "fatal".into(),
+                })
                 .inc();
             return Err(e);
         }
@@ -142,7 +150,10 @@ fn run_loop<S: Stage>(
                 }
             }
             env.health.set_assigned(name, assigned.len());
-            env.metrics.assigned_partitions.get_or_create(&label).set(assigned.len() as i64);
+            env.metrics
+                .assigned_partitions
+                .get_or_create(&label)
+                .set(assigned.len() as i64);
         }
         let tick_due = last_tick.elapsed() >= tick_every;
         if batch.is_empty() && !tick_due {
@@ -158,12 +169,17 @@ fn run_loop<S: Stage>(
             let rejection = match env.codec.decode::<S::Input>(payload) {
                 Err(e) => Some((e.kind(), e.to_string())),
                 Ok(record) => {
-                    let mut ctx = Context::new(&env.codec, &mut outputs, now).for_partition(msg.partition());
+                    let mut ctx =
+                        Context::new(&env.codec, &mut outputs, now).for_partition(msg.partition());
                     match stage.process(record, &mut ctx) {
                         Ok(()) => None,
                         Err(StageError::Rejected { kind, reason }) => Some((kind, reason)),
                         Err(StageError::Fatal(reason)) => {
-                            anyhow::bail!("stage {name} failed at {input_topic}/{}@{}: {reason}", msg.partition(), msg.offset());
+                            anyhow::bail!(
+                                "stage {name} failed at {input_topic}/{}@{}: {reason}",
+                                msg.partition(),
+                                msg.offset()
+                            );
                         }
                     }
                 }
@@ -172,7 +188,10 @@ fn run_loop<S: Stage>(
                 tracing::debug!(stage = name, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
                 env.metrics
                     .dead_letters
-                    .get_or_create(&StageKind { stage: name.into(), kind: kind.into() })
+                    .get_or_create(&StageKind {
+                        stage: name.into(),
+                        kind: kind.into(),
+                    })
                     .inc();
                 summary.dead_letters += 1;
                 outputs.push(dead_letter_output(
@@ -203,9 +222,18 @@ fn run_loop<S: Stage>(
         drop(batch);
         deliver(producer, outputs, name, &env.metrics)?;
         store_offsets(consumer, input_topic, &next_offsets, name);
-        env.metrics.batch_seconds.get_or_create(&label).observe(started.elapsed().as_secs_f64());
-        env.metrics.batch_records.get_or_create(&label).observe(next_offsets.len().max(1) as f64);
-        env.metrics.state_entries.get_or_create(&label).set(stage.state_entries() as i64);
+        env.metrics
+            .batch_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        env.metrics
+            .batch_records
+            .get_or_create(&label)
+            .observe(next_offsets.len().max(1) as f64);
+        env.metrics
+            .state_entries
+            .get_or_create(&label)
+            .set(stage.state_entries() as i64);
     }
     Ok(summary)
 }
@@ -228,7 +256,10 @@ fn poll_batch<'c>(
                 tracing::warn!(stage, error = %e, "Kafka consumer error.");
                 metrics
                     .errors
-                    .get_or_create(&StageKind { stage: stage.into(), kind: "kafka".into() })
+                    .get_or_create(&StageKind {
+                        stage: stage.into(),
+                        kind: "kafka".into(),
+                    })
                     .inc();
                 break;
             }
@@ -239,14 +270,22 @@ fn poll_batch<'c>(
 }
 
 /// Produces every output and waits until each one is acknowledged by the broker.
-pub fn deliver(producer: &FutureProducer, outputs: Vec<Output>, stage: &str, metrics: &Metrics) -> anyhow::Result<()> {
+pub fn deliver(
+    producer: &FutureProducer,
+    outputs: Vec<Output>,
+    stage: &str,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
     if outputs.is_empty() {
         return Ok(());
     }
     let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
     let mut pending = Vec::with_capacity(outputs.len());
     for out in &outputs {
-        let stage_header = OwnedHeaders::new().insert(Header { key: "clickpath.stage", value: Some(stage) });
+        let stage_header = OwnedHeaders::new().insert(Header {
+            key: "clickpath.stage",
+            value: Some(stage),
+        });
         let mut record = FutureRecord::to(&out.topic)
             .key(&out.key)
             .payload(&out.payload)
@@ -277,7 +316,10 @@ pub fn deliver(producer: &FutureProducer, outputs: Vec<Output>, stage: &str, met
             Ok(Err((e, _))) => {
                 metrics
                     .errors
-                    .get_or_create(&StageKind { stage: stage.into(), kind: "delivery".into() })
+                    .get_or_create(&StageKind {
+                        stage: stage.into(),
+                        kind: "delivery".into(),
+                    })
                     .inc();
                 anyhow::bail!("delivery failed: {e}");
             }
@@ -287,13 +329,21 @@ pub fn deliver(producer: &FutureProducer, outputs: Vec<Output>, stage: &str, met
     for (topic, n) in per_topic {
         metrics
             .records_out
-            .get_or_create(&StageTopic { stage: stage.into(), topic: topic.into() })
+            .get_or_create(&StageTopic {
+                stage: stage.into(),
+                topic: topic.into(),
+            })
             .inc_by(n);
     }
     Ok(())
 }
 
-fn store_offsets(consumer: &BaseConsumer<StageContext>, topic: &str, next: &BTreeMap<i32, i64>, stage: &str) {
+fn store_offsets(
+    consumer: &BaseConsumer<StageContext>,
+    topic: &str,
+    next: &BTreeMap<i32, i64>,
+    stage: &str,
+) {
     if next.is_empty() {
         return;
     }

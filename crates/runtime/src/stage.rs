@@ -64,7 +64,12 @@ impl<'a> Context<'a> {
     }
 
     /// Encodes `record` and queues it for `topic` under `key`.
-    pub fn emit<T: AvroRecord>(&mut self, topic: &str, key: &str, record: &T) -> Result<(), StageError> {
+    pub fn emit<T: AvroRecord>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        record: &T,
+    ) -> Result<(), StageError> {
         let payload = self
             .codec
             .encode(record)

@@ -8,12 +8,12 @@ use clickpath_runtime::shutdown::Shutdown;
 use clickpath_runtime::{Context, RunnerEnv, Stage, StageError, run_stage};
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{ClickEvent, DeadLetter, EventType};
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientConfig;
 use std::time::{Duration, Instant};
 
 /// Forwards events; rejects negative prices (a stand-in for real validation).
@@ -48,21 +48,28 @@ fn read_all(brokers: &str, topic: &str, partitions: i32, want: usize) -> Vec<(Ve
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while out.len() < want && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
+            out.push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
         }
     }
     // Anything beyond `want` would be a duplicate: give it a moment to show up.
     let settle = Instant::now() + Duration::from_millis(500);
     while Instant::now() < settle {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
-            out.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
+            out.push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
         }
     }
     out
@@ -94,10 +101,18 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
     cfg.topics.dead_letters = "dlq".into();
     cfg.runtime.poll_timeout_ms = 50;
     let codec = Codec::embedded();
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
     let mut expected_ok = Vec::new();
     for i in 0..20 {
-        let mut ev = ClickEvent::new(format!("e{i}"), format!("u{}", i % 4), EventType::ProductView, 1_700_000_000_000 + i);
+        let mut ev = ClickEvent::new(
+            format!("e{i}"),
+            format!("u{}", i % 4),
+            EventType::ProductView,
+            1_700_000_000_000 + i,
+        );
         let bytes = if i % 5 == 3 {
             b"\x01not avro at all".to_vec() // wrong magic byte
         } else if i % 5 == 4 {
@@ -108,7 +123,11 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
             codec.encode(&ev).unwrap()
         };
         producer
-            .send(BaseRecord::to("in").key(ev.user_id.as_bytes()).payload(&bytes))
+            .send(
+                BaseRecord::to("in")
+                    .key(ev.user_id.as_bytes())
+                    .payload(&bytes),
+            )
             .unwrap();
     }
     producer.flush(Duration::from_secs(5)).unwrap();
@@ -120,7 +139,9 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
         health: Health::new(),
         shutdown: Shutdown::new(),
     };
-    let read = run_until(&env, "in", "out", |m| m.records_in_total("forward", "in") >= 20);
+    let read = run_until(&env, "in", "out", |m| {
+        m.records_in_total("forward", "in") >= 20
+    });
     assert_eq!(read, 20);
 
     let outs = read_all(&brokers, "out", 2, expected_ok.len());
@@ -130,22 +151,52 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
         .collect();
     got.sort();
     expected_ok.sort();
-    assert_eq!(got, expected_ok, "every valid record forwarded exactly once");
+    assert_eq!(
+        got, expected_ok,
+        "every valid record forwarded exactly once"
+    );
 
     let dl = read_all(&brokers, "dlq", 2, 8);
-    assert_eq!(dl.len(), 8, "4 wrong-magic + 4 negative-price records dead-lettered");
+    assert_eq!(
+        dl.len(),
+        8,
+        "4 wrong-magic + 4 negative-price records dead-lettered"
+    );
     let letters: Vec<DeadLetter> = dl.iter().map(|(_, v)| codec.decode(v).unwrap()).collect();
-    assert_eq!(letters.iter().filter(|d| d.error_kind == "wrong_magic").count(), 4);
-    let neg: Vec<_> = letters.iter().filter(|d| d.error_kind == "bad_value").collect();
+    assert_eq!(
+        letters
+            .iter()
+            .filter(|d| d.error_kind == "wrong_magic")
+            .count(),
+        4
+    );
+    let neg: Vec<_> = letters
+        .iter()
+        .filter(|d| d.error_kind == "bad_value")
+        .collect();
     assert_eq!(neg.len(), 4);
-    assert!(neg[0].reason.contains("price is negative"), "{}", neg[0].reason);
+    assert!(
+        neg[0].reason.contains("price is negative"),
+        "{}",
+        neg[0].reason
+    );
     assert_eq!(neg[0].source_topic, "in");
     // The original bytes travel with the dead letter.
-    assert!(letters.iter().any(|d| d.payload.starts_with(b"\x01not avro")));
+    assert!(
+        letters
+            .iter()
+            .any(|d| d.payload.starts_with(b"\x01not avro"))
+    );
 
     // A second run in the same group resumes after the committed offsets: nothing is read again.
-    let env2 = RunnerEnv { shutdown: Shutdown::new(), metrics: Metrics::new(), ..env };
+    let env2 = RunnerEnv {
+        shutdown: Shutdown::new(),
+        metrics: Metrics::new(),
+        ..env
+    };
     let started = Instant::now();
-    let reread = run_until(&env2, "in", "out", move |_| started.elapsed() > Duration::from_secs(4));
+    let reread = run_until(&env2, "in", "out", move |_| {
+        started.elapsed() > Duration::from_secs(4)
+    });
     assert_eq!(reread, 0, "offsets were committed after delivery");
 }

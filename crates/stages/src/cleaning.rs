@@ -45,9 +45,11 @@ impl Stage for Cleaning {
     }
 
     fn process(&mut self, mut ev: ClickEvent, ctx: &mut Context<'_>) -> Result<(), StageError> {
-        validate_and_normalise(&mut ev, &self.validation, ctx.now_ms()).map_err(|r| StageError::Rejected {
-            kind: r.kind.as_str(),
-            reason: r.reason,
+        validate_and_normalise(&mut ev, &self.validation, ctx.now_ms()).map_err(|r| {
+            StageError::Rejected {
+                kind: r.kind.as_str(),
+                reason: r.reason,
+            }
         })?;
         let (window, max) = (self.dedupe_window_ms, self.dedupe_max_ids);
         let dedupe = self

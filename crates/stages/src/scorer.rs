@@ -41,7 +41,8 @@ impl Scorer {
         let started = Instant::now();
         // The Markov chain conditions on the event just seen: it predicts what comes after it.
         let out = self.model.predict(Some(fv.event_type), fv, self.top_k);
-        self.last.insert(fv.user_id.clone(), (fv.event_type, fv.event_time));
+        self.last
+            .insert(fv.user_id.clone(), (fv.event_type, fv.event_time));
         let mut factors = out.factors;
         factors.truncate(self.factors);
         Prediction {

@@ -1,6 +1,9 @@
 //! Which stage reads which topic, and running a stage by name.
 
-use crate::{cleaning::Cleaning, detector::Detector, scorer::Scorer, sessionizer::Sessionizer, windower::Windower};
+use crate::{
+    cleaning::Cleaning, detector::Detector, scorer::Scorer, sessionizer::Sessionizer,
+    windower::Windower,
+};
 use clickpath_model::artifact::ModelArtifact;
 use clickpath_model::baseline::BaselineModel;
 use clickpath_runtime::{RunSummary, RunnerEnv, run_stage};
@@ -72,7 +75,9 @@ pub fn load_scorer_model(env: &RunnerEnv) -> anyhow::Result<BaselineModel> {
 }
 
 /// The baseline artifact shipped in `models/baseline` (trained on generated data; see its `meta.json`).
-pub fn builtin_model(spec: &clickpath_core::features::FeatureSpec) -> anyhow::Result<BaselineModel> {
+pub fn builtin_model(
+    spec: &clickpath_core::features::FeatureSpec,
+) -> anyhow::Result<BaselineModel> {
     BUILTIN
         .map(|(meta, model)| {
             ModelArtifact::from_bytes(Path::new("models/baseline"), meta, model, spec)
@@ -88,21 +93,39 @@ const BUILTIN: Option<(&[u8], &[u8])> = Some((
 ));
 
 /// Runs stage `name` until shutdown (blocking). `flush_on_shutdown` closes open sessions at the end.
-pub fn run_named(name: StageName, env: &RunnerEnv, flush_on_shutdown: bool) -> anyhow::Result<RunSummary> {
+pub fn run_named(
+    name: StageName,
+    env: &RunnerEnv,
+    flush_on_shutdown: bool,
+) -> anyhow::Result<RunSummary> {
     let cfg = &env.config;
     let input = name.input_topic(env);
     match name {
-        StageName::Cleaning => run_stage(Cleaning::new(&cfg.cleaning, &cfg.topics.clean), &input, env),
+        StageName::Cleaning => {
+            run_stage(Cleaning::new(&cfg.cleaning, &cfg.topics.clean), &input, env)
+        }
         StageName::Sessionizer => run_stage(
             Sessionizer::new(&cfg.sessionizer, &cfg.topics.sessions, flush_on_shutdown),
             &input,
             env,
         ),
-        StageName::Windower => run_stage(Windower::new(&cfg.windower, &cfg.topics.features), &input, env),
+        StageName::Windower => run_stage(
+            Windower::new(&cfg.windower, &cfg.topics.features),
+            &input,
+            env,
+        ),
         StageName::Scorer => {
             let model = load_scorer_model(env)?;
-            run_stage(Scorer::new(model, &cfg.scorer, &cfg.topics.predictions), &input, env)
+            run_stage(
+                Scorer::new(model, &cfg.scorer, &cfg.topics.predictions),
+                &input,
+                env,
+            )
         }
-        StageName::Detector => run_stage(Detector::new(&cfg.detector, &cfg.topics.alerts), &input, env),
+        StageName::Detector => run_stage(
+            Detector::new(&cfg.detector, &cfg.topics.alerts),
+            &input,
+            env,
+        ),
     }
 }

@@ -15,9 +15,13 @@ pub fn test_brokers() -> Option<String> {
         Ok(b) if !b.trim().is_empty() => Some(b),
         _ => {
             if std::env::var("CLICKPATH_REQUIRE_BROKER").is_ok_and(|v| v == "1") {
-                panic!("CLICKPATH_REQUIRE_BROKER=1 but CLICKPATH_TEST_BROKERS is not set: start Kafka with scripts/kafka.sh up");
+                panic!(
+                    "CLICKPATH_REQUIRE_BROKER=1 but CLICKPATH_TEST_BROKERS is not set: start Kafka with scripts/kafka.sh up"
+                );
             }
-            eprintln!("skipping: CLICKPATH_TEST_BROKERS is not set (run scripts/kafka.sh up and export it)");
+            eprintln!(
+                "skipping: CLICKPATH_TEST_BROKERS is not set (run scripts/kafka.sh up and export it)"
+            );
             None
         }
     }
@@ -52,7 +56,10 @@ pub fn shared_data_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("skipping: {} is absent (only the project's CI and developers have it)", dir.display());
+        eprintln!(
+            "skipping: {} is absent (only the project's CI and developers have it)",
+            dir.display()
+        );
         None
     }
 }

@@ -1,0 +1,198 @@
+//! Every stage's `process` driven directly, with no broker: outputs decoded and checked.
+
+use clickpath_runtime::config::{CleaningConfig, ClickpathConfig, ScorerConfig};
+use clickpath_runtime::{Context, Output, Stage, StageError};
+use clickpath_schema::codec::{AvroRecord, Codec};
+use clickpath_schema::{
+    AlertType, ClickEvent, EventType, FeatureVector, FraudAlert, FunnelStage, Payment, PaymentStatus, Prediction,
+    SessionSummary,
+};
+use clickpath_stages::cleaning::Cleaning;
+use clickpath_stages::detector::Detector;
+use clickpath_stages::scorer::Scorer;
+use clickpath_stages::sessionizer::Sessionizer;
+use clickpath_stages::topology::builtin_model;
+use clickpath_stages::windower::Windower;
+
+const T0: i64 = 1_767_571_200_000; // 2026-01-05
+const NOW: i64 = T0 + 86_400_000;
+
+/// Feeds `events` to `stage` (all on `partition`), returns the outputs and per-event results.
+fn feed<S: Stage>(stage: &mut S, codec: &Codec, events: Vec<(i32, S::Input)>) -> (Vec<Output>, Vec<Result<(), StageError>>) {
+    let mut outputs = Vec::new();
+    let mut results = Vec::new();
+    for (partition, ev) in events {
+        let mut ctx = Context::new(codec, &mut outputs, NOW).for_partition(partition);
+        results.push(stage.process(ev, &mut ctx));
+    }
+    (outputs, results)
+}
+
+fn shutdown<S: Stage>(stage: &mut S, codec: &Codec) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    let mut ctx = Context::new(codec, &mut outputs, NOW);
+    stage.on_shutdown(&mut ctx).unwrap();
+    outputs
+}
+
+fn decode_all<T: AvroRecord>(codec: &Codec, outputs: &[Output], topic: &str) -> Vec<T> {
+    outputs
+        .iter()
+        .filter(|o| o.topic == topic)
+        .map(|o| codec.decode(&o.payload).unwrap())
+        .collect()
+}
+
+fn ev(id: &str, user: &str, t: EventType, at: i64) -> ClickEvent {
+    ClickEvent::new(id, user, t, at)
+}
+
+#[test]
+fn cleaning_rejects_bad_events_drops_duplicates_and_keys_by_user() {
+    let codec = Codec::embedded();
+    let mut stage = Cleaning::new(&CleaningConfig::default(), "clean");
+    let mut negative = ev("e3", "u1", EventType::ProductView, T0 + 3);
+    negative.price = Some(-5.0);
+    let mut spaced = ev(" e4 ", "u2", EventType::ProductView, T0 + 4);
+    spaced.country = Some("de".into());
+    let (outputs, results) = feed(
+        &mut stage,
+        &codec,
+        vec![
+            (0, ev("e1", "u1", EventType::PageView, T0)),
+            (0, ev("e1", "u1", EventType::PageView, T0)), // duplicate
+            (0, ev("e2", "", EventType::PageView, T0 + 2)), // no user
+            (0, negative),
+            (1, spaced),
+            (0, ev("e5", "u1", EventType::PageView, NOW + 2 * 86_400_000)), // far future
+        ],
+    );
+    let kinds: Vec<Option<&str>> = results
+        .iter()
+        .map(|r| match r {
+            Ok(()) => None,
+            Err(StageError::Rejected { kind, .. }) => Some(*kind),
+            Err(StageError::Fatal(e)) => panic!("fatal: {e}"),
+        })
+        .collect();
+    assert_eq!(kinds, vec![None, None, Some("missing_field"), Some("bad_value"), None, Some("bad_time")]);
+    let clean: Vec<ClickEvent> = decode_all(&codec, &outputs, "clean");
+    assert_eq!(clean.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), vec!["e1", "e4"]);
+    assert_eq!(clean[1].country.as_deref(), Some("DE"), "normalised");
+    assert_eq!(outputs[0].key, b"u1");
+    assert_eq!(stage.duplicates_dropped(), 1);
+}
+
+#[test]
+fn sessionizer_keeps_partitions_apart_and_publishes_closed_sessions() {
+    let codec = Codec::embedded();
+    let cfg = ClickpathConfig::default().sessionizer;
+    let mut stage = Sessionizer::new(&cfg, "sessions", true);
+    let gap = cfg.gap_ms;
+    let mut purchase = ev("a3", "alice", EventType::Purchase, T0 + 120_000);
+    purchase.order_value = Some(42.0);
+    let (outputs, _) = feed(
+        &mut stage,
+        &codec,
+        vec![
+            (0, ev("a1", "alice", EventType::PageView, T0)),
+            (0, ev("a2", "alice", EventType::ProductView, T0 + 60_000)),
+            (0, purchase),
+            // Partition 1 runs hours ahead: it must not close alice's session on partition 0.
+            (1, ev("b1", "bob", EventType::PageView, T0 + 10 * gap)),
+            (1, ev("b2", "bob", EventType::PageView, T0 + 10 * gap + 1)),
+            (0, ev("a4", "alice", EventType::PageView, T0 + 180_000)),
+        ],
+    );
+    assert!(decode_all::<SessionSummary>(&codec, &outputs, "sessions").is_empty(), "nothing closed yet");
+    let closed: Vec<SessionSummary> = decode_all(&codec, &shutdown(&mut stage, &codec), "sessions");
+    let alice = closed.iter().find(|s| s.user_id == "alice").expect("alice's session");
+    assert_eq!(alice.event_count, 4, "the later partition-0 event joined the open session");
+    assert_eq!(alice.furthest_stage, FunnelStage::Purchase);
+    assert!(alice.purchased);
+    assert_eq!(alice.order_value, 42.0);
+    assert_eq!(alice.path, vec![EventType::PageView, EventType::ProductView, EventType::Purchase, EventType::PageView]);
+    assert_eq!(closed.iter().filter(|s| s.user_id == "bob").count(), 1);
+}
+
+#[test]
+fn windower_emits_one_feature_vector_per_event() {
+    let codec = Codec::embedded();
+    let mut stage = Windower::new(&ClickpathConfig::default().windower, "features");
+    let (outputs, _) = feed(
+        &mut stage,
+        &codec,
+        vec![
+            (0, ev("e1", "u1", EventType::ProductView, T0)),
+            (0, ev("e2", "u1", EventType::ProductView, T0 + 1000)),
+            (0, ev("e3", "u2", EventType::PageView, T0 + 2000)),
+        ],
+    );
+    let fvs: Vec<FeatureVector> = decode_all(&codec, &outputs, "features");
+    assert_eq!(fvs.len(), 3);
+    assert_eq!(fvs[1].values["product_views_5m"], 2.0);
+    assert_eq!(fvs[2].values["product_views_5m"], 0.0, "u2 has its own window");
+    assert_eq!(stage.state_entries(), 2);
+}
+
+#[test]
+fn shipped_baseline_model_loads_and_scores() {
+    let cfg = ClickpathConfig::default();
+    let model = builtin_model(&cfg.windower).expect("models/baseline still loads into the current code");
+    assert!(model.version.starts_with("baseline-"));
+    let codec = Codec::embedded();
+    let mut windower = Windower::new(&cfg.windower, "features");
+    let mut scorer = Scorer::new(model, &ScorerConfig::default(), "predictions");
+    let mut checkout = ev("e3", "u1", EventType::BeginCheckout, T0 + 60_000);
+    checkout.order_value = Some(80.0);
+    let (features, _) = feed(
+        &mut windower,
+        &codec,
+        vec![
+            (0, ev("e1", "u1", EventType::ProductView, T0)),
+            (0, ev("e2", "u1", EventType::AddToCart, T0 + 30_000)),
+            (0, checkout),
+            (0, ev("f1", "u2", EventType::PageView, T0)),
+        ],
+    );
+    let fvs: Vec<FeatureVector> = decode_all(&codec, &features, "features");
+    let (outputs, _) = feed(&mut scorer, &codec, fvs.into_iter().map(|f| (0, f)).collect());
+    let preds: Vec<Prediction> = decode_all(&codec, &outputs, "predictions");
+    assert_eq!(preds.len(), 4);
+    for p in &preds {
+        assert!((0.0..=1.0).contains(&p.purchase_probability));
+        assert_eq!(p.next_actions.len(), 3);
+        let total: f64 = p.next_actions.iter().map(|a| a.probability).sum();
+        assert!(total <= 1.0 + 1e-9);
+    }
+    let checkout_p = preds[2].purchase_probability;
+    let browse_p = preds[3].purchase_probability;
+    assert!(
+        checkout_p > browse_p,
+        "a shopper in checkout is likelier to buy than one on a landing page ({checkout_p} vs {browse_p})"
+    );
+    assert_eq!(preds[2].event_id, "e3");
+}
+
+#[test]
+fn detector_alerts_on_card_testing_once_per_cooldown() {
+    let codec = Codec::embedded();
+    let mut stage = Detector::new(&ClickpathConfig::default().detector, "alerts");
+    let events = (0..6)
+        .map(|i| {
+            let mut e = ev(&format!("p{i}"), "mallory", EventType::PaymentAttempt, T0 + i * 10_000);
+            e.payment = Some(Payment {
+                status: PaymentStatus::Failed,
+                method: "card".into(),
+                card_fingerprint: Some(format!("card-{i}")),
+            });
+            (0, e)
+        })
+        .collect();
+    let (outputs, _) = feed(&mut stage, &codec, events);
+    let alerts: Vec<FraudAlert> = decode_all(&codec, &outputs, "alerts");
+    assert_eq!(alerts.len(), 1, "one alert, later evidence suppressed within the cooldown");
+    assert_eq!(alerts[0].alert_type, AlertType::CardTesting);
+    assert_eq!(alerts[0].user_id, "mallory");
+    assert!(alerts[0].evidence_event_ids.iter().all(|id| id.starts_with('p')));
+}
