@@ -4,8 +4,8 @@ use clickpath_runtime::config::{CleaningConfig, ClickpathConfig, ScorerConfig};
 use clickpath_runtime::{Context, Output, Stage, StageError};
 use clickpath_schema::codec::{AvroRecord, Codec};
 use clickpath_schema::{
-    AlertType, ClickEvent, EventType, FeatureVector, FraudAlert, FunnelStage, Payment, PaymentStatus, Prediction,
-    SessionSummary,
+    AlertType, ClickEvent, EventType, FeatureVector, FraudAlert, FunnelStage, Payment,
+    PaymentStatus, Prediction, SessionSummary,
 };
 use clickpath_stages::cleaning::Cleaning;
 use clickpath_stages::detector::Detector;
@@ -18,7 +18,11 @@ const T0: i64 = 1_767_571_200_000; // 2026-01-05
 const NOW: i64 = T0 + 86_400_000;
 
 /// Feeds `events` to `stage` (all on `partition`), returns the outputs and per-event results.
-fn feed<S: Stage>(stage: &mut S, codec: &Codec, events: Vec<(i32, S::Input)>) -> (Vec<Output>, Vec<Result<(), StageError>>) {
+fn feed<S: Stage>(
+    stage: &mut S,
+    codec: &Codec,
+    events: Vec<(i32, S::Input)>,
+) -> (Vec<Output>, Vec<Result<(), StageError>>) {
     let mut outputs = Vec::new();
     let mut results = Vec::new();
     for (partition, ev) in events {
@@ -75,9 +79,25 @@ fn cleaning_rejects_bad_events_drops_duplicates_and_keys_by_user() {
             Err(StageError::Fatal(e)) => panic!("fatal: {e}"),
         })
         .collect();
-    assert_eq!(kinds, vec![None, None, Some("missing_field"), Some("bad_value"), None, Some("bad_time")]);
+    assert_eq!(
+        kinds,
+        vec![
+            None,
+            None,
+            Some("missing_field"),
+            Some("bad_value"),
+            None,
+            Some("bad_time")
+        ]
+    );
     let clean: Vec<ClickEvent> = decode_all(&codec, &outputs, "clean");
-    assert_eq!(clean.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), vec!["e1", "e4"]);
+    assert_eq!(
+        clean
+            .iter()
+            .map(|e| e.event_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["e1", "e4"]
+    );
     assert_eq!(clean[1].country.as_deref(), Some("DE"), "normalised");
     assert_eq!(outputs[0].key, b"u1");
     assert_eq!(stage.duplicates_dropped(), 1);
@@ -104,14 +124,31 @@ fn sessionizer_keeps_partitions_apart_and_publishes_closed_sessions() {
             (0, ev("a4", "alice", EventType::PageView, T0 + 180_000)),
         ],
     );
-    assert!(decode_all::<SessionSummary>(&codec, &outputs, "sessions").is_empty(), "nothing closed yet");
+    assert!(
+        decode_all::<SessionSummary>(&codec, &outputs, "sessions").is_empty(),
+        "nothing closed yet"
+    );
     let closed: Vec<SessionSummary> = decode_all(&codec, &shutdown(&mut stage, &codec), "sessions");
-    let alice = closed.iter().find(|s| s.user_id == "alice").expect("alice's session");
-    assert_eq!(alice.event_count, 4, "the later partition-0 event joined the open session");
+    let alice = closed
+        .iter()
+        .find(|s| s.user_id == "alice")
+        .expect("alice's session");
+    assert_eq!(
+        alice.event_count, 4,
+        "the later partition-0 event joined the open session"
+    );
     assert_eq!(alice.furthest_stage, FunnelStage::Purchase);
     assert!(alice.purchased);
     assert_eq!(alice.order_value, 42.0);
-    assert_eq!(alice.path, vec![EventType::PageView, EventType::ProductView, EventType::Purchase, EventType::PageView]);
+    assert_eq!(
+        alice.path,
+        vec![
+            EventType::PageView,
+            EventType::ProductView,
+            EventType::Purchase,
+            EventType::PageView
+        ]
+    );
     assert_eq!(closed.iter().filter(|s| s.user_id == "bob").count(), 1);
 }
 
@@ -131,14 +168,18 @@ fn windower_emits_one_feature_vector_per_event() {
     let fvs: Vec<FeatureVector> = decode_all(&codec, &outputs, "features");
     assert_eq!(fvs.len(), 3);
     assert_eq!(fvs[1].values["product_views_5m"], 2.0);
-    assert_eq!(fvs[2].values["product_views_5m"], 0.0, "u2 has its own window");
+    assert_eq!(
+        fvs[2].values["product_views_5m"], 0.0,
+        "u2 has its own window"
+    );
     assert_eq!(stage.state_entries(), 2);
 }
 
 #[test]
 fn shipped_baseline_model_loads_and_scores() {
     let cfg = ClickpathConfig::default();
-    let model = builtin_model(&cfg.windower).expect("models/baseline still loads into the current code");
+    let model =
+        builtin_model(&cfg.windower).expect("models/baseline still loads into the current code");
     assert!(model.version.starts_with("baseline-"));
     let codec = Codec::embedded();
     let mut windower = Windower::new(&cfg.windower, "features");
@@ -156,7 +197,11 @@ fn shipped_baseline_model_loads_and_scores() {
         ],
     );
     let fvs: Vec<FeatureVector> = decode_all(&codec, &features, "features");
-    let (outputs, _) = feed(&mut scorer, &codec, fvs.into_iter().map(|f| (0, f)).collect());
+    let (outputs, _) = feed(
+        &mut scorer,
+        &codec,
+        fvs.into_iter().map(|f| (0, f)).collect(),
+    );
     let preds: Vec<Prediction> = decode_all(&codec, &outputs, "predictions");
     assert_eq!(preds.len(), 4);
     for p in &preds {
@@ -180,7 +225,12 @@ fn detector_alerts_on_card_testing_once_per_cooldown() {
     let mut stage = Detector::new(&ClickpathConfig::default().detector, "alerts");
     let events = (0..6)
         .map(|i| {
-            let mut e = ev(&format!("p{i}"), "mallory", EventType::PaymentAttempt, T0 + i * 10_000);
+            let mut e = ev(
+                &format!("p{i}"),
+                "mallory",
+                EventType::PaymentAttempt,
+                T0 + i * 10_000,
+            );
             e.payment = Some(Payment {
                 status: PaymentStatus::Failed,
                 method: "card".into(),
@@ -191,8 +241,17 @@ fn detector_alerts_on_card_testing_once_per_cooldown() {
         .collect();
     let (outputs, _) = feed(&mut stage, &codec, events);
     let alerts: Vec<FraudAlert> = decode_all(&codec, &outputs, "alerts");
-    assert_eq!(alerts.len(), 1, "one alert, later evidence suppressed within the cooldown");
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one alert, later evidence suppressed within the cooldown"
+    );
     assert_eq!(alerts[0].alert_type, AlertType::CardTesting);
     assert_eq!(alerts[0].user_id, "mallory");
-    assert!(alerts[0].evidence_event_ids.iter().all(|id| id.starts_with('p')));
+    assert!(
+        alerts[0]
+            .evidence_event_ids
+            .iter()
+            .all(|id| id.starts_with('p'))
+    );
 }

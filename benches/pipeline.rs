@@ -1,0 +1,111 @@
+//! Stage logic in process, no broker: raw Avro bytes through cleaning, sessionizer, windower, scorer and
+//! detector, with every decode and encode the real stages do. Measures events/s of the whole chain on one
+//! core (`cargo bench -p clickpath-cli --bench pipeline`).
+
+use clickpath_generator::{Generated, Generator, GeneratorConfig};
+use clickpath_runtime::config::ClickpathConfig;
+use clickpath_runtime::{Context, Output, Stage};
+use clickpath_schema::codec::Codec;
+use clickpath_schema::{ClickEvent, FeatureVector};
+use clickpath_stages::cleaning::Cleaning;
+use clickpath_stages::detector::Detector;
+use clickpath_stages::scorer::Scorer;
+use clickpath_stages::sessionizer::Sessionizer;
+use clickpath_stages::topology::builtin_model;
+use clickpath_stages::windower::Windower;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+
+struct Chain {
+    cleaning: Cleaning,
+    sessionizer: Sessionizer,
+    windower: Windower,
+    scorer: Scorer,
+    detector: Detector,
+}
+
+fn chain(cfg: &ClickpathConfig) -> Chain {
+    Chain {
+        cleaning: Cleaning::new(&cfg.cleaning, "clean"),
+        sessionizer: Sessionizer::new(&cfg.sessionizer, "sessions", false),
+        windower: Windower::new(&cfg.windower, "features"),
+        scorer: Scorer::new(
+            builtin_model(&cfg.windower).unwrap(),
+            &cfg.scorer,
+            "predictions",
+        ),
+        detector: Detector::new(&cfg.detector, "alerts"),
+    }
+}
+
+fn run(chain: &mut Chain, codec: &Codec, raw: &[Vec<u8>]) -> usize {
+    let now = 1_767_657_600_000;
+    let mut clean = Vec::<Output>::with_capacity(1);
+    let mut features = Vec::<Output>::with_capacity(1);
+    let mut out = Vec::<Output>::with_capacity(4);
+    let mut produced = 0;
+    for bytes in raw {
+        clean.clear();
+        let Ok(ev) = codec.decode::<ClickEvent>(bytes) else {
+            continue;
+        };
+        let _ = chain
+            .cleaning
+            .process(ev, &mut Context::new(codec, &mut clean, now));
+        for c in &clean {
+            // Each downstream stage decodes its own copy, as it would from the topic.
+            for stage in 0..3 {
+                let ev: ClickEvent = codec.decode(&c.payload).unwrap();
+                let ctx = &mut Context::new(
+                    codec,
+                    if stage == 1 { &mut features } else { &mut out },
+                    now,
+                );
+                match stage {
+                    0 => chain.sessionizer.process(ev, ctx).unwrap(),
+                    1 => chain.windower.process(ev, ctx).unwrap(),
+                    _ => chain.detector.process(ev, ctx).unwrap(),
+                }
+            }
+            for f in features.drain(..) {
+                let fv: FeatureVector = codec.decode(&f.payload).unwrap();
+                chain
+                    .scorer
+                    .process(fv, &mut Context::new(codec, &mut out, now))
+                    .unwrap();
+            }
+            produced += out.len();
+            out.clear();
+        }
+    }
+    produced
+}
+
+fn bench(c: &mut Criterion) {
+    let codec = Codec::embedded();
+    let cfg = ClickpathConfig::default();
+    let raw: Vec<Vec<u8>> = Generator::new(GeneratorConfig {
+        sessions: 2_000,
+        ..GeneratorConfig::default()
+    })
+    .unwrap()
+    .filter_map(|g| match g {
+        Generated::Event(e) => Some(codec.encode(&e).unwrap()),
+        Generated::Malformed(_) => None,
+    })
+    .collect();
+    let mut group = c.benchmark_group("pipeline_in_process");
+    group.throughput(Throughput::Elements(raw.len() as u64));
+    group.sample_size(10);
+    group.bench_function("all_stages_events", |b| {
+        b.iter_batched(
+            || chain(&cfg),
+            |mut ch| black_box(run(&mut ch, &codec, &raw)),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

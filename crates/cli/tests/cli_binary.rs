@@ -1,0 +1,294 @@
+//! The `clickpath` binary as users run it.
+
+use clickpath_schema::ClickEvent;
+use clickpath_schema::codec::Codec;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn clickpath() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_clickpath"));
+    c.env_remove("CLICKPATH_CONFIG").env("RUST_LOG", "warn");
+    c
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../adapters/tests/fixtures")
+        .join(rel)
+}
+
+/// A config file with unique topics on the test broker.
+fn write_config(
+    dir: &Path,
+    brokers: &str,
+    test: &str,
+) -> (PathBuf, clickpath_runtime::ClickpathConfig) {
+    let cfg = clickpath_testkit::test_config(brokers, test);
+    let t = &cfg.topics;
+    let text = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ngroup_prefix = \"{}\"\n[topics]\nraw = \"{}\"\nclean = \"{}\"\nsessions = \"{}\"\nfeatures = \"{}\"\npredictions = \"{}\"\nalerts = \"{}\"\ndead_letters = \"{}\"\n[http]\nbind = \"127.0.0.1:0\"\n[runtime]\npoll_timeout_ms = 50\nshutdown_grace_ms = 10000\n",
+        cfg.kafka.group_prefix,
+        t.raw,
+        t.clean,
+        t.sessions,
+        t.features,
+        t.predictions,
+        t.alerts,
+        t.dead_letters
+    );
+    let path = dir.join("clickpath.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, cfg)
+}
+
+fn count_records(brokers: &str, topic: &str, want: usize, wait: Duration) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "cli-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline && out.len() < want {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    // Anything beyond `want` would be a duplicate.
+    let settle = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < settle {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+            out.push(m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn validate_lists_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[kafka]\nbrokerz = \"x\"\n[sessionizer]\ngap = 1\n").unwrap();
+    let good = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/local.toml");
+    let out = clickpath()
+        .arg("validate")
+        .arg(&good)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stdout.contains("local.toml: ok"), "{stdout}");
+    assert!(stdout.contains("kafka.brokerz: unknown key"), "{stdout}");
+    assert!(stdout.contains("sessionizer.gap: unknown key"), "{stdout}");
+}
+
+#[test]
+fn unknown_stage_is_a_clear_error() {
+    let out = clickpath().args(["run", "sessionzer"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown stage \"sessionzer\""));
+}
+
+#[test]
+fn demo_runs_on_the_embedded_bus_and_summarises() {
+    let out = clickpath()
+        .args(["demo", "--sessions", "300", "--seed", "3"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("funnel (share of sessions reaching each stage)"),
+        "{stdout}"
+    );
+    // The injected malformed records all reach the dead-letter topic.
+    let line = stdout.lines().next().unwrap();
+    let malformed: usize = line
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(malformed > 0, "{line}");
+    assert!(
+        stdout.contains(&format!("dead letters {malformed}\n")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn replay_sends_a_real_dataset_to_the_raw_topic() {
+    let Some(brokers) = clickpath_testkit::test_brokers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (config, cfg) = write_config(dir.path(), &brokers, "replay");
+    let st = clickpath()
+        .args(["--config"])
+        .arg(&config)
+        .args(["topics", "create"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = clickpath()
+        .arg("--config")
+        .arg(&config)
+        .args(["replay", "--format", "otto"])
+        .arg(fixture("otto/train.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = count_records(&brokers, &cfg.topics.raw, 862, Duration::from_secs(20));
+    assert_eq!(records.len(), 862, "every OTTO event once");
+    let codec = Codec::embedded();
+    let first: ClickEvent = codec.decode(&records[0]).unwrap();
+    assert!(first.event_id.starts_with("otto:"), "{}", first.event_id);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_drains_commits_and_a_restart_continues_without_loss() {
+    let Some(brokers) = clickpath_testkit::test_brokers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (config, cfg) = write_config(dir.path(), &brokers, "sigterm");
+    assert!(
+        clickpath()
+            .arg("--config")
+            .arg(&config)
+            .args(["topics", "create"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let events = dir.path().join("events.jsonl");
+    let generated = clickpath()
+        .args(["generate", "--sessions", "150", "--seed", "9", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+    let replay = |path: &Path| {
+        let out = clickpath()
+            .arg("--config")
+            .arg(&config)
+            .args(["replay", "--format", "jsonl"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let all = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let first_path = dir.path().join("first.jsonl");
+    let second_path = dir.path().join("second.jsonl");
+    std::fs::write(&first_path, first.join("\n")).unwrap();
+    std::fs::write(&second_path, second.join("\n")).unwrap();
+    let distinct = |ls: &[&str]| {
+        let mut ids: Vec<String> = ls
+            .iter()
+            .map(|l| serde_json::from_str::<ClickEvent>(l).unwrap().event_id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let want_all = distinct(&lines);
+
+    replay(&first_path);
+    let mut stage = clickpath()
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "cleaning"])
+        .spawn()
+        .unwrap();
+    let seen = count_records(
+        &brokers,
+        &cfg.topics.clean,
+        distinct(first).len(),
+        Duration::from_secs(60),
+    );
+    assert!(seen.len() >= distinct(first).len(), "first half cleaned");
+    // Send more while it runs, then SIGTERM mid-stream.
+    replay(&second_path);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    // SAFETY: plain kill(2) on the child we spawned.
+    unsafe { libc_kill(stage.id() as i32, 15) };
+    let status = stage.wait().unwrap();
+    assert!(
+        status.success(),
+        "drained and exited 0 on SIGTERM, got {status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "within the grace period"
+    );
+
+    // A restarted instance continues where the committed offsets say.
+    let mut stage = clickpath()
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "cleaning"])
+        .spawn()
+        .unwrap();
+    let codec = Codec::embedded();
+    let records = count_records(
+        &brokers,
+        &cfg.topics.clean,
+        want_all.len(),
+        Duration::from_secs(60),
+    );
+    unsafe { libc_kill(stage.id() as i32, 15) };
+    assert!(stage.wait().unwrap().success());
+    let mut got: Vec<String> = records
+        .iter()
+        .map(|r| codec.decode::<ClickEvent>(r).unwrap().event_id)
+        .collect();
+    got.sort();
+    let before = got.len();
+    got.dedup();
+    assert_eq!(got, want_all, "nothing lost across the SIGTERM and restart");
+    assert_eq!(
+        before,
+        got.len(),
+        "and, with a clean drain, nothing duplicated"
+    );
+}
+
+#[cfg(unix)]
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
