@@ -1,4 +1,20 @@
-//! Dead-letter records: the original bytes plus the reason, as an Avro `DeadLetter` with context headers.
+//! Dead-letter records: the original bytes plus the reason, as an Avro `DeadLetter` with context headers
+//! (as Kafka Connect's `errors.deadletterqueue.context.headers.enable` and KIP-1034 do), so operators can
+//! route and count them without decoding the value.
+
+/// Header names on every dead letter.
+pub mod headers {
+    /// Short machine-readable error kind, e.g. `wrong_magic`, `bad_value`.
+    pub const ERROR_KIND: &str = "clickpath.error.kind";
+    /// Human-readable reason.
+    pub const ERROR_REASON: &str = "clickpath.error.reason";
+    /// Topic the record was read from.
+    pub const SOURCE_TOPIC: &str = "clickpath.source.topic";
+    /// Partition it was read from.
+    pub const SOURCE_PARTITION: &str = "clickpath.source.partition";
+    /// Offset it was read at.
+    pub const SOURCE_OFFSET: &str = "clickpath.source.offset";
+}
 
 use crate::stage::Output;
 use clickpath_schema::DeadLetter;
@@ -37,5 +53,12 @@ pub fn dead_letter_output(
         topic: dead_letter_topic.to_string(),
         key: key.map(|k| k.to_vec()).unwrap_or_default(),
         payload: encoded,
+        headers: vec![
+            (headers::ERROR_KIND, kind.to_string()),
+            (headers::ERROR_REASON, reason.to_string()),
+            (headers::SOURCE_TOPIC, source_topic.to_string()),
+            (headers::SOURCE_PARTITION, partition.to_string()),
+            (headers::SOURCE_OFFSET, offset.to_string()),
+        ],
     })
 }

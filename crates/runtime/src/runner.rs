@@ -282,14 +282,20 @@ pub fn deliver(
     let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
     let mut pending = Vec::with_capacity(outputs.len());
     for out in &outputs {
-        let stage_header = OwnedHeaders::new().insert(Header {
+        let mut headers = OwnedHeaders::new_with_capacity(1 + out.headers.len()).insert(Header {
             key: "clickpath.stage",
             value: Some(stage),
         });
+        for (k, v) in &out.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_str()),
+            });
+        }
         let mut record = FutureRecord::to(&out.topic)
             .key(&out.key)
             .payload(&out.payload)
-            .headers(stage_header);
+            .headers(headers);
         if out.topic.is_empty() {
             anyhow::bail!("stage {stage} emitted a record without a topic");
         }

@@ -29,6 +29,8 @@ pub struct Output {
     pub key: Vec<u8>,
     /// Confluent-framed Avro value.
     pub payload: Vec<u8>,
+    /// Extra Kafka headers (dead letters carry their context here); the run loop adds `clickpath.stage`.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// What a stage's hooks use to emit records. Outputs are buffered and delivered by the run loop.
@@ -78,6 +80,7 @@ impl<'a> Context<'a> {
             topic: topic.to_string(),
             key: key.as_bytes().to_vec(),
             payload,
+            headers: Vec::new(),
         });
         Ok(())
     }

@@ -39,7 +39,25 @@ impl Stage for Forward {
     }
 }
 
-fn read_all(brokers: &str, topic: &str, partitions: i32, want: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+type Record = (Vec<u8>, Vec<u8>, Vec<(String, String)>);
+
+fn headers_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, String)> {
+    use rdkafka::message::Headers;
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn read_all(brokers: &str, topic: &str, partitions: i32, want: usize) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "reader")
@@ -59,6 +77,7 @@ fn read_all(brokers: &str, topic: &str, partitions: i32, want: usize) -> Vec<(Ve
             out.push((
                 m.key().unwrap_or_default().to_vec(),
                 m.payload().unwrap_or_default().to_vec(),
+                headers_of(&m),
             ));
         }
     }
@@ -69,6 +88,7 @@ fn read_all(brokers: &str, topic: &str, partitions: i32, want: usize) -> Vec<(Ve
             out.push((
                 m.key().unwrap_or_default().to_vec(),
                 m.payload().unwrap_or_default().to_vec(),
+                headers_of(&m),
             ));
         }
     }
@@ -147,7 +167,7 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
     let outs = read_all(&brokers, "out", 2, expected_ok.len());
     let mut got: Vec<String> = outs
         .iter()
-        .map(|(_, v)| codec.decode::<ClickEvent>(v).unwrap().event_id)
+        .map(|(_, v, _)| codec.decode::<ClickEvent>(v).unwrap().event_id)
         .collect();
     got.sort();
     expected_ok.sort();
@@ -162,7 +182,30 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
         8,
         "4 wrong-magic + 4 negative-price records dead-lettered"
     );
-    let letters: Vec<DeadLetter> = dl.iter().map(|(_, v)| codec.decode(v).unwrap()).collect();
+    let letters: Vec<DeadLetter> = dl
+        .iter()
+        .map(|(_, v, _)| codec.decode(v).unwrap())
+        .collect();
+    // Context headers let operators route dead letters without decoding them.
+    for (_, _, headers) in &dl {
+        let get = |k: &str| {
+            headers
+                .iter()
+                .find(|(hk, _)| hk == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("clickpath.stage"), Some("forward"));
+        assert_eq!(get("clickpath.source.topic"), Some("in"));
+        assert!(
+            matches!(
+                get("clickpath.error.kind"),
+                Some("wrong_magic" | "bad_value")
+            ),
+            "{headers:?}"
+        );
+        assert!(get("clickpath.error.reason").is_some_and(|r| !r.is_empty()));
+        assert!(get("clickpath.source.offset").is_some_and(|o| o.parse::<i64>().is_ok()));
+    }
     assert_eq!(
         letters
             .iter()
