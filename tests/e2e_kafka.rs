@@ -12,6 +12,7 @@ use clickpath_core::session::Sessionizer;
 use clickpath_core::validate::validate_and_normalise;
 use clickpath_generator::{Generated, Generator, GeneratorConfig};
 use clickpath_runtime::RunnerEnv;
+use clickpath_runtime::config::Guarantee;
 use clickpath_runtime::health::Health;
 use clickpath_runtime::metrics::Metrics;
 use clickpath_runtime::shutdown::Shutdown;
@@ -35,10 +36,21 @@ fn session_key(s: &SessionSummary) -> (String, i64, i64, i32, String, bool) {
 
 #[test]
 fn pipeline_on_real_broker_matches_core_logic() {
+    run_pipeline(Guarantee::AtLeastOnce);
+}
+
+#[test]
+fn exactly_once_pipeline_on_real_broker_matches_core_logic() {
+    run_pipeline(Guarantee::ExactlyOnce);
+}
+
+fn run_pipeline(guarantee: Guarantee) {
     let Some(brokers) = clickpath_testkit::test_brokers() else {
         return;
     };
-    let cfg = clickpath_testkit::test_config(&brokers, "e2e");
+    let mut cfg = clickpath_testkit::test_config(&brokers, "e2e");
+    cfg.processing.guarantee = guarantee;
+    cfg.kafka.instance_id = "e2e-1".into();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -20,6 +20,8 @@ pub const DEFAULTS_TOML: &str = include_str!("../../../config/default.toml");
 pub struct ClickpathConfig {
     /// Connection to the Kafka bus.
     pub kafka: KafkaConfig,
+    /// Delivery guarantee of every stage.
+    pub processing: ProcessingConfig,
     /// Topic names and their layout.
     pub topics: TopicsConfig,
     /// Run-loop tuning shared by every stage.
@@ -48,6 +50,11 @@ pub struct KafkaConfig {
     pub group_prefix: String,
     /// Extra librdkafka properties applied to every client (security, tuning).
     pub properties: BTreeMap<String, String>,
+    /// Stable name of this instance (e.g. the pod name). It makes the transactional id
+    /// `<group_prefix>.<stage>.<instance_id>`, so a restarted instance fences its predecessor and aborts its open
+    /// transaction at once. Empty means `<hostname>-<pid>`, which is unique but not stable: a crashed instance's
+    /// open transaction then blocks `read_committed` readers of its partitions until `transaction_timeout_ms`.
+    pub instance_id: String,
 }
 
 impl Default for KafkaConfig {
@@ -56,6 +63,39 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:19092".into(),
             group_prefix: "clickpath".into(),
             properties: BTreeMap::new(),
+            instance_id: String::new(),
+        }
+    }
+}
+
+/// What happens to a batch when a stage fails half-way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Offsets are stored after the batch's outputs are acknowledged: a crash replays the batch (duplicates possible,
+    /// nothing lost).
+    #[default]
+    AtLeastOnce,
+    /// Outputs, state changes and input offsets are committed in one Kafka transaction: a crash aborts it and the
+    /// next owner redoes the batch from the restored state (no duplicates for `read_committed` readers).
+    ExactlyOnce,
+}
+
+/// Delivery guarantee settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessingConfig {
+    /// `at_least_once` (default) or `exactly_once`.
+    pub guarantee: Guarantee,
+    /// Transaction timeout in exactly-once mode (ms); the broker aborts a transaction left open longer.
+    pub transaction_timeout_ms: u64,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        ProcessingConfig {
+            guarantee: Guarantee::AtLeastOnce,
+            transaction_timeout_ms: 30_000,
         }
     }
 }
@@ -78,6 +118,8 @@ pub struct TopicsConfig {
     pub alerts: String,
     /// Records no stage could process, with the reason.
     pub dead_letters: String,
+    /// Events that arrived beyond the sessionizer's allowed lateness, with the reason.
+    pub late_events: String,
     /// Partitions of each topic made by `clickpath topics create`.
     pub partitions: i32,
     /// Replication factor of each topic made by `clickpath topics create`.
@@ -94,6 +136,7 @@ impl Default for TopicsConfig {
             predictions: "clickpath.predictions".into(),
             alerts: "clickpath.alerts".into(),
             dead_letters: "clickpath.dead-letters".into(),
+            late_events: "clickpath.late-events".into(),
             partitions: 3,
             replication_factor: 1,
         }
@@ -111,6 +154,7 @@ impl TopicsConfig {
             ("predictions", self.predictions.as_str()),
             ("alerts", self.alerts.as_str()),
             ("dead_letters", self.dead_letters.as_str()),
+            ("late_events", self.late_events.as_str()),
         ]
     }
 
@@ -125,6 +169,7 @@ impl TopicsConfig {
             predictions: p(&self.predictions),
             alerts: p(&self.alerts),
             dead_letters: p(&self.dead_letters),
+            late_events: p(&self.late_events),
             ..self.clone()
         }
     }
@@ -331,6 +376,9 @@ impl ClickpathConfig {
                 "topics.replication_factor: must be >= 1, got {}",
                 self.topics.replication_factor
             ));
+        }
+        if self.processing.transaction_timeout_ms < 1000 {
+            p.push("processing.transaction_timeout_ms: must be >= 1000".to_string());
         }
         if self.runtime.max_batch == 0 {
             p.push("runtime.max_batch: must be >= 1".to_string());

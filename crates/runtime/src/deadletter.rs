@@ -60,5 +60,6 @@ pub fn dead_letter_output(
             (headers::SOURCE_PARTITION, partition.to_string()),
             (headers::SOURCE_OFFSET, offset.to_string()),
         ],
+        partition: None,
     })
 }

@@ -4,6 +4,7 @@
 //! Depends on `clickpath-schema` and `clickpath-core`; knows nothing of the concrete stages or of Burn.
 #![warn(missing_docs)]
 
+pub mod changelog;
 pub mod config;
 pub mod deadletter;
 pub mod health;
@@ -16,4 +17,4 @@ pub mod stage;
 
 pub use config::ClickpathConfig;
 pub use runner::{RunSummary, RunnerEnv, run_stage};
-pub use stage::{Context, Output, Stage, StageError};
+pub use stage::{Context, Output, Stage, StageError, StateChange};

@@ -2,6 +2,25 @@
 //!
 //! Names follow Prometheus conventions (base units, `_total` counters); labels are low-cardinality only
 //! (stage, topic, partition, kind), never a user id. Counters are bumped once per batch, not per record.
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `clickpath_records_in_total` | counter | stage, topic | records read from an input topic |
+//! | `clickpath_records_out_total` | counter | stage, topic | records produced to an output topic |
+//! | `clickpath_dead_letters_total` | counter | stage, kind | records sent to the dead-letter topic |
+//! | `clickpath_errors_total` | counter | stage, kind | errors (delivery, kafka, fatal) |
+//! | `clickpath_batch_processing_seconds` | histogram | stage | time to process a batch and deliver its outputs |
+//! | `clickpath_batch_records` | histogram | stage | records per batch |
+//! | `clickpath_processing_latency_seconds` | histogram | stage | a record's time from poll to its outputs being acknowledged |
+//! | `clickpath_event_latency_seconds` | histogram | stage | from an input record's timestamp to its outputs being acknowledged |
+//! | `clickpath_model_inference_seconds` | histogram | stage | one model inference call (scorer) |
+//! | `clickpath_state_entries` | gauge | stage | entries of in-memory state |
+//! | `clickpath_consumer_lag_records` | gauge | stage, topic, partition | consumer lag |
+//! | `clickpath_assigned_partitions` | gauge | stage | partitions assigned to this instance |
+//! | `clickpath_restore_progress_ratio` | gauge | stage, topic, partition | fraction of a changelog partition restored (0..1) |
+//!
+//! deploy/grafana/dashboards/clickpath.json charts these names; scripts/validate-deploy.sh checks that
+//! every name it queries is registered here.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +28,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 /// Labels `stage`, `topic`.
@@ -52,6 +72,12 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1e-5, 2.0, 22))
 }
 
+fn event_latency_histogram() -> Histogram {
+    // 1 ms .. ~35 min: event-to-output latency includes producer-side delay and consumer lag, so it
+    // spans far more than in-process time does.
+    Histogram::new(exponential_buckets(1e-3, 2.0, 22))
+}
+
 fn size_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 16))
 }
@@ -72,6 +98,14 @@ pub struct Metrics {
     pub batch_seconds: Family<StageLabel, Histogram, fn() -> Histogram>,
     /// Records per batch.
     pub batch_records: Family<StageLabel, Histogram, fn() -> Histogram>,
+    /// Per record: from poll to the acknowledgement of its outputs (in-process latency).
+    pub processing_latency: Family<StageLabel, Histogram, fn() -> Histogram>,
+    /// Per record: from the input record's timestamp to the acknowledgement of its outputs.
+    pub event_latency: Family<StageLabel, Histogram, fn() -> Histogram>,
+    /// One model inference call.
+    pub model_inference: Family<StageLabel, Histogram, fn() -> Histogram>,
+    /// Fraction (0..1) of a changelog partition restored after it was assigned.
+    pub restore_progress: Family<StagePartition, Gauge<f64, AtomicU64>>,
     /// Entries of in-memory state (users, ids).
     pub state_entries: Family<StageLabel, Gauge>,
     /// Consumer lag per partition, from librdkafka statistics.
@@ -102,6 +136,19 @@ impl Metrics {
             Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(
                 size_histogram as fn() -> Histogram,
             );
+        let processing_latency =
+            Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        let event_latency =
+            Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                event_latency_histogram as fn() -> Histogram,
+            );
+        let model_inference =
+            Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        let restore_progress = Family::<StagePartition, Gauge<f64, AtomicU64>>::default();
         let state_entries = Family::<StageLabel, Gauge>::default();
         let consumer_lag = Family::<StagePartition, Gauge>::default();
         let assigned_partitions = Family::<StageLabel, Gauge>::default();
@@ -132,6 +179,30 @@ impl Metrics {
             "Records per batch",
             batch_records.clone(),
         );
+        r.register_with_unit(
+            "clickpath_processing_latency",
+            "Per record, from poll to the acknowledgement of its outputs",
+            Unit::Seconds,
+            processing_latency.clone(),
+        );
+        r.register_with_unit(
+            "clickpath_event_latency",
+            "Per record, from the input record's timestamp to the acknowledgement of its outputs",
+            Unit::Seconds,
+            event_latency.clone(),
+        );
+        r.register_with_unit(
+            "clickpath_model_inference",
+            "Time of one model inference call",
+            Unit::Seconds,
+            model_inference.clone(),
+        );
+        r.register_with_unit(
+            "clickpath_restore_progress",
+            "Fraction of a changelog partition restored after assignment (1 when done)",
+            Unit::Ratio,
+            restore_progress.clone(),
+        );
         r.register(
             "clickpath_state_entries",
             "Entries of in-memory state",
@@ -155,6 +226,10 @@ impl Metrics {
             errors,
             batch_seconds,
             batch_records,
+            processing_latency,
+            event_latency,
+            model_inference,
+            restore_progress,
             state_entries,
             consumer_lag,
             assigned_partitions,
@@ -168,6 +243,58 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+
+    /// Observes one batch's per-record latencies, in seconds, for `stage`: `processing` (poll to
+    /// acknowledgement) and `event` (record timestamp to acknowledgement). Takes each family's lock once
+    /// per batch, not once per record. Negative or non-finite values (clock skew between the producer
+    /// and this host) are skipped rather than recorded as zero.
+    pub fn observe_latencies(
+        &self,
+        stage: &str,
+        processing: impl IntoIterator<Item = f64>,
+        event: impl IntoIterator<Item = f64>,
+    ) {
+        let label = StageLabel {
+            stage: stage.into(),
+        };
+        {
+            let h = self.processing_latency.get_or_create(&label);
+            for v in processing
+                .into_iter()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+            {
+                h.observe(v);
+            }
+        }
+        let h = self.event_latency.get_or_create(&label);
+        for v in event.into_iter().filter(|v| v.is_finite() && *v >= 0.0) {
+            h.observe(v);
+        }
+    }
+
+    /// Sets the restore progress of one changelog partition from records restored so far and the
+    /// records to restore (end offset minus start offset). Nothing to restore counts as done (1.0).
+    pub fn set_restore_progress(
+        &self,
+        stage: &str,
+        topic: &str,
+        partition: i32,
+        restored: u64,
+        total: u64,
+    ) {
+        let ratio = if total == 0 {
+            1.0
+        } else {
+            (restored as f64 / total as f64).clamp(0.0, 1.0)
+        };
+        self.restore_progress
+            .get_or_create(&StagePartition {
+                stage: stage.into(),
+                topic: topic.into(),
+                partition,
+            })
+            .set(ratio);
     }
 
     /// Sum of `records_in` for one stage (used by the demo's progress line).
@@ -219,5 +346,41 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.records_in_total("cleaning", "t"), 5);
+    }
+
+    #[test]
+    fn latency_histograms_count_valid_observations_only() {
+        let m = Metrics::new();
+        m.observe_latencies("scorer", [0.001, 0.002, -0.5], [1.5, f64::NAN, 3.0, 0.0]);
+        let text = m.encode();
+        assert!(
+            text.contains("clickpath_processing_latency_seconds_count{stage=\"scorer\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("clickpath_event_latency_seconds_count{stage=\"scorer\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("clickpath_event_latency_seconds_sum{stage=\"scorer\"} 4.5"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn restore_progress_is_a_clamped_ratio() {
+        let m = Metrics::new();
+        m.set_restore_progress("sessionizer", "cl", 2, 25, 100);
+        m.set_restore_progress("sessionizer", "cl", 3, 0, 0);
+        m.set_restore_progress("sessionizer", "cl", 4, 150, 100);
+        let text = m.encode();
+        let line = |p: i32, v: &str| {
+            format!(
+                "clickpath_restore_progress_ratio{{stage=\"sessionizer\",topic=\"cl\",partition=\"{p}\"}} {v}"
+            )
+        };
+        assert!(text.contains(&line(2, "0.25")), "{text}");
+        assert!(text.contains(&line(3, "1.0")), "{text}");
+        assert!(text.contains(&line(4, "1.0")), "{text}");
     }
 }

@@ -6,7 +6,8 @@
 //! replays the batch: at-least-once. The loop runs on its own thread, off the async reactor, because stage
 //! work is CPU-bound.
 
-use crate::config::ClickpathConfig;
+use crate::changelog::{changelog_topic, ensure_changelog_topic, restore};
+use crate::config::{ClickpathConfig, Guarantee};
 use crate::deadletter::dead_letter_output;
 use crate::health::Health;
 use crate::kafka::{RebalanceEvent, StageContext, consumer_config, create_producer};
@@ -50,8 +51,9 @@ pub struct RunSummary {
 
 /// Runs `stage` on `input_topic` until the shutdown flag is set, then drains and returns.
 ///
-/// Blocking: call it on a dedicated thread. Returns an error when outputs could not be delivered or the stage
-/// reports a fatal error; offsets of the failed batch are not stored, so a restart replays it.
+/// Blocking: call it on a dedicated thread. Returns an error when outputs could not be delivered, a transaction
+/// failed or the stage reports a fatal error; the failed batch's offsets are not committed, so the next owner of
+/// its partitions redoes it (from the restored state, in exactly-once mode).
 pub fn run_stage<S: Stage>(
     mut stage: S,
     input_topic: &str,
@@ -59,38 +61,67 @@ pub fn run_stage<S: Stage>(
 ) -> anyhow::Result<RunSummary> {
     let name = stage.name();
     let cfg = &env.config;
+    let eos = cfg.processing.guarantee == Guarantee::ExactlyOnce;
+    let changelog = if stage.is_stateful() {
+        let topic = changelog_topic(cfg, name);
+        ensure_changelog_topic(cfg, &topic, input_topic)?;
+        Some(topic)
+    } else {
+        None
+    };
     let context = StageContext::new(name, env.metrics.clone());
     let consumer: BaseConsumer<StageContext> =
         consumer_config(cfg, name).create_with_context(context)?;
+    let producer = if eos {
+        let p: FutureProducer = transactional_producer_config(cfg, name).create()?;
+        p.init_transactions(Duration::from_secs(60))?;
+        p
+    } else {
+        create_producer(cfg)?
+    };
     consumer.subscribe(&[input_topic])?;
-    let producer = create_producer(cfg)?;
     env.health.register(name);
-    tracing::info!(stage = name, topic = input_topic, group = %format!("{}.{}", cfg.kafka.group_prefix, name), "Stage started.");
+    tracing::info!(stage = name, topic = input_topic, group = %format!("{}.{}", cfg.kafka.group_prefix, name), exactly_once = eos, "Stage started.");
 
-    let result = run_loop(&mut stage, input_topic, env, &consumer, &producer);
+    let mut run = Run {
+        env,
+        name,
+        input_topic,
+        changelog: changelog.as_deref(),
+        consumer: &consumer,
+        producer: &producer,
+        eos,
+    };
+    let result = run.run_loop(&mut stage);
 
-    // Drain: whatever happened, give the stage its shutdown hook only on a clean stop.
     let summary = match result {
         Ok(mut summary) => {
+            // Drain: the stage's last outputs, then flush, commit and leave the group.
             let mut outputs = Vec::new();
             let mut ctx = Context::new(&env.codec, &mut outputs, now_ms());
             if let Err(e) = stage.on_shutdown(&mut ctx) {
                 tracing::error!(stage = name, error = %e, "Shutdown hook failed.");
             }
             summary.records_out += outputs.len() as u64;
-            deliver(&producer, outputs, name, &env.metrics)?;
+            run.commit_batch(&mut stage, outputs, &BTreeMap::new())?;
             let grace = Duration::from_millis(cfg.runtime.shutdown_grace_ms);
             producer.flush(grace)?;
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                // Nothing stored yet is a normal case.
-                if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
-                    tracing::warn!(stage = name, error = %e, "Final offset commit failed.");
+            if !eos {
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    // Nothing stored yet is a normal case.
+                    if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+                        tracing::warn!(stage = name, error = %e, "Final offset commit failed.");
+                    }
                 }
             }
             consumer.unsubscribe();
             summary
         }
         Err(e) => {
+            if eos {
+                // Best effort: the broker aborts it anyway after the transaction timeout or when fenced.
+                let _ = producer.abort_transaction(Duration::from_secs(10));
+            }
             env.health.remove(name);
             env.metrics
                 .errors
@@ -107,135 +138,234 @@ pub fn run_stage<S: Stage>(
     Ok(summary)
 }
 
-fn run_loop<S: Stage>(
-    stage: &mut S,
-    input_topic: &str,
-    env: &RunnerEnv,
-    consumer: &BaseConsumer<StageContext>,
-    producer: &FutureProducer,
-) -> anyhow::Result<RunSummary> {
-    let name = stage.name();
-    let rt = &env.config.runtime;
-    let poll_timeout = Duration::from_millis(rt.poll_timeout_ms);
-    let tick_every = Duration::from_millis(rt.tick_interval_ms);
-    let mut last_tick = Instant::now();
-    let mut summary = RunSummary::default();
-    let mut assigned: BTreeSet<i32> = BTreeSet::new();
-    let label = StageLabel { stage: name.into() };
-    // Clone the counter: holding the family's guard would block every other thread's get_or_create.
-    let in_counter = env
-        .metrics
-        .records_in
-        .get_or_create(&StageTopic {
-            stage: name.into(),
-            topic: input_topic.into(),
-        })
-        .clone();
+/// Producer settings for exactly-once mode: a transactional id stable per stage instance.
+fn transactional_producer_config(cfg: &ClickpathConfig, stage: &str) -> rdkafka::ClientConfig {
+    let mut c = crate::kafka::producer_config(cfg);
+    let instance = if cfg.kafka.instance_id.trim().is_empty() {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+            std::process::id()
+        )
+    } else {
+        cfg.kafka.instance_id.trim().to_string()
+    };
+    c.set(
+        "transactional.id",
+        format!("{}.{stage}.{instance}", cfg.kafka.group_prefix),
+    )
+    .set(
+        "transaction.timeout.ms",
+        cfg.processing.transaction_timeout_ms.to_string(),
+    );
+    c
+}
 
-    while !env.shutdown.is_triggered() {
-        env.health.beat(name);
-        let batch = poll_batch(consumer, poll_timeout, rt.max_batch, name, &env.metrics);
-        // Rebalance callbacks ran inside poll on this thread; replay them to the stage in order.
-        for event in consumer.context().take_rebalances() {
-            match event {
-                RebalanceEvent::Assigned(ps) => {
-                    assigned.extend(ps.iter().copied());
-                    stage.on_assign(&ps);
-                }
-                RebalanceEvent::Revoked(ps) => {
-                    for p in &ps {
-                        assigned.remove(p);
-                    }
-                    stage.on_revoke(&ps);
-                }
-            }
-            env.health.set_assigned(name, assigned.len());
-            env.metrics
-                .assigned_partitions
-                .get_or_create(&label)
-                .set(assigned.len() as i64);
-        }
-        let tick_due = last_tick.elapsed() >= tick_every;
-        if batch.is_empty() && !tick_due {
-            continue;
-        }
-        let started = Instant::now();
-        let mut outputs: Vec<Output> = Vec::new();
-        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
-        let now = now_ms();
-        for msg in &batch {
-            next_offsets.insert(msg.partition(), msg.offset() + 1);
-            let payload = msg.payload().unwrap_or_default();
-            let rejection = match env.codec.decode::<S::Input>(payload) {
-                Err(e) => Some((e.kind(), e.to_string())),
-                Ok(record) => {
-                    let mut ctx =
-                        Context::new(&env.codec, &mut outputs, now).for_partition(msg.partition());
-                    match stage.process(record, &mut ctx) {
-                        Ok(()) => None,
-                        Err(StageError::Rejected { kind, reason }) => Some((kind, reason)),
-                        Err(StageError::Fatal(reason)) => {
-                            anyhow::bail!(
-                                "stage {name} failed at {input_topic}/{}@{}: {reason}",
-                                msg.partition(),
-                                msg.offset()
+/// One stage loop's clients and settings.
+struct Run<'a> {
+    env: &'a RunnerEnv,
+    name: &'static str,
+    input_topic: &'a str,
+    changelog: Option<&'a str>,
+    consumer: &'a BaseConsumer<StageContext>,
+    producer: &'a FutureProducer,
+    eos: bool,
+}
+
+impl Run<'_> {
+    fn run_loop<S: Stage>(&mut self, stage: &mut S) -> anyhow::Result<RunSummary> {
+        let env = self.env;
+        let name = self.name;
+        let input_topic = self.input_topic;
+        let rt = &env.config.runtime;
+        let poll_timeout = Duration::from_millis(rt.poll_timeout_ms);
+        let tick_every = Duration::from_millis(rt.tick_interval_ms);
+        let mut last_tick = Instant::now();
+        let mut summary = RunSummary::default();
+        let mut assigned: BTreeSet<i32> = BTreeSet::new();
+        let label = StageLabel { stage: name.into() };
+        // Clone the counter: holding the family's guard would block every other thread's get_or_create.
+        let in_counter = env
+            .metrics
+            .records_in
+            .get_or_create(&StageTopic {
+                stage: name.into(),
+                topic: input_topic.into(),
+            })
+            .clone();
+
+        while !env.shutdown.is_triggered() {
+            env.health.beat(name);
+            let mut batch = poll_batch(
+                self.consumer,
+                poll_timeout,
+                rt.max_batch,
+                name,
+                &env.metrics,
+            );
+            // Rebalance callbacks ran inside poll on this thread; replay them to the stage in order, restoring
+            // the state of newly assigned partitions before any of their input is processed.
+            for event in self.consumer.context().take_rebalances() {
+                match event {
+                    RebalanceEvent::Assigned(ps) => {
+                        if let Some(changelog) = self.changelog {
+                            let stats = restore(&env.config, changelog, &ps, stage)?;
+                            tracing::info!(
+                                stage = name,
+                                partitions = ?ps,
+                                records = stats.records,
+                                bytes = stats.bytes,
+                                seconds = stats.seconds,
+                                records_per_second = stats.records as f64 / stats.seconds.max(1e-9),
+                                "State restored."
                             );
                         }
+                        assigned.extend(ps.iter().copied());
+                        stage.on_assign(&ps);
+                    }
+                    RebalanceEvent::Revoked(ps) => {
+                        for p in &ps {
+                            assigned.remove(p);
+                        }
+                        stage.on_revoke(&ps);
                     }
                 }
-            };
-            if let Some((kind, reason)) = rejection {
-                tracing::debug!(stage = name, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
+                env.health.set_assigned(name, assigned.len());
                 env.metrics
-                    .dead_letters
-                    .get_or_create(&StageKind {
-                        stage: name.into(),
-                        kind: kind.into(),
-                    })
-                    .inc();
-                summary.dead_letters += 1;
-                outputs.push(dead_letter_output(
-                    &env.codec,
-                    &env.config.topics.dead_letters,
-                    name,
-                    input_topic,
-                    msg.partition(),
-                    msg.offset(),
-                    msg.key(),
-                    payload,
-                    kind,
-                    &reason,
-                    now,
-                )?);
+                    .assigned_partitions
+                    .get_or_create(&label)
+                    .set(assigned.len() as i64);
             }
-        }
-        if tick_due {
-            last_tick = Instant::now();
-            let mut ctx = Context::new(&env.codec, &mut outputs, now);
-            if let Err(e) = stage.tick(&mut ctx) {
-                anyhow::bail!("stage {name} tick failed: {e}");
+            // Records of partitions revoked while the batch was collected belong to their new owner now.
+            batch.retain(|m| assigned.contains(&m.partition()));
+            let tick_due = last_tick.elapsed() >= tick_every;
+            if batch.is_empty() && !tick_due {
+                continue;
             }
+            let started = Instant::now();
+            let mut outputs: Vec<Output> = Vec::new();
+            let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+            let now = now_ms();
+            for msg in &batch {
+                next_offsets.insert(msg.partition(), msg.offset() + 1);
+                let payload = msg.payload().unwrap_or_default();
+                let rejection = match env.codec.decode::<S::Input>(payload) {
+                    Err(e) => Some((e.kind(), e.to_string())),
+                    Ok(record) => {
+                        let mut ctx = Context::new(&env.codec, &mut outputs, now)
+                            .for_partition(msg.partition());
+                        match stage.process(record, &mut ctx) {
+                            Ok(()) => None,
+                            Err(StageError::Rejected { kind, reason }) => Some((kind, reason)),
+                            Err(StageError::Fatal(reason)) => {
+                                anyhow::bail!(
+                                    "stage {name} failed at {input_topic}/{}@{}: {reason}",
+                                    msg.partition(),
+                                    msg.offset()
+                                );
+                            }
+                        }
+                    }
+                };
+                if let Some((kind, reason)) = rejection {
+                    tracing::debug!(stage = name, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
+                    env.metrics
+                        .dead_letters
+                        .get_or_create(&StageKind {
+                            stage: name.into(),
+                            kind: kind.into(),
+                        })
+                        .inc();
+                    summary.dead_letters += 1;
+                    outputs.push(dead_letter_output(
+                        &env.codec,
+                        &env.config.topics.dead_letters,
+                        name,
+                        input_topic,
+                        msg.partition(),
+                        msg.offset(),
+                        msg.key(),
+                        payload,
+                        kind,
+                        &reason,
+                        now,
+                    )?);
+                }
+            }
+            if tick_due {
+                last_tick = Instant::now();
+                let mut ctx = Context::new(&env.codec, &mut outputs, now);
+                if let Err(e) = stage.tick(&mut ctx) {
+                    anyhow::bail!("stage {name} tick failed: {e}");
+                }
+            }
+            let records = batch.len() as u64;
+            summary.records_in += records;
+            summary.records_out += outputs.len() as u64;
+            drop(batch);
+            self.commit_batch(stage, outputs, &next_offsets)?;
+            in_counter.inc_by(records);
+            env.metrics
+                .batch_seconds
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
+            env.metrics
+                .batch_records
+                .get_or_create(&label)
+                .observe(records as f64);
+            env.metrics
+                .state_entries
+                .get_or_create(&label)
+                .set(stage.state_entries() as i64);
         }
-        summary.records_in += batch.len() as u64;
-        summary.records_out += outputs.len() as u64;
-        in_counter.inc_by(batch.len() as u64);
-        drop(batch);
-        deliver(producer, outputs, name, &env.metrics)?;
-        store_offsets(consumer, input_topic, &next_offsets, name);
-        env.metrics
-            .batch_seconds
-            .get_or_create(&label)
-            .observe(started.elapsed().as_secs_f64());
-        env.metrics
-            .batch_records
-            .get_or_create(&label)
-            .observe(next_offsets.len().max(1) as f64);
-        env.metrics
-            .state_entries
-            .get_or_create(&label)
-            .set(stage.state_entries() as i64);
+        Ok(summary)
     }
-    Ok(summary)
+
+    /// Makes a batch durable: its outputs, its state changes and its input offsets. At-least-once: produce and
+    /// wait for acknowledgements, then store the offsets. Exactly-once: all three in one transaction.
+    fn commit_batch<S: Stage>(
+        &mut self,
+        stage: &mut S,
+        mut outputs: Vec<Output>,
+        next_offsets: &BTreeMap<i32, i64>,
+    ) -> anyhow::Result<()> {
+        if let Some(changelog) = self.changelog {
+            for change in stage.take_state_changes() {
+                outputs.push(Output {
+                    topic: changelog.to_string(),
+                    key: change.key,
+                    payload: change.value.unwrap_or_default(),
+                    headers: Vec::new(),
+                    partition: Some(change.partition),
+                });
+            }
+        }
+        if !self.eos {
+            deliver(self.producer, outputs, self.name, &self.env.metrics)?;
+            store_offsets(self.consumer, self.input_topic, next_offsets, self.name);
+            return Ok(());
+        }
+        if outputs.is_empty() && next_offsets.is_empty() {
+            return Ok(());
+        }
+        let timeout = Duration::from_secs(30);
+        self.producer.begin_transaction()?;
+        deliver(self.producer, outputs, self.name, &self.env.metrics)?;
+        if !next_offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in next_offsets {
+                tpl.add_partition_offset(self.input_topic, *p, Offset::Offset(*o))?;
+            }
+            let group = self
+                .consumer
+                .group_metadata()
+                .ok_or_else(|| anyhow::anyhow!("no consumer group metadata"))?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &group, timeout)?;
+        }
+        self.producer.commit_transaction(timeout)?;
+        Ok(())
+    }
 }
 
 /// Polls up to `max` records: waits `timeout` for the first, then takes only what is already buffered.
@@ -292,10 +422,14 @@ pub fn deliver(
                 value: Some(v.as_str()),
             });
         }
-        let mut record = FutureRecord::to(&out.topic)
-            .key(&out.key)
-            .payload(&out.payload)
-            .headers(headers);
+        let mut record = FutureRecord::to(&out.topic).key(&out.key).headers(headers);
+        // An empty changelog value is a tombstone (no payload at all), which compaction removes.
+        if !(out.payload.is_empty() && out.partition.is_some()) {
+            record = record.payload(&out.payload);
+        }
+        if let Some(p) = out.partition {
+            record = record.partition(p);
+        }
         if out.topic.is_empty() {
             anyhow::bail!("stage {stage} emitted a record without a topic");
         }

@@ -31,6 +31,20 @@ pub struct Output {
     pub payload: Vec<u8>,
     /// Extra Kafka headers (dead letters carry their context here); the run loop adds `clickpath.stage`.
     pub headers: Vec<(&'static str, String)>,
+    /// Explicit partition (changelog records go to their input partition); `None` partitions by key.
+    pub partition: Option<i32>,
+}
+
+/// One change of a stage's durable state, written to the stage's compacted changelog topic on the partition
+/// of the input record that caused it, so that a new owner of that partition restores exactly that state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// Input partition (= changelog partition) the state belongs to.
+    pub partition: i32,
+    /// State key (the user id, or a stage-internal key such as a partition watermark).
+    pub key: Vec<u8>,
+    /// New value; `None` deletes the key (a tombstone, removed by compaction).
+    pub value: Option<Vec<u8>>,
 }
 
 /// What a stage's hooks use to emit records. Outputs are buffered and delivered by the run loop.
@@ -81,6 +95,7 @@ impl<'a> Context<'a> {
             key: key.as_bytes().to_vec(),
             payload,
             headers: Vec::new(),
+            partition: None,
         });
         Ok(())
     }
@@ -115,6 +130,28 @@ pub trait Stage: Send {
 
     /// The stage is draining for shutdown; last chance to emit (for example open sessions in the demo).
     fn on_shutdown(&mut self, _ctx: &mut Context<'_>) -> Result<(), StageError> {
+        Ok(())
+    }
+
+    /// Whether the stage keeps durable state in a changelog topic (`<group_prefix>.<stage>-changelog`).
+    fn is_stateful(&self) -> bool {
+        false
+    }
+
+    /// State changes since the last call; the run loop writes them to the changelog with the batch (in the same
+    /// transaction in exactly-once mode).
+    fn take_state_changes(&mut self) -> Vec<StateChange> {
+        Vec::new()
+    }
+
+    /// Installs one changelog record while partitions are restored, before any input of that partition is
+    /// processed. `None` is a tombstone.
+    fn restore(
+        &mut self,
+        _partition: i32,
+        _key: &[u8],
+        _value: Option<&[u8]>,
+    ) -> Result<(), StageError> {
         Ok(())
     }
 

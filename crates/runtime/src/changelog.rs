@@ -1,0 +1,141 @@
+//! Durable stage state: compacted changelog topics, written with every batch and read back on assignment.
+//!
+//! As in Kafka Streams, a stage's state for input partition `p` lives in partition `p` of its changelog topic
+//! `<group_prefix>.<stage>-changelog`; a new owner of `p` replays that partition to its end before it processes
+//! any input of `p`. In exactly-once mode the changelog writes share the batch's transaction, so the restored
+//! state always matches the committed input offsets.
+
+use crate::config::ClickpathConfig;
+use crate::kafka::base_client_config;
+use crate::stage::Stage;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// The changelog topic of `stage`.
+pub fn changelog_topic(cfg: &ClickpathConfig, stage: &str) -> String {
+    format!("{}.{stage}-changelog", cfg.kafka.group_prefix)
+}
+
+/// Number of partitions of `topic` (0 when it does not exist).
+pub fn partition_count(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<usize> {
+    let consumer: BaseConsumer = base_client_config(cfg).create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(md
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.partitions().len())
+        .unwrap_or(0))
+}
+
+/// Creates the compacted changelog topic with as many partitions as the input topic, unless it exists.
+pub fn ensure_changelog_topic(
+    cfg: &ClickpathConfig,
+    changelog: &str,
+    input_topic: &str,
+) -> anyhow::Result<()> {
+    let partitions = partition_count(cfg, input_topic)?;
+    if partitions == 0 {
+        anyhow::bail!("input topic {input_topic} does not exist (run `clickpath topics create`)");
+    }
+    let existing = partition_count(cfg, changelog)?;
+    if existing > 0 {
+        if existing != partitions {
+            anyhow::bail!(
+                "changelog {changelog} has {existing} partitions but input {input_topic} has {partitions}; they must match"
+            );
+        }
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = base_client_config(cfg).create()?;
+    let topic = NewTopic::new(
+        changelog,
+        partitions as i32,
+        TopicReplication::Fixed(cfg.topics.replication_factor),
+    )
+    .set("cleanup.policy", "compact")
+    .set("min.compaction.lag.ms", "0");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures::executor::block_on(admin.create_topics([&topic], &opts))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("cannot create changelog {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// What a restore read.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RestoreStats {
+    /// Changelog records applied.
+    pub records: u64,
+    /// Their bytes (keys and values).
+    pub bytes: u64,
+    /// Wall time of the restore.
+    pub seconds: f64,
+}
+
+/// Replays `partitions` of `changelog` into `stage`, each to its end (committed data only).
+pub fn restore<S: Stage>(
+    cfg: &ClickpathConfig,
+    changelog: &str,
+    partitions: &[i32],
+    stage: &mut S,
+) -> anyhow::Result<RestoreStats> {
+    let started = Instant::now();
+    let mut stats = RestoreStats::default();
+    if partitions.is_empty() {
+        return Ok(stats);
+    }
+    let mut c = base_client_config(cfg);
+    c.set("group.id", format!("{}.restore", cfg.kafka.group_prefix))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760");
+    let consumer: BaseConsumer = c.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition_offset(changelog, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut pending: BTreeSet<i32> = partitions.iter().copied().collect();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !pending.is_empty() {
+        if Instant::now() > deadline {
+            anyhow::bail!("restore of {changelog} partitions {pending:?} did not finish in 600 s");
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => anyhow::bail!("restore of {changelog} failed: {e}"),
+            Some(Ok(m)) => {
+                let key = m.key().unwrap_or_default();
+                let value = m.payload();
+                stats.records += 1;
+                stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+                stage.restore(m.partition(), key, value).map_err(|e| {
+                    anyhow::anyhow!(
+                        "restore of {changelog}/{} at {}: {e}",
+                        m.partition(),
+                        m.offset()
+                    )
+                })?;
+            }
+        }
+    }
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(stats)
+}
