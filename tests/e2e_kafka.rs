@@ -13,9 +13,6 @@ use clickpath_core::validate::validate_and_normalise;
 use clickpath_generator::{Generated, Generator, GeneratorConfig};
 use clickpath_runtime::RunnerEnv;
 use clickpath_runtime::config::Guarantee;
-use clickpath_runtime::health::Health;
-use clickpath_runtime::metrics::Metrics;
-use clickpath_runtime::shutdown::Shutdown;
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{ClickEvent, SessionSummary};
 use clickpath_stages::StageName;
@@ -83,13 +80,7 @@ fn run_pipeline(guarantee: Guarantee) {
         "the generator injects malformed records by default"
     );
 
-    let env = RunnerEnv {
-        config: cfg.clone(),
-        codec: Codec::embedded(),
-        metrics: Metrics::new(),
-        health: Health::new(),
-        shutdown: Shutdown::new(),
-    };
+    let env = RunnerEnv::new(cfg.clone(), Codec::embedded());
     let stages = spawn_stages(&StageName::ALL, &env, true).unwrap();
     let mut producer = EventProducer::new(&cfg, env.codec.clone(), &cfg.topics.raw, 0.0).unwrap();
     for item in &items {
@@ -111,6 +102,11 @@ fn run_pipeline(guarantee: Guarantee) {
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while !caught_up() && Instant::now() < deadline {
+        if env.shutdown.is_triggered() {
+            // A stage failed and stopped the pipeline: report its error rather than a timeout.
+            join_stages(stages).unwrap();
+            panic!("a stage stopped the pipeline without an error");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(

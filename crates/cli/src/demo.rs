@@ -69,18 +69,15 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
             for (_, topic) in cfg.topics.all() {
                 mock.create_topic(topic, cfg.topics.partitions, 1)?;
             }
+            // The mock cluster has no admin API: make the sessionizer's changelog here.
+            let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, "sessionizer");
+            mock.create_topic(&changelog, cfg.topics.partitions, 1)?;
             cfg.kafka.brokers = mock.bootstrap_servers();
             _mock = mock;
         }
     }
 
-    let env = RunnerEnv {
-        config: cfg.clone(),
-        codec: Codec::embedded(),
-        metrics: Metrics::new(),
-        health: Health::new(),
-        shutdown: Shutdown::new(),
-    };
+    let env = RunnerEnv::new(cfg.clone(), Codec::embedded());
     let addr = rt.block_on(clickpath_runtime::http::serve(
         &cfg.http.bind,
         env.health.clone(),

@@ -3,8 +3,10 @@
 
 pub mod collect;
 pub mod demo;
+pub mod evaluate_detector;
 pub mod generate;
 pub mod pipeline;
 pub mod produce;
 pub mod replay;
+pub mod report;
 pub mod train;

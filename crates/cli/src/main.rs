@@ -110,6 +110,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Measure the detector on labelled generator scenarios: precision, recall, latency per type.
+    EvaluateDetector {
+        /// Ordinary sessions to generate.
+        #[arg(long, default_value_t = 20_000)]
+        sessions: u64,
+        /// Generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Injected instances of each scenario type.
+        #[arg(long, default_value_t = 25)]
+        per_type: u32,
+    },
+    /// Path analytics of a file of events (funnel, paths, time to convert, decision factors) as one HTML page.
+    Report(clickpath_cli::report::ReportArgs),
     /// Check configuration files and report every problem at once.
     Validate {
         /// Files to check (default: the --config file, or the embedded defaults).
@@ -150,17 +164,34 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<ClickpathConfig> {
 }
 
 fn env_for(cfg: ClickpathConfig) -> RunnerEnv {
-    RunnerEnv {
-        config: cfg,
-        codec: Codec::embedded(),
-        metrics: Metrics::new(),
-        health: Health::new(),
-        shutdown: Shutdown::new(),
-    }
+    RunnerEnv::new(cfg, Codec::embedded())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::EvaluateDetector {
+            sessions,
+            seed,
+            per_type,
+        } => {
+            let cfg = load_config(cli.config.as_ref())?;
+            let opts = clickpath_cli::evaluate_detector::EvalOptions {
+                sessions,
+                seed,
+                per_type,
+                rules: cfg.detector,
+                validation: cfg.cleaning.validation,
+                dedupe_window_ms: cfg.cleaning.dedupe_window_ms,
+                dedupe_max_ids: cfg.cleaning.dedupe_max_ids,
+            };
+            let report = clickpath_cli::evaluate_detector::evaluate(&opts)?;
+            print!("{}", clickpath_cli::evaluate_detector::render(&report));
+            Ok(())
+        }
+        Command::Report(args) => {
+            print!("{}", clickpath_cli::report::run(&args)?);
+            Ok(())
+        }
         Command::Validate { files } => {
             let files: Vec<Option<PathBuf>> = if files.is_empty() {
                 vec![cli.config.clone()]
@@ -251,6 +282,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 println!("{role:<13} {name:<32} {state}");
             }
+            // Stateful stages' compacted changelogs (the stages also make them at start).
+            let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, "sessionizer");
+            clickpath_runtime::changelog::ensure_changelog_topic(&cfg, &changelog, &cfg.topics.clean)?;
+            println!("{:<13} {changelog:<32} ready", "changelog");
             Ok(())
         }
         Command::Generate {

@@ -117,6 +117,25 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // What the stage does per batch: drain late events, serialise every changed user's state.
+    g.bench_function("sessionizer_with_changelog_per_500", |b| {
+        b.iter(|| {
+            let mut s = Sessionizer::new(SessionConfig::default());
+            let (mut closed, mut bytes) = (0usize, 0usize);
+            for chunk in events.chunks(500) {
+                for e in chunk {
+                    closed += s.on_event(e).len();
+                }
+                closed += s.take_late().len();
+                for (_, st) in s.take_changed() {
+                    bytes += st.map_or(0, |st| serde_json::to_vec(&st).map_or(0, |v| v.len()));
+                }
+            }
+            closed += s.flush().len();
+            black_box((closed, bytes))
+        })
+    });
+
     g.bench_function("windower_feature_vector", |b| {
         b.iter(|| {
             let mut w = FeatureWindower::new(FeatureSpec::default());

@@ -12,6 +12,8 @@
 
 #![warn(missing_docs)]
 
+pub mod analytics;
+pub mod anomaly;
 pub mod dedupe;
 pub mod features;
 pub mod funnel;
@@ -24,5 +26,7 @@ pub use dedupe::Deduper;
 pub use features::{FeatureSpec, FeatureWindower};
 pub use funnel::{compress_path, funnel_stage};
 pub use rules::{Detector, RulesConfig};
-pub use session::{OpenSession, SessionConfig, Sessionizer, assign_sessions};
+pub use session::{
+    OpenSession, PathView, SessionConfig, Sessionizer, UserState, assign_sessions, session_key,
+};
 pub use validate::{RejectKind, Rejection, ValidationConfig, validate_and_normalise};

@@ -1,50 +1,92 @@
-//! Event-time gap sessions per user.
+//! Event-time gap sessions per user, with allowed lateness, merges and durable per-user state.
 //!
-//! A session is a maximal run of one user's events, in event-time order, in which
-//! - consecutive events are less than `gap_ms` apart: an event at exactly `last + gap_ms` starts a
-//!   new session (as in Flink, a session window ends at `last + gap`, exclusive), and
-//! - every event lies less than `max_session_ms` after the session's first event: an event at
-//!   `start + max_session_ms` or later starts a new session (close reason `max_length`).
+//! # Sessions
+//! A session is a maximal run of one user's events, in event-time order (ties in arrival order),
+//! in which consecutive events are less than `gap_ms` apart (an event at exactly `last + gap_ms`
+//! starts a new session: as in Flink, a session window ends at `last + gap`, exclusive) and which
+//! lies within one max-length period: event time is cut into periods of `max_session_ms` from the
+//! Unix epoch, and a session never crosses a period boundary (with `max_session_ms` = 24 h that
+//! is the UTC-midnight cut of web analytics). Periods fixed in time, rather than a length counted
+//! from a session's first event, keep a late event's effect local: it can join or merge the
+//! sessions around it, but never shift the cut points of the sessions after it.
+//! [`assign_sessions`] applies the rule offline.
 //!
-//! The streaming [`Sessionizer`] computes exactly these sessions from a stream whose disorder is
-//! bounded. Its watermark is `max event time seen - max_out_of_orderness_ms` (raised further by
-//! [`Sessionizer::advance_watermark`]), and the contract is that no event arriving later has an
-//! event time below the watermark. Each user's events are buffered until the watermark passes them
-//! (`time < watermark`), then applied in time order (ties in arrival order); a session closes as
-//! soon as the watermark proves no later event can join it (`last + gap_ms <= watermark` or
-//! `start + max_session_ms <= watermark`), or when a released event starts the next one.
+//! # Watermark and held events
+//! The [`Sessionizer`] serves one input partition. Its watermark is the highest
+//! `event time - max_out_of_orderness_ms` seen (raised further by
+//! [`Sessionizer::advance_watermark`]). An event at or above the watermark is held until the
+//! watermark passes it (`time < watermark`), then applied in time order. A session closes, and its
+//! [`SessionSummary`] is published, once `min(last + gap_ms, end of its period) <= watermark`
+//! (close reason `gap`, or `max_length` when the period ends first).
 //!
-//! An event that breaks the contract (time below the watermark on arrival) is *late*. It is not
-//! dropped: it joins the user's open session if there is one (extending its start when earlier),
-//! or starts a new one, and is counted by [`Sessionizer::late_events`]. Its place in the path is
-//! then its arrival position, not its time.
+//! # Late events and corrections
+//! An event below the watermark on arrival is *late*. Within the allowed lateness
+//! (`watermark - time <= allowed_lateness_ms`) it is applied at once to the right session: it
+//! joins the session whose `[start - gap, last + gap)` covers it, or, when it bridges two
+//! sessions, merges them; otherwise it starts a new one. To make that possible a published
+//! session is retained until `close time + allowed_lateness_ms <= watermark`. A changed session
+//! that is already closed is published again at once (else when it closes again) as a
+//! *correction*: `revision` counts publications (0 first), `session_id` is always
+//! `user_id:start_time`, and `superseded_session_ids` lists the ids of earlier publications that
+//! it replaces (the later of two merged sessions, or its own old id when a late event moved its
+//! start earlier). A merged session keeps the earlier session's id unless the late event moved
+//! the start. Consumers keep, per `session_id`, the highest revision and delete superseded ids.
 //!
-//! [`assign_sessions`] applies the same rule offline to a slice of events in any order.
+//! An event beyond the allowed lateness is not applied: [`Sessionizer::take_late`] returns it
+//! with the reason, for a late-events topic. It is never silently dropped.
 //!
-//! Memory: one entry per user with an open session or buffered events, plus one timer each; a
-//! closed session's state is dropped at once, paths are capped at `max_path_len`.
+//! # Duplicates
+//! An event whose id the user's state still holds (its held events, and the 64-bit id hashes of
+//! applied events within the allowed lateness) is dropped and counted
+//! ([`Sessionizer::duplicates_dropped`]). The memory is bucketed by time: ids leave it when their
+//! event time falls beyond the allowed lateness, from which point a repeat of them is a late
+//! event (reported, not applied).
+//!
+//! # Durable state
+//! Everything about a user is one [`UserState`]; every change is reported by
+//! [`Sessionizer::take_changed`] for a compacted changelog, and [`Sessionizer::restore_user`] plus
+//! [`Sessionizer::restore_watermark`] rebuild a sessionizer that continues with exactly the
+//! output the original would have produced.
+//!
+//! Memory per user: the open session and the sessions within the allowed lateness (their
+//! summaries, a path capped at `max_path_len`, and per event within the allowed lateness a
+//! 24-byte step), the held events, lifetime counters. A user with no session or held event is
+//! forgotten after `user_ttl_ms` of event time without events.
 
-use crate::funnel::{compress_path, funnel_stage};
+mod state;
+
+use crate::hash::fnv1a;
 use clickpath_schema::{ClickEvent, EventType, FunnelStage, SessionSummary};
 use serde::{Deserialize, Serialize};
+pub use state::UserState;
+use state::{Item, Sess};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
-/// Session rules and the stream's disorder bound.
+/// Session rules, the stream's disorder bound and the lateness allowed beyond it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// Inactivity that ends a session, ms. Default 30 minutes (`1_800_000`). Values below 1 act as 1.
     pub gap_ms: i64,
-    /// Longest a session may last from its first event, ms. Default 4 hours (`14_400_000`).
-    /// Values below 1 act as 1.
+    /// Length of the periods (counted from the Unix epoch) that a session may not cross, ms: no
+    /// session lasts this long. Default 4 hours (`14_400_000`). Values below 1 act as 1.
     pub max_session_ms: i64,
-    /// How far behind the newest event time another event may still arrive, ms. The watermark is
-    /// `max event time seen - this`. Default 5 seconds (`5_000`). Negative values act as 0.
+    /// How far behind the newest event time another event may still arrive in order, ms. The
+    /// watermark is `max event time seen - this`. Default 5 seconds (`5_000`). Negative values act as 0.
     pub max_out_of_orderness_ms: i64,
     /// Longest path kept per session (the most recent steps are kept). Default 50.
     pub max_path_len: usize,
+    /// How far behind the watermark a late event may be and still be applied (joining or merging
+    /// sessions, which are then corrected), ms; later ones go to the late-events output. Closed
+    /// sessions are kept this long after they close. Default 5 minutes (`300_000`). Negative
+    /// values act as 0.
+    pub allowed_lateness_ms: i64,
+    /// How long a user with no open or retained session is remembered (lifetime counters), ms of
+    /// event time after the user's latest event. Default 7 days (`604_800_000`). Values below 1
+    /// act as 1.
+    pub user_ttl_ms: i64,
 }
 
 impl Default for SessionConfig {
@@ -54,6 +96,8 @@ impl Default for SessionConfig {
             max_session_ms: 4 * 60 * 60 * 1000,
             max_out_of_orderness_ms: 5_000,
             max_path_len: 50,
+            allowed_lateness_ms: 5 * 60 * 1000,
+            user_ttl_ms: 7 * 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -71,13 +115,38 @@ impl SessionConfig {
         self.max_out_of_orderness_ms.max(0)
     }
 
-    /// Whether an event at `t` continues a session spanning `start..=last` (in time order).
+    fn lateness(&self) -> i64 {
+        self.allowed_lateness_ms.max(0)
+    }
+
+    fn user_ttl(&self) -> i64 {
+        self.user_ttl_ms.max(1)
+    }
+
+    /// End (exclusive) of the max-length period holding `t`.
+    fn bucket_end(&self, t: i64) -> i64 {
+        let m = self.max_session();
+        t.div_euclid(m).saturating_add(1).saturating_mul(m)
+    }
+
+    /// Whether `a` and `b` lie in the same max-length period.
+    fn same_period(&self, a: i64, b: i64) -> bool {
+        let m = self.max_session();
+        a.div_euclid(m) == b.div_euclid(m)
+    }
+
+    /// Whether an event at `t` continues, in time order, a session spanning `start..=last`.
     fn continues(&self, start: i64, last: i64, t: i64) -> bool {
-        t < last.saturating_add(self.gap()) && t < start.saturating_add(self.max_session())
+        t < last.saturating_add(self.gap()) && self.same_period(start, t)
     }
 }
 
-/// The state of a user's session that is still open.
+/// The session id of a user's session starting at `start`: `user_id:start`.
+pub fn session_key(user_id: &str, start: i64) -> String {
+    format!("{user_id}:{start}")
+}
+
+/// A snapshot of a user's open session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenSession {
     /// Event time of the first event (ms).
@@ -100,129 +169,54 @@ pub struct OpenSession {
     pub last_event_id: String,
 }
 
-/// What the sessionizer keeps of a buffered event.
+/// A user's path state, for the query API: the current session and lifetime counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathView {
+    /// The shopper.
+    pub user_id: String,
+    /// Id of the user's latest session (open, or closed within the allowed lateness); `None`
+    /// when there is none.
+    pub session_id: Option<String>,
+    /// Whether that session is still open (the watermark has not closed it).
+    pub session_open: bool,
+    /// Event time of its first event (ms).
+    pub session_start: Option<i64>,
+    /// Event time of its latest event (ms).
+    pub session_last: Option<i64>,
+    /// Its number of events.
+    pub session_events: u32,
+    /// Its path: event types in time order, consecutive repeats compressed, the last
+    /// `max_path_len` kept.
+    pub path: Vec<EventType>,
+    /// The furthest funnel stage it reached.
+    pub furthest_stage: Option<FunnelStage>,
+    /// Events received but held until the watermark passes them (not in the path yet).
+    pub held_events: usize,
+    /// Sessions of this user so far (two merged sessions count once).
+    pub lifetime_sessions: u64,
+    /// Purchases so far.
+    pub lifetime_purchases: u64,
+    /// Sum of purchase order values so far.
+    pub lifetime_spend: f64,
+    /// Event time of the latest purchase (ms).
+    pub last_purchase_time: Option<i64>,
+}
+
+/// Runtime bookkeeping around one user's durable state.
 #[derive(Debug)]
-struct Pending {
-    time: i64,
-    event_type: EventType,
-    event_id: String,
-    /// Order value when the event is a purchase, else 0.
-    order_value: f64,
-}
-
-impl Pending {
-    fn of(ev: &ClickEvent) -> Self {
-        let order_value = if ev.event_type == EventType::Purchase {
-            ev.order_value.unwrap_or(0.0)
-        } else {
-            0.0
-        };
-        Pending {
-            time: ev.event_time,
-            event_type: ev.event_type,
-            event_id: ev.event_id.clone(),
-            order_value,
-        }
-    }
-}
-
-impl OpenSession {
-    fn begin(p: Pending, max_path_len: usize) -> Self {
-        let mut path = Vec::with_capacity(max_path_len.min(8));
-        compress_path(&mut path, p.event_type, max_path_len);
-        OpenSession {
-            start: p.time,
-            last: p.time,
-            count: 1,
-            path,
-            stage: funnel_stage(p.event_type),
-            purchased: p.event_type == EventType::Purchase,
-            order_value: p.order_value,
-            first_event_id: p.event_id.clone(),
-            last_event_id: p.event_id,
-        }
-    }
-
-    /// Adds an event that belongs to this session (in order, or late and out of order).
-    fn add(&mut self, p: Pending, max_path_len: usize) {
-        self.count = self.count.saturating_add(1);
-        compress_path(&mut self.path, p.event_type, max_path_len);
-        self.stage = self.stage.max(funnel_stage(p.event_type));
-        self.purchased |= p.event_type == EventType::Purchase;
-        self.order_value += p.order_value;
-        if p.time < self.start {
-            self.start = p.time;
-            self.first_event_id.clone_from(&p.event_id);
-        }
-        if p.time >= self.last {
-            self.last = p.time;
-            self.last_event_id = p.event_id;
-        }
-    }
-
-    fn into_summary(self, user_id: &str, close_reason: &str) -> SessionSummary {
-        SessionSummary {
-            session_id: session_key(user_id, self.start),
-            user_id: user_id.to_owned(),
-            start_time: self.start,
-            end_time: self.last,
-            event_count: i32::try_from(self.count).unwrap_or(i32::MAX),
-            path: self.path,
-            furthest_stage: self.stage,
-            purchased: self.purchased,
-            order_value: self.order_value,
-            first_event_id: self.first_event_id,
-            last_event_id: self.last_event_id,
-            close_reason: close_reason.to_owned(),
-        }
-    }
-}
-
-/// The session id of a user's session starting at `start`: `user_id:start`.
-pub fn session_key(user_id: &str, start: i64) -> String {
-    format!("{user_id}:{start}")
-}
-
-/// Per-user state: the open session and the events the watermark has not passed yet.
-#[derive(Debug)]
-struct UserState {
-    /// The map key, shared with timers (no allocation per timer).
+struct Slot {
+    /// The map key, shared with timers and the change log (no allocation per timer).
     key: Arc<str>,
-    open: Option<OpenSession>,
-    /// Sorted by time; equal times keep arrival order.
-    pending: Vec<Pending>,
-    /// Due time of this user's live timer, if one is scheduled.
+    st: UserState,
+    /// Due time of this user's live timer: always `st.due()`.
     timer: Option<i64>,
+    /// Already listed in `changed`.
+    logged: bool,
 }
 
-impl UserState {
-    fn new(key: Arc<str>) -> Self {
-        UserState {
-            key,
-            open: None,
-            pending: Vec::new(),
-            timer: None,
-        }
-    }
-
-    /// The smallest watermark at which this user's state can change: the first buffered event is
-    /// released once the watermark exceeds its time; the open session closes at `last + gap` or
-    /// `start + max_session`.
-    fn due(&self, cfg: &SessionConfig) -> Option<i64> {
-        let release = self.pending.first().map(|p| p.time.saturating_add(1));
-        let close = self.open.as_ref().map(|s| {
-            s.last
-                .saturating_add(cfg.gap())
-                .min(s.start.saturating_add(cfg.max_session()))
-        });
-        match (release, close) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-}
-
-/// A scheduled check of one user's state; ordered so the heap pops the earliest first.
+/// A scheduled check of one user's state; ordered so the heap pops the earliest first, ties by
+/// user id (a total order makes the output order independent of the heap's history, so a
+/// restored sessionizer emits in the same order as the original).
 #[derive(Debug)]
 struct Timer {
     due: i64,
@@ -231,7 +225,7 @@ struct Timer {
 
 impl PartialEq for Timer {
     fn eq(&self, other: &Self) -> bool {
-        self.due == other.due
+        self.cmp(other) == Ordering::Equal
     }
 }
 impl Eq for Timer {}
@@ -242,20 +236,26 @@ impl PartialOrd for Timer {
 }
 impl Ord for Timer {
     fn cmp(&self, other: &Self) -> Ordering {
-        other.due.cmp(&self.due)
+        other
+            .due
+            .cmp(&self.due)
+            .then_with(|| other.user.cmp(&self.user))
     }
 }
 
-/// Streaming event-time sessionizer (see the module docs for the exact rule and watermark contract).
+/// Streaming event-time sessionizer for one partition (see the module docs for the rules).
 #[derive(Debug)]
 pub struct Sessionizer {
     cfg: SessionConfig,
-    users: HashMap<Arc<str>, UserState>,
-    /// At most one live timer per user; superseded ones stay until popped and are skipped.
+    users: HashMap<Arc<str>, Slot>,
+    /// One live timer per user (its `Slot::timer`); superseded ones stay until popped.
     timers: BinaryHeap<Timer>,
-    max_seen: Option<i64>,
     watermark: i64,
-    late: u64,
+    late_applied: u64,
+    late_rejected: u64,
+    duplicates: u64,
+    late_out: Vec<(ClickEvent, String)>,
+    changed: Vec<Arc<str>>,
 }
 
 impl Sessionizer {
@@ -265,9 +265,12 @@ impl Sessionizer {
             cfg,
             users: HashMap::new(),
             timers: BinaryHeap::new(),
-            max_seen: None,
             watermark: i64::MIN,
-            late: 0,
+            late_applied: 0,
+            late_rejected: 0,
+            duplicates: 0,
+            late_out: Vec::new(),
+            changed: Vec::new(),
         }
     }
 
@@ -276,50 +279,63 @@ impl Sessionizer {
         &self.cfg
     }
 
-    /// Adds an event (already validated and de-duplicated). Returns the sessions this closes: the
-    /// user's previous session when a released event is past the gap or the maximum length, plus
-    /// the sessions of any user that the advanced watermark closes.
+    /// Adds an event (already validated). Returns the summaries this publishes: sessions the
+    /// raised watermark closes (any user), and corrections caused by a late event.
     ///
-    /// The event itself is buffered until the watermark passes it, so its own session's change is
-    /// visible through [`Sessionizer::open_session`] only then.
+    /// A duplicate is dropped and counted; an event beyond the allowed lateness goes to
+    /// [`Sessionizer::take_late`]. An in-order event is held until the watermark passes it, so
+    /// its session reflects it only then.
     pub fn on_event(&mut self, ev: &ClickEvent) -> Vec<SessionSummary> {
         let mut out = Vec::new();
         let t = ev.event_time;
-        if self.max_seen.is_none_or(|m| t > m) {
-            self.max_seen = Some(t);
-            let wm = t.saturating_sub(self.cfg.out_of_orderness());
-            self.watermark = self.watermark.max(wm);
-        }
+        self.watermark = self
+            .watermark
+            .max(t.saturating_sub(self.cfg.out_of_orderness()));
         self.fire_timers(&mut out);
-        let late = t < self.watermark;
-        if late {
-            self.late += 1;
+        let wm = self.watermark;
+        let lateness = self.cfg.lateness();
+        if t < wm.saturating_sub(lateness) {
+            self.late_rejected += 1;
+            self.late_out
+                .push((ev.clone(), late_reason(t, wm, lateness)));
+            return out;
         }
+        let hash = fnv1a(&ev.event_id);
         let cfg = &self.cfg;
-        let timers = &mut self.timers;
-        let p = Pending::of(ev);
-        match self.users.get_mut(ev.user_id.as_str()) {
-            Some(st) => accept(st, p, late, cfg, timers, &mut out),
+        let slot = match self.users.get_mut(ev.user_id.as_str()) {
+            Some(slot) => {
+                if slot.st.is_duplicate(&ev.event_id, hash) {
+                    self.duplicates += 1;
+                    return out;
+                }
+                slot
+            }
             None => {
                 let key: Arc<str> = Arc::from(ev.user_id.as_str());
-                let st = self
-                    .users
-                    .entry(Arc::clone(&key))
-                    .or_insert_with(|| UserState::new(key));
-                accept(st, p, late, cfg, timers, &mut out);
+                self.users.entry(Arc::clone(&key)).or_insert(Slot {
+                    key,
+                    st: UserState::new(t),
+                    timer: None,
+                    logged: false,
+                })
             }
+        };
+        slot.st.life.last_event = slot.st.life.last_event.max(t);
+        let item = Item::of(ev, hash);
+        if t < wm {
+            self.late_applied += 1;
+            slot.st.apply(item, cfg);
+            slot.st.settle(&slot.key, wm, cfg, &mut out);
+        } else {
+            slot.st.hold(item);
         }
-        if late {
-            // A late event may have started a session that the watermark already closes.
-            self.fire_timers(&mut out);
-        }
+        log_change(&mut self.changed, slot);
+        reschedule(slot, cfg, &mut self.timers);
         out
     }
 
-    /// Raises the watermark to `watermark_ms` (a lower value is ignored), releases the buffered
-    /// events it passes and closes every open session whose `last + gap_ms <= watermark` (reason
-    /// `gap`) or `start + max_session_ms <= watermark` (reason `max_length`). Used by a periodic
-    /// tick, e.g. when a partition is idle.
+    /// Raises the watermark to `watermark_ms` (a lower value is ignored) and publishes what that
+    /// closes, as [`Sessionizer::on_event`] does. Used by a periodic tick, e.g. when a partition is idle.
     pub fn advance_watermark(&mut self, watermark_ms: i64) -> Vec<SessionSummary> {
         let mut out = Vec::new();
         self.watermark = self.watermark.max(watermark_ms);
@@ -332,16 +348,21 @@ impl Sessionizer {
         self.watermark
     }
 
-    /// Releases every buffered event and closes every session (close reason `shutdown`, or `gap` /
-    /// `max_length` for sessions that buffered events end), sorted by `(user_id, start_time)`.
+    /// Installs a watermark saved with the state (a lower value than the current one is ignored).
+    pub fn restore_watermark(&mut self, wm: i64) {
+        self.watermark = self.watermark.max(wm);
+    }
+
+    /// Releases every held event and publishes every changed session (close reason `shutdown`
+    /// unless the watermark already closed it), sorted by `(user_id, start_time)`. All state is
+    /// dropped, and [`Sessionizer::take_changed`] reports every user as removed.
     pub fn flush(&mut self) -> Vec<SessionSummary> {
         let mut out = Vec::new();
-        for (_, mut st) in self.users.drain() {
-            for p in st.pending.drain(..) {
-                apply(&mut st.open, &st.key, p, &self.cfg, &mut out);
-            }
-            if let Some(s) = st.open.take() {
-                out.push(s.into_summary(&st.key, "shutdown"));
+        let wm = self.watermark;
+        for (key, mut slot) in self.users.drain() {
+            slot.st.flush(&key, wm, &self.cfg, &mut out);
+            if !slot.logged {
+                self.changed.push(key);
             }
         }
         self.timers.clear();
@@ -353,21 +374,104 @@ impl Sessionizer {
         out
     }
 
-    /// Number of users with an open session or buffered events (each holds one open session, or
-    /// will once its events are released).
+    /// The events beyond the allowed lateness since the last call, each with the reason (a
+    /// sentence), for the late-events output. Drain it after every batch: it grows until taken.
+    pub fn take_late(&mut self) -> Vec<(ClickEvent, String)> {
+        std::mem::take(&mut self.late_out)
+    }
+
+    /// The users whose state changed since the last call, with the new state, or `None` when it
+    /// was removed: the entries for a compacted changelog keyed by user id (last write wins).
+    pub fn take_changed(&mut self) -> Vec<(String, Option<UserState>)> {
+        let keys = std::mem::take(&mut self.changed);
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.users.get_mut(&key) {
+                Some(slot) if slot.logged => {
+                    slot.logged = false;
+                    out.push((key.to_string(), Some(slot.st.clone())));
+                }
+                Some(_) => {} // listed twice (removed and back); already reported above
+                None => out.push((key.to_string(), None)),
+            }
+        }
+        out
+    }
+
+    /// Installs a user's state read back from the changelog (before processing resumes).
+    pub fn restore_user(&mut self, user_id: String, state: UserState) {
+        let key: Arc<str> = Arc::from(user_id);
+        let mut slot = Slot {
+            key: Arc::clone(&key),
+            st: state,
+            timer: None,
+            logged: false,
+        };
+        reschedule(&mut slot, &self.cfg, &mut self.timers);
+        self.users.insert(key, slot);
+    }
+
+    /// Number of users whose state is held (open or retained sessions, held events, or only
+    /// lifetime counters until the idle TTL expires).
     pub fn open_sessions(&self) -> usize {
         self.users.len()
     }
 
-    /// The user's open session, reflecting the events the watermark has released so far.
-    pub fn open_session(&self, user_id: &str) -> Option<&OpenSession> {
-        self.users.get(user_id).and_then(|s| s.open.as_ref())
+    /// The user's open session (not yet closed by the watermark), reflecting the events the
+    /// watermark has released so far.
+    pub fn open_session(&self, user_id: &str) -> Option<OpenSession> {
+        let s = self.users.get(user_id)?.st.sessions.last()?;
+        if s.close_time(&self.cfg) <= self.watermark {
+            return None;
+        }
+        Some(OpenSession {
+            start: s.start,
+            last: s.last,
+            count: s.count,
+            path: s.path(self.cfg.max_path_len),
+            stage: s.stage,
+            purchased: s.purchased,
+            order_value: s.value,
+            first_event_id: s.first_id.clone(),
+            last_event_id: s.last_id.clone(),
+        })
     }
 
-    /// Number of late events seen (event time below the watermark on arrival); they were applied
-    /// on a best-effort basis (see the module docs).
+    /// The user's path state: latest session and lifetime counters.
+    pub fn path_view(&self, user_id: &str) -> Option<PathView> {
+        let st = &self.users.get(user_id)?.st;
+        let s: Option<&Sess> = st.sessions.last();
+        Some(PathView {
+            user_id: user_id.to_owned(),
+            session_id: s.map(|s| session_key(user_id, s.start)),
+            session_open: s.is_some_and(|s| s.close_time(&self.cfg) > self.watermark),
+            session_start: s.map(|s| s.start),
+            session_last: s.map(|s| s.last),
+            session_events: s.map_or(0, |s| s.count),
+            path: s.map_or_else(Vec::new, |s| s.path(self.cfg.max_path_len)),
+            furthest_stage: s.map(|s| s.stage),
+            held_events: st.held_len(),
+            lifetime_sessions: st.life.sessions,
+            lifetime_purchases: st.life.purchases,
+            lifetime_spend: st.life.spend,
+            last_purchase_time: st.life.last_purchase,
+        })
+    }
+
+    /// Number of late events (below the watermark on arrival) that were within the allowed
+    /// lateness and applied.
     pub fn late_events(&self) -> u64 {
-        self.late
+        self.late_applied
+    }
+
+    /// Number of events beyond the allowed lateness (handed out by [`Sessionizer::take_late`]).
+    pub fn late_rejected(&self) -> u64 {
+        self.late_rejected
+    }
+
+    /// Number of duplicates (an event id the user's state still held) dropped.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.duplicates
     }
 
     /// Services every timer due at the current watermark.
@@ -377,103 +481,118 @@ impl Sessionizer {
             let Some(Timer { due, user }) = self.timers.pop() else {
                 break;
             };
-            let Some(st) = self.users.get_mut(&*user) else {
+            let Some(slot) = self.users.get_mut(&*user) else {
                 continue;
             };
-            if st.timer != Some(due) {
-                continue; // superseded by an earlier timer that already ran
+            if slot.timer != Some(due) {
+                continue; // superseded
             }
-            st.timer = None;
-            let n = st.pending.partition_point(|p| p.time < wm);
-            for p in st.pending.drain(..n) {
-                apply(&mut st.open, &st.key, p, &self.cfg, out);
-            }
-            close_if_due(st, wm, &self.cfg, out);
-            if st.open.is_none() && st.pending.is_empty() {
+            slot.timer = None;
+            slot.st.settle(&slot.key, wm, &self.cfg, out);
+            let expired = slot.st.is_idle()
+                && slot.st.life.last_event.saturating_add(self.cfg.user_ttl()) <= wm;
+            if expired {
+                let logged = slot.logged;
                 self.users.remove(&*user);
+                if !logged {
+                    self.changed.push(user);
+                }
             } else {
-                reschedule(st, &self.cfg, &mut self.timers);
+                log_change(&mut self.changed, slot);
+                reschedule(slot, &self.cfg, &mut self.timers);
             }
+        }
+        // Superseded timers pile up when due times move later; rebuild when they dominate.
+        if self.timers.len() > 2 * self.users.len() + 1024 {
+            self.timers = self
+                .users
+                .values()
+                .filter_map(|s| {
+                    s.timer.map(|due| Timer {
+                        due,
+                        user: Arc::clone(&s.key),
+                    })
+                })
+                .collect();
         }
     }
 }
 
-/// Takes a new event for a user: buffered in time order, or (late) applied at once.
-fn accept(
-    st: &mut UserState,
-    p: Pending,
-    late: bool,
-    cfg: &SessionConfig,
-    timers: &mut BinaryHeap<Timer>,
-    out: &mut Vec<SessionSummary>,
-) {
-    if late {
-        apply(&mut st.open, &st.key, p, cfg, out);
-    } else {
-        let at = st.pending.partition_point(|q| q.time <= p.time);
-        st.pending.insert(at, p);
-    }
-    reschedule(st, cfg, timers);
-}
-
-/// Applies a released event to the user's open session, closing it first when the event cannot
-/// join it.
-fn apply(
-    open: &mut Option<OpenSession>,
-    user_id: &str,
-    p: Pending,
-    cfg: &SessionConfig,
-    out: &mut Vec<SessionSummary>,
-) {
-    if let Some(s) = open.as_mut() {
-        let reason = if p.time < s.last {
-            None // late and out of order: it belongs here (see the module docs)
-        } else if p.time >= s.last.saturating_add(cfg.gap()) {
-            Some("gap")
-        } else if !cfg.continues(s.start, s.last, p.time) {
-            Some("max_length")
-        } else {
-            None
-        };
-        match reason {
-            None => s.add(p, cfg.max_path_len),
-            Some(reason) => {
-                let next = OpenSession::begin(p, cfg.max_path_len);
-                let closed = std::mem::replace(s, next);
-                out.push(closed.into_summary(user_id, reason));
-            }
-        }
-    } else {
-        *open = Some(OpenSession::begin(p, cfg.max_path_len));
+/// Lists the user in the change log once per `take_changed` interval.
+fn log_change(changed: &mut Vec<Arc<str>>, slot: &mut Slot) {
+    if !slot.logged {
+        slot.logged = true;
+        changed.push(Arc::clone(&slot.key));
     }
 }
 
-/// Closes the user's open session when the watermark proves no later event can join it.
-fn close_if_due(st: &mut UserState, wm: i64, cfg: &SessionConfig, out: &mut Vec<SessionSummary>) {
-    let reason = match &st.open {
-        Some(s) if s.last.saturating_add(cfg.gap()) <= wm => "gap",
-        Some(s) if s.start.saturating_add(cfg.max_session()) <= wm => "max_length",
-        _ => return,
-    };
-    if let Some(s) = st.open.take() {
-        out.push(s.into_summary(&st.key, reason));
-    }
-}
-
-/// Makes sure a timer is scheduled no later than the user's due time.
-fn reschedule(st: &mut UserState, cfg: &SessionConfig, timers: &mut BinaryHeap<Timer>) {
-    match st.due(cfg) {
-        None => st.timer = None,
-        Some(due) => {
-            if st.timer.is_none_or(|cur| due < cur) {
-                st.timer = Some(due);
-                timers.push(Timer {
-                    due,
-                    user: Arc::clone(&st.key),
-                });
-            }
+/// Keeps the user's live timer at its state's due time.
+fn reschedule(slot: &mut Slot, cfg: &SessionConfig, timers: &mut BinaryHeap<Timer>) {
+    let due = slot.st.due(cfg);
+    if due != slot.timer {
+        slot.timer = due;
+        if let Some(due) = due {
+            timers.push(Timer {
+                due,
+                user: Arc::clone(&slot.key),
+            });
         }
     }
+}
+
+/// Why an event is not applied, as a sentence.
+fn late_reason(t: i64, wm: i64, lateness: i64) -> String {
+    format!(
+        "event time {} is {} behind the watermark {}, beyond the allowed lateness of {}",
+        format_time(t),
+        format_duration(wm.saturating_sub(t)),
+        format_time(wm),
+        format_duration(lateness)
+    )
+}
+
+/// `ms` since the Unix epoch as an RFC 3339 UTC time with milliseconds.
+fn format_time(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
+/// A duration in ms as `1 h 6 min 2.5 s`.
+fn format_duration(ms: i64) -> String {
+    if ms < 1000 {
+        return format!("{ms} ms");
+    }
+    let mut parts = Vec::new();
+    let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    if h > 0 {
+        parts.push(format!("{h} h"));
+    }
+    if m > 0 {
+        parts.push(format!("{m} min"));
+    }
+    if milli > 0 {
+        let frac = format!("{milli:03}");
+        parts.push(format!("{s}.{} s", frac.trim_end_matches('0')));
+    } else if s > 0 {
+        parts.push(format!("{s} s"));
+    }
+    parts.join(" ")
 }
 
 /// Assigns every event to a session with the same rule as [`Sessionizer`], offline.
@@ -512,13 +631,13 @@ pub fn assign_sessions(events: &[ClickEvent], cfg: &SessionConfig) -> Vec<String
     }
     out
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use EventType::*;
 
     const GAP: i64 = 1_000;
+    const LATE: i64 = 2_000;
 
     fn cfg(ooo: i64) -> SessionConfig {
         SessionConfig {
@@ -526,6 +645,8 @@ mod tests {
             max_session_ms: 10_000,
             max_out_of_orderness_ms: ooo,
             max_path_len: 4,
+            allowed_lateness_ms: LATE,
+            user_ttl_ms: 100_000,
         }
     }
 
@@ -629,8 +750,8 @@ mod tests {
         assert_eq!(out[0].user_id, "alice");
         assert_eq!(out[0].close_reason, "gap");
         assert_eq!(s.watermark(), 1_099);
-        assert_eq!(s.open_sessions(), 1);
         assert!(s.open_session("alice").is_none());
+        assert!(s.open_session("bob").is_some());
         // Not one ms earlier: the boundary is `last + gap <= watermark`.
         let mut s = Sessionizer::new(cfg(100));
         s.on_event(&ev("a1", "alice", PageView, 0));
@@ -652,7 +773,7 @@ mod tests {
         let out = s.advance_watermark(1_010);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].path, vec![PageView, ProductView]);
-        assert_eq!(s.open_sessions(), 0);
+        assert!(s.open_session("u").is_none());
     }
 
     #[test]
@@ -729,13 +850,210 @@ mod tests {
     }
 
     #[test]
-    fn state_is_dropped_when_sessions_close() {
-        let mut s = Sessionizer::new(cfg(0));
-        for i in 0..1_000i64 {
+    fn state_is_dropped_after_lateness_and_ttl() {
+        let mut c = cfg(0);
+        c.user_ttl_ms = 1_000;
+        let mut s = Sessionizer::new(c);
+        for i in 0..5_000i64 {
             s.on_event(&ev(&format!("e{i}"), &format!("u{i}"), PageView, i * 10));
         }
-        // Users older than the gap (100 events) are closed and forgotten.
-        assert!(s.open_sessions() <= 101, "{}", s.open_sessions());
-        assert!(s.timers.len() <= 202, "{}", s.timers.len());
+        // A user is forgotten at last + gap + lateness (session) and then last + ttl (counters).
+        assert!(s.open_sessions() <= 302, "{}", s.open_sessions());
+        assert!(s.timers.len() <= 2 * 302 + 1024, "{}", s.timers.len());
+        let gone: Vec<_> = s
+            .take_changed()
+            .into_iter()
+            .filter(|(_, st)| st.is_none())
+            .collect();
+        assert!(gone.len() >= 5_000 - 302, "{}", gone.len());
+    }
+
+    fn ids(x: &SessionSummary) -> (&str, i32, Vec<&str>) {
+        (
+            x.session_id.as_str(),
+            x.revision,
+            x.superseded_session_ids
+                .iter()
+                .map(String::as_str)
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_late_event_bridging_two_sessions_merges_them() {
+        let mut s = Sessionizer::new(cfg(0));
+        let mut out = s.on_event(&ev("a", "u", PageView, 0));
+        out.extend(s.on_event(&ev("b", "u", ProductView, 1_500)));
+        // Watermark 2_600 has closed both sessions ([0] at 1_000, [1_500] at 2_500).
+        out.extend(s.on_event(&ev("x", "other", PageView, 2_600)));
+        let got: Vec<_> = out.iter().map(ids).collect();
+        assert_eq!(got, vec![("u:0", 0, vec![]), ("u:1500", 0, vec![])]);
+        // 800 is 1_800 behind the watermark (within 2_000) and within a gap of both.
+        let out = s.on_event(&ev("late", "u", AddToCart, 800));
+        assert_eq!(out.len(), 1, "{out:?}");
+        let m = &out[0];
+        assert_eq!(ids(m), ("u:0", 1, vec!["u:1500"]));
+        assert_eq!((m.start_time, m.end_time, m.event_count), (0, 1_500, 3));
+        assert_eq!(m.path, vec![PageView, AddToCart, ProductView]);
+        assert_eq!(
+            (m.first_event_id.as_str(), m.last_event_id.as_str()),
+            ("a", "b")
+        );
+        assert_eq!(m.close_reason, "gap");
+        assert_eq!(s.late_events(), 1);
+        let view = s.path_view("u").expect("u is known");
+        assert_eq!(view.lifetime_sessions, 1, "two sessions merged into one");
+        assert!(s.take_late().is_empty());
+    }
+
+    #[test]
+    fn a_late_event_before_the_start_renames_the_session() {
+        let mut s = Sessionizer::new(cfg(0));
+        s.on_event(&ev("a", "u", PageView, 1_000));
+        let out = s.on_event(&ev("x", "other", PageView, 2_000));
+        assert_eq!(
+            out.iter().map(ids).collect::<Vec<_>>(),
+            vec![("u:1000", 0, vec![])]
+        );
+        // 500 joins [1_000] from below: the session now starts at 500, and its new end
+        // (1_000 + gap = 2_000) is already closed, so the correction goes out at once.
+        let out = s.on_event(&ev("early", "u", Search, 500));
+        assert_eq!(
+            out.iter().map(ids).collect::<Vec<_>>(),
+            vec![("u:500", 1, vec!["u:1000"])]
+        );
+        assert_eq!(out[0].first_event_id, "early");
+        assert_eq!(out[0].path, vec![Search, PageView]);
+    }
+
+    #[test]
+    fn a_late_event_that_reopens_a_session_is_published_when_it_closes_again() {
+        let mut s = Sessionizer::new(cfg(0));
+        s.on_event(&ev("a", "u", PageView, 0));
+        assert_eq!(s.on_event(&ev("x", "other", PageView, 1_200)).len(), 1);
+        // 900 joins [0] and moves its end to 1_900 > watermark 1_200: open again.
+        assert!(s.on_event(&ev("late", "u", Search, 900)).is_empty());
+        assert!(s.open_session("u").is_some());
+        let out = s.advance_watermark(1_900);
+        assert_eq!(
+            out.iter().map(ids).collect::<Vec<_>>(),
+            vec![("u:0", 1, vec![])]
+        );
+        assert_eq!(out[0].event_count, 2);
+    }
+
+    #[test]
+    fn events_beyond_the_allowed_lateness_are_reported_not_applied() {
+        let mut s = Sessionizer::new(SessionConfig::default());
+        let t0 = 1_764_331_200_000; // 2025-11-28T12:00:00Z
+        s.on_event(&ev("a", "u", PageView, t0 + 367_000));
+        let wm = t0 + 362_000; // 12:06:02 (the default disorder bound is 5 s)
+        assert_eq!(s.watermark(), wm);
+        s.on_event(&ev("ok", "u", PageView, wm - 300_000));
+        s.on_event(&ev("late", "u", PageView, t0 + 1_000));
+        assert_eq!(s.late_events(), 1);
+        assert_eq!(s.late_rejected(), 1);
+        let late = s.take_late();
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].0.event_id, "late");
+        assert_eq!(
+            late[0].1,
+            "event time 2025-11-28T12:00:01.000Z is 6 min 1 s behind the watermark \
+             2025-11-28T12:06:02.000Z, beyond the allowed lateness of 5 min"
+        );
+        assert!(s.take_late().is_empty());
+        let out = s.flush();
+        assert_eq!(out.iter().map(|x| x.event_count).sum::<i32>(), 2);
+    }
+
+    #[test]
+    fn duplicates_are_dropped_while_remembered() {
+        let mut s = Sessionizer::new(cfg(100));
+        s.on_event(&ev("a", "u", PageView, 0));
+        s.on_event(&ev("a", "u", PageView, 0)); // held original
+        s.on_event(&ev("b", "u", Search, 500));
+        s.on_event(&ev("a", "u", PageView, 0)); // applied original, within the lateness
+        assert_eq!(s.duplicates_dropped(), 2);
+        // Watermark 2_100 publishes u's session; `a` is now 2_100 behind it.
+        let mut out = s.on_event(&ev("c", "v", Search, 2_200));
+        out.extend(s.on_event(&ev("a", "u", PageView, 0)));
+        assert_eq!(s.duplicates_dropped(), 2);
+        assert_eq!(
+            s.take_late().len(),
+            1,
+            "a repeat beyond the lateness is late, not applied"
+        );
+        out.extend(s.flush());
+        let u: Vec<_> = out.iter().filter(|x| x.user_id == "u").collect();
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].event_count, 2);
+    }
+
+    #[test]
+    fn path_view_tracks_the_session_and_lifetime_counters() {
+        let mut s = Sessionizer::new(cfg(0));
+        let mut buy = ev("p", "u", Purchase, 100);
+        buy.order_value = Some(20.0);
+        let mut buy2 = ev("q", "u", Purchase, 2_000);
+        buy2.order_value = Some(5.5);
+        for e in [
+            ev("a", "u", PageView, 0),
+            ev("a2", "u", PageView, 50),
+            buy,
+            buy2,
+        ] {
+            s.on_event(&e);
+        }
+        s.on_event(&ev("b", "u", AddToCart, 2_100));
+        let v = s.path_view("u").expect("known user");
+        assert_eq!(v.session_id.as_deref(), Some("u:2000"));
+        assert!(v.session_open);
+        assert_eq!(v.path, vec![Purchase]);
+        assert_eq!(v.held_events, 1);
+        assert_eq!((v.lifetime_sessions, v.lifetime_purchases), (2, 2));
+        assert_eq!(v.lifetime_spend, 25.5);
+        assert_eq!(v.last_purchase_time, Some(2_000));
+        let json = serde_json::to_value(&v).expect("serialises");
+        assert_eq!(json["path"], serde_json::json!(["PURCHASE"]));
+        assert!(s.path_view("nobody").is_none());
+    }
+
+    #[test]
+    fn restored_state_continues_the_same_sessions() {
+        let mut a = Sessionizer::new(cfg(50));
+        a.on_event(&ev("a", "u", PageView, 0));
+        a.on_event(&ev("b", "u", Search, 100)); // releases a
+        let mut b = Sessionizer::new(cfg(50));
+        for (user, st) in a.take_changed() {
+            b.restore_user(user, st.expect("u has state"));
+        }
+        b.restore_watermark(a.watermark());
+        for s in [&mut a, &mut b] {
+            s.on_event(&ev("c", "u", ProductView, 120));
+        }
+        assert_eq!(a.flush(), b.flush());
+    }
+
+    #[test]
+    fn periods_are_fixed_in_time() {
+        // Periods of 10_000 ms from the epoch: 9_500 and 10_100 are 600 ms apart but split.
+        let events = [
+            ev("a", "u", PageView, 9_500),
+            ev("b", "u", PageView, 10_100),
+        ];
+        assert_eq!(assign_sessions(&events, &cfg(0)), vec!["u:9500", "u:10100"]);
+        let mut s = Sessionizer::new(cfg(0));
+        let out = run(&mut s, &events);
+        assert_eq!(out[0].close_reason, "max_length");
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn durations_and_times_read_well() {
+        assert_eq!(format_duration(999), "999 ms");
+        assert_eq!(format_duration(3_600_000 + 2_500), "1 h 2.5 s");
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_time(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

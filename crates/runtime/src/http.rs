@@ -182,19 +182,25 @@ pub async fn serve_with_auth(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::io::{Read, Write};
 
-    /// Sends one HTTP/1.1 GET over a real socket and returns the status code.
+    /// Sends one HTTP/1.1 GET over a real socket and returns the status code. Blocking std I/O on the
+    /// blocking pool: the runtime crate does not enable tokio's `io-util`.
     async fn get_status(addr: SocketAddr, path: &str, auth: Option<&str>) -> u16 {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let auth_line = auth
             .map(|a| format!("Authorization: {a}\r\n"))
             .unwrap_or_default();
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth_line}Connection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
+        let response = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            response
+        })
+        .await
+        .unwrap();
         // "HTTP/1.1 200 OK"
         response
             .split_whitespace()

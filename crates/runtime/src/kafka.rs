@@ -121,6 +121,8 @@ pub fn consumer_config(cfg: &ClickpathConfig, stage: &str) -> ClientConfig {
 pub fn producer_config(cfg: &ClickpathConfig) -> ClientConfig {
     let mut c = base_client_config(cfg);
     c.set("enable.idempotence", "true")
+        // The Java clients' partitioner, so keys land where Java producers and the query API expect them.
+        .set("partitioner", "murmur2_random")
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("compression.type", "lz4")

@@ -197,10 +197,10 @@ impl Metrics {
             Unit::Seconds,
             model_inference.clone(),
         );
-        r.register_with_unit(
-            "clickpath_restore_progress",
+        // prometheus-client's Unit::Ratios would render `_ratios`; Prometheus's convention is `_ratio`.
+        r.register(
+            "clickpath_restore_progress_ratio",
             "Fraction of a changelog partition restored after assignment (1 when done)",
-            Unit::Ratio,
             restore_progress.clone(),
         );
         r.register(

@@ -36,6 +36,22 @@ pub struct RunnerEnv {
     pub health: Health,
     /// Shared shutdown flag.
     pub shutdown: Shutdown,
+    /// Per-user views published by stages for the HTTP query API.
+    pub queries: crate::query::Queries,
+}
+
+impl RunnerEnv {
+    /// An environment with fresh metrics, health, shutdown flag and query registry.
+    pub fn new(config: ClickpathConfig, codec: Codec) -> Self {
+        RunnerEnv {
+            config,
+            codec,
+            metrics: Metrics::new(),
+            health: Health::new(),
+            shutdown: Shutdown::new(),
+            queries: crate::query::Queries::new(),
+        }
+    }
 }
 
 /// Counts of one finished run.
@@ -81,6 +97,11 @@ pub fn run_stage<S: Stage>(
     };
     consumer.subscribe(&[input_topic])?;
     env.health.register(name);
+    let query_store = stage.query_store();
+    if let Some(store) = &query_store {
+        env.queries.register(name, store.clone());
+    }
+    let input_partitions = crate::changelog::partition_count(cfg, input_topic)?;
     tracing::info!(stage = name, topic = input_topic, group = %format!("{}.{}", cfg.kafka.group_prefix, name), exactly_once = eos, "Stage started.");
 
     let mut run = Run {
@@ -91,6 +112,8 @@ pub fn run_stage<S: Stage>(
         consumer: &consumer,
         producer: &producer,
         eos,
+        query_store,
+        input_partitions,
     };
     let result = run.run_loop(&mut stage);
 
@@ -157,6 +180,11 @@ fn transactional_producer_config(cfg: &ClickpathConfig, stage: &str) -> rdkafka:
     .set(
         "transaction.timeout.ms",
         cfg.processing.transaction_timeout_ms.to_string(),
+    )
+    // librdkafka requires a message to time out no later than its transaction.
+    .set(
+        "message.timeout.ms",
+        cfg.processing.transaction_timeout_ms.to_string(),
     );
     c
 }
@@ -170,6 +198,8 @@ struct Run<'a> {
     consumer: &'a BaseConsumer<StageContext>,
     producer: &'a FutureProducer,
     eos: bool,
+    query_store: Option<crate::query::QueryStore>,
+    input_partitions: usize,
 }
 
 impl Run<'_> {
@@ -231,6 +261,9 @@ impl Run<'_> {
                     }
                 }
                 env.health.set_assigned(name, assigned.len());
+                if let Some(store) = &self.query_store {
+                    store.set_assignment(&assigned, self.input_partitions);
+                }
                 env.metrics
                     .assigned_partitions
                     .get_or_create(&label)
@@ -329,8 +362,10 @@ impl Run<'_> {
         mut outputs: Vec<Output>,
         next_offsets: &BTreeMap<i32, i64>,
     ) -> anyhow::Result<()> {
+        // Always asked, so stages can refresh their query views once per batch; written only when durable.
+        let changes = stage.take_state_changes();
         if let Some(changelog) = self.changelog {
-            for change in stage.take_state_changes() {
+            for change in changes {
                 outputs.push(Output {
                     topic: changelog.to_string(),
                     key: change.key,

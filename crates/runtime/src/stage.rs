@@ -100,6 +100,21 @@ impl<'a> Context<'a> {
         Ok(())
     }
 
+    /// Like [`Context::emit`], with extra Kafka headers.
+    pub fn emit_with_headers<T: AvroRecord>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        record: &T,
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<(), StageError> {
+        self.emit(topic, key, record)?;
+        if let Some(last) = self.outputs.last_mut() {
+            last.headers = headers;
+        }
+        Ok(())
+    }
+
     /// Wall-clock time of the current batch, in ms since the epoch (for "far future" checks).
     pub fn now_ms(&self) -> i64 {
         self.now_ms
@@ -153,6 +168,11 @@ pub trait Stage: Send {
         _value: Option<&[u8]>,
     ) -> Result<(), StageError> {
         Ok(())
+    }
+
+    /// The store where the stage publishes per-user views for the HTTP query API, if it has one.
+    fn query_store(&self) -> Option<crate::query::QueryStore> {
+        None
     }
 
     /// Number of entries the stage keeps in memory (users, ids), exported as a gauge.

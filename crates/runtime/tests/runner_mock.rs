@@ -152,13 +152,7 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
     }
     producer.flush(Duration::from_secs(5)).unwrap();
 
-    let env = RunnerEnv {
-        config: cfg,
-        codec: codec.clone(),
-        metrics: Metrics::new(),
-        health: Health::new(),
-        shutdown: Shutdown::new(),
-    };
+    let env = RunnerEnv::new(cfg, codec.clone());
     let read = run_until(&env, "in", "out", |m| {
         m.records_in_total("forward", "in") >= 20
     });

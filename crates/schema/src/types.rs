@@ -206,7 +206,7 @@ pub enum FunnelStage {
     Purchase,
 }
 
-/// A closed session of one user (`schemas/session_summary.avsc`).
+/// A closed session of one user, or a correction of one (`schemas/session_summary.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionSummary {
     /// `user_id` + `:` + start time in ms: stable and unique per user.
@@ -233,6 +233,12 @@ pub struct SessionSummary {
     pub last_event_id: String,
     /// Why the session closed: `gap`, `max_length` or `shutdown`.
     pub close_reason: String,
+    /// 0 for a session's first publication, one more for each correction (a late event joined it
+    /// or merged another session into it). For one `session_id` the highest revision wins.
+    pub revision: i32,
+    /// Ids of earlier published sessions this one replaces (merged into it, or its own id before
+    /// a late event moved its start): consumers delete them.
+    pub superseded_session_ids: Vec<String>,
 }
 
 /// Behaviour features of one user at one event (`schemas/feature_vector.avsc`).

@@ -235,3 +235,55 @@ fn old_click_events_decode_into_the_current_type() {
     expected.price = Some(9.5);
     assert_eq!(event, expected);
 }
+
+/// `SessionSummary` as version 1 (id 2) wrote it: no `revision`, no `superseded_session_ids`.
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionSummaryV1 {
+    session_id: String,
+    user_id: String,
+    start_time: i64,
+    end_time: i64,
+    event_count: i32,
+    path: Vec<EventType>,
+    furthest_stage: FunnelStage,
+    purchased: bool,
+    order_value: f64,
+    first_event_id: String,
+    last_event_id: String,
+    close_reason: String,
+}
+
+impl AvroRecord for SessionSummaryV1 {
+    const FULL_NAME: &'static str = SessionSummary::FULL_NAME;
+}
+
+#[test]
+fn v1_session_summaries_decode_as_first_publications() {
+    let shipped = EmbeddedRegistry::shipped();
+    let v1 = shipped.schema_text(2).unwrap();
+    let bytes = write_with(
+        2,
+        v1,
+        &SessionSummaryV1 {
+            session_id: "u-1:5".into(),
+            user_id: "u-1".into(),
+            start_time: 5,
+            end_time: 9,
+            event_count: 2,
+            path: vec![EventType::PageView, EventType::Search],
+            furthest_stage: FunnelStage::Browse,
+            purchased: false,
+            order_value: 0.0,
+            first_event_id: "a".into(),
+            last_event_id: "b".into(),
+            close_reason: "gap".into(),
+        },
+    );
+    // The shipped codec writes v2 (id 7) and resolves v1 records (id 2) against it.
+    let codec = Codec::embedded();
+    assert_eq!(codec.schema_id::<SessionSummary>().unwrap(), 7);
+    let s: SessionSummary = codec.decode(&bytes).unwrap();
+    assert_eq!((s.revision, s.superseded_session_ids.len()), (0, 0));
+    assert_eq!((s.session_id.as_str(), s.event_count), ("u-1:5", 2));
+    assert_eq!(s.path, vec![EventType::PageView, EventType::Search]);
+}

@@ -1,41 +1,119 @@
-//! Sessionizer: event-time gap sessions per user; publishes a summary when a session closes.
+//! Sessionizer: event-time gap sessions per user and each user's purchase-path state; publishes a summary
+//! when a session closes (and a corrected one when a late event merges two), sends events beyond the allowed
+//! lateness to the late-events topic, and keeps its state durable in a changelog topic.
 //!
-//! One core sessionizer per input partition: watermarks are per partition (as in Flink and Kafka
-//! Streams), so a partition that is read ahead of another cannot make the other's events late.
+//! One core sessionizer per input partition: watermarks are per partition (as in Flink and Kafka Streams), so a
+//! partition that is read ahead of another cannot make the other's events late, and a partition's state moves
+//! with it on a rebalance.
 
-use clickpath_core::session::{SessionConfig, Sessionizer as CoreSessionizer};
-use clickpath_runtime::{Context, Stage, StageError};
-use clickpath_schema::ClickEvent;
+use clickpath_core::session::{SessionConfig, Sessionizer as CoreSessionizer, UserState};
+use clickpath_runtime::query::QueryStore;
+use clickpath_runtime::{Context, Stage, StageError, StateChange};
+use clickpath_schema::{ClickEvent, SessionSummary};
 use std::collections::BTreeMap;
+
+/// Changelog key of a partition's watermark (user ids are never empty, so it cannot collide).
+const WATERMARK_KEY: &[u8] = b"";
 
 /// The sessionizer stage.
 pub struct Sessionizer {
     config: SessionConfig,
     per_partition: BTreeMap<i32, CoreSessionizer>,
-    output_topic: String,
+    sessions_topic: String,
+    late_topic: String,
     flush_on_shutdown: bool,
+    query: QueryStore,
+    /// Whether state changes go to a changelog (off for the embedded demo, which has no durable bus).
+    durable: bool,
+    changes: Vec<StateChange>,
+    /// Changelog records read during a restore, applied when the partition is handed over (last write wins,
+    /// tombstones delete): a changelog that is not compacted yet holds several values per key.
+    restoring: BTreeMap<i32, Restoring>,
+}
+
+#[derive(Default)]
+struct Restoring {
+    users: std::collections::HashMap<String, Vec<u8>>,
+    watermark: Option<i64>,
 }
 
 impl Sessionizer {
-    /// A sessionizer writing summaries to `output_topic`. With `flush_on_shutdown` the open sessions are
-    /// closed and published when the stage stops (the demo wants that; a long-running deployment does not,
-    /// since the next instance continues them).
-    pub fn new(cfg: &SessionConfig, output_topic: &str, flush_on_shutdown: bool) -> Self {
+    /// A sessionizer writing summaries to `sessions_topic` and too-late events to `late_topic`. With
+    /// `flush_on_shutdown` the open sessions are closed and published when the stage stops (the demo wants
+    /// that; a long-running deployment does not, since the next owner continues them from the changelog).
+    pub fn new(cfg: &SessionConfig, sessions_topic: &str, late_topic: &str, flush_on_shutdown: bool) -> Self {
         Sessionizer {
             config: cfg.clone(),
             per_partition: BTreeMap::new(),
-            output_topic: output_topic.to_string(),
+            sessions_topic: sessions_topic.to_string(),
+            late_topic: late_topic.to_string(),
             flush_on_shutdown,
+            query: QueryStore::new(),
+            durable: true,
+            changes: Vec::new(),
+            restoring: BTreeMap::new(),
         }
     }
 
-    fn emit_all(
-        &self,
-        summaries: Vec<clickpath_schema::SessionSummary>,
-        ctx: &mut Context<'_>,
-    ) -> Result<(), StageError> {
+    /// Keeps state in memory only (no changelog topic).
+    pub fn without_changelog(mut self) -> Self {
+        self.durable = false;
+        self
+    }
+
+    fn partition(&mut self, partition: i32) -> &mut CoreSessionizer {
+        let config = &self.config;
+        self.per_partition
+            .entry(partition)
+            .or_insert_with(|| CoreSessionizer::new(config.clone()))
+    }
+
+    fn emit_all(&self, summaries: Vec<SessionSummary>, ctx: &mut Context<'_>) -> Result<(), StageError> {
         for summary in summaries {
-            ctx.emit(&self.output_topic, &summary.user_id, &summary)?;
+            ctx.emit(&self.sessions_topic, &summary.user_id, &summary)?;
+        }
+        Ok(())
+    }
+
+    /// Collects the partition's state changes for the changelog and refreshes the query views.
+    fn capture(&mut self, partition: i32) -> Result<(), StageError> {
+        let durable = self.durable;
+        let s = self.partition(partition);
+        let changed = s.take_changed();
+        let watermark = s.watermark();
+        let mut views = Vec::with_capacity(changed.len());
+        let mut changes = Vec::with_capacity(changed.len() + 1);
+        for (user, state) in changed {
+            let view = s.path_view(&user).map(|v| serde_json::to_value(v).unwrap_or_default());
+            views.push((user.clone(), view));
+            if durable {
+                let value = match state {
+                    Some(state) => Some(
+                        serde_json::to_vec(&state)
+                            .map_err(|e| StageError::Fatal(format!("cannot serialise state of a user: {e}")))?,
+                    ),
+                    None => None,
+                };
+                changes.push(StateChange {
+                    partition,
+                    key: user.into_bytes(),
+                    value,
+                });
+            }
+        }
+        if durable && !changes.is_empty() {
+            changes.push(StateChange {
+                partition,
+                key: WATERMARK_KEY.to_vec(),
+                value: Some(watermark.to_string().into_bytes()),
+            });
+        }
+        self.changes.extend(changes);
+        for (user, view) in views {
+            match view {
+                Some(v) => self.query.publish(&user, v),
+                None => self.query.remove(&user),
+            }
         }
         Ok(())
     }
@@ -50,17 +128,19 @@ impl Stage for Sessionizer {
 
     fn process(&mut self, ev: ClickEvent, ctx: &mut Context<'_>) -> Result<(), StageError> {
         let partition = ctx.partition().unwrap_or(0);
-        let config = &self.config;
-        let closed = self
-            .per_partition
-            .entry(partition)
-            .or_insert_with(|| CoreSessionizer::new(config.clone()))
-            .on_event(&ev);
-        self.emit_all(closed, ctx)
+        let s = self.partition(partition);
+        let closed = s.on_event(&ev);
+        let late = s.take_late();
+        self.emit_all(closed, ctx)?;
+        for (event, reason) in late {
+            // Never silently dropped: the event itself, with the reason in a header.
+            ctx.emit_with_headers(&self.late_topic, &event.user_id, &event, vec![("clickpath.late.reason", reason)])?;
+        }
+        Ok(())
     }
 
     fn on_revoke(&mut self, partitions: &[i32]) {
-        // Without a changelog (yet) the new owner starts these users afresh; drop our copy.
+        // The new owner restores these partitions from the changelog; drop our copy.
         for p in partitions {
             self.per_partition.remove(p);
         }
@@ -75,6 +155,77 @@ impl Stage for Sessionizer {
             self.emit_all(all, ctx)?;
         }
         Ok(())
+    }
+
+    fn is_stateful(&self) -> bool {
+        self.durable
+    }
+
+    fn take_state_changes(&mut self) -> Vec<StateChange> {
+        // Once per batch: each changed user is serialised once, however many of its events the batch held.
+        let partitions: Vec<i32> = self.per_partition.keys().copied().collect();
+        for p in partitions {
+            if let Err(e) = self.capture(p) {
+                tracing::error!(error = %e, "Cannot capture sessionizer state.");
+            }
+        }
+        std::mem::take(&mut self.changes)
+    }
+
+    fn restore(&mut self, partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<(), StageError> {
+        let r = self.restoring.entry(partition).or_default();
+        if key == WATERMARK_KEY {
+            if let Some(v) = value {
+                let wm = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| StageError::Fatal("changelog watermark is not a number".into()))?;
+                r.watermark = Some(wm);
+            }
+            return Ok(());
+        }
+        let user = String::from_utf8(key.to_vec())
+            .map_err(|_| StageError::Fatal("changelog key is not UTF-8".into()))?;
+        match value {
+            Some(v) => {
+                r.users.insert(user, v.to_vec());
+            }
+            None => {
+                r.users.remove(&user);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_assign(&mut self, partitions: &[i32]) {
+        for &p in partitions {
+            let Some(restored) = self.restoring.remove(&p) else {
+                continue;
+            };
+            let mut fresh = CoreSessionizer::new(self.config.clone());
+            if let Some(wm) = restored.watermark {
+                fresh.restore_watermark(wm);
+            }
+            for (user, bytes) in restored.users {
+                match serde_json::from_slice::<UserState>(&bytes) {
+                    Ok(state) => {
+                        fresh.restore_user(user.clone(), state);
+                        if let Some(view) = fresh.path_view(&user) {
+                            self.query.publish(&user, serde_json::to_value(view).unwrap_or_default());
+                        }
+                    }
+                    // A record this version cannot read must not stop the partition; the user starts afresh.
+                    Err(e) => tracing::error!(partition = p, error = %e, "Changelog state does not parse; user restarts empty."),
+                }
+            }
+            // Restoring is not a change: nothing to write back.
+            let _ = fresh.take_changed();
+            self.per_partition.insert(p, fresh);
+        }
+    }
+
+    fn query_store(&self) -> Option<QueryStore> {
+        Some(self.query.clone())
     }
 
     fn state_entries(&self) -> usize {

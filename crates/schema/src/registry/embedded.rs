@@ -39,6 +39,10 @@ const SHIPPED_FILES: &[(&str, &str)] = &[
         "dead_letter.avsc",
         include_str!("../../../../schemas/dead_letter.avsc"),
     ),
+    (
+        "history/session_summary.v1.avsc",
+        include_str!("../../../../schemas/history/session_summary.v1.avsc"),
+    ),
 ];
 
 /// Layout of `schemas/registry.json`.

@@ -55,6 +55,8 @@ pub fn full_session() -> SessionSummary {
         first_event_id: "e-1".into(),
         last_event_id: "e-12".into(),
         close_reason: "gap".into(),
+        revision: 2,
+        superseded_session_ids: vec!["u-1:1700000100000".into()],
     }
 }
 

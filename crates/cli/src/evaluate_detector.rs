@@ -1,0 +1,554 @@
+//! `clickpath evaluate-detector`: the detector's measured quality on labelled generator traffic.
+//!
+//! The generator's fraud and bot scenarios are mixed into ordinary traffic (with its dirty data:
+//! duplicates, reordering, malformed records), cleaned by the cleaning stage's core code
+//! (validation, de-duplication) and fed to the same [`Detector`] the detector stage runs, in
+//! process, with no Kafka. Then, per scenario type:
+//!
+//! - an alert (one `alert_id`; its escalations are the same alert) is a **true positive** when
+//!   its user and type match a labelled scenario ([`ScenarioKind::alert_type`]); every other alert
+//!   is a **false positive**, including alerts of another type on a scenario's user;
+//! - **precision** = true-positive alerts / alerts of that type; **recall** = labelled scenarios
+//!   with at least one matching alert / labelled scenarios;
+//! - **latency** = the alert's `window_end` when it was first emitted minus the label's
+//!   `detectable_at_ms` (event time). Alerts raised before the scenario is complete by its
+//!   minimal definition count as 0 and are counted as "early".
+//!
+//! It also measures the Half-Space Trees score as a detector on its own: the area under the ROC
+//! curve of each user's highest per-event score, scenario users of a type against ordinary
+//! users.
+
+use anyhow::Context as _;
+use clickpath_core::dedupe::Deduper;
+use clickpath_core::rules::{RulesConfig, alert_type_symbol};
+use clickpath_core::{Detector, ValidationConfig, validate_and_normalise};
+use clickpath_generator::{
+    AnomalyLabel, Generated, Generator, GeneratorConfig, ScenarioConfig, ScenarioKind, TruthRecord,
+};
+use clickpath_schema::AlertType;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Ordinary sessions to generate.
+    pub sessions: u64,
+    /// Generator seed.
+    pub seed: u64,
+    /// Injected instances of each scenario type.
+    pub per_type: u32,
+    /// Detector thresholds.
+    pub rules: RulesConfig,
+    /// The cleaning stage's field and time checks.
+    pub validation: ValidationConfig,
+    /// The cleaning stage's de-duplication window (ms of event time).
+    pub dedupe_window_ms: i64,
+    /// The most event ids the cleaning stage remembers.
+    pub dedupe_max_ids: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            sessions: 20_000,
+            seed: 42,
+            per_type: 25,
+            rules: RulesConfig::default(),
+            validation: ValidationConfig::default(),
+            dedupe_window_ms: 3_600_000,
+            dedupe_max_ids: 1_000_000,
+        }
+    }
+}
+
+/// One alert as first emitted (escalations keep the first emission's time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    /// Alert id (user, type, window start).
+    pub alert_id: String,
+    /// The user alerted on.
+    pub user_id: String,
+    /// What was detected.
+    pub alert_type: AlertType,
+    /// `window_end` of the first emission (ms of event time).
+    pub window_end: i64,
+}
+
+/// One row of the result table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Scenario type (or alert type for alerts no scenario explains, or `overall`).
+    pub name: String,
+    /// Labelled scenarios.
+    pub labelled: usize,
+    /// Labelled scenarios with a matching alert.
+    pub detected: usize,
+    /// Distinct alerts of the type.
+    pub alerts: usize,
+    /// Alerts matching a label.
+    pub true_positives: usize,
+    /// Alerts raised before `detectable_at_ms`.
+    pub early: usize,
+    /// Latency percentiles (ms of event time; early alerts count as 0).
+    pub latency_p50_ms: Option<i64>,
+    /// 99th percentile latency.
+    pub latency_p99_ms: Option<i64>,
+}
+
+impl Row {
+    /// True positives / alerts (1 when there are no alerts).
+    pub fn precision(&self) -> f64 {
+        if self.alerts == 0 {
+            1.0
+        } else {
+            self.true_positives as f64 / self.alerts as f64
+        }
+    }
+
+    /// Detected / labelled (1 when nothing was labelled).
+    pub fn recall(&self) -> f64 {
+        if self.labelled == 0 {
+            1.0
+        } else {
+            self.detected as f64 / self.labelled as f64
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[i64], q: f64) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+fn scenario_name(kind: ScenarioKind) -> &'static str {
+    match kind {
+        ScenarioKind::CrawlerBot => "crawler_bot",
+        ScenarioKind::CardTesting => "card_testing",
+        ScenarioKind::AccountTakeover => "account_takeover",
+        ScenarioKind::CartStuffing => "cart_stuffing",
+    }
+}
+
+/// Scores alerts against labels: one row per scenario type, one per other alert type that
+/// fired, then `overall`.
+pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
+    // (user, alert type) -> detectable time of the label.
+    let mut wanted: HashMap<(&str, AlertType), i64> = HashMap::new();
+    for l in labels {
+        wanted
+            .entry((l.user_id.as_str(), l.scenario.alert_type()))
+            .and_modify(|t| *t = (*t).min(l.detectable_at_ms))
+            .or_insert(l.detectable_at_ms);
+    }
+    // First matching alert per (user, type), in emission order.
+    let mut first: HashMap<(&str, AlertType), i64> = HashMap::new();
+    let mut seen_ids: HashSet<&str> = HashSet::new();
+    let mut by_type: BTreeMap<AlertType, (usize, usize)> = BTreeMap::new();
+    for a in alerts {
+        if !seen_ids.insert(a.alert_id.as_str()) {
+            continue;
+        }
+        let key = (a.user_id.as_str(), a.alert_type);
+        let tp = wanted.contains_key(&key);
+        let e = by_type.entry(a.alert_type).or_default();
+        e.0 += 1;
+        e.1 += usize::from(tp);
+        if tp {
+            first.entry(key).or_insert(a.window_end);
+        }
+    }
+    let kinds: Vec<ScenarioKind> = {
+        let mut k: Vec<_> = labels.iter().map(|l| l.scenario).collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    let mut rows = Vec::new();
+    let mut all_latencies = Vec::new();
+    let mut overall = Row {
+        name: "overall".into(),
+        labelled: 0,
+        detected: 0,
+        alerts: 0,
+        true_positives: 0,
+        early: 0,
+        latency_p50_ms: None,
+        latency_p99_ms: None,
+    };
+    for kind in &kinds {
+        let t = kind.alert_type();
+        let mut latencies = Vec::new();
+        let mut early = 0;
+        let mut labelled = 0;
+        for l in labels.iter().filter(|l| l.scenario == *kind) {
+            labelled += 1;
+            if let Some(&end) = first.get(&(l.user_id.as_str(), t)) {
+                let lat = end - l.detectable_at_ms;
+                early += usize::from(lat < 0);
+                latencies.push(lat.max(0));
+            }
+        }
+        latencies.sort_unstable();
+        let (n_alerts, tp) = by_type.remove(&t).unwrap_or_default();
+        let row = Row {
+            name: scenario_name(*kind).into(),
+            labelled,
+            detected: latencies.len(),
+            alerts: n_alerts,
+            true_positives: tp,
+            early,
+            latency_p50_ms: percentile(&latencies, 0.5),
+            latency_p99_ms: percentile(&latencies, 0.99),
+        };
+        overall.labelled += row.labelled;
+        overall.detected += row.detected;
+        overall.alerts += row.alerts;
+        overall.true_positives += row.true_positives;
+        overall.early += row.early;
+        all_latencies.extend(latencies);
+        rows.push(row);
+    }
+    for (t, (n_alerts, tp)) in by_type {
+        overall.alerts += n_alerts;
+        overall.true_positives += tp;
+        rows.push(Row {
+            name: format!("{} (no scenario)", alert_type_symbol(t).to_lowercase()),
+            labelled: 0,
+            detected: 0,
+            alerts: n_alerts,
+            true_positives: tp,
+            early: 0,
+            latency_p50_ms: None,
+            latency_p99_ms: None,
+        });
+    }
+    all_latencies.sort_unstable();
+    overall.latency_p50_ms = percentile(&all_latencies, 0.5);
+    overall.latency_p99_ms = percentile(&all_latencies, 0.99);
+    rows.push(overall);
+    rows
+}
+
+/// Area under the ROC curve of `pos` against `neg` scores (ties count one half).
+pub fn auroc(pos: &[f64], neg: &[f64]) -> Option<f64> {
+    if pos.is_empty() || neg.is_empty() {
+        return None;
+    }
+    let mut all: Vec<(f64, bool)> = pos
+        .iter()
+        .map(|&s| (s, true))
+        .chain(neg.iter().map(|&s| (s, false)))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Mann-Whitney U with average ranks for ties.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j < all.len() && all[j].0 == all[i].0 {
+            j += 1;
+        }
+        let avg = (i + j + 1) as f64 / 2.0;
+        rank_sum += avg * all[i..j].iter().filter(|x| x.1).count() as f64;
+        i = j;
+    }
+    let (p, n) = (pos.len() as f64, neg.len() as f64);
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// A user's Half-Space Trees scores.
+#[derive(Debug, Default, Clone, Copy)]
+struct UserScore {
+    max: f64,
+    sum: f64,
+    n: u64,
+}
+
+impl UserScore {
+    fn mean(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            self.sum / self.n as f64
+        }
+    }
+}
+
+/// The evaluation's result.
+#[derive(Debug, Clone)]
+pub struct EvalReport {
+    /// The options it ran with.
+    pub options: EvalOptions,
+    /// Clean events fed to the detector.
+    pub events: u64,
+    /// Records dropped by cleaning (duplicates, invalid) or malformed.
+    pub dropped: u64,
+    /// Distinct users seen.
+    pub users: usize,
+    /// Result rows (see [`score`]).
+    pub rows: Vec<Row>,
+    /// Per scenario type: AUROC of users' highest and of their mean Half-Space Trees score,
+    /// scenario users against ordinary users.
+    pub hst_auroc: Vec<(String, Option<f64>, Option<f64>)>,
+    /// Findings merged into open alerts without re-emission.
+    pub suppressed: u64,
+    /// Escalations (re-emissions with a higher severity).
+    pub escalated: u64,
+    /// Wall-clock seconds of the run (generation included).
+    pub wall_s: f64,
+}
+
+/// Runs the evaluation.
+pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
+    let started = std::time::Instant::now();
+    let n = opts.per_type;
+    let gen_cfg = GeneratorConfig {
+        seed: opts.seed,
+        sessions: opts.sessions,
+        // About five sessions per user: enough history for takeover victims.
+        users: u32::try_from((opts.sessions / 5).max(50)).unwrap_or(u32::MAX),
+        scenarios: ScenarioConfig {
+            crawler_bots: n,
+            card_testing: n,
+            account_takeovers: n,
+            cart_stuffing: n,
+        },
+        ..GeneratorConfig::default()
+    };
+    let mut generator = Generator::new(gen_cfg).context("generator configuration")?;
+    let validation = &opts.validation;
+    let mut dedupe = Deduper::new(opts.dedupe_window_ms, opts.dedupe_max_ids);
+    let mut detector = Detector::new(opts.rules.clone(), "evaluate-detector");
+    let mut alerts = Vec::new();
+    let mut user_scores: HashMap<String, UserScore> = HashMap::new();
+    let (mut events, mut dropped, mut now) = (0u64, 0u64, i64::MIN);
+    for g in generator.by_ref() {
+        let Generated::Event(mut ev) = g else {
+            dropped += 1;
+            continue;
+        };
+        now = now.max(ev.event_time);
+        if validate_and_normalise(&mut ev, validation, now).is_err()
+            || dedupe.is_duplicate(&ev.event_id, ev.event_time)
+        {
+            dropped += 1;
+            continue;
+        }
+        events += 1;
+        for a in detector.on_event(&ev) {
+            alerts.push(AlertRecord {
+                alert_id: a.alert_id,
+                user_id: a.user_id,
+                alert_type: a.alert_type,
+                window_end: a.window_end,
+            });
+        }
+        let s = detector.last_anomaly_score();
+        let m = user_scores.entry(ev.user_id).or_default();
+        m.max = m.max.max(s);
+        m.sum += s;
+        m.n += 1;
+    }
+    let labels: Vec<AnomalyLabel> = generator
+        .take_truth()
+        .into_iter()
+        .filter_map(|t| match t {
+            TruthRecord::Anomaly(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    let rows = score(&labels, &alerts);
+    let labelled_users: HashSet<&str> = labels.iter().map(|l| l.user_id.as_str()).collect();
+    let normal: Vec<&UserScore> = user_scores
+        .iter()
+        .filter(|(u, _)| !labelled_users.contains(u.as_str()))
+        .map(|(_, s)| s)
+        .collect();
+    let normal_max: Vec<f64> = normal.iter().map(|s| s.max).collect();
+    let normal_mean: Vec<f64> = normal.iter().map(|s| s.mean()).collect();
+    let mut hst_auroc = Vec::new();
+    for kind in [
+        ScenarioKind::CrawlerBot,
+        ScenarioKind::CardTesting,
+        ScenarioKind::AccountTakeover,
+        ScenarioKind::CartStuffing,
+    ] {
+        let pos: Vec<&UserScore> = labels
+            .iter()
+            .filter(|l| l.scenario == kind)
+            .filter_map(|l| user_scores.get(&l.user_id))
+            .collect();
+        let pos_max: Vec<f64> = pos.iter().map(|s| s.max).collect();
+        let pos_mean: Vec<f64> = pos.iter().map(|s| s.mean()).collect();
+        hst_auroc.push((
+            scenario_name(kind).to_string(),
+            auroc(&pos_max, &normal_max),
+            auroc(&pos_mean, &normal_mean),
+        ));
+    }
+    Ok(EvalReport {
+        options: opts.clone(),
+        events,
+        dropped,
+        users: user_scores.len(),
+        rows,
+        hst_auroc,
+        suppressed: detector.suppressed(),
+        escalated: detector.escalated(),
+        wall_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn ms(x: Option<i64>) -> String {
+    x.map_or("-".into(), |v| v.to_string())
+}
+
+/// The report as Markdown tables.
+pub fn render(r: &EvalReport) -> String {
+    let mut s = String::new();
+    let o = &r.options;
+    let _ = writeln!(
+        s,
+        "{} ordinary sessions, {} of each scenario, seed {}: {} clean events from {} users \
+         ({} records dropped by cleaning), {:.1} s.\n",
+        o.sessions, o.per_type, o.seed, r.events, r.users, r.dropped, r.wall_s
+    );
+    let _ = writeln!(
+        s,
+        "| type | labelled | detected | alerts | true pos. | precision | recall | early | latency p50 ms | latency p99 ms |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &r.rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} |",
+            row.name,
+            row.labelled,
+            row.detected,
+            row.alerts,
+            row.true_positives,
+            row.precision(),
+            row.recall(),
+            row.early,
+            ms(row.latency_p50_ms),
+            ms(row.latency_p99_ms)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nAlert updates: {} escalations re-emitted, {} findings merged silently.\n",
+        r.escalated, r.suppressed
+    );
+    let _ = writeln!(
+        s,
+        "Half-Space Trees alone (AUROC of each user's highest and mean event score, scenario users against ordinary users):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| scenario | AUROC (max) | AUROC (mean) |\n|---|---:|---:|"
+    );
+    let f = |a: &Option<f64>| a.map_or("-".into(), |v| format!("{v:.3}"));
+    for (name, max, mean) in &r.hst_auroc {
+        let _ = writeln!(s, "| {name} | {} | {} |", f(max), f(mean));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(kind: ScenarioKind, user: &str, detectable: i64) -> AnomalyLabel {
+        AnomalyLabel {
+            scenario: kind,
+            user_id: user.into(),
+            event_ids: vec![],
+            start_time: 0,
+            end_time: detectable,
+            detectable_at_ms: detectable,
+        }
+    }
+
+    fn alert(id: &str, user: &str, t: AlertType, end: i64) -> AlertRecord {
+        AlertRecord {
+            alert_id: id.into(),
+            user_id: user.into(),
+            alert_type: t,
+            window_end: end,
+        }
+    }
+
+    #[test]
+    fn metrics_on_a_hand_built_case() {
+        let labels = [
+            label(ScenarioKind::CardTesting, "a", 1_000),
+            label(ScenarioKind::CardTesting, "b", 5_000),
+            label(ScenarioKind::CardTesting, "c", 9_000),
+            label(ScenarioKind::CrawlerBot, "d", 2_000),
+        ];
+        let alerts = [
+            alert("a1", "a", AlertType::CardTesting, 1_500),
+            // The escalation of a1 (same id, later window) is not a second alert.
+            alert("a1", "a", AlertType::CardTesting, 9_999),
+            alert("b1", "b", AlertType::CardTesting, 4_000), // early: counts as 0
+            alert("n1", "normal", AlertType::CardTesting, 3_000), // false positive
+            alert("d1", "d", AlertType::BotCadence, 2_250),
+            alert("d2", "d", AlertType::Velocity, 2_100), // wrong type on a bot: FP
+        ];
+        let rows = score(&labels, &alerts);
+        let by: HashMap<&str, &Row> = rows.iter().map(|r| (r.name.as_str(), r)).collect();
+        let card = by["card_testing"];
+        assert_eq!((card.labelled, card.detected), (3, 2));
+        assert_eq!((card.alerts, card.true_positives, card.early), (3, 2, 1));
+        assert!((card.precision() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((card.recall() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(card.latency_p50_ms, Some(0));
+        assert_eq!(card.latency_p99_ms, Some(500));
+        let bot = by["crawler_bot"];
+        assert_eq!((bot.precision(), bot.recall()), (1.0, 1.0));
+        assert_eq!(bot.latency_p50_ms, Some(250));
+        let vel = by["velocity (no scenario)"];
+        assert_eq!((vel.alerts, vel.true_positives), (1, 0));
+        let all = by["overall"];
+        assert_eq!(
+            (all.labelled, all.detected, all.alerts, all.true_positives),
+            (4, 3, 5, 3)
+        );
+        assert_eq!(all.latency_p99_ms, Some(500));
+    }
+
+    #[test]
+    fn auroc_matches_hand_computation() {
+        assert_eq!(auroc(&[0.9, 0.8], &[0.1, 0.2]), Some(1.0));
+        assert_eq!(auroc(&[0.1], &[0.9]), Some(0.0));
+        // One tie between a positive and a negative: 0.5 of a pair out of 2.
+        assert_eq!(auroc(&[0.5], &[0.5, 0.1]), Some(0.75));
+        assert_eq!(auroc(&[], &[0.5]), None);
+    }
+
+    #[test]
+    fn small_mix_runs_end_to_end() {
+        let report = evaluate(&EvalOptions {
+            sessions: 600,
+            seed: 7,
+            per_type: 2,
+            ..EvalOptions::default()
+        })
+        .expect("evaluation runs");
+        let overall = report.rows.last().expect("overall row");
+        assert_eq!(overall.name, "overall");
+        assert_eq!(
+            overall.labelled, 8,
+            "two of each of the four scenario types"
+        );
+        assert!(report.events > 1_000);
+        let text = render(&report);
+        assert!(text.contains("| card_testing |"), "{text}");
+        assert!(text.contains("| overall |"), "{text}");
+    }
+}

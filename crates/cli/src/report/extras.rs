@@ -1,0 +1,132 @@
+//! Optional report inputs: model scores (ROC and calibration) and fraud alerts (timeline).
+//!
+//! Both are JSON lines. Scores: `{"score": 0.73, "label": true}` per prediction, the score
+//! being a purchase probability and the label whether the unit purchased. Alerts: the
+//! `FraudAlert` records of the alert topic, as JSON.
+
+use anyhow::Context as _;
+use clickpath_schema::FraudAlert;
+use serde::{Deserialize, Serialize};
+use std::io::BufRead;
+use std::path::Path;
+
+/// One prediction and what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    /// Predicted purchase probability.
+    pub score: f64,
+    /// Whether the purchase happened.
+    pub label: bool,
+}
+
+/// Inputs for the optional sections; a section is left out when its input is `None`.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Model scores with outcomes.
+    pub scores: Option<Vec<Scored>>,
+    /// Fraud alerts.
+    pub alerts: Option<Vec<FraudAlert>>,
+}
+
+/// Reads JSON lines of `T`, naming the line of the first bad one.
+pub fn read_json_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| path.display().to_string())?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(&line)
+                .with_context(|| format!("{}: line {}", path.display(), i + 1))?,
+        );
+    }
+    Ok(out)
+}
+
+/// ROC curve points `(false positive rate, true positive rate)`, from the highest threshold
+/// down; tied scores move together. Empty if either class is missing.
+pub fn roc_points(scores: &[Scored]) -> Vec<(f64, f64)> {
+    let pos = scores.iter().filter(|s| s.label).count() as f64;
+    let neg = scores.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return Vec::new();
+    }
+    let mut sorted: Vec<Scored> = scores
+        .iter()
+        .copied()
+        .filter(|s| s.score.is_finite())
+        .collect();
+    sorted.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut pts = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0.0, 0.0);
+    for (i, s) in sorted.iter().enumerate() {
+        if s.label {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        if sorted.get(i + 1).is_none_or(|n| n.score != s.score) {
+            pts.push((fp / neg, tp / pos));
+        }
+    }
+    pts
+}
+
+/// Area under [`roc_points`] (trapezoids).
+pub fn auc(points: &[(f64, f64)]) -> f64 {
+    points
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+        .sum()
+}
+
+/// Reliability bins: `(mean score, observed rate, count)` for each non-empty one of `bins`
+/// equal-width bins over [0, 1].
+pub fn calibration_bins(scores: &[Scored], bins: usize) -> Vec<(f64, f64, u64)> {
+    let mut acc = vec![(0.0, 0.0, 0u64); bins.max(1)];
+    for s in scores.iter().filter(|s| s.score.is_finite()) {
+        let i = ((s.score.clamp(0.0, 1.0) * acc.len() as f64) as usize).min(acc.len() - 1);
+        acc[i].0 += s.score;
+        acc[i].1 += f64::from(u8::from(s.label));
+        acc[i].2 += 1;
+    }
+    acc.into_iter()
+        .filter(|b| b.2 > 0)
+        .map(|(s, l, n)| (s / n as f64, l / n as f64, n))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(score: f64, label: bool) -> Scored {
+        Scored { score, label }
+    }
+
+    #[test]
+    fn roc_of_a_perfect_and_a_tied_ranking() {
+        let perfect = [s(0.9, true), s(0.8, true), s(0.2, false), s(0.1, false)];
+        let p = roc_points(&perfect);
+        assert_eq!(
+            p,
+            vec![(0.0, 0.0), (0.0, 0.5), (0.0, 1.0), (0.5, 1.0), (1.0, 1.0)]
+        );
+        assert!((auc(&p) - 1.0).abs() < 1e-12);
+        let tied = [s(0.5, true), s(0.5, false)];
+        assert!((auc(&roc_points(&tied)) - 0.5).abs() < 1e-12);
+        assert!(roc_points(&[s(0.3, true)]).is_empty());
+    }
+
+    #[test]
+    fn calibration_bins_average_scores_and_labels() {
+        let b = calibration_bins(
+            &[s(0.05, false), s(0.15, true), s(0.95, true), s(1.0, true)],
+            10,
+        );
+        assert_eq!(b.len(), 3);
+        assert_eq!(b[2], (0.975, 1.0, 2));
+    }
+}

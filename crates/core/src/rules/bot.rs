@@ -1,0 +1,196 @@
+//! Bot cadence: machine-regular inter-event times, no dwell, crawler-like breadth of items.
+
+use super::{Finding, Recent, RulesConfig, hash_opt, severity};
+use clickpath_schema::{AlertType, ClickEvent, Severity};
+use std::collections::VecDeque;
+
+/// Most events the cadence window may hold, whatever the configuration says.
+const MAX_WINDOW: usize = 256;
+
+/// MAD to sigma for normal data.
+const MAD_SCALE: f64 = 1.4826;
+
+/// A user's last events (time, item hash) in event-time order, and the current regular run.
+#[derive(Debug, Default)]
+pub(super) struct Cadence {
+    events: VecDeque<(i64, Option<u64>)>,
+    /// Consecutive events at which the window was regular, broad and dwell-free.
+    run: u32,
+    last_cv: Option<f64>,
+}
+
+impl Cadence {
+    /// Robust coefficient of variation of the gaps at the last full window, if any.
+    pub(super) fn last_cv(&self) -> Option<f64> {
+        self.last_cv
+    }
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_unstable_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+pub(super) fn cadence(
+    state: &mut Cadence,
+    recent: &Recent,
+    ev: &ClickEvent,
+    cfg: &RulesConfig,
+) -> Option<Finding> {
+    let n = (cfg.bot_min_events as usize).clamp(3, MAX_WINDOW);
+    let item = hash_opt(ev.item_id.as_deref());
+    // Insert in event-time order: a reordered event must not look like a long and a short gap.
+    let at = state
+        .events
+        .iter()
+        .rposition(|&(t, _)| t <= ev.event_time)
+        .map_or(0, |i| i + 1);
+    state.events.insert(at, (ev.event_time, item));
+    while state.events.len() > n {
+        state.events.pop_front();
+    }
+    if state.events.len() < n {
+        state.last_cv = None;
+        return None;
+    }
+    let mut gaps: Vec<f64> = state
+        .events
+        .iter()
+        .zip(state.events.iter().skip(1))
+        .map(|(a, b)| (b.0 - a.0) as f64)
+        .collect();
+    let med = median(&mut gaps);
+    let mut dev: Vec<f64> = gaps.iter().map(|g| (g - med).abs()).collect();
+    let mad = median(&mut dev);
+    // A zero median (events in the same millisecond) is as regular as it gets.
+    let cv = if med > 0.0 {
+        MAD_SCALE * mad / med
+    } else {
+        0.0
+    };
+    state.last_cv = Some(cv);
+    let mut items: Vec<u64> = state.events.iter().filter_map(|e| e.1).collect();
+    items.sort_unstable();
+    items.dedup();
+    let regular = cv <= cfg.bot_max_cv;
+    let no_dwell = med <= cfg.bot_max_median_gap_ms as f64;
+    let broad = items.len() >= cfg.bot_min_distinct_items as usize;
+    if !(regular && no_dwell && broad) {
+        state.run = 0;
+        return None;
+    }
+    state.run = state.run.saturating_add(1);
+    // The run grows with every further regular event: 1x at the first full window, 1.5x after
+    // half a window more, and so on.
+    let ratio = (n as f64 - 1.0 + f64::from(state.run)) / n as f64;
+    let first = state.events.front().map_or(ev.event_time, |e| e.0);
+    let last = state.events.back().map_or(ev.event_time, |e| e.0);
+    Some(Finding {
+        alert_type: AlertType::BotCadence,
+        severity: severity(Severity::Medium, ratio),
+        score: ratio,
+        reasons: vec![format!(
+            "{} events {:.0} ms apart (median) with a robust coefficient of variation of {cv:.3} \
+             (limit {}) over {} distinct items; {} regular events in a row.",
+            n,
+            med,
+            cfg.bot_max_cv,
+            items.len(),
+            n as u32 - 1 + state.run
+        )],
+        evidence: recent.since(first.saturating_sub(1)),
+        window_start: first,
+        window_end: last,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+    use clickpath_schema::EventType::*;
+
+    /// `n` product views `gap(i)` ms apart, item `item(i)`.
+    fn views(n: i64, gap: impl Fn(i64) -> i64, item: impl Fn(i64) -> String) -> Vec<ClickEvent> {
+        let mut t = 1_000;
+        (0..n)
+            .map(|i| {
+                t += gap(i);
+                let mut e = ev(&format!("e{i}"), ProductView, t);
+                e.item_id = Some(item(i));
+                e
+            })
+            .collect()
+    }
+
+    /// A small deterministic jitter in `[-k, k]`.
+    fn jitter(i: i64, k: i64) -> i64 {
+        (i * 7919 % (2 * k + 1)) - k
+    }
+
+    #[test]
+    fn crawler_is_flagged_at_the_window() {
+        let crawl = views(60, |i| 1_200 + jitter(i, 3), |i| format!("item-{i}"));
+        let mut d = detector();
+        let alerts = of(&run(&mut d, &crawl), AlertType::BotCadence);
+        let first = &alerts[0];
+        assert_eq!(
+            first.window_end, crawl[19].event_time,
+            "fires at the 20th event"
+        );
+        assert_eq!(first.severity, Severity::Medium);
+        assert!(
+            first.reasons[0].contains("20 distinct items"),
+            "{:?}",
+            first.reasons
+        );
+        // It escalates as the run grows (1.5x at 30 regular events), with the same id.
+        assert!(alerts.len() >= 2);
+        assert_eq!(alerts[1].alert_id, first.alert_id);
+        assert_eq!(alerts[1].severity, Severity::High);
+        assert_eq!(alerts[1].window_end, crawl[29].event_time);
+    }
+
+    #[test]
+    fn one_reordered_event_does_not_hide_a_crawler() {
+        let mut crawl = views(25, |_| 1_000, |i| format!("item-{i}"));
+        crawl.swap(10, 11);
+        let alerts = of(&run(&mut detector(), &crawl), AlertType::BotCadence);
+        assert_eq!(alerts.len(), 1);
+    }
+
+    #[test]
+    fn near_misses_do_not_fire() {
+        // Human dwell: log-normal-like spread of gaps (here alternating 4 s .. 40 s).
+        let human = views(
+            60,
+            |i| [4_000, 12_000, 40_000, 7_000][i as usize % 4],
+            |i| format!("i{i}"),
+        );
+        // Regular and fast but narrow: a page polling the same two items.
+        let poll = views(60, |_| 1_000, |i| format!("i{}", i % 2));
+        // Regular and broad but slow: a reader who spends 10 s on each page.
+        let slow = views(60, |_| 10_000, |i| format!("i{i}"));
+        // Fast and broad but irregular (gaps 0.5 .. 2.9 s).
+        let erratic = views(60, |i| 500 + (i * 7919 % 2_400), |i| format!("i{i}"));
+        // Only 19 events: not enough evidence yet.
+        let short = views(19, |_| 1_000, |i| format!("i{i}"));
+        for (name, events) in [
+            ("human", human),
+            ("poll", poll),
+            ("slow", slow),
+            ("erratic", erratic),
+            ("short", short),
+        ] {
+            let alerts = of(&run(&mut detector(), &events), AlertType::BotCadence);
+            assert!(alerts.is_empty(), "{name}: {alerts:?}");
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Interactive queries: per-user state that a stage publishes for `GET /v1/users/{id}/...`, and the Kafka
+//! partition that owns a user when this instance does not.
+//!
+//! Stages run on their own threads; after each batch they publish the views of the users they changed into
+//! this concurrent store, so the HTTP handlers never touch a stage's working state.
+
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+/// Kafka's murmur2 hash (as in the Java client's `Utils.murmur2`), used by the default partitioner of Java
+/// producers and by librdkafka's `murmur2_random`.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    match tail.len() {
+        3 => {
+            h ^= u32::from(tail[2]) << 16;
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        2 => {
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        1 => {
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition of `key` among `partitions`, as Kafka's default (murmur2) partitioner places it.
+pub fn partition_for_key(key: &[u8], partitions: usize) -> i32 {
+    if partitions == 0 {
+        return 0;
+    }
+    ((murmur2(key) & 0x7fff_ffff) as usize % partitions) as i32
+}
+
+/// Where a user's state is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// This instance owns the user: here is the view.
+    Local(Value),
+    /// This instance owns the user's partition but has no state for the user.
+    Unknown {
+        /// The user's partition.
+        partition: i32,
+    },
+    /// Another instance owns the user's partition.
+    Remote {
+        /// The user's partition.
+        partition: i32,
+    },
+    /// This instance has not been assigned partitions yet.
+    NotReady,
+}
+
+#[derive(Default)]
+struct Inner {
+    views: HashMap<String, Value>,
+    assigned: BTreeSet<i32>,
+    partitions: usize,
+}
+
+/// One stage's published per-user views, shared with the HTTP handlers.
+#[derive(Clone, Default)]
+pub struct QueryStore(Arc<RwLock<Inner>>);
+
+impl QueryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes (or replaces) a user's view.
+    pub fn publish(&self, user_id: &str, view: Value) {
+        self.write().views.insert(user_id.to_string(), view);
+    }
+
+    /// Forgets a user's view.
+    pub fn remove(&self, user_id: &str) {
+        self.write().views.remove(user_id);
+    }
+
+    /// Records which input partitions this instance owns, out of how many.
+    pub fn set_assignment(&self, assigned: &BTreeSet<i32>, partitions: usize) {
+        let mut w = self.write();
+        w.assigned = assigned.clone();
+        w.partitions = partitions;
+        // Views of users in partitions we no longer own would be stale.
+        let keep = w.assigned.clone();
+        let n = w.partitions;
+        w.views
+            .retain(|user, _| keep.contains(&partition_for_key(user.as_bytes(), n)));
+    }
+
+    /// Looks a user up.
+    pub fn lookup(&self, user_id: &str) -> Lookup {
+        let r = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if r.partitions == 0 {
+            return Lookup::NotReady;
+        }
+        let partition = partition_for_key(user_id.as_bytes(), r.partitions);
+        if !r.assigned.contains(&partition) {
+            return Lookup::Remote { partition };
+        }
+        match r.views.get(user_id) {
+            Some(v) => Lookup::Local(v.clone()),
+            None => Lookup::Unknown { partition },
+        }
+    }
+
+    /// Number of users with a published view.
+    pub fn len(&self) -> usize {
+        self.0.read().map(|r| r.views.len()).unwrap_or(0)
+    }
+
+    /// Whether no view is published.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Vectors from Apache Kafka's UtilsTest.testMurmur2.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (&[b'a', b'b', b'c'], 479_470_107),
+        ];
+        for (data, want) in cases {
+            assert_eq!(murmur2(data), want, "{:?}", String::from_utf8_lossy(data));
+        }
+    }
+
+    #[test]
+    fn lookup_says_local_unknown_or_remote() {
+        let store = QueryStore::new();
+        assert_eq!(store.lookup("alice"), Lookup::NotReady);
+        let p = partition_for_key(b"alice", 3);
+        store.set_assignment(&BTreeSet::from([p]), 3);
+        assert_eq!(store.lookup("alice"), Lookup::Unknown { partition: p });
+        store.publish("alice", serde_json::json!({"sessions": 2}));
+        assert_eq!(
+            store.lookup("alice"),
+            Lookup::Local(serde_json::json!({"sessions": 2}))
+        );
+        store.set_assignment(&BTreeSet::new(), 3);
+        assert_eq!(store.lookup("alice"), Lookup::Remote { partition: p });
+        assert!(store.is_empty(), "views of revoked partitions are dropped");
+    }
+}
+
+/// The query stores of every stage in this process, by stage name.
+#[derive(Clone, Default)]
+pub struct Queries(Arc<RwLock<HashMap<String, QueryStore>>>);
+
+impl Queries {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes `store` answer queries for `stage`.
+    pub fn register(&self, stage: &str, store: QueryStore) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(stage.to_string(), store);
+    }
+
+    /// The store of `stage`, if that stage runs in this process.
+    pub fn get(&self, stage: &str) -> Option<QueryStore> {
+        self.0.read().ok()?.get(stage).cloned()
+    }
+}
