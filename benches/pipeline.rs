@@ -27,7 +27,8 @@ struct Chain {
 fn chain(cfg: &ClickpathConfig) -> Chain {
     Chain {
         cleaning: Cleaning::new(&cfg.cleaning, "clean"),
-        sessionizer: Sessionizer::new(&cfg.sessionizer, "sessions", "late", false).without_changelog(),
+        sessionizer: Sessionizer::new(&cfg.sessionizer, "sessions", "late", false)
+            .without_changelog(),
         windower: Windower::new(&cfg.windower, "features"),
         scorer: Scorer::new(
             builtin_model(&cfg.windower).unwrap(),

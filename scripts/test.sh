@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: installs and starts a real Kafka broker (scripts/kafka.sh),
-# runs formatting and lint checks, then every test of the workspace against that broker, and stops the
-# broker again if this script started it.
+# The whole test suite on a fresh machine: installs and starts a real Kafka broker (scripts/kafka.sh, with a
+# TLS + SASL/SCRAM listener beside the plaintext one), installs headless Chromium for the report test, runs
+# formatting and lint checks, every test of the workspace against that broker, the deployment-file checks and
+# the Python interop checks, and stops the broker again if this script started it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+export KAFKA_SECURE_PORT="${KAFKA_SECURE_PORT:-19094}"
 started_kafka=0
 if ! scripts/kafka.sh status >/dev/null 2>&1; then
   scripts/kafka.sh up
@@ -16,8 +18,15 @@ cleanup() {
 trap cleanup EXIT
 
 export CLICKPATH_TEST_BROKERS="$(scripts/kafka.sh bootstrap)"
-# A missing broker must fail the real-broker tests here, not skip them.
+# Missing infrastructure must fail the tests that need it here, not skip them.
 export CLICKPATH_REQUIRE_BROKER=1
+
+echo "== headless Chromium (report test)"
+if scripts/chromium.sh; then
+  export CLICKPATH_REQUIRE_BROWSER=1
+else
+  echo "Chromium could not be installed; the report's browser test will skip." >&2
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -25,3 +34,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test (broker at $CLICKPATH_TEST_BROKERS)"
 cargo test --workspace --locked
+echo "== deployment files"
+scripts/validate-deploy.sh
+echo "== python interop"
+scripts/python-interop.sh
+echo "== python interop over TLS + SASL/SCRAM"
+INTEROP_SECURE=1 scripts/python-interop.sh

@@ -19,6 +19,19 @@ use clickpath_stages::StageName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+/// A minimal HTTP/1.0 GET against the stage's endpoint: status code and body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
 /// The parts of a session that must match (the close reason depends on when the stream stopped).
 fn session_key(s: &SessionSummary) -> (String, i64, i64, i32, String, bool) {
     (
@@ -48,7 +61,9 @@ fn run_pipeline(guarantee: Guarantee) {
     let mut cfg = clickpath_testkit::test_config(&brokers, "e2e");
     cfg.processing.guarantee = guarantee;
     cfg.kafka.instance_id = "e2e-1".into();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded: the HTTP server keeps running on it after block_on returns.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
@@ -82,6 +97,7 @@ fn run_pipeline(guarantee: Guarantee) {
 
     let env = RunnerEnv::new(cfg.clone(), Codec::embedded());
     let stages = spawn_stages(&StageName::ALL, &env, true).unwrap();
+    let http = rt.block_on(clickpath_runtime::http::serve_env(&env)).unwrap();
     let mut producer = EventProducer::new(&cfg, env.codec.clone(), &cfg.topics.raw, 0.0).unwrap();
     for item in &items {
         send_generated(&mut producer, item).unwrap();
@@ -114,6 +130,15 @@ fn run_pipeline(guarantee: Guarantee) {
         "pipeline did not drain within 120 s:\n{}",
         env.metrics.encode()
     );
+    // The sessionizer answers path queries for users it owns (all partitions here).
+    let user = &valid.last().unwrap().user_id;
+    let (code, body) = http_get(http, &format!("/v1/users/{user}/path"));
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["user_id"], user.as_str());
+    assert!(view["lifetime_sessions"].as_u64().unwrap() + u64::from(view["session_open"] == true) >= 1, "{view}");
+    assert_eq!(http_get(http, "/v1/users/nobody-at-all/path").0, 404);
+
     env.shutdown.trigger();
     join_stages(stages).unwrap();
 

@@ -70,8 +70,11 @@ fn spawn_instance(config: &Path, id: usize) -> Child {
         .unwrap()
 }
 
+/// Key and value of every record, per partition, in order.
+type Partitions = BTreeMap<i32, Vec<(Vec<u8>, Vec<u8>)>>;
+
 /// Every record of `topic` per partition, in order (committed data only).
-fn read_topic(cfg: &ClickpathConfig, topic: &str, idle: Duration) -> BTreeMap<i32, Vec<(Vec<u8>, Vec<u8>)>> {
+fn read_topic(cfg: &ClickpathConfig, topic: &str, idle: Duration) -> Partitions {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.kafka.brokers)
         .set("group.id", "kill-test-reader")
@@ -81,16 +84,18 @@ fn read_topic(cfg: &ClickpathConfig, topic: &str, idle: Duration) -> BTreeMap<i3
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..cfg.topics.partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
-    let mut out: BTreeMap<i32, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+    let mut out: Partitions = BTreeMap::new();
     let mut last = Instant::now();
     while last.elapsed() < idle {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out.entry(m.partition())
-                .or_default()
-                .push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
+            out.entry(m.partition()).or_default().push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
             last = Instant::now();
         }
     }
@@ -98,7 +103,10 @@ fn read_topic(cfg: &ClickpathConfig, topic: &str, idle: Duration) -> BTreeMap<i3
 }
 
 fn key(s: &SessionSummary) -> String {
-    format!("{}|{}|{}|{}|{:?}|{}|{}", s.user_id, s.start_time, s.end_time, s.event_count, s.path, s.purchased, s.order_value)
+    format!(
+        "{}|{}|{}|{}|{:?}|{}|{}",
+        s.user_id, s.start_time, s.end_time, s.event_count, s.path, s.purchased, s.order_value
+    )
 }
 
 fn run(guarantee: Guarantee, kills: usize) {
@@ -107,15 +115,26 @@ fn run(guarantee: Guarantee, kills: usize) {
     };
     let mut cfg = clickpath_testkit::test_config(&brokers, "kill");
     cfg.processing.guarantee = guarantee;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(clickpath_runtime::kafka::create_topics(&cfg, &cfg.topics)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(clickpath_runtime::kafka::create_topics(&cfg, &cfg.topics))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &cfg);
     let codec = Codec::embedded();
 
     // Clean input (the sessionizer reads the clean topic): no malformed records, but duplicates and disorder.
-    let mut gcfg = GeneratorConfig { seed: 11, sessions: 1500, ..GeneratorConfig::default() };
-    gcfg.dirty = DirtyConfig { malformed_rate: 0.0, ..gcfg.dirty };
+    let mut gcfg = GeneratorConfig {
+        seed: 11,
+        sessions: 1500,
+        ..GeneratorConfig::default()
+    };
+    gcfg.dirty = DirtyConfig {
+        malformed_rate: 0.0,
+        ..gcfg.dirty
+    };
     let events: Vec<ClickEvent> = Generator::new(gcfg)
         .unwrap()
         .filter_map(|g| match g {
@@ -143,11 +162,25 @@ fn run(guarantee: Guarantee, kills: usize) {
     }
     // A far-future event on every partition moves each partition's watermark past every session.
     let last_time = events.iter().map(|e| e.event_time).max().unwrap();
-    let raw: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let raw: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
     for p in 0..cfg.topics.partitions {
-        let ev = ClickEvent::new(format!("sentinel-{p}"), format!("sentinel-{p}"), EventType::PageView, last_time + 86_400_000);
+        let ev = ClickEvent::new(
+            format!("sentinel-{p}"),
+            format!("sentinel-{p}"),
+            EventType::PageView,
+            last_time + 86_400_000,
+        );
         let bytes = codec.encode(&ev).unwrap();
-        raw.send(BaseRecord::to(&cfg.topics.clean).partition(p).key(ev.user_id.as_bytes()).payload(&bytes)).unwrap();
+        raw.send(
+            BaseRecord::to(&cfg.topics.clean)
+                .partition(p)
+                .key(ev.user_id.as_bytes())
+                .payload(&bytes),
+        )
+        .unwrap();
     }
     raw.flush(Duration::from_secs(10)).unwrap();
 
@@ -167,7 +200,11 @@ fn run(guarantee: Guarantee, kills: usize) {
     let mut got: Vec<String>;
     loop {
         let out = read_topic(&cfg, &cfg.topics.sessions, Duration::from_secs(2));
-        got = out.values().flatten().map(|(_, v)| key(&codec.decode::<SessionSummary>(v).unwrap())).collect();
+        got = out
+            .values()
+            .flatten()
+            .map(|(_, v)| key(&codec.decode::<SessionSummary>(v).unwrap()))
+            .collect();
         got.sort();
         let mut distinct = got.clone();
         distinct.dedup();
@@ -183,12 +220,31 @@ fn run(guarantee: Guarantee, kills: usize) {
     }
     let mut distinct = got.clone();
     distinct.dedup();
-    let missing: Vec<_> = expected.iter().filter(|k| distinct.binary_search(k).is_err()).take(5).collect();
-    let unexpected: Vec<_> = distinct.iter().filter(|k| expected.binary_search(k).is_err()).take(5).collect();
-    assert!(missing.is_empty(), "lost sessions ({} expected, {} got): {missing:#?}", expected.len(), distinct.len());
-    assert!(unexpected.is_empty(), "sessions the reference does not have: {unexpected:#?}");
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|k| distinct.binary_search(k).is_err())
+        .take(5)
+        .collect();
+    let unexpected: Vec<_> = distinct
+        .iter()
+        .filter(|k| expected.binary_search(k).is_err())
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost sessions ({} expected, {} got): {missing:#?}",
+        expected.len(),
+        distinct.len()
+    );
+    assert!(
+        unexpected.is_empty(),
+        "sessions the reference does not have: {unexpected:#?}"
+    );
     let duplicates = got.len() - distinct.len();
-    eprintln!("{guarantee:?}: {} sessions, {kills} SIGKILLs, {duplicates} duplicates", expected.len());
+    eprintln!(
+        "{guarantee:?}: {} sessions, {kills} SIGKILLs, {duplicates} duplicates",
+        expected.len()
+    );
     if guarantee == Guarantee::ExactlyOnce {
         assert_eq!(duplicates, 0, "exactly-once output has duplicates");
     }

@@ -6,9 +6,6 @@ use crate::generate::{GenerateStats, generate_to_kafka};
 use crate::pipeline::{join_stages, spawn_stages};
 use crate::produce::EventProducer;
 use clickpath_generator::{Generator, GeneratorConfig};
-use clickpath_runtime::health::Health;
-use clickpath_runtime::metrics::Metrics;
-use clickpath_runtime::shutdown::Shutdown;
 use clickpath_runtime::{ClickpathConfig, RunnerEnv};
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{AlertType, FunnelStage};
@@ -78,11 +75,7 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
     }
 
     let env = RunnerEnv::new(cfg.clone(), Codec::embedded());
-    let addr = rt.block_on(clickpath_runtime::http::serve(
-        &cfg.http.bind,
-        env.health.clone(),
-        env.metrics.clone(),
-    ))?;
+    let addr = rt.block_on(clickpath_runtime::http::serve_env(&env))?;
     tracing::info!("Metrics at http://{addr}/metrics");
     let stages = spawn_stages(&StageName::ALL, &env, true)?;
 

@@ -21,11 +21,16 @@
 use anyhow::Context as _;
 use clickpath_core::dedupe::Deduper;
 use clickpath_core::rules::{RulesConfig, alert_type_symbol};
-use clickpath_core::{Detector, ValidationConfig, validate_and_normalise};
+use clickpath_core::{
+    Detector, FeatureSpec, FeatureWindower, ValidationConfig, validate_and_normalise,
+};
 use clickpath_generator::{
     AnomalyLabel, Generated, Generator, GeneratorConfig, ScenarioConfig, ScenarioKind, TruthRecord,
 };
+use clickpath_model::baseline::BaselineModel;
+use clickpath_runtime::config::ScorerConfig;
 use clickpath_schema::AlertType;
+use clickpath_stages::scorer::Scorer;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
@@ -46,6 +51,20 @@ pub struct EvalOptions {
     pub dedupe_window_ms: i64,
     /// The most event ids the cleaning stage remembers.
     pub dedupe_max_ids: usize,
+    /// When set, every clean event also goes through the windower and the scorer (in process),
+    /// and its prediction is fed to the detector, enabling the model-surprise rule.
+    pub model_surprise: Option<SurpriseSetup>,
+}
+
+/// The windower and scorer that produce predictions for the model-surprise rule.
+#[derive(Debug, Clone)]
+pub struct SurpriseSetup {
+    /// The scorer's model.
+    pub model: BaselineModel,
+    /// The windower's feature settings.
+    pub windower: FeatureSpec,
+    /// The scorer's settings.
+    pub scorer: ScorerConfig,
 }
 
 impl Default for EvalOptions {
@@ -58,6 +77,7 @@ impl Default for EvalOptions {
             validation: ValidationConfig::default(),
             dedupe_window_ms: 3_600_000,
             dedupe_max_ids: 1_000_000,
+            model_surprise: None,
         }
     }
 }
@@ -279,6 +299,27 @@ impl UserScore {
     }
 }
 
+/// Per scenario type: labelled scenarios whose user got a `MODEL_SURPRISE` alert.
+fn surprise_coverage(
+    labels: &[AnomalyLabel],
+    alerts: &[AlertRecord],
+) -> Vec<(String, usize, usize)> {
+    let flagged: HashSet<&str> = alerts
+        .iter()
+        .filter(|a| a.alert_type == AlertType::ModelSurprise)
+        .map(|a| a.user_id.as_str())
+        .collect();
+    let mut out: BTreeMap<ScenarioKind, (usize, usize)> = BTreeMap::new();
+    for l in labels {
+        let e = out.entry(l.scenario).or_default();
+        e.0 += 1;
+        e.1 += usize::from(flagged.contains(l.user_id.as_str()));
+    }
+    out.into_iter()
+        .map(|(k, (n, f))| (scenario_name(k).to_string(), n, f))
+        .collect()
+}
+
 /// The evaluation's result.
 #[derive(Debug, Clone)]
 pub struct EvalReport {
@@ -295,6 +336,9 @@ pub struct EvalReport {
     /// Per scenario type: AUROC of users' highest and of their mean Half-Space Trees score,
     /// scenario users against ordinary users.
     pub hst_auroc: Vec<(String, Option<f64>, Option<f64>)>,
+    /// Per scenario type: (name, labelled, users with a `MODEL_SURPRISE` alert); empty when
+    /// model surprise was off.
+    pub surprise_coverage: Vec<(String, usize, usize)>,
     /// Findings merged into open alerts without re-emission.
     pub suppressed: u64,
     /// Escalations (re-emissions with a higher severity).
@@ -324,6 +368,12 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     let validation = &opts.validation;
     let mut dedupe = Deduper::new(opts.dedupe_window_ms, opts.dedupe_max_ids);
     let mut detector = Detector::new(opts.rules.clone(), "evaluate-detector");
+    let mut scoring = opts.model_surprise.as_ref().map(|m| {
+        (
+            FeatureWindower::new(m.windower.clone()),
+            Scorer::new(m.model.clone(), &m.scorer, ""),
+        )
+    });
     let mut alerts = Vec::new();
     let mut user_scores: HashMap<String, UserScore> = HashMap::new();
     let (mut events, mut dropped, mut now) = (0u64, 0u64, i64::MIN);
@@ -340,7 +390,13 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
             continue;
         }
         events += 1;
-        for a in detector.on_event(&ev) {
+        let mut raised = detector.on_event(&ev);
+        if let Some((windower, scorer)) = scoring.as_mut() {
+            // As in the pipeline: the prediction for an event reaches the detector after it.
+            let prediction = scorer.score(&windower.update(&ev));
+            raised.extend(detector.on_prediction(&prediction));
+        }
+        for a in raised {
             alerts.push(AlertRecord {
                 alert_id: a.alert_id,
                 user_id: a.user_id,
@@ -363,6 +419,11 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         })
         .collect();
     let rows = score(&labels, &alerts);
+    let surprise_coverage = if opts.model_surprise.is_some() {
+        surprise_coverage(&labels, &alerts)
+    } else {
+        Vec::new()
+    };
     let labelled_users: HashSet<&str> = labels.iter().map(|l| l.user_id.as_str()).collect();
     let normal: Vec<&UserScore> = user_scores
         .iter()
@@ -398,6 +459,7 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         users: user_scores.len(),
         rows,
         hst_auroc,
+        surprise_coverage,
         suppressed: detector.suppressed(),
         escalated: detector.escalated(),
         wall_s: started.elapsed().as_secs_f64(),
@@ -415,8 +477,19 @@ pub fn render(r: &EvalReport) -> String {
     let _ = writeln!(
         s,
         "{} ordinary sessions, {} of each scenario, seed {}: {} clean events from {} users \
-         ({} records dropped by cleaning), {:.1} s.\n",
-        o.sessions, o.per_type, o.seed, r.events, r.users, r.dropped, r.wall_s
+         ({} records dropped by cleaning), {:.1} s{}.\n",
+        o.sessions,
+        o.per_type,
+        o.seed,
+        r.events,
+        r.users,
+        r.dropped,
+        r.wall_s,
+        if o.model_surprise.is_some() {
+            "; predictions from the scorer fed to the detector (model surprise on)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         s,
@@ -455,6 +528,16 @@ pub fn render(r: &EvalReport) -> String {
     let f = |a: &Option<f64>| a.map_or("-".into(), |v| format!("{v:.3}"));
     for (name, max, mean) in &r.hst_auroc {
         let _ = writeln!(s, "| {name} | {} | {} |", f(max), f(mean));
+    }
+    if !r.surprise_coverage.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nModel surprise (scenario users with a MODEL_SURPRISE alert; its false positives are in the table above):\n"
+        );
+        let _ = writeln!(s, "| scenario | labelled | flagged |\n|---|---:|---:|");
+        for (name, n, flagged) in &r.surprise_coverage {
+            let _ = writeln!(s, "| {name} | {n} | {flagged} |");
+        }
     }
     s
 }
@@ -550,5 +633,27 @@ mod tests {
         let text = render(&report);
         assert!(text.contains("| card_testing |"), "{text}");
         assert!(text.contains("| overall |"), "{text}");
+        assert!(report.surprise_coverage.is_empty(), "model surprise is off");
+    }
+
+    #[test]
+    fn model_surprise_runs_the_scorer_in_process() {
+        let windower = FeatureSpec::default();
+        let model = clickpath_stages::topology::builtin_model(&windower).expect("built-in model");
+        let report = evaluate(&EvalOptions {
+            sessions: 300,
+            seed: 11,
+            per_type: 1,
+            model_surprise: Some(SurpriseSetup {
+                model,
+                windower,
+                scorer: ScorerConfig::default(),
+            }),
+            ..EvalOptions::default()
+        })
+        .expect("evaluation runs");
+        let labelled: usize = report.surprise_coverage.iter().map(|r| r.1).sum();
+        assert_eq!(labelled, 4, "{:?}", report.surprise_coverage);
+        assert!(render(&report).contains("model surprise on"));
     }
 }

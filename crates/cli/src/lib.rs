@@ -1,6 +1,7 @@
 //! The `clickpath` command as a library, so integration tests drive the same code as the binary.
 #![warn(missing_docs)]
 
+pub mod bench_restore;
 pub mod collect;
 pub mod demo;
 pub mod evaluate_detector;

@@ -7,9 +7,6 @@ use clickpath_cli::generate::{generate_to_dir, generate_to_kafka, read_events_js
 use clickpath_cli::pipeline::{join_stages, spawn_stages};
 use clickpath_cli::produce::EventProducer;
 use clickpath_generator::{Generator, GeneratorConfig};
-use clickpath_runtime::health::Health;
-use clickpath_runtime::metrics::Metrics;
-use clickpath_runtime::shutdown::Shutdown;
 use clickpath_runtime::{ClickpathConfig, RunnerEnv};
 use clickpath_schema::codec::Codec;
 use clickpath_stages::StageName;
@@ -121,9 +118,19 @@ enum Command {
         /// Injected instances of each scenario type.
         #[arg(long, default_value_t = 25)]
         per_type: u32,
+        /// Also score every event with the configured model and feed the predictions to the
+        /// detector (the model-surprise rule).
+        #[arg(long)]
+        model_surprise: bool,
     },
     /// Path analytics of a file of events (funnel, paths, time to convert, decision factors) as one HTML page.
     Report(clickpath_cli::report::ReportArgs),
+    /// Measure how fast the sessionizer restores its state from the changelog (needs a broker).
+    BenchRestore {
+        /// Users whose state is written and restored.
+        #[arg(long, default_value_t = 200_000)]
+        users: usize,
+    },
     /// Check configuration files and report every problem at once.
     Validate {
         /// Files to check (default: the --config file, or the embedded defaults).
@@ -173,8 +180,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sessions,
             seed,
             per_type,
+            model_surprise,
         } => {
             let cfg = load_config(cli.config.as_ref())?;
+            let model_surprise = if model_surprise {
+                Some(clickpath_cli::evaluate_detector::SurpriseSetup {
+                    model: clickpath_stages::topology::load_scorer_model(&env_for(cfg.clone()))?,
+                    windower: cfg.windower.clone(),
+                    scorer: cfg.scorer.clone(),
+                })
+            } else {
+                None
+            };
             let opts = clickpath_cli::evaluate_detector::EvalOptions {
                 sessions,
                 seed,
@@ -183,6 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 validation: cfg.cleaning.validation,
                 dedupe_window_ms: cfg.cleaning.dedupe_window_ms,
                 dedupe_max_ids: cfg.cleaning.dedupe_max_ids,
+                model_surprise,
             };
             let report = clickpath_cli::evaluate_detector::evaluate(&opts)?;
             print!("{}", clickpath_cli::evaluate_detector::render(&report));
@@ -254,15 +272,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(async {
                 env.shutdown.trigger_on_signals();
-                clickpath_runtime::http::serve(
-                    &env.config.http.bind,
-                    env.health.clone(),
-                    env.metrics.clone(),
-                )
-                .await
+                clickpath_runtime::http::serve_env(&env).await
             })?;
             let running = spawn_stages(&names, &env, false)?;
             join_stages(running)?;
+            Ok(())
+        }
+        Command::BenchRestore { users } => {
+            let mut cfg = load_config(cli.config.as_ref())?;
+            let run_id = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis();
+            cfg.topics = cfg.topics.with_prefix(&format!("bench-{run_id}."));
+            cfg.kafka.group_prefix = format!("clickpath-bench-{run_id}");
+            let r = clickpath_cli::bench_restore::bench_restore(&cfg, users)?;
+            println!(
+                "restored {} users ({} records, {:.1} MiB, {:.0} bytes/user) in {:.2} s = {:.0} users/s",
+                r.users,
+                r.records,
+                r.bytes as f64 / (1 << 20) as f64,
+                r.bytes as f64 / r.users.max(1) as f64,
+                r.seconds,
+                r.users_per_second()
+            );
             Ok(())
         }
         Command::Topics {
@@ -284,7 +316,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // Stateful stages' compacted changelogs (the stages also make them at start).
             let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, "sessionizer");
-            clickpath_runtime::changelog::ensure_changelog_topic(&cfg, &changelog, &cfg.topics.clean)?;
+            clickpath_runtime::changelog::ensure_changelog_topic(
+                &cfg,
+                &changelog,
+                &cfg.topics.clean,
+            )?;
             println!("{:<13} {changelog:<32} ready", "changelog");
             Ok(())
         }

@@ -6,11 +6,12 @@
 
 use clickpath_adapters::Format;
 use clickpath_core::analytics::{
-    FunnelOrder, FunnelSpec, PathSpec, Step, Unit, funnel_report, journeys, path_counts,
+    FunnelOrder, FunnelSpec, PathSpec, RollingFunnel, Step, Unit, funnel_report, journeys,
+    path_counts,
 };
 use clickpath_generator::{Generated, Generator, GeneratorConfig};
 use clickpath_schema::{ClickEvent, EventType};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// What the reference computes for one funnel.
@@ -294,4 +295,117 @@ fn diginetica_agrees_with_the_reference() {
     let events = read(Format::Diginetica, &path);
     let steps = [vec![ProductView], vec![Purchase]];
     check("diginetica", &events, &steps, &[30 * MIN, 1440 * MIN]);
+}
+
+/// Per bucket of attempt starts: (uniques, totals), by the reference model.
+fn reference_bucketed(
+    events: &[ClickEvent],
+    steps: &[Vec<EventType>],
+    order: FunnelOrder,
+    window: i64,
+    bucket: i64,
+) -> BTreeMap<i64, (Vec<u64>, Vec<u64>)> {
+    let n = steps.len();
+    let mut by_user: HashMap<&str, Vec<&ClickEvent>> = HashMap::new();
+    for e in events {
+        by_user.entry(&e.user_id).or_default().push(e);
+    }
+    let mut out: BTreeMap<i64, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+    for evs in by_user.values_mut() {
+        evs.sort_by_key(|e| e.event_time);
+        // bucket -> (best reach, blocked through)
+        let mut per_bucket: BTreeMap<i64, (usize, Option<usize>)> = BTreeMap::new();
+        for i in 0..evs.len() {
+            let Some((reached, last, _)) = ref_attempt(evs, steps, order, window, i) else {
+                continue;
+            };
+            let b = evs[i].event_time.div_euclid(bucket) * bucket;
+            let (best, blocked) = per_bucket.entry(b).or_insert((0, None));
+            *best = (*best).max(reached);
+            let counts = out.entry(b).or_insert((vec![0; n], vec![0; n]));
+            if blocked.is_some_and(|x| i <= x) {
+                continue;
+            }
+            for k in 0..reached {
+                counts.1[k] += 1;
+            }
+            if reached == n {
+                *blocked = Some(last);
+            }
+        }
+        for (b, (best, _)) in per_bucket {
+            let counts = out.get_mut(&b).unwrap();
+            for k in 0..best {
+                counts.0[k] += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Feeds `events` in file order, with the watermark `lateness` behind the newest event.
+fn check_rolling(name: &str, events: &[ClickEvent], steps: &[Vec<EventType>], bucket: i64) {
+    let window = 30 * MIN;
+    let lateness = 60 * MIN;
+    for order in [
+        FunnelOrder::Ordered,
+        FunnelOrder::Strict,
+        FunnelOrder::AnyOrder,
+    ] {
+        let spec = FunnelSpec::new(
+            steps.iter().map(|s| Step::of(s)).collect(),
+            order,
+            window,
+            Unit::User,
+            bucket,
+        )
+        .unwrap();
+        let mut rolling = RollingFunnel::new(spec, 100_000);
+        let mut got = Vec::new();
+        let mut newest = i64::MIN;
+        for (i, e) in events.iter().enumerate() {
+            rolling.push(e);
+            newest = newest.max(e.event_time);
+            if i % 50 == 0 {
+                got.extend(rolling.advance(newest - lateness));
+            }
+        }
+        got.extend(rolling.flush());
+        assert_eq!(rolling.late(), 0, "{name}: late events");
+        assert_eq!(rolling.units(), 0, "{name}: state left after flush");
+        let got: BTreeMap<i64, (Vec<u64>, Vec<u64>)> = got
+            .into_iter()
+            .map(|b| {
+                let s: u64 = b.segments[0].values.iter().map(|v| v.1.uniques[0]).sum();
+                assert_eq!(s, b.counts.uniques[0], "{name}: segments partition units");
+                (b.start_ms, (b.counts.uniques, b.counts.totals))
+            })
+            .collect();
+        let want = reference_bucketed(events, steps, order, window, bucket);
+        assert!(want.len() > 1, "{name}: one bucket only");
+        assert_eq!(got, want, "{name} {order:?}");
+    }
+}
+
+#[test]
+fn rolling_buckets_agree_with_the_reference() {
+    let cfg = GeneratorConfig {
+        sessions: 400,
+        users: 150,
+        ..GeneratorConfig::default()
+    };
+    let events: Vec<ClickEvent> = Generator::new(cfg)
+        .unwrap()
+        .filter_map(|g| match g {
+            Generated::Event(e) => Some(e),
+            Generated::Malformed(_) => None,
+        })
+        .collect();
+    let steps = [vec![ProductView], vec![AddToCart], vec![Purchase]];
+    check_rolling("generated", &events, &steps, 60 * MIN);
+    let rees = read(
+        Format::Rees46,
+        &fixtures().join("rees46/2019-Oct-sample.csv"),
+    );
+    check_rolling("rees46", &rees, &steps, MIN);
 }

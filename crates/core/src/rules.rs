@@ -26,6 +26,9 @@
 //! - **Price anomaly** ([`AlertType::PriceAnomaly`]): an item price whose robust z-score against
 //!   its category's running baseline of log prices ([`crate::anomaly::RobustEwma`]) is at least
 //!   `price_max_abs_z` in absolute value, once the category has `price_min_samples` prices.
+//! - **Model surprise** ([`AlertType::ModelSurprise`]): fed the scorer's predictions with
+//!   [`Detector::on_prediction`], the mean of `-ln p(observed next action)` over the user's last
+//!   `surprise_min_events` actions reaches `surprise_min_mean_nats`.
 //!
 //! Every event is also scored by a population [`HalfSpaceTrees`] forest over per-event features
 //! (see [`signals`]); the score of the triggering event is written into each alert's reasons and
@@ -59,12 +62,13 @@ pub mod cart;
 mod price;
 mod sequence;
 pub mod signals;
+mod surprise;
 mod takeover;
 mod velocity;
 
 use crate::anomaly::{HalfSpaceTrees, HstConfig};
 use crate::hash::{U64Build, fnv1a};
-use clickpath_schema::{AlertType, ClickEvent, FraudAlert, Severity};
+use clickpath_schema::{AlertType, ClickEvent, FraudAlert, Prediction, Severity};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
@@ -122,6 +126,11 @@ pub struct RulesConfig {
     pub price_alpha: f64,
     /// Most categories with a price baseline (later ones are not checked). Default 10,000.
     pub price_max_categories: usize,
+    /// Scored actions the model-surprise rule averages over. Default 8.
+    pub surprise_min_events: u32,
+    /// Mean surprise (`-ln p` of the observed next action under the model's prediction, in nats)
+    /// at which the model-surprise rule alerts. Default 4.0.
+    pub surprise_min_mean_nats: f64,
     /// Smoothing of the per-user and population baselines of inter-event times. Default 0.05.
     pub baseline_alpha: f64,
     /// The Half-Space Trees anomaly scorer.
@@ -158,6 +167,8 @@ impl Default for RulesConfig {
             price_min_samples: 50,
             price_alpha: 0.02,
             price_max_categories: 10_000,
+            surprise_min_events: 8,
+            surprise_min_mean_nats: 4.0,
             baseline_alpha: 0.05,
             hst: HstConfig::default(),
             cooldown_ms: 10 * 60 * 1000,
@@ -284,6 +295,7 @@ struct UserRules {
     takeover: takeover::TakeoverState,
     cart: cart::CartState,
     sequence: sequence::SequenceState,
+    surprise: surprise::SurpriseState,
     open: [Option<OpenAlert>; 8],
 }
 
@@ -298,6 +310,7 @@ impl UserRules {
             takeover: Default::default(),
             cart: Default::default(),
             sequence: Default::default(),
+            surprise: Default::default(),
             open: Default::default(),
         }
     }
@@ -385,6 +398,12 @@ impl Detector {
         findings.extend(takeover::takeover(&mut user.takeover, profile, ev, cfg));
         findings.extend(cart::cart_stuffing(&mut user.cart, ev, cfg));
         findings.extend(sequence::impossible_sequence(&mut user.sequence, ev, cfg));
+        findings.extend(surprise::on_event(
+            &mut user.surprise,
+            &user.recent,
+            ev,
+            cfg,
+        ));
         let price_z = self.prices.observe(ev, cfg);
         findings.extend(price::price_anomaly(ev, price_z, cfg));
 
@@ -397,69 +416,52 @@ impl Detector {
             user.card.failures(),
             user.cart.unviewed_adds(),
         );
-        self.last_score = self.hst.score(&features);
-        self.hst.learn(&features);
+        self.last_score = self.hst.score_and_learn(&features);
         profile.observe(ev);
 
-        let mut alerts = Vec::new();
-        for mut f in findings {
-            f.reasons.push(format!(
-                "Half-Space Trees anomaly score {:.2} on the triggering event.",
-                self.last_score
-            ));
-            let open = &mut user.open[slot(f.alert_type)];
-            match open {
-                Some(o) if now < o.opened_at.saturating_add(cfg.cooldown_ms) => {
-                    let a = &mut o.alert;
-                    for id in f.evidence {
-                        if !a.evidence_event_ids.contains(&id) {
-                            a.evidence_event_ids.push(id);
-                        }
-                    }
-                    let excess = a
-                        .evidence_event_ids
-                        .len()
-                        .saturating_sub(cfg.max_evidence.max(1));
-                    a.evidence_event_ids.drain(..excess);
-                    a.window_start = a.window_start.min(f.window_start);
-                    a.window_end = a.window_end.max(f.window_end);
-                    a.score = a.score.max(f.score);
-                    if rank(f.severity) > rank(a.severity) {
-                        a.severity = f.severity;
-                        a.reasons = f.reasons;
-                        self.escalated += 1;
-                        alerts.push(a.clone());
-                    } else {
-                        self.suppressed += 1;
-                    }
-                }
-                _ => {
-                    let alert = FraudAlert {
-                        alert_id: format!(
-                            "{}:{}:{}",
-                            ev.user_id,
-                            alert_type_symbol(f.alert_type),
-                            f.window_start
-                        ),
-                        user_id: ev.user_id.clone(),
-                        alert_type: f.alert_type,
-                        severity: f.severity,
-                        score: f.score,
-                        reasons: f.reasons,
-                        evidence_event_ids: f.evidence,
-                        window_start: f.window_start,
-                        window_end: f.window_end,
-                        detector_version: self.version.clone(),
-                    };
-                    alerts.push(alert.clone());
-                    *open = Some(OpenAlert {
-                        opened_at: now,
-                        alert,
-                    });
-                }
-            }
-        }
-        alerts
+        let score = self.last_score;
+        raise(
+            user,
+            findings,
+            Some(score),
+            now,
+            &ev.user_id,
+            cfg,
+            &self.version,
+            &mut self.suppressed,
+            &mut self.escalated,
+        )
+    }
+
+    /// Folds a prediction (from the scorer) into its user's model-surprise state and returns the
+    /// alerts it raises or escalates: the observed next action is scored against it, whichever of
+    /// the two arrives first.
+    pub fn on_prediction(&mut self, p: &Prediction) -> Vec<FraudAlert> {
+        let cfg = &self.cfg;
+        let user = match self.users.get_mut(p.user_id.as_str()) {
+            Some(u) => u,
+            None => self
+                .users
+                .entry(p.user_id.clone())
+                .or_insert_with(|| UserRules::new(p.event_time)),
+        };
+        let now = user.last_time.max(p.event_time);
+        user.last_time = now;
+        let findings: Vec<Finding> =
+            surprise::on_prediction(&mut user.surprise, &user.recent, p, cfg)
+                .into_iter()
+                .collect();
+        raise(
+            user,
+            findings,
+            None,
+            now,
+            &p.user_id,
+            cfg,
+            &self.version,
+            &mut self.suppressed,
+            &mut self.escalated,
+        )
     }
 
     /// Half-Space Trees anomaly score (0..1, higher is stranger) of the last event passed to
@@ -514,6 +516,81 @@ impl Detector {
     pub fn escalated(&self) -> u64 {
         self.escalated
     }
+}
+
+/// Opens, updates or escalates the user's alerts for `findings` (see the module docs).
+#[allow(clippy::too_many_arguments)]
+fn raise(
+    user: &mut UserRules,
+    findings: Vec<Finding>,
+    hst_score: Option<f64>,
+    now: i64,
+    user_id: &str,
+    cfg: &RulesConfig,
+    version: &str,
+    suppressed: &mut u64,
+    escalated: &mut u64,
+) -> Vec<FraudAlert> {
+    let mut alerts = Vec::new();
+    for mut f in findings {
+        if let Some(score) = hst_score {
+            f.reasons.push(format!(
+                "Half-Space Trees anomaly score {score:.2} on the triggering event."
+            ));
+        }
+        let open = &mut user.open[slot(f.alert_type)];
+        match open {
+            Some(o) if now < o.opened_at.saturating_add(cfg.cooldown_ms) => {
+                let a = &mut o.alert;
+                for id in f.evidence {
+                    if !a.evidence_event_ids.contains(&id) {
+                        a.evidence_event_ids.push(id);
+                    }
+                }
+                let excess = a
+                    .evidence_event_ids
+                    .len()
+                    .saturating_sub(cfg.max_evidence.max(1));
+                a.evidence_event_ids.drain(..excess);
+                a.window_start = a.window_start.min(f.window_start);
+                a.window_end = a.window_end.max(f.window_end);
+                a.score = a.score.max(f.score);
+                if rank(f.severity) > rank(a.severity) {
+                    a.severity = f.severity;
+                    a.reasons = f.reasons;
+                    *escalated += 1;
+                    alerts.push(a.clone());
+                } else {
+                    *suppressed += 1;
+                }
+            }
+            _ => {
+                let alert = FraudAlert {
+                    alert_id: format!(
+                        "{}:{}:{}",
+                        user_id,
+                        alert_type_symbol(f.alert_type),
+                        f.window_start
+                    ),
+                    user_id: user_id.to_owned(),
+                    alert_type: f.alert_type,
+                    severity: f.severity,
+                    score: f.score,
+                    reasons: f.reasons,
+                    evidence_event_ids: f.evidence,
+                    window_start: f.window_start,
+                    window_end: f.window_end,
+                    detector_version: version.to_owned(),
+                };
+                alerts.push(alert.clone());
+                *open = Some(OpenAlert {
+                    opened_at: now,
+                    alert,
+                });
+            }
+        }
+    }
+    alerts
 }
 
 /// Stable hash of an optional string field, for bounded per-user sets.

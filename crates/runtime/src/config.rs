@@ -206,12 +206,16 @@ impl Default for RuntimeConfig {
 pub struct HttpConfig {
     /// Listen address; port 0 picks a free port.
     pub bind: String,
+    /// File holding a bearer token; when set, every path but `/healthz` and `/readyz` requires
+    /// `Authorization: Bearer <token>`. Empty: no authentication.
+    pub bearer_token_file: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             bind: "127.0.0.1:9464".into(),
+            bearer_token_file: String::new(),
         }
     }
 }
@@ -290,10 +294,15 @@ impl ClickpathConfig {
             }
             builder = builder.add_source(File::from(path).format(FileFormat::Toml));
         }
-        let env_map: std::collections::HashMap<String, String> = env
+        // librdkafka property names contain dots, which the layered loader would split into nested keys:
+        // CLICKPATH__KAFKA__PROPERTIES__<name> variables are applied verbatim after loading instead.
+        const PROPS: &str = "CLICKPATH__KAFKA__PROPERTIES__";
+        type Vars = Vec<(String, String)>;
+        let (props, env_map): (Vars, Vars) = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("CLICKPATH__"))
-            .collect();
+            .partition(|(k, _)| k.starts_with(PROPS));
+        let env_map: std::collections::HashMap<String, String> = env_map.into_iter().collect();
         builder = builder.add_source(
             Environment::with_prefix("CLICKPATH")
                 .prefix_separator("__")
@@ -304,9 +313,19 @@ impl ClickpathConfig {
         let merged = builder.build().map_err(|e| ConfigError {
             problems: vec![e.to_string()],
         })?;
-        let value: serde_json::Value = merged.try_deserialize().map_err(|e| ConfigError {
+        let mut value: serde_json::Value = merged.try_deserialize().map_err(|e| ConfigError {
             problems: vec![e.to_string()],
         })?;
+        for (k, v) in props {
+            let name = k[PROPS.len()..].to_lowercase();
+            if let Some(map) = value
+                .get_mut("kafka")
+                .and_then(|k| k.get_mut("properties"))
+                .and_then(|p| p.as_object_mut())
+            {
+                map.insert(name, serde_json::Value::String(v));
+            }
+        }
         Self::from_value(value)
     }
 
@@ -481,6 +500,26 @@ mod tests {
         let cfg = ClickpathConfig::load_with_env(Some(&path), env).unwrap();
         assert_eq!(cfg.kafka.brokers, "env:2");
         assert_eq!(cfg.topics.partitions, 6);
+    }
+
+    #[test]
+    fn librdkafka_properties_from_the_environment_keep_their_dots() {
+        let env = vec![
+            (
+                "CLICKPATH__KAFKA__PROPERTIES__GROUP.INSTANCE.ID".to_string(),
+                "pod-1".to_string(),
+            ),
+            (
+                "CLICKPATH__KAFKA__PROPERTIES__LINGER.MS".to_string(),
+                "5".to_string(),
+            ),
+        ];
+        let cfg = ClickpathConfig::load_with_env(None, env).unwrap();
+        assert_eq!(cfg.kafka.properties["group.instance.id"], "pod-1");
+        assert_eq!(
+            cfg.kafka.properties["linger.ms"], "5",
+            "numbers stay strings"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::query::Queries;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -73,11 +74,22 @@ pub fn router(health: Health, metrics: Metrics) -> Router {
 /// nothing can be probed without it) answers 401 unless the request carries `Authorization: Bearer
 /// <token>`.
 pub fn router_with_auth(health: Health, metrics: Metrics, token: Option<String>) -> Router {
+    router_full(health, metrics, Queries::new(), token)
+}
+
+/// The whole API: health, metrics and the per-user queries of the stages in `queries`.
+pub fn router_full(
+    health: Health,
+    metrics: Metrics,
+    queries: Queries,
+    token: Option<String>,
+) -> Router {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState { health, metrics });
+        .with_state(AppState { health, metrics })
+        .merge(crate::http_query::routes(queries));
     match token {
         Some(token) => app.layer(middleware::from_fn_with_state(
             Arc::<str>::from(token),
@@ -164,12 +176,37 @@ pub async fn serve_with_auth(
     metrics: Metrics,
     token: Option<String>,
 ) -> anyhow::Result<SocketAddr> {
+    serve_full(bind, health, metrics, Queries::new(), token).await
+}
+
+/// Serves the stages of `env` on `http.bind`, with the bearer token from `http.bearer_token_file` if set.
+pub async fn serve_env(env: &crate::RunnerEnv) -> anyhow::Result<SocketAddr> {
+    let token = read_bearer_token(&env.config.http.bearer_token_file)
+        .map_err(|e| anyhow::anyhow!("http.bearer_token_file: {e}"))?;
+    serve_full(
+        &env.config.http.bind,
+        env.health.clone(),
+        env.metrics.clone(),
+        env.queries.clone(),
+        token,
+    )
+    .await
+}
+
+/// Like [`serve_with_auth`], with the per-user query routes of `queries`.
+pub async fn serve_full(
+    bind: &str,
+    health: Health,
+    metrics: Metrics,
+    queries: Queries,
+    token: Option<String>,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {bind} (http.bind): {e}"))?;
     let addr = listener.local_addr()?;
     let auth = token.is_some();
-    let app = router_with_auth(health, metrics, token);
+    let app = router_full(health, metrics, queries, token);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped.");

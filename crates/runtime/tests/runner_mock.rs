@@ -2,7 +2,6 @@
 //! (The same paths run against the real broker in the workspace's end-to-end test.)
 
 use clickpath_runtime::config::ClickpathConfig;
-use clickpath_runtime::health::Health;
 use clickpath_runtime::metrics::Metrics;
 use clickpath_runtime::shutdown::Shutdown;
 use clickpath_runtime::{Context, RunnerEnv, Stage, StageError, run_stage};

@@ -1,11 +1,15 @@
 //! Anomaly detector: fraud and bot rules over clean events; alerts keyed by user.
+//!
+//! All logic is `clickpath_core::rules::Detector` (the same code `clickpath evaluate-detector`
+//! measures). An alert is published when it opens and again, with the same `alert_id`, each time
+//! later evidence raises its severity; consumers keep the latest version per `alert_id`.
 
 use clickpath_core::rules::{Detector as CoreDetector, RulesConfig};
 use clickpath_runtime::{Context, Stage, StageError};
 use clickpath_schema::ClickEvent;
 
 /// Version written into every alert.
-pub const DETECTOR_VERSION: &str = concat!("rules-", env!("CARGO_PKG_VERSION"));
+pub const DETECTOR_VERSION: &str = concat!("rules+hst-", env!("CARGO_PKG_VERSION"));
 
 /// The detector stage.
 pub struct Detector {

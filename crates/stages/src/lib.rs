@@ -6,6 +6,7 @@
 //! detector -> alerts}`; records nobody can process go to the dead-letter topic.
 #![warn(missing_docs)]
 
+pub mod analytics;
 pub mod cleaning;
 pub mod detector;
 pub mod scorer;

@@ -29,6 +29,9 @@ pub struct Sessionizer {
     /// Changelog records read during a restore, applied when the partition is handed over (last write wins,
     /// tombstones delete): a changelog that is not compacted yet holds several values per key.
     restoring: BTreeMap<i32, Restoring>,
+    /// The watermark last written to the changelog, per partition: it is written whenever it moved, even when
+    /// no user changed (a duplicate with a newer time can move it), so a restore resumes exactly.
+    written_watermark: BTreeMap<i32, i64>,
 }
 
 #[derive(Default)]
@@ -41,7 +44,12 @@ impl Sessionizer {
     /// A sessionizer writing summaries to `sessions_topic` and too-late events to `late_topic`. With
     /// `flush_on_shutdown` the open sessions are closed and published when the stage stops (the demo wants
     /// that; a long-running deployment does not, since the next owner continues them from the changelog).
-    pub fn new(cfg: &SessionConfig, sessions_topic: &str, late_topic: &str, flush_on_shutdown: bool) -> Self {
+    pub fn new(
+        cfg: &SessionConfig,
+        sessions_topic: &str,
+        late_topic: &str,
+        flush_on_shutdown: bool,
+    ) -> Self {
         Sessionizer {
             config: cfg.clone(),
             per_partition: BTreeMap::new(),
@@ -52,6 +60,7 @@ impl Sessionizer {
             durable: true,
             changes: Vec::new(),
             restoring: BTreeMap::new(),
+            written_watermark: BTreeMap::new(),
         }
     }
 
@@ -68,7 +77,11 @@ impl Sessionizer {
             .or_insert_with(|| CoreSessionizer::new(config.clone()))
     }
 
-    fn emit_all(&self, summaries: Vec<SessionSummary>, ctx: &mut Context<'_>) -> Result<(), StageError> {
+    fn emit_all(
+        &self,
+        summaries: Vec<SessionSummary>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), StageError> {
         for summary in summaries {
             ctx.emit(&self.sessions_topic, &summary.user_id, &summary)?;
         }
@@ -84,14 +97,15 @@ impl Sessionizer {
         let mut views = Vec::with_capacity(changed.len());
         let mut changes = Vec::with_capacity(changed.len() + 1);
         for (user, state) in changed {
-            let view = s.path_view(&user).map(|v| serde_json::to_value(v).unwrap_or_default());
+            let view = s
+                .path_view(&user)
+                .map(|v| serde_json::to_value(v).unwrap_or_default());
             views.push((user.clone(), view));
             if durable {
                 let value = match state {
-                    Some(state) => Some(
-                        serde_json::to_vec(&state)
-                            .map_err(|e| StageError::Fatal(format!("cannot serialise state of a user: {e}")))?,
-                    ),
+                    Some(state) => Some(serde_json::to_vec(&state).map_err(|e| {
+                        StageError::Fatal(format!("cannot serialise state of a user: {e}"))
+                    })?),
                     None => None,
                 };
                 changes.push(StateChange {
@@ -101,7 +115,8 @@ impl Sessionizer {
                 });
             }
         }
-        if durable && !changes.is_empty() {
+        if durable && self.written_watermark.get(&partition) != Some(&watermark) {
+            self.written_watermark.insert(partition, watermark);
             changes.push(StateChange {
                 partition,
                 key: WATERMARK_KEY.to_vec(),
@@ -134,7 +149,12 @@ impl Stage for Sessionizer {
         self.emit_all(closed, ctx)?;
         for (event, reason) in late {
             // Never silently dropped: the event itself, with the reason in a header.
-            ctx.emit_with_headers(&self.late_topic, &event.user_id, &event, vec![("clickpath.late.reason", reason)])?;
+            ctx.emit_with_headers(
+                &self.late_topic,
+                &event.user_id,
+                &event,
+                vec![("clickpath.late.reason", reason)],
+            )?;
         }
         Ok(())
     }
@@ -143,6 +163,7 @@ impl Stage for Sessionizer {
         // The new owner restores these partitions from the changelog; drop our copy.
         for p in partitions {
             self.per_partition.remove(p);
+            self.written_watermark.remove(p);
         }
     }
 
@@ -172,14 +193,21 @@ impl Stage for Sessionizer {
         std::mem::take(&mut self.changes)
     }
 
-    fn restore(&mut self, partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<(), StageError> {
+    fn restore(
+        &mut self,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StageError> {
         let r = self.restoring.entry(partition).or_default();
         if key == WATERMARK_KEY {
             if let Some(v) = value {
                 let wm = std::str::from_utf8(v)
                     .ok()
                     .and_then(|t| t.parse().ok())
-                    .ok_or_else(|| StageError::Fatal("changelog watermark is not a number".into()))?;
+                    .ok_or_else(|| {
+                        StageError::Fatal("changelog watermark is not a number".into())
+                    })?;
                 r.watermark = Some(wm);
             }
             return Ok(());
@@ -211,15 +239,21 @@ impl Stage for Sessionizer {
                     Ok(state) => {
                         fresh.restore_user(user.clone(), state);
                         if let Some(view) = fresh.path_view(&user) {
-                            self.query.publish(&user, serde_json::to_value(view).unwrap_or_default());
+                            self.query
+                                .publish(&user, serde_json::to_value(view).unwrap_or_default());
                         }
                     }
                     // A record this version cannot read must not stop the partition; the user starts afresh.
-                    Err(e) => tracing::error!(partition = p, error = %e, "Changelog state does not parse; user restarts empty."),
+                    Err(e) => {
+                        tracing::error!(partition = p, error = %e, "Changelog state does not parse; user restarts empty.")
+                    }
                 }
             }
             // Restoring is not a change: nothing to write back.
             let _ = fresh.take_changed();
+            if let Some(wm) = restored.watermark {
+                self.written_watermark.insert(p, wm);
+            }
             self.per_partition.insert(p, fresh);
         }
     }

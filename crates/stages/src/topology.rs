@@ -105,7 +105,12 @@ pub fn run_named(
             run_stage(Cleaning::new(&cfg.cleaning, &cfg.topics.clean), &input, env)
         }
         StageName::Sessionizer => run_stage(
-            Sessionizer::new(&cfg.sessionizer, &cfg.topics.sessions, &cfg.topics.late_events, flush_on_shutdown),
+            Sessionizer::new(
+                &cfg.sessionizer,
+                &cfg.topics.sessions,
+                &cfg.topics.late_events,
+                flush_on_shutdown,
+            ),
             &input,
             env,
         ),

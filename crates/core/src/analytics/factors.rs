@@ -13,7 +13,8 @@
 //! odds ratio is `(a+½)(d+½) / ((b+½)(c+½))` (Haldane–Anscombe correction, so empty cells stay
 //! finite), its confidence interval `exp(ln OR ± z·√(1/(a+½) + 1/(b+½) + 1/(c+½) + 1/(d+½)))`
 //! (Woolf), and the lift `(a/(a+b)) / ((a+c)/(a+b+c+d))`. Features present in fewer than
-//! `min_support` units are left out; the rest are ranked by `|ln OR|`, strongest first.
+//! `min_support` units are left out. The rest are ranked by [`Factor::strength`], the interval end
+//! nearest to 1, so a significant factor comes before any that is not.
 
 use super::funnels::{FunnelSpec, Segment, best_attempt};
 use super::journey::Journey;
@@ -77,6 +78,13 @@ pub struct Factor {
 }
 
 impl Factor {
+    /// The log of the interval's end nearest to 1, signed so that larger means a surer
+    /// association in either direction: `ln(ci_low)` above 1, `-ln(ci_high)` below. It is
+    /// positive exactly when the factor is significant.
+    pub fn strength(&self) -> f64 {
+        self.ci_low.ln().max(-self.ci_high.ln())
+    }
+
     /// Whether the interval excludes 1 (no association).
     pub fn significant(&self) -> bool {
         self.ci_low > 1.0 || self.ci_high < 1.0
@@ -183,11 +191,11 @@ pub fn decision_factors(
             Factor::new(name, kind, a, b, conv - a, drop - b, spec.z)
         })
         .collect();
+    // Rank by the confidence bound nearest to "no association": a factor seen in few units has a
+    // wide interval and sinks, however extreme its (corrected) point estimate.
     out.sort_by(|x, y| {
-        y.odds_ratio
-            .ln()
-            .abs()
-            .total_cmp(&x.odds_ratio.ln().abs())
+        y.strength()
+            .total_cmp(&x.strength())
             .then_with(|| x.name.cmp(&y.name))
     });
     out.truncate(spec.top);

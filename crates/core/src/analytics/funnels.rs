@@ -183,11 +183,38 @@ impl FunnelSpec {
         self.step_of[t.index()]
     }
 
-    fn can_start(&self, t: EventType) -> bool {
+    pub(crate) fn can_start(&self, t: EventType) -> bool {
         match self.order {
             FunnelOrder::AnyOrder => self.step_of(t).is_some(),
             FunnelOrder::Ordered | FunnelOrder::Strict => self.step_of(t) == Some(0),
         }
+    }
+}
+
+/// What the funnel needs of an event: its time and type. Journeys hold `&ClickEvent`; the
+/// rolling aggregator keeps compact `(time, type)` pairs.
+pub trait Timed {
+    /// Event time (ms).
+    fn time(&self) -> i64;
+    /// Event type.
+    fn kind(&self) -> EventType;
+}
+
+impl Timed for &ClickEvent {
+    fn time(&self) -> i64 {
+        self.event_time
+    }
+    fn kind(&self) -> EventType {
+        self.event_type
+    }
+}
+
+impl Timed for (i64, EventType) {
+    fn time(&self) -> i64 {
+        self.0
+    }
+    fn kind(&self) -> EventType {
+        self.1
     }
 }
 
@@ -220,14 +247,14 @@ struct NextStep {
 const NONE: u32 = u32::MAX;
 
 impl NextStep {
-    fn new(spec: &FunnelSpec, events: &[&ClickEvent]) -> Self {
+    fn new<E: Timed>(spec: &FunnelSpec, events: &[E]) -> Self {
         let steps = spec.steps.len();
         let n = events.len();
         let mut next = vec![NONE; (n + 1) * steps];
         for i in (0..n).rev() {
             let (head, tail) = next.split_at_mut((i + 1) * steps);
             head[i * steps..].copy_from_slice(&tail[..steps]);
-            if let Some(s) = spec.step_of(events[i].event_type) {
+            if let Some(s) = spec.step_of(events[i].kind()) {
                 head[i * steps + s] = i as u32;
             }
         }
@@ -242,23 +269,23 @@ impl NextStep {
 }
 
 /// The attempt starting at `events[start]`, or `None` if that event cannot start one.
-pub fn attempt_from(spec: &FunnelSpec, events: &[&ClickEvent], start: usize) -> Option<Attempt> {
+pub fn attempt_from<E: Timed>(spec: &FunnelSpec, events: &[E], start: usize) -> Option<Attempt> {
     attempt_with(spec, events, &NextStep::new(spec, events), start)
 }
 
-fn attempt_with(
+fn attempt_with<E: Timed>(
     spec: &FunnelSpec,
-    events: &[&ClickEvent],
+    events: &[E],
     next: &NextStep,
     start: usize,
 ) -> Option<Attempt> {
     let first = events.get(start)?;
-    if !spec.can_start(first.event_type) {
+    if !spec.can_start(first.kind()) {
         return None;
     }
     let n = spec.steps.len();
-    let t0 = first.event_time;
-    let within = |j: usize| events[j].event_time - t0 <= spec.window_ms;
+    let t0 = first.time();
+    let within = |j: usize| events[j].time() - t0 <= spec.window_ms;
     let mut a = Attempt {
         start,
         last: start,
@@ -270,7 +297,7 @@ fn attempt_with(
             while a.reached() < n {
                 match next.at(a.last + 1, a.reached()) {
                     Some(j) if within(j) => {
-                        a.times.push(events[j].event_time);
+                        a.times.push(events[j].time());
                         a.last = j;
                     }
                     _ => break,
@@ -282,10 +309,10 @@ fn attempt_with(
             while a.reached() < n {
                 let j = a.last + 1;
                 if j < events.len()
-                    && spec.step_of(events[j].event_type) == Some(a.reached())
+                    && spec.step_of(events[j].kind()) == Some(a.reached())
                     && within(j)
                 {
-                    a.times.push(events[j].event_time);
+                    a.times.push(events[j].time());
                     a.last = j;
                 } else {
                     break;
@@ -294,7 +321,7 @@ fn attempt_with(
         }
         FunnelOrder::AnyOrder => {
             // Every other step is done at its earliest event after the start, if that is in time.
-            let own = spec.step_of(first.event_type)?;
+            let own = spec.step_of(first.kind())?;
             let mut done: Vec<usize> = (0..n)
                 .filter(|&s| s != own)
                 .filter_map(|s| next.at(start + 1, s))
@@ -302,7 +329,7 @@ fn attempt_with(
                 .collect();
             done.sort_unstable();
             for j in done {
-                a.times.push(events[j].event_time);
+                a.times.push(events[j].time());
                 a.last = j;
             }
         }
@@ -311,10 +338,19 @@ fn attempt_with(
 }
 
 /// The unit's best attempt: the most steps completed, the earliest start among equals.
-pub fn best_attempt(spec: &FunnelSpec, events: &[&ClickEvent]) -> Option<Attempt> {
+pub fn best_attempt<E: Timed>(spec: &FunnelSpec, events: &[E]) -> Option<Attempt> {
+    best_attempt_in(spec, events, 0..events.len())
+}
+
+/// Like [`best_attempt`], among the attempts that start at an index in `starts`.
+pub fn best_attempt_in<E: Timed>(
+    spec: &FunnelSpec,
+    events: &[E],
+    starts: std::ops::Range<usize>,
+) -> Option<Attempt> {
     let next = NextStep::new(spec, events);
     let mut best: Option<Attempt> = None;
-    for i in 0..events.len() {
+    for i in starts {
         if let Some(a) = attempt_with(spec, events, &next, i) {
             if best.as_ref().is_none_or(|b| a.reached() > b.reached()) {
                 let full = a.reached() == spec.steps.len();
@@ -330,11 +366,20 @@ pub fn best_attempt(spec: &FunnelSpec, events: &[&ClickEvent]) -> Option<Attempt
 
 /// The attempts counted in totals: every starting event, except those inside an attempt that
 /// completed the funnel.
-pub fn totals_attempts(spec: &FunnelSpec, events: &[&ClickEvent]) -> Vec<Attempt> {
+pub fn totals_attempts<E: Timed>(spec: &FunnelSpec, events: &[E]) -> Vec<Attempt> {
+    totals_attempts_in(spec, events, 0..events.len())
+}
+
+/// Like [`totals_attempts`], for the attempts that start at an index in `starts`.
+pub fn totals_attempts_in<E: Timed>(
+    spec: &FunnelSpec,
+    events: &[E],
+    starts: std::ops::Range<usize>,
+) -> Vec<Attempt> {
     let next = NextStep::new(spec, events);
     let mut out = Vec::new();
     let mut blocked_through: Option<usize> = None;
-    for i in 0..events.len() {
+    for i in starts {
         if blocked_through.is_some_and(|b| i <= b) {
             continue;
         }
@@ -347,6 +392,9 @@ pub fn totals_attempts(spec: &FunnelSpec, events: &[&ClickEvent]) -> Vec<Attempt
     }
     out
 }
+
+/// The segment value of a unit without the attribute.
+pub const NO_VALUE: &str = "(none)";
 
 /// A dimension units are broken down by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -366,19 +414,21 @@ impl Segment {
 
     /// The value for a unit: from its first event that has the attribute, `(none)` otherwise.
     pub fn value(self, events: &[&ClickEvent]) -> String {
-        let pick = |e: &&ClickEvent| -> Option<String> {
-            let v = match self {
-                Segment::Channel => e.channel.as_deref(),
-                Segment::Device => e.device.as_deref().and_then(|d| d.split('-').next()),
-                Segment::Category => e.category.as_deref().and_then(|c| c.split('/').next()),
-            }?;
-            let v = v.trim();
-            (!v.is_empty()).then(|| v.to_string())
-        };
         events
             .iter()
-            .find_map(pick)
-            .unwrap_or_else(|| "(none)".to_string())
+            .find_map(|e| self.of_event(e))
+            .unwrap_or_else(|| NO_VALUE.to_string())
+    }
+
+    /// The value of one event, if it has the attribute.
+    pub fn of_event(self, e: &ClickEvent) -> Option<String> {
+        let v = match self {
+            Segment::Channel => e.channel.as_deref(),
+            Segment::Device => e.device.as_deref().and_then(|d| d.split('-').next()),
+            Segment::Category => e.category.as_deref().and_then(|c| c.split('/').next()),
+        }?;
+        let v = v.trim();
+        (!v.is_empty()).then(|| v.to_string())
     }
 
     /// Lowercase name.
@@ -437,8 +487,9 @@ impl FunnelCounts {
     }
 }
 
+/// Accumulates the counts of one group of units (shared with the rolling aggregator).
 #[derive(Default)]
-struct Acc {
+pub(crate) struct Acc {
     uniques: Vec<u64>,
     totals: Vec<u64>,
     deltas: Vec<Vec<i64>>,
@@ -446,7 +497,7 @@ struct Acc {
 }
 
 impl Acc {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         Acc {
             uniques: vec![0; n],
             totals: vec![0; n],
@@ -455,7 +506,7 @@ impl Acc {
         }
     }
 
-    fn add_unit(&mut self, best: &Attempt) {
+    pub(crate) fn add_unit(&mut self, best: &Attempt) {
         let n = self.uniques.len();
         for u in self.uniques.iter_mut().take(best.reached()) {
             *u += 1;
@@ -468,13 +519,13 @@ impl Acc {
         }
     }
 
-    fn add_attempt(&mut self, a: &Attempt) {
+    pub(crate) fn add_attempt(&mut self, a: &Attempt) {
         for t in self.totals.iter_mut().take(a.reached()) {
             *t += 1;
         }
     }
 
-    fn finish(self) -> FunnelCounts {
+    pub(crate) fn finish(self) -> FunnelCounts {
         let drop_off = self.uniques.windows(2).map(|w| w[0] - w[1]).collect();
         FunnelCounts {
             drop_off,

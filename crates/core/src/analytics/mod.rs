@@ -9,21 +9,25 @@
 //! - [`funnels`]: ordered, strict and any-order funnels with a conversion window, uniques and
 //!   totals, drop-off, step timings, per time bucket and per segment;
 //! - [`paths`]: compressed paths, top paths, converted-versus-dropped comparison and flows;
-//! - [`factors`]: events and properties ranked by their association with conversion.
+//! - [`factors`]: events and properties ranked by their association with conversion;
+//! - [`rolling`]: the funnel per time bucket, incrementally, for a streaming stage.
 
 pub mod factors;
 pub mod funnels;
 pub mod journey;
 pub mod paths;
+pub mod rolling;
 mod stats;
 
 pub use factors::{Factor, FactorKind, FactorSpec, decision_factors, unit_features};
 pub use funnels::{
     Attempt, BucketCounts, FunnelCounts, FunnelOrder, FunnelReport, FunnelSpec, Segment,
-    SegmentBreakdown, Step, StepTiming, attempt_from, best_attempt, funnel_report, totals_attempts,
+    SegmentBreakdown, Step, StepTiming, Timed, attempt_from, best_attempt, best_attempt_in,
+    funnel_report, totals_attempts, totals_attempts_in,
 };
 pub use journey::{Journey, Unit, journeys};
 pub use paths::{Flow, PathCount, PathReport, PathSpec, UnitPath, path_counts, path_report};
+pub use rolling::{BucketAggregate, RollingFunnel};
 pub use stats::nearest_rank;
 
 use clickpath_schema::ClickEvent;

@@ -237,6 +237,9 @@ fn factors_rank_by_odds_ratio_with_haldane_correction() {
     assert!((channel.odds_ratio - 1.0).abs() < 1e-12);
     assert!(!channel.significant());
     assert_eq!(f.last().unwrap().odds_ratio.ln().abs(), 0.0);
+    // Significant factors come first.
+    let sig: Vec<bool> = f.iter().map(Factor::significant).collect();
+    assert!(sig[0] && sig.windows(2).all(|w| w[0] || !w[1]), "{sig:?}");
     // Steps are never factors.
     assert!(f.iter().all(|f| f.name != "event:ADD_TO_CART"));
 }

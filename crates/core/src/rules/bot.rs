@@ -20,7 +20,8 @@ pub(super) struct Cadence {
 }
 
 impl Cadence {
-    /// Robust coefficient of variation of the gaps at the last full window, if any.
+    /// Robust coefficient of variation of the gaps at the last event, when the window was full
+    /// and at least half its gaps were short (otherwise not computed: clearly not a bot).
     pub(super) fn last_cv(&self) -> Option<f64> {
         self.last_cv
     }
@@ -56,19 +57,37 @@ pub(super) fn cadence(
     while state.events.len() > n {
         state.events.pop_front();
     }
+    state.last_cv = None;
     if state.events.len() < n {
-        state.last_cv = None;
         return None;
     }
-    let mut gaps: Vec<f64> = state
+    // Cheap test first (no sorting): the median gap is at most the limit exactly when at least
+    // half of the gaps are. Human traffic (median dwell over 10 s) stops here.
+    let max_gap = cfg.bot_max_median_gap_ms;
+    let short = state
         .events
         .iter()
         .zip(state.events.iter().skip(1))
-        .map(|(a, b)| (b.0 - a.0) as f64)
-        .collect();
-    let med = median(&mut gaps);
-    let mut dev: Vec<f64> = gaps.iter().map(|g| (g - med).abs()).collect();
-    let mad = median(&mut dev);
+        .filter(|(a, b)| b.0 - a.0 <= max_gap)
+        .count();
+    if 2 * short < n - 1 {
+        state.run = 0;
+        return None;
+    }
+    // Scratch space on the stack: no allocation per event.
+    let mut gaps = [0f64; MAX_WINDOW];
+    let gaps = &mut gaps[..n - 1];
+    for (g, (a, b)) in gaps
+        .iter_mut()
+        .zip(state.events.iter().zip(state.events.iter().skip(1)))
+    {
+        *g = (b.0 - a.0) as f64;
+    }
+    let med = median(gaps);
+    for g in gaps.iter_mut() {
+        *g = (*g - med).abs();
+    }
+    let mad = median(gaps);
     // A zero median (events in the same millisecond) is as regular as it gets.
     let cv = if med > 0.0 {
         MAD_SCALE * mad / med
@@ -76,12 +95,22 @@ pub(super) fn cadence(
         0.0
     };
     state.last_cv = Some(cv);
-    let mut items: Vec<u64> = state.events.iter().filter_map(|e| e.1).collect();
+    let mut items = [0u64; MAX_WINDOW];
+    let mut k = 0;
+    for h in state.events.iter().filter_map(|e| e.1) {
+        items[k] = h;
+        k += 1;
+    }
+    let items = &mut items[..k];
     items.sort_unstable();
-    items.dedup();
+    let distinct = if k == 0 {
+        0
+    } else {
+        1 + items.windows(2).filter(|w| w[0] != w[1]).count()
+    };
     let regular = cv <= cfg.bot_max_cv;
-    let no_dwell = med <= cfg.bot_max_median_gap_ms as f64;
-    let broad = items.len() >= cfg.bot_min_distinct_items as usize;
+    let no_dwell = med <= max_gap as f64;
+    let broad = distinct >= cfg.bot_min_distinct_items as usize;
     if !(regular && no_dwell && broad) {
         state.run = 0;
         return None;
@@ -102,7 +131,7 @@ pub(super) fn cadence(
             n,
             med,
             cfg.bot_max_cv,
-            items.len(),
+            distinct,
             n as u32 - 1 + state.run
         )],
         evidence: recent.since(first.saturating_sub(1)),

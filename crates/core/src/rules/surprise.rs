@@ -1,0 +1,260 @@
+//! Model surprise: the user's actions are very unlikely under the sequence model's next-action
+//! distributions (read from the prediction topic).
+//!
+//! A prediction made after event `k` carries the model's most likely next actions; when event
+//! `k + 1` arrives, its surprise is `-ln p(observed type)`. An action outside the listed ones gets
+//! the unlisted mass spread evenly over the unlisted types. The rule alerts when the mean surprise
+//! of the user's last `surprise_min_events` scored actions reaches `surprise_min_mean_nats`.
+//! Predictions and events come from different topics, so either may arrive first: the user's
+//! last few event types are kept to pair a late prediction with the event that followed it.
+
+use super::{Finding, Recent, RulesConfig, severity};
+use clickpath_schema::{AlertType, ClickEvent, EventType, Prediction, Severity};
+use std::collections::VecDeque;
+
+/// Most surprises remembered per user.
+const MAX_WINDOW: usize = 64;
+
+/// Most recent events remembered per user, to pair late predictions.
+const MAX_EVENTS: usize = 8;
+
+/// Smallest probability used (a model that lists 0 must not give an infinite surprise).
+const MIN_PROBABILITY: f64 = 1e-6;
+
+/// A prediction waiting for the event after it.
+#[derive(Debug)]
+struct Pending {
+    event_time: i64,
+    listed: Vec<(EventType, f64)>,
+}
+
+/// A user's model-surprise state.
+#[derive(Debug, Default)]
+pub(super) struct SurpriseState {
+    /// The last events (time, type): a ring (ids come from the user's recent-id ring).
+    events: Vec<(i64, EventType)>,
+    /// Next slot of `events` to overwrite once it is full.
+    next: usize,
+    pending: Option<Pending>,
+    /// The last surprises (nats) with the time of the event they scored.
+    surprises: VecDeque<(f64, i64)>,
+}
+
+fn probability(listed: &[(EventType, f64)], observed: EventType) -> f64 {
+    if let Some(&(_, p)) = listed.iter().find(|(t, _)| *t == observed) {
+        return p.max(MIN_PROBABILITY);
+    }
+    let listed_mass: f64 = listed.iter().map(|(_, p)| p.max(0.0)).sum();
+    let unlisted = EventType::COUNT.saturating_sub(listed.len()).max(1);
+    ((1.0 - listed_mass).max(0.0) / unlisted as f64).max(MIN_PROBABILITY)
+}
+
+/// Scores `observed` against `p`, then checks the window.
+fn score(
+    state: &mut SurpriseState,
+    recent: &Recent,
+    listed: &[(EventType, f64)],
+    observed: (i64, EventType),
+    cfg: &RulesConfig,
+) -> Option<Finding> {
+    let s = -probability(listed, observed.1).ln();
+    let n = (cfg.surprise_min_events as usize).clamp(1, MAX_WINDOW);
+    state.surprises.push_back((s, observed.0));
+    while state.surprises.len() > n {
+        state.surprises.pop_front();
+    }
+    if state.surprises.len() < n {
+        return None;
+    }
+    let mean = state.surprises.iter().map(|x| x.0).sum::<f64>() / n as f64;
+    let limit = cfg.surprise_min_mean_nats.max(1e-9);
+    if mean < limit {
+        return None;
+    }
+    let first = state.surprises.front().map_or(observed.0, |x| x.1);
+    Some(Finding {
+        alert_type: AlertType::ModelSurprise,
+        severity: severity(Severity::Low, mean / limit),
+        score: mean,
+        reasons: vec![format!(
+            "The last {n} actions had a mean surprise of {mean:.2} nats under the sequence model \
+             (limit {limit}; the latest, {}, had probability {:.4}).",
+            observed.1,
+            (-s).exp()
+        )],
+        // The scored events are the user's events since the first of them.
+        evidence: recent.since(first.saturating_sub(1)),
+        window_start: first,
+        window_end: observed.0,
+    })
+}
+
+/// The user's clean event: remembered, and scored if a prediction for an earlier event waits.
+pub(super) fn on_event(
+    state: &mut SurpriseState,
+    recent: &Recent,
+    ev: &ClickEvent,
+    cfg: &RulesConfig,
+) -> Option<Finding> {
+    if state.events.len() < MAX_EVENTS {
+        state.events.push((ev.event_time, ev.event_type));
+    } else if let Some(slot) = state.events.get_mut(state.next) {
+        *slot = (ev.event_time, ev.event_type);
+        state.next = (state.next + 1) % MAX_EVENTS;
+    }
+    let due = state
+        .pending
+        .as_ref()
+        .is_some_and(|p| p.event_time < ev.event_time);
+    if !due {
+        return None;
+    }
+    let pending = state.pending.take()?;
+    score(
+        state,
+        recent,
+        &pending.listed,
+        (ev.event_time, ev.event_type),
+        cfg,
+    )
+}
+
+/// A prediction for one of the user's events: scores the event after it if that already
+/// arrived, else waits for it.
+pub(super) fn on_prediction(
+    state: &mut SurpriseState,
+    recent: &Recent,
+    p: &Prediction,
+    cfg: &RulesConfig,
+) -> Option<Finding> {
+    let listed: Vec<(EventType, f64)> = p
+        .next_actions
+        .iter()
+        .map(|a| (a.event_type, a.probability))
+        .collect();
+    // The first remembered event after the predicted one (the next action).
+    let next = state
+        .events
+        .iter()
+        .filter(|(t, _)| *t > p.event_time)
+        .min_by_key(|(t, _)| *t)
+        .copied();
+    match next {
+        Some(observed) => score(state, recent, &listed, observed, cfg),
+        None => {
+            state.pending = Some(Pending {
+                event_time: p.event_time,
+                listed,
+            });
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+    use super::{MIN_PROBABILITY, probability};
+    use clickpath_schema::{ActionProbability, EventType, EventType::*};
+
+    fn prediction(event_time: i64, listed: &[(EventType, f64)]) -> Prediction {
+        Prediction {
+            event_id: format!("p{event_time}"),
+            user_id: "u".into(),
+            event_time,
+            model_version: "test".into(),
+            purchase_probability: 0.1,
+            next_actions: listed
+                .iter()
+                .map(|&(event_type, probability)| ActionProbability {
+                    event_type,
+                    probability,
+                })
+                .collect(),
+            predicted_path: vec![],
+            factors: vec![],
+            scoring_latency_us: 0,
+        }
+    }
+
+    fn surprise_detector() -> Detector {
+        Detector::new(
+            RulesConfig {
+                surprise_min_events: 4,
+                surprise_min_mean_nats: 3.0,
+                ..RulesConfig::default()
+            },
+            "s",
+        )
+    }
+
+    /// Events of `types` one second apart, with a prediction for each. With `late`, each
+    /// prediction arrives after the event that follows it; otherwise right after its own event.
+    fn stream(
+        d: &mut Detector,
+        types: &[EventType],
+        listed: &[(EventType, f64)],
+        late: bool,
+    ) -> Vec<FraudAlert> {
+        let mut out = Vec::new();
+        for (i, &ty) in types.iter().enumerate() {
+            let t = i as i64 * 1_000;
+            out.extend(d.on_event(&ev(&format!("e{i}"), ty, t)));
+            if !late {
+                out.extend(d.on_prediction(&prediction(t, listed)));
+            } else if i > 0 {
+                out.extend(d.on_prediction(&prediction(t - 1_000, listed)));
+            }
+        }
+        of(&out, AlertType::ModelSurprise)
+    }
+
+    const LISTED: [(EventType, f64); 3] = [(ProductView, 0.6), (PageView, 0.3), (Search, 0.05)];
+
+    #[test]
+    fn unlikely_actions_alert_in_either_arrival_order() {
+        // Add-to-cart after add-to-cart: unlisted, (1 - 0.95) / 7 each: 6.9 nats.
+        let types = [PageView, AddToCart, AddToCart, AddToCart, AddToCart];
+        for late in [false, true] {
+            let alerts = stream(&mut surprise_detector(), &types, &LISTED, late);
+            assert_eq!(alerts.len(), 1, "late predictions: {late}");
+            let a = &alerts[0];
+            assert_eq!(a.evidence_event_ids, vec!["e1", "e2", "e3", "e4"]);
+            assert!((a.score - (7.0f64 / 0.05).ln()).abs() < 1e-9, "{}", a.score);
+            assert_eq!((a.window_start, a.window_end), (1_000, 4_000));
+        }
+    }
+
+    #[test]
+    fn near_misses_do_not_fire() {
+        // Likely actions.
+        let likely = [PageView, ProductView, ProductView, PageView, ProductView];
+        assert!(stream(&mut surprise_detector(), &likely, &LISTED, false).is_empty());
+        // Three searches (listed at 0.05: 3.0 nats each) and a product view (0.5 nats): mean 2.4.
+        let mixed = [PageView, Search, Search, Search, ProductView];
+        assert!(stream(&mut surprise_detector(), &mixed, &LISTED, false).is_empty());
+        // Unlikely, but fewer scored actions than the window.
+        let short = [PageView, AddToCart, AddToCart, AddToCart];
+        assert!(stream(&mut surprise_detector(), &short, &LISTED, false).is_empty());
+        // Without predictions nothing is scored.
+        let mut d = surprise_detector();
+        let alerts = run(
+            &mut d,
+            &[AddToCart, AddToCart, AddToCart, AddToCart, AddToCart]
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| ev(&format!("e{i}"), t, i as i64))
+                .collect::<Vec<_>>(),
+        );
+        assert!(of(&alerts, AlertType::ModelSurprise).is_empty());
+    }
+
+    #[test]
+    fn probabilities_of_unlisted_actions_share_the_rest() {
+        assert!((probability(&LISTED, PageView) - 0.3).abs() < 1e-12);
+        assert!((probability(&LISTED, Purchase) - 0.05 / 7.0).abs() < 1e-12);
+        assert_eq!(probability(&[(Purchase, 0.0)], Purchase), MIN_PROBABILITY);
+        assert_eq!(probability(&[(Purchase, 1.0)], PageView), MIN_PROBABILITY);
+    }
+}
