@@ -23,12 +23,20 @@ use std::time::{Duration, Instant};
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     write!(conn, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut text = String::new();
     conn.read_to_string(&mut text).unwrap();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -97,7 +105,9 @@ fn run_pipeline(guarantee: Guarantee) {
 
     let env = RunnerEnv::new(cfg.clone(), Codec::embedded());
     let stages = spawn_stages(&StageName::ALL, &env, true).unwrap();
-    let http = rt.block_on(clickpath_runtime::http::serve_env(&env)).unwrap();
+    let http = rt
+        .block_on(clickpath_runtime::http::serve_env(&env))
+        .unwrap();
     let mut producer = EventProducer::new(&cfg, env.codec.clone(), &cfg.topics.raw, 0.0).unwrap();
     for item in &items {
         send_generated(&mut producer, item).unwrap();
@@ -136,7 +146,10 @@ fn run_pipeline(guarantee: Guarantee) {
     assert_eq!(code, 200, "{body}");
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(view["user_id"], user.as_str());
-    assert!(view["lifetime_sessions"].as_u64().unwrap() + u64::from(view["session_open"] == true) >= 1, "{view}");
+    assert!(
+        view["lifetime_sessions"].as_u64().unwrap() + u64::from(view["session_open"] == true) >= 1,
+        "{view}"
+    );
     assert_eq!(http_get(http, "/v1/users/nobody-at-all/path").0, 404);
 
     env.shutdown.trigger();
