@@ -19,6 +19,68 @@ pub fn funnel_stage(t: EventType) -> FunnelStage {
     }
 }
 
+/// A configurable funnel: the stage each event type reaches. Every field defaults to
+/// [`funnel_stage`]'s answer, so a config names only the types it moves.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FunnelMap {
+    /// Stage of `PAGE_VIEW`.
+    pub page_view: FunnelStage,
+    /// Stage of `PRODUCT_VIEW`.
+    pub product_view: FunnelStage,
+    /// Stage of `SEARCH`.
+    pub search: FunnelStage,
+    /// Stage of `ADD_TO_CART`.
+    pub add_to_cart: FunnelStage,
+    /// Stage of `REMOVE_FROM_CART`.
+    pub remove_from_cart: FunnelStage,
+    /// Stage of `WISHLIST`.
+    pub wishlist: FunnelStage,
+    /// Stage of `BEGIN_CHECKOUT`.
+    pub begin_checkout: FunnelStage,
+    /// Stage of `PAYMENT_ATTEMPT`.
+    pub payment_attempt: FunnelStage,
+    /// Stage of `PURCHASE`.
+    pub purchase: FunnelStage,
+    /// Stage of `LOGIN`.
+    pub login: FunnelStage,
+}
+
+impl Default for FunnelMap {
+    fn default() -> Self {
+        FunnelMap {
+            page_view: funnel_stage(EventType::PageView),
+            product_view: funnel_stage(EventType::ProductView),
+            search: funnel_stage(EventType::Search),
+            add_to_cart: funnel_stage(EventType::AddToCart),
+            remove_from_cart: funnel_stage(EventType::RemoveFromCart),
+            wishlist: funnel_stage(EventType::Wishlist),
+            begin_checkout: funnel_stage(EventType::BeginCheckout),
+            payment_attempt: funnel_stage(EventType::PaymentAttempt),
+            purchase: funnel_stage(EventType::Purchase),
+            login: funnel_stage(EventType::Login),
+        }
+    }
+}
+
+impl FunnelMap {
+    /// The stage an event of type `t` reaches.
+    pub fn stage(&self, t: EventType) -> FunnelStage {
+        match t {
+            EventType::PageView => self.page_view,
+            EventType::ProductView => self.product_view,
+            EventType::Search => self.search,
+            EventType::AddToCart => self.add_to_cart,
+            EventType::RemoveFromCart => self.remove_from_cart,
+            EventType::Wishlist => self.wishlist,
+            EventType::BeginCheckout => self.begin_checkout,
+            EventType::PaymentAttempt => self.payment_attempt,
+            EventType::Purchase => self.purchase,
+            EventType::Login => self.login,
+        }
+    }
+}
+
 /// Appends `next` to `path` unless it repeats the last element, then keeps only the last
 /// `max_len` elements (the end of a path says most about what happens next).
 ///
@@ -37,6 +99,18 @@ pub fn compress_path(path: &mut Vec<EventType>, next: EventType, max_len: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_map_is_the_standard_funnel_and_overrides_apply() {
+        let d = FunnelMap::default();
+        for t in EventType::ALL {
+            assert_eq!(d.stage(t), funnel_stage(t));
+        }
+        let m: FunnelMap = serde_json::from_str(r#"{"wishlist": "CART"}"#).unwrap();
+        assert_eq!(m.stage(EventType::Wishlist), FunnelStage::Cart);
+        assert_eq!(m.stage(EventType::PageView), FunnelStage::Browse);
+        assert!(serde_json::from_str::<FunnelMap>(r#"{"wishlst": "CART"}"#).is_err());
+    }
     use EventType::*;
 
     #[test]

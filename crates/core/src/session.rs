@@ -87,6 +87,10 @@ pub struct SessionConfig {
     /// event time after the user's latest event. Default 7 days (`604_800_000`). Values below 1
     /// act as 1.
     pub user_ttl_ms: i64,
+    /// Which funnel stage each event type reaches (`[sessionizer.funnel]`, one key per event type in
+    /// snake case, e.g. `wishlist = "CART"`). Defaults to browse -> product view -> cart -> checkout ->
+    /// purchase as in [`crate::funnel::funnel_stage`].
+    pub funnel: crate::funnel::FunnelMap,
 }
 
 impl Default for SessionConfig {
@@ -98,6 +102,7 @@ impl Default for SessionConfig {
             max_path_len: 50,
             allowed_lateness_ms: 5 * 60 * 1000,
             user_ttl_ms: 7 * 24 * 60 * 60 * 1000,
+            funnel: crate::funnel::FunnelMap::default(),
         }
     }
 }
@@ -647,6 +652,7 @@ mod tests {
             max_path_len: 4,
             allowed_lateness_ms: LATE,
             user_ttl_ms: 100_000,
+            ..SessionConfig::default()
         }
     }
 

@@ -31,6 +31,7 @@ fn cfg() -> SessionConfig {
         max_path_len: PATH,
         allowed_lateness_ms: LATE,
         user_ttl_ms: i64::MAX / 4,
+        ..SessionConfig::default()
     }
 }
 

@@ -73,6 +73,19 @@ pub fn ensure_changelog_topic(
     Ok(())
 }
 
+/// The restore consumer's context: reaching a partition's end is how a restore finishes, not an error to log.
+struct RestoreContext;
+
+impl rdkafka::client::ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(%error, reason, "Changelog restore consumer error.");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for RestoreContext {}
+
 /// What a restore read.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct RestoreStats {
@@ -103,7 +116,7 @@ pub fn restore<S: Stage>(
         .set("enable.partition.eof", "true")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760");
-    let consumer: BaseConsumer = c.create()?;
+    let consumer: BaseConsumer<RestoreContext> = c.create_with_context(RestoreContext)?;
     let mut tpl = TopicPartitionList::new();
     for &p in partitions {
         tpl.add_partition_offset(changelog, p, Offset::Beginning)?;

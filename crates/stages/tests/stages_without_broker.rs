@@ -153,6 +153,29 @@ fn sessionizer_keeps_partitions_apart_and_publishes_closed_sessions() {
 }
 
 #[test]
+fn sessionizer_funnel_stages_are_configurable() {
+    let codec = Codec::embedded();
+    let mut cfg = ClickpathConfig::default().sessionizer;
+    cfg.funnel.wishlist = FunnelStage::Cart;
+    let mut stage = Sessionizer::new(&cfg, "sessions", "late", true);
+    feed(
+        &mut stage,
+        &codec,
+        vec![
+            (0, ev("w1", "wendy", EventType::PageView, T0)),
+            (0, ev("w2", "wendy", EventType::Wishlist, T0 + 1000)),
+        ],
+    );
+    let closed: Vec<SessionSummary> = decode_all(&codec, &shutdown(&mut stage, &codec), "sessions");
+    assert_eq!(closed.len(), 1);
+    assert_eq!(
+        closed[0].furthest_stage,
+        FunnelStage::Cart,
+        "a wishlist counts as cart here"
+    );
+}
+
+#[test]
 fn windower_emits_one_feature_vector_per_event() {
     let codec = Codec::embedded();
     let mut stage = Windower::new(&ClickpathConfig::default().windower, "features");

@@ -5,7 +5,7 @@
 //! compacted changelog topic on every change, so its size is the changelog's size.
 
 use super::{SessionConfig, session_key};
-use crate::funnel::{compress_path, funnel_stage};
+use crate::funnel::{FunnelMap, compress_path};
 use crate::hash::fnv1a;
 use clickpath_schema::{ClickEvent, EventType, FunnelStage, SessionSummary};
 use serde::de::Error as _;
@@ -157,12 +157,12 @@ fn path_is_empty(p: &Path) -> bool {
 }
 
 impl Sess {
-    fn begin(it: Item) -> Self {
+    fn begin(it: Item, funnel: &FunnelMap) -> Self {
         Sess {
             start: it.time,
             last: it.time,
             count: 1,
-            stage: funnel_stage(it.kind),
+            stage: funnel.stage(it.kind),
             purchased: it.kind == EventType::Purchase,
             value: it.value,
             first_id: it.id.clone(),
@@ -176,9 +176,9 @@ impl Sess {
     }
 
     /// Adds an event that belongs here (in order, or late anywhere in the session).
-    fn join(&mut self, it: Item) {
+    fn join(&mut self, it: Item, funnel: &FunnelMap) {
         self.count = self.count.saturating_add(1);
-        self.stage = self.stage.max(funnel_stage(it.kind));
+        self.stage = self.stage.max(funnel.stage(it.kind));
         self.purchased |= it.kind == EventType::Purchase;
         self.value += it.value;
         if it.time < self.start {
@@ -469,7 +469,7 @@ fn apply(sessions: &mut Vec<Sess>, life: &mut Lifetime, it: Item, cfg: &SessionC
     // Fast path: the next in-order event of the latest session.
     if let Some(s) = sessions.last_mut() {
         if t >= s.last && t < s.last.saturating_add(gap) && cfg.same_period(s.start, t) {
-            s.join(it);
+            s.join(it, &cfg.funnel);
             return;
         }
     }
@@ -486,14 +486,14 @@ fn apply(sessions: &mut Vec<Sess>, life: &mut Lifetime, it: Item, cfg: &SessionC
         (true, true) => {
             let next = sessions.remove(i);
             let s = &mut sessions[i - 1];
-            s.join(it);
+            s.join(it, &cfg.funnel);
             s.absorb(next);
             life.sessions = life.sessions.saturating_sub(1);
         }
-        (true, false) => sessions[i - 1].join(it),
-        (false, true) => sessions[i].join(it),
+        (true, false) => sessions[i - 1].join(it, &cfg.funnel),
+        (false, true) => sessions[i].join(it, &cfg.funnel),
         (false, false) => {
-            sessions.insert(i, Sess::begin(it));
+            sessions.insert(i, Sess::begin(it, &cfg.funnel));
             life.sessions += 1;
         }
     }
