@@ -98,7 +98,7 @@ pub fn bench_restore(cfg: &ClickpathConfig, users: usize) -> anyhow::Result<Rest
     );
     let all: Vec<i32> = (0..partitions).collect();
     let started = Instant::now();
-    let stats = restore(cfg, &changelog, &all, &mut stage)?;
+    let stats = restore(cfg, &changelog, &all, &mut stage, None)?;
     let read_seconds = started.elapsed().as_secs_f64();
     stage.on_assign(&all);
     tracing::info!(

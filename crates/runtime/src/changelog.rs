@@ -103,6 +103,7 @@ pub fn restore<S: Stage>(
     changelog: &str,
     partitions: &[i32],
     stage: &mut S,
+    metrics: Option<&crate::metrics::Metrics>,
 ) -> anyhow::Result<RestoreStats> {
     let started = Instant::now();
     let mut stats = RestoreStats::default();
@@ -123,6 +124,21 @@ pub fn restore<S: Stage>(
     }
     consumer.assign(&tpl)?;
     let mut pending: BTreeSet<i32> = partitions.iter().copied().collect();
+    // Progress per partition (records read of the records to read), exported while restoring.
+    let mut totals: std::collections::BTreeMap<i32, (u64, u64)> = std::collections::BTreeMap::new();
+    for &p in partitions {
+        let (lo, hi) = consumer
+            .fetch_watermarks(changelog, p, Duration::from_secs(10))
+            .unwrap_or((0, 0));
+        totals.insert(p, (0, (hi - lo).max(0) as u64));
+    }
+    let stage_name = stage.name();
+    let report = |p: i32, totals: &std::collections::BTreeMap<i32, (u64, u64)>, done: bool| {
+        if let (Some(m), Some((read, total))) = (metrics, totals.get(&p)) {
+            let read = if done { *total } else { *read };
+            m.set_restore_progress(stage_name, changelog, p, read, *total);
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(600);
     while !pending.is_empty() {
         if Instant::now() > deadline {
@@ -132,12 +148,19 @@ pub fn restore<S: Stage>(
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
+                report(p, &totals, true);
             }
             Some(Err(e)) => anyhow::bail!("restore of {changelog} failed: {e}"),
             Some(Ok(m)) => {
                 let key = m.key().unwrap_or_default();
                 let value = m.payload();
                 stats.records += 1;
+                if let Some(t) = totals.get_mut(&m.partition()) {
+                    t.0 += 1;
+                    if t.0 % 10_000 == 0 {
+                        report(m.partition(), &totals, false);
+                    }
+                }
                 stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
                 stage.restore(m.partition(), key, value).map_err(|e| {
                     anyhow::anyhow!(

@@ -187,6 +187,8 @@ pub struct RuntimeConfig {
     pub tick_interval_ms: u64,
     /// How long a SIGTERM drain may take (ms).
     pub shutdown_grace_ms: u64,
+    /// Largest accepted input record value, in bytes; larger ones go to the dead-letter topic undecoded.
+    pub max_record_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -196,6 +198,7 @@ impl Default for RuntimeConfig {
             poll_timeout_ms: 100,
             tick_interval_ms: 1000,
             shutdown_grace_ms: 30_000,
+            max_record_bytes: 1 << 20,
         }
     }
 }
@@ -401,6 +404,9 @@ impl ClickpathConfig {
         }
         if self.runtime.max_batch == 0 {
             p.push("runtime.max_batch: must be >= 1".to_string());
+        }
+        if self.runtime.max_record_bytes < 64 {
+            p.push("runtime.max_record_bytes: must be >= 64".to_string());
         }
         if self.runtime.tick_interval_ms == 0 {
             p.push("runtime.tick_interval_ms: must be >= 1".to_string());

@@ -239,7 +239,8 @@ impl Run<'_> {
                 match event {
                     RebalanceEvent::Assigned(ps) => {
                         if let Some(changelog) = self.changelog {
-                            let stats = restore(&env.config, changelog, &ps, stage)?;
+                            let stats =
+                                restore(&env.config, changelog, &ps, stage, Some(&env.metrics))?;
                             tracing::info!(
                                 stage = name,
                                 partitions = ?ps,
@@ -278,24 +279,40 @@ impl Run<'_> {
             let started = Instant::now();
             let mut outputs: Vec<Output> = Vec::new();
             let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut event_times: Vec<i64> = Vec::with_capacity(batch.len());
             let now = now_ms();
             for msg in &batch {
                 next_offsets.insert(msg.partition(), msg.offset() + 1);
                 let payload = msg.payload().unwrap_or_default();
-                let rejection = match env.codec.decode::<S::Input>(payload) {
-                    Err(e) => Some((e.kind(), e.to_string())),
-                    Ok(record) => {
-                        let mut ctx = Context::new(&env.codec, &mut outputs, now)
-                            .for_partition(msg.partition());
-                        match stage.process(record, &mut ctx) {
-                            Ok(()) => None,
-                            Err(StageError::Rejected { kind, reason }) => Some((kind, reason)),
-                            Err(StageError::Fatal(reason)) => {
-                                anyhow::bail!(
-                                    "stage {name} failed at {input_topic}/{}@{}: {reason}",
-                                    msg.partition(),
-                                    msg.offset()
-                                );
+                if let Some(ts) = msg.timestamp().to_millis() {
+                    event_times.push(ts);
+                }
+                let rejection = if payload.len() > rt.max_record_bytes {
+                    // Hostile or broken producers: never decode what we would not store.
+                    Some((
+                        "oversized_record",
+                        format!(
+                            "record is {} bytes, more than runtime.max_record_bytes = {}",
+                            payload.len(),
+                            rt.max_record_bytes
+                        ),
+                    ))
+                } else {
+                    match env.codec.decode::<S::Input>(payload) {
+                        Err(e) => Some((e.kind(), e.to_string())),
+                        Ok(record) => {
+                            let mut ctx = Context::new(&env.codec, &mut outputs, now)
+                                .for_partition(msg.partition());
+                            match stage.process(record, &mut ctx) {
+                                Ok(()) => None,
+                                Err(StageError::Rejected { kind, reason }) => Some((kind, reason)),
+                                Err(StageError::Fatal(reason)) => {
+                                    anyhow::bail!(
+                                        "stage {name} failed at {input_topic}/{}@{}: {reason}",
+                                        msg.partition(),
+                                        msg.offset()
+                                    );
+                                }
                             }
                         }
                     }
@@ -338,6 +355,14 @@ impl Run<'_> {
             drop(batch);
             self.commit_batch(stage, outputs, &next_offsets)?;
             in_counter.inc_by(records);
+            // Per record: poll to durable output, and the record's Kafka timestamp to durable output.
+            let processing = started.elapsed().as_secs_f64();
+            let done = now_ms();
+            env.metrics.observe_latencies(
+                name,
+                std::iter::repeat_n(processing, records as usize),
+                event_times.iter().map(|t| (done - t) as f64 / 1000.0),
+            );
             env.metrics
                 .batch_seconds
                 .get_or_create(&label)

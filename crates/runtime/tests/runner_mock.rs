@@ -119,6 +119,7 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
     cfg.kafka.brokers = brokers.clone();
     cfg.topics.dead_letters = "dlq".into();
     cfg.runtime.poll_timeout_ms = 50;
+    cfg.runtime.max_record_bytes = 4096;
     let codec = Codec::embedded();
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -149,13 +150,30 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
             )
             .unwrap();
     }
+    // A record larger than runtime.max_record_bytes: dead-lettered without being decoded.
+    let mut huge = ClickEvent::new("huge", "u9", EventType::Search, 1_700_000_000_100);
+    huge.search_query = Some("x".repeat(8000));
+    let huge_bytes = codec.encode(&huge).unwrap();
+    producer
+        .send(
+            BaseRecord::to("in")
+                .key("u9".as_bytes())
+                .payload(&huge_bytes),
+        )
+        .unwrap();
     producer.flush(Duration::from_secs(5)).unwrap();
 
     let env = RunnerEnv::new(cfg, codec.clone());
     let read = run_until(&env, "in", "out", |m| {
-        m.records_in_total("forward", "in") >= 20
+        m.records_in_total("forward", "in") >= 21
     });
-    assert_eq!(read, 20);
+    assert_eq!(read, 21);
+    // Every record's poll-to-durable latency was observed.
+    let exposition = env.metrics.encode();
+    assert!(
+        exposition.contains("clickpath_processing_latency_seconds_count{stage=\"forward\"} 21"),
+        "{exposition}"
+    );
 
     let outs = read_all(&brokers, "out", 2, expected_ok.len());
     let mut got: Vec<String> = outs
@@ -169,11 +187,11 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
         "every valid record forwarded exactly once"
     );
 
-    let dl = read_all(&brokers, "dlq", 2, 8);
+    let dl = read_all(&brokers, "dlq", 2, 9);
     assert_eq!(
         dl.len(),
-        8,
-        "4 wrong-magic + 4 negative-price records dead-lettered"
+        9,
+        "4 wrong-magic + 4 negative-price + 1 oversized records dead-lettered"
     );
     let letters: Vec<DeadLetter> = dl
         .iter()
@@ -192,7 +210,7 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
         assert!(
             matches!(
                 get("clickpath.error.kind"),
-                Some("wrong_magic" | "bad_value")
+                Some("wrong_magic" | "bad_value" | "oversized_record")
             ),
             "{headers:?}"
         );
@@ -205,6 +223,16 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
             .filter(|d| d.error_kind == "wrong_magic")
             .count(),
         4
+    );
+    let oversized: Vec<_> = letters
+        .iter()
+        .filter(|d| d.error_kind == "oversized_record")
+        .collect();
+    assert_eq!(oversized.len(), 1);
+    assert!(
+        oversized[0].reason.contains("max_record_bytes"),
+        "{}",
+        oversized[0].reason
     );
     let neg: Vec<_> = letters
         .iter()
