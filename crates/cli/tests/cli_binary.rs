@@ -227,10 +227,14 @@ fn sigterm_drains_commits_and_a_restart_continues_without_loss() {
     let want_all = distinct(&lines);
 
     replay(&first_path);
+    // Debug logs of the first instance are kept: no user id may appear in them.
+    let log_path = dir.path().join("stage.log");
     let mut stage = clickpath()
         .arg("--config")
         .arg(&config)
         .args(["run", "cleaning"])
+        .env("RUST_LOG", "debug")
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
     let seen = count_records(
@@ -251,6 +255,18 @@ fn sigterm_drains_commits_and_a_restart_continues_without_loss() {
         status.success(),
         "drained and exited 0 on SIGTERM, got {status:?}"
     );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("Stage started"), "debug log captured");
+    let users: std::collections::BTreeSet<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<ClickEvent>(l).unwrap().user_id)
+        .collect();
+    let leaked: Vec<&String> = users
+        .iter()
+        .filter(|u| log.contains(u.as_str()))
+        .take(3)
+        .collect();
+    assert!(leaked.is_empty(), "user ids in the logs: {leaked:?}");
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "within the grace period"
