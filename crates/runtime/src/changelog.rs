@@ -35,13 +35,30 @@ pub fn partition_count(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<usi
         .unwrap_or(0))
 }
 
+/// Like [`partition_count`], waiting up to `wait` for the topic to appear: a topic created a moment ago may
+/// not be in every broker's metadata yet.
+pub fn wait_partition_count(
+    cfg: &ClickpathConfig,
+    topic: &str,
+    wait: Duration,
+) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let n = partition_count(cfg, topic)?;
+        if n > 0 || Instant::now() >= deadline {
+            return Ok(n);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Creates the compacted changelog topic with as many partitions as the input topic, unless it exists.
 pub fn ensure_changelog_topic(
     cfg: &ClickpathConfig,
     changelog: &str,
     input_topic: &str,
 ) -> anyhow::Result<()> {
-    let partitions = partition_count(cfg, input_topic)?;
+    let partitions = wait_partition_count(cfg, input_topic, Duration::from_secs(15))?;
     if partitions == 0 {
         anyhow::bail!("input topic {input_topic} does not exist (run `clickpath topics create`)");
     }

@@ -101,7 +101,8 @@ pub fn run_stage<S: Stage>(
     if let Some(store) = &query_store {
         env.queries.register(name, store.clone());
     }
-    let input_partitions = crate::changelog::partition_count(cfg, input_topic)?;
+    let input_partitions =
+        crate::changelog::wait_partition_count(cfg, input_topic, Duration::from_secs(15))?;
     tracing::info!(stage = name, topic = input_topic, group = %format!("{}.{}", cfg.kafka.group_prefix, name), exactly_once = eos, "Stage started.");
 
     let mut run = Run {
