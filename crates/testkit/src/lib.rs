@@ -63,3 +63,28 @@ pub fn shared_data_dir() -> Option<PathBuf> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_test_run_gets_its_own_topics_and_groups() {
+        let a = test_config("127.0.0.1:1", "x");
+        let b = test_config("127.0.0.1:1", "x");
+        assert_ne!(
+            a.topics.raw, b.topics.raw,
+            "two runs of one test never share topics"
+        );
+        assert_ne!(a.kafka.group_prefix, b.kafka.group_prefix);
+        for (role, name) in a.topics.all() {
+            assert!(
+                name.starts_with("test-x-"),
+                "{role} topic {name} carries the test's prefix"
+            );
+        }
+        assert_eq!(a.kafka.brokers, "127.0.0.1:1");
+        a.check()
+            .expect("a test configuration passes the config checks");
+    }
+}
