@@ -20,6 +20,7 @@ pub mod funnel;
 mod hash;
 pub mod rules;
 pub mod session;
+pub mod time;
 pub mod validate;
 
 pub use dedupe::Deduper;

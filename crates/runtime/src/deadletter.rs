@@ -61,5 +61,6 @@ pub fn dead_letter_output(
             (headers::SOURCE_OFFSET, offset.to_string()),
         ],
         partition: None,
+        tombstone: false,
     })
 }

@@ -395,6 +395,7 @@ impl Run<'_> {
                 outputs.push(Output {
                     topic: changelog.to_string(),
                     key: change.key,
+                    tombstone: change.value.is_none(),
                     payload: change.value.unwrap_or_default(),
                     headers: Vec::new(),
                     partition: Some(change.partition),
@@ -484,8 +485,8 @@ pub fn deliver(
             });
         }
         let mut record = FutureRecord::to(&out.topic).key(&out.key).headers(headers);
-        // An empty changelog value is a tombstone (no payload at all), which compaction removes.
-        if !(out.payload.is_empty() && out.partition.is_some()) {
+        // A tombstone has no value at all, which compaction removes.
+        if !out.tombstone {
             record = record.payload(&out.payload);
         }
         if let Some(p) = out.partition {

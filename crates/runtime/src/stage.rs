@@ -33,6 +33,8 @@ pub struct Output {
     pub headers: Vec<(&'static str, String)>,
     /// Explicit partition (changelog records go to their input partition); `None` partitions by key.
     pub partition: Option<i32>,
+    /// Send no value at all (a deletion in a compacted topic); `payload` is ignored.
+    pub tombstone: bool,
 }
 
 /// One change of a stage's durable state, written to the stage's compacted changelog topic on the partition
@@ -96,6 +98,7 @@ impl<'a> Context<'a> {
             payload,
             headers: Vec::new(),
             partition: None,
+            tombstone: false,
         });
         Ok(())
     }
