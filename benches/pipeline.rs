@@ -65,7 +65,7 @@ fn run(chain: &mut Chain, codec: &Codec, raw: &[Vec<u8>]) -> usize {
                 match stage {
                     0 => chain.sessionizer.process(ev, ctx).unwrap(),
                     1 => chain.windower.process(ev, ctx).unwrap(),
-                    _ => chain.detector.process(ev, ctx).unwrap(),
+                    _ => chain.detector.process(ev.into(), ctx).unwrap(),
                 }
             }
             for f in features.drain(..) {

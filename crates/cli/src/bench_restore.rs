@@ -35,7 +35,13 @@ impl RestoreReport {
 }
 
 /// Writes the state of about `users` users to a fresh changelog under `cfg`'s topics and restores it.
-pub fn bench_restore(cfg: &ClickpathConfig, users: usize) -> anyhow::Result<RestoreReport> {
+///
+/// With `json_state` the values are written as JSON, the format of earlier versions (still read), to compare.
+pub fn bench_restore(
+    cfg: &ClickpathConfig,
+    users: usize,
+    json_state: bool,
+) -> anyhow::Result<RestoreReport> {
     // Realistic state: open sessions of generated shoppers, captured mid-stream.
     let mut core = CoreSessionizer::new(cfg.sessionizer.clone());
     let gen_cfg = GeneratorConfig {
@@ -51,7 +57,16 @@ pub fn bench_restore(cfg: &ClickpathConfig, users: usize) -> anyhow::Result<Rest
     let states: Vec<(String, Vec<u8>)> = core
         .take_changed()
         .into_iter()
-        .filter_map(|(u, s)| s.map(|s| (u, serde_json::to_vec(&s).unwrap_or_default())))
+        .filter_map(|(u, s)| {
+            s.map(|s| {
+                let bytes = if json_state {
+                    serde_json::to_vec(&s).unwrap_or_default()
+                } else {
+                    s.to_bytes()
+                };
+                (u, bytes)
+            })
+        })
         .collect();
 
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -122,6 +122,8 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
             && m.records_in_total("detector", &t.clean) >= m.records_out_total("cleaning", &t.clean)
             && m.records_in_total("scorer", &t.features)
                 >= m.records_out_total("windower", &t.features)
+            && m.records_in_total("detector", &t.predictions)
+                >= m.records_out_total("scorer", &t.predictions)
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while !caught_up() && Instant::now() < deadline && !env.shutdown.is_triggered() {

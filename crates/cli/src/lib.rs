@@ -1,9 +1,12 @@
 //! The `clickpath` command as a library, so integration tests drive the same code as the binary.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod bench_restore;
+pub mod chaos;
 pub mod collect;
 pub mod demo;
+pub mod evaluate;
 pub mod evaluate_detector;
 pub mod generate;
 pub mod pipeline;

@@ -55,7 +55,7 @@ enum Command {
     },
     /// Run one stage (or all of them) until SIGTERM/SIGINT.
     Run {
-        /// cleaning, sessionizer, windower, scorer, detector, or all.
+        /// cleaning, sessionizer, windower, scorer, detector, analytics, or all.
         stage: String,
     },
     /// Topic administration.
@@ -97,16 +97,35 @@ enum Command {
     },
     /// Fit a model from events in a file and write a versioned artifact directory.
     Train {
-        /// Model kind (only `baseline` for now: Markov chain + logistic regression).
-        #[arg(long, default_value = "baseline")]
+        /// Model kind: `baseline` (Markov chain + logistic regression), or a Burn sequence
+        /// model: `gru`, `lstm` or `transformer`.
+        #[arg(long, default_value = "gru")]
         model: String,
-        /// Events as JSON lines (from `generate --out`).
+        /// Events file (JSON lines from `generate --out`, or a public data set with --format).
         #[arg(long)]
         input: PathBuf,
+        /// Format of --input: jsonl, rees46, retailrocket, otto or diginetica.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
         /// Artifact directory to write.
         #[arg(long)]
         out: PathBuf,
+        /// Training configuration for sequence models (TOML; see SequenceTrainConfig).
+        #[arg(long)]
+        train_config: Option<PathBuf>,
+        /// Most epochs (overrides the training configuration).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Hidden size (overrides the training configuration).
+        #[arg(long)]
+        hidden: Option<usize>,
+        /// cpu (Burn flex) or cuda (needs a build with --features cuda).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
+    /// Compare models on the test split of events: sequence models, the baselines and, with the
+    /// generator's truth file, the oracle.
+    Evaluate(clickpath_cli::evaluate::EvaluateArgs),
     /// Measure the detector on labelled generator scenarios: precision, recall, latency per type.
     EvaluateDetector {
         /// Ordinary sessions to generate.
@@ -123,14 +142,23 @@ enum Command {
         #[arg(long)]
         model_surprise: bool,
     },
-    /// Path analytics of a file of events (funnel, paths, time to convert, decision factors) as one HTML page.
+    /// Path analytics of events from a file or a topic (funnel, paths, time to convert, decision factors),
+    /// or of the analytics topic's funnel aggregates, as one HTML page.
     Report(clickpath_cli::report::ReportArgs),
+    /// End-to-end load test on a real broker: pass-through baseline, pipeline at maximum and fixed rates.
+    Bench(clickpath_cli::bench::BenchArgs),
     /// Measure how fast the sessionizer restores its state from the changelog (needs a broker).
     BenchRestore {
         /// Users whose state is written and restored.
         #[arg(long, default_value_t = 200_000)]
         users: usize,
+        /// Write the state as JSON (the format of earlier versions) instead of binary.
+        #[arg(long)]
+        json_state: bool,
     },
+    /// Fault injection on a real broker: hostile input, SIGKILLs, broker restart, rebalance (RELIABILITY.md).
+    #[command(subcommand)]
+    Chaos(clickpath_cli::chaos::ChaosCommand),
     /// Check configuration files and report every problem at once.
     Validate {
         /// Files to check (default: the --config file, or the embedded defaults).
@@ -158,7 +186,7 @@ fn init_logging(format: LogFormat, default_level: &str) {
 
 fn main() {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Demo { .. });
+    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Bench(_));
     init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
@@ -206,8 +234,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", clickpath_cli::evaluate_detector::render(&report));
             Ok(())
         }
+        Command::Chaos(cmd) => {
+            clickpath_cli::chaos::run_command(cmd, &load_config(cli.config.as_ref())?)
+        }
         Command::Report(args) => {
-            print!("{}", clickpath_cli::report::run(&args)?);
+            let cfg = load_config(cli.config.as_ref())?;
+            print!("{}", clickpath_cli::report::run(&args, &cfg)?);
             Ok(())
         }
         Command::Validate { files } => {
@@ -262,7 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 StageName::ALL.to_vec()
             } else {
                 vec![StageName::parse(&stage).with_context(|| {
-                    format!("unknown stage {stage:?}; expected cleaning, sessionizer, windower, scorer, detector or all")
+                    format!("unknown stage {stage:?}; expected cleaning, sessionizer, windower, scorer, detector, analytics or all")
                 })?]
             };
             let env = env_for(cfg);
@@ -278,14 +310,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             join_stages(running)?;
             Ok(())
         }
-        Command::BenchRestore { users } => {
+        Command::Bench(args) => {
+            let cfg = load_config(cli.config.as_ref())?;
+            let report =
+                clickpath_cli::bench::run_bench(cfg, &args, std::io::stderr().is_terminal())?;
+            print!("{}", report.render());
+            Ok(())
+        }
+        Command::BenchRestore { users, json_state } => {
             let mut cfg = load_config(cli.config.as_ref())?;
             let run_id = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis();
             cfg.topics = cfg.topics.with_prefix(&format!("bench-{run_id}."));
             cfg.kafka.group_prefix = format!("clickpath-bench-{run_id}");
-            let r = clickpath_cli::bench_restore::bench_restore(&cfg, users)?;
+            let r = clickpath_cli::bench_restore::bench_restore(&cfg, users, json_state)?;
             println!(
                 "restored {} users ({} records, {:.1} MiB, {:.0} bytes/user) in {:.2} s = {:.0} users/s",
                 r.users,
@@ -395,17 +434,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Train { model, input, out } => {
-            if model != "baseline" {
-                anyhow::bail!("--model {model}: only `baseline` exists so far");
+        Command::Train {
+            model,
+            input,
+            format,
+            out,
+            train_config,
+            epochs,
+            hidden,
+            device,
+        } => {
+            let events = clickpath_cli::evaluate::read_events(&input, &format)?;
+            if model == "baseline" {
+                let text =
+                    clickpath_cli::train::train_baseline_to(&events, &Default::default(), &out)?;
+                println!(
+                    "trained on {} events; artifact in {}\n{text}",
+                    events.len(),
+                    out.display()
+                );
+                return Ok(());
             }
-            let events = read_events_jsonl(&input)?;
-            let text = clickpath_cli::train::train_baseline_to(&events, &Default::default(), &out)?;
+            let mut cfg: clickpath_model::sequence::SequenceTrainConfig = match &train_config {
+                Some(p) => toml::from_str(
+                    &std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?,
+                )
+                .with_context(|| format!("training configuration {}", p.display()))?,
+                None => Default::default(),
+            };
+            cfg.net.architecture = clickpath_cli::train::parse_architecture(&model)?;
+            if let Some(e) = epochs {
+                cfg.max_epochs = e;
+            }
+            if let Some(h) = hidden {
+                cfg.net.hidden = h;
+            }
+            let device = match device.as_str() {
+                "cpu" => clickpath_cli::train::Device::Cpu,
+                "cuda" => clickpath_cli::train::Device::Cuda,
+                other => anyhow::bail!("--device {other}: choose cpu or cuda"),
+            };
+            let text = clickpath_cli::train::train_sequence_to(
+                &events,
+                &cfg,
+                device,
+                &out,
+                std::io::stderr().is_terminal(),
+            )?;
             println!(
                 "trained on {} events; artifact in {}\n{text}",
                 events.len(),
                 out.display()
             );
+            Ok(())
+        }
+        Command::Evaluate(args) => {
+            print!("{}", clickpath_cli::evaluate::run(&args)?);
             Ok(())
         }
     }

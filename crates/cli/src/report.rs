@@ -1,4 +1,8 @@
-//! `clickpath report`: path analytics of a file of events as one self-contained HTML page.
+//! `clickpath report`: path analytics of a file of events, or of a topic, as one self-contained HTML page.
+//!
+//! From a file (`--input`, `--format F FILE`) or a topic of click events (`--topic`, e.g. the clean
+//! topic, within `--since`/`--until`/`--max-records`) the events are analysed here. From the
+//! analytics topic the stage's funnel aggregates are merged instead ([`topic`]).
 //!
 //! The page inlines its CSS, its SVG charts (drawn with `plotters`' SVG backend, see
 //! [`charts`]) and a small script that checks every chart rendered (the browser test reads its
@@ -7,24 +11,47 @@
 pub mod charts;
 pub mod extras;
 mod html;
+pub mod topic;
 
 use anyhow::Context as _;
 use clap::Args;
 use clickpath_core::analytics::{
     Analysis, AnalysisSpec, FunnelOrder, FunnelSpec, Step, Unit, analyse,
 };
-use clickpath_schema::ClickEvent;
+use clickpath_runtime::ClickpathConfig;
+use clickpath_schema::codec::Codec;
+use clickpath_schema::{AvroRecord, ClickEvent};
+use clickpath_stages::analytics::FunnelAggregate;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use topic::TopicRange;
 
 pub use extras::{Extras, Scored};
-pub use html::render_html;
+pub use html::{render_aggregates_html, render_html};
 
 /// Options of `clickpath report`.
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
     /// Events as clickpath JSON lines (from `clickpath generate --out`).
-    #[arg(long, conflicts_with_all = ["format", "file"])]
+    #[arg(long, conflicts_with_all = ["format", "file", "topic"])]
     pub input: Option<PathBuf>,
+    /// Read a topic instead of a file: a topic of click events (`clean`, `raw` or a name) is
+    /// analysed; the analytics topic (`analytics`, or its name) gives the stage's funnel aggregates.
+    #[arg(long, conflicts_with_all = ["format", "file"])]
+    pub topic: Option<String>,
+    /// With --topic: first record to read, by record timestamp (ms since the epoch or UTC like
+    /// 2026-11-30T12:00:00Z).
+    #[arg(long, requires = "topic")]
+    pub since: Option<String>,
+    /// With --topic: read records with timestamps before this (same forms as --since).
+    #[arg(long, requires = "topic")]
+    pub until: Option<String>,
+    /// With --topic: read at most this many records.
+    #[arg(long, requires = "topic")]
+    pub max_records: Option<u64>,
+    /// With --topic: give up when reading takes longer (seconds).
+    #[arg(long, requires = "topic", default_value_t = 120)]
+    pub read_timeout_secs: u64,
     /// Format of FILE: rees46, retailrocket, otto or diginetica.
     #[arg(long, requires = "file")]
     pub format: Option<String>,
@@ -106,7 +133,9 @@ impl ReportArgs {
                 let (events, bad) = read_dataset(fmt, p)?;
                 Ok((events, format!("{} ({fmt})", p.display()), bad))
             }
-            _ => anyhow::bail!("say what to read: --input EVENTS.jsonl, or --format FORMAT FILE"),
+            _ => anyhow::bail!(
+                "say what to read: --input EVENTS.jsonl, --format FORMAT FILE, or --topic TOPIC"
+            ),
         }
     }
 }
@@ -130,10 +159,68 @@ pub fn read_dataset(
     Ok((events, bad))
 }
 
+/// What `--topic` names: a configured role (`clean`, `analytics`, ...) or a topic name.
+fn topic_name<'a>(cfg: &'a ClickpathConfig, topic: &'a str) -> &'a str {
+    cfg.topics
+        .all()
+        .into_iter()
+        .find(|(role, _)| *role == topic)
+        .map(|(_, name)| name)
+        .unwrap_or(topic)
+}
+
+impl ReportArgs {
+    /// The records range of `--since`, `--until` and `--max-records`.
+    pub fn range(&self) -> anyhow::Result<TopicRange> {
+        let since_ms = self
+            .since
+            .as_deref()
+            .map(topic::parse_time)
+            .transpose()
+            .context("--since")?;
+        let until_ms = self
+            .until
+            .as_deref()
+            .map(topic::parse_time)
+            .transpose()
+            .context("--until")?;
+        if let (Some(a), Some(b)) = (since_ms, until_ms) {
+            anyhow::ensure!(a < b, "--since must be before --until");
+        }
+        Ok(TopicRange {
+            since_ms,
+            until_ms,
+            max_records: self.max_records,
+        })
+    }
+}
+
 /// Runs `clickpath report`: analyses, writes the HTML (and JSON) and returns a text summary.
-pub fn run(args: &ReportArgs) -> anyhow::Result<String> {
+/// `cfg` gives the brokers and topic names for `--topic`.
+pub fn run(args: &ReportArgs, cfg: &ClickpathConfig) -> anyhow::Result<String> {
     let spec = args.spec()?;
-    let (events, source, bad) = args.load()?;
+    let (events, source, bad) = match &args.topic {
+        None => args.load()?,
+        Some(t) => {
+            let name = topic_name(cfg, t);
+            let range = args.range()?;
+            let timeout = Duration::from_secs(args.read_timeout_secs.max(1));
+            let codec = Codec::embedded();
+            let raw = topic::read_topic(cfg, name, range, timeout)?;
+            let holds_aggregates =
+                topic::first_subject(&raw.records).as_deref() == Some(FunnelAggregate::FULL_NAME);
+            if name == cfg.topics.analytics || holds_aggregates {
+                return run_aggregates(args, name, topic::decode_all(&codec, raw));
+            }
+            let read = topic::decode_all::<ClickEvent>(&codec, raw);
+            let source = format!(
+                "topic {name} ({} records from {} partitions)",
+                read.records.len() as u64 + read.undecodable,
+                read.partitions
+            );
+            (read.records, source, read.undecodable)
+        }
+    };
     let analysis = analyse(&events, &spec);
     let extras = Extras {
         scores: args
@@ -155,7 +242,86 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<String> {
     }
     let mut text = summary(&analysis);
     if bad > 0 {
-        text.push_str(&format!("{bad} bad rows skipped\n"));
+        let what = if args.topic.is_some() {
+            "undecodable records"
+        } else {
+            "bad rows"
+        };
+        text.push_str(&format!("{bad} {what} skipped\n"));
+    }
+    text.push_str(&format!("report written to {}\n", args.out.display()));
+    Ok(text)
+}
+
+/// `clickpath report --topic analytics`: merges the funnel aggregates and writes their page.
+fn run_aggregates(
+    args: &ReportArgs,
+    name: &str,
+    read: topic::TopicRead<FunnelAggregate>,
+) -> anyhow::Result<String> {
+    let Some(merged) = topic::merge_rows(&read.records) else {
+        anyhow::bail!(
+            "topic {name} has no funnel aggregates in that range ({} undecodable records); the analytics \
+             stage publishes a bucket once analytics.bucket_ms + window_ms + lateness_ms have passed in event time",
+            read.undecodable
+        );
+    };
+    let source = format!(
+        "topic {name} ({} rows from {} partitions)",
+        read.records.len(),
+        read.partitions
+    );
+    let html = render_aggregates_html(&merged, &source)?;
+    std::fs::write(&args.out, html).with_context(|| args.out.display().to_string())?;
+    if let Some(j) = &args.json {
+        let rows: Vec<serde_json::Value> = merged
+            .rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "bucket_start": r.bucket_start,
+                    "segment": r.segment,
+                    "segment_value": r.segment_value,
+                    "instances": r.instances,
+                    "counts": r.counts,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "steps": merged.steps,
+            "funnel_order": merged.funnel_order,
+            "window_ms": merged.window_ms,
+            "bucket_ms": merged.bucket_ms,
+            "overall": merged.overall(),
+            "rows": rows,
+        });
+        std::fs::write(j, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| j.display().to_string())?;
+    }
+    let c = merged.overall();
+    let buckets = merged.rows.iter().filter(|r| r.segment == "all").count();
+    let mut text = format!(
+        "{} funnel rows, {buckets} buckets of {} min; funnel {}, window {} min\n",
+        read.records.len(),
+        merged.bucket_ms / 60_000,
+        merged.funnel_order,
+        merged.window_ms / 60_000
+    );
+    text.push_str("step                              uniques   totals  of first\n");
+    for (k, name) in merged.steps.iter().enumerate() {
+        text.push_str(&format!(
+            "{:<32} {:>9} {:>8} {:>8.1}%\n",
+            name,
+            c.uniques[k],
+            c.totals[k],
+            100.0 * c.uniques[k] as f64 / c.uniques[0].max(1) as f64
+        ));
+    }
+    if merged.replaced + merged.other_funnel + read.undecodable as usize > 0 {
+        text.push_str(&format!(
+            "{} replayed rows replaced, {} rows of another funnel left out, {} undecodable records skipped\n",
+            merged.replaced, merged.other_funnel, read.undecodable
+        ));
     }
     text.push_str(&format!("report written to {}\n", args.out.display()));
     Ok(text)

@@ -104,14 +104,19 @@ fn check_page(name: &str, events: &[ClickEvent], extras: &Extras) {
     let mut spec = AnalysisSpec::default();
     spec.factors.min_support = 5;
     let html = render_html(&analyse(events, &spec), name, extras).unwrap();
+    check_html(&bin, name, html, 4);
+}
+
+/// Opens `html` in Chromium: at least `min_charts` charts, all rendered, no errors; a screenshot.
+fn check_html(bin: &Path, name: &str, html: String, min_charts: usize) {
     let charts = html.matches("<figure class=\"chart\"").count();
-    assert!(charts >= 4, "{name}: only {charts} charts");
+    assert!(charts >= min_charts, "{name}: only {charts} charts");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-browser");
     std::fs::create_dir_all(&dir).unwrap();
     let page = dir.join(format!("{name}.html"));
     std::fs::write(&page, html).unwrap();
 
-    let out = run_chromium(&bin, &page, &["--dump-dom".into()]);
+    let out = run_chromium(bin, &page, &["--dump-dom".into()]);
     let (dom, log) = (&out.stdout, &out.stderr);
     assert!(out.ok, "{name}: chromium failed or timed out: {log}");
     let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();
@@ -136,7 +141,7 @@ fn check_page(name: &str, events: &[ClickEvent], extras: &Extras) {
     let shot = dir.join(format!("{name}.png"));
     let _ = std::fs::remove_file(&shot);
     let out = run_chromium(
-        &bin,
+        bin,
         &page,
         &[
             format!("--screenshot={}", shot.display()),
@@ -222,4 +227,54 @@ fn rees46_report_renders_in_chromium() {
     let (events, bad) = read_dataset(clickpath_adapters::Format::Rees46, &path).unwrap();
     assert_eq!(bad, 0);
     check_page("rees46", &events, &Extras::default());
+}
+
+/// The page of `clickpath report --topic analytics`: the analytics stage's rows of generated
+/// events, as two instances would publish them, merged and drawn.
+#[test]
+fn analytics_topic_report_renders_in_chromium() {
+    use clickpath_cli::report::{render_aggregates_html, topic::merge_rows};
+    use clickpath_core::analytics::{FunnelSpec, RollingFunnel};
+    use clickpath_stages::analytics::Analytics;
+    let Some(bin) = chromium() else {
+        return;
+    };
+    let events: Vec<ClickEvent> = Generator::new(GeneratorConfig {
+        sessions: 1500,
+        users: 400,
+        ..GeneratorConfig::default()
+    })
+    .unwrap()
+    .filter_map(|g| match g {
+        Generated::Event(e) => Some(e),
+        Generated::Malformed(_) => None,
+    })
+    .collect();
+    let spec = FunnelSpec::new(
+        FunnelSpec::default().steps().to_vec(),
+        Default::default(),
+        3_600_000,
+        Default::default(),
+        3_600_000,
+    )
+    .unwrap();
+    let mut rows = Vec::new();
+    for (i, instance) in ["pod-0", "pod-1"].into_iter().enumerate() {
+        let mut rolling = RollingFunnel::new(spec.clone(), 1000);
+        let stage = Analytics::new(spec.clone(), 0, 1000, "analytics");
+        for e in events.iter().filter(|e| {
+            clickpath_runtime::query::partition_for_key(e.user_id.as_bytes(), 2) == i as i32
+        }) {
+            rolling.push(e);
+        }
+        for b in rolling.flush() {
+            rows.extend(stage.rows(&b).into_iter().map(|mut r| {
+                r.instance = instance.into();
+                r
+            }));
+        }
+    }
+    let merged = merge_rows(&rows).unwrap();
+    let html = render_aggregates_html(&merged, "generated aggregates").unwrap();
+    check_html(&bin, "analytics-topic", html, 2);
 }

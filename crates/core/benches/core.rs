@@ -4,7 +4,7 @@
 
 use clickpath_core::{
     Deduper, Detector, FeatureSpec, FeatureWindower, RulesConfig, SessionConfig, Sessionizer,
-    ValidationConfig, validate_and_normalise,
+    UserState, ValidationConfig, validate_and_normalise,
 };
 use clickpath_schema::{ClickEvent, EventType, Payment, PaymentStatus};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -128,7 +128,7 @@ fn benches(c: &mut Criterion) {
                 }
                 closed += s.take_late().len();
                 for (_, st) in s.take_changed() {
-                    bytes += st.map_or(0, |st| serde_json::to_vec(&st).map_or(0, |v| v.len()));
+                    bytes += st.map_or(0, |st| st.to_bytes().len());
                 }
             }
             closed += s.flush().len();
@@ -169,5 +169,54 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(core, benches);
+/// The sessionizer's changelog values: encode and decode one user's state, binary (what the stage
+/// writes) and JSON (what earlier versions wrote, still readable). Elements are users.
+fn state_codec(c: &mut Criterion) {
+    let events = stream();
+    let mut s = Sessionizer::new(SessionConfig::default());
+    for e in &events {
+        s.on_event(e);
+    }
+    let states: Vec<UserState> = s
+        .take_changed()
+        .into_iter()
+        .filter_map(|(_, st)| st)
+        .collect();
+    let binary: Vec<Vec<u8>> = states.iter().map(UserState::to_bytes).collect();
+    let json: Vec<Vec<u8>> = states
+        .iter()
+        .map(|st| serde_json::to_vec(st).unwrap())
+        .collect();
+    let mut g = c.benchmark_group("sessionizer_state");
+    g.throughput(Throughput::Elements(states.len() as u64));
+    g.bench_function("encode_binary", |b| {
+        b.iter(|| states.iter().map(|st| st.to_bytes().len()).sum::<usize>())
+    });
+    g.bench_function("encode_json", |b| {
+        b.iter(|| {
+            states
+                .iter()
+                .map(|st| serde_json::to_vec(st).unwrap().len())
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("decode_binary", |b| {
+        b.iter(|| {
+            binary
+                .iter()
+                .map(|v| UserState::from_bytes(v).is_ok() as usize)
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("decode_json", |b| {
+        b.iter(|| {
+            json.iter()
+                .map(|v| UserState::from_bytes(v).is_ok() as usize)
+                .sum::<usize>()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(core, benches, state_codec);
 criterion_main!(core);

@@ -299,6 +299,8 @@ impl FeatureWindower {
                 .cloned()
                 .zip(values)
                 .collect::<BTreeMap<_, _>>(),
+            item_id: ev.item_id.clone(),
+            category: ev.category.clone(),
         }
     }
 

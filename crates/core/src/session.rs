@@ -58,7 +58,7 @@ mod state;
 use crate::hash::fnv1a;
 use clickpath_schema::{ClickEvent, EventType, FunnelStage, SessionSummary};
 use serde::{Deserialize, Serialize};
-pub use state::UserState;
+pub use state::{StateDecodeError, UserState};
 use state::{Item, Sess};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};

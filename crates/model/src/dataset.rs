@@ -28,6 +28,10 @@ pub struct Example {
     pub purchase: bool,
     /// Type of the next event of the same session; `None` for the session's last event.
     pub next_action: Option<EventType>,
+    /// The event's item, for the sequence models' hashed item embedding.
+    pub item_id: Option<String>,
+    /// The event's category, for the sequence models' hashed category embedding.
+    pub category: Option<String>,
 }
 
 impl Example {
@@ -168,6 +172,8 @@ pub fn build_dataset(
             features,
             purchase: info.first_purchase.is_some(),
             next_action: next_of[i].map(|j| sorted[j].event_type),
+            item_id: ev.item_id.clone(),
+            category: ev.category.clone(),
         });
     }
     Dataset {

@@ -9,8 +9,9 @@
 //! sessions ([`metrics`]); [`ModelArtifact`] saves and loads the result as a versioned directory.
 //!
 //! Dependencies: schema and core only. This crate must not depend on Kafka or an async runtime.
-//! It does not depend on Burn either; Burn sequence models will come later behind a cargo
-//! feature, beside these baselines, so the baseline stays cheap to build and to run.
+//! Burn sequence models ([`sequence`], GRU, LSTM and Transformer) sit behind the `sequence`
+//! cargo feature (`cuda` adds the GPU backend), so crates that only need the baseline do not
+//! build Burn.
 
 #![warn(missing_docs)]
 
@@ -21,6 +22,8 @@ pub mod error;
 pub mod logistic;
 pub mod markov;
 pub mod metrics;
+#[cfg(feature = "sequence")]
+pub mod sequence;
 pub mod train;
 
 pub use artifact::{ArtifactMeta, ModelArtifact};
@@ -29,4 +32,6 @@ pub use dataset::{Dataset, Example, SplitConfig, Splits, build_dataset};
 pub use error::{MetricError, ModelError};
 pub use logistic::{FitHistory, LogisticConfig, LogisticModel};
 pub use markov::MarkovChain;
-pub use train::{DatasetCounts, EvalMetrics, TrainConfig, TrainReport, evaluate, train_baseline};
+pub use train::{
+    DatasetCounts, EvalMetrics, TrainConfig, TrainReport, evaluate, metrics_of, train_baseline,
+};

@@ -62,6 +62,10 @@ pub struct EvalMetrics {
     pub next_action_top1: Option<f64>,
     /// Next action is among the 3 most likely.
     pub next_action_top3: Option<f64>,
+    /// Mean negative log probability of the next action (nats); absent in artifacts made
+    /// before it was recorded.
+    #[serde(default)]
+    pub next_action_log_loss: Option<f64>,
 }
 
 /// Sizes of the data behind a model.
@@ -123,21 +127,44 @@ pub fn evaluate(model: &BaselineModel, examples: &[&Example]) -> EvalMetrics {
             })
         })
         .unzip();
+    metrics_of(&probabilities, &labels, &distributions, &targets)
+}
+
+/// The metrics of purchase probabilities against labels and of next-action distributions
+/// against the actions that followed; shared by every model so their numbers compare.
+pub fn metrics_of<D: AsRef<[f64]>>(
+    probabilities: &[f64],
+    labels: &[bool],
+    distributions: &[D],
+    targets: &[usize],
+) -> EvalMetrics {
+    let next_log_loss = (!targets.is_empty()).then(|| {
+        distributions
+            .iter()
+            .zip(targets)
+            .map(|(d, &t)| {
+                -d.as_ref()
+                    .get(t)
+                    .copied()
+                    .unwrap_or(0.0)
+                    .clamp(metrics::LOG_LOSS_EPS, 1.0)
+                    .ln()
+            })
+            .sum::<f64>()
+            / targets.len() as f64
+    });
     EvalMetrics {
-        examples: examples.len(),
+        examples: probabilities.len(),
         positives: labels.iter().filter(|&&y| y).count(),
-        roc_auc: metrics::roc_auc(&probabilities, &labels).ok(),
-        pr_auc: metrics::pr_auc(&probabilities, &labels).ok(),
-        log_loss: metrics::log_loss(&probabilities, &labels).ok(),
-        ece: metrics::expected_calibration_error(
-            &probabilities,
-            &labels,
-            metrics::DEFAULT_ECE_BINS,
-        )
-        .ok(),
+        roc_auc: metrics::roc_auc(probabilities, labels).ok(),
+        pr_auc: metrics::pr_auc(probabilities, labels).ok(),
+        log_loss: metrics::log_loss(probabilities, labels).ok(),
+        ece: metrics::expected_calibration_error(probabilities, labels, metrics::DEFAULT_ECE_BINS)
+            .ok(),
         next_action_cases: targets.len(),
-        next_action_top1: metrics::top_k_accuracy(&distributions, &targets, 1).ok(),
-        next_action_top3: metrics::top_k_accuracy(&distributions, &targets, 3).ok(),
+        next_action_top1: metrics::top_k_accuracy(distributions, targets, 1).ok(),
+        next_action_top3: metrics::top_k_accuracy(distributions, targets, 3).ok(),
+        next_action_log_loss: next_log_loss,
     }
 }
 

@@ -3,6 +3,7 @@
 //! Loading reports every problem it can find at once (unknown keys anywhere, wrong types with their key
 //! path, and semantic checks), as vector's config compiler does, instead of stopping at the first.
 
+use clickpath_core::analytics::{AnalyticsError, FunnelOrder, FunnelSpec, Step, Unit};
 use clickpath_core::features::FeatureSpec;
 use clickpath_core::rules::RulesConfig;
 use clickpath_core::session::SessionConfig;
@@ -38,6 +39,8 @@ pub struct ClickpathConfig {
     pub scorer: ScorerConfig,
     /// The anomaly detector stage.
     pub detector: RulesConfig,
+    /// The analytics stage (funnel aggregates per time bucket and segment).
+    pub analytics: AnalyticsConfig,
 }
 
 /// Connection to the Kafka bus.
@@ -120,6 +123,8 @@ pub struct TopicsConfig {
     pub dead_letters: String,
     /// Events that arrived beyond the sessionizer's allowed lateness, with the reason.
     pub late_events: String,
+    /// Funnel aggregates of closed time buckets, from the analytics stage.
+    pub analytics: String,
     /// Partitions of each topic made by `clickpath topics create`.
     pub partitions: i32,
     /// Replication factor of each topic made by `clickpath topics create`.
@@ -137,6 +142,7 @@ impl Default for TopicsConfig {
             alerts: "clickpath.alerts".into(),
             dead_letters: "clickpath.dead-letters".into(),
             late_events: "clickpath.late-events".into(),
+            analytics: "clickpath.analytics".into(),
             partitions: 3,
             replication_factor: 1,
         }
@@ -155,6 +161,7 @@ impl TopicsConfig {
             ("alerts", self.alerts.as_str()),
             ("dead_letters", self.dead_letters.as_str()),
             ("late_events", self.late_events.as_str()),
+            ("analytics", self.analytics.as_str()),
         ]
     }
 
@@ -170,6 +177,7 @@ impl TopicsConfig {
             alerts: p(&self.alerts),
             dead_letters: p(&self.dead_letters),
             late_events: p(&self.late_events),
+            analytics: p(&self.analytics),
             ..self.clone()
         }
     }
@@ -255,6 +263,20 @@ pub struct ScorerConfig {
     pub top_k: usize,
     /// How many decision factors each prediction lists.
     pub factors: usize,
+    /// Sequence models: decision factors (occlusion) for every Nth prediction; 0 for none.
+    pub explain_every: u64,
+    /// Sequence models: steps of the greedy predicted path (0: none).
+    pub path_steps: usize,
+    /// Sequence models: most events per model call (micro-batch across users).
+    pub max_batch: usize,
+    /// Longest wait (µs) for more input after the first record of a batch, to fill micro-batches.
+    pub max_wait_us: u64,
+    /// `cpu` (Burn flex) or `cuda` (a build with the `cuda` feature and an NVIDIA GPU).
+    pub device: String,
+    /// How often `model_dir` is checked for a new artifact to hot-swap (ms); 0 turns it off.
+    pub reload_interval_ms: u64,
+    /// Optional shadow sequence model scored beside the live one; empty for none.
+    pub shadow_model_dir: String,
 }
 
 impl Default for ScorerConfig {
@@ -263,6 +285,99 @@ impl Default for ScorerConfig {
             model_dir: String::new(),
             top_k: 3,
             factors: 3,
+            explain_every: 10,
+            path_steps: 3,
+            max_batch: 256,
+            max_wait_us: 2_000,
+            device: "cpu".into(),
+            reload_interval_ms: 5_000,
+            shadow_model_dir: String::new(),
+        }
+    }
+}
+
+/// The analytics stage: which funnel it counts and how often it publishes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Funnel steps in order; each is `EVENT_TYPE[|EVENT_TYPE...]` (`|` joins event types into one step).
+    pub steps: Vec<String>,
+    /// `ordered` (other events may come between steps), `strict` (none may) or `any_order`.
+    pub order: FunnelOrder,
+    /// Count `user`s or `session`s (`session_id`, else the user).
+    pub unit: Unit,
+    /// Conversion window from an attempt's first step (ms).
+    pub window_ms: i64,
+    /// Width of the time buckets, aligned to the Unix epoch (ms).
+    pub bucket_ms: i64,
+    /// How far event time may run behind the newest event seen before a bucket closes (ms).
+    pub lateness_ms: i64,
+    /// How often closed buckets are looked for and published (ms of wall time).
+    pub publish_interval_ms: u64,
+    /// Most events buffered per unit; the oldest go first (bounds memory).
+    pub max_events_per_unit: usize,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            steps: vec![
+                "PRODUCT_VIEW".into(),
+                "ADD_TO_CART".into(),
+                "PURCHASE".into(),
+            ],
+            order: FunnelOrder::Ordered,
+            unit: Unit::User,
+            window_ms: 3_600_000,
+            bucket_ms: 3_600_000,
+            lateness_ms: 300_000,
+            publish_interval_ms: 10_000,
+            max_events_per_unit: 1000,
+        }
+    }
+}
+
+impl AnalyticsConfig {
+    /// The validated funnel these settings describe.
+    pub fn funnel_spec(&self) -> Result<FunnelSpec, String> {
+        let steps = self
+            .steps
+            .iter()
+            .map(|s| Step::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("analytics.steps: {e}"))?;
+        FunnelSpec::new(steps, self.order, self.window_ms, self.unit, self.bucket_ms).map_err(|e| {
+            let key = match e {
+                AnalyticsError::NotPositive(w) if w.contains("window") => "window_ms",
+                AnalyticsError::NotPositive(_) => "bucket_ms",
+                _ => "steps",
+            };
+            format!("analytics.{key}: {e}")
+        })
+    }
+
+    fn problems(&self, p: &mut Vec<String>) {
+        if let Err(e) = self.funnel_spec() {
+            p.push(e);
+        }
+        // FunnelSpec::new stops at the first bad duration; report both.
+        if self.window_ms <= 0 && self.bucket_ms <= 0 {
+            p.push(format!(
+                "analytics.bucket_ms: must be > 0, got {}",
+                self.bucket_ms
+            ));
+        }
+        if self.lateness_ms < 0 {
+            p.push(format!(
+                "analytics.lateness_ms: must be >= 0, got {}",
+                self.lateness_ms
+            ));
+        }
+        if self.publish_interval_ms == 0 {
+            p.push("analytics.publish_interval_ms: must be >= 1".to_string());
+        }
+        if self.max_events_per_unit == 0 {
+            p.push("analytics.max_events_per_unit: must be >= 1".to_string());
         }
     }
 }
@@ -448,6 +563,16 @@ impl ClickpathConfig {
                 self.scorer.top_k
             ));
         }
+        if self.scorer.max_batch == 0 {
+            p.push("scorer.max_batch: must be at least 1".into());
+        }
+        if !matches!(self.scorer.device.as_str(), "cpu" | "cuda") {
+            p.push(format!(
+                "scorer.device: must be \"cpu\" or \"cuda\", got {:?}",
+                self.scorer.device
+            ));
+        }
+        self.analytics.problems(&mut p);
         if p.is_empty() {
             Ok(())
         } else {
@@ -559,6 +684,56 @@ mod tests {
     fn wrong_types_name_their_key() {
         let err = ClickpathConfig::from_toml_str("[runtime]\nmax_batch = \"many\"\n").unwrap_err();
         assert!(err.to_string().contains("runtime.max_batch"), "{err}");
+    }
+
+    #[test]
+    fn analytics_settings_build_the_funnel_and_report_every_problem() {
+        let cfg = ClickpathConfig::from_toml_str(
+            "[analytics]\nsteps = [\"SEARCH|PRODUCT_VIEW\", \"PURCHASE\"]\norder = \"any_order\"\n",
+        )
+        .unwrap();
+        let spec = cfg.analytics.funnel_spec().unwrap();
+        assert_eq!(spec.steps().len(), 2);
+        assert_eq!(spec.steps()[0].events.len(), 2);
+        assert_eq!(spec.order, FunnelOrder::AnyOrder);
+
+        let err = ClickpathConfig::from_toml_str(
+            "[analytics]\nsteps = [\"VIEWED\", \"PURCHASE\"]\nlateness_ms = -1\npublish_interval_ms = 0\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 3, "{text}");
+        assert!(
+            text.contains("analytics.steps: cannot parse step \"VIEWED\""),
+            "{text}"
+        );
+        assert!(text.contains("analytics.lateness_ms"), "{text}");
+        assert!(text.contains("analytics.publish_interval_ms"), "{text}");
+
+        let err =
+            ClickpathConfig::from_toml_str("[analytics]\nsteps = [\"PURCHASE\"]\nwindow_ms = 0\n")
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("analytics.steps: a funnel needs at least 2 steps"),
+            "{err}"
+        );
+        let err = ClickpathConfig::from_toml_str("[analytics]\nwindow_ms = 0\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("analytics.window_ms: the conversion window must be positive"),
+            "{err}"
+        );
+        let err =
+            ClickpathConfig::from_toml_str("[analytics]\norder = \"sideways\"\n").unwrap_err();
+        assert!(err.to_string().contains("analytics.order"), "{err}");
+        let err = ClickpathConfig::from_toml_str("[topics]\nanalytics = \"clickpath.alerts\"\n")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("topics.analytics: same topic as topics.alerts"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The HTTP endpoint of a clickpath process: `/healthz`, `/readyz`, `/metrics`.
+//! The HTTP endpoint of a clickpath process: `/healthz`, `/readyz`, `/metrics` and the per-user queries
+//! of [`crate::http_query`] (`docs/openapi.yaml` describes them all).
 //!
 //! With a bearer token configured ([`router_with_auth`], [`serve_with_auth`]), every request except the
 //! health probes must carry `Authorization: Bearer <token>`. The probes stay open because kubelets and
@@ -183,6 +184,7 @@ pub async fn serve_with_auth(
 pub async fn serve_env(env: &crate::RunnerEnv) -> anyhow::Result<SocketAddr> {
     let token = read_bearer_token(&env.config.http.bearer_token_file)
         .map_err(|e| anyhow::anyhow!("http.bearer_token_file: {e}"))?;
+    env.queries.set_group_prefix(&env.config.kafka.group_prefix);
     serve_full(
         &env.config.http.bind,
         env.health.clone(),
@@ -288,6 +290,22 @@ mod tests {
         // Unknown paths are not revealed without the token.
         assert_eq!(get_status(addr, "/nope", None).await, 401);
         assert_eq!(get_status(addr, "/nope", Some("Bearer s3cret")).await, 404);
+    }
+
+    #[tokio::test]
+    async fn user_queries_need_the_token_too() {
+        let addr = start(Some("s3cret")).await;
+        assert_eq!(get_status(addr, "/v1/users/alice", None).await, 401);
+        assert_eq!(get_status(addr, "/v1/users/alice/path", None).await, 401);
+        // With the token: no stage answers user queries in this process.
+        assert_eq!(
+            get_status(addr, "/v1/users/alice", Some("Bearer s3cret")).await,
+            404
+        );
+        assert_eq!(
+            get_status(addr, "/v1/users/%20", Some("Bearer s3cret")).await,
+            400
+        );
     }
 
     #[tokio::test]

@@ -14,12 +14,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A change of partition ownership seen in a rebalance callback, replayed to the stage by the run loop.
+/// Partitions are `(topic, partition)`: a stage may read several topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RebalanceEvent {
     /// These partitions were assigned.
-    Assigned(Vec<i32>),
+    Assigned(Vec<(String, i32)>),
     /// These partitions were revoked.
-    Revoked(Vec<i32>),
+    Revoked(Vec<(String, i32)>),
+}
+
+fn topic_partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 /// Consumer context: records rebalances for the run loop and exports lag from librdkafka statistics.
@@ -68,12 +76,8 @@ impl ClientContext for StageContext {
 impl ConsumerContext for StageContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let event = match rebalance {
-            Rebalance::Assign(tpl) => {
-                RebalanceEvent::Assigned(tpl.elements().iter().map(|e| e.partition()).collect())
-            }
-            Rebalance::Revoke(tpl) => {
-                RebalanceEvent::Revoked(tpl.elements().iter().map(|e| e.partition()).collect())
-            }
+            Rebalance::Assign(tpl) => RebalanceEvent::Assigned(topic_partitions(tpl)),
+            Rebalance::Revoke(tpl) => RebalanceEvent::Revoked(topic_partitions(tpl)),
             Rebalance::Error(e) => {
                 tracing::warn!(stage = %self.stage, error = %e, "Rebalance failed.");
                 return;
@@ -113,6 +117,36 @@ pub fn consumer_config(cfg: &ClickpathConfig, stage: &str) -> ClientConfig {
     // User properties win over our defaults.
     for (k, v) in &cfg.kafka.properties {
         c.set(k, v);
+    }
+    c
+}
+
+/// Consumer settings for a stage that reads `input_topics` topics. With more than one, the group uses the range
+/// assignor: with equal partition counts and subscriptions it gives partition `p` of every input topic to the
+/// same member (co-partitioning, which a stage's per-partition state relies on); the cooperative-sticky
+/// assignor balances topic-partitions independently and does not. A different `partition.assignment.strategy`
+/// in `kafka.properties` is overridden for such a stage, with a warning.
+pub fn stage_consumer_config(
+    cfg: &ClickpathConfig,
+    stage: &str,
+    input_topics: usize,
+) -> ClientConfig {
+    let mut c = consumer_config(cfg, stage);
+    if input_topics > 1 {
+        let key = "partition.assignment.strategy";
+        if let Some(user) = cfg
+            .kafka
+            .properties
+            .get(key)
+            .filter(|v| v.trim() != "range")
+        {
+            tracing::warn!(
+                stage,
+                configured = %user,
+                "Stage reads several co-partitioned topics: using the range assignor instead of kafka.properties' {key}."
+            );
+        }
+        c.set(key, "range");
     }
     c
 }
@@ -170,4 +204,35 @@ pub async fn create_topics(
         anyhow::bail!("could not create topics: {}", problems.join("; "));
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_with_several_inputs_use_the_range_assignor() {
+        let mut cfg = ClickpathConfig::default();
+        let strategy = |c: &ClientConfig| c.get("partition.assignment.strategy").map(String::from);
+        assert_eq!(
+            strategy(&stage_consumer_config(&cfg, "windower", 1)).as_deref(),
+            Some("cooperative-sticky")
+        );
+        assert_eq!(
+            strategy(&stage_consumer_config(&cfg, "detector", 2)).as_deref(),
+            Some("range")
+        );
+        // A user's strategy is kept for one-topic stages and overridden where co-partitioning needs range.
+        cfg.kafka
+            .properties
+            .insert("partition.assignment.strategy".into(), "roundrobin".into());
+        assert_eq!(
+            strategy(&stage_consumer_config(&cfg, "windower", 1)).as_deref(),
+            Some("roundrobin")
+        );
+        assert_eq!(
+            strategy(&stage_consumer_config(&cfg, "detector", 2)).as_deref(),
+            Some("range")
+        );
+    }
 }

@@ -10,6 +10,7 @@ pub mod deadletter;
 pub mod health;
 pub mod http;
 pub mod http_query;
+pub mod inputs;
 pub mod kafka;
 pub mod metrics;
 pub mod query;
@@ -19,4 +20,4 @@ pub mod stage;
 
 pub use config::ClickpathConfig;
 pub use runner::{RunSummary, RunnerEnv, run_stage};
-pub use stage::{Context, Output, Stage, StageError, StateChange};
+pub use stage::{Context, Output, Stage, StageError, StageInput, StateChange};

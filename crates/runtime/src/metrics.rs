@@ -14,6 +14,9 @@
 //! | `clickpath_processing_latency_seconds` | histogram | stage | a record's time from poll to its outputs being acknowledged |
 //! | `clickpath_event_latency_seconds` | histogram | stage | from an input record's timestamp to its outputs being acknowledged |
 //! | `clickpath_model_inference_seconds` | histogram | stage | one model inference call (scorer) |
+//! | `clickpath_model_batch_size` | histogram | stage | events per model inference call (scorer micro-batches) |
+//! | `clickpath_model_reloads_total` | counter | stage, kind | hot-swap attempts of the scorer's model (`ok`, `failed`) |
+//! | `clickpath_model_reload_failed` | gauge | stage | 1 while the last model reload failed (the old model runs) |
 //! | `clickpath_state_entries` | gauge | stage | entries of in-memory state |
 //! | `clickpath_consumer_lag_records` | gauge | stage, topic, partition | consumer lag |
 //! | `clickpath_assigned_partitions` | gauge | stage | partitions assigned to this instance |
@@ -104,6 +107,12 @@ pub struct Metrics {
     pub event_latency: Family<StageLabel, Histogram, fn() -> Histogram>,
     /// One model inference call.
     pub model_inference: Family<StageLabel, Histogram, fn() -> Histogram>,
+    /// Events per model inference call.
+    pub model_batch_size: Family<StageLabel, Histogram, fn() -> Histogram>,
+    /// Model hot-swap attempts, by outcome.
+    pub model_reloads: Family<StageKind, Counter>,
+    /// 1 while the last model reload failed.
+    pub model_reload_failed: Family<StageLabel, Gauge>,
     /// Fraction (0..1) of a changelog partition restored after it was assigned.
     pub restore_progress: Family<StagePartition, Gauge<f64, AtomicU64>>,
     /// Entries of in-memory state (users, ids).
@@ -148,6 +157,12 @@ impl Metrics {
             Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram as fn() -> Histogram,
             );
+        let model_batch_size =
+            Family::<StageLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                size_histogram as fn() -> Histogram,
+            );
+        let model_reloads = Family::<StageKind, Counter>::default();
+        let model_reload_failed = Family::<StageLabel, Gauge>::default();
         let restore_progress = Family::<StagePartition, Gauge<f64, AtomicU64>>::default();
         let state_entries = Family::<StageLabel, Gauge>::default();
         let consumer_lag = Family::<StagePartition, Gauge>::default();
@@ -197,6 +212,21 @@ impl Metrics {
             Unit::Seconds,
             model_inference.clone(),
         );
+        r.register(
+            "clickpath_model_batch_size",
+            "Events per model inference call",
+            model_batch_size.clone(),
+        );
+        r.register(
+            "clickpath_model_reloads",
+            "Model hot-swap attempts by outcome",
+            model_reloads.clone(),
+        );
+        r.register(
+            "clickpath_model_reload_failed",
+            "1 while the last model reload failed and the previous model still runs",
+            model_reload_failed.clone(),
+        );
         // prometheus-client's Unit::Ratios would render `_ratios`; Prometheus's convention is `_ratio`.
         r.register(
             "clickpath_restore_progress_ratio",
@@ -229,6 +259,9 @@ impl Metrics {
             processing_latency,
             event_latency,
             model_inference,
+            model_batch_size,
+            model_reloads,
+            model_reload_failed,
             restore_progress,
             state_entries,
             consumer_lag,

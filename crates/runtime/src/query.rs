@@ -136,6 +136,12 @@ impl QueryStore {
         }
     }
 
+    /// The partition `user_id` belongs to, once partitions are known.
+    pub fn partition_of(&self, user_id: &str) -> Option<i32> {
+        let r = self.0.read().unwrap_or_else(|p| p.into_inner());
+        (r.partitions > 0).then(|| partition_for_key(user_id.as_bytes(), r.partitions))
+    }
+
     /// Number of users with a published view.
     pub fn len(&self) -> usize {
         self.0.read().map(|r| r.views.len()).unwrap_or(0)
@@ -188,9 +194,25 @@ mod tests {
     }
 }
 
+/// The stages whose stores `GET /v1/users/{id}` combines, with the part of the answer each gives.
+///
+/// Each store's view of a user is: for the `sessionizer`, the user's path state (an object); for the
+/// `scorer`, the latest prediction (an object); for the `detector`, the user's open alerts (an array).
+pub const USER_PARTS: [(&str, &str); 3] = [
+    ("sessionizer", "path"),
+    ("scorer", "prediction"),
+    ("detector", "alerts"),
+];
+
+#[derive(Default)]
+struct Registry {
+    stores: HashMap<String, QueryStore>,
+    group_prefix: String,
+}
+
 /// The query stores of every stage in this process, by stage name.
 #[derive(Clone, Default)]
-pub struct Queries(Arc<RwLock<HashMap<String, QueryStore>>>);
+pub struct Queries(Arc<RwLock<Registry>>);
 
 impl Queries {
     /// An empty registry.
@@ -203,11 +225,31 @@ impl Queries {
         self.0
             .write()
             .unwrap_or_else(|p| p.into_inner())
+            .stores
             .insert(stage.to_string(), store);
     }
 
     /// The store of `stage`, if that stage runs in this process.
     pub fn get(&self, stage: &str) -> Option<QueryStore> {
-        self.0.read().ok()?.get(stage).cloned()
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .stores
+            .get(stage)
+            .cloned()
+    }
+
+    /// Sets `kafka.group_prefix`, so answers can name the consumer group that owns a partition.
+    pub fn set_group_prefix(&self, prefix: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .group_prefix = prefix.to_string();
+    }
+
+    /// The consumer group of `stage` (`<group_prefix>.<stage>`), when the prefix is known.
+    pub fn consumer_group(&self, stage: &str) -> Option<String> {
+        let r = self.0.read().unwrap_or_else(|p| p.into_inner());
+        (!r.group_prefix.is_empty()).then(|| format!("{}.{stage}", r.group_prefix))
     }
 }

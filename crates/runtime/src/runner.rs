@@ -5,22 +5,26 @@
 //! then store the batch's offsets (committed by librdkafka's auto-commit). A crash at any point therefore
 //! replays the batch: at-least-once. The loop runs on its own thread, off the async reactor, because stage
 //! work is CPU-bound.
+//!
+//! A stage may read several co-partitioned topics (see [`crate::stage::StageInput`]): the loop subscribes to
+//! all of them, and offsets, transactions, dead letters and rebalances are kept per `(topic, partition)`
+//! ([`crate::inputs`]), while the stage's hooks, its changelog and its query store see partition numbers.
 
 use crate::changelog::{changelog_topic, ensure_changelog_topic, restore};
 use crate::config::{ClickpathConfig, Guarantee};
 use crate::deadletter::dead_letter_output;
 use crate::health::Health;
-use crate::kafka::{RebalanceEvent, StageContext, consumer_config, create_producer};
+use crate::inputs::{Assignment, BatchOffsets, InputTopics, co_partitioned};
+use crate::kafka::{RebalanceEvent, StageContext, create_producer, stage_consumer_config};
 use crate::metrics::{Metrics, StageKind, StageLabel, StageTopic};
 use crate::shutdown::Shutdown;
-use crate::stage::{Context, Output, Stage, StageError};
+use crate::stage::{Context, Output, Stage, StageError, StageInput};
 use clickpath_schema::codec::Codec;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// What a stage loop needs besides the stage itself.
@@ -65,29 +69,42 @@ pub struct RunSummary {
     pub dead_letters: u64,
 }
 
-/// Runs `stage` on `input_topic` until the shutdown flag is set, then drains and returns.
+/// Runs `stage` on its input topics until the shutdown flag is set, then drains and returns.
+///
+/// `input_topics` has one topic per role of the stage's input type, in the same order
+/// ([`StageInput::ROLES`]; a one-record-type stage reads one topic). Several input topics must have the same
+/// partition count (checked here, after waiting for each to appear); their records are decoded by topic.
 ///
 /// Blocking: call it on a dedicated thread. Returns an error when outputs could not be delivered, a transaction
 /// failed or the stage reports a fatal error; the failed batch's offsets are not committed, so the next owner of
 /// its partitions redoes it (from the restored state, in exactly-once mode).
-pub fn run_stage<S: Stage>(
+pub fn run_stage<S: Stage, T: AsRef<str>>(
     mut stage: S,
-    input_topic: &str,
+    input_topics: &[T],
     env: &RunnerEnv,
 ) -> anyhow::Result<RunSummary> {
     let name = stage.name();
     let cfg = &env.config;
     let eos = cfg.processing.guarantee == Guarantee::ExactlyOnce;
+    let inputs = InputTopics::new(name, <S::Input as StageInput>::ROLES, input_topics)?;
+    // Every input topic may have been created a moment ago: wait for each before checking co-partitioning.
+    let mut counts = Vec::with_capacity(inputs.len());
+    for topic in inputs.names() {
+        let n = crate::changelog::wait_partition_count(cfg, topic, Duration::from_secs(15))?;
+        counts.push((topic.clone(), n));
+    }
+    let input_partitions = co_partitioned(name, &counts)?;
     let changelog = if stage.is_stateful() {
+        // Changelog partition p holds the state of input partition number p (the same in every input topic).
         let topic = changelog_topic(cfg, name);
-        ensure_changelog_topic(cfg, &topic, input_topic)?;
+        ensure_changelog_topic(cfg, &topic, inputs.first())?;
         Some(topic)
     } else {
         None
     };
     let context = StageContext::new(name, env.metrics.clone());
     let consumer: BaseConsumer<StageContext> =
-        consumer_config(cfg, name).create_with_context(context)?;
+        stage_consumer_config(cfg, name, inputs.len()).create_with_context(context)?;
     let producer = if eos {
         let p: FutureProducer = transactional_producer_config(cfg, name).create()?;
         p.init_transactions(Duration::from_secs(60))?;
@@ -95,20 +112,19 @@ pub fn run_stage<S: Stage>(
     } else {
         create_producer(cfg)?
     };
-    consumer.subscribe(&[input_topic])?;
+    let topic_refs: Vec<&str> = inputs.names().iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs)?;
     env.health.register(name);
     let query_store = stage.query_store();
     if let Some(store) = &query_store {
         env.queries.register(name, store.clone());
     }
-    let input_partitions =
-        crate::changelog::wait_partition_count(cfg, input_topic, Duration::from_secs(15))?;
-    tracing::info!(stage = name, topic = input_topic, group = %format!("{}.{}", cfg.kafka.group_prefix, name), exactly_once = eos, "Stage started.");
+    tracing::info!(stage = name, topics = ?inputs.names(), group = %format!("{}.{}", cfg.kafka.group_prefix, name), exactly_once = eos, "Stage started.");
 
     let mut run = Run {
         env,
         name,
-        input_topic,
+        inputs: &inputs,
         changelog: changelog.as_deref(),
         consumer: &consumer,
         producer: &producer,
@@ -127,7 +143,7 @@ pub fn run_stage<S: Stage>(
                 tracing::error!(stage = name, error = %e, "Shutdown hook failed.");
             }
             summary.records_out += outputs.len() as u64;
-            run.commit_batch(&mut stage, outputs, &BTreeMap::new())?;
+            run.commit_batch(&mut stage, outputs, &BatchOffsets::new())?;
             let grace = Duration::from_millis(cfg.runtime.shutdown_grace_ms);
             producer.flush(grace)?;
             if !eos {
@@ -194,7 +210,7 @@ fn transactional_producer_config(cfg: &ClickpathConfig, stage: &str) -> rdkafka:
 struct Run<'a> {
     env: &'a RunnerEnv,
     name: &'static str,
-    input_topic: &'a str,
+    inputs: &'a InputTopics,
     changelog: Option<&'a str>,
     consumer: &'a BaseConsumer<StageContext>,
     producer: &'a FutureProducer,
@@ -207,29 +223,36 @@ impl Run<'_> {
     fn run_loop<S: Stage>(&mut self, stage: &mut S) -> anyhow::Result<RunSummary> {
         let env = self.env;
         let name = self.name;
-        let input_topic = self.input_topic;
+        let inputs = self.inputs;
         let rt = &env.config.runtime;
         let poll_timeout = Duration::from_millis(rt.poll_timeout_ms);
         let tick_every = Duration::from_millis(rt.tick_interval_ms);
         let mut last_tick = Instant::now();
         let mut summary = RunSummary::default();
-        let mut assigned: BTreeSet<i32> = BTreeSet::new();
+        let mut assigned = Assignment::new();
         let label = StageLabel { stage: name.into() };
-        // Clone the counter: holding the family's guard would block every other thread's get_or_create.
-        let in_counter = env
-            .metrics
-            .records_in
-            .get_or_create(&StageTopic {
-                stage: name.into(),
-                topic: input_topic.into(),
+        // One counter per input topic. Cloned: holding the family's guard would block every other thread's
+        // get_or_create.
+        let in_counters: Vec<_> = inputs
+            .names()
+            .iter()
+            .map(|topic| {
+                env.metrics
+                    .records_in
+                    .get_or_create(&StageTopic {
+                        stage: name.into(),
+                        topic: topic.clone(),
+                    })
+                    .clone()
             })
-            .clone();
+            .collect();
 
         while !env.shutdown.is_triggered() {
             env.health.beat(name);
             let mut batch = poll_batch(
                 self.consumer,
                 poll_timeout,
+                stage.poll_linger(),
                 rt.max_batch,
                 name,
                 &env.metrics,
@@ -238,7 +261,9 @@ impl Run<'_> {
             // the state of newly assigned partitions before any of their input is processed.
             for event in self.consumer.context().take_rebalances() {
                 match event {
-                    RebalanceEvent::Assigned(ps) => {
+                    RebalanceEvent::Assigned(tps) => {
+                        // Partition numbers this instance did not own before, in any input topic.
+                        let ps = assigned.assign(&tps);
                         if let Some(changelog) = self.changelog {
                             let stats =
                                 restore(&env.config, changelog, &ps, stage, Some(&env.metrics))?;
@@ -252,19 +277,16 @@ impl Run<'_> {
                                 "State restored."
                             );
                         }
-                        assigned.extend(ps.iter().copied());
                         stage.on_assign(&ps);
                     }
-                    RebalanceEvent::Revoked(ps) => {
-                        for p in &ps {
-                            assigned.remove(p);
-                        }
+                    RebalanceEvent::Revoked(tps) => {
+                        let ps = assigned.revoke(&tps);
                         stage.on_revoke(&ps);
                     }
                 }
                 env.health.set_assigned(name, assigned.len());
                 if let Some(store) = &self.query_store {
-                    store.set_assignment(&assigned, self.input_partitions);
+                    store.set_assignment(&assigned.partitions(), self.input_partitions);
                 }
                 env.metrics
                     .assigned_partitions
@@ -272,18 +294,24 @@ impl Run<'_> {
                     .set(assigned.len() as i64);
             }
             // Records of partitions revoked while the batch was collected belong to their new owner now.
-            batch.retain(|m| assigned.contains(&m.partition()));
+            batch.retain(|m| assigned.contains(m.topic(), m.partition()));
             let tick_due = last_tick.elapsed() >= tick_every;
             if batch.is_empty() && !tick_due {
                 continue;
             }
             let started = Instant::now();
             let mut outputs: Vec<Output> = Vec::new();
-            let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut next_offsets = BatchOffsets::new();
+            let mut per_input = vec![0u64; inputs.len()];
             let mut event_times: Vec<i64> = Vec::with_capacity(batch.len());
             let now = now_ms();
             for msg in &batch {
-                next_offsets.insert(msg.partition(), msg.offset() + 1);
+                let topic = msg.topic();
+                next_offsets.consumed(topic, msg.partition(), msg.offset());
+                let input = inputs.index(topic);
+                if let Some(i) = input {
+                    per_input[i] += 1;
+                }
                 let payload = msg.payload().unwrap_or_default();
                 if let Some(ts) = msg.timestamp().to_millis() {
                     event_times.push(ts);
@@ -298,18 +326,18 @@ impl Run<'_> {
                             rt.max_record_bytes
                         ),
                     ))
-                } else {
-                    match env.codec.decode::<S::Input>(payload) {
+                } else if let Some(input) = input {
+                    match <S::Input as StageInput>::decode(&env.codec, input, payload) {
                         Err(e) => Some((e.kind(), e.to_string())),
                         Ok(record) => {
                             let mut ctx = Context::new(&env.codec, &mut outputs, now)
-                                .for_partition(msg.partition());
+                                .for_record(topic, msg.partition());
                             match stage.process(record, &mut ctx) {
                                 Ok(()) => None,
                                 Err(StageError::Rejected { kind, reason }) => Some((kind, reason)),
                                 Err(StageError::Fatal(reason)) => {
                                     anyhow::bail!(
-                                        "stage {name} failed at {input_topic}/{}@{}: {reason}",
+                                        "stage {name} failed at {topic}/{}@{}: {reason}",
                                         msg.partition(),
                                         msg.offset()
                                     );
@@ -317,9 +345,18 @@ impl Run<'_> {
                             }
                         }
                     }
+                } else {
+                    // Cannot happen with a subscription to exact names; never handed to the stage.
+                    Some((
+                        "unexpected_topic",
+                        format!(
+                            "record from {topic}, which is not an input of this stage ({:?})",
+                            inputs.names()
+                        ),
+                    ))
                 };
                 if let Some((kind, reason)) = rejection {
-                    tracing::debug!(stage = name, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
+                    tracing::debug!(stage = name, topic, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
                     env.metrics
                         .dead_letters
                         .get_or_create(&StageKind {
@@ -332,7 +369,7 @@ impl Run<'_> {
                         &env.codec,
                         &env.config.topics.dead_letters,
                         name,
-                        input_topic,
+                        topic,
                         msg.partition(),
                         msg.offset(),
                         msg.key(),
@@ -341,6 +378,12 @@ impl Run<'_> {
                         &reason,
                         now,
                     )?);
+                }
+            }
+            if !batch.is_empty() {
+                let mut ctx = Context::new(&env.codec, &mut outputs, now);
+                if let Err(e) = stage.end_batch(&mut ctx) {
+                    anyhow::bail!("stage {name} failed at the end of a batch: {e}");
                 }
             }
             if tick_due {
@@ -355,7 +398,11 @@ impl Run<'_> {
             summary.records_out += outputs.len() as u64;
             drop(batch);
             self.commit_batch(stage, outputs, &next_offsets)?;
-            in_counter.inc_by(records);
+            for (counter, n) in in_counters.iter().zip(&per_input) {
+                if *n > 0 {
+                    counter.inc_by(*n);
+                }
+            }
             // Per record: poll to durable output, and the record's Kafka timestamp to durable output.
             let processing = started.elapsed().as_secs_f64();
             let done = now_ms();
@@ -386,7 +433,7 @@ impl Run<'_> {
         &mut self,
         stage: &mut S,
         mut outputs: Vec<Output>,
-        next_offsets: &BTreeMap<i32, i64>,
+        next_offsets: &BatchOffsets,
     ) -> anyhow::Result<()> {
         // Always asked, so stages can refresh their query views once per batch; written only when durable.
         let changes = stage.take_state_changes();
@@ -404,7 +451,7 @@ impl Run<'_> {
         }
         if !self.eos {
             deliver(self.producer, outputs, self.name, &self.env.metrics)?;
-            store_offsets(self.consumer, self.input_topic, next_offsets, self.name);
+            store_offsets(self.consumer, next_offsets, self.name);
             return Ok(());
         }
         if outputs.is_empty() && next_offsets.is_empty() {
@@ -414,10 +461,8 @@ impl Run<'_> {
         self.producer.begin_transaction()?;
         deliver(self.producer, outputs, self.name, &self.env.metrics)?;
         if !next_offsets.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in next_offsets {
-                tpl.add_partition_offset(self.input_topic, *p, Offset::Offset(*o))?;
-            }
+            // Every input topic's offsets, in the one transaction.
+            let tpl = next_offsets.to_list()?;
             let group = self
                 .consumer
                 .group_metadata()
@@ -434,16 +479,24 @@ impl Run<'_> {
 fn poll_batch<'c>(
     consumer: &'c BaseConsumer<StageContext>,
     timeout: Duration,
+    linger: Duration,
     max: usize,
     stage: &str,
     metrics: &Metrics,
 ) -> Vec<rdkafka::message::BorrowedMessage<'c>> {
     let mut batch = Vec::new();
     let mut wait = timeout;
+    // Set by the first record: until then the poll waits up to `timeout`.
+    let mut deadline: Option<Instant> = None;
     while batch.len() < max {
         match consumer.poll(wait) {
             None => break,
-            Some(Ok(m)) => batch.push(m),
+            Some(Ok(m)) => {
+                batch.push(m);
+                let end = *deadline.get_or_insert_with(|| Instant::now() + linger);
+                wait = end.saturating_duration_since(Instant::now());
+                continue;
+            }
             Some(Err(e)) => {
                 tracing::warn!(stage, error = %e, "Kafka consumer error.");
                 metrics
@@ -456,7 +509,6 @@ fn poll_batch<'c>(
                 break;
             }
         }
-        wait = Duration::ZERO;
     }
     batch
 }
@@ -540,21 +592,17 @@ pub fn deliver(
     Ok(())
 }
 
-fn store_offsets(
-    consumer: &BaseConsumer<StageContext>,
-    topic: &str,
-    next: &BTreeMap<i32, i64>,
-    stage: &str,
-) {
+fn store_offsets(consumer: &BaseConsumer<StageContext>, next: &BatchOffsets, stage: &str) {
     if next.is_empty() {
         return;
     }
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in next {
-        if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(*o)) {
+    let tpl = match next.to_list() {
+        Ok(tpl) => tpl,
+        Err(e) => {
             tracing::warn!(stage, error = %e, "Bad offset.");
+            return;
         }
-    }
+    };
     if let Err(e) = consumer.store_offsets(&tpl) {
         // Happens when a partition was revoked mid-batch; its new owner replays from the last commit.
         tracing::warn!(stage, error = %e, "Could not store offsets (partition revoked?).");

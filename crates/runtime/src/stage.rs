@@ -1,7 +1,58 @@
 //! The one stage abstraction: a stage author writes `process` (plus optional hooks); consuming, decoding,
 //! producing, offsets, dead letters, metrics and shutdown are the runtime's job.
 
-use clickpath_schema::codec::{AvroRecord, Codec};
+use clickpath_schema::codec::{AvroRecord, Codec, CodecError};
+
+/// What a stage reads: the records of one or more input topics, decoded into one type.
+///
+/// A stage's input topics are given to [`crate::run_stage`] as a list; `decode` is told the position in that
+/// list of the topic a record came from and decodes it with the codec (the writer's schema is resolved from
+/// the record's schema id, as always). Any single [`AvroRecord`] is a one-topic input, so a stage that reads
+/// one topic just names its record type. A stage that reads several topics names an enum with one variant per
+/// topic:
+///
+/// ```
+/// use clickpath_runtime::stage::StageInput;
+/// use clickpath_schema::codec::{Codec, CodecError};
+/// use clickpath_schema::{ClickEvent, Prediction};
+///
+/// enum EventOrPrediction {
+///     Event(ClickEvent),
+///     Prediction(Prediction),
+/// }
+///
+/// impl StageInput for EventOrPrediction {
+///     const ROLES: &'static [&'static str] = &["events", "predictions"];
+///
+///     fn decode(codec: &Codec, input: usize, payload: &[u8]) -> Result<Self, CodecError> {
+///         match input {
+///             0 => codec.decode(payload).map(EventOrPrediction::Event),
+///             _ => codec.decode(payload).map(EventOrPrediction::Prediction),
+///         }
+///     }
+/// }
+/// ```
+///
+/// The input topics must be co-partitioned (keyed alike, with the same partition count): the run loop checks
+/// the counts at start-up, assigns partition `p` of every input topic to the same instance, and a stage keeps
+/// its per-partition state by partition number.
+pub trait StageInput: Sized {
+    /// One short name per input topic, in the order the topics are given to the run loop (`ROLES.len()` is the
+    /// number of input topics; the names appear in start-up errors and logs).
+    const ROLES: &'static [&'static str];
+
+    /// Decodes a record read from input topic number `input` (an index into [`StageInput::ROLES`]; the run loop
+    /// never passes a larger one).
+    fn decode(codec: &Codec, input: usize, payload: &[u8]) -> Result<Self, CodecError>;
+}
+
+impl<T: AvroRecord> StageInput for T {
+    const ROLES: &'static [&'static str] = &[T::FULL_NAME];
+
+    fn decode(codec: &Codec, _input: usize, payload: &[u8]) -> Result<Self, CodecError> {
+        codec.decode(payload)
+    }
+}
 
 /// Why a record could not be processed. The run loop, not the stage, decides what happens next.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +105,7 @@ pub struct Context<'a> {
     codec: &'a Codec,
     outputs: &'a mut Vec<Output>,
     now_ms: i64,
+    topic: Option<&'a str>,
     partition: Option<i32>,
 }
 
@@ -64,6 +116,7 @@ impl<'a> Context<'a> {
             codec,
             outputs,
             now_ms,
+            topic: None,
             partition: None,
         }
     }
@@ -74,9 +127,23 @@ impl<'a> Context<'a> {
         self
     }
 
+    /// The same context, for a record read from `partition` of input topic `topic`.
+    pub fn for_record(mut self, topic: &'a str, partition: i32) -> Self {
+        self.topic = Some(topic);
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Input topic of the record being processed (`None` in hooks, and in contexts built with
+    /// [`Context::for_partition`]).
+    pub fn topic(&self) -> Option<&str> {
+        self.topic
+    }
+
     /// Input partition of the record being processed (`None` in tick and shutdown hooks).
     /// Stages keep event-time state per partition, so one lagging partition cannot make another's
-    /// events late.
+    /// events late. With several input topics this is the partition number, the same for every topic (they are
+    /// co-partitioned).
     pub fn partition(&self) -> Option<i32> {
         self.partition
     }
@@ -126,8 +193,9 @@ impl<'a> Context<'a> {
 
 /// A Kafka consumer stage. Must be testable with no broker: call `process` with a [`Context`] directly.
 pub trait Stage: Send {
-    /// The record type read from the input topic.
-    type Input: AvroRecord;
+    /// What the stage reads: a record type (one input topic), or an enum over several topics (see
+    /// [`StageInput`]).
+    type Input: StageInput;
 
     /// Short name, used in the consumer group, metric labels and logs (e.g. `sessionizer`).
     fn name(&self) -> &'static str;
@@ -135,15 +203,32 @@ pub trait Stage: Send {
     /// Handles one decoded input record.
     fn process(&mut self, input: Self::Input, ctx: &mut Context<'_>) -> Result<(), StageError>;
 
+    /// Runs once per polled batch, after its last record was processed and before the batch is made
+    /// durable: a stage that buffers records (to score them together, say) emits them here, so they commit
+    /// with the batch's offsets. Any error stops the stage (there is no single record to dead-letter).
+    fn end_batch(&mut self, _ctx: &mut Context<'_>) -> Result<(), StageError> {
+        Ok(())
+    }
+
+    /// After the first record of a batch, how long to keep polling for more (up to `runtime.max_batch`)
+    /// before processing: a stage that scores records together trades this much latency for fuller
+    /// batches. Zero (the default) takes only what is already fetched.
+    fn poll_linger(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Runs every `runtime.tick_interval_ms` (watermarks, eviction of idle state).
     fn tick(&mut self, _ctx: &mut Context<'_>) -> Result<(), StageError> {
         Ok(())
     }
 
-    /// Partitions of the input topic were assigned to this instance.
+    /// Partitions of the input topics were assigned to this instance: the partition numbers it did not own
+    /// before (with several input topics, a number is owned while any input topic's partition of that number
+    /// is assigned).
     fn on_assign(&mut self, _partitions: &[i32]) {}
 
-    /// Partitions of the input topic were taken away from this instance.
+    /// Partitions of the input topics were taken away from this instance: the partition numbers it no longer
+    /// owns in any input topic.
     fn on_revoke(&mut self, _partitions: &[i32]) {}
 
     /// The stage is draining for shutdown; last chance to emit (for example open sessions in the demo).
@@ -181,5 +266,89 @@ pub trait Stage: Send {
     /// Number of entries the stage keeps in memory (users, ids), exported as a gauge.
     fn state_entries(&self) -> usize {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clickpath_schema::{ClickEvent, EventType, Prediction};
+
+    /// A two-topic input, as the detector's.
+    #[derive(Debug, PartialEq)]
+    #[allow(clippy::large_enum_variant)]
+    enum Either {
+        Event(ClickEvent),
+        Prediction(Prediction),
+    }
+
+    impl StageInput for Either {
+        const ROLES: &'static [&'static str] = &["events", "predictions"];
+
+        fn decode(codec: &Codec, input: usize, payload: &[u8]) -> Result<Self, CodecError> {
+            match input {
+                0 => codec.decode(payload).map(Either::Event),
+                _ => codec.decode(payload).map(Either::Prediction),
+            }
+        }
+    }
+
+    fn prediction() -> Prediction {
+        Prediction {
+            event_id: "e1".into(),
+            user_id: "u".into(),
+            event_time: 1_700_000_000_000,
+            model_version: "test".into(),
+            purchase_probability: 0.5,
+            next_actions: Vec::new(),
+            predicted_path: Vec::new(),
+            factors: Vec::new(),
+            scoring_latency_us: 3,
+        }
+    }
+
+    #[test]
+    fn a_record_type_is_a_one_topic_input() {
+        let codec = Codec::embedded();
+        assert_eq!(
+            <ClickEvent as StageInput>::ROLES,
+            &["io.clickpath.ClickEvent"]
+        );
+        let ev = ClickEvent::new("e1", "u", EventType::Search, 1_700_000_000_000);
+        let bytes = codec.encode(&ev).unwrap();
+        assert_eq!(
+            <ClickEvent as StageInput>::decode(&codec, 0, &bytes).unwrap(),
+            ev
+        );
+    }
+
+    #[test]
+    fn an_enum_input_decodes_each_topic_into_its_variant() {
+        let codec = Codec::embedded();
+        let ev = ClickEvent::new("e1", "u", EventType::Search, 1_700_000_000_000);
+        let ev_bytes = codec.encode(&ev).unwrap();
+        let p_bytes = codec.encode(&prediction()).unwrap();
+        assert_eq!(
+            Either::decode(&codec, 0, &ev_bytes).unwrap(),
+            Either::Event(ev)
+        );
+        assert_eq!(
+            Either::decode(&codec, 1, &p_bytes).unwrap(),
+            Either::Prediction(prediction())
+        );
+        // A record on the wrong topic is a decode error (dead-lettered by the run loop), never a wrong variant.
+        let e = Either::decode(&codec, 0, &p_bytes).unwrap_err();
+        assert!(!e.kind().is_empty(), "{e}");
+        assert!(Either::decode(&codec, 1, &ev_bytes).is_err());
+    }
+
+    #[test]
+    fn context_knows_the_topic_and_partition_of_the_record() {
+        let codec = Codec::embedded();
+        let mut outputs = Vec::new();
+        let ctx = Context::new(&codec, &mut outputs, 0).for_record("preds", 3);
+        assert_eq!((ctx.topic(), ctx.partition()), (Some("preds"), Some(3)));
+        let ctx = Context::new(&codec, &mut outputs, 0).for_partition(2);
+        assert_eq!((ctx.topic(), ctx.partition()), (None, Some(2)));
     }
 }

@@ -99,7 +99,7 @@ fn run_until(env: &RunnerEnv, input: &str, out: &str, done: impl Fn(&Metrics) ->
     let env2 = env.clone();
     let input = input.to_string();
     let out = out.to_string();
-    let h = std::thread::spawn(move || run_stage(Forward { out, seen: 0 }, &input, &env2));
+    let h = std::thread::spawn(move || run_stage(Forward { out, seen: 0 }, &[input], &env2));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done(&env.metrics) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

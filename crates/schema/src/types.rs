@@ -256,6 +256,12 @@ pub struct FeatureVector {
     pub spec_version: String,
     /// Feature name to value.
     pub values: BTreeMap<String, f64>,
+    /// Item of the triggering event, if any (schema v2; absent in v1 records).
+    #[serde(default)]
+    pub item_id: Option<String>,
+    /// Category of the triggering event, if any (schema v2; absent in v1 records).
+    #[serde(default)]
+    pub category: Option<String>,
 }
 
 /// Probability of one next action.

@@ -15,10 +15,26 @@ fn reference<T: AvroRecord>(bytes: &[u8]) -> Option<T> {
     let schema = EmbeddedRegistry::shipped().schema(id).ok()?;
     let mut rest = body;
     let value = apache_avro::from_avro_datum(&schema, &mut rest, None).ok()?;
-    if !rest.is_empty() {
+    if !rest.is_empty() || has_phantom_null(&value) {
         return None;
     }
     apache_avro::from_value(&value).ok()
+}
+
+/// apache-avro 0.21 reads a truncated string in the last field's `["null", "string"]` union as
+/// `Union(1, Null)` instead of failing (seen with a flipped length byte). Every union of
+/// clickpath's schemas has `null` first, so a null in any other branch is such a misread.
+fn has_phantom_null(value: &apache_avro::types::Value) -> bool {
+    use apache_avro::types::Value;
+    match value {
+        Value::Union(i, inner) => {
+            (*i > 0 && matches!(**inner, Value::Null)) || has_phantom_null(inner)
+        }
+        Value::Record(fields) => fields.iter().any(|(_, v)| has_phantom_null(v)),
+        Value::Array(items) => items.iter().any(has_phantom_null),
+        Value::Map(entries) => entries.values().any(has_phantom_null),
+        _ => false,
+    }
 }
 
 /// Debug strings compare NaN payloads from flipped doubles as equal.

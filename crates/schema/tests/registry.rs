@@ -21,6 +21,7 @@ fn published_ids_are_stable() {
         ("io.clickpath.Prediction", 4),
         ("io.clickpath.FraudAlert", 5),
         ("io.clickpath.DeadLetter", 6),
+        ("io.clickpath.FunnelAggregate", 8),
     ];
     for (subject, first_id) in pinned {
         let versions = r.versions(subject).unwrap();

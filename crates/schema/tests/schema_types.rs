@@ -92,6 +92,8 @@ fn empty_optionals_collections_and_bytes_round_trip() {
     });
     round_trip(&FeatureVector {
         values: BTreeMap::new(),
+        item_id: None,
+        category: None,
         ..full_features()
     });
     round_trip(&Prediction {

@@ -1,45 +1,35 @@
 //! Analytics stage: the funnel per time bucket and per segment, published when a bucket closes.
 //!
 //! The logic is [`clickpath_core::analytics::RollingFunnel`]. This stage feeds it clean events,
-//! moves its watermark `lateness_ms` behind the newest event time seen, and on every tick
-//! publishes each closed bucket as flat [`FunnelAggregate`] rows: one for all units
-//! (`segment = "all"`) and one per segment value. Each instance counts the users of its
-//! partitions. Uniques, totals and drop-off of all instances add up, because a user belongs to
-//! one partition. Medians and p90s are per instance.
+//! keeps its watermark `lateness_ms` behind the newest event time of its *slowest* input
+//! partition (event time drifts by hours between partitions, so one fast partition must not close a
+//! bucket another still fills), and every `publish_interval_ms` publishes each closed bucket as
+//! flat [`FunnelAggregate`] rows (`schemas/funnel_aggregate.avsc`): one for all units
+//! (`segment = "all"`) and one per segment value.
 //!
-//! Not wired into the topology yet. [`FUNNEL_AGGREGATE_AVSC`] must first be registered in
-//! `schemas/` (the shipped registry), and the buffered events are not yet in a changelog. So a
-//! restart loses the open buckets' events, whose offsets are already committed.
+//! Each instance counts the users of its partitions, and says so in the row's `instance` field.
+//! Uniques, totals and drop-off of different instances add up, because a user belongs to one
+//! partition. Medians and p90s are per instance.
+//!
+//! The buffered events have no changelog: a restart, or a rebalance that moves a partition, loses
+//! the open buckets' events of that partition, whose offsets are already committed. The rows of
+//! those buckets then undercount (`docs/analytics.md`).
 
 use clickpath_core::analytics::{BucketAggregate, FunnelCounts, FunnelSpec, RollingFunnel};
+use clickpath_runtime::config::{AnalyticsConfig, KafkaConfig};
 use clickpath_runtime::{Context, Stage, StageError};
 use clickpath_schema::{AvroRecord, ClickEvent};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-/// The Avro schema of [`FunnelAggregate`], to be added to `schemas/` as `funnel_aggregate.avsc`.
-pub const FUNNEL_AGGREGATE_AVSC: &str = r#"{
-  "type": "record", "name": "FunnelAggregate", "namespace": "io.clickpath",
-  "doc": "Funnel counts of one closed time bucket, for all units or one segment value.",
-  "fields": [
-    {"name": "bucket_start", "type": "long", "doc": "Bucket start, ms since the epoch."},
-    {"name": "bucket_ms", "type": "long", "doc": "Bucket width (ms)."},
-    {"name": "steps", "type": {"type": "array", "items": "string"}, "doc": "Step names."},
-    {"name": "funnel_order", "type": "string", "doc": "ordered, strict or any_order."},
-    {"name": "window_ms", "type": "long", "doc": "Conversion window (ms)."},
-    {"name": "segment", "type": "string", "doc": "all, channel, device or category."},
-    {"name": "segment_value", "type": "string", "doc": "The segment's value; empty for all."},
-    {"name": "uniques", "type": {"type": "array", "items": "long"}, "doc": "Units reaching each step."},
-    {"name": "totals", "type": {"type": "array", "items": "long"}, "doc": "Attempts reaching each step."},
-    {"name": "median_step_ms", "type": {"type": "array", "items": ["null", "long"]}, "doc": "Median time from step k to k+1."},
-    {"name": "p90_step_ms", "type": {"type": "array", "items": ["null", "long"]}, "doc": "90th percentile of the same."},
-    {"name": "median_convert_ms", "type": ["null", "long"], "default": null, "doc": "Median first-to-last step time."},
-    {"name": "p90_convert_ms", "type": ["null", "long"], "default": null, "doc": "90th percentile of the same."}
-  ]
-}"#;
+/// The Avro schema of [`FunnelAggregate`]: `schemas/funnel_aggregate.avsc` (registered as id 8).
+pub const FUNNEL_AGGREGATE_AVSC: &str = include_str!("../../../schemas/funnel_aggregate.avsc");
 
-/// One row of the analytics topic (see [`FUNNEL_AGGREGATE_AVSC`] for the fields).
+/// One row of the analytics topic (`schemas/funnel_aggregate.avsc`, field for field).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunnelAggregate {
+    /// The analytics instance that counted this row (`kafka.instance_id`, else `<host>-<pid>`).
+    pub instance: String,
     /// Bucket start (ms since the epoch).
     pub bucket_start: i64,
     /// Bucket width (ms).
@@ -72,6 +62,35 @@ impl AvroRecord for FunnelAggregate {
     const FULL_NAME: &'static str = "io.clickpath.FunnelAggregate";
 }
 
+impl FunnelAggregate {
+    /// The Kafka key of the row: `<bucket_start>/<segment>=<value>`. Rows of one bucket and
+    /// segment share a partition whichever instance wrote them.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}={}",
+            self.bucket_start, self.segment, self.segment_value
+        )
+    }
+}
+
+/// The name this process's analytics rows carry: `kafka.instance_id`, else `<HOSTNAME>-<pid>`
+/// (as the runtime names transactional producers).
+pub fn instance_name(kafka: &KafkaConfig) -> String {
+    let id = kafka.instance_id.trim();
+    if id.is_empty() {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+            std::process::id()
+        )
+    } else {
+        id.to_string()
+    }
+}
+
+/// Key of events read without a partition (tests calling `process` directly).
+const NO_PARTITION: i32 = -1;
+
 /// The analytics stage.
 pub struct Analytics {
     rolling: RollingFunnel,
@@ -80,12 +99,18 @@ pub struct Analytics {
     window_ms: i64,
     output_topic: String,
     lateness_ms: i64,
-    newest_ms: i64,
+    /// Newest event time per input partition.
+    newest: BTreeMap<i32, i64>,
+    instance: String,
+    publish_interval_ms: i64,
+    last_publish_ms: Option<i64>,
+    flush_on_shutdown: bool,
 }
 
 impl Analytics {
     /// A stage counting `spec`'s funnel, with buckets closing `lateness_ms` after the window,
-    /// at most `max_events_per_unit` buffered per unit, writing to `output_topic`.
+    /// at most `max_events_per_unit` buffered per unit, writing to `output_topic`. It looks for
+    /// closed buckets on every tick; see [`Analytics::with_publish_interval_ms`].
     pub fn new(
         spec: FunnelSpec,
         lateness_ms: i64,
@@ -103,13 +128,55 @@ impl Analytics {
             rolling: RollingFunnel::new(spec, max_events_per_unit),
             output_topic: output_topic.to_string(),
             lateness_ms: lateness_ms.max(0),
-            newest_ms: i64::MIN,
+            newest: BTreeMap::new(),
+            instance: String::new(),
+            publish_interval_ms: 0,
+            last_publish_ms: None,
+            flush_on_shutdown: false,
         }
+    }
+
+    /// The stage `[analytics]` describes, writing to `output_topic` as `instance`. With
+    /// `flush_on_shutdown` (the demo), a drain publishes the open buckets too, although later
+    /// events could still have changed them.
+    pub fn from_config(
+        cfg: &AnalyticsConfig,
+        output_topic: &str,
+        instance: &str,
+        flush_on_shutdown: bool,
+    ) -> Result<Self, String> {
+        let spec = cfg.funnel_spec()?;
+        let mut stage =
+            Analytics::new(spec, cfg.lateness_ms, cfg.max_events_per_unit, output_topic)
+                .with_publish_interval_ms(cfg.publish_interval_ms);
+        stage.instance = instance.to_string();
+        stage.flush_on_shutdown = flush_on_shutdown;
+        Ok(stage)
+    }
+
+    /// Looks for closed buckets at most once per `ms` of wall time (0: on every tick).
+    pub fn with_publish_interval_ms(mut self, ms: u64) -> Self {
+        self.publish_interval_ms = i64::try_from(ms).unwrap_or(i64::MAX);
+        self
     }
 
     /// Events that came after their bucket was published.
     pub fn late_events(&self) -> u64 {
         self.rolling.late()
+    }
+
+    /// Events dropped because their unit's buffer was full.
+    pub fn evicted_events(&self) -> u64 {
+        self.rolling.evicted()
+    }
+
+    /// The watermark: `lateness_ms` behind the newest event time of the slowest partition that
+    /// sent events; `None` before any event.
+    pub fn watermark(&self) -> Option<i64> {
+        self.newest
+            .values()
+            .min()
+            .map(|t| t.saturating_sub(self.lateness_ms))
     }
 
     fn row(
@@ -125,6 +192,7 @@ impl Analytics {
                 .collect()
         };
         FunnelAggregate {
+            instance: self.instance.clone(),
             bucket_start: b.start_ms,
             bucket_ms: b.bucket_ms,
             steps: self.steps.clone(),
@@ -151,6 +219,20 @@ impl Analytics {
         }
         out
     }
+
+    fn publish(
+        &self,
+        buckets: Vec<BucketAggregate>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), StageError> {
+        for b in buckets {
+            // Keyed by bucket and segment: a row's key names what it counts (there is no user).
+            for row in self.rows(&b) {
+                ctx.emit(&self.output_topic, &row.key(), &row)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Stage for Analytics {
@@ -160,25 +242,44 @@ impl Stage for Analytics {
         "analytics"
     }
 
-    fn process(&mut self, ev: ClickEvent, _ctx: &mut Context<'_>) -> Result<(), StageError> {
-        self.newest_ms = self.newest_ms.max(ev.event_time);
+    fn process(&mut self, ev: ClickEvent, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        let newest = self
+            .newest
+            .entry(ctx.partition().unwrap_or(NO_PARTITION))
+            .or_insert(i64::MIN);
+        *newest = (*newest).max(ev.event_time);
         self.rolling.push(&ev);
         Ok(())
     }
 
     fn tick(&mut self, ctx: &mut Context<'_>) -> Result<(), StageError> {
-        if self.newest_ms == i64::MIN {
+        let Some(watermark) = self.watermark() else {
+            return Ok(());
+        };
+        let now = ctx.now_ms();
+        if self
+            .last_publish_ms
+            .is_some_and(|last| now.saturating_sub(last) < self.publish_interval_ms)
+        {
             return Ok(());
         }
-        for b in self
-            .rolling
-            .advance(self.newest_ms.saturating_sub(self.lateness_ms))
-        {
-            // Keyed by bucket and segment: a row's key names what it counts (there is no user).
-            for row in self.rows(&b) {
-                let key = format!("{}/{}={}", row.bucket_start, row.segment, row.segment_value);
-                ctx.emit(&self.output_topic, &key, &row)?;
-            }
+        self.last_publish_ms = Some(now);
+        let buckets = self.rolling.advance(watermark);
+        self.publish(buckets, ctx)
+    }
+
+    fn on_revoke(&mut self, partitions: &[i32]) {
+        // A revoked partition no longer holds the watermark back; its buffered users stay until
+        // their buckets close (docs/analytics.md: rebalances undercount the moved users).
+        for p in partitions {
+            self.newest.remove(p);
+        }
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        if self.flush_on_shutdown {
+            let buckets = self.rolling.flush();
+            self.publish(buckets, ctx)?;
         }
         Ok(())
     }
@@ -191,8 +292,7 @@ impl Stage for Analytics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clickpath_schema::{Codec, EmbeddedRegistry, EventType};
-    use std::sync::Arc;
+    use clickpath_schema::{Codec, EmbeddedRegistry, EventType, SchemaRegistry};
 
     const MIN: i64 = 60_000;
 
@@ -202,11 +302,176 @@ mod tests {
         e
     }
 
+    /// The shipped registry: the rows must encode with `schemas/funnel_aggregate.avsc`.
     fn codec() -> Codec {
-        let mut r = EmbeddedRegistry::new();
-        r.register(FunnelAggregate::FULL_NAME, 900, FUNNEL_AGGREGATE_AVSC)
+        Codec::embedded()
+    }
+
+    fn decode(codec: &Codec, outputs: &[clickpath_runtime::Output]) -> Vec<FunnelAggregate> {
+        outputs
+            .iter()
+            .map(|o| codec.decode(&o.payload).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_row_type_matches_the_shipped_schema() {
+        let codec = codec();
+        assert_eq!(
+            EmbeddedRegistry::shipped()
+                .latest_id(FunnelAggregate::FULL_NAME)
+                .unwrap(),
+            8
+        );
+        let row = FunnelAggregate {
+            instance: "pod-0".into(),
+            bucket_start: 3_600_000,
+            bucket_ms: 3_600_000,
+            steps: vec!["PRODUCT_VIEW".into(), "PURCHASE|ADD_TO_CART".into()],
+            funnel_order: "strict".into(),
+            window_ms: 60_000,
+            segment: "device".into(),
+            segment_value: "mobile ✓".into(),
+            uniques: vec![5, 2],
+            totals: vec![9, 2],
+            median_step_ms: vec![Some(1_000)],
+            p90_step_ms: vec![None],
+            median_convert_ms: Some(1_000),
+            p90_convert_ms: None,
+        };
+        let back: FunnelAggregate = codec.decode(&codec.encode(&row).unwrap()).unwrap();
+        assert_eq!(back, row);
+        // Field order: the schema's field names, in order, are the struct's.
+        let schema: serde_json::Value = serde_json::from_str(FUNNEL_AGGREGATE_AVSC).unwrap();
+        let names: Vec<&str> = schema["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        let value = serde_json::to_value(&row).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted, "same field names");
+        assert_eq!(names[0], "instance");
+        assert_eq!(row.key(), "3600000/device=mobile ✓");
+    }
+
+    #[test]
+    fn the_slowest_partition_holds_the_watermark() {
+        let codec = codec();
+        let spec = FunnelSpec::default();
+        let close_first = spec.bucket_ms + spec.window_ms;
+        let mut stage = Analytics::new(spec, 0, 1000, "analytics");
+        let mut outputs = Vec::new();
+        let feed = |stage: &mut Analytics, p: i32, e: ClickEvent, outputs: &mut Vec<_>| {
+            let mut ctx = Context::new(&codec, outputs, 0).for_partition(p);
+            stage.process(e, &mut ctx).unwrap();
+            stage.tick(&mut ctx).unwrap();
+        };
+        feed(
+            &mut stage,
+            0,
+            ev("a", EventType::ProductView, 0),
+            &mut outputs,
+        );
+        feed(
+            &mut stage,
+            1,
+            ev("b", EventType::ProductView, MIN),
+            &mut outputs,
+        );
+        // Partition 0 runs far ahead; partition 1 is still in the first bucket.
+        feed(
+            &mut stage,
+            0,
+            ev("a", EventType::PageView, 3 * close_first),
+            &mut outputs,
+        );
+        assert_eq!(stage.watermark(), Some(MIN));
+        assert!(
+            outputs.is_empty(),
+            "partition 1 still fills the first bucket"
+        );
+        feed(
+            &mut stage,
+            1,
+            ev("b", EventType::AddToCart, 2 * MIN),
+            &mut outputs,
+        );
+        feed(
+            &mut stage,
+            1,
+            ev("b", EventType::PageView, close_first),
+            &mut outputs,
+        );
+        let rows = decode(&codec, &outputs);
+        assert_eq!(rows[0].segment, "all");
+        assert_eq!(rows[0].bucket_start, 0);
+        assert_eq!(rows[0].uniques, vec![2, 1, 0], "b's add to cart counted");
+        // A revoked partition no longer holds the watermark back.
+        stage.on_revoke(&[1]);
+        assert_eq!(stage.watermark(), Some(3 * close_first));
+    }
+
+    #[test]
+    fn publishes_at_most_once_per_interval_and_flushes_on_shutdown() {
+        let codec = codec();
+        let spec = FunnelSpec::default();
+        let close_first = spec.bucket_ms + spec.window_ms;
+        let cfg = AnalyticsConfig {
+            publish_interval_ms: 10_000,
+            lateness_ms: 0,
+            window_ms: spec.window_ms,
+            bucket_ms: spec.bucket_ms,
+            ..AnalyticsConfig::default()
+        };
+        let mut stage = Analytics::from_config(&cfg, "analytics", "pod-7", true).unwrap();
+        let mut outputs = Vec::new();
+        let mut ctx = Context::new(&codec, &mut outputs, 1_000);
+        stage
+            .process(ev("a", EventType::ProductView, 0), &mut ctx)
             .unwrap();
-        Codec::new(Arc::new(r))
+        stage.tick(&mut ctx).unwrap(); // first tick at wall time 1 s: nothing closed yet
+        stage
+            .process(ev("c", EventType::ProductView, close_first), &mut ctx)
+            .unwrap();
+        let mut ctx = Context::new(&codec, &mut outputs, 5_000);
+        stage.tick(&mut ctx).unwrap();
+        assert!(outputs.is_empty(), "4 s after the last look: too soon");
+        let mut ctx = Context::new(&codec, &mut outputs, 11_000);
+        stage.tick(&mut ctx).unwrap();
+        let rows = decode(&codec, &outputs);
+        assert!(!rows.is_empty());
+        assert!(
+            rows.iter()
+                .all(|r| r.bucket_start == 0 && r.instance == "pod-7")
+        );
+        outputs.clear();
+        // The drain publishes the still open bucket of `c`.
+        let mut ctx = Context::new(&codec, &mut outputs, 12_000);
+        stage.on_shutdown(&mut ctx).unwrap();
+        let rows = decode(&codec, &outputs);
+        assert_eq!(
+            rows[0].bucket_start,
+            close_first / cfg.bucket_ms * cfg.bucket_ms
+        );
+        assert_eq!(rows[0].uniques, vec![1, 0, 0]);
+
+        let bad = AnalyticsConfig {
+            steps: vec!["PURCHASE".into()],
+            ..AnalyticsConfig::default()
+        };
+        let err = Analytics::from_config(&bad, "analytics", "x", false)
+            .err()
+            .unwrap();
+        assert!(err.contains("analytics.steps"), "{err}");
     }
 
     #[test]
@@ -239,10 +504,7 @@ mod tests {
             .process(ev("c", EventType::PageView, late_enough), &mut ctx)
             .unwrap();
         stage.tick(&mut ctx).unwrap();
-        let rows: Vec<FunnelAggregate> = outputs
-            .iter()
-            .map(|o| codec.decode(&o.payload).unwrap())
-            .collect();
+        let rows = decode(&codec, &outputs);
         let all = &rows[0];
         assert_eq!((all.segment.as_str(), all.bucket_start), ("all", 0));
         assert_eq!(all.uniques, vec![2, 1, 1]);

@@ -1,21 +1,93 @@
-//! Anomaly detector: fraud and bot rules over clean events; alerts keyed by user.
+//! Anomaly detector: fraud and bot rules over clean events, and model surprise over the scorer's predictions;
+//! alerts keyed by user.
 //!
 //! All logic is `clickpath_core::rules::Detector` (the same code `clickpath evaluate-detector`
-//! measures). An alert is published when it opens and again, with the same `alert_id`, each time
-//! later evidence raises its severity; consumers keep the latest version per `alert_id`.
+//! measures). The stage reads two co-partitioned topics (both keyed by user id): clean events, fed to
+//! `on_event`, and predictions, fed to `on_prediction` (the model-surprise rule pairs each prediction with the
+//! user's next event, whichever arrives first). An alert is published when it opens and again, with the same
+//! `alert_id`, each time later evidence raises its severity; consumers keep the latest version per `alert_id`.
+//!
+//! The stage also publishes each user's open alerts to its query store (stage name `detector`), for
+//! `GET /v1/users/{id}`: a JSON array of [`OpenAlertView`].
 
 use clickpath_core::rules::{Detector as CoreDetector, RulesConfig};
-use clickpath_runtime::{Context, Stage, StageError};
-use clickpath_schema::ClickEvent;
+use clickpath_runtime::query::QueryStore;
+use clickpath_runtime::{Context, Stage, StageError, StageInput};
+use clickpath_schema::codec::{Codec, CodecError};
+use clickpath_schema::{AlertType, ClickEvent, FraudAlert, Prediction, Severity};
+use serde::Serialize;
+use std::collections::HashMap;
 
 /// Version written into every alert.
 pub const DETECTOR_VERSION: &str = concat!("rules+hst-", env!("CARGO_PKG_VERSION"));
+
+/// What the detector reads: its input topics are, in this order, the clean events and the predictions.
+#[derive(Debug, Clone, PartialEq)]
+// Each record is moved once, into `process`: boxing the larger variant would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
+pub enum DetectorInput {
+    /// A clean event (from `topics.clean`).
+    Event(ClickEvent),
+    /// The scorer's prediction for an event (from `topics.predictions`).
+    Prediction(Prediction),
+}
+
+impl StageInput for DetectorInput {
+    const ROLES: &'static [&'static str] = &["clean events", "predictions"];
+
+    fn decode(codec: &Codec, input: usize, payload: &[u8]) -> Result<Self, CodecError> {
+        match input {
+            0 => codec.decode(payload).map(DetectorInput::Event),
+            _ => codec.decode(payload).map(DetectorInput::Prediction),
+        }
+    }
+}
+
+impl From<ClickEvent> for DetectorInput {
+    fn from(ev: ClickEvent) -> Self {
+        DetectorInput::Event(ev)
+    }
+}
+
+impl From<Prediction> for DetectorInput {
+    fn from(p: Prediction) -> Self {
+        DetectorInput::Prediction(p)
+    }
+}
+
+/// One open alert in a user's query view. The view is the JSON array of the user's open alerts: at most one
+/// per alert type (the detector keeps one open alert per user and type), oldest first, each dropped once its
+/// cooldown has passed in event time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenAlertView {
+    /// The alert's id (stable across its escalations).
+    pub alert_id: String,
+    /// What was detected (`CARD_TESTING`, `MODEL_SURPRISE`, ...).
+    pub alert_type: AlertType,
+    /// Its current severity.
+    pub severity: Severity,
+    /// Its current score.
+    pub score: f64,
+    /// Event time at which it opened: the end of its window when first published (ms).
+    pub opened_at: i64,
+    /// Event time of its latest publication: the end of its window then (ms).
+    pub updated_at: i64,
+}
+
+/// A user's open alerts and the input partition the user lives in.
+struct UserAlerts {
+    partition: Option<i32>,
+    alerts: Vec<OpenAlertView>,
+}
 
 /// The detector stage.
 pub struct Detector {
     inner: CoreDetector,
     output_topic: String,
     watermark_ms: i64,
+    cooldown_ms: i64,
+    query: QueryStore,
+    open: HashMap<String, UserAlerts>,
 }
 
 impl Detector {
@@ -25,29 +97,140 @@ impl Detector {
             inner: CoreDetector::new(cfg.clone(), DETECTOR_VERSION),
             output_topic: output_topic.to_string(),
             watermark_ms: i64::MIN,
+            cooldown_ms: cfg.cooldown_ms,
+            query: QueryStore::new(),
+            open: HashMap::new(),
+        }
+    }
+
+    /// The open alerts of `user_id`, as published to the query store (`None` when it has none).
+    pub fn open_alerts(&self, user_id: &str) -> Option<&[OpenAlertView]> {
+        self.open.get(user_id).map(|u| u.alerts.as_slice())
+    }
+
+    fn emit(&mut self, alerts: Vec<FraudAlert>, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        for alert in alerts {
+            ctx.emit(&self.output_topic, &alert.user_id, &alert)?;
+            self.track(&alert, ctx.partition());
+        }
+        Ok(())
+    }
+
+    /// Folds a published alert (new or escalated) into its user's view and republishes the view.
+    fn track(&mut self, alert: &FraudAlert, partition: Option<i32>) {
+        let user = self
+            .open
+            .entry(alert.user_id.clone())
+            .or_insert_with(|| UserAlerts {
+                partition,
+                alerts: Vec::new(),
+            });
+        user.partition = partition.or(user.partition);
+        match user
+            .alerts
+            .iter_mut()
+            .find(|a| a.alert_type == alert.alert_type)
+        {
+            // An escalation of the open alert.
+            Some(a) if a.alert_id == alert.alert_id => {
+                a.severity = alert.severity;
+                a.score = alert.score;
+                a.updated_at = a.updated_at.max(alert.window_end);
+            }
+            // A new alert of a type whose previous one closed (its cooldown passed for the core detector
+            // before this stage's watermark caught up).
+            Some(a) => *a = open_view(alert),
+            None => user.alerts.push(open_view(alert)),
+        }
+        self.publish(&alert.user_id);
+    }
+
+    fn publish(&self, user_id: &str) {
+        match self.open_alerts(user_id) {
+            Some(view) => self
+                .query
+                .publish(user_id, serde_json::to_value(view).unwrap_or_default()),
+            None => self.query.remove(user_id),
+        }
+    }
+
+    /// Drops alerts whose cooldown has passed at the watermark, and users left with none.
+    fn expire(&mut self) {
+        let (watermark, cooldown) = (self.watermark_ms, self.cooldown_ms);
+        let mut changed = Vec::new();
+        self.open.retain(|user, u| {
+            let before = u.alerts.len();
+            u.alerts
+                .retain(|a| a.opened_at.saturating_add(cooldown) > watermark);
+            if u.alerts.len() != before {
+                changed.push(user.clone());
+            }
+            !u.alerts.is_empty()
+        });
+        for user in changed {
+            self.publish(&user);
         }
     }
 }
 
+fn open_view(alert: &FraudAlert) -> OpenAlertView {
+    OpenAlertView {
+        alert_id: alert.alert_id.clone(),
+        alert_type: alert.alert_type,
+        severity: alert.severity,
+        score: alert.score,
+        opened_at: alert.window_end,
+        updated_at: alert.window_end,
+    }
+}
+
 impl Stage for Detector {
-    type Input = ClickEvent;
+    type Input = DetectorInput;
 
     fn name(&self) -> &'static str {
         "detector"
     }
 
-    fn process(&mut self, ev: ClickEvent, ctx: &mut Context<'_>) -> Result<(), StageError> {
-        self.watermark_ms = self.watermark_ms.max(ev.event_time);
-        for alert in self.inner.on_event(&ev) {
-            ctx.emit(&self.output_topic, &alert.user_id, &alert)?;
-        }
-        Ok(())
+    fn process(&mut self, input: DetectorInput, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        let alerts = match input {
+            DetectorInput::Event(ev) => {
+                self.watermark_ms = self.watermark_ms.max(ev.event_time);
+                self.inner.on_event(&ev)
+            }
+            DetectorInput::Prediction(p) => self.inner.on_prediction(&p),
+        };
+        self.emit(alerts, ctx)
     }
 
     fn tick(&mut self, _ctx: &mut Context<'_>) -> Result<(), StageError> {
         if self.watermark_ms > i64::MIN {
             self.inner.evict_idle(self.watermark_ms);
+            self.expire();
         }
         Ok(())
+    }
+
+    fn on_assign(&mut self, partitions: &[i32]) {
+        // The query store dropped the views of partitions this instance stopped owning, and an eager
+        // rebalance revokes every partition before it assigns them again: publish the open alerts of the
+        // users of the (re)assigned partitions. The core detector's state is not per partition and stays,
+        // so these are the alerts it would escalate.
+        let users: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, u)| u.partition.is_none_or(|p| partitions.contains(&p)))
+            .map(|(user, _)| user.clone())
+            .collect();
+        for user in users {
+            self.publish(&user);
+        }
+    }
+
+    fn query_store(&self) -> Option<QueryStore> {
+        Some(self.query.clone())
+    }
+
+    fn state_entries(&self) -> usize {
+        self.inner.users()
     }
 }

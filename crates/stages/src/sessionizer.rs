@@ -102,12 +102,7 @@ impl Sessionizer {
                 .map(|v| serde_json::to_value(v).unwrap_or_default());
             views.push((user.clone(), view));
             if durable {
-                let value = match state {
-                    Some(state) => Some(serde_json::to_vec(&state).map_err(|e| {
-                        StageError::Fatal(format!("cannot serialise state of a user: {e}"))
-                    })?),
-                    None => None,
-                };
+                let value = state.map(|state| state.to_bytes());
                 changes.push(StateChange {
                     partition,
                     key: user.into_bytes(),
@@ -235,7 +230,7 @@ impl Stage for Sessionizer {
                 fresh.restore_watermark(wm);
             }
             for (user, bytes) in restored.users {
-                match serde_json::from_slice::<UserState>(&bytes) {
+                match UserState::from_bytes(&bytes) {
                     Ok(state) => {
                         fresh.restore_user(user.clone(), state);
                         if let Some(view) = fresh.path_view(&user) {

@@ -1,11 +1,13 @@
 //! Which stage reads which topic, and running a stage by name.
 
 use crate::{
-    cleaning::Cleaning, detector::Detector, scorer::Scorer, sessionizer::Sessionizer,
-    windower::Windower,
+    analytics::Analytics, cleaning::Cleaning, detector::Detector, scorer::Scorer,
+    sessionizer::Sessionizer, windower::Windower,
 };
 use clickpath_model::artifact::ModelArtifact;
+use crate::scorer::{ScoringModel, load_model};
 use clickpath_model::baseline::BaselineModel;
+use clickpath_model::sequence::OnlineDevice;
 use clickpath_runtime::{RunSummary, RunnerEnv, run_stage};
 use std::path::Path;
 
@@ -22,16 +24,19 @@ pub enum StageName {
     Scorer,
     /// Fraud and bot alerts.
     Detector,
+    /// Funnel aggregates per time bucket and segment.
+    Analytics,
 }
 
 impl StageName {
     /// Every stage.
-    pub const ALL: [StageName; 5] = [
+    pub const ALL: [StageName; 6] = [
         StageName::Cleaning,
         StageName::Sessionizer,
         StageName::Windower,
         StageName::Scorer,
         StageName::Detector,
+        StageName::Analytics,
     ];
 
     /// The stage's name (consumer group suffix, metric label).
@@ -42,6 +47,7 @@ impl StageName {
             StageName::Windower => "windower",
             StageName::Scorer => "scorer",
             StageName::Detector => "detector",
+            StageName::Analytics => "analytics",
         }
     }
 
@@ -50,14 +56,25 @@ impl StageName {
         Self::ALL.into_iter().find(|n| n.as_str() == s)
     }
 
-    /// The topic this stage consumes.
-    pub fn input_topic(self, env: &RunnerEnv) -> String {
+    /// The topics this stage consumes, in the order of its input's roles
+    /// ([`clickpath_runtime::StageInput::ROLES`]). The detector reads two co-partitioned topics: clean events
+    /// and predictions.
+    pub fn input_topics(self, env: &RunnerEnv) -> Vec<String> {
         let t = &env.config.topics;
         match self {
-            StageName::Cleaning => t.raw.clone(),
-            StageName::Sessionizer | StageName::Windower | StageName::Detector => t.clean.clone(),
-            StageName::Scorer => t.features.clone(),
+            StageName::Cleaning => vec![t.raw.clone()],
+            StageName::Sessionizer | StageName::Windower | StageName::Analytics => {
+                vec![t.clean.clone()]
+            }
+            StageName::Scorer => vec![t.features.clone()],
+            StageName::Detector => vec![t.clean.clone(), t.predictions.clone()],
         }
+    }
+
+    /// The stage's main input topic: the first of [`StageName::input_topics`] (for the detector, the clean
+    /// events; it also reads the predictions).
+    pub fn input_topic(self, env: &RunnerEnv) -> String {
+        self.input_topics(env).swap_remove(0)
     }
 }
 
@@ -72,6 +89,43 @@ pub fn load_scorer_model(env: &RunnerEnv) -> anyhow::Result<BaselineModel> {
             .map_err(|e| anyhow::anyhow!("scorer.model_dir {dir}: {e}"))?
             .model)
     }
+}
+
+/// The scorer as configured: the model in `scorer.model_dir` (a sequence model or a baseline; the
+/// built-in baseline when empty), on `scorer.device`, with the optional shadow model.
+pub fn build_scorer(env: &RunnerEnv) -> anyhow::Result<Scorer> {
+    let cfg = &env.config;
+    let device = if cfg.scorer.device == "cuda" {
+        OnlineDevice::Cuda
+    } else {
+        OnlineDevice::Cpu
+    };
+    let dir = cfg.scorer.model_dir.trim();
+    let model = if dir.is_empty() {
+        ScoringModel::Baseline(Box::new(builtin_model(&cfg.windower)?))
+    } else {
+        load_model(Path::new(dir), &cfg.windower, device)
+            .map_err(|e| anyhow::anyhow!("scorer.model_dir {dir}: {e}"))?
+    };
+    let mut scorer = Scorer::with_model(
+        model,
+        &cfg.scorer,
+        &cfg.topics.predictions,
+        Some(env.metrics.clone()),
+    )
+    .with_feature_spec(cfg.windower.clone());
+    let shadow = cfg.scorer.shadow_model_dir.trim();
+    if !shadow.is_empty() {
+        match load_model(Path::new(shadow), &cfg.windower, device)
+            .map_err(|e| anyhow::anyhow!("scorer.shadow_model_dir {shadow}: {e}"))?
+        {
+            ScoringModel::Sequence(s) => scorer = scorer.with_shadow(s),
+            ScoringModel::Baseline(_) => anyhow::bail!(
+                "scorer.shadow_model_dir {shadow}: a shadow model must be a sequence model"
+            ),
+        }
+    }
+    Ok(scorer)
 }
 
 /// The baseline artifact shipped in `models/baseline` (trained on generated data; see its `meta.json`).
@@ -99,7 +153,7 @@ pub fn run_named(
     flush_on_shutdown: bool,
 ) -> anyhow::Result<RunSummary> {
     let cfg = &env.config;
-    let input = name.input_topic(env);
+    let input = name.input_topics(env);
     match name {
         StageName::Cleaning => {
             run_stage(Cleaning::new(&cfg.cleaning, &cfg.topics.clean), &input, env)
@@ -119,16 +173,20 @@ pub fn run_named(
             &input,
             env,
         ),
-        StageName::Scorer => {
-            let model = load_scorer_model(env)?;
-            run_stage(
-                Scorer::new(model, &cfg.scorer, &cfg.topics.predictions),
-                &input,
-                env,
-            )
-        }
+        StageName::Scorer => run_stage(build_scorer(env)?, &input, env),
         StageName::Detector => run_stage(
             Detector::new(&cfg.detector, &cfg.topics.alerts),
+            &input,
+            env,
+        ),
+        StageName::Analytics => run_stage(
+            Analytics::from_config(
+                &cfg.analytics,
+                &cfg.topics.analytics,
+                &crate::analytics::instance_name(&cfg.kafka),
+                flush_on_shutdown,
+            )
+            .map_err(anyhow::Error::msg)?,
             &input,
             env,
         ),

@@ -259,7 +259,7 @@ fn detector_alerts_on_card_testing_and_escalates_instead_of_repeating() {
                 method: "card".into(),
                 card_fingerprint: Some(format!("card-{i}")),
             });
-            (0, e)
+            (0, e.into())
         })
         .collect();
     let (outputs, _) = feed(&mut stage, &codec, events);

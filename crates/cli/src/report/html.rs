@@ -278,6 +278,84 @@ pub fn render_html(a: &Analysis, source: &str, extra: &Extras) -> anyhow::Result
     Ok(out)
 }
 
+/// The report page for funnel aggregates read from the analytics topic: the funnel over every
+/// bucket, conversion by segment and a table per bucket. (Paths, factors and the time-to-convert
+/// distribution need the events themselves: report from the clean topic or a file for those.)
+pub fn render_aggregates_html(
+    m: &super::topic::MergedAggregates,
+    source: &str,
+) -> anyhow::Result<String> {
+    let c = m.overall();
+    let buckets: Vec<&super::topic::MergedRow> =
+        m.rows.iter().filter(|r| r.segment == "all").collect();
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>clickpath report</title>\
+         <style>{STYLE}</style><script>{HEAD_SCRIPT}</script></head><body><h1>clickpath report</h1>\
+         <p class=\"note\">{} — funnel aggregates of {} bucket(s) of {} from the analytics stage; funnel {}, \
+         conversion window {}, steps {}.</p>",
+        escape(source),
+        buckets.len(),
+        duration(m.bucket_ms),
+        escape(&m.funnel_order),
+        duration(m.window_ms),
+        escape(&m.steps.join(" → ")),
+    );
+    out.push_str("<h2>Funnel</h2>");
+    figure(&mut out, "chart-funnel", &charts::funnel_svg(&m.steps, &c)?);
+    funnel_table(&mut out, &m.steps, &c);
+    let _ = write!(
+        out,
+        "<p class=\"note\">Conversion {:.2} %. Summed over buckets: a unit counts once in every bucket where \
+         one of its attempts starts. Rows of several analytics instances are added; medians and p90s are \
+         shown only where one instance counted a bucket (see docs/analytics.md).</p>",
+        100.0 * c.conversion_rate()
+    );
+    out.push_str("<h2>Segments</h2>");
+    for (segment, values) in m.segments() {
+        if values.len() < 2 {
+            let _ = write!(
+                out,
+                "<p class=\"note\">{}: one value only ({}).</p>",
+                escape(&segment),
+                escape(values.first().map(|v| v.0.as_str()).unwrap_or("-"))
+            );
+            continue;
+        }
+        let mut values = values;
+        values.sort_by(|x, y| y.1.uniques[0].cmp(&x.1.uniques[0]));
+        values.truncate(12);
+        figure(
+            &mut out,
+            &format!("chart-segment-{}", escape(&segment)),
+            &charts::segment_svg(&format!("Conversion by {segment}"), &values)?,
+        );
+    }
+    out.push_str("<h2>Over time</h2><table><tr><th>bucket start (UTC)</th><th>instances</th><th>entered</th><th>converted</th><th>rate</th><th>median to convert</th></tr>");
+    for b in buckets.iter().rev().take(200).rev() {
+        let u = &b.counts.uniques;
+        let n = u.len();
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            utc(b.bucket_start),
+            b.instances,
+            u[0],
+            u[n - 1],
+            pct(u[n - 1], u[0]),
+            b.counts
+                .time_to_convert
+                .median_ms
+                .map(duration)
+                .unwrap_or_default()
+        );
+    }
+    out.push_str("</table>");
+    let _ = write!(out, "<script>{CHECK_SCRIPT}</script></body></html>");
+    Ok(out)
+}
+
 /// `YYYY-MM-DD HH:MM` of a Unix time in ms (civil-from-days, H. Hinnant's algorithm).
 fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);

@@ -5,8 +5,10 @@
 //! `k + 1` arrives, its surprise is `-ln p(observed type)`. An action outside the listed ones gets
 //! the unlisted mass spread evenly over the unlisted types. The rule alerts when the mean surprise
 //! of the user's last `surprise_min_events` scored actions reaches `surprise_min_mean_nats`.
-//! Predictions and events come from different topics, so either may arrive first: the user's
-//! last few event types are kept to pair a late prediction with the event that followed it.
+//! Predictions and events come from different topics, so either may arrive first, and a consumer
+//! catching up on both may read one topic well ahead of the other: the user's last
+//! [`MAX_EVENTS`] event types are kept to pair late predictions with the events that followed
+//! them, and up to [`MAX_PENDING`] early predictions wait for the events after theirs.
 
 use super::{Finding, Recent, RulesConfig, severity};
 use clickpath_schema::{AlertType, ClickEvent, EventType, Prediction, Severity};
@@ -17,6 +19,11 @@ const MAX_WINDOW: usize = 64;
 
 /// Most recent events remembered per user, to pair late predictions.
 const MAX_EVENTS: usize = 8;
+
+/// Most predictions per user waiting for the event after theirs (the oldest is dropped first).
+/// Twice the default window, so a backlog of predictions read ahead of its events still scores a
+/// full window.
+const MAX_PENDING: usize = 16;
 
 /// Smallest probability used (a model that lists 0 must not give an infinite surprise).
 const MIN_PROBABILITY: f64 = 1e-6;
@@ -35,7 +42,11 @@ pub(super) struct SurpriseState {
     events: Vec<(i64, EventType)>,
     /// Next slot of `events` to overwrite once it is full.
     next: usize,
-    pending: Option<Pending>,
+    /// Latest event time among the events the ring has forgotten: a prediction for an earlier
+    /// event may have lost its next action, so it is not scored against a later one.
+    forgotten: Option<i64>,
+    /// Predictions whose next event has not arrived, in arrival order.
+    pending: VecDeque<Pending>,
     /// The last surprises (nats) with the time of the event they scored.
     surprises: VecDeque<(f64, i64)>,
 }
@@ -99,17 +110,22 @@ pub(super) fn on_event(
     if state.events.len() < MAX_EVENTS {
         state.events.push((ev.event_time, ev.event_type));
     } else if let Some(slot) = state.events.get_mut(state.next) {
+        state.forgotten = Some(state.forgotten.unwrap_or(i64::MIN).max(slot.0));
         *slot = (ev.event_time, ev.event_type);
         state.next = (state.next + 1) % MAX_EVENTS;
     }
-    let due = state
+    // This event is the next action of the waiting prediction with the latest earlier event
+    // time; predictions of still earlier events missed theirs (it never reached the detector) and
+    // are dropped.
+    let latest = state
         .pending
-        .as_ref()
-        .is_some_and(|p| p.event_time < ev.event_time);
-    if !due {
-        return None;
-    }
-    let pending = state.pending.take()?;
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.event_time < ev.event_time)
+        .max_by_key(|(_, p)| p.event_time)
+        .map(|(i, _)| i)?;
+    let pending = state.pending.remove(latest)?;
+    state.pending.retain(|p| p.event_time >= ev.event_time);
     score(
         state,
         recent,
@@ -132,6 +148,12 @@ pub(super) fn on_prediction(
         .iter()
         .map(|a| (a.event_type, a.probability))
         .collect();
+    // Events after the predicted one were forgotten (the events ran more than `MAX_EVENTS`
+    // ahead of the predictions): the next action is unknown, and pairing with a later event
+    // would score the wrong action.
+    if state.forgotten.is_some_and(|t| t > p.event_time) {
+        return None;
+    }
     // The first remembered event after the predicted one (the next action).
     let next = state
         .events
@@ -142,7 +164,10 @@ pub(super) fn on_prediction(
     match next {
         Some(observed) => score(state, recent, &listed, observed, cfg),
         None => {
-            state.pending = Some(Pending {
+            if state.pending.len() >= MAX_PENDING {
+                state.pending.pop_front();
+            }
+            state.pending.push_back(Pending {
                 event_time: p.event_time,
                 listed,
             });
@@ -191,6 +216,7 @@ mod tests {
 
     /// Events of `types` one second apart, with a prediction for each. With `late`, each
     /// prediction arrives after the event that follows it; otherwise right after its own event.
+    /// (`ahead`: every prediction before any event, as when the prediction topic is read first.)
     fn stream(
         d: &mut Detector,
         types: &[EventType],
@@ -224,6 +250,65 @@ mod tests {
             assert!((a.score - (7.0f64 / 0.05).ln()).abs() < 1e-9, "{}", a.score);
             assert_eq!((a.window_start, a.window_end), (1_000, 4_000));
         }
+    }
+
+    #[test]
+    fn predictions_read_ahead_of_their_events_are_all_paired() {
+        // A consumer catching up may read the whole prediction backlog before the events.
+        let types = [PageView, AddToCart, AddToCart, AddToCart, AddToCart];
+        let mut d = surprise_detector();
+        let mut out = Vec::new();
+        for i in 0..types.len() as i64 {
+            out.extend(d.on_prediction(&prediction(i * 1_000, &LISTED)));
+        }
+        for (i, &ty) in types.iter().enumerate() {
+            out.extend(d.on_event(&ev(&format!("e{i}"), ty, i as i64 * 1_000)));
+        }
+        let alerts = of(&out, AlertType::ModelSurprise);
+        assert_eq!(alerts.len(), 1, "{out:#?}");
+        assert_eq!(alerts[0].evidence_event_ids, vec!["e1", "e2", "e3", "e4"]);
+        assert!((alerts[0].score - (7.0f64 / 0.05).ln()).abs() < 1e-9);
+
+        // A prediction whose next event never arrives is dropped when a later event pairs with a
+        // later prediction, and is never paired with a wrong event.
+        let mut d = surprise_detector();
+        let mut out = Vec::new();
+        out.extend(d.on_prediction(&prediction(0, &LISTED)));
+        out.extend(d.on_prediction(&prediction(2_000, &LISTED)));
+        // Likely (listed at 0.6) for the prediction at 2 s; had it paired with the one at 0 it
+        // would score the same, so check the count of scored actions instead: one, not two.
+        out.extend(d.on_event(&ev("e3", ProductView, 3_000)));
+        for (i, t) in [(4, 4_000), (5, 5_000), (6, 6_000)] {
+            out.extend(d.on_prediction(&prediction(t - 1_000, &LISTED)));
+            out.extend(d.on_event(&ev(&format!("e{i}"), AddToCart, t)));
+        }
+        // Scored: e3 (0.5 nats), e4, e5, e6 (6.9 each): mean 5.3 >= 3.0 over exactly 4.
+        let alerts = of(&out, AlertType::ModelSurprise);
+        assert_eq!(alerts.len(), 1, "{out:#?}");
+        let want = (3.0 * (7.0f64 / 0.05).ln() - 0.6f64.ln()) / 4.0;
+        assert!((alerts[0].score - want).abs() < 1e-9, "{}", alerts[0].score);
+    }
+
+    #[test]
+    fn predictions_far_behind_their_events_are_not_paired_with_the_wrong_event() {
+        // Twelve add-to-carts, then their predictions: the ring remembers the last 8 events
+        // (e4..e11), so the predictions for e0..e2 cannot know their next action and are skipped;
+        // the one for e3 pairs with e4, and so on.
+        let mut d = surprise_detector();
+        let mut out = Vec::new();
+        for i in 0..12 {
+            out.extend(d.on_event(&ev(&format!("e{i}"), AddToCart, i * 1_000)));
+        }
+        for i in 0..12 {
+            out.extend(d.on_prediction(&prediction(i * 1_000, &LISTED)));
+        }
+        let alerts = of(&out, AlertType::ModelSurprise);
+        assert!(!alerts.is_empty());
+        // The first alert covers the first 4 scored actions: e4..e7 (not e4 four times).
+        assert_eq!(
+            (alerts[0].window_start, alerts[0].window_end),
+            (4_000, 7_000)
+        );
     }
 
     #[test]

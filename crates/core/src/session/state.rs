@@ -4,6 +4,10 @@
 //! Field names are one letter and paths one character per step: this state is written to a
 //! compacted changelog topic on every change, so its size is the changelog's size.
 
+mod codec;
+
+pub use codec::StateDecodeError;
+
 use super::{SessionConfig, session_key};
 use crate::funnel::{FunnelMap, compress_path};
 use crate::hash::fnv1a;
@@ -335,6 +339,32 @@ pub struct UserState {
 }
 
 impl UserState {
+    /// The changelog encoding: compact binary, version byte first (see the `codec` module). About a
+    /// third of the JSON size, and several times faster to read back.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        codec::encode(self, &mut out);
+        out
+    }
+
+    /// Like [`UserState::to_bytes`], appending to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        codec::encode(self, out);
+    }
+
+    /// Reads a changelog value: the binary encoding, or the JSON that earlier versions wrote.
+    /// Corrupt or foreign bytes give an error, never a panic.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StateDecodeError> {
+        match bytes.first() {
+            Some(&codec::V1) => codec::decode_v1(bytes),
+            Some(b'{') => {
+                serde_json::from_slice(bytes).map_err(|e| StateDecodeError(format!("JSON: {e}")))
+            }
+            Some(b) => Err(StateDecodeError(format!("unknown format byte 0x{b:02x}"))),
+            None => Err(StateDecodeError("empty value".into())),
+        }
+    }
+
     pub(super) fn new(first_time: i64) -> Self {
         UserState {
             sessions: Vec::new(),

@@ -40,6 +40,14 @@ const SHIPPED_FILES: &[(&str, &str)] = &[
         include_str!("../../../../schemas/dead_letter.avsc"),
     ),
     (
+        "funnel_aggregate.avsc",
+        include_str!("../../../../schemas/funnel_aggregate.avsc"),
+    ),
+    (
+        "history/feature_vector.v1.avsc",
+        include_str!("../../../../schemas/history/feature_vector.v1.avsc"),
+    ),
+    (
         "history/session_summary.v1.avsc",
         include_str!("../../../../schemas/history/session_summary.v1.avsc"),
     ),

@@ -73,6 +73,8 @@ pub fn full_features() -> FeatureVector {
             ("cart_ratio".into(), 0.25),
             ("neg".into(), -1.5),
         ]),
+        item_id: Some("i-9".into()),
+        category: Some("shoes".into()),
     }
 }
 

@@ -1,0 +1,290 @@
+//! Fault injection on a real broker (`clickpath chaos`, RELIABILITY.md): hostile input for the cleaning
+//! stage, SIGKILLed stage processes, a broker restart in the middle of a run, and a rebalance after one of
+//! three instances dies. Each scenario compares what was committed with what an uninterrupted run gives.
+
+pub mod hostile;
+pub mod procs;
+
+use clickpath_runtime::ClickpathConfig;
+use clickpath_runtime::kafka::base_client_config;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Key bytes (empty when absent).
+    pub key: Vec<u8>,
+    /// Value bytes (empty when absent).
+    pub payload: Vec<u8>,
+    /// Headers as (name, UTF-8 lossy value).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads a topic from the beginning (`read_committed`, no consumer group), keeping its place between calls.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl TopicReader {
+    /// Assigns every partition of `topic` from its first offset.
+    pub fn new(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<Self> {
+        let mut c = base_client_config(cfg);
+        c.set(
+            "group.id",
+            format!("{}.chaos-reader", cfg.kafka.group_prefix),
+        )
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = c.create()?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions = md
+            .topics()
+            .first()
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if partitions == 0 {
+            anyhow::bail!("topic {topic} has no partitions (does it exist?)");
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(TopicReader {
+            consumer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// The records that arrive within `budget`.
+    pub fn poll_for(&mut self, budget: Duration) -> Vec<ReadRecord> {
+        let deadline = Instant::now() + budget;
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            if let Some(r) = self.poll_one(Duration::from_millis(100)) {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// Reads until `enough(records so far)` holds, nothing new arrived for `idle`, or `max_wait` passed.
+    pub fn read_until(
+        &mut self,
+        idle: Duration,
+        max_wait: Duration,
+        mut enough: impl FnMut(usize) -> bool,
+    ) -> Vec<ReadRecord> {
+        let started = Instant::now();
+        let mut last = Instant::now();
+        let mut out = Vec::new();
+        while last.elapsed() < idle && started.elapsed() < max_wait && !enough(out.len()) {
+            if let Some(r) = self.poll_one(Duration::from_millis(100)) {
+                out.push(r);
+                last = Instant::now();
+            }
+        }
+        out
+    }
+
+    fn poll_one(&mut self, timeout: Duration) -> Option<ReadRecord> {
+        match self.consumer.poll(timeout)? {
+            Ok(m) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_string(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some(ReadRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, topic = %self.topic, "Chaos reader consumer error.");
+                None
+            }
+        }
+    }
+}
+
+/// A configuration with every topic and group under a fresh `chaos-<scenario>-<time>.` prefix, so a run
+/// never reads another run's records.
+pub fn isolated_config(base: &ClickpathConfig, scenario: &str) -> ClickpathConfig {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let prefix = format!("chaos-{scenario}-{t}-{}.", std::process::id());
+    let mut cfg = base.clone();
+    cfg.topics = cfg.topics.with_prefix(&prefix);
+    cfg.kafka.group_prefix = format!("{prefix}group");
+    cfg
+}
+
+/// `clickpath chaos`: the fault-injection scenarios of RELIABILITY.md.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ChaosCommand {
+    /// Hostile records interleaved with valid ones through the cleaning stage (in this process).
+    Hostile {
+        /// Hostile records to send.
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        /// One valid record after every this many hostile ones.
+        #[arg(long, default_value_t = 4)]
+        hostile_per_valid: usize,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// `runtime.max_record_bytes` for the run (the `oversized_record` case must fit the broker's limit).
+        #[arg(long, default_value_t = 65_536)]
+        max_record_bytes: usize,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
+    /// Several `clickpath run <stage>` processes, SIGKILLed and restarted at random points; optionally a
+    /// broker restart half-way, or one instance killed for good to time the rebalance.
+    Kill {
+        /// `cleaning` or `sessionizer`.
+        #[arg(long, default_value = "sessionizer")]
+        stage: String,
+        /// `exactly_once` or `at_least_once`.
+        #[arg(long, default_value = "exactly_once")]
+        guarantee: String,
+        /// Instances of the stage.
+        #[arg(long, default_value_t = 3)]
+        instances: usize,
+        /// Generated sessions (about 10 events each).
+        #[arg(long, default_value_t = 5_000)]
+        sessions: u64,
+        /// SIGKILLs (each followed by a restart).
+        #[arg(long, default_value_t = 3)]
+        kills: usize,
+        /// Kill the last instance for good after a third of the input and time the rebalance.
+        #[arg(long)]
+        rebalance: bool,
+        /// Shell command that stops the broker (with --broker-start: restart it half-way).
+        #[arg(long, requires = "broker_start")]
+        broker_stop: Option<String>,
+        /// Shell command that starts the broker and waits until it answers.
+        #[arg(long, requires = "broker_stop")]
+        broker_start: Option<String>,
+        /// Seconds the broker stays down.
+        #[arg(long, default_value_t = 3.0)]
+        broker_down_s: f64,
+        /// Input records per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Give up waiting for the output after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+        /// Where the instances' config and logs go (default: a new directory under the system temp dir).
+        #[arg(long)]
+        work_dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// Runs a `clickpath chaos` command against the broker of `cfg`; prints the report and fails when a check
+/// failed.
+pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<()> {
+    match cmd {
+        ChaosCommand::Hostile {
+            records,
+            hostile_per_valid,
+            seed,
+            max_record_bytes,
+            timeout_s,
+        } => {
+            let mut cfg = isolated_config(cfg, "hostile");
+            cfg.runtime.max_record_bytes = max_record_bytes;
+            let mut opts = hostile::HostileOptions::for_config(&cfg, records, seed);
+            opts.hostile_per_valid = hostile_per_valid;
+            let codec = clickpath_schema::codec::Codec::embedded();
+            let recs = hostile::generate(&opts, &codec);
+            let report = hostile::run_hostile(&cfg, &recs, Duration::from_secs(timeout_s))?;
+            print!("{}", report.render());
+            let problems = report.problems();
+            anyhow::ensure!(problems.is_empty(), "{} check(s) failed", problems.len());
+            Ok(())
+        }
+        ChaosCommand::Kill {
+            stage,
+            guarantee,
+            instances,
+            sessions,
+            kills,
+            rebalance,
+            broker_stop,
+            broker_start,
+            broker_down_s,
+            rate,
+            seed,
+            timeout_s,
+            work_dir,
+        } => {
+            let stage = clickpath_stages::StageName::parse(&stage).ok_or_else(|| {
+                anyhow::anyhow!("--stage {stage}: expected cleaning or sessionizer")
+            })?;
+            let guarantee = match guarantee.as_str() {
+                "exactly_once" => clickpath_runtime::config::Guarantee::ExactlyOnce,
+                "at_least_once" => clickpath_runtime::config::Guarantee::AtLeastOnce,
+                g => anyhow::bail!("--guarantee {g}: expected exactly_once or at_least_once"),
+            };
+            let work_dir = work_dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("clickpath-chaos-{}", std::process::id()))
+            });
+            let opts = procs::ChaosOptions {
+                stage,
+                guarantee,
+                instances,
+                sessions,
+                kills,
+                broker: broker_stop
+                    .zip(broker_start)
+                    .map(|(stop, start)| procs::BrokerControl {
+                        stop,
+                        start,
+                        down_s: broker_down_s,
+                    }),
+                rebalance,
+                rate,
+                seed,
+                binary: std::env::current_exe()?,
+                work_dir: work_dir.clone(),
+                timeout: Duration::from_secs(timeout_s),
+            };
+            let report = procs::run_chaos(cfg, &opts)?;
+            print!("{}", report.render(guarantee));
+            println!("instance logs: {}", work_dir.display());
+            let problems = report.problems(guarantee);
+            anyhow::ensure!(problems.is_empty(), "{} check(s) failed", problems.len());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! `clickpath bench`, tiny, on the real broker: every phase drains and its report is consistent.
+//! No timing is asserted, only that the figures exist and the counts add up.
+//!
+//! Needs `CLICKPATH_TEST_BROKERS`; skips without it unless `CLICKPATH_REQUIRE_BROKER=1`.
+
+use clickpath_cli::bench::{BenchArgs, run_bench};
+use clickpath_runtime::ClickpathConfig;
+
+#[test]
+fn a_small_bench_reports_sane_figures() {
+    let Some(brokers) = clickpath_testkit::test_brokers() else {
+        return;
+    };
+    let mut cfg = ClickpathConfig::default();
+    cfg.runtime.poll_timeout_ms = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let mut args = BenchArgs::small(&brokers, 2_000);
+    args.json = Some(json.clone());
+    args.fixed_seconds = 1.0;
+    let report = run_bench(cfg, &args, false).expect("bench runs");
+
+    let generated = report.generated.events + report.generated.malformed;
+    assert_eq!(generated, 2_000);
+    assert_eq!(report.phases.len(), 3, "pass-through, max rate, one fixed rate");
+    for p in &report.phases {
+        assert!(p.complete, "{} did not drain: {p:?}", p.kind);
+        assert!(p.records_sent > 0 && p.throughput > 0.0 && p.seconds > 0.0, "{p:?}");
+        assert!(p.peak_rss_bytes > 0);
+        assert_eq!(p.outputs_read, p.outputs_expected, "{p:?}");
+        assert!(p.latency.samples > 0);
+        assert!(p.latency.p50_ms <= p.latency.p99_ms && p.latency.p99_ms <= p.latency.p999_ms);
+        assert!(p.latency.p999_ms <= p.latency.max_ms);
+    }
+    let pass = &report.phases[0];
+    assert_eq!(pass.kind, "pass-through");
+    assert_eq!(pass.records_sent, generated);
+    assert_eq!(pass.outputs_read, generated);
+    assert_eq!(pass.stage_records_in["pass-through"], generated);
+
+    let max = &report.phases[1];
+    assert_eq!((max.kind.as_str(), max.target_rate), ("pipeline", None));
+    assert_eq!(max.records_sent, generated);
+    // Every record reached cleaning; every cleaned event was scored once.
+    assert_eq!(max.stage_records_in["cleaning"], generated);
+    assert_eq!(max.stage_records_in["scorer"], max.outputs_read);
+    assert_eq!(max.stage_records_in["windower"], max.outputs_read);
+    assert!(max.outputs_read > generated / 2 && max.outputs_read <= generated);
+    // Each scored event id measured once (duplicates are dropped by cleaning).
+    assert_eq!(max.latency.samples, max.outputs_read);
+
+    let fixed = &report.phases[2];
+    assert!(fixed.target_rate.is_some_and(|r| r > 0.0));
+    assert!(report.pipeline_to_pass_through > 0.0);
+    assert!(report.state.changelog_users > 0 && report.state.bytes_per_user > 0.0);
+
+    let text = report.render();
+    println!("{text}");
+    assert!(text.contains("pass-through max rate") && text.contains("pipeline max rate"));
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(parsed["phases"].as_array().map(Vec::len), Some(3));
+}

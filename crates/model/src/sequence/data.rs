@@ -1,0 +1,92 @@
+//! Sessions as sequences of encoded steps with per-step labels, and padded label tensors.
+
+use std::collections::HashMap;
+
+use burn::prelude::*;
+
+use super::encode::{Buckets, Normalizer, Step, encode_example};
+use crate::dataset::Example;
+
+/// One session: its encoded steps and, per step, the purchase label and next action.
+#[derive(Debug, Clone)]
+pub struct Sequence<'a> {
+    /// The examples, in event-time order.
+    pub examples: Vec<&'a Example>,
+    /// Encoded steps, one per example.
+    pub steps: Vec<Step>,
+}
+
+impl Sequence<'_> {
+    /// Number of steps.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether the sequence has no steps.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// Groups `examples` (event-time order) into per-session sequences, in order of first event.
+pub fn sequences<'a>(
+    examples: &[&'a Example],
+    buckets: Buckets,
+    norm: &Normalizer,
+) -> Vec<Sequence<'a>> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<Sequence<'a>> = Vec::new();
+    for ex in examples {
+        let i = *index.entry(ex.session_key.as_str()).or_insert_with(|| {
+            out.push(Sequence {
+                examples: Vec::new(),
+                steps: Vec::new(),
+            });
+            out.len() - 1
+        });
+        out[i].examples.push(ex);
+        out[i].steps.push(encode_example(buckets, norm, ex));
+    }
+    out
+}
+
+/// Per-step targets of a padded batch.
+#[derive(Debug, Clone)]
+pub struct Targets<B: Backend> {
+    /// 1 where the session goes on to a purchase `[batch, time]`.
+    pub purchase: Tensor<B, 2>,
+    /// 1 on real steps, 0 on padding `[batch, time]`.
+    pub mask: Tensor<B, 2>,
+    /// Next action index `[batch, time, 1]` (0 where there is none).
+    pub next: Tensor<B, 3, Int>,
+    /// 1 where there is a next action `[batch, time]`.
+    pub next_mask: Tensor<B, 2>,
+}
+
+impl<B: Backend> Targets<B> {
+    /// Targets of `batch`, padded to `len` steps.
+    pub fn of(batch: &[&Sequence<'_>], len: usize, device: &B::Device) -> Self {
+        let b = batch.len();
+        let mut purchase = vec![0f32; b * len];
+        let mut mask = vec![0f32; b * len];
+        let mut next = vec![0i32; b * len];
+        let mut next_mask = vec![0f32; b * len];
+        for (i, seq) in batch.iter().enumerate() {
+            for (t, ex) in seq.examples.iter().take(len).enumerate() {
+                let at = i * len + t;
+                mask[at] = 1.0;
+                purchase[at] = f32::from(u8::from(ex.purchase));
+                if let Some(n) = ex.next_action {
+                    next[at] = n.index() as i32;
+                    next_mask[at] = 1.0;
+                }
+            }
+        }
+        Targets {
+            purchase: Tensor::from_data(TensorData::new(purchase, [b, len]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [b, len]), device),
+            next: Tensor::from_data(TensorData::new(next, [b, len, 1]), device),
+            next_mask: Tensor::from_data(TensorData::new(next_mask, [b, len]), device),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! What one event is to a sequence model: its type, its hashed item and category, and the
+//! windower's features, normalised with statistics of the training data.
+
+use std::collections::BTreeMap;
+
+use clickpath_schema::EventType;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Example;
+
+/// Number of event types (the size of the type embedding and of the next-action head).
+pub const EVENT_TYPES: usize = EventType::ALL.len();
+
+/// FNV-1a, 64 bit: a stable hash, so bucket numbers mean the same in training and serving.
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Bucket of an optional id among `buckets` (>= 2): 0 means "absent", the rest are hashed.
+pub fn bucket(value: Option<&str>, buckets: usize) -> u32 {
+    match value {
+        Some(v) if !v.is_empty() && buckets > 1 => (1 + fnv1a(v) % (buckets as u64 - 1)) as u32,
+        _ => 0,
+    }
+}
+
+/// Per-feature affine normalisation after a signed log transform (counts and money are
+/// heavy-tailed): `(sign(x) ln(1 + |x|) - mean) / std`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalizer {
+    /// Feature names, in input order.
+    pub names: Vec<String>,
+    /// Mean of each transformed feature on the training data.
+    pub mean: Vec<f32>,
+    /// Standard deviation of each transformed feature (at least 1e-3).
+    pub std: Vec<f32>,
+}
+
+fn squash(x: f64) -> f64 {
+    if x.is_finite() {
+        x.signum() * x.abs().ln_1p()
+    } else {
+        0.0
+    }
+}
+
+impl Normalizer {
+    /// Fits mean and standard deviation of every named feature over `rows`.
+    pub fn fit<'a>(names: &[String], rows: impl Iterator<Item = &'a BTreeMap<String, f64>>) -> Self {
+        let k = names.len();
+        let (mut sum, mut sq, mut n) = (vec![0.0f64; k], vec![0.0f64; k], 0usize);
+        for row in rows {
+            n += 1;
+            for (i, name) in names.iter().enumerate() {
+                let x = squash(row.get(name).copied().unwrap_or(0.0));
+                sum[i] += x;
+                sq[i] += x * x;
+            }
+        }
+        let n = n.max(1) as f64;
+        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(q, m)| ((q / n - m * m).max(0.0).sqrt()).max(1e-3) as f32)
+            .collect();
+        Normalizer {
+            names: names.to_vec(),
+            mean: mean.into_iter().map(|m| m as f32).collect(),
+            std,
+        }
+    }
+
+    /// Number of features.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are no features.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Appends the normalised features of `values` to `out`; a missing or non-finite feature
+    /// counts as 0 before the transform.
+    pub fn apply(&self, values: &BTreeMap<String, f64>, out: &mut Vec<f32>) {
+        for (i, name) in self.names.iter().enumerate() {
+            let x = squash(values.get(name).copied().unwrap_or(0.0)) as f32;
+            out.push((x - self.mean[i]) / self.std[i]);
+        }
+    }
+}
+
+/// One event, encoded for the network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// [`EventType::index`].
+    pub event_type: u32,
+    /// Category bucket (0: none).
+    pub category: u32,
+    /// Item bucket (0: none).
+    pub item: u32,
+    /// Normalised numeric features.
+    pub numeric: Vec<f32>,
+}
+
+/// Buckets of the hashed embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buckets {
+    /// Category buckets.
+    pub categories: usize,
+    /// Item buckets.
+    pub items: usize,
+}
+
+/// Encodes one event.
+pub fn encode_step(
+    buckets: Buckets,
+    norm: &Normalizer,
+    event_type: EventType,
+    item: Option<&str>,
+    category: Option<&str>,
+    values: &BTreeMap<String, f64>,
+) -> Step {
+    let mut numeric = Vec::with_capacity(norm.len());
+    norm.apply(values, &mut numeric);
+    Step {
+        event_type: event_type.index() as u32,
+        category: bucket(category, buckets.categories),
+        item: bucket(item, buckets.items),
+        numeric,
+    }
+}
+
+/// Encodes a training example's event.
+pub fn encode_example(buckets: Buckets, norm: &Normalizer, ex: &Example) -> Step {
+    encode_step(
+        buckets,
+        norm,
+        ex.event_type(),
+        ex.item_id.as_deref(),
+        ex.category.as_deref(),
+        &ex.features.values,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_stable_and_reserve_zero_for_absent() {
+        assert_eq!(bucket(None, 64), 0);
+        assert_eq!(bucket(Some(""), 64), 0);
+        let b = bucket(Some("item-42"), 64);
+        assert!((1..64).contains(&b));
+        assert_eq!(b, bucket(Some("item-42"), 64));
+        // FNV-1a of "a" is a published test vector: 0xaf63dc4c8601ec8c.
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn normalizer_centres_and_scales_and_tolerates_bad_values() {
+        let names = vec!["x".to_string(), "y".to_string()];
+        let rows: Vec<BTreeMap<String, f64>> = (0..100)
+            .map(|i| BTreeMap::from([("x".to_string(), i as f64)]))
+            .collect();
+        let norm = Normalizer::fit(&names, rows.iter());
+        let mut all = Vec::new();
+        for r in &rows {
+            norm.apply(r, &mut all);
+        }
+        let xs: Vec<f32> = all.iter().step_by(2).copied().collect();
+        let mean = xs.iter().sum::<f32>() / xs.len() as f32;
+        assert!(mean.abs() < 1e-4, "mean {mean}");
+        // The constant (missing) feature stays finite.
+        assert!(all.iter().skip(1).step_by(2).all(|v| *v == 0.0));
+        let mut out = Vec::new();
+        norm.apply(
+            &BTreeMap::from([("x".to_string(), f64::NAN)]),
+            &mut out,
+        );
+        assert!(out.iter().all(|v| v.is_finite()));
+    }
+}

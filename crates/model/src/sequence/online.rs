@@ -1,0 +1,221 @@
+//! Online scoring: each user's memory (the recurrent state, or the Transformer's window of
+//! recent steps) advanced by one event, for a batch of users at once, so the cost per event does
+//! not grow with the session.
+
+use burn::prelude::*;
+use burn::tensor::activation::{sigmoid, softmax};
+
+use super::encode::{EVENT_TYPES, Step};
+use super::model::{SequenceModel, StepOutput};
+use super::encode::Normalizer;
+use super::net::{Architecture, NetConfig, StepTensors};
+
+/// What a model remembers of one user between events.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserMemory {
+    /// Recurrent state (GRU: hidden; LSTM: hidden then cell); empty for a fresh user.
+    pub state: Vec<f32>,
+    /// Transformer: the most recent steps, oldest first (at most the model's window).
+    pub window: Vec<Step>,
+}
+
+/// Version byte of [`UserMemory::to_bytes`].
+const MEMORY_FORMAT: u8 = 1;
+
+impl UserMemory {
+    /// Compact little-endian encoding for the changelog: format, state length and floats, then
+    /// window length and per step type, category, item, feature count and features.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + 4 * self.state.len());
+        out.push(MEMORY_FORMAT);
+        out.extend_from_slice(&(self.state.len() as u32).to_le_bytes());
+        for v in &self.state {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.window.len() as u32).to_le_bytes());
+        for s in &self.window {
+            for v in [s.event_type, s.category, s.item, s.numeric.len() as u32] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in &s.numeric {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decodes [`UserMemory::to_bytes`]; `None` for bytes that are not a memory.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader(bytes);
+        if r.u8()? != MEMORY_FORMAT {
+            return None;
+        }
+        let n = r.u32()? as usize;
+        let state = (0..n).map(|_| r.f32()).collect::<Option<Vec<f32>>>()?;
+        let w = r.u32()? as usize;
+        let mut window = Vec::with_capacity(w.min(1024));
+        for _ in 0..w {
+            let (event_type, category, item, k) = (r.u32()?, r.u32()?, r.u32()?, r.u32()? as usize);
+            let numeric = (0..k).map(|_| r.f32()).collect::<Option<Vec<f32>>>()?;
+            window.push(Step {
+                event_type,
+                category,
+                item,
+                numeric,
+            });
+        }
+        r.0.is_empty().then_some(UserMemory { state, window })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take::<4>().map(u32::from_le_bytes)
+    }
+    fn f32(&mut self) -> Option<f32> {
+        self.take::<4>().map(f32::from_le_bytes)
+    }
+}
+
+impl<B: Backend> SequenceModel<B> {
+    /// Advances each user's memory by its step and returns the outputs after it, one per item,
+    /// in one batched call. A memory that does not fit this model (another state width, from an
+    /// older model) starts fresh.
+    pub fn step_batch(&self, items: &mut [(&Step, &mut UserMemory)]) -> Vec<StepOutput> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        match self.config.architecture {
+            Architecture::Transformer => self.step_windows(items),
+            _ => self.step_recurrent(items),
+        }
+    }
+
+    fn step_recurrent(&self, items: &mut [(&Step, &mut UserMemory)]) -> Vec<StepOutput> {
+        let width = self.config.state_width();
+        let b = items.len();
+        let features = self.normalizer.len();
+        let mut state = vec![0f32; b * width];
+        for (i, (_, mem)) in items.iter().enumerate() {
+            if mem.state.len() == width {
+                state[i * width..(i + 1) * width].copy_from_slice(&mem.state);
+            }
+        }
+        let steps: Vec<&[Step]> = items.iter().map(|(s, _)| std::slice::from_ref(*s)).collect();
+        let x = StepTensors::<B>::from_steps(&steps, 1, features, &self.device);
+        let state = Tensor::<B, 2>::from_data(TensorData::new(state, [b, width]), &self.device);
+        let (p, n, new_state) = self.net.step(x, Some(state));
+        let p: Vec<f32> = sigmoid(p).into_data().into_vec().unwrap_or_default();
+        let n: Vec<f32> = softmax(n, 1).into_data().into_vec().unwrap_or_default();
+        let new_state: Vec<f32> = new_state.into_data().into_vec().unwrap_or_default();
+        items
+            .iter_mut()
+            .enumerate()
+            .map(|(i, (_, mem))| {
+                mem.state.clear();
+                mem.state.extend_from_slice(&new_state[i * width..(i + 1) * width]);
+                mem.window.clear();
+                output_at(&p, &n, i)
+            })
+            .collect()
+    }
+
+    fn step_windows(&self, items: &mut [(&Step, &mut UserMemory)]) -> Vec<StepOutput> {
+        let window = self.config.window.max(1);
+        for (step, mem) in items.iter_mut() {
+            mem.state.clear();
+            if mem.window.len() >= window {
+                mem.window.drain(..=mem.window.len() - window);
+            }
+            mem.window.push((*step).clone());
+        }
+        let seqs: Vec<&[Step]> = items.iter().map(|(_, m)| m.window.as_slice()).collect();
+        let len = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
+        let x = StepTensors::<B>::from_steps(&seqs, len, self.normalizer.len(), &self.device);
+        let (p, n) = self.net.forward(x);
+        let p: Vec<f32> = sigmoid(p).into_data().into_vec().unwrap_or_default();
+        let n: Vec<f32> = softmax(n, 2).into_data().into_vec().unwrap_or_default();
+        seqs.iter()
+            .enumerate()
+            .map(|(i, s)| output_at(&p, &n, i * len + s.len() - 1))
+            .collect()
+    }
+}
+
+fn output_at(p: &[f32], n: &[f32], at: usize) -> StepOutput {
+    StepOutput {
+        purchase: f64::from(p[at]),
+        next: n[at * EVENT_TYPES..(at + 1) * EVENT_TYPES]
+            .iter()
+            .map(|v| f64::from(*v))
+            .collect(),
+    }
+}
+
+/// A sequence model behind a trait object, so a stage can hold a CPU or a CUDA model chosen at
+/// run time.
+pub trait OnlineModel: Send {
+    /// The network's shape.
+    fn config(&self) -> &NetConfig;
+    /// The input normaliser (its names are the numeric features, in input order).
+    fn normalizer(&self) -> &Normalizer;
+    /// See [`SequenceModel::step_batch`].
+    fn step_batch(&self, items: &mut [(&Step, &mut UserMemory)]) -> Vec<StepOutput>;
+}
+
+impl<B: Backend> OnlineModel for SequenceModel<B>
+where
+    SequenceModel<B>: Send,
+{
+    fn config(&self) -> &NetConfig {
+        &self.config
+    }
+    fn normalizer(&self) -> &Normalizer {
+        &self.normalizer
+    }
+    fn step_batch(&self, items: &mut [(&Step, &mut UserMemory)]) -> Vec<StepOutput> {
+        SequenceModel::step_batch(self, items)
+    }
+}
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnlineDevice {
+    /// Burn's `flex` CPU backend.
+    Cpu,
+    /// burn-cuda, first GPU (needs the `cuda` feature).
+    Cuda,
+}
+
+/// Loads the sequence model in `dir` for online scoring on `device`.
+pub fn load_online(
+    dir: &std::path::Path,
+    spec: &clickpath_core::FeatureSpec,
+    device: OnlineDevice,
+) -> Result<(Box<dyn OnlineModel>, super::SequenceMeta), crate::ModelError> {
+    match device {
+        OnlineDevice::Cpu => {
+            let (m, meta) = super::load_sequence::<super::CpuBackend>(dir, spec, &Default::default())?;
+            Ok((Box::new(m), meta))
+        }
+        #[cfg(feature = "cuda")]
+        OnlineDevice::Cuda => {
+            let (m, meta) = super::load_sequence::<super::CudaBackend>(dir, spec, &Default::default())?;
+            Ok((Box::new(m), meta))
+        }
+        #[cfg(not(feature = "cuda"))]
+        OnlineDevice::Cuda => Err(crate::ModelError::InvalidConfig(
+            "scorer.device = \"cuda\" needs a build with the `cuda` feature".into(),
+        )),
+    }
+}

@@ -1,0 +1,238 @@
+//! Tests of the sequence models on small generated-like data.
+
+use clickpath_schema::{ClickEvent, EventType};
+
+use super::*;
+
+type B = CpuBackend;
+
+fn event(user: &str, i: i64, t: EventType, item: &str) -> ClickEvent {
+    ClickEvent {
+        event_id: format!("{user}-{i}"),
+        user_id: user.into(),
+        session_id: Some(format!("s-{user}")),
+        event_type: t,
+        event_time: 1_700_000_000_000 + i * 1_000 + user.len() as i64,
+        item_id: Some(item.into()),
+        category: Some("shoes".into()),
+        brand: None,
+        price: Some(10.0),
+        currency: None,
+        quantity: Some(1),
+        search_query: None,
+        payment: None,
+        order_id: None,
+        order_value: None,
+        device: None,
+        ip_prefix_hash: None,
+        country: None,
+        channel: None,
+        referrer: None,
+        extras: Default::default(),
+    }
+}
+
+/// Buyers view, add to cart, check out and purchase; browsers only view. Users are spread in
+/// time so the time split has both kinds in every part.
+fn toy_events(users: usize) -> Vec<ClickEvent> {
+    let mut out = Vec::new();
+    for u in 0..users {
+        let user = format!("u{u:04}");
+        let base = (u as i64) * 3_600;
+        let buyer = u % 3 == 0;
+        let path: &[EventType] = if buyer {
+            &[EventType::ProductView, EventType::AddToCart, EventType::BeginCheckout, EventType::Purchase]
+        } else {
+            &[EventType::ProductView, EventType::ProductView, EventType::ProductView]
+        };
+        for (i, t) in path.iter().enumerate() {
+            out.push(event(&user, base + i as i64, *t, &format!("item{}", u % 7)));
+        }
+    }
+    out.sort_by_key(|e| e.event_time);
+    out
+}
+
+fn small_config(arch: Architecture) -> SequenceTrainConfig {
+    let mut cfg = SequenceTrainConfig::default();
+    cfg.net.architecture = arch;
+    cfg.net.hidden = 16;
+    cfg.net.item_buckets = 64;
+    cfg.net.category_buckets = 16;
+    cfg.net.window = 8;
+    cfg.max_epochs = 25;
+    cfg.patience = 25;
+    cfg.batch_size = 16;
+    cfg.learning_rate = 0.01;
+    cfg
+}
+
+#[test]
+fn gru_learns_the_toy_funnel_and_beats_chance() {
+    let events = toy_events(240);
+    let report =
+        train_sequence::<CpuTrainBackend>(&events, &small_config(Architecture::Gru), &Default::default(), &mut |_| {})
+            .expect("trains");
+    let auc = report.test.roc_auc.expect("both classes in the test split");
+    assert!(auc > 0.9, "test AUC {auc}");
+    let top1 = report.test.next_action_top1.expect("next actions");
+    assert!(top1 > 0.6, "next-action top-1 {top1}");
+    assert!(report.history.len() >= 2);
+}
+
+#[test]
+fn step_by_step_equals_the_full_forward_pass() {
+    for arch in [Architecture::Gru, Architecture::Lstm] {
+        let device = Default::default();
+        let mut cfg = small_config(arch).net;
+        cfg.numeric_features = 3;
+        let net: SequenceNet<B> = cfg.init(&device);
+        let steps: Vec<Step> = (0..6)
+            .map(|i| Step {
+                event_type: (i % 4) as u32,
+                category: (i % 3) as u32,
+                item: (i * 5 % 60) as u32,
+                numeric: vec![i as f32 * 0.1, -0.5, 1.0],
+            })
+            .collect();
+        let (full_p, full_n) = net.forward(StepTensors::from_steps(&[&steps], steps.len(), 3, &device));
+        let full_p: Vec<f32> = full_p.into_data().into_vec().unwrap();
+        let full_n: Vec<f32> = full_n.into_data().into_vec().unwrap();
+        let mut state = None;
+        for (t, step) in steps.iter().enumerate() {
+            let x = StepTensors::from_steps(&[std::slice::from_ref(step)], 1, 3, &device);
+            let (p, n, s) = net.step(x, state);
+            state = Some(s);
+            let p: Vec<f32> = p.into_data().into_vec().unwrap();
+            let n: Vec<f32> = n.into_data().into_vec().unwrap();
+            assert!((p[0] - full_p[t]).abs() < 1e-5, "{arch:?} step {t}: {} vs {}", p[0], full_p[t]);
+            for k in 0..n.len() {
+                let f = full_n[t * n.len() + k];
+                assert!((n[k] - f).abs() < 1e-5, "{arch:?} step {t} next {k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn artifacts_round_trip_and_refuse_tampering() {
+    let events = toy_events(60);
+    for arch in [Architecture::Lstm, Architecture::Transformer] {
+        let mut cfg = small_config(arch);
+        cfg.max_epochs = 2;
+        let report = train_sequence::<CpuTrainBackend>(&events, &cfg, &Default::default(), &mut |_| {})
+            .expect("trains");
+        let dir = tempfile::tempdir().unwrap();
+        let meta = save_sequence(&report, &cfg, "flex", dir.path()).unwrap();
+        assert!(is_sequence_artifact(dir.path()));
+        assert!(meta.version.starts_with(arch.as_str()));
+        let (loaded, meta2) = load_sequence::<B>(dir.path(), &cfg.features, &Default::default()).unwrap();
+        assert_eq!(meta2.version, meta.version);
+        let steps: Vec<Step> = (0..10)
+            .map(|i| Step {
+                event_type: (i % 4) as u32,
+                category: 1,
+                item: 2,
+                numeric: vec![0.0; loaded.normalizer.len()],
+            })
+            .collect();
+        let a = report.model.score_steps(&[&steps]);
+        let b = loaded.score_steps(&[&steps]);
+        assert_eq!(a, b, "{arch:?}: loaded model scores differently");
+        assert_eq!(b[0].len(), 10);
+        // A flipped byte in the weights is refused.
+        let path = dir.path().join(artifact::WEIGHTS_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        std::fs::write(&path, bytes).unwrap();
+        let err = load_sequence::<B>(dir.path(), &cfg.features, &Default::default()).unwrap_err();
+        assert!(err.to_string().contains("modified or truncated"), "{err}");
+    }
+}
+
+fn random_steps(n: usize, features: usize, seed: u32) -> Vec<Step> {
+    (0..n)
+        .map(|i| {
+            let k = i as u32 * 7 + seed * 13;
+            Step {
+                event_type: k % 10,
+                category: k % 15,
+                item: (k * 3) % 60,
+                numeric: (0..features).map(|f| ((k + f as u32) % 5) as f32 * 0.3 - 0.6).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Online scoring of interleaved users, one event at a time in batches, equals scoring each
+/// user's whole sequence at once (the Transformer with its sliding window).
+#[test]
+fn online_batches_of_interleaved_users_equal_offline_scoring() {
+    for arch in [Architecture::Gru, Architecture::Lstm, Architecture::Transformer] {
+        let device = Default::default();
+        let mut net_cfg = small_config(arch).net;
+        net_cfg.numeric_features = 4;
+        let model = SequenceModel::<B> {
+            net: net_cfg.init(&device),
+            config: net_cfg.clone(),
+            normalizer: Normalizer {
+                names: (0..4).map(|i| format!("f{i}")).collect(),
+                mean: vec![0.0; 4],
+                std: vec![1.0; 4],
+            },
+            device,
+        };
+        let users: Vec<Vec<Step>> = (0..3).map(|u| random_steps(5 + 4 * u as usize, 4, u)).collect();
+        let slices: Vec<&[Step]> = users.iter().map(Vec::as_slice).collect();
+        let offline = model.score_steps(&slices);
+        let mut memories = vec![UserMemory::default(); users.len()];
+        let longest = users.iter().map(Vec::len).max().unwrap();
+        for t in 0..longest {
+            // Everyone with a t-th event steps together; memory survives a byte round trip.
+            let active: Vec<usize> = (0..users.len()).filter(|&u| t < users[u].len()).collect();
+            let mut taken: Vec<UserMemory> = active
+                .iter()
+                .map(|&u| UserMemory::from_bytes(&memories[u].to_bytes()).expect("decodes"))
+                .collect();
+            let mut items: Vec<(&Step, &mut UserMemory)> = active
+                .iter()
+                .zip(taken.iter_mut())
+                .map(|(&u, m)| (&users[u][t], m))
+                .collect();
+            let outs = model.step_batch(&mut items);
+            for ((&u, out), mem) in active.iter().zip(outs).zip(taken) {
+                let want = &offline[u][t];
+                assert!(
+                    (out.purchase - want.purchase).abs() < 1e-5,
+                    "{arch:?} user {u} step {t}: {} vs {}",
+                    out.purchase,
+                    want.purchase
+                );
+                for (a, b) in out.next.iter().zip(&want.next) {
+                    assert!((a - b).abs() < 1e-5, "{arch:?} user {u} step {t} next");
+                }
+                memories[u] = mem;
+            }
+        }
+        if arch == Architecture::Transformer {
+            assert!(memories.iter().all(|m| m.window.len() <= net_cfg.window));
+        } else {
+            assert!(memories.iter().all(|m| m.state.len() == net_cfg.state_width()));
+        }
+    }
+}
+
+#[test]
+fn memory_bytes_reject_garbage() {
+    assert_eq!(UserMemory::from_bytes(&[]), None);
+    assert_eq!(UserMemory::from_bytes(&[9, 0, 0, 0, 0]), None);
+    let m = UserMemory {
+        state: vec![1.5, -2.0],
+        window: Vec::new(),
+    };
+    let mut bytes = m.to_bytes();
+    assert_eq!(UserMemory::from_bytes(&bytes), Some(m));
+    bytes.push(0);
+    assert_eq!(UserMemory::from_bytes(&bytes), None, "trailing bytes");
+}

@@ -1,0 +1,613 @@
+//! Scorer: turns each feature vector into a prediction (purchase probability, next actions, a
+//! predicted path, decision factors).
+//!
+//! Two kinds of model sit behind the same stage:
+//! - the baseline (Markov chain + logistic regression), scored per event, with a per-user memory
+//!   of the previous event only;
+//! - a Burn sequence model (GRU, LSTM or Transformer): each user's memory (recurrent state, or
+//!   the Transformer's window of recent steps) lives in the stage's state, is written to the
+//!   changelog and restored like all state, and advances by one step per event. Events are
+//!   micro-batched across users (`scorer.max_batch`) and scored at the end of each input batch,
+//!   before the batch's outputs and offsets are made durable.
+//!
+//! `scorer.model_dir` is watched: a new artifact there is loaded, checked and swapped in without
+//! stopping; a failed load keeps the old model and raises `clickpath_model_reload_failed`.
+//! An optional shadow model (`scorer.shadow_model_dir`) is scored beside the live one; its
+//! version and probability ride along as Kafka headers.
+
+pub mod sequence;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clickpath_model::baseline::BaselineModel;
+use clickpath_model::sequence::{OnlineDevice, UserMemory, is_sequence_artifact, load_online};
+use clickpath_runtime::config::ScorerConfig;
+use clickpath_runtime::metrics::{Metrics, StageKind, StageLabel};
+use clickpath_runtime::query::QueryStore;
+use clickpath_runtime::{Context, Stage, StageError, StateChange};
+use clickpath_schema::{EventType, FeatureVector, Prediction};
+use serde_json::json;
+
+use sequence::{LoadedSequence, Queued, score_batch, top_actions};
+
+/// Users idle for this long (event time) are forgotten.
+const IDLE_EVICT_MS: i64 = 24 * 3_600_000;
+
+/// The model the scorer runs.
+pub enum ScoringModel {
+    /// Markov chain + logistic regression (boxed: much larger than a sequence model's handle).
+    Baseline(Box<BaselineModel>),
+    /// A Burn sequence model.
+    Sequence(LoadedSequence),
+}
+
+impl ScoringModel {
+    /// The model's version.
+    pub fn version(&self) -> &str {
+        match self {
+            ScoringModel::Baseline(m) => &m.version,
+            ScoringModel::Sequence(m) => &m.version,
+        }
+    }
+}
+
+/// Loads the model artifact in `dir`: a sequence model (on `device`) or a baseline.
+pub fn load_model(
+    dir: &Path,
+    spec: &clickpath_core::features::FeatureSpec,
+    device: OnlineDevice,
+) -> Result<ScoringModel, String> {
+    if is_sequence_artifact(dir) {
+        let (model, meta) = load_online(dir, spec, device).map_err(|e| e.to_string())?;
+        let loaded = LoadedSequence {
+            model,
+            version: meta.version,
+        };
+        loaded.smoke_test()?;
+        Ok(ScoringModel::Sequence(loaded))
+    } else {
+        clickpath_model::artifact::ModelArtifact::load(dir, spec)
+            .map(|a| ScoringModel::Baseline(Box::new(a.model)))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Per-user memory.
+#[derive(Default)]
+struct UserEntry {
+    /// Sequence models: the live model's memory.
+    memory: UserMemory,
+    /// The shadow model's memory.
+    shadow: UserMemory,
+    /// Baseline: the previous event type.
+    last_type: Option<EventType>,
+    /// Event time of the last event (ms).
+    last_seen: i64,
+}
+
+/// Watches the model directory for a new artifact.
+struct Reloader {
+    dir: PathBuf,
+    every: Duration,
+    last_check: Instant,
+    /// `meta.json`'s bytes at the last load attempt, to try each new artifact once.
+    last_meta: Option<Vec<u8>>,
+}
+
+/// The scorer stage.
+pub struct Scorer {
+    model: ScoringModel,
+    shadow: Option<LoadedSequence>,
+    device: OnlineDevice,
+    spec: clickpath_core::features::FeatureSpec,
+    top_k: usize,
+    factors: usize,
+    explain_every: u64,
+    path_steps: usize,
+    max_batch: usize,
+    max_wait: Duration,
+    output_topic: String,
+    users: HashMap<i32, HashMap<String, UserEntry>>,
+    queue: Vec<(i32, Queued, Instant)>,
+    dirty: HashSet<(i32, String)>,
+    evicted: Vec<(i32, String)>,
+    restoring: HashMap<i32, HashMap<String, Vec<u8>>>,
+    scored: u64,
+    watermark_ms: i64,
+    reloader: Option<Reloader>,
+    metrics: Option<Metrics>,
+    query: QueryStore,
+}
+
+impl Scorer {
+    /// A scorer using the baseline `model`, writing predictions to `output_topic`.
+    pub fn new(model: BaselineModel, cfg: &ScorerConfig, output_topic: &str) -> Self {
+        Self::with_model(ScoringModel::Baseline(Box::new(model)), cfg, output_topic, None)
+    }
+
+    /// A scorer using any model; `metrics` receives batch sizes, inference time and reloads.
+    pub fn with_model(
+        model: ScoringModel,
+        cfg: &ScorerConfig,
+        output_topic: &str,
+        metrics: Option<Metrics>,
+    ) -> Self {
+        let device = if cfg.device == "cuda" {
+            OnlineDevice::Cuda
+        } else {
+            OnlineDevice::Cpu
+        };
+        let dir = cfg.model_dir.trim();
+        let reloader = (!dir.is_empty() && cfg.reload_interval_ms > 0).then(|| Reloader {
+            dir: PathBuf::from(dir),
+            every: Duration::from_millis(cfg.reload_interval_ms),
+            last_check: Instant::now(),
+            last_meta: std::fs::read(Path::new(dir).join("meta.json")).ok(),
+        });
+        Scorer {
+            model,
+            shadow: None,
+            device,
+            spec: Default::default(),
+            top_k: cfg.top_k,
+            factors: cfg.factors,
+            explain_every: cfg.explain_every,
+            path_steps: cfg.path_steps,
+            max_batch: cfg.max_batch.max(1),
+            max_wait: Duration::from_micros(cfg.max_wait_us),
+            output_topic: output_topic.to_string(),
+            users: HashMap::new(),
+            queue: Vec::new(),
+            dirty: HashSet::new(),
+            evicted: Vec::new(),
+            restoring: HashMap::new(),
+            scored: 0,
+            watermark_ms: i64::MIN,
+            reloader,
+            metrics,
+            query: QueryStore::new(),
+        }
+    }
+
+    /// The feature spec new artifacts must read (checked on hot-swap).
+    pub fn with_feature_spec(mut self, spec: clickpath_core::features::FeatureSpec) -> Self {
+        self.spec = spec;
+        self
+    }
+
+    /// Scores a shadow model beside the live one.
+    pub fn with_shadow(mut self, shadow: LoadedSequence) -> Self {
+        self.shadow = Some(shadow);
+        self
+    }
+
+    /// Version of the live model.
+    pub fn model_version(&self) -> &str {
+        self.model.version()
+    }
+
+    /// Scores one feature vector now (used by offline tools): the baseline directly, a sequence
+    /// model as a batch of one.
+    pub fn score(&mut self, fv: &FeatureVector) -> Prediction {
+        let partition = 0;
+        match &self.model {
+            ScoringModel::Baseline(_) => self.score_baseline(partition, fv),
+            ScoringModel::Sequence(_) => {
+                self.enqueue(partition, fv.clone());
+                let mut out = self.flush_predictions();
+                out.pop().map(|(p, _)| p).unwrap_or_else(|| empty_prediction(fv))
+            }
+        }
+    }
+
+    fn score_baseline(&mut self, partition: i32, fv: &FeatureVector) -> Prediction {
+        let started = Instant::now();
+        let ScoringModel::Baseline(model) = &self.model else {
+            unreachable!("score_baseline with a sequence model");
+        };
+        // The Markov chain conditions on the event just seen: it predicts what comes after it.
+        let out = model.predict(Some(fv.event_type), fv, self.top_k);
+        let entry = self
+            .users
+            .entry(partition)
+            .or_default()
+            .entry(fv.user_id.clone())
+            .or_default();
+        entry.last_type = Some(fv.event_type);
+        entry.last_seen = fv.event_time;
+        let mut factors = out.factors;
+        factors.truncate(self.factors);
+        let elapsed = started.elapsed();
+        self.observe_inference(1, elapsed);
+        Prediction {
+            event_id: fv.event_id.clone(),
+            user_id: fv.user_id.clone(),
+            event_time: fv.event_time,
+            model_version: model.version.clone(),
+            purchase_probability: out.purchase_probability,
+            next_actions: out.next_actions,
+            predicted_path: out.predicted_path,
+            factors,
+            scoring_latency_us: elapsed.as_micros() as i64,
+        }
+    }
+
+    fn enqueue(&mut self, partition: i32, fv: FeatureVector) {
+        let ScoringModel::Sequence(model) = &self.model else {
+            return;
+        };
+        let step = model.encode(&fv);
+        let entry = self
+            .users
+            .entry(partition)
+            .or_default()
+            .entry(fv.user_id.clone())
+            .or_default();
+        entry.last_seen = entry.last_seen.max(fv.event_time);
+        self.scored += 1;
+        let explain = self.factors > 0 && self.explain_every > 0 && self.scored % self.explain_every == 0;
+        let memory = entry.memory.clone();
+        self.queue.push((
+            partition,
+            Queued {
+                fv,
+                step,
+                memory,
+                explain,
+            },
+            Instant::now(),
+        ));
+    }
+
+    /// Scores everything queued; returns the predictions with their Kafka headers.
+    fn flush_predictions(&mut self) -> Vec<(Prediction, Vec<(&'static str, String)>)> {
+        if self.queue.is_empty() {
+            return Vec::new();
+        }
+        let ScoringModel::Sequence(model) = &self.model else {
+            self.queue.clear();
+            return Vec::new();
+        };
+        let queue = std::mem::take(&mut self.queue);
+        let started = Instant::now();
+        let n = queue.len();
+        let (meta, items): (Vec<(i32, Instant)>, Vec<Queued>) =
+            queue.into_iter().map(|(p, q, t)| ((p, t), q)).unzip();
+        let shadow_items: Option<Vec<Queued>> = self.shadow.as_ref().map(|s| {
+            items
+                .iter()
+                .zip(&meta)
+                .map(|(q, (p, _))| Queued {
+                    step: s.encode(&q.fv),
+                    memory: self
+                        .users
+                        .get(p)
+                        .and_then(|u| u.get(&q.fv.user_id))
+                        .map(|e| e.shadow.clone())
+                        .unwrap_or_default(),
+                    fv: q.fv.clone(),
+                    explain: false,
+                })
+                .collect()
+        });
+        let fvs: Vec<FeatureVector> = items.iter().map(|q| q.fv.clone()).collect();
+        let scored = score_batch(model, items, self.path_steps, self.factors);
+        let shadow_scored = match (&self.shadow, shadow_items) {
+            (Some(s), Some(items)) => Some(score_batch(s, items, 0, 0)),
+            _ => None,
+        };
+        let version = model.version.clone();
+        let shadow_version = self.shadow.as_ref().map(|s| s.version.clone());
+        self.observe_inference(n, started.elapsed());
+        let mut out = Vec::with_capacity(n);
+        for (i, ((fv, s), (partition, queued_at))) in fvs.into_iter().zip(scored).zip(meta).enumerate() {
+            let entry = self
+                .users
+                .entry(partition)
+                .or_default()
+                .entry(fv.user_id.clone())
+                .or_default();
+            entry.memory = s.memory;
+            let mut headers = Vec::new();
+            if let (Some(ss), Some(v)) = (shadow_scored.as_ref(), shadow_version.as_ref()) {
+                entry.shadow = ss[i].memory.clone();
+                headers.push(("clickpath.shadow_version", v.clone()));
+                headers.push((
+                    "clickpath.shadow_purchase_probability",
+                    format!("{:.6}", ss[i].output.purchase),
+                ));
+            }
+            self.dirty.insert((partition, fv.user_id.clone()));
+            let prediction = Prediction {
+                event_id: fv.event_id.clone(),
+                user_id: fv.user_id.clone(),
+                event_time: fv.event_time,
+                model_version: version.clone(),
+                purchase_probability: s.output.purchase,
+                next_actions: top_actions(&s.output.next, self.top_k),
+                predicted_path: s.path,
+                factors: s.factors,
+                scoring_latency_us: queued_at.elapsed().as_micros() as i64,
+            };
+            out.push((prediction, headers));
+        }
+        out
+    }
+
+    fn observe_inference(&self, batch: usize, took: Duration) {
+        if let Some(m) = &self.metrics {
+            let label = StageLabel {
+                stage: "scorer".into(),
+            };
+            m.model_inference.get_or_create(&label).observe(took.as_secs_f64());
+            m.model_batch_size.get_or_create(&label).observe(batch as f64);
+        }
+    }
+
+    fn publish(&self, p: &Prediction) {
+        self.query.publish(
+            &p.user_id,
+            json!({
+                "event_id": p.event_id,
+                "event_time": p.event_time,
+                "model_version": p.model_version,
+                "purchase_probability": p.purchase_probability,
+                "next_actions": p.next_actions.iter().map(|a| json!({"event_type": a.event_type.as_str(), "probability": a.probability})).collect::<Vec<_>>(),
+                "predicted_path": p.predicted_path.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                "factors": p.factors.iter().map(|f| json!({"name": f.name, "contribution": f.contribution})).collect::<Vec<_>>(),
+            }),
+        );
+    }
+
+    fn emit_all(
+        &mut self,
+        ctx: &mut Context<'_>,
+        predictions: Vec<(Prediction, Vec<(&'static str, String)>)>,
+    ) -> Result<(), StageError> {
+        for (p, headers) in predictions {
+            self.publish(&p);
+            if headers.is_empty() {
+                ctx.emit(&self.output_topic, &p.user_id, &p)?;
+            } else {
+                ctx.emit_with_headers(&self.output_topic, &p.user_id, &p, headers)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `scorer.model_dir` for a new artifact and swaps it in if it loads and passes the
+    /// smoke test; otherwise keeps the running model and flags the failure in metrics.
+    fn maybe_reload(&mut self) {
+        let Some(r) = self.reloader.as_mut() else {
+            return;
+        };
+        if r.last_check.elapsed() < r.every {
+            return;
+        }
+        r.last_check = Instant::now();
+        let Ok(meta) = std::fs::read(r.dir.join("meta.json")) else {
+            return;
+        };
+        if r.last_meta.as_ref() == Some(&meta) {
+            return;
+        }
+        r.last_meta = Some(meta);
+        let dir = r.dir.clone();
+        let outcome = load_model(&dir, &self.spec, self.device);
+        let (kind, failed) = match outcome {
+            Ok(model) if model.version() == self.model.version() => return,
+            Ok(model) => {
+                tracing::info!(from = self.model.version(), to = model.version(), "Model swapped.");
+                self.model = model;
+                // Memories of the old weights mean nothing to the new ones: users start fresh.
+                for users in self.users.values_mut() {
+                    for e in users.values_mut() {
+                        e.memory = UserMemory::default();
+                    }
+                }
+                ("ok", 0)
+            }
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "New model rejected; the running model stays.");
+                ("failed", 1)
+            }
+        };
+        if let Some(m) = &self.metrics {
+            m.model_reloads
+                .get_or_create(&StageKind {
+                    stage: "scorer".into(),
+                    kind: kind.into(),
+                })
+                .inc();
+            m.model_reload_failed
+                .get_or_create(&StageLabel {
+                    stage: "scorer".into(),
+                })
+                .set(failed);
+        }
+    }
+}
+
+fn empty_prediction(fv: &FeatureVector) -> Prediction {
+    Prediction {
+        event_id: fv.event_id.clone(),
+        user_id: fv.user_id.clone(),
+        event_time: fv.event_time,
+        model_version: String::new(),
+        purchase_probability: 0.0,
+        next_actions: Vec::new(),
+        predicted_path: Vec::new(),
+        factors: Vec::new(),
+        scoring_latency_us: 0,
+    }
+}
+
+/// Changelog value: the model version (so another model's memory is not misread) and the memory.
+fn state_bytes(version: &str, memory: &UserMemory) -> Vec<u8> {
+    let v = version.as_bytes();
+    let mut out = Vec::with_capacity(1 + v.len() + 16);
+    out.push(v.len().min(255) as u8);
+    out.extend_from_slice(&v[..v.len().min(255)]);
+    out.extend_from_slice(&memory.to_bytes());
+    out
+}
+
+fn parse_state(bytes: &[u8]) -> Option<(&str, UserMemory)> {
+    let (&n, rest) = bytes.split_first()?;
+    let (v, mem) = rest.split_at_checked(n as usize)?;
+    Some((std::str::from_utf8(v).ok()?, UserMemory::from_bytes(mem)?))
+}
+
+impl Stage for Scorer {
+    type Input = FeatureVector;
+
+    fn name(&self) -> &'static str {
+        "scorer"
+    }
+
+    fn process(&mut self, fv: FeatureVector, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        self.watermark_ms = self.watermark_ms.max(fv.event_time);
+        let partition = ctx.partition().unwrap_or(0);
+        match self.model {
+            ScoringModel::Baseline(_) => {
+                let prediction = self.score_baseline(partition, &fv);
+                self.publish(&prediction);
+                ctx.emit(&self.output_topic, &prediction.user_id, &prediction)
+            }
+            ScoringModel::Sequence(_) => {
+                self.enqueue(partition, fv);
+                if self.queue.len() >= self.max_batch {
+                    let out = self.flush_predictions();
+                    self.emit_all(ctx, out)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_linger(&self) -> Duration {
+        match self.model {
+            ScoringModel::Sequence(_) => self.max_wait,
+            ScoringModel::Baseline(_) => Duration::ZERO,
+        }
+    }
+
+    fn end_batch(&mut self, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        let out = self.flush_predictions();
+        self.emit_all(ctx, out)
+    }
+
+    fn tick(&mut self, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        let out = self.flush_predictions();
+        self.emit_all(ctx, out)?;
+        self.maybe_reload();
+        let horizon = self.watermark_ms.saturating_sub(IDLE_EVICT_MS);
+        let mut gone = Vec::new();
+        for (p, users) in self.users.iter_mut() {
+            users.retain(|user, e| {
+                let keep = e.last_seen >= horizon;
+                if !keep {
+                    gone.push((*p, user.clone()));
+                }
+                keep
+            });
+        }
+        for (_, user) in &gone {
+            self.query.remove(user);
+        }
+        if self.is_stateful() {
+            // Tombstones for the changelog.
+            self.evicted.extend(gone);
+        }
+        Ok(())
+    }
+
+    fn on_revoke(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            if let Some(users) = self.users.remove(p) {
+                for user in users.keys() {
+                    self.query.remove(user);
+                }
+            }
+            self.dirty.retain(|(q, _)| q != p);
+        }
+    }
+
+    fn on_assign(&mut self, partitions: &[i32]) {
+        let version = self.model.version().to_string();
+        for p in partitions {
+            let Some(rows) = self.restoring.remove(p) else {
+                continue;
+            };
+            let users = self.users.entry(*p).or_default();
+            for (user, bytes) in rows {
+                // Another model's memory (or a damaged value) restarts the user fresh.
+                let memory = match parse_state(&bytes) {
+                    Some((v, m)) if v == version => m,
+                    _ => UserMemory::default(),
+                };
+                users.insert(
+                    user,
+                    UserEntry {
+                        memory,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
+
+    fn is_stateful(&self) -> bool {
+        matches!(self.model, ScoringModel::Sequence(_))
+    }
+
+    fn take_state_changes(&mut self) -> Vec<StateChange> {
+        let version = self.model.version().to_string();
+        let mut changes: Vec<StateChange> = std::mem::take(&mut self.evicted)
+            .into_iter()
+            .map(|(partition, user)| StateChange {
+                partition,
+                key: user.into_bytes(),
+                value: None,
+            })
+            .collect();
+        for (partition, user) in std::mem::take(&mut self.dirty) {
+            if let Some(e) = self.users.get(&partition).and_then(|u| u.get(&user)) {
+                changes.push(StateChange {
+                    partition,
+                    value: Some(state_bytes(&version, &e.memory)),
+                    key: user.into_bytes(),
+                });
+            }
+        }
+        changes
+    }
+
+    fn restore(
+        &mut self,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StageError> {
+        let user = String::from_utf8_lossy(key).into_owned();
+        let rows = self.restoring.entry(partition).or_default();
+        match value {
+            Some(v) => rows.insert(user, v.to_vec()),
+            None => rows.remove(&user),
+        };
+        Ok(())
+    }
+
+    fn query_store(&self) -> Option<QueryStore> {
+        Some(self.query.clone())
+    }
+
+    fn state_entries(&self) -> usize {
+        self.users.values().map(HashMap::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# scripts/chaos.sh [short|long]: the fault-injection suite of RELIABILITY.md on a Kafka broker of its own
+# (127.0.0.1:39092, state in target/chaos-kafka), which it may stop and restart; the shared broker on 19092 is
+# never touched. Runs, with the debug `clickpath` binary (cargo build -p clickpath-cli):
+#   1. hostile input through the cleaning stage      (short: 10 000 records, long: 100 000)
+#   2. SIGKILLs of 3 sessionizer instances, exactly-once (short: ~50 000 events and 3 kills, long: ~1 M and 20)
+#   3. the same at-least-once, and the cleaning stage both ways
+#   4. a broker restart half-way (sessionizer, exactly-once)
+#   5. a rebalance: one of three instances killed for good, time until its partitions commit again
+# Each scenario prints its report; the script fails if any check fails, and stops the broker it started.
+# Environment: CHAOS_KAFKA_PORT (39092), CHAOS_CONTROLLER_PORT (39093), CHAOS_OUT (log file; default
+# target/chaos-<mode>.log).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode="${1:-short}"
+case "$mode" in
+  short) hostile=10000; sessions=5000; kills=3; rb_sessions=3000; rate=2000 ;;
+  long)  hostile=100000; sessions=100000; kills=20; rb_sessions=20000; rate=5000 ;;
+  *) echo "usage: scripts/chaos.sh [short|long]" >&2; exit 2 ;;
+esac
+
+port="${CHAOS_KAFKA_PORT:-39092}"
+export KAFKA_PORT="$port"
+export KAFKA_CONTROLLER_PORT="${CHAOS_CONTROLLER_PORT:-39093}"
+export KAFKA_HOME_DIR="$PWD/target/chaos-kafka"
+unset KAFKA_SECURE_PORT
+out="${CHAOS_OUT:-target/chaos-$mode.log}"
+
+# Share the jars of the main install (scripts/kafka.sh install puts them in .kafka/libs).
+KAFKA_HOME_DIR="$PWD/.kafka" KAFKA_PORT=19092 scripts/kafka.sh install >/dev/null
+mkdir -p "$KAFKA_HOME_DIR"
+[[ -e "$KAFKA_HOME_DIR/libs" ]] || ln -s "$PWD/.kafka/libs" "$KAFKA_HOME_DIR/libs"
+scripts/kafka.sh reset >/dev/null
+scripts/kafka.sh start
+stop_broker() { scripts/kafka.sh stop >/dev/null 2>&1 || true; }
+trap stop_broker EXIT
+
+cargo build -p clickpath-cli --bin clickpath
+bin=target/debug/clickpath
+cfg="$KAFKA_HOME_DIR/clickpath.toml"
+printf '[kafka]\nbrokers = "127.0.0.1:%s"\n' "$port" >"$cfg"
+kafka="KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT KAFKA_HOME_DIR=$KAFKA_HOME_DIR"
+
+: >"$out"
+failed=0
+scenario() {
+  local name="$1"; shift
+  echo "== $name: clickpath chaos $*" | tee -a "$out"
+  local t0=$SECONDS
+  if RUST_LOG=error "$bin" --config "$cfg" chaos "$@" 2>>"$out.stderr" | tee -a "$out"; then :; else failed=1; fi
+  echo "(wall time $((SECONDS - t0)) s)" | tee -a "$out"
+}
+
+scenario "hostile input" hostile --records "$hostile" --seed 1
+for g in exactly_once at_least_once; do
+  scenario "sessionizer $g, $kills SIGKILLs" kill --stage sessionizer --guarantee "$g" \
+    --sessions "$sessions" --kills "$kills" --seed 2
+  scenario "cleaning $g, $kills SIGKILLs" kill --stage cleaning --guarantee "$g" \
+    --sessions "$sessions" --kills "$kills" --seed 3
+done
+scenario "broker restart" kill --stage sessionizer --guarantee exactly_once --sessions "$rb_sessions" \
+  --kills 0 --rate "$rate" --seed 4 \
+  --broker-stop "$kafka $PWD/scripts/kafka.sh stop" --broker-start "$kafka $PWD/scripts/kafka.sh start"
+scenario "rebalance" kill --stage sessionizer --guarantee exactly_once --sessions "$rb_sessions" \
+  --kills 0 --rebalance --rate "$rate" --seed 5
+
+echo "report: $out (stage and tool logs: $out.stderr)"
+exit "$failed"
