@@ -13,7 +13,7 @@
 # Env:     CLICKPATH_TEST_BROKERS     broker (default 127.0.0.1:19092)
 #          BENCH_EVENTS               records per `clickpath bench` phase (default 200000)
 #          BENCH_RESTORE_USERS        users for bench-restore (default 200000)
-#          BENCH_SKIP_CRITERION=1     skip step 1 (keeps the criterion rows of the last run out)
+#          BENCH_SKIP_CRITERION=1     skip step 1 (the table then shows the latest criterion results)
 #          BENCH_OUT                  folder for the raw outputs (default target/bench-results)
 set -euo pipefail
 
@@ -70,7 +70,8 @@ def dur(ns):
 rows = []
 crit = root / "target" / "criterion"
 for est in sorted(crit.glob("**/new/estimates.json")):
-    if os.path.getmtime(est) < since:
+    # Only this run's results, unless the criterion step was skipped (then the latest ones).
+    if os.environ.get("BENCH_SKIP_CRITERION") != "1" and os.path.getmtime(est) < since:
         continue
     bench = json.loads((est.parent / "benchmark.json").read_text())
     mean = json.loads(est.read_text())["mean"]["point_estimate"]

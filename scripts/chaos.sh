@@ -5,8 +5,9 @@
 #   1. hostile input through the cleaning stage      (short: 10 000 records, long: 100 000)
 #   2. SIGKILLs of 3 sessionizer instances, exactly-once (short: ~50 000 events and 3 kills, long: ~1 M and 20)
 #   3. the same at-least-once, and the cleaning stage both ways
-#   4. a broker restart half-way (sessionizer, exactly-once)
-#   5. a rebalance: one of three instances killed for good, time until its partitions commit again
+#   4. a broker restart half-way (sessionizer, both guarantees)
+#   5. a rebalance: one of three instances killed for good, time until its partitions commit again (both
+#      guarantees)
 # Each scenario prints its report; the script fails if any check fails, and stops the broker it started.
 # Environment: CHAOS_KAFKA_PORT (39092), CHAOS_CONTROLLER_PORT (39093), CHAOS_OUT (log file; default
 # target/chaos-<mode>.log).
@@ -30,6 +31,7 @@ out="${CHAOS_OUT:-target/chaos-$mode.log}"
 # Share the jars of the main install (scripts/kafka.sh install puts them in .kafka/libs).
 KAFKA_HOME_DIR="$PWD/.kafka" KAFKA_PORT=19092 scripts/kafka.sh install >/dev/null
 mkdir -p "$KAFKA_HOME_DIR"
+rm -rf "target/chaos-$mode"
 [[ -e "$KAFKA_HOME_DIR/libs" ]] || ln -s "$PWD/.kafka/libs" "$KAFKA_HOME_DIR/libs"
 scripts/kafka.sh reset >/dev/null
 scripts/kafka.sh start
@@ -44,8 +46,11 @@ kafka="KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT KAFKA
 
 : >"$out"
 failed=0
+n=0
 scenario() {
   local name="$1"; shift
+  n=$((n + 1))
+  [[ "$1" == hostile ]] || set -- "$@" --work-dir "target/chaos-$mode/$n"
   echo "== $name: clickpath chaos $*" | tee -a "$out"
   local t0=$SECONDS
   if RUST_LOG=error "$bin" --config "$cfg" chaos "$@" 2>>"$out.stderr" | tee -a "$out"; then :; else failed=1; fi
@@ -59,11 +64,15 @@ for g in exactly_once at_least_once; do
   scenario "cleaning $g, $kills SIGKILLs" kill --stage cleaning --guarantee "$g" \
     --sessions "$sessions" --kills "$kills" --seed 3
 done
-scenario "broker restart" kill --stage sessionizer --guarantee exactly_once --sessions "$rb_sessions" \
-  --kills 0 --rate "$rate" --seed 4 \
-  --broker-stop "$kafka $PWD/scripts/kafka.sh stop" --broker-start "$kafka $PWD/scripts/kafka.sh start"
-scenario "rebalance" kill --stage sessionizer --guarantee exactly_once --sessions "$rb_sessions" \
-  --kills 0 --rebalance --rate "$rate" --seed 5
+for g in exactly_once at_least_once; do
+  scenario "broker restart, $g" kill --stage sessionizer --guarantee "$g" --sessions "$rb_sessions" \
+    --kills 0 --rate "$rate" --seed 4 \
+    --broker-stop "$kafka $PWD/scripts/kafka.sh stop" --broker-start "$kafka $PWD/scripts/kafka.sh start"
+done
+for g in exactly_once at_least_once; do
+  scenario "rebalance, $g" kill --stage sessionizer --guarantee "$g" --sessions "$rb_sessions" \
+    --kills 0 --rebalance --rate "$rate" --seed 5
+done
 
-echo "report: $out (stage and tool logs: $out.stderr)"
+echo "report: $out (stage and tool logs: $out.stderr; instance logs: target/chaos-$mode/N)"
 exit "$failed"

@@ -54,20 +54,35 @@ fn session_key(s: &SessionSummary) -> (String, i64, i64, i32, String, bool) {
 
 #[test]
 fn pipeline_on_real_broker_matches_core_logic() {
-    run_pipeline(Guarantee::AtLeastOnce);
+    run_pipeline(Guarantee::AtLeastOnce, None);
 }
 
 #[test]
 fn exactly_once_pipeline_on_real_broker_matches_core_logic() {
-    run_pipeline(Guarantee::ExactlyOnce);
+    run_pipeline(Guarantee::ExactlyOnce, None);
 }
 
-fn run_pipeline(guarantee: Guarantee) {
+/// The shipped GRU example behind the scorer: hidden state per user in the changelog, micro-batches,
+/// predicted paths and decision factors, exactly once.
+#[test]
+fn gru_scorer_pipeline_on_real_broker() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/gru-example");
+    run_pipeline(Guarantee::ExactlyOnce, Some(dir));
+}
+
+fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
     let Some(brokers) = clickpath_testkit::test_brokers() else {
         return;
     };
-    let mut cfg = clickpath_testkit::test_config(&brokers, "e2e");
+    let mut cfg = clickpath_testkit::test_config(
+        &brokers,
+        if model_dir.is_some() { "e2e-gru" } else { "e2e" },
+    );
     cfg.processing.guarantee = guarantee;
+    if let Some(dir) = model_dir {
+        cfg.scorer.model_dir = dir.into();
+        cfg.scorer.explain_every = 5;
+    }
     cfg.kafka.instance_id = "e2e-1".into();
     // Multi-threaded: the HTTP server keeps running on it after block_on returns.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -153,6 +168,15 @@ fn run_pipeline(guarantee: Guarantee) {
         "{view}"
     );
     assert_eq!(http_get(http, "/v1/users/nobody-at-all/path").0, 404);
+    // The combined view carries the scorer's latest prediction for the user.
+    let (code, body) = http_get(http, &format!("/v1/users/{user}"));
+    assert_eq!(code, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let version = view["prediction"]["model_version"].as_str().unwrap_or_default();
+    assert!(
+        version.starts_with(if model_dir.is_some() { "gru-" } else { "baseline-" }),
+        "{view}"
+    );
 
     env.shutdown.trigger();
     join_stages(stages).unwrap();
@@ -218,6 +242,21 @@ fn run_pipeline(guarantee: Guarantee) {
     );
     for p in &got.predictions {
         assert!((0.0..=1.0).contains(&p.purchase_probability));
+    }
+    if model_dir.is_some() {
+        assert!(got.predictions.iter().all(|p| p.model_version.starts_with("gru-")));
+        assert!(got.predictions.iter().all(|p| p.predicted_path.len() == 3));
+        let explained = got.predictions.iter().filter(|p| !p.factors.is_empty()).count();
+        assert!(
+            explained * 5 >= got.predictions.len() - 5,
+            "every 5th prediction carries factors: {explained} of {}",
+            got.predictions.len()
+        );
+        // The scorer's hidden states went to its changelog.
+        assert!(
+            env.metrics.encode().contains("clickpath_model_batch_size"),
+            "the scorer reports its micro-batch sizes"
+        );
     }
 
     // Alerts cite real input events.

@@ -733,6 +733,9 @@ fn run_phase(
                 std::thread::sleep(Duration::from_millis(20));
             }
 
+            // A consumer that was just assigned fetches its first records only after looking up its start offsets
+            // (about 0.5 s on the local broker); let that pass so the clock measures the steady state.
+            std::thread::sleep(Duration::from_secs(1));
             let reader = {
                 let (cfg, output, clock) = (&cfg, &output, &clock);
                 scope.spawn(move || read_outputs(cfg, output, w, clock))

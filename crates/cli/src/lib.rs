@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_restore;
+pub mod bench_scorer;
 pub mod chaos;
 pub mod collect;
 pub mod demo;

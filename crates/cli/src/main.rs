@@ -102,11 +102,21 @@ enum Command {
         #[arg(long, default_value = "gru")]
         model: String,
         /// Events file (JSON lines from `generate --out`, or a public data set with --format).
-        #[arg(long)]
-        input: PathBuf,
+        #[arg(long, required_unless_present = "topic", conflicts_with = "topic")]
+        input: Option<PathBuf>,
         /// Format of --input: jsonl, rees46, retailrocket, otto or diginetica.
         #[arg(long, default_value = "jsonl")]
         format: String,
+        /// Replay click events from this topic instead (for example the clean topic); no consumer
+        /// group, nothing committed.
+        #[arg(long)]
+        topic: Option<String>,
+        /// With --topic: first record time (ms since the epoch or RFC 3339 UTC).
+        #[arg(long, requires = "topic")]
+        since: Option<String>,
+        /// With --topic: end record time (exclusive).
+        #[arg(long, requires = "topic")]
+        until: Option<String>,
         /// Artifact directory to write.
         #[arg(long)]
         out: PathBuf,
@@ -122,6 +132,27 @@ enum Command {
         /// cpu (Burn flex) or cuda (needs a build with --features cuda).
         #[arg(long, default_value = "cpu")]
         device: String,
+    },
+    /// Time the sequence model's online step per batch size (CPU, or CUDA with --features cuda).
+    BenchScorer {
+        /// cpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// gru, lstm or transformer.
+        #[arg(long, default_value = "gru")]
+        model: String,
+        /// Hidden size.
+        #[arg(long, default_value_t = 64)]
+        hidden: usize,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,256,1024")]
+        batch: Vec<usize>,
+        /// Seconds per batch size.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Also write the rows as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Compare models on the test split of events: sequence models, the baselines and, with the
     /// generator's truth file, the oracle.
@@ -438,13 +469,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             input,
             format,
+            topic,
+            since,
+            until,
             out,
             train_config,
             epochs,
             hidden,
             device,
         } => {
-            let events = clickpath_cli::evaluate::read_events(&input, &format)?;
+            let events = match (&input, &topic) {
+                (Some(path), _) => clickpath_cli::evaluate::read_events(path, &format)?,
+                (None, Some(topic)) => {
+                    let cfg = load_config(cli.config.as_ref())?;
+                    clickpath_cli::train::read_topic_events(&cfg, topic, since.as_deref(), until.as_deref())?
+                }
+                (None, None) => anyhow::bail!("say where the events are: --input FILE or --topic NAME"),
+            };
+            if events.is_empty() {
+                anyhow::bail!("no events to train on");
+            }
             if model == "baseline" {
                 let text =
                     clickpath_cli::train::train_baseline_to(&events, &Default::default(), &out)?;
@@ -486,6 +530,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 events.len(),
                 out.display()
             );
+            Ok(())
+        }
+        Command::BenchScorer {
+            device,
+            model,
+            hidden,
+            batch,
+            seconds,
+            json,
+        } => {
+            let arch = clickpath_cli::train::parse_architecture(&model)?;
+            let rows = clickpath_cli::bench_scorer::run(&device, arch, hidden, &batch, seconds)?;
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&rows)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            print!("{}", clickpath_cli::bench_scorer::table(&rows));
             Ok(())
         }
         Command::Evaluate(args) => {

@@ -114,6 +114,29 @@ fn train_cuda(
     anyhow::bail!("--device cuda: this clickpath was built without the `cuda` feature (cargo build --features cuda)")
 }
 
+/// Click events replayed from `topic` between `since` and `until` (record timestamps; ms or
+/// RFC 3339 UTC), without a consumer group.
+pub fn read_topic_events(
+    cfg: &clickpath_runtime::ClickpathConfig,
+    topic: &str,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> anyhow::Result<Vec<ClickEvent>> {
+    use crate::report::topic::{TopicRange, decode_all, parse_time, read_topic};
+    let range = TopicRange {
+        since_ms: since.map(parse_time).transpose()?,
+        until_ms: until.map(parse_time).transpose()?,
+        max_records: None,
+    };
+    let read = read_topic(cfg, topic, range, std::time::Duration::from_secs(30))?;
+    let codec = clickpath_schema::codec::Codec::embedded();
+    let decoded = decode_all::<ClickEvent>(&codec, read);
+    if decoded.undecodable > 0 {
+        eprintln!("{topic}: {} records are not click events (skipped)", decoded.undecodable);
+    }
+    Ok(decoded.records)
+}
+
 /// The architecture named by `--model`, or an error listing the choices.
 pub fn parse_architecture(model: &str) -> anyhow::Result<Architecture> {
     Architecture::parse(model).ok_or_else(|| {

@@ -22,10 +22,17 @@ fn a_small_bench_reports_sane_figures() {
 
     let generated = report.generated.events + report.generated.malformed;
     assert_eq!(generated, 2_000);
-    assert_eq!(report.phases.len(), 3, "pass-through, max rate, one fixed rate");
+    assert_eq!(
+        report.phases.len(),
+        3,
+        "pass-through, max rate, one fixed rate"
+    );
     for p in &report.phases {
         assert!(p.complete, "{} did not drain: {p:?}", p.kind);
-        assert!(p.records_sent > 0 && p.throughput > 0.0 && p.seconds > 0.0, "{p:?}");
+        assert!(
+            p.records_sent > 0 && p.throughput > 0.0 && p.seconds > 0.0,
+            "{p:?}"
+        );
         assert!(p.peak_rss_bytes > 0);
         assert_eq!(p.outputs_read, p.outputs_expected, "{p:?}");
         assert!(p.latency.samples > 0);
@@ -57,7 +64,6 @@ fn a_small_bench_reports_sane_figures() {
     let text = report.render();
     println!("{text}");
     assert!(text.contains("pass-through max rate") && text.contains("pipeline max rate"));
-    let parsed: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(parsed["phases"].as_array().map(Vec::len), Some(3));
 }

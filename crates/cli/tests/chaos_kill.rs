@@ -95,7 +95,9 @@ fn stages_reconnect_after_a_broker_restart() {
         );
         return;
     };
-    let mut opts = options(StageName::Sessionizer, Guarantee::ExactlyOnce, 3_000, 0);
+    // At-least-once: exactly-once stages still exit on the transaction errors a broker restart causes
+    // (RELIABILITY.md, finding 2); `scripts/chaos.sh` runs both and fails on that until it is fixed.
+    let mut opts = options(StageName::Sessionizer, Guarantee::AtLeastOnce, 3_000, 0);
     opts.broker = Some(BrokerControl {
         stop,
         start,
@@ -104,4 +106,5 @@ fn stages_reconnect_after_a_broker_restart() {
     opts.rate = 2_000.0;
     let r = run(&brokers, &opts);
     assert_eq!(r.broker_restarts.len(), 1);
+    assert!(r.unexpected_exits.is_empty(), "{:?}", r.unexpected_exits);
 }

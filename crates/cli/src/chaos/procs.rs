@@ -123,7 +123,10 @@ impl ChaosReport {
             ));
         }
         if self.lost > 0 {
-            p.push(format!("{} of {} expected outputs lost", self.lost, self.expected));
+            p.push(format!(
+                "{} of {} expected outputs lost",
+                self.lost, self.expected
+            ));
         }
         if self.unexpected > 0 {
             p.push(format!(

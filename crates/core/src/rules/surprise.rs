@@ -17,13 +17,14 @@ use std::collections::VecDeque;
 /// Most surprises remembered per user.
 const MAX_WINDOW: usize = 64;
 
-/// Most recent events remembered per user, to pair late predictions.
-const MAX_EVENTS: usize = 8;
+/// Most recent events remembered per user, to pair late predictions: the scorer is downstream of
+/// the clean topic, so a busy user's events (a bot's burst) run ahead of their predictions. Four
+/// times the default window; 32 x 16 bytes per user at most.
+const MAX_EVENTS: usize = 32;
 
-/// Most predictions per user waiting for the event after theirs (the oldest is dropped first).
-/// Twice the default window, so a backlog of predictions read ahead of its events still scores a
-/// full window.
-const MAX_PENDING: usize = 16;
+/// Most predictions per user waiting for the event after theirs (the oldest is dropped first), for
+/// a consumer that reads the prediction topic ahead of the clean one (when catching up).
+const MAX_PENDING: usize = 32;
 
 /// Smallest probability used (a model that lists 0 must not give an infinite surprise).
 const MIN_PROBABILITY: f64 = 1e-6;
@@ -154,6 +155,14 @@ pub(super) fn on_prediction(
     if state.forgotten.is_some_and(|t| t > p.event_time) {
         return None;
     }
+    // Likewise when no remembered event is as old as the predicted one while later ones are
+    // remembered: the state was started (or restarted after `evict_idle`) after the predicted
+    // event, so its next action may be an event this state never saw.
+    let covered = state.events.iter().any(|(t, _)| *t <= p.event_time);
+    let later = state.events.iter().any(|(t, _)| *t > p.event_time);
+    if later && !covered {
+        return None;
+    }
     // The first remembered event after the predicted one (the next action).
     let next = state
         .events
@@ -180,7 +189,7 @@ pub(super) fn on_prediction(
 mod tests {
     use super::super::test_util::*;
     use super::super::*;
-    use super::{MIN_PROBABILITY, probability};
+    use super::{MAX_EVENTS, MIN_PROBABILITY, probability};
     use clickpath_schema::{ActionProbability, EventType, EventType::*};
 
     fn prediction(event_time: i64, listed: &[(EventType, f64)]) -> Prediction {
@@ -291,24 +300,48 @@ mod tests {
 
     #[test]
     fn predictions_far_behind_their_events_are_not_paired_with_the_wrong_event() {
-        // Twelve add-to-carts, then their predictions: the ring remembers the last 8 events
-        // (e4..e11), so the predictions for e0..e2 cannot know their next action and are skipped;
-        // the one for e3 pairs with e4, and so on.
+        // MAX_EVENTS + 4 add-to-carts, then their predictions: the ring remembers the last
+        // MAX_EVENTS events (e4..), so the predictions for e0..e3, whose own events were
+        // forgotten, are skipped; the one for e4 pairs with e5, and so on.
+        let n = MAX_EVENTS as i64 + 4;
         let mut d = surprise_detector();
         let mut out = Vec::new();
-        for i in 0..12 {
+        for i in 0..n {
             out.extend(d.on_event(&ev(&format!("e{i}"), AddToCart, i * 1_000)));
         }
-        for i in 0..12 {
+        for i in 0..n {
             out.extend(d.on_prediction(&prediction(i * 1_000, &LISTED)));
         }
         let alerts = of(&out, AlertType::ModelSurprise);
         assert!(!alerts.is_empty());
-        // The first alert covers the first 4 scored actions: e4..e7 (not e4 four times).
+        // The first alert covers the first 4 scored actions: e5..e8 (not e4 four times).
         assert_eq!(
             (alerts[0].window_start, alerts[0].window_end),
-            (4_000, 7_000)
+            (5_000, 8_000)
         );
+    }
+
+    #[test]
+    fn predictions_of_events_before_the_state_began_are_not_paired() {
+        // The user's state was evicted (or never saw the early events): events of a new session
+        // arrive, then the late predictions of the old one. Their next actions were never seen
+        // here; pairing them with the new session's first event would score the wrong action.
+        let mut d = surprise_detector();
+        let mut out = Vec::new();
+        let old_session = 0..6;
+        let new_start = 10_000_000;
+        for i in 0..6 {
+            out.extend(d.on_event(&ev(&format!("n{i}"), ProductView, new_start + i * 1_000)));
+        }
+        for i in old_session {
+            out.extend(d.on_prediction(&prediction(i * 1_000, &[(Purchase, 0.999)])));
+        }
+        assert!(of(&out, AlertType::ModelSurprise).is_empty(), "{out:#?}");
+        // The new session's own predictions still pair (view after view is likely).
+        for i in 0..6 {
+            out.extend(d.on_prediction(&prediction(new_start + i * 1_000, &LISTED)));
+        }
+        assert!(of(&out, AlertType::ModelSurprise).is_empty(), "{out:#?}");
     }
 
     #[test]

@@ -236,3 +236,53 @@ fn memory_bytes_reject_garbage() {
     bytes.push(0);
     assert_eq!(UserMemory::from_bytes(&bytes), None, "trailing bytes");
 }
+
+/// The example artifact shipped in `models/gru-example` still loads with today's code and
+/// feature spec, and scores.
+#[test]
+fn shipped_example_artifact_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gru-example");
+    let (model, meta) = load_sequence::<B>(&dir, &clickpath_core::FeatureSpec::default(), &Default::default())
+        .expect("models/gru-example loads");
+    assert!(meta.version.starts_with("gru-"));
+    let steps = random_steps(4, model.normalizer.len(), 1);
+    let out = model.score_steps(&[&steps]);
+    assert_eq!(out[0].len(), 4);
+    assert!(out[0].iter().all(|o| (0.0..=1.0).contains(&o.purchase)));
+}
+
+/// The CUDA backend computes what the CPU backend computes, for the same weights (run on a machine
+/// with an NVIDIA GPU: `cargo test --release -p clickpath-model --features cuda cuda_`).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_step_matches_cpu() {
+    use burn::module::Module;
+    use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+    for arch in [Architecture::Gru, Architecture::Lstm, Architecture::Transformer] {
+        let mut cfg = small_config(arch).net;
+        cfg.numeric_features = 4;
+        let cpu_dev = Default::default();
+        let cpu_net: SequenceNet<B> = cfg.init(&cpu_dev);
+        let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+            .record(cpu_net.clone().into_record(), ())
+            .unwrap();
+        let gpu_dev = Default::default();
+        let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+            .load(bytes, &gpu_dev)
+            .unwrap();
+        let gpu_net: SequenceNet<CudaBackend> = cfg.init(&gpu_dev).load_record(record);
+        let norm = Normalizer {
+            names: (0..4).map(|i| format!("f{i}")).collect(),
+            mean: vec![0.0; 4],
+            std: vec![1.0; 4],
+        };
+        let cpu = SequenceModel::<B> { net: cpu_net, config: cfg.clone(), normalizer: norm.clone(), device: cpu_dev };
+        let gpu = SequenceModel::<CudaBackend> { net: gpu_net, config: cfg.clone(), normalizer: norm, device: gpu_dev };
+        let steps = random_steps(12, 4, 3);
+        let a = cpu.score_steps(&[&steps]);
+        let b = gpu.score_steps(&[&steps]);
+        for (x, y) in a[0].iter().zip(&b[0]) {
+            assert!((x.purchase - y.purchase).abs() < 1e-3, "{arch:?}: {} vs {}", x.purchase, y.purchase);
+        }
+    }
+}

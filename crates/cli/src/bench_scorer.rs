@@ -1,0 +1,158 @@
+//! `clickpath bench-scorer`: the sequence model's online step (one event per user, batched
+//! across users) per batch size, on the CPU or a CUDA GPU: event-steps per second and per-batch
+//! latency percentiles. The GPU script (`scripts/gpu-bench.sh`) runs it with `--device cuda`.
+
+use std::time::{Duration, Instant};
+
+use clickpath_model::sequence::{
+    Architecture, CpuBackend, NetConfig, Normalizer, OnlineModel, SequenceModel, Step, UserMemory,
+};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// One measured batch size.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScorerBenchRow {
+    /// Backend name.
+    pub backend: String,
+    /// Architecture.
+    pub architecture: String,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Users per batch.
+    pub batch: usize,
+    /// Batches timed.
+    pub batches: u64,
+    /// Event-steps per second (batch size x batches / time).
+    pub steps_per_second: f64,
+    /// Median batch latency (µs).
+    pub p50_us: u64,
+    /// 99th percentile batch latency (µs).
+    pub p99_us: u64,
+}
+
+fn network(arch: Architecture, hidden: usize, features: usize) -> (NetConfig, Normalizer) {
+    let cfg = NetConfig {
+        architecture: arch,
+        hidden,
+        numeric_features: features,
+        ..NetConfig::default()
+    };
+    let norm = Normalizer {
+        names: (0..features).map(|i| format!("f{i}")).collect(),
+        mean: vec![0.0; features],
+        std: vec![1.0; features],
+    };
+    (cfg, norm)
+}
+
+fn model(device: &str, cfg: NetConfig, norm: Normalizer) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
+    match device {
+        "cpu" => {
+            let dev = Default::default();
+            Ok((
+                Box::new(SequenceModel::<CpuBackend> {
+                    net: cfg.init(&dev),
+                    config: cfg,
+                    normalizer: norm,
+                    device: dev,
+                }),
+                "flex (CPU)",
+            ))
+        }
+        "cuda" => cuda_model(cfg, norm),
+        other => anyhow::bail!("--device {other}: choose cpu or cuda"),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_model(cfg: NetConfig, norm: Normalizer) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
+    use clickpath_model::sequence::CudaBackend;
+    let dev = Default::default();
+    Ok((
+        Box::new(SequenceModel::<CudaBackend> {
+            net: cfg.init(&dev),
+            config: cfg,
+            normalizer: norm,
+            device: dev,
+        }),
+        "cuda (GPU)",
+    ))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_model(_: NetConfig, _: Normalizer) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
+    anyhow::bail!("--device cuda needs a build with --features cuda")
+}
+
+/// Times `model.step_batch` for each batch size for about `seconds` each (after a warm-up),
+/// with fresh synthetic users whose memories carry over from batch to batch.
+pub fn run(
+    device: &str,
+    arch: Architecture,
+    hidden: usize,
+    batches: &[usize],
+    seconds: f64,
+) -> anyhow::Result<Vec<ScorerBenchRow>> {
+    let features = clickpath_core::FeatureWindower::new(Default::default())
+        .feature_names()
+        .len();
+    let (cfg, norm) = network(arch, hidden, features);
+    let (model, backend) = model(device, cfg, norm)?;
+    let mut rows = Vec::new();
+    for &b in batches {
+        let steps: Vec<Step> = (0..b)
+            .map(|i| Step {
+                event_type: (i % 10) as u32,
+                category: (i % 500) as u32 + 1,
+                item: (i * 7 % 4000) as u32 + 1,
+                numeric: (0..features).map(|f| ((i + f) % 7) as f32 * 0.2 - 0.6).collect(),
+            })
+            .collect();
+        let mut memories = vec![UserMemory::default(); b];
+        let step_once = |memories: &mut Vec<UserMemory>| {
+            let mut items: Vec<(&Step, &mut UserMemory)> =
+                steps.iter().zip(memories.iter_mut()).collect();
+            model.step_batch(&mut items).len()
+        };
+        for _ in 0..3 {
+            step_once(&mut memories);
+        }
+        let mut hist = Histogram::<u64>::new(3)?;
+        let started = Instant::now();
+        let budget = Duration::from_secs_f64(seconds);
+        let mut n = 0u64;
+        while started.elapsed() < budget || n < 5 {
+            let t = Instant::now();
+            step_once(&mut memories);
+            hist.record(t.elapsed().as_micros().max(1) as u64)?;
+            n += 1;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        rows.push(ScorerBenchRow {
+            backend: backend.into(),
+            architecture: arch.as_str().into(),
+            hidden,
+            batch: b,
+            batches: n,
+            steps_per_second: (n as f64 * b as f64) / secs,
+            p50_us: hist.value_at_quantile(0.5),
+            p99_us: hist.value_at_quantile(0.99),
+        });
+    }
+    Ok(rows)
+}
+
+/// The rows as a Markdown table.
+pub fn table(rows: &[ScorerBenchRow]) -> String {
+    let mut out = String::from(
+        "| backend | model | batch | event-steps/s | batch p50 (µs) | batch p99 (µs) |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {}-{} | {} | {:.0} | {} | {} |\n",
+            r.backend, r.architecture, r.hidden, r.batch, r.steps_per_second, r.p50_us, r.p99_us
+        ));
+    }
+    out
+}
