@@ -76,7 +76,11 @@ fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
     };
     let mut cfg = clickpath_testkit::test_config(
         &brokers,
-        if model_dir.is_some() { "e2e-gru" } else { "e2e" },
+        if model_dir.is_some() {
+            "e2e-gru"
+        } else {
+            "e2e"
+        },
     );
     cfg.processing.guarantee = guarantee;
     if let Some(dir) = model_dir {
@@ -172,9 +176,15 @@ fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
     let (code, body) = http_get(http, &format!("/v1/users/{user}"));
     assert_eq!(code, 200, "{body}");
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let version = view["prediction"]["model_version"].as_str().unwrap_or_default();
+    let version = view["prediction"]["model_version"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
-        version.starts_with(if model_dir.is_some() { "gru-" } else { "baseline-" }),
+        version.starts_with(if model_dir.is_some() {
+            "gru-"
+        } else {
+            "baseline-"
+        }),
         "{view}"
     );
 
@@ -244,9 +254,17 @@ fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
         assert!((0.0..=1.0).contains(&p.purchase_probability));
     }
     if model_dir.is_some() {
-        assert!(got.predictions.iter().all(|p| p.model_version.starts_with("gru-")));
+        assert!(
+            got.predictions
+                .iter()
+                .all(|p| p.model_version.starts_with("gru-"))
+        );
         assert!(got.predictions.iter().all(|p| p.predicted_path.len() == 3));
-        let explained = got.predictions.iter().filter(|p| !p.factors.is_empty()).count();
+        let explained = got
+            .predictions
+            .iter()
+            .filter(|p| !p.factors.is_empty())
+            .count();
         assert!(
             explained * 5 >= got.predictions.len() - 5,
             "every 5th prediction carries factors: {explained} of {}",

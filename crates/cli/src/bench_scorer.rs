@@ -46,7 +46,11 @@ fn network(arch: Architecture, hidden: usize, features: usize) -> (NetConfig, No
     (cfg, norm)
 }
 
-fn model(device: &str, cfg: NetConfig, norm: Normalizer) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
+fn model(
+    device: &str,
+    cfg: NetConfig,
+    norm: Normalizer,
+) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
     match device {
         "cpu" => {
             let dev = Default::default();
@@ -66,7 +70,10 @@ fn model(device: &str, cfg: NetConfig, norm: Normalizer) -> anyhow::Result<(Box<
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_model(cfg: NetConfig, norm: Normalizer) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
+fn cuda_model(
+    cfg: NetConfig,
+    norm: Normalizer,
+) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
     use clickpath_model::sequence::CudaBackend;
     let dev = Default::default();
     Ok((
@@ -106,7 +113,9 @@ pub fn run(
                 event_type: (i % 10) as u32,
                 category: (i % 500) as u32 + 1,
                 item: (i * 7 % 4000) as u32 + 1,
-                numeric: (0..features).map(|f| ((i + f) % 7) as f32 * 0.2 - 0.6).collect(),
+                numeric: (0..features)
+                    .map(|f| ((i + f) % 7) as f32 * 0.2 - 0.6)
+                    .collect(),
             })
             .collect();
         let mut memories = vec![UserMemory::default(); b];

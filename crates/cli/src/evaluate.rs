@@ -11,9 +11,7 @@ use anyhow::Context as _;
 use clickpath_core::FeatureSpec;
 use clickpath_generator::TruthRecord;
 use clickpath_model::dataset::build_dataset;
-use clickpath_model::sequence::{
-    CpuBackend, SequenceMeta, evaluate_sequences, load_sequence,
-};
+use clickpath_model::sequence::{CpuBackend, SequenceMeta, evaluate_sequences, load_sequence};
 use clickpath_model::train::{EvalMetrics, TrainConfig, metrics_of, train_baseline};
 use clickpath_schema::ClickEvent;
 use serde::Serialize;

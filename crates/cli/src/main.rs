@@ -482,9 +482,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (Some(path), _) => clickpath_cli::evaluate::read_events(path, &format)?,
                 (None, Some(topic)) => {
                     let cfg = load_config(cli.config.as_ref())?;
-                    clickpath_cli::train::read_topic_events(&cfg, topic, since.as_deref(), until.as_deref())?
+                    clickpath_cli::train::read_topic_events(
+                        &cfg,
+                        topic,
+                        since.as_deref(),
+                        until.as_deref(),
+                    )?
                 }
-                (None, None) => anyhow::bail!("say where the events are: --input FILE or --topic NAME"),
+                (None, None) => {
+                    anyhow::bail!("say where the events are: --input FILE or --topic NAME")
+                }
             };
             if events.is_empty() {
                 anyhow::bail!("no events to train on");

@@ -20,7 +20,7 @@ use clickpath_core::analytics::{
 };
 use clickpath_runtime::ClickpathConfig;
 use clickpath_schema::codec::Codec;
-use clickpath_schema::{AvroRecord, ClickEvent};
+use clickpath_schema::{AvroRecord, ClickEvent, Prediction};
 use clickpath_stages::analytics::FunnelAggregate;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -87,6 +87,10 @@ pub struct ReportArgs {
     /// Fraud alerts as JSON lines (`FraudAlert` records): adds an alert timeline.
     #[arg(long)]
     pub alerts: Option<PathBuf>,
+    /// Aggregate the scorer's decision factors from this topic (`predictions`, or a name): adds
+    /// the model-attribution chart. Reads up to --max-records (or all) records.
+    #[arg(long)]
+    pub predictions_topic: Option<String>,
 }
 
 impl ReportArgs {
@@ -233,6 +237,24 @@ pub fn run(args: &ReportArgs, cfg: &ClickpathConfig) -> anyhow::Result<String> {
             .as_deref()
             .map(extras::read_json_lines)
             .transpose()?,
+        attributions: match &args.predictions_topic {
+            None => None,
+            Some(t) => {
+                let name = topic_name(cfg, t);
+                let range = TopicRange {
+                    max_records: args.max_records,
+                    ..TopicRange::default()
+                };
+                let raw = topic::read_topic(
+                    cfg,
+                    name,
+                    range,
+                    Duration::from_secs(args.read_timeout_secs.max(1)),
+                )?;
+                let read = topic::decode_all::<Prediction>(&Codec::embedded(), raw);
+                Some(extras::aggregate_attributions(&read.records, 20))
+            }
+        },
     };
     let html = render_html(&analysis, &source, &extras)?;
     std::fs::write(&args.out, html).with_context(|| args.out.display().to_string())?;

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use clickpath_model::sequence::{
-    Architecture, CpuTrainBackend, SequenceTrainConfig, TrainProgress, save_sequence, train_sequence,
+    Architecture, CpuTrainBackend, SequenceTrainConfig, TrainProgress, save_sequence,
+    train_sequence,
 };
 use clickpath_model::train::{TrainConfig, train_baseline};
 use clickpath_schema::ClickEvent;
@@ -111,7 +112,9 @@ fn train_cuda(
     _: &Path,
     _: &mut dyn FnMut(TrainProgress),
 ) -> anyhow::Result<(clickpath_model::sequence::SequenceMeta, &'static str)> {
-    anyhow::bail!("--device cuda: this clickpath was built without the `cuda` feature (cargo build --features cuda)")
+    anyhow::bail!(
+        "--device cuda: this clickpath was built without the `cuda` feature (cargo build --features cuda)"
+    )
 }
 
 /// Click events replayed from `topic` between `since` and `until` (record timestamps; ms or
@@ -132,7 +135,10 @@ pub fn read_topic_events(
     let codec = clickpath_schema::codec::Codec::embedded();
     let decoded = decode_all::<ClickEvent>(&codec, read);
     if decoded.undecodable > 0 {
-        eprintln!("{topic}: {} records are not click events (skipped)", decoded.undecodable);
+        eprintln!(
+            "{topic}: {} records are not click events (skipped)",
+            decoded.undecodable
+        );
     }
     Ok(decoded.records)
 }

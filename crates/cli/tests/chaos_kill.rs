@@ -43,6 +43,8 @@ fn run(brokers: &str, opts: &ChaosOptions) -> ChaosReport {
     let problems = report.problems(opts.guarantee);
     assert!(problems.is_empty(), "{}", report.render(opts.guarantee));
     assert!(report.expected > 0, "the run produced outputs to compare");
+    // The instances' logs stay behind only when the run failed.
+    let _ = std::fs::remove_dir_all(&opts.work_dir);
     report
 }
 

@@ -213,9 +213,39 @@ fn generated_report_renders_in_chromium() {
         })
         .collect();
     assert!(scores.len() > 100 && !alerts.is_empty());
+    // Decision factors as the GRU scorer writes them, aggregated.
+    let predictions: Vec<clickpath_schema::Prediction> = (0..50)
+        .map(|i| clickpath_schema::Prediction {
+            event_id: format!("e{i}"),
+            user_id: format!("u{}", i % 7),
+            event_time: 0,
+            model_version: "gru-test".into(),
+            purchase_probability: 0.3,
+            next_actions: vec![],
+            predicted_path: vec![],
+            factors: vec![
+                clickpath_schema::Factor {
+                    name: "cart_value_1h".into(),
+                    contribution: 0.5 + i as f64 / 100.0,
+                },
+                clickpath_schema::Factor {
+                    name: format!(
+                        "event_type={}",
+                        if i % 2 == 0 { "SEARCH" } else { "ADD_TO_CART" }
+                    ),
+                    contribution: if i % 2 == 0 { -0.3 } else { 0.8 },
+                },
+            ],
+            scoring_latency_us: 10,
+        })
+        .collect();
     let extras = Extras {
         scores: Some(scores),
         alerts: Some(alerts),
+        attributions: Some(clickpath_cli::report::extras::aggregate_attributions(
+            &predictions,
+            20,
+        )),
     };
     check_page("generated", &events, &extras);
 }

@@ -23,7 +23,11 @@ fn train_speed<B: AutodiffBackend>(name: &str, events: &[ClickEvent]) {
         ..SequenceTrainConfig::default()
     };
     let r = train_sequence::<B>(events, &cfg, &Default::default(), &mut |_| {}).expect("trains");
-    let best = r.history.iter().map(|e| e.sequences_per_second).fold(0.0, f64::max);
+    let best = r
+        .history
+        .iter()
+        .map(|e| e.sequences_per_second)
+        .fold(0.0, f64::max);
     println!("| {name} | train GRU-64 | {best:.0} sequences/s |");
 }
 
@@ -66,7 +70,9 @@ fn step_speed<B: Backend>(name: &str, batch: usize) {
 }
 
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: backends EVENTS.jsonl");
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: backends EVENTS.jsonl");
     let file = std::fs::File::open(&path).expect("events file");
     let events: Vec<ClickEvent> = std::io::BufReader::new(file)
         .lines()

@@ -77,9 +77,22 @@ pub enum Lookup {
     NotReady,
 }
 
+/// A user's view, rendered to JSON only when it is asked for: a restore publishes the views of
+/// every restored user, and rendering them all up front was most of the restore's cost.
+pub trait View: Send + Sync {
+    /// The view as JSON.
+    fn to_json(&self) -> Value;
+}
+
+impl<T: serde::Serialize + Send + Sync> View for T {
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    views: HashMap<String, Value>,
+    views: HashMap<String, Box<dyn View>>,
     assigned: BTreeSet<i32>,
     partitions: usize,
 }
@@ -100,7 +113,14 @@ impl QueryStore {
 
     /// Publishes (or replaces) a user's view.
     pub fn publish(&self, user_id: &str, view: Value) {
-        self.write().views.insert(user_id.to_string(), view);
+        self.write()
+            .views
+            .insert(user_id.to_string(), Box::new(view));
+    }
+
+    /// Publishes many views under one lock, each rendered to JSON only if it is looked up.
+    pub fn publish_many(&self, views: impl IntoIterator<Item = (String, Box<dyn View>)>) {
+        self.write().views.extend(views);
     }
 
     /// Forgets a user's view.
@@ -131,7 +151,7 @@ impl QueryStore {
             return Lookup::Remote { partition };
         }
         match r.views.get(user_id) {
-            Some(v) => Lookup::Local(v.clone()),
+            Some(v) => Lookup::Local(v.to_json()),
             None => Lookup::Unknown { partition },
         }
     }

@@ -7,7 +7,7 @@
 //! with it on a rebalance.
 
 use clickpath_core::session::{SessionConfig, Sessionizer as CoreSessionizer, UserState};
-use clickpath_runtime::query::QueryStore;
+use clickpath_runtime::query::{QueryStore, View};
 use clickpath_runtime::{Context, Stage, StageError, StateChange};
 use clickpath_schema::{ClickEvent, SessionSummary};
 use std::collections::BTreeMap;
@@ -229,13 +229,13 @@ impl Stage for Sessionizer {
             if let Some(wm) = restored.watermark {
                 fresh.restore_watermark(wm);
             }
+            let mut views: Vec<(String, Box<dyn View>)> = Vec::with_capacity(restored.users.len());
             for (user, bytes) in restored.users {
                 match UserState::from_bytes(&bytes) {
                     Ok(state) => {
                         fresh.restore_user(user.clone(), state);
                         if let Some(view) = fresh.path_view(&user) {
-                            self.query
-                                .publish(&user, serde_json::to_value(view).unwrap_or_default());
+                            views.push((user, Box::new(view)));
                         }
                     }
                     // A record this version cannot read must not stop the partition; the user starts afresh.
@@ -244,6 +244,7 @@ impl Stage for Sessionizer {
                     }
                 }
             }
+            self.query.publish_many(views);
             // Restoring is not a change: nothing to write back.
             let _ = fresh.take_changed();
             if let Some(wm) = restored.watermark {

@@ -1,11 +1,11 @@
 //! Which stage reads which topic, and running a stage by name.
 
+use crate::scorer::{ScoringModel, load_model};
 use crate::{
     analytics::Analytics, cleaning::Cleaning, detector::Detector, scorer::Scorer,
     sessionizer::Sessionizer, windower::Windower,
 };
 use clickpath_model::artifact::ModelArtifact;
-use crate::scorer::{ScoringModel, load_model};
 use clickpath_model::baseline::BaselineModel;
 use clickpath_model::sequence::OnlineDevice;
 use clickpath_runtime::{RunSummary, RunnerEnv, run_stage};

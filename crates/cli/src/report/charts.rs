@@ -199,6 +199,52 @@ pub fn factors_svg(factors: &[Factor]) -> anyhow::Result<String> {
     })
 }
 
+/// The scorer's aggregated decision factors: mean signed contribution to the purchase log-odds.
+pub fn attributions_svg(attr: &[super::extras::Attribution]) -> anyhow::Result<String> {
+    let k = attr.len().max(1) as u32;
+    let lo = attr.iter().map(|a| a.mean).fold(-0.1, f64::min);
+    let hi = attr.iter().map(|a| a.mean).fold(0.1, f64::max);
+    let height = 80 + 26 * k;
+    svg((760, height), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "Model attributions: mean contribution to purchase log-odds",
+                (FONT, 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(220)
+            .build_cartesian_2d(lo * 1.1..hi * 1.1, (0..k).into_segmented())?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(attr.len().max(1))
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) if *i < k => attr
+                    .get((k - 1 - *i) as usize)
+                    .map(|a| format!("{} (n={})", a.name, a.count))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            })
+            .x_desc("log-odds")
+            .draw()?;
+        chart.draw_series(attr.iter().enumerate().map(|(i, a)| {
+            let c = if a.mean >= 0.0 { GREEN } else { RED };
+            let i = k - 1 - i as u32;
+            let mut bar = Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(i)),
+                    (a.mean, SegmentValue::Exact(i + 1)),
+                ],
+                c.mix(0.8).filled(),
+            );
+            bar.set_margin(4, 4, 0, 0);
+            bar
+        }))?;
+        Ok(())
+    })
+}
+
 /// A Sankey diagram of the first `depths` positions of the units' paths.
 pub fn flow_svg(flows: &[Flow], depths: usize) -> anyhow::Result<String> {
     let (w, h) = (960i32, 460i32);

@@ -5,7 +5,7 @@
 //! `FraudAlert` records of the alert topic, as JSON.
 
 use anyhow::Context as _;
-use clickpath_schema::FraudAlert;
+use clickpath_schema::{FraudAlert, Prediction};
 use serde::{Deserialize, Serialize};
 use std::io::BufRead;
 use std::path::Path;
@@ -26,6 +26,54 @@ pub struct Extras {
     pub scores: Option<Vec<Scored>>,
     /// Fraud alerts.
     pub alerts: Option<Vec<FraudAlert>>,
+    /// The scorer's per-prediction decision factors, aggregated ([`aggregate_attributions`]).
+    pub attributions: Option<Vec<Attribution>>,
+}
+
+/// One input's decision factors over many predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attribution {
+    /// Factor name (a feature, `item`, `category`, or `event_type=TYPE`).
+    pub name: String,
+    /// Predictions listing it among their top factors.
+    pub count: u64,
+    /// Mean signed contribution to the purchase log-odds where listed.
+    pub mean: f64,
+    /// Mean absolute contribution where listed.
+    pub mean_abs: f64,
+}
+
+/// Aggregates the decision factors of `predictions` per name, largest total influence
+/// (`count x mean_abs`) first, the `top` first kept.
+pub fn aggregate_attributions(predictions: &[Prediction], top: usize) -> Vec<Attribution> {
+    let mut acc: std::collections::HashMap<&str, (u64, f64, f64)> = Default::default();
+    for p in predictions {
+        for f in &p.factors {
+            if !f.contribution.is_finite() {
+                continue;
+            }
+            let e = acc.entry(f.name.as_str()).or_default();
+            e.0 += 1;
+            e.1 += f.contribution;
+            e.2 += f.contribution.abs();
+        }
+    }
+    let mut out: Vec<Attribution> = acc
+        .into_iter()
+        .map(|(name, (n, sum, abs))| Attribution {
+            name: name.to_string(),
+            count: n,
+            mean: sum / n as f64,
+            mean_abs: abs / n as f64,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (b.count as f64 * b.mean_abs)
+            .total_cmp(&(a.count as f64 * a.mean_abs))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    out.truncate(top);
+    out
 }
 
 /// Reads JSON lines of `T`, naming the line of the first bad one.
@@ -128,5 +176,48 @@ mod tests {
         );
         assert_eq!(b.len(), 3);
         assert_eq!(b[2], (0.975, 1.0, 2));
+    }
+}
+
+#[cfg(test)]
+mod attribution_tests {
+    use super::*;
+    use clickpath_schema::Factor;
+
+    fn prediction(factors: &[(&str, f64)]) -> Prediction {
+        Prediction {
+            event_id: "e".into(),
+            user_id: "u".into(),
+            event_time: 0,
+            model_version: "gru-x".into(),
+            purchase_probability: 0.5,
+            next_actions: vec![],
+            predicted_path: vec![],
+            factors: factors
+                .iter()
+                .map(|(n, c)| Factor {
+                    name: (*n).into(),
+                    contribution: *c,
+                })
+                .collect(),
+            scoring_latency_us: 0,
+        }
+    }
+
+    #[test]
+    fn attributions_average_per_name_and_rank_by_total_influence() {
+        let ps = vec![
+            prediction(&[("cart_value", 1.0), ("item", -0.5)]),
+            prediction(&[("cart_value", 3.0), ("item", 0.5), ("bad", f64::NAN)]),
+            prediction(&[("event_type=SEARCH", -0.2)]),
+            prediction(&[]),
+        ];
+        let a = aggregate_attributions(&ps, 10);
+        assert_eq!(a.len(), 3, "{a:?}");
+        assert_eq!(a[0].name, "cart_value");
+        assert_eq!((a[0].count, a[0].mean, a[0].mean_abs), (2, 2.0, 2.0));
+        assert_eq!(a[1].name, "item");
+        assert_eq!((a[1].count, a[1].mean, a[1].mean_abs), (2, 0.0, 0.5));
+        assert_eq!(aggregate_attributions(&ps, 1).len(), 1);
     }
 }

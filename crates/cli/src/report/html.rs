@@ -250,6 +250,22 @@ pub fn render_html(a: &Analysis, source: &str, extra: &Extras) -> anyhow::Result
             scores.iter().filter(|s| s.label).count()
         );
     }
+    if let Some(attr) = &extra.attributions {
+        out.push_str("<h2>Model attributions</h2>");
+        if attr.is_empty() {
+            out.push_str("<p class=\"note\">No prediction carried decision factors.</p>");
+        } else {
+            figure(
+                &mut out,
+                "chart-attributions",
+                &charts::attributions_svg(attr)?,
+            );
+            out.push_str(
+                "<p class=\"note\">Mean change of the purchase log-odds when the input is blanked \
+                 (occlusion), over the predictions that listed it among their top factors.</p>",
+            );
+        }
+    }
     if let Some(alerts) = &extra.alerts {
         out.push_str("<h2>Alerts</h2>");
         // The enums' JSON names are their Avro symbols; new alert types need no change here.

@@ -108,7 +108,12 @@ pub fn save_sequence<B: Backend>(
     let model = &report.model;
     let weights = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
         .record(model.net.clone().into_record(), ())
-        .map_err(|e| invalid(&dir.join(WEIGHTS_FILE), format!("cannot encode the weights: {e}")))?;
+        .map_err(|e| {
+            invalid(
+                &dir.join(WEIGHTS_FILE),
+                format!("cannot encode the weights: {e}"),
+            )
+        })?;
     let model_json = serde_json::to_vec_pretty(&ModelFile {
         net: model.config.clone(),
         normalizer: model.normalizer.clone(),
@@ -216,7 +221,12 @@ pub fn load_sequence<B: Backend>(
     }
     let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
         .load(weights, device)
-        .map_err(|e| invalid(&dir.join(WEIGHTS_FILE), format!("cannot decode the weights: {e}")))?;
+        .map_err(|e| {
+            invalid(
+                &dir.join(WEIGHTS_FILE),
+                format!("cannot decode the weights: {e}"),
+            )
+        })?;
     let net = file.net.init::<B>(device).load_record(record);
     Ok((
         SequenceModel {

@@ -51,7 +51,10 @@ fn squash(x: f64) -> f64 {
 
 impl Normalizer {
     /// Fits mean and standard deviation of every named feature over `rows`.
-    pub fn fit<'a>(names: &[String], rows: impl Iterator<Item = &'a BTreeMap<String, f64>>) -> Self {
+    pub fn fit<'a>(
+        names: &[String],
+        rows: impl Iterator<Item = &'a BTreeMap<String, f64>>,
+    ) -> Self {
         let k = names.len();
         let (mut sum, mut sq, mut n) = (vec![0.0f64; k], vec![0.0f64; k], 0usize);
         for row in rows {
@@ -181,10 +184,7 @@ mod tests {
         // The constant (missing) feature stays finite.
         assert!(all.iter().skip(1).step_by(2).all(|v| *v == 0.0));
         let mut out = Vec::new();
-        norm.apply(
-            &BTreeMap::from([("x".to_string(), f64::NAN)]),
-            &mut out,
-        );
+        norm.apply(&BTreeMap::from([("x".to_string(), f64::NAN)]), &mut out);
         assert!(out.iter().all(|v| v.is_finite()));
     }
 }

@@ -15,8 +15,8 @@ pub mod train;
 pub use artifact::{SequenceMeta, is_sequence_artifact, load_sequence, save_sequence};
 pub use encode::{Buckets, Normalizer, Step, encode_step};
 pub use model::{SequenceModel, StepOutput};
-pub use online::{OnlineDevice, OnlineModel, UserMemory, load_online};
 pub use net::{Architecture, NetConfig, SequenceNet, StepTensors};
+pub use online::{OnlineDevice, OnlineModel, UserMemory, load_online};
 pub use train::{
     EpochReport, SequenceTrainConfig, SequenceTrainReport, TrainProgress, evaluate_sequences,
     train_sequence,

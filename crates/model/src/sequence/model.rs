@@ -55,7 +55,13 @@ impl<B: Backend> SequenceModel<B> {
         for chunk in order.chunks(SCORE_BATCH) {
             let batch: Vec<&[Step]> = chunk
                 .iter()
-                .map(|&i| if windowed { &seqs[i][..seqs[i].len().min(window)] } else { seqs[i] })
+                .map(|&i| {
+                    if windowed {
+                        &seqs[i][..seqs[i].len().min(window)]
+                    } else {
+                        seqs[i]
+                    }
+                })
                 .collect();
             let scored = self.forward_batch(&batch);
             for (&i, s) in chunk.iter().zip(scored) {

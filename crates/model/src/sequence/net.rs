@@ -145,10 +145,15 @@ impl NetConfig {
                 tf_in = Some(LinearConfig::new(d_in, h).init(device));
                 tf_pos = Some(EmbeddingConfig::new(self.window, h).init(device));
                 tf = Some(
-                    TransformerEncoderConfig::new(h, 2 * h, self.transformer_heads, self.transformer_layers)
-                        .with_dropout(0.1)
-                        .with_norm_first(true)
-                        .init(device),
+                    TransformerEncoderConfig::new(
+                        h,
+                        2 * h,
+                        self.transformer_heads,
+                        self.transformer_layers,
+                    )
+                    .with_dropout(0.1)
+                    .with_norm_first(true)
+                    .init(device),
                 );
             }
         }
@@ -201,7 +206,12 @@ pub struct StepTensors<B: Backend> {
 impl<B: Backend> StepTensors<B> {
     /// Builds the tensors of `sequences`, padding each to `len` steps with zeros (padding sits
     /// after the real steps, so a causal encoder's outputs on real steps do not see it).
-    pub fn from_steps(sequences: &[&[Step]], len: usize, features: usize, device: &B::Device) -> Self {
+    pub fn from_steps(
+        sequences: &[&[Step]],
+        len: usize,
+        features: usize,
+        device: &B::Device,
+    ) -> Self {
         let b = sequences.len();
         let mut types = vec![0i32; b * len];
         let mut cats = vec![0i32; b * len];
@@ -213,7 +223,8 @@ impl<B: Backend> StepTensors<B> {
                 types[at] = step.event_type as i32;
                 cats[at] = step.category as i32;
                 items[at] = step.item as i32;
-                numeric[at * features..(at + 1) * features].copy_from_slice(&step.numeric[..features]);
+                numeric[at * features..(at + 1) * features]
+                    .copy_from_slice(&step.numeric[..features]);
             }
         }
         StepTensors {
@@ -298,7 +309,9 @@ impl<B: Backend> SequenceNet<B> {
             let (h_seq, st) = lstm.forward(input.clone(), lstm_state);
             (h_seq, Tensor::cat(vec![st.hidden, st.cell], 1))
         } else {
-            panic!("SequenceNet::step is for recurrent encoders; the Transformer re-scores a window");
+            panic!(
+                "SequenceNet::step is for recurrent encoders; the Transformer re-scores a window"
+            );
         };
         let (p, n) = self.heads(h_seq, input);
         (p.reshape([b]), n.reshape([b, EVENT_TYPES]), new_state)

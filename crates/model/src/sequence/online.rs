@@ -5,9 +5,9 @@
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
 
+use super::encode::Normalizer;
 use super::encode::{EVENT_TYPES, Step};
 use super::model::{SequenceModel, StepOutput};
-use super::encode::Normalizer;
 use super::net::{Architecture, NetConfig, StepTensors};
 
 /// What a model remembers of one user between events.
@@ -111,7 +111,10 @@ impl<B: Backend> SequenceModel<B> {
                 state[i * width..(i + 1) * width].copy_from_slice(&mem.state);
             }
         }
-        let steps: Vec<&[Step]> = items.iter().map(|(s, _)| std::slice::from_ref(*s)).collect();
+        let steps: Vec<&[Step]> = items
+            .iter()
+            .map(|(s, _)| std::slice::from_ref(*s))
+            .collect();
         let x = StepTensors::<B>::from_steps(&steps, 1, features, &self.device);
         let state = Tensor::<B, 2>::from_data(TensorData::new(state, [b, width]), &self.device);
         let (p, n, new_state) = self.net.step(x, Some(state));
@@ -123,7 +126,8 @@ impl<B: Backend> SequenceModel<B> {
             .enumerate()
             .map(|(i, (_, mem))| {
                 mem.state.clear();
-                mem.state.extend_from_slice(&new_state[i * width..(i + 1) * width]);
+                mem.state
+                    .extend_from_slice(&new_state[i * width..(i + 1) * width]);
                 mem.window.clear();
                 output_at(&p, &n, i)
             })
@@ -205,12 +209,14 @@ pub fn load_online(
 ) -> Result<(Box<dyn OnlineModel>, super::SequenceMeta), crate::ModelError> {
     match device {
         OnlineDevice::Cpu => {
-            let (m, meta) = super::load_sequence::<super::CpuBackend>(dir, spec, &Default::default())?;
+            let (m, meta) =
+                super::load_sequence::<super::CpuBackend>(dir, spec, &Default::default())?;
             Ok((Box::new(m), meta))
         }
         #[cfg(feature = "cuda")]
         OnlineDevice::Cuda => {
-            let (m, meta) = super::load_sequence::<super::CudaBackend>(dir, spec, &Default::default())?;
+            let (m, meta) =
+                super::load_sequence::<super::CudaBackend>(dir, spec, &Default::default())?;
             Ok((Box::new(m), meta))
         }
         #[cfg(not(feature = "cuda"))]

@@ -41,9 +41,18 @@ fn toy_events(users: usize) -> Vec<ClickEvent> {
         let base = (u as i64) * 3_600;
         let buyer = u % 3 == 0;
         let path: &[EventType] = if buyer {
-            &[EventType::ProductView, EventType::AddToCart, EventType::BeginCheckout, EventType::Purchase]
+            &[
+                EventType::ProductView,
+                EventType::AddToCart,
+                EventType::BeginCheckout,
+                EventType::Purchase,
+            ]
         } else {
-            &[EventType::ProductView, EventType::ProductView, EventType::ProductView]
+            &[
+                EventType::ProductView,
+                EventType::ProductView,
+                EventType::ProductView,
+            ]
         };
         for (i, t) in path.iter().enumerate() {
             out.push(event(&user, base + i as i64, *t, &format!("item{}", u % 7)));
@@ -70,9 +79,13 @@ fn small_config(arch: Architecture) -> SequenceTrainConfig {
 #[test]
 fn gru_learns_the_toy_funnel_and_beats_chance() {
     let events = toy_events(240);
-    let report =
-        train_sequence::<CpuTrainBackend>(&events, &small_config(Architecture::Gru), &Default::default(), &mut |_| {})
-            .expect("trains");
+    let report = train_sequence::<CpuTrainBackend>(
+        &events,
+        &small_config(Architecture::Gru),
+        &Default::default(),
+        &mut |_| {},
+    )
+    .expect("trains");
     let auc = report.test.roc_auc.expect("both classes in the test split");
     assert!(auc > 0.9, "test AUC {auc}");
     let top1 = report.test.next_action_top1.expect("next actions");
@@ -95,7 +108,8 @@ fn step_by_step_equals_the_full_forward_pass() {
                 numeric: vec![i as f32 * 0.1, -0.5, 1.0],
             })
             .collect();
-        let (full_p, full_n) = net.forward(StepTensors::from_steps(&[&steps], steps.len(), 3, &device));
+        let (full_p, full_n) =
+            net.forward(StepTensors::from_steps(&[&steps], steps.len(), 3, &device));
         let full_p: Vec<f32> = full_p.into_data().into_vec().unwrap();
         let full_n: Vec<f32> = full_n.into_data().into_vec().unwrap();
         let mut state = None;
@@ -105,7 +119,12 @@ fn step_by_step_equals_the_full_forward_pass() {
             state = Some(s);
             let p: Vec<f32> = p.into_data().into_vec().unwrap();
             let n: Vec<f32> = n.into_data().into_vec().unwrap();
-            assert!((p[0] - full_p[t]).abs() < 1e-5, "{arch:?} step {t}: {} vs {}", p[0], full_p[t]);
+            assert!(
+                (p[0] - full_p[t]).abs() < 1e-5,
+                "{arch:?} step {t}: {} vs {}",
+                p[0],
+                full_p[t]
+            );
             for k in 0..n.len() {
                 let f = full_n[t * n.len() + k];
                 assert!((n[k] - f).abs() < 1e-5, "{arch:?} step {t} next {k}");
@@ -120,13 +139,15 @@ fn artifacts_round_trip_and_refuse_tampering() {
     for arch in [Architecture::Lstm, Architecture::Transformer] {
         let mut cfg = small_config(arch);
         cfg.max_epochs = 2;
-        let report = train_sequence::<CpuTrainBackend>(&events, &cfg, &Default::default(), &mut |_| {})
-            .expect("trains");
+        let report =
+            train_sequence::<CpuTrainBackend>(&events, &cfg, &Default::default(), &mut |_| {})
+                .expect("trains");
         let dir = tempfile::tempdir().unwrap();
         let meta = save_sequence(&report, &cfg, "flex", dir.path()).unwrap();
         assert!(is_sequence_artifact(dir.path()));
         assert!(meta.version.starts_with(arch.as_str()));
-        let (loaded, meta2) = load_sequence::<B>(dir.path(), &cfg.features, &Default::default()).unwrap();
+        let (loaded, meta2) =
+            load_sequence::<B>(dir.path(), &cfg.features, &Default::default()).unwrap();
         assert_eq!(meta2.version, meta.version);
         let steps: Vec<Step> = (0..10)
             .map(|i| Step {
@@ -159,7 +180,9 @@ fn random_steps(n: usize, features: usize, seed: u32) -> Vec<Step> {
                 event_type: k % 10,
                 category: k % 15,
                 item: (k * 3) % 60,
-                numeric: (0..features).map(|f| ((k + f as u32) % 5) as f32 * 0.3 - 0.6).collect(),
+                numeric: (0..features)
+                    .map(|f| ((k + f as u32) % 5) as f32 * 0.3 - 0.6)
+                    .collect(),
             }
         })
         .collect()
@@ -169,7 +192,11 @@ fn random_steps(n: usize, features: usize, seed: u32) -> Vec<Step> {
 /// user's whole sequence at once (the Transformer with its sliding window).
 #[test]
 fn online_batches_of_interleaved_users_equal_offline_scoring() {
-    for arch in [Architecture::Gru, Architecture::Lstm, Architecture::Transformer] {
+    for arch in [
+        Architecture::Gru,
+        Architecture::Lstm,
+        Architecture::Transformer,
+    ] {
         let device = Default::default();
         let mut net_cfg = small_config(arch).net;
         net_cfg.numeric_features = 4;
@@ -183,7 +210,9 @@ fn online_batches_of_interleaved_users_equal_offline_scoring() {
             },
             device,
         };
-        let users: Vec<Vec<Step>> = (0..3).map(|u| random_steps(5 + 4 * u as usize, 4, u)).collect();
+        let users: Vec<Vec<Step>> = (0..3)
+            .map(|u| random_steps(5 + 4 * u as usize, 4, u))
+            .collect();
         let slices: Vec<&[Step]> = users.iter().map(Vec::as_slice).collect();
         let offline = model.score_steps(&slices);
         let mut memories = vec![UserMemory::default(); users.len()];
@@ -218,7 +247,11 @@ fn online_batches_of_interleaved_users_equal_offline_scoring() {
         if arch == Architecture::Transformer {
             assert!(memories.iter().all(|m| m.window.len() <= net_cfg.window));
         } else {
-            assert!(memories.iter().all(|m| m.state.len() == net_cfg.state_width()));
+            assert!(
+                memories
+                    .iter()
+                    .all(|m| m.state.len() == net_cfg.state_width())
+            );
         }
     }
 }
@@ -242,8 +275,12 @@ fn memory_bytes_reject_garbage() {
 #[test]
 fn shipped_example_artifact_loads() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gru-example");
-    let (model, meta) = load_sequence::<B>(&dir, &clickpath_core::FeatureSpec::default(), &Default::default())
-        .expect("models/gru-example loads");
+    let (model, meta) = load_sequence::<B>(
+        &dir,
+        &clickpath_core::FeatureSpec::default(),
+        &Default::default(),
+    )
+    .expect("models/gru-example loads");
     assert!(meta.version.starts_with("gru-"));
     let steps = random_steps(4, model.normalizer.len(), 1);
     let out = model.score_steps(&[&steps]);
@@ -258,7 +295,11 @@ fn shipped_example_artifact_loads() {
 fn cuda_step_matches_cpu() {
     use burn::module::Module;
     use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-    for arch in [Architecture::Gru, Architecture::Lstm, Architecture::Transformer] {
+    for arch in [
+        Architecture::Gru,
+        Architecture::Lstm,
+        Architecture::Transformer,
+    ] {
         let mut cfg = small_config(arch).net;
         cfg.numeric_features = 4;
         let cpu_dev = Default::default();
@@ -276,13 +317,28 @@ fn cuda_step_matches_cpu() {
             mean: vec![0.0; 4],
             std: vec![1.0; 4],
         };
-        let cpu = SequenceModel::<B> { net: cpu_net, config: cfg.clone(), normalizer: norm.clone(), device: cpu_dev };
-        let gpu = SequenceModel::<CudaBackend> { net: gpu_net, config: cfg.clone(), normalizer: norm, device: gpu_dev };
+        let cpu = SequenceModel::<B> {
+            net: cpu_net,
+            config: cfg.clone(),
+            normalizer: norm.clone(),
+            device: cpu_dev,
+        };
+        let gpu = SequenceModel::<CudaBackend> {
+            net: gpu_net,
+            config: cfg.clone(),
+            normalizer: norm,
+            device: gpu_dev,
+        };
         let steps = random_steps(12, 4, 3);
         let a = cpu.score_steps(&[&steps]);
         let b = gpu.score_steps(&[&steps]);
         for (x, y) in a[0].iter().zip(&b[0]) {
-            assert!((x.purchase - y.purchase).abs() < 1e-3, "{arch:?}: {} vs {}", x.purchase, y.purchase);
+            assert!(
+                (x.purchase - y.purchase).abs() < 1e-3,
+                "{arch:?}: {} vs {}",
+                x.purchase,
+                y.purchase
+            );
         }
     }
 }

@@ -122,7 +122,10 @@ pub struct SequenceTrainReport<B: Backend> {
 }
 
 /// Metrics of `model` on `sequences` (every step scored from the session's start).
-pub fn evaluate_sequences<B: Backend>(model: &SequenceModel<B>, seqs: &[Sequence<'_>]) -> EvalMetrics {
+pub fn evaluate_sequences<B: Backend>(
+    model: &SequenceModel<B>,
+    seqs: &[Sequence<'_>],
+) -> EvalMetrics {
     let scored = model.score_sequences(seqs);
     let mut probabilities = Vec::new();
     let mut labels = Vec::new();
@@ -157,7 +160,9 @@ fn loss<B: Backend>(
     let bce = z.clone().clamp_min(0.0) - z.clone() * y.purchase + z.abs().neg().exp().log1p();
     let mask_sum = y.mask.clone().sum().clamp_min(1.0);
     let purchase_loss = (bce * y.mask).sum() / mask_sum;
-    let picked = log_softmax(next_logits, 2).gather(2, y.next).squeeze_dim::<2>(2);
+    let picked = log_softmax(next_logits, 2)
+        .gather(2, y.next)
+        .squeeze_dim::<2>(2);
     let next_sum = y.next_mask.clone().sum().clamp_min(1.0);
     let next_loss = (picked * y.next_mask).sum().neg() / next_sum;
     purchase_loss + next_loss * next_weight
@@ -212,8 +217,10 @@ pub fn train_sequence<B: AutodiffBackend>(
             dataset.sessions
         )));
     }
-    let normalizer =
-        Normalizer::fit(&feature_names, splits.train.iter().map(|ex| &ex.features.values));
+    let normalizer = Normalizer::fit(
+        &feature_names,
+        splits.train.iter().map(|ex| &ex.features.values),
+    );
     let buckets = Buckets {
         categories: cfg.net.category_buckets,
         items: cfg.net.item_buckets,
@@ -236,7 +243,12 @@ pub fn train_sequence<B: AutodiffBackend>(
         let total = plan.len();
         let (mut loss_sum, mut steps) = (0.0f64, 0usize);
         for (done, batch) in plan.iter().enumerate() {
-            let len = batch.iter().map(|s| s.len()).max().unwrap_or(1).min(max_steps);
+            let len = batch
+                .iter()
+                .map(|s| s.len())
+                .max()
+                .unwrap_or(1)
+                .min(max_steps);
             let l = loss(&net, batch, len, features, cfg.next_loss_weight, device);
             loss_sum += f64::from(l.clone().into_scalar().elem::<f32>()) * batch.len() as f64;
             steps += batch.iter().map(|s| s.len().min(len)).sum::<usize>();
@@ -256,10 +268,15 @@ pub fn train_sequence<B: AutodiffBackend>(
             normalizer: normalizer.clone(),
             device: device.clone(),
         };
-        let val_set = if validation.is_empty() { &train } else { &validation };
+        let val_set = if validation.is_empty() {
+            &train
+        } else {
+            &validation
+        };
         let val = evaluate_sequences(&candidate, val_set);
         let next_ce = val.next_action_log_loss.unwrap_or(0.0);
-        let val_loss = val.log_loss.unwrap_or(f64::INFINITY) + f64::from(cfg.next_loss_weight) * next_ce;
+        let val_loss =
+            val.log_loss.unwrap_or(f64::INFINITY) + f64::from(cfg.next_loss_weight) * next_ce;
         let report = EpochReport {
             epoch,
             train_loss: loss_sum / train.len().max(1) as f64,

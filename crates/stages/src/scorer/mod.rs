@@ -124,7 +124,12 @@ pub struct Scorer {
 impl Scorer {
     /// A scorer using the baseline `model`, writing predictions to `output_topic`.
     pub fn new(model: BaselineModel, cfg: &ScorerConfig, output_topic: &str) -> Self {
-        Self::with_model(ScoringModel::Baseline(Box::new(model)), cfg, output_topic, None)
+        Self::with_model(
+            ScoringModel::Baseline(Box::new(model)),
+            cfg,
+            output_topic,
+            None,
+        )
     }
 
     /// A scorer using any model; `metrics` receives batch sizes, inference time and reloads.
@@ -197,7 +202,9 @@ impl Scorer {
             ScoringModel::Sequence(_) => {
                 self.enqueue(partition, fv.clone());
                 let mut out = self.flush_predictions();
-                out.pop().map(|(p, _)| p).unwrap_or_else(|| empty_prediction(fv))
+                out.pop()
+                    .map(|(p, _)| p)
+                    .unwrap_or_else(|| empty_prediction(fv))
             }
         }
     }
@@ -247,7 +254,8 @@ impl Scorer {
             .or_default();
         entry.last_seen = entry.last_seen.max(fv.event_time);
         self.scored += 1;
-        let explain = self.factors > 0 && self.explain_every > 0 && self.scored % self.explain_every == 0;
+        let explain =
+            self.factors > 0 && self.explain_every > 0 && self.scored % self.explain_every == 0;
         let memory = entry.memory.clone();
         self.queue.push((
             partition,
@@ -302,7 +310,9 @@ impl Scorer {
         let shadow_version = self.shadow.as_ref().map(|s| s.version.clone());
         self.observe_inference(n, started.elapsed());
         let mut out = Vec::with_capacity(n);
-        for (i, ((fv, s), (partition, queued_at))) in fvs.into_iter().zip(scored).zip(meta).enumerate() {
+        for (i, ((fv, s), (partition, queued_at))) in
+            fvs.into_iter().zip(scored).zip(meta).enumerate()
+        {
             let entry = self
                 .users
                 .entry(partition)
@@ -341,8 +351,12 @@ impl Scorer {
             let label = StageLabel {
                 stage: "scorer".into(),
             };
-            m.model_inference.get_or_create(&label).observe(took.as_secs_f64());
-            m.model_batch_size.get_or_create(&label).observe(batch as f64);
+            m.model_inference
+                .get_or_create(&label)
+                .observe(took.as_secs_f64());
+            m.model_batch_size
+                .get_or_create(&label)
+                .observe(batch as f64);
         }
     }
 
@@ -399,7 +413,11 @@ impl Scorer {
         let (kind, failed) = match outcome {
             Ok(model) if model.version() == self.model.version() => return,
             Ok(model) => {
-                tracing::info!(from = self.model.version(), to = model.version(), "Model swapped.");
+                tracing::info!(
+                    from = self.model.version(),
+                    to = model.version(),
+                    "Model swapped."
+                );
                 self.model = model;
                 // Memories of the old weights mean nothing to the new ones: users start fresh.
                 for users in self.users.values_mut() {

@@ -244,16 +244,34 @@ fn explain(
             },
         );
         if s.item != 0 {
-            push("item".into(), Step { item: 0, ..s.clone() });
+            push(
+                "item".into(),
+                Step {
+                    item: 0,
+                    ..s.clone()
+                },
+            );
         }
         if s.category != 0 {
-            push("category".into(), Step { category: 0, ..s.clone() });
+            push(
+                "category".into(),
+                Step {
+                    category: 0,
+                    ..s.clone()
+                },
+            );
         }
         for (j, name) in names.iter().enumerate() {
             if s.numeric[j] != 0.0 {
                 let mut numeric = s.numeric.clone();
                 numeric[j] = 0.0; // the training mean
-                push(name.clone(), Step { numeric, ..s.clone() });
+                push(
+                    name.clone(),
+                    Step {
+                        numeric,
+                        ..s.clone()
+                    },
+                );
             }
         }
     }

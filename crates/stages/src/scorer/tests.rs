@@ -1,9 +1,7 @@
 //! Scorer tests with a sequence model (untrained weights: the tests check the mechanics).
 
 use super::*;
-use clickpath_model::sequence::{
-    Architecture, CpuBackend, NetConfig, Normalizer, SequenceModel,
-};
+use clickpath_model::sequence::{Architecture, CpuBackend, NetConfig, Normalizer, SequenceModel};
 use clickpath_schema::codec::Codec;
 use std::collections::BTreeMap;
 
@@ -55,7 +53,12 @@ fn scorer(arch: Architecture, max_batch: usize) -> Scorer {
         reload_interval_ms: 0,
         ..ScorerConfig::default()
     };
-    Scorer::with_model(ScoringModel::Sequence(model(arch, 2, "gru-test")), &cfg, "predictions", None)
+    Scorer::with_model(
+        ScoringModel::Sequence(model(arch, 2, "gru-test")),
+        &cfg,
+        "predictions",
+        None,
+    )
 }
 
 fn run(s: &mut Scorer, inputs: &[FeatureVector]) -> Vec<Prediction> {
@@ -77,8 +80,16 @@ fn run(s: &mut Scorer, inputs: &[FeatureVector]) -> Vec<Prediction> {
 /// batch size, including several events of one user inside one batch.
 #[test]
 fn batch_size_does_not_change_predictions() {
-    for arch in [Architecture::Gru, Architecture::Lstm, Architecture::Transformer] {
-        let types = [EventType::ProductView, EventType::AddToCart, EventType::BeginCheckout];
+    for arch in [
+        Architecture::Gru,
+        Architecture::Lstm,
+        Architecture::Transformer,
+    ] {
+        let types = [
+            EventType::ProductView,
+            EventType::AddToCart,
+            EventType::BeginCheckout,
+        ];
         let inputs: Vec<FeatureVector> = (0..30)
             .map(|i| fv(&format!("u{}", i % 4), i, types[(i % 3) as usize]))
             .collect();
@@ -87,11 +98,17 @@ fn batch_size_does_not_change_predictions() {
         assert_eq!(one.len(), inputs.len());
         for (a, b) in one.iter().zip(&many) {
             assert_eq!(a.event_id, b.event_id);
-            assert!((a.purchase_probability - b.purchase_probability).abs() < 1e-6, "{arch:?}");
+            assert!(
+                (a.purchase_probability - b.purchase_probability).abs() < 1e-6,
+                "{arch:?}"
+            );
             assert_eq!(a.predicted_path, b.predicted_path);
             assert_eq!(a.predicted_path.len(), 3);
             assert_eq!(a.next_actions.len(), 3);
-            assert!(a.factors.len() <= 3 && !a.factors.is_empty(), "explain_every = 1");
+            assert!(
+                a.factors.len() <= 3 && !a.factors.is_empty(),
+                "explain_every = 1"
+            );
             assert_eq!(a.model_version, "gru-test");
         }
     }
@@ -101,7 +118,9 @@ fn batch_size_does_not_change_predictions() {
 /// one was; memory of another model version is not reused.
 #[test]
 fn changelog_restore_continues_the_hidden_state() {
-    let inputs: Vec<FeatureVector> = (0..12).map(|i| fv(&format!("u{}", i % 3), i, EventType::ProductView)).collect();
+    let inputs: Vec<FeatureVector> = (0..12)
+        .map(|i| fv(&format!("u{}", i % 3), i, EventType::ProductView))
+        .collect();
     let (first, second) = inputs.split_at(6);
     let mut uninterrupted = scorer(Architecture::Gru, 8);
     let all = run(&mut uninterrupted, &inputs);
@@ -124,10 +143,15 @@ fn changelog_restore_continues_the_hidden_state() {
     let mut c = scorer(Architecture::Gru, 8);
     c.model = ScoringModel::Sequence(model(Architecture::Gru, 2, "gru-other"));
     for ch in &changes {
-        c.restore(ch.partition, &ch.key, ch.value.as_deref()).unwrap();
+        c.restore(ch.partition, &ch.key, ch.value.as_deref())
+            .unwrap();
     }
     c.on_assign(&[0]);
-    assert!(c.users[&0].values().all(|e| e.memory == UserMemory::default()));
+    assert!(
+        c.users[&0]
+            .values()
+            .all(|e| e.memory == UserMemory::default())
+    );
 }
 
 /// A broken artifact in the watched directory keeps the running model and raises the failure
@@ -149,11 +173,21 @@ fn hot_swap_keeps_the_old_model_when_the_new_one_fails() {
         Some(metrics.clone()),
     );
     // A new, broken meta.json appears.
-    std::fs::write(dir.path().join("meta.json"), b"{\"kind\": \"sequence\", \"broken\": true}").unwrap();
+    std::fs::write(
+        dir.path().join("meta.json"),
+        b"{\"kind\": \"sequence\", \"broken\": true}",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(5));
     s.maybe_reload();
     assert_eq!(s.model_version(), "gru-live");
     let text = metrics.encode();
-    assert!(text.contains("clickpath_model_reload_failed{stage=\"scorer\"} 1"), "{text}");
-    assert!(text.contains("clickpath_model_reloads_total{stage=\"scorer\",kind=\"failed\"} 1"), "{text}");
+    assert!(
+        text.contains("clickpath_model_reload_failed{stage=\"scorer\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("clickpath_model_reloads_total{stage=\"scorer\",kind=\"failed\"} 1"),
+        "{text}"
+    );
 }
