@@ -34,6 +34,10 @@ pub struct EvaluateArgs {
     /// Also write the rows as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the first model's test-split scores as JSON lines `{"score": p, "label": bool}`
+    /// (the input of `clickpath report --scores`: ROC and calibration).
+    #[arg(long)]
+    pub scores_out: Option<PathBuf>,
 }
 
 /// One row of the comparison.
@@ -132,6 +136,9 @@ pub fn compare(args: &EvaluateArgs) -> anyhow::Result<Vec<Row>> {
             &model.normalizer,
         );
         rows.push(row(meta.version.clone(), evaluate_sequences(&model, &seqs)));
+        if let (Some(path), true) = (&args.scores_out, rows.len() == 1) {
+            write_scores(path, &model, &seqs)?;
+        }
     }
     let baseline = train_baseline(&events, &base_cfg)?;
     let m = baseline.metrics().clone();
@@ -164,6 +171,29 @@ pub fn compare(args: &EvaluateArgs) -> anyhow::Result<Vec<Row>> {
         ));
     }
     Ok(rows)
+}
+
+/// Writes `{"score", "label"}` JSON lines for every test step of `seqs`.
+fn write_scores(
+    path: &Path,
+    model: &clickpath_model::sequence::SequenceModel<CpuBackend>,
+    seqs: &[clickpath_model::sequence::data::Sequence<'_>],
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(
+        File::create(path).with_context(|| format!("writing {}", path.display()))?,
+    );
+    for (seq, outs) in seqs.iter().zip(model.score_sequences(seqs)) {
+        for (ex, o) in seq.examples.iter().zip(outs) {
+            let line = crate::report::Scored {
+                score: o.purchase,
+                label: ex.purchase,
+            };
+            writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn cell(v: Option<f64>) -> String {
