@@ -133,8 +133,15 @@ impl NetConfig {
         }
     }
 
-    /// Builds a freshly initialised network on `device`.
+    /// Builds a freshly initialised network on `device`. Burn initialises parameters lazily,
+    /// and each clone of a lazy parameter draws its own values; the record round trip makes the
+    /// weights concrete, so clones of the returned network share them.
     pub fn init<B: Backend>(&self, device: &B::Device) -> SequenceNet<B> {
+        let record = self.init_lazy::<B>(device).into_record();
+        self.init_lazy::<B>(device).load_record(record)
+    }
+
+    fn init_lazy<B: Backend>(&self, device: &B::Device) -> SequenceNet<B> {
         let d_in = self.input_width();
         let h = self.hidden;
         let (mut gru, mut lstm, mut tf_in, mut tf_pos, mut tf) = (None, None, None, None, None);

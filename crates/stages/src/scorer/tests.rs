@@ -5,7 +5,9 @@ use clickpath_model::sequence::{Architecture, CpuBackend, NetConfig, Normalizer,
 use clickpath_schema::codec::Codec;
 use std::collections::BTreeMap;
 
-fn model(arch: Architecture, features: usize, version: &str) -> LoadedSequence {
+/// A model with fresh random weights. Tests that compare scorers give each a clone of one
+/// network (the backend's seed is global and tests run in parallel, so seeding is not enough).
+fn network(arch: Architecture, features: usize) -> SequenceModel<CpuBackend> {
     let cfg = NetConfig {
         architecture: arch,
         hidden: 8,
@@ -16,21 +18,27 @@ fn model(arch: Architecture, features: usize, version: &str) -> LoadedSequence {
         ..NetConfig::default()
     };
     let device = Default::default();
-    // Same seed, same weights: scorers built separately in one test agree.
-    <CpuBackend as burn::tensor::backend::Backend>::seed(&device, 42);
+    SequenceModel::<CpuBackend> {
+        net: cfg.init(&device),
+        config: cfg,
+        normalizer: Normalizer {
+            names: (0..features).map(|i| format!("f{i}")).collect(),
+            mean: vec![0.0; features],
+            std: vec![1.0; features],
+        },
+        device,
+    }
+}
+
+fn loaded(net: &SequenceModel<CpuBackend>, version: &str) -> LoadedSequence {
     LoadedSequence {
-        model: Box::new(SequenceModel::<CpuBackend> {
-            net: cfg.init(&device),
-            config: cfg,
-            normalizer: Normalizer {
-                names: (0..features).map(|i| format!("f{i}")).collect(),
-                mean: vec![0.0; features],
-                std: vec![1.0; features],
-            },
-            device,
-        }),
+        model: Box::new(net.clone()),
         version: version.into(),
     }
+}
+
+fn model(arch: Architecture, features: usize, version: &str) -> LoadedSequence {
+    loaded(&network(arch, features), version)
 }
 
 fn fv(user: &str, i: i64, t: EventType) -> FeatureVector {
@@ -46,7 +54,7 @@ fn fv(user: &str, i: i64, t: EventType) -> FeatureVector {
     }
 }
 
-fn scorer(arch: Architecture, max_batch: usize) -> Scorer {
+fn scorer(net: &SequenceModel<CpuBackend>, max_batch: usize) -> Scorer {
     let cfg = ScorerConfig {
         max_batch,
         explain_every: 1,
@@ -54,7 +62,7 @@ fn scorer(arch: Architecture, max_batch: usize) -> Scorer {
         ..ScorerConfig::default()
     };
     Scorer::with_model(
-        ScoringModel::Sequence(model(arch, 2, "gru-test")),
+        ScoringModel::Sequence(loaded(net, "gru-test")),
         &cfg,
         "predictions",
         None,
@@ -93,8 +101,9 @@ fn batch_size_does_not_change_predictions() {
         let inputs: Vec<FeatureVector> = (0..30)
             .map(|i| fv(&format!("u{}", i % 4), i, types[(i % 3) as usize]))
             .collect();
-        let one = run(&mut scorer(arch, 1), &inputs);
-        let many = run(&mut scorer(arch, 64), &inputs);
+        let net = network(arch, 2);
+        let one = run(&mut scorer(&net, 1), &inputs);
+        let many = run(&mut scorer(&net, 64), &inputs);
         assert_eq!(one.len(), inputs.len());
         for (a, b) in one.iter().zip(&many) {
             assert_eq!(a.event_id, b.event_id);
@@ -122,14 +131,15 @@ fn changelog_restore_continues_the_hidden_state() {
         .map(|i| fv(&format!("u{}", i % 3), i, EventType::ProductView))
         .collect();
     let (first, second) = inputs.split_at(6);
-    let mut uninterrupted = scorer(Architecture::Gru, 8);
+    let net = network(Architecture::Gru, 2);
+    let mut uninterrupted = scorer(&net, 8);
     let all = run(&mut uninterrupted, &inputs);
 
-    let mut a = scorer(Architecture::Gru, 8);
+    let mut a = scorer(&net, 8);
     run(&mut a, first);
     let changes = a.take_state_changes();
     assert_eq!(changes.len(), 3, "one entry per user");
-    let mut b = scorer(Architecture::Gru, 8);
+    let mut b = scorer(&net, 8);
     for c in &changes {
         b.restore(c.partition, &c.key, c.value.as_deref()).unwrap();
     }
@@ -140,8 +150,8 @@ fn changelog_restore_continues_the_hidden_state() {
     }
 
     // A scorer with another model version restores nobody's memory.
-    let mut c = scorer(Architecture::Gru, 8);
-    c.model = ScoringModel::Sequence(model(Architecture::Gru, 2, "gru-other"));
+    let mut c = scorer(&net, 8);
+    c.model = ScoringModel::Sequence(loaded(&net, "gru-other"));
     for ch in &changes {
         c.restore(ch.partition, &ch.key, ch.value.as_deref())
             .unwrap();
