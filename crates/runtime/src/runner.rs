@@ -24,6 +24,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::Offset;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -397,7 +398,17 @@ impl Run<'_> {
             summary.records_in += records;
             summary.records_out += outputs.len() as u64;
             drop(batch);
-            self.commit_batch(stage, outputs, &next_offsets)?;
+            if let Err(e) = self.commit_batch(stage, outputs, &next_offsets) {
+                if !self.eos {
+                    return Err(e);
+                }
+                // A rebalance or a broker restart in the middle of a transaction (a stale group generation,
+                // an unknown member, a moved coordinator, a produce timeout) aborts the batch; the stage goes
+                // back to its last committed state and input and carries on. Only a producer that cannot
+                // abort (fenced, fatal) stops it.
+                self.rewind_after_abort(stage, &assigned, &e)?;
+                continue;
+            }
             for (counter, n) in in_counters.iter().zip(&per_input) {
                 if *n > 0 {
                     counter.inc_by(*n);
@@ -429,6 +440,58 @@ impl Run<'_> {
 
     /// Makes a batch durable: its outputs, its state changes and its input offsets. At-least-once: produce and
     /// wait for acknowledgements, then store the offsets. Exactly-once: all three in one transaction.
+    /// After a failed transaction: aborts it, drops the stage's state of every owned partition and
+    /// restores it from the changelog (the state of the last committed batch), and seeks every input
+    /// partition back to its committed offset, so the aborted batch is processed again from scratch.
+    fn rewind_after_abort<S: Stage>(
+        &mut self,
+        stage: &mut S,
+        assigned: &Assignment,
+        cause: &anyhow::Error,
+    ) -> anyhow::Result<()> {
+        let name = self.name;
+        let timeout = Duration::from_secs(30);
+        tracing::warn!(stage = name, error = %cause, "Transaction failed; aborting it and rewinding to the last commit.");
+        self.env
+            .metrics
+            .errors
+            .get_or_create(&StageKind {
+                stage: name.into(),
+                kind: "transaction_aborted".into(),
+            })
+            .inc();
+        if let Err(e) = self.producer.abort_transaction(timeout) {
+            anyhow::bail!(
+                "stage {name}: transaction failed ({cause:#}) and could not be aborted ({e})"
+            );
+        }
+        let ps: Vec<i32> = assigned.partitions().into_iter().collect();
+        stage.on_revoke(&ps);
+        if let Some(changelog) = self.changelog {
+            restore(
+                &self.env.config,
+                changelog,
+                &ps,
+                stage,
+                Some(&self.env.metrics),
+            )?;
+        }
+        stage.on_assign(&ps);
+        let committed = self
+            .consumer
+            .committed_offsets(self.consumer.assignment()?, timeout)?;
+        for e in committed.elements() {
+            let to = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                // Nothing committed yet: `auto.offset.reset = earliest`.
+                _ => Offset::Beginning,
+            };
+            self.consumer.seek(e.topic(), e.partition(), to, timeout)?;
+        }
+        tracing::info!(stage = name, partitions = ?ps, "Rewound to the last committed batch.");
+        Ok(())
+    }
+
     fn commit_batch<S: Stage>(
         &mut self,
         stage: &mut S,
