@@ -270,10 +270,30 @@ fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
             "every 5th prediction carries factors: {explained} of {}",
             got.predictions.len()
         );
-        // The scorer's hidden states went to its changelog.
+        // The scorer scored in micro-batches and reported them.
+        let metrics = env.metrics.encode();
+        let batches: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with("clickpath_model_batch_size_count{stage=\"scorer\"}"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(batches > 0.0, "no scorer micro-batch observed:\n{metrics}");
+        // Its per-user hidden states went to its changelog, one (latest) value per user.
+        let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, "scorer");
+        let read = clickpath_cli::report::topic::read_topic(
+            &cfg,
+            &changelog,
+            Default::default(),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let users: BTreeSet<&str> = valid.iter().map(|e| e.user_id.as_str()).collect();
         assert!(
-            env.metrics.encode().contains("clickpath_model_batch_size"),
-            "the scorer reports its micro-batch sizes"
+            !read.records.is_empty() && read.records.len() >= users.len() / 2,
+            "scorer changelog holds {} records for {} users",
+            read.records.len(),
+            users.len()
         );
     }
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use clickpath_model::sequence::{
-    Architecture, CpuBackend, NetConfig, Normalizer, OnlineModel, SequenceModel, Step, UserMemory,
+    Architecture, CpuBackend, NetConfig, OnlineModel, SequenceModel, Step, UserMemory,
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -31,64 +31,34 @@ pub struct ScorerBenchRow {
     pub p99_us: u64,
 }
 
-fn network(arch: Architecture, hidden: usize, features: usize) -> (NetConfig, Normalizer) {
-    let cfg = NetConfig {
-        architecture: arch,
-        hidden,
-        numeric_features: features,
-        ..NetConfig::default()
-    };
-    let norm = Normalizer {
-        names: (0..features).map(|i| format!("f{i}")).collect(),
-        mean: vec![0.0; features],
-        std: vec![1.0; features],
-    };
-    (cfg, norm)
-}
-
-fn model(
-    device: &str,
-    cfg: NetConfig,
-    norm: Normalizer,
-) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
+fn model(device: &str, cfg: NetConfig) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
     match device {
-        "cpu" => {
-            let dev = Default::default();
-            Ok((
-                Box::new(SequenceModel::<CpuBackend> {
-                    net: cfg.init(&dev),
-                    config: cfg,
-                    normalizer: norm,
-                    device: dev,
-                }),
-                "flex (CPU)",
-            ))
-        }
-        "cuda" => cuda_model(cfg, norm),
+        "cpu" => Ok((
+            Box::new(SequenceModel::<CpuBackend>::untrained(
+                cfg,
+                Default::default(),
+            )),
+            "flex (CPU)",
+        )),
+        "cuda" => cuda_model(cfg),
         other => anyhow::bail!("--device {other}: choose cpu or cuda"),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_model(
-    cfg: NetConfig,
-    norm: Normalizer,
-) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
+fn cuda_model(cfg: NetConfig) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
     use clickpath_model::sequence::CudaBackend;
-    let dev = Default::default();
     Ok((
-        Box::new(SequenceModel::<CudaBackend> {
-            net: cfg.init(&dev),
-            config: cfg,
-            normalizer: norm,
-            device: dev,
-        }),
+        Box::new(SequenceModel::<CudaBackend>::untrained(
+            cfg,
+            Default::default(),
+        )),
         "cuda (GPU)",
     ))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_model(_: NetConfig, _: Normalizer) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
+fn cuda_model(_: NetConfig) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
     anyhow::bail!("--device cuda needs a build with --features cuda")
 }
 
@@ -104,8 +74,13 @@ pub fn run(
     let features = clickpath_core::FeatureWindower::new(Default::default())
         .feature_names()
         .len();
-    let (cfg, norm) = network(arch, hidden, features);
-    let (model, backend) = model(device, cfg, norm)?;
+    let cfg = NetConfig {
+        architecture: arch,
+        hidden,
+        numeric_features: features,
+        ..NetConfig::default()
+    };
+    let (model, backend) = model(device, cfg)?;
     let mut rows = Vec::new();
     for &b in batches {
         let steps: Vec<Step> = (0..b)

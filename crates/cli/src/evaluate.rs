@@ -58,19 +58,8 @@ pub fn read_events(path: &Path, format: &str) -> anyhow::Result<Vec<ClickEvent>>
     let fmt: clickpath_adapters::Format = format
         .parse()
         .map_err(|e| anyhow::anyhow!("--format {format}: {e} (or jsonl)"))?;
-    let mut events = Vec::new();
-    let mut bad = 0u64;
-    for item in clickpath_adapters::read(fmt, path)
-        .with_context(|| format!("reading {}", path.display()))?
-    {
-        match item {
-            Ok(ev) => events.push(ev),
-            Err(e) => {
-                bad += 1;
-                tracing::warn!(file = %path.display(), error = %e, "Row skipped.");
-            }
-        }
-    }
+    let (events, bad) = crate::report::read_dataset(fmt, path)
+        .with_context(|| format!("reading {}", path.display()))?;
     if bad > 0 {
         eprintln!("{}: {bad} unreadable rows skipped", path.display());
     }

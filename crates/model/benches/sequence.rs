@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use clickpath_model::sequence::{
-    Architecture, CpuBackend, NetConfig, Normalizer, SequenceModel, Step, UserMemory,
+    Architecture, CpuBackend, NetConfig, SequenceModel, Step, UserMemory,
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -16,17 +16,7 @@ fn model(arch: Architecture) -> SequenceModel<CpuBackend> {
         numeric_features: FEATURES,
         ..NetConfig::default()
     };
-    let device = Default::default();
-    SequenceModel {
-        net: cfg.init(&device),
-        config: cfg,
-        normalizer: Normalizer {
-            names: (0..FEATURES).map(|i| format!("f{i}")).collect(),
-            mean: vec![0.0; FEATURES],
-            std: vec![1.0; FEATURES],
-        },
-        device,
-    }
+    SequenceModel::untrained(cfg, Default::default())
 }
 
 fn online_step(c: &mut Criterion) {

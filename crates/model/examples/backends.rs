@@ -12,7 +12,7 @@ use std::time::Instant;
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clickpath_model::sequence::{
-    NetConfig, Normalizer, SequenceModel, SequenceTrainConfig, Step, UserMemory, train_sequence,
+    NetConfig, SequenceModel, SequenceTrainConfig, Step, UserMemory, train_sequence,
 };
 use clickpath_schema::ClickEvent;
 
@@ -37,17 +37,7 @@ fn step_speed<B: Backend>(name: &str, batch: usize) {
         numeric_features: features,
         ..NetConfig::default()
     };
-    let device = Default::default();
-    let model = SequenceModel::<B> {
-        net: cfg.init(&device),
-        config: cfg,
-        normalizer: Normalizer {
-            names: (0..features).map(|i| format!("f{i}")).collect(),
-            mean: vec![0.0; features],
-            std: vec![1.0; features],
-        },
-        device,
-    };
+    let model = SequenceModel::<B>::untrained(cfg, Default::default());
     let steps: Vec<Step> = (0..batch)
         .map(|i| Step {
             event_type: (i % 10) as u32,

@@ -33,6 +33,23 @@ pub struct SequenceModel<B: Backend> {
 const SCORE_BATCH: usize = 256;
 
 impl<B: Backend> SequenceModel<B> {
+    /// A freshly initialised model of shape `config` whose normaliser passes its
+    /// `config.numeric_features` inputs (named `f0`, `f1`, ...) through unchanged: for benchmarks
+    /// and tests of the mechanics, not for predictions.
+    pub fn untrained(config: NetConfig, device: B::Device) -> Self {
+        let n = config.numeric_features;
+        SequenceModel {
+            net: config.init(&device),
+            normalizer: Normalizer {
+                names: (0..n).map(|i| format!("f{i}")).collect(),
+                mean: vec![0.0; n],
+                std: vec![1.0; n],
+            },
+            config,
+            device,
+        }
+    }
+
     /// Hashed-embedding bucket counts.
     pub fn buckets(&self) -> Buckets {
         Buckets {

@@ -7,29 +7,18 @@ use super::*;
 type B = CpuBackend;
 
 fn event(user: &str, i: i64, t: EventType, item: &str) -> ClickEvent {
-    ClickEvent {
-        event_id: format!("{user}-{i}"),
-        user_id: user.into(),
-        session_id: Some(format!("s-{user}")),
-        event_type: t,
-        event_time: 1_700_000_000_000 + i * 1_000 + user.len() as i64,
-        item_id: Some(item.into()),
-        category: Some("shoes".into()),
-        brand: None,
-        price: Some(10.0),
-        currency: None,
-        quantity: Some(1),
-        search_query: None,
-        payment: None,
-        order_id: None,
-        order_value: None,
-        device: None,
-        ip_prefix_hash: None,
-        country: None,
-        channel: None,
-        referrer: None,
-        extras: Default::default(),
-    }
+    let mut ev = ClickEvent::new(
+        format!("{user}-{i}"),
+        user,
+        t,
+        1_700_000_000_000 + i * 1_000 + user.len() as i64,
+    );
+    ev.session_id = Some(format!("s-{user}"));
+    ev.item_id = Some(item.into());
+    ev.category = Some("shoes".into());
+    ev.price = Some(10.0);
+    ev.quantity = Some(1);
+    ev
 }
 
 /// Buyers view, add to cart, check out and purchase; browsers only view. Users are spread in
@@ -197,19 +186,9 @@ fn online_batches_of_interleaved_users_equal_offline_scoring() {
         Architecture::Lstm,
         Architecture::Transformer,
     ] {
-        let device = Default::default();
         let mut net_cfg = small_config(arch).net;
         net_cfg.numeric_features = 4;
-        let model = SequenceModel::<B> {
-            net: net_cfg.init(&device),
-            config: net_cfg.clone(),
-            normalizer: Normalizer {
-                names: (0..4).map(|i| format!("f{i}")).collect(),
-                mean: vec![0.0; 4],
-                std: vec![1.0; 4],
-            },
-            device,
-        };
+        let model = SequenceModel::<B>::untrained(net_cfg.clone(), Default::default());
         let users: Vec<Vec<Step>> = (0..3)
             .map(|u| random_steps(5 + 4 * u as usize, 4, u))
             .collect();

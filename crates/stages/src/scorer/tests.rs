@@ -1,7 +1,7 @@
 //! Scorer tests with a sequence model (untrained weights: the tests check the mechanics).
 
 use super::*;
-use clickpath_model::sequence::{Architecture, CpuBackend, NetConfig, Normalizer, SequenceModel};
+use clickpath_model::sequence::{Architecture, CpuBackend, NetConfig, SequenceModel};
 use clickpath_schema::codec::Codec;
 use std::collections::BTreeMap;
 
@@ -17,17 +17,7 @@ fn network(arch: Architecture, features: usize) -> SequenceModel<CpuBackend> {
         numeric_features: features,
         ..NetConfig::default()
     };
-    let device = Default::default();
-    SequenceModel::<CpuBackend> {
-        net: cfg.init(&device),
-        config: cfg,
-        normalizer: Normalizer {
-            names: (0..features).map(|i| format!("f{i}")).collect(),
-            mean: vec![0.0; features],
-            std: vec![1.0; features],
-        },
-        device,
-    }
+    SequenceModel::untrained(cfg, Default::default())
 }
 
 fn loaded(net: &SequenceModel<CpuBackend>, version: &str) -> LoadedSequence {
