@@ -532,10 +532,10 @@ fn create_plain_topics(
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for r in futures::executor::block_on(admin.create_topics(topics.iter(), &opts))? {
-        if let Err((name, code)) = r {
-            if code != RDKafkaErrorCode::TopicAlreadyExists {
-                anyhow::bail!("cannot create {name}: {code}");
-            }
+        if let Err((name, code)) = r
+            && code != RDKafkaErrorCode::TopicAlreadyExists
+        {
+            anyhow::bail!("cannot create {name}: {code}");
         }
     }
     Ok(())

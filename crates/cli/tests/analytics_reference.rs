@@ -72,13 +72,14 @@ fn ref_attempt(
         FunnelOrder::AnyOrder => {
             let mut seen = vec![false; n];
             for &(j, s) in &inside {
-                if let Some(s) = s {
-                    if !seen[s] && reached < n {
-                        seen[s] = true;
-                        reached += 1;
-                        last = j;
-                        times.push(evs[j].event_time);
-                    }
+                if let Some(s) = s
+                    && !seen[s]
+                    && reached < n
+                {
+                    seen[s] = true;
+                    reached += 1;
+                    last = j;
+                    times.push(evs[j].event_time);
                 }
             }
         }

@@ -152,10 +152,10 @@ async fn user(State(queries): State<Queries>, Path(id): Path<String>) -> Respons
             source.insert("partition".into(), p.into());
             owning_partition.get_or_insert(p);
         }
-        if matches!(answer, Answer::Remote | Answer::Unknown | Answer::Local) {
-            if let Some(g) = queries.consumer_group(stage) {
-                source.insert("consumer_group".into(), g.into());
-            }
+        if matches!(answer, Answer::Remote | Answer::Unknown | Answer::Local)
+            && let Some(g) = queries.consumer_group(stage)
+        {
+            source.insert("consumer_group".into(), g.into());
         }
         sources.insert(stage.into(), Value::Object(source));
         answers.push(answer);

@@ -147,12 +147,10 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
             run.commit_batch(&mut stage, outputs, &BatchOffsets::new())?;
             let grace = Duration::from_millis(cfg.runtime.shutdown_grace_ms);
             producer.flush(grace)?;
-            if !eos {
-                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    // Nothing stored yet is a normal case.
-                    if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
-                        tracing::warn!(stage = name, error = %e, "Final offset commit failed.");
-                    }
+            if !eos && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored yet is a normal case.
+                if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+                    tracing::warn!(stage = name, error = %e, "Final offset commit failed.");
                 }
             }
             consumer.unsubscribe();

@@ -194,11 +194,11 @@ pub fn read_topic(
     let wanted: TopicPartitionList = {
         let mut l = TopicPartitionList::new();
         for e in start.elements() {
-            if let (Some(&end), Offset::Offset(o)) = (ends.get(&e.partition()), e.offset()) {
-                if o < end {
-                    l.add_partition_offset(topic, e.partition(), Offset::Offset(o))?;
-                    continue;
-                }
+            if let (Some(&end), Offset::Offset(o)) = (ends.get(&e.partition()), e.offset())
+                && o < end
+            {
+                l.add_partition_offset(topic, e.partition(), Offset::Offset(o))?;
+                continue;
             }
             ends.remove(&e.partition());
         }
@@ -223,10 +223,10 @@ pub fn read_topic(
             // In read_committed mode the end offset may be a transaction marker no record sits at:
             // a partition whose position reached the end is done.
             for e in consumer.position()?.elements() {
-                if let (Offset::Offset(o), Some(&end)) = (e.offset(), ends.get(&e.partition())) {
-                    if o >= end {
-                        ends.remove(&e.partition());
-                    }
+                if let (Offset::Offset(o), Some(&end)) = (e.offset(), ends.get(&e.partition()))
+                    && o >= end
+                {
+                    ends.remove(&e.partition());
                 }
             }
             continue;
@@ -243,12 +243,12 @@ pub fn read_topic(
         if m.offset() + 1 >= end {
             ends.remove(&p);
         }
-        if let (Some(until), Some(ts)) = (range.until_ms, m.timestamp().to_millis()) {
-            if ts >= until {
-                // Timestamps grow with offsets (log-append time or a well-behaved producer).
-                ends.remove(&p);
-                continue;
-            }
+        if let (Some(until), Some(ts)) = (range.until_ms, m.timestamp().to_millis())
+            && ts >= until
+        {
+            // Timestamps grow with offsets (log-append time or a well-behaved producer).
+            ends.remove(&p);
+            continue;
         }
         read += 1;
         match m.payload() {

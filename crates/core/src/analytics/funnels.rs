@@ -351,13 +351,13 @@ pub fn best_attempt_in<E: Timed>(
     let next = NextStep::new(spec, events);
     let mut best: Option<Attempt> = None;
     for i in starts {
-        if let Some(a) = attempt_with(spec, events, &next, i) {
-            if best.as_ref().is_none_or(|b| a.reached() > b.reached()) {
-                let full = a.reached() == spec.steps.len();
-                best = Some(a);
-                if full {
-                    break;
-                }
+        if let Some(a) = attempt_with(spec, events, &next, i)
+            && best.as_ref().is_none_or(|b| a.reached() > b.reached())
+        {
+            let full = a.reached() == spec.steps.len();
+            best = Some(a);
+            if full {
+                break;
             }
         }
     }

@@ -42,12 +42,12 @@ pub(super) fn cart_stuffing(
     let item = hash_opt(ev.item_id.as_deref());
     match ev.event_type {
         EventType::ProductView => {
-            if let Some(h) = item {
-                if !state.viewed.contains(&h) {
-                    state.viewed.push_back(h);
-                    if state.viewed.len() > MAX_REMEMBERED {
-                        state.viewed.pop_front();
-                    }
+            if let Some(h) = item
+                && !state.viewed.contains(&h)
+            {
+                state.viewed.push_back(h);
+                if state.viewed.len() > MAX_REMEMBERED {
+                    state.viewed.pop_front();
                 }
             }
             None

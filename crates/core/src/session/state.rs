@@ -497,11 +497,13 @@ fn apply(sessions: &mut Vec<Sess>, life: &mut Lifetime, it: Item, cfg: &SessionC
     let t = it.time;
     let gap = cfg.gap();
     // Fast path: the next in-order event of the latest session.
-    if let Some(s) = sessions.last_mut() {
-        if t >= s.last && t < s.last.saturating_add(gap) && cfg.same_period(s.start, t) {
-            s.join(it, &cfg.funnel);
-            return;
-        }
+    if let Some(s) = sessions.last_mut()
+        && t >= s.last
+        && t < s.last.saturating_add(gap)
+        && cfg.same_period(s.start, t)
+    {
+        s.join(it, &cfg.funnel);
+        return;
     }
     let i = sessions.partition_point(|s| s.start <= t);
     let left = i > 0 && {

@@ -110,7 +110,7 @@ impl NetConfig {
             p.push("category_buckets and item_buckets must be >= 2".to_string());
         }
         if self.architecture == Architecture::Transformer {
-            if self.transformer_heads == 0 || self.hidden % self.transformer_heads != 0 {
+            if self.transformer_heads == 0 || !self.hidden.is_multiple_of(self.transformer_heads) {
                 p.push(format!(
                     "transformer_heads ({}) must divide hidden ({})",
                     self.transformer_heads, self.hidden

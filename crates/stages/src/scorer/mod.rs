@@ -254,8 +254,9 @@ impl Scorer {
             .or_default();
         entry.last_seen = entry.last_seen.max(fv.event_time);
         self.scored += 1;
-        let explain =
-            self.factors > 0 && self.explain_every > 0 && self.scored % self.explain_every == 0;
+        let explain = self.factors > 0
+            && self.explain_every > 0
+            && self.scored.is_multiple_of(self.explain_every);
         let memory = entry.memory.clone();
         self.queue.push((
             partition,
