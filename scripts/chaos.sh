@@ -8,6 +8,8 @@
 #   4. a broker restart half-way (sessionizer, both guarantees)
 #   5. a rebalance: one of three instances killed for good, time until its partitions commit again (both
 #      guarantees)
+#   6. back-pressure: the scorer ten times slower for a while (short: 10 s, ~30 000 feature vectors at
+#      3 000/s; long: 30 s, ~100 000 at 4 000/s), memory bounded, lag grows, then recovers
 # Each scenario prints its report; the script fails if any check fails, and stops the broker it started.
 # Environment: CHAOS_KAFKA_PORT (39092), CHAOS_CONTROLLER_PORT (39093), CHAOS_OUT (log file; default
 # target/chaos-<mode>.log).
@@ -16,8 +18,8 @@ cd "$(dirname "$0")/.."
 
 mode="${1:-short}"
 case "$mode" in
-  short) hostile=10000; sessions=5000; kills=3; rb_sessions=3000; rate=2000 ;;
-  long)  hostile=100000; sessions=100000; kills=20; rb_sessions=20000; rate=5000 ;;
+  short) hostile=10000; sessions=5000; kills=3; rb_sessions=3000; rate=2000; bp="--sessions 3000 --rate 3000 --slow-for-s 10" ;;
+  long)  hostile=100000; sessions=100000; kills=20; rb_sessions=20000; rate=5000; bp="--sessions 10000 --rate 4000 --slow-for-s 30" ;;
   *) echo "usage: scripts/chaos.sh [short|long]" >&2; exit 2 ;;
 esac
 
@@ -73,6 +75,9 @@ for g in exactly_once at_least_once; do
   scenario "rebalance, $g" kill --stage sessionizer --guarantee "$g" --sessions "$rb_sessions" \
     --kills 0 --rebalance --rate "$rate" --seed 5
 done
+
+# shellcheck disable=SC2086
+scenario "back-pressure, scorer 10x slower" backpressure --slow-factor 10 $bp --input-buffer-kbytes 1024 --seed 6
 
 echo "report: $out (stage and tool logs: $out.stderr; instance logs: target/chaos-$mode/N)"
 exit "$failed"

@@ -76,6 +76,14 @@ pub struct BenchArgs {
     /// Skip the fixed-rate phases.
     #[arg(long)]
     pub no_fixed: bool,
+    /// Write every latency sample (phase, topic, send time, latency) to this CSV file, to see when the slow
+    /// events were sent and at which hop they became slow.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Also read the pipeline's intermediate topics (clean, features) and report the latency to each. Off by
+    /// default: the two extra reads load the broker and lower the maximum rate.
+    #[arg(long)]
+    pub hops: bool,
 }
 
 impl BenchArgs {
@@ -91,6 +99,8 @@ impl BenchArgs {
             json: None,
             timeout_s: 180,
             no_fixed: false,
+            trace: None,
+            hops: false,
         }
     }
 }
@@ -108,6 +118,39 @@ pub struct Latency {
     pub p999_ms: f64,
     /// Largest.
     pub max_ms: f64,
+}
+
+/// Latency from an event's send to its record on one topic.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HopLatency {
+    /// The topic's role (`clean`, `features`, `predictions`).
+    pub topic: String,
+    /// The latency.
+    pub latency: Latency,
+}
+
+/// One latency sample of `--trace`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceSample {
+    /// Index into the phase's `hops`.
+    pub hop: usize,
+    /// Send time, milliseconds after the phase's first send.
+    pub sent_ms: f64,
+    /// Latency, milliseconds.
+    pub latency_ms: f64,
+}
+
+impl Latency {
+    fn of(hist: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Latency {
+            samples: hist.len(),
+            p50_ms: ms(hist.value_at_quantile(0.5)),
+            p99_ms: ms(hist.value_at_quantile(0.99)),
+            p999_ms: ms(hist.value_at_quantile(0.999)),
+            max_ms: ms(hist.max()),
+        }
+    }
 }
 
 /// What one phase measured.
@@ -140,12 +183,28 @@ pub struct PhaseReport {
     pub records_per_cpu_second: f64,
     /// Event-to-output latency.
     pub latency: Latency,
+    /// Pipeline phases with `--hops`: the latency from an event's send to its record on each topic on the way
+    /// to the output (`clean`, `features`, `predictions`), which shows the hop that adds it. Empty otherwise.
+    pub hops: Vec<HopLatency>,
+    /// Every latency sample, when `--trace` asked for them (written to that file, not to the JSON report).
+    #[serde(skip)]
+    pub trace: Vec<TraceSample>,
     /// Largest consumer lag seen (records read by no consumer yet, summed over the stages), sampled every 5 ms.
     pub max_lag: u64,
     /// Per stage: records consumed.
     pub stage_records_in: BTreeMap<String, u64>,
     /// Peak resident set size of the process so far (`VmHWM`), bytes.
     pub peak_rss_bytes: u64,
+}
+
+impl PhaseReport {
+    /// `pipeline max rate`, `pipeline 1000/s`, `pass-through max rate`.
+    pub fn label(&self) -> String {
+        let rate = self
+            .target_rate
+            .map_or_else(|| "max rate".to_string(), |r| format!("{r:.0}/s"));
+        format!("{} {rate}", self.kind)
+    }
 }
 
 /// State size after the maximum-rate pipeline phase.
@@ -352,13 +411,24 @@ fn produce(
     Ok(())
 }
 
-/// Reads every partition of `topic` from the start until told to stop; records latency per event id.
+/// What the reader measured: per read topic, the latency from an event's first send to the first record of
+/// that topic carrying its id.
+struct ReadLatencies {
+    per_topic: Vec<Histogram<u64>>,
+    /// `(topic index, send time ns since the phase clock's start, latency µs)` of every sample, when traced.
+    trace: Vec<(usize, u64, u64)>,
+}
+
+/// Reads every partition of `topics` from the start until told to stop; records latency per event id and topic.
+/// The last topic is the phase's output: only its records count as read. The others (the pipeline's
+/// intermediate topics) give the latency to each hop.
 fn read_outputs(
     cfg: &ClickpathConfig,
-    topic: &str,
+    topics: &[String],
     w: &Workload,
     clock: &Clock,
-) -> anyhow::Result<Histogram<u64>> {
+    trace: bool,
+) -> anyhow::Result<ReadLatencies> {
     let mut c = base_client_config(cfg);
     c.set(
         "group.id",
@@ -368,16 +438,27 @@ fn read_outputs(
     .set("enable.partition.eof", "false")
     .set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer = c.create()?;
-    let partitions =
-        clickpath_runtime::changelog::wait_partition_count(cfg, topic, Duration::from_secs(15))?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    for topic in topics {
+        let partitions = clickpath_runtime::changelog::wait_partition_count(
+            cfg,
+            topic,
+            Duration::from_secs(15),
+        )?;
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
     }
     consumer.assign(&tpl)?;
-    // Microseconds, 1 µs .. 1 h, 3 significant digits.
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-    let mut seen = vec![false; w.len()];
+    let output = topics.len() - 1;
+    let mut out = ReadLatencies {
+        // Microseconds, 1 µs .. 1 h, 3 significant digits.
+        per_topic: (0..topics.len())
+            .map(|_| Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3))
+            .collect::<Result<_, _>>()?,
+        trace: Vec::new(),
+    };
+    let mut seen: Vec<Vec<bool>> = (0..topics.len()).map(|_| vec![false; w.len()]).collect();
     while !clock.stop_reader.load(Ordering::Acquire) {
         let Some(msg) = consumer.poll(Duration::from_millis(20)) else {
             continue;
@@ -390,8 +471,13 @@ fn read_outputs(
             }
         };
         let now = clock.now_ns();
-        clock.read.fetch_add(1, Ordering::Relaxed);
-        clock.last_read_ns.store(now, Ordering::Relaxed);
+        let Some(t) = topics.iter().position(|n| n == msg.topic()) else {
+            continue;
+        };
+        if t == output {
+            clock.read.fetch_add(1, Ordering::Relaxed);
+            clock.last_read_ns.store(now, Ordering::Relaxed);
+        }
         let slot = msg
             .payload()
             .and_then(leading_string)
@@ -400,13 +486,17 @@ fn read_outputs(
         if let Some(slot) = slot {
             let slot = slot as usize;
             let sent = clock.sends[slot].load(Ordering::Relaxed);
-            if sent > 0 && !seen[slot] {
-                seen[slot] = true;
-                hist.saturating_record((now.saturating_sub(sent - 1) / 1000).max(1));
+            if sent > 0 && !seen[t][slot] {
+                seen[t][slot] = true;
+                let us = (now.saturating_sub(sent - 1) / 1000).max(1);
+                out.per_topic[t].saturating_record(us);
+                if trace {
+                    out.trace.push((t, sent - 1, us));
+                }
             }
         }
     }
-    Ok(hist)
+    Ok(out)
 }
 
 /// The baseline: consume -> produce with no processing, batched and acknowledged like the stage run loop.
@@ -627,6 +717,8 @@ struct PhaseSetup<'a> {
     rate: f64,
     timeout: Duration,
     bar: &'a ProgressBar,
+    trace: bool,
+    hops: bool,
 }
 
 /// Runs one phase on fresh topics; returns its report and, for a maximum-rate pipeline phase, the state size.
@@ -651,6 +743,8 @@ fn run_phase(
     s.bar.set_length(s.records as u64);
     s.bar.set_prefix(label.clone());
 
+    // Topics the reader follows, the output last, with their roles.
+    let mut read: Vec<(String, String)> = Vec::new();
     let (input, output, created) = match s.kind {
         Kind::PassThrough => {
             let input = format!("{prefix}passthrough.in");
@@ -673,6 +767,10 @@ fn run_phase(
                 &cfg,
                 "sessionizer",
             ));
+            if s.hops {
+                read.push(("clean".into(), cfg.topics.clean.clone()));
+                read.push(("features".into(), cfg.topics.features.clone()));
+            }
             (
                 cfg.topics.raw.clone(),
                 cfg.topics.predictions.clone(),
@@ -681,6 +779,14 @@ fn run_phase(
         }
     };
 
+    read.push((
+        match s.kind {
+            Kind::PassThrough => "output".into(),
+            Kind::Pipeline => "predictions".into(),
+        },
+        output.clone(),
+    ));
+    let read_topics: Vec<String> = read.iter().map(|(_, t)| t.clone()).collect();
     let env = RunnerEnv::new(cfg.clone(), Codec::embedded());
     let stop = AtomicBool::new(false);
     let ready = AtomicBool::new(false);
@@ -737,8 +843,8 @@ fn run_phase(
             // (about 0.5 s on the local broker); let that pass so the clock measures the steady state.
             std::thread::sleep(Duration::from_secs(1));
             let reader = {
-                let (cfg, output, clock) = (&cfg, &output, &clock);
-                scope.spawn(move || read_outputs(cfg, output, w, clock))
+                let (cfg, topics, clock, trace) = (&cfg, &read_topics, &clock, s.trace);
+                scope.spawn(move || read_outputs(cfg, topics, w, clock, trace))
             };
             let producer = {
                 let (cfg, input, clock) = (&cfg, &input, &clock);
@@ -834,7 +940,7 @@ fn run_phase(
             let produced = producer
                 .join()
                 .map_err(|_| anyhow::anyhow!("bench producer panicked"))?;
-            let hist = reader
+            let read_latencies = reader
                 .join()
                 .map_err(|_| anyhow::anyhow!("bench reader panicked"))??;
             if let Some(p) = passthrough {
@@ -861,7 +967,6 @@ fn run_phase(
             let seconds = end.saturating_sub(first) as f64 / 1e9;
             let throughput = sent as f64 / seconds.max(1e-9);
             let cores = cores();
-            let ms = |us: u64| us as f64 / 1000.0;
             let report = PhaseReport {
                 kind: match s.kind {
                     Kind::PassThrough => "pass-through".into(),
@@ -878,13 +983,27 @@ fn run_phase(
                 throughput_per_core: throughput / cores as f64,
                 cpu_seconds,
                 records_per_cpu_second: sent as f64 / cpu_seconds.max(1e-9),
-                latency: Latency {
-                    samples: hist.len(),
-                    p50_ms: ms(hist.value_at_quantile(0.5)),
-                    p99_ms: ms(hist.value_at_quantile(0.99)),
-                    p999_ms: ms(hist.value_at_quantile(0.999)),
-                    max_ms: ms(hist.max()),
+                latency: Latency::of(read_latencies.per_topic.last().expect("an output topic")),
+                hops: match s.kind {
+                    Kind::Pipeline if s.hops => read
+                        .iter()
+                        .zip(&read_latencies.per_topic)
+                        .map(|((role, _), h)| HopLatency {
+                            topic: role.clone(),
+                            latency: Latency::of(h),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
                 },
+                trace: read_latencies
+                    .trace
+                    .iter()
+                    .map(|&(hop, sent_ns, us)| TraceSample {
+                        hop,
+                        sent_ms: sent_ns.saturating_sub(first) as f64 / 1e6,
+                        latency_ms: us as f64 / 1000.0,
+                    })
+                    .collect(),
                 max_lag,
                 stage_records_in,
                 peak_rss_bytes: peak_rss_bytes(),
@@ -909,6 +1028,28 @@ fn run_phase(
     }
     delete_topics(&cfg, &created);
     outcome
+}
+
+/// Writes `--trace`: one CSV row per latency sample.
+fn write_trace(path: &std::path::Path, report: &BenchReport) -> anyhow::Result<()> {
+    use std::io::Write;
+    let file =
+        std::fs::File::create(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "phase,topic,sent_ms,latency_ms")?;
+    for (i, phase) in report.phases.iter().enumerate() {
+        let label = phase.label();
+        for t in &phase.trace {
+            let topic = phase.hops.get(t.hop).map_or("output", |h| h.topic.as_str());
+            writeln!(
+                out,
+                "{i}:{label},{topic},{:.3},{:.3}",
+                t.sent_ms, t.latency_ms
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn cores() -> usize {
@@ -955,6 +1096,8 @@ pub fn run_bench(
         rate,
         timeout,
         bar: &bar,
+        trace: args.trace.is_some(),
+        hops: args.hops,
     };
     let mut phases = Vec::new();
     let (pass, _) = run_phase(&setup(Kind::PassThrough, 0, w.len(), 0.0), &w, false)?;
@@ -985,6 +1128,9 @@ pub fn run_bench(
         pipeline_to_pass_through: ratio,
         state: state.unwrap_or_default(),
     };
+    if let Some(path) = &args.trace {
+        write_trace(path, &report)?;
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -1005,6 +1151,10 @@ impl BenchReport {
             self.cores
         );
         out.push_str(&self.markdown_table());
+        if self.phases.iter().any(|p| !p.hops.is_empty()) {
+            out.push('\n');
+            out.push_str(&self.hops_table());
+        }
         out.push_str(&format!(
             "\npipeline / pass-through throughput: {:.2} (target >= 0.60)\n",
             self.pipeline_to_pass_through
@@ -1025,6 +1175,27 @@ impl BenchReport {
         out
     }
 
+    /// Per pipeline phase and topic on the way to the output, the latency from send to that topic (ms).
+    pub fn hops_table(&self) -> String {
+        let mut out = String::from(
+            "| phase | to topic | p50 ms | p99 ms | p999 ms | max ms |\n|---|---|---:|---:|---:|---:|\n",
+        );
+        for p in &self.phases {
+            for h in &p.hops {
+                out.push_str(&format!(
+                    "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+                    p.label(),
+                    h.topic,
+                    h.latency.p50_ms,
+                    h.latency.p99_ms,
+                    h.latency.p999_ms,
+                    h.latency.max_ms
+                ));
+            }
+        }
+        out
+    }
+
     /// One Markdown table row per phase.
     pub fn markdown_table(&self) -> String {
         let mut out = String::from(
@@ -1032,13 +1203,9 @@ impl BenchReport {
              |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for p in &self.phases {
-            let rate = p
-                .target_rate
-                .map_or_else(|| "max rate".to_string(), |r| format!("{r:.0}/s"));
             out.push_str(&format!(
-                "| {} {}{} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {:.0} |\n",
-                p.kind,
-                rate,
+                "| {}{} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {:.0} |\n",
+                p.label(),
                 if p.complete { "" } else { " (incomplete)" },
                 p.records_sent,
                 p.outputs_read,

@@ -1,7 +1,9 @@
 //! Fault injection on a real broker (`clickpath chaos`, RELIABILITY.md): hostile input for the cleaning
 //! stage, SIGKILLed stage processes, a broker restart in the middle of a run, and a rebalance after one of
-//! three instances dies. Each scenario compares what was committed with what an uninterrupted run gives.
+//! three instances dies, and back-pressure from a scorer made ten times slower. Each scenario compares what was
+//! committed with what an uninterrupted run gives.
 
+pub mod backpressure;
 pub mod hostile;
 pub mod procs;
 
@@ -208,6 +210,37 @@ pub enum ChaosCommand {
         #[arg(long)]
         work_dir: Option<std::path::PathBuf>,
     },
+    /// A `clickpath run scorer` process made slower for a while and fed faster than it can score: its memory
+    /// stays under the bound, its lag grows, and it catches up once the slowdown ends.
+    Backpressure {
+        /// Generated sessions (about 10 events, so 10 feature vectors, each).
+        #[arg(long, default_value_t = 3_000)]
+        sessions: u64,
+        /// Feature vectors produced per second.
+        #[arg(long, default_value_t = 3_000.0)]
+        rate: f64,
+        /// How much slower the scorer is made.
+        #[arg(long, default_value_t = 10.0)]
+        slow_factor: f64,
+        /// For how many seconds after the scorer starts.
+        #[arg(long, default_value_t = 10.0)]
+        slow_for_s: f64,
+        /// The scorer's `runtime.input_buffer_kbytes`.
+        #[arg(long, default_value_t = 1024)]
+        input_buffer_kbytes: u64,
+        /// The bound on the scorer's peak resident set, MiB.
+        #[arg(long, default_value_t = 256.0)]
+        rss_limit_mib: f64,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Give up waiting for the scorer to catch up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_s: u64,
+        /// Where the scorer's config and log go (default: a new directory under the system temp dir).
+        #[arg(long)]
+        work_dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// Runs a `clickpath chaos` command against the broker of `cfg`; prints the report and fails when a check
@@ -283,6 +316,39 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
             print!("{}", report.render(guarantee));
             println!("instance logs: {}", work_dir.display());
             let problems = report.problems(guarantee);
+            anyhow::ensure!(problems.is_empty(), "{} check(s) failed", problems.len());
+            Ok(())
+        }
+        ChaosCommand::Backpressure {
+            sessions,
+            rate,
+            slow_factor,
+            slow_for_s,
+            input_buffer_kbytes,
+            rss_limit_mib,
+            seed,
+            timeout_s,
+            work_dir,
+        } => {
+            let work_dir = work_dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("clickpath-chaos-{}", std::process::id()))
+            });
+            let opts = backpressure::BackpressureOptions {
+                sessions,
+                rate,
+                slow_factor,
+                slow_for_s,
+                input_buffer_kbytes,
+                rss_limit_mib,
+                seed,
+                binary: std::env::current_exe()?,
+                work_dir: work_dir.clone(),
+                timeout: Duration::from_secs(timeout_s),
+            };
+            let report = backpressure::run_backpressure(cfg, &opts)?;
+            print!("{}", report.render());
+            println!("scorer log: {}", work_dir.join("scorer.log").display());
+            let problems = report.problems();
             anyhow::ensure!(problems.is_empty(), "{} check(s) failed", problems.len());
             Ok(())
         }

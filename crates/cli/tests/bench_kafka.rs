@@ -17,6 +17,9 @@ fn a_small_bench_reports_sane_figures() {
     let json = dir.path().join("bench.json");
     let mut args = BenchArgs::small(&brokers, 2_000);
     args.json = Some(json.clone());
+    let trace = dir.path().join("trace.csv");
+    args.trace = Some(trace.clone());
+    args.hops = true;
     args.fixed_seconds = 1.0;
     let report = run_bench(cfg, &args, false).expect("bench runs");
 
@@ -55,6 +58,14 @@ fn a_small_bench_reports_sane_figures() {
     assert!(max.outputs_read > generated / 2 && max.outputs_read <= generated);
     // Each scored event id measured once (duplicates are dropped by cleaning).
     assert_eq!(max.latency.samples, max.outputs_read);
+    // The hops on the way: every scored event was seen on clean and on features first, and the last hop is
+    // the output's own latency.
+    assert!(pass.hops.is_empty());
+    let roles: Vec<&str> = max.hops.iter().map(|h| h.topic.as_str()).collect();
+    assert_eq!(roles, ["clean", "features", "predictions"]);
+    assert_eq!(max.hops[2].latency, max.latency);
+    assert_eq!(max.hops[1].latency.samples, max.outputs_read);
+    assert!(max.hops[0].latency.samples >= max.outputs_read);
 
     let fixed = &report.phases[2];
     assert!(fixed.target_rate.is_some_and(|r| r > 0.0));
@@ -66,4 +77,23 @@ fn a_small_bench_reports_sane_figures() {
     assert!(text.contains("pass-through max rate") && text.contains("pipeline max rate"));
     let parsed: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(parsed["phases"].as_array().map(Vec::len), Some(3));
+    assert!(text.contains("| pipeline max rate | features |"), "{text}");
+
+    // One trace row per latency sample of every phase and hop.
+    let rows = std::fs::read_to_string(&trace).unwrap();
+    let mut lines = rows.lines();
+    assert_eq!(lines.next(), Some("phase,topic,sent_ms,latency_ms"));
+    let samples: u64 = report
+        .phases
+        .iter()
+        .map(|p| {
+            if p.hops.is_empty() {
+                p.latency.samples
+            } else {
+                p.hops.iter().map(|h| h.latency.samples).sum()
+            }
+        })
+        .sum();
+    assert_eq!(lines.clone().count() as u64, samples);
+    assert!(lines.any(|l| l.starts_with("1:pipeline max rate,features,")));
 }

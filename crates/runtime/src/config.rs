@@ -41,6 +41,56 @@ pub struct ClickpathConfig {
     pub detector: RulesConfig,
     /// The analytics stage (funnel aggregates per time bucket and segment).
     pub analytics: AnalyticsConfig,
+    /// Fault injection for reliability tests (off by default).
+    pub faults: FaultsConfig,
+}
+
+/// The stage names a `[faults]` section may name.
+const STAGE_NAMES: &[&str] = &[
+    "cleaning",
+    "sessionizer",
+    "windower",
+    "scorer",
+    "detector",
+    "analytics",
+];
+
+/// Fault injection, for the reliability suite: a stage made artificially slow for a while. Off by default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultsConfig {
+    /// The stage to slow down (`scorer`, ...); empty: none.
+    pub slow_stage: String,
+    /// How much slower: after each batch the stage sleeps `(slow_factor - 1)` times the batch's processing
+    /// time, so 10 makes it ten times slower.
+    pub slow_factor: f64,
+    /// For how long after the stage's first input (ms); 0: as long as it runs.
+    pub slow_for_ms: u64,
+}
+
+impl Default for FaultsConfig {
+    fn default() -> Self {
+        FaultsConfig {
+            slow_stage: String::new(),
+            slow_factor: 1.0,
+            slow_for_ms: 0,
+        }
+    }
+}
+
+impl FaultsConfig {
+    /// The extra time `stage` sleeps after a batch that took `busy`, `running` after its first input.
+    pub fn slowdown(
+        &self,
+        stage: &str,
+        running: std::time::Duration,
+        busy: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        let active = self.slow_stage == stage
+            && self.slow_factor > 1.0
+            && (self.slow_for_ms == 0 || running.as_millis() < u128::from(self.slow_for_ms));
+        active.then(|| busy.mul_f64(self.slow_factor - 1.0))
+    }
 }
 
 /// Connection to the Kafka bus.
@@ -197,6 +247,10 @@ pub struct RuntimeConfig {
     pub shutdown_grace_ms: u64,
     /// Largest accepted input record value, in bytes; larger ones go to the dead-letter topic undecoded.
     pub max_record_bytes: usize,
+    /// The most input a stage's consumer fetches ahead of processing, in KiB (librdkafka's
+    /// `queued.max.messages.kbytes`). This bounds a stage's memory when it falls behind: its lag grows on
+    /// the broker instead of in the process.
+    pub input_buffer_kbytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -207,6 +261,7 @@ impl Default for RuntimeConfig {
             tick_interval_ms: 1000,
             shutdown_grace_ms: 30_000,
             max_record_bytes: 1 << 20,
+            input_buffer_kbytes: 65_536,
         }
     }
 }
@@ -526,6 +581,27 @@ impl ClickpathConfig {
         if self.runtime.tick_interval_ms == 0 {
             p.push("runtime.tick_interval_ms: must be >= 1".to_string());
         }
+        // librdkafka's range for queued.max.messages.kbytes.
+        if !(1..=2_097_151).contains(&self.runtime.input_buffer_kbytes) {
+            p.push(format!(
+                "runtime.input_buffer_kbytes: must be between 1 and 2097151, got {}",
+                self.runtime.input_buffer_kbytes
+            ));
+        }
+        let f = &self.faults;
+        if !f.slow_stage.is_empty() && !STAGE_NAMES.contains(&f.slow_stage.as_str()) {
+            p.push(format!(
+                "faults.slow_stage: unknown stage {:?} (one of {})",
+                f.slow_stage,
+                STAGE_NAMES.join(", ")
+            ));
+        }
+        if !(f.slow_factor.is_finite() && f.slow_factor >= 1.0) {
+            p.push(format!(
+                "faults.slow_factor: must be a number >= 1, got {}",
+                f.slow_factor
+            ));
+        }
         if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
             p.push(format!(
                 "http.bind: not an address:port ({})",
@@ -678,6 +754,40 @@ mod tests {
                 .contains("topics.clean: same topic as topics.raw"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn faults_slow_only_the_named_stage_for_the_set_time() {
+        let cfg = ClickpathConfig::from_toml_str(
+            "[faults]\nslow_stage = \"scorer\"\nslow_factor = 10\nslow_for_ms = 5000\n",
+        )
+        .unwrap();
+        let f = &cfg.faults;
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(f.slowdown("scorer", ms(100), ms(2)), Some(ms(18)));
+        assert_eq!(f.slowdown("windower", ms(100), ms(2)), None);
+        assert_eq!(f.slowdown("scorer", ms(5000), ms(2)), None, "over");
+        assert_eq!(
+            ClickpathConfig::default()
+                .faults
+                .slowdown("scorer", ms(1), ms(2)),
+            None
+        );
+
+        let err = ClickpathConfig::from_toml_str(
+            "[faults]\nslow_stage = \"scorrer\"\nslow_factor = 0.5\n[runtime]\ninput_buffer_kbytes = 0\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("faults.slow_stage: unknown stage \"scorrer\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("faults.slow_factor: must be a number >= 1"),
+            "{text}"
+        );
+        assert!(text.contains("runtime.input_buffer_kbytes"), "{text}");
     }
 
     #[test]

@@ -113,7 +113,12 @@ pub fn consumer_config(cfg: &ClickpathConfig, stage: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("statistics.interval.ms", "5000")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // The memory bound of input fetched ahead of processing; with it, lag grows on the broker.
+        .set(
+            "queued.max.messages.kbytes",
+            cfg.runtime.input_buffer_kbytes.to_string(),
+        );
     // User properties win over our defaults.
     for (k, v) in &cfg.kafka.properties {
         c.set(k, v);

@@ -227,6 +227,8 @@ impl Run<'_> {
         let poll_timeout = Duration::from_millis(rt.poll_timeout_ms);
         let tick_every = Duration::from_millis(rt.tick_interval_ms);
         let mut last_tick = Instant::now();
+        // When the stage first got input: the clock of `[faults]`.
+        let mut first_input: Option<Instant> = None;
         let mut summary = RunSummary::default();
         let mut assigned = Assignment::new();
         let label = StageLabel { stage: name.into() };
@@ -406,6 +408,19 @@ impl Run<'_> {
                 // abort (fenced, fatal) stops it.
                 self.rewind_after_abort(stage, &assigned, &e)?;
                 continue;
+            }
+            if records > 0 {
+                first_input.get_or_insert(started);
+            }
+            if let Some(first) = first_input
+                && let Some(extra) =
+                    env.config
+                        .faults
+                        .slowdown(name, first.elapsed(), started.elapsed())
+            {
+                // Fault injection (`[faults]`): the stage made artificially slow, batch processing and
+                // delivery together, for the back-pressure test.
+                std::thread::sleep(extra);
             }
             for (counter, n) in in_counters.iter().zip(&per_input) {
                 if *n > 0 {
