@@ -34,6 +34,10 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test (broker at $CLICKPATH_TEST_BROKERS)"
 cargo test --workspace --locked
+echo "== OTLP export (feature otlp): clippy and its test"
+cargo clippy -p clickpath-runtime -p clickpath-cli --features clickpath-runtime/otlp,clickpath-cli/otlp \
+  --all-targets --locked -- -D warnings
+cargo test -p clickpath-runtime --features otlp --locked --test otlp_export
 echo "== deployment files"
 scripts/validate-deploy.sh
 echo "== python interop"

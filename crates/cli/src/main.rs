@@ -203,23 +203,65 @@ enum TopicsAction {
     Create,
 }
 
-fn init_logging(format: LogFormat, default_level: &str) {
+/// What must outlive logging: the OTLP exporter, flushed when dropped.
+#[cfg(feature = "otlp")]
+type TelemetryGuard = Option<clickpath_runtime::telemetry::OtlpGuard>;
+#[cfg(not(feature = "otlp"))]
+type TelemetryGuard = Option<std::convert::Infallible>;
+
+fn init_logging(format: LogFormat, default_level: &str) -> TelemetryGuard {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    let otlp = clickpath_runtime::telemetry::OtlpSettings::from_env();
+    #[cfg(feature = "otlp")]
+    {
+        match otlp.map(|s| clickpath_runtime::telemetry::otlp_layer(&s)) {
+            Some(Ok((layer, guard))) => {
+                registry.with(layer).init();
+                Some(guard)
+            }
+            Some(Err(e)) => {
+                registry.init();
+                tracing::error!(error = %e, "Cannot set up the OTLP exporter; spans are not exported.");
+                None
+            }
+            None => {
+                registry.init();
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        registry.init();
+        if let Some(s) = otlp {
+            tracing::warn!(
+                endpoint = %s.traces_endpoint,
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set, but this build has no OTLP export (build with --features otlp)."
+            );
+        }
+        None
     }
 }
 
 fn main() {
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Demo { .. } | Command::Bench(_));
-    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
-    if let Err(e) = run(cli) {
+    let result = {
+        // Dropped before the exit below (process::exit skips destructors): flushes exported spans.
+        let _telemetry = init_logging(cli.log_format, if quiet { "warn" } else { "info" });
+        run(cli)
+    };
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -131,6 +131,9 @@ pub fn restore<S: Stage>(
     if partitions.is_empty() {
         return Ok(stats);
     }
+    let _span =
+        tracing::info_span!("restore", stage = stage.name(), changelog, partitions = ?partitions)
+            .entered();
     let mut c = base_client_config(cfg);
     c.set("group.id", format!("{}.restore", cfg.kafka.group_prefix))
         .set("enable.auto.commit", "false")

@@ -17,6 +17,7 @@ pub mod query;
 pub mod runner;
 pub mod shutdown;
 pub mod stage;
+pub mod telemetry;
 
 pub use config::ClickpathConfig;
 pub use runner::{RunSummary, RunnerEnv, run_stage};

@@ -301,6 +301,15 @@ impl Run<'_> {
                 continue;
             }
             let started = Instant::now();
+            // One span per batch: processing, delivery and commit (exported with the `otlp` feature). Counts as
+            // i64: OpenTelemetry integers are signed, and tracing-opentelemetry exports a u64 as text.
+            let span = tracing::info_span!(
+                "batch",
+                stage = name,
+                records = batch.len() as i64,
+                outputs = tracing::field::Empty
+            );
+            let _in_batch = span.enter();
             let mut outputs: Vec<Output> = Vec::new();
             let mut next_offsets = BatchOffsets::new();
             let mut per_input = vec![0u64; inputs.len()];
@@ -397,6 +406,7 @@ impl Run<'_> {
             let records = batch.len() as u64;
             summary.records_in += records;
             summary.records_out += outputs.len() as u64;
+            span.record("outputs", outputs.len() as i64);
             drop(batch);
             if let Err(e) = self.commit_batch(stage, outputs, &next_offsets) {
                 if !self.eos {
