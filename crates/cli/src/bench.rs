@@ -354,14 +354,13 @@ impl Clock {
 
 /// Produces `count` workload records to `topic` at `rate` (0 = as fast as possible), recording send times.
 fn produce(
-    cfg: &ClickpathConfig,
+    producer: &FutureProducer,
     topic: &str,
     w: &Workload,
     count: usize,
     rate: f64,
     clock: &Clock,
 ) -> anyhow::Result<()> {
-    let producer = create_producer(cfg)?;
     let mut pacer = Pacer::new(rate);
     let mut pending = Vec::with_capacity(count);
     for i in 0..count {
@@ -446,7 +445,8 @@ fn read_outputs(
             Duration::from_secs(15),
         )?;
         for p in 0..partitions as i32 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            // The phase's topics are new: offset 0, which needs no look-up before the first fetch.
+            tpl.add_partition_offset(topic, p, Offset::Offset(0))?;
         }
     }
     consumer.assign(&tpl)?;
@@ -839,17 +839,22 @@ fn run_phase(
                 std::thread::sleep(Duration::from_millis(20));
             }
 
-            // A consumer that was just assigned fetches its first records only after looking up its start offsets
-            // (about 0.5 s on the local broker); let that pass so the clock measures the steady state.
-            std::thread::sleep(Duration::from_secs(1));
+            // The clients of the load are made before the clock starts, and the clock starts once they are
+            // ready, so it measures the steady state and not their start-up. An idempotent producer cannot
+            // send until it has a producer id (up to 0.5 s after its creation on the local broker), and a
+            // consumer fetches nothing until it has connected and found its partitions' leaders: before this,
+            // both showed as a latency tail of the first second of every phase. A stage consumer that was
+            // just assigned also looks up its start offsets first, hence the pause.
+            let load_producer = create_producer(&cfg)?;
             let reader = {
                 let (cfg, topics, clock, trace) = (&cfg, &read_topics, &clock, s.trace);
                 scope.spawn(move || read_outputs(cfg, topics, w, clock, trace))
             };
+            std::thread::sleep(Duration::from_secs(1));
             let producer = {
-                let (cfg, input, clock) = (&cfg, &input, &clock);
+                let (input, clock) = (&input, &clock);
                 let (records, rate) = (s.records, s.rate);
-                scope.spawn(move || produce(cfg, input, w, records, rate, clock))
+                scope.spawn(move || produce(&load_producer, input, w, records, rate, clock))
             };
 
             let m = &env.metrics;

@@ -57,11 +57,12 @@ mod state;
 
 use crate::hash::fnv1a;
 use clickpath_schema::{ClickEvent, EventType, FunnelStage, SessionSummary};
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use state::{Item, Sess};
 pub use state::{StateDecodeError, UserState};
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 /// Session rules, the stream's disorder bound and the lateness allowed beyond it.
@@ -268,7 +269,7 @@ impl Sessionizer {
     pub fn new(cfg: SessionConfig) -> Self {
         Sessionizer {
             cfg,
-            users: HashMap::new(),
+            users: HashMap::default(),
             timers: BinaryHeap::new(),
             watermark: i64::MIN,
             late_applied: 0,

@@ -4,8 +4,9 @@
 //! Stages run on their own threads; after each batch they publish the views of the users they changed into
 //! this concurrent store, so the HTTP handlers never touch a stage's working state.
 
+use foldhash::HashMap;
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 /// Kafka's murmur2 hash (as in the Java client's `Utils.murmur2`), used by the default partitioner of Java

@@ -36,7 +36,7 @@ pub struct Sessionizer {
 
 #[derive(Default)]
 struct Restoring {
-    users: std::collections::HashMap<String, Vec<u8>>,
+    users: foldhash::HashMap<String, Vec<u8>>,
     watermark: Option<i64>,
 }
 
