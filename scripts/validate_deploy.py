@@ -266,9 +266,9 @@ def check_k8s(stages: list[str]) -> None:
                 if r not in (res.get(part) or {}):
                     problem(where, f"resources.{part}.{r} missing")
         env = {e["name"]: e for e in c.get("env", [])}
-        gid = env.get("CLICKPATH__KAFKA__PROPERTIES__GROUP.INSTANCE.ID")
+        gid = env.get("CLICKPATH__KAFKA__CONSUMER_PROPERTIES__GROUP.INSTANCE.ID")
         if not gid or "$(POD_NAME)" not in gid.get("value", ""):
-            problem(where, "static membership: CLICKPATH__KAFKA__PROPERTIES__GROUP.INSTANCE.ID=$(POD_NAME) missing")
+            problem(where, "static membership: CLICKPATH__KAFKA__CONSUMER_PROPERTIES__GROUP.INSTANCE.ID=$(POD_NAME) missing")
         pod_name = (env.get("POD_NAME") or {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
         if pod_name != "metadata.name":
             problem(where, "POD_NAME must come from fieldRef metadata.name")

@@ -103,6 +103,12 @@ pub struct KafkaConfig {
     pub group_prefix: String,
     /// Extra librdkafka properties applied to every client (security, tuning).
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for consumers only (`session.timeout.ms`, `fetch.wait.max.ms`, ...), applied
+    /// after `properties`. Producers warn about consumer properties, hence the separate map.
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for producers only (`linger.ms`, `compression.type`, ...), applied after
+    /// `properties`.
+    pub producer_properties: BTreeMap<String, String>,
     /// Stable name of this instance (e.g. the pod name). It makes the transactional id
     /// `<group_prefix>.<stage>.<instance_id>`, so a restarted instance fences its predecessor and aborts its open
     /// transaction at once. Empty means `<hostname>-<pid>`, which is unique but not stable: a crashed instance's
@@ -116,6 +122,8 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:19092".into(),
             group_prefix: "clickpath".into(),
             properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
             instance_id: String::new(),
         }
     }
@@ -468,13 +476,30 @@ impl ClickpathConfig {
             builder = builder.add_source(File::from(path).format(FileFormat::Toml));
         }
         // librdkafka property names contain dots, which the layered loader would split into nested keys:
-        // CLICKPATH__KAFKA__PROPERTIES__<name> variables are applied verbatim after loading instead.
-        const PROPS: &str = "CLICKPATH__KAFKA__PROPERTIES__";
+        // CLICKPATH__KAFKA__[CONSUMER_|PRODUCER_]PROPERTIES__<name> variables are applied verbatim after
+        // loading instead.
+        const PROPS: [(&str, &str); 3] = [
+            ("CLICKPATH__KAFKA__PROPERTIES__", "properties"),
+            (
+                "CLICKPATH__KAFKA__CONSUMER_PROPERTIES__",
+                "consumer_properties",
+            ),
+            (
+                "CLICKPATH__KAFKA__PRODUCER_PROPERTIES__",
+                "producer_properties",
+            ),
+        ];
+        let props_map = |k: &str| {
+            PROPS
+                .iter()
+                .find(|(prefix, _)| k.starts_with(prefix))
+                .map(|&(prefix, map)| (prefix.len(), map))
+        };
         type Vars = Vec<(String, String)>;
         let (props, env_map): (Vars, Vars) = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("CLICKPATH__"))
-            .partition(|(k, _)| k.starts_with(PROPS));
+            .partition(|(k, _)| props_map(k).is_some());
         let env_map: std::collections::HashMap<String, String> = env_map.into_iter().collect();
         builder = builder.add_source(
             Environment::with_prefix("CLICKPATH")
@@ -490,10 +515,13 @@ impl ClickpathConfig {
             problems: vec![e.to_string()],
         })?;
         for (k, v) in props {
-            let name = k[PROPS.len()..].to_lowercase();
+            let Some((prefix_len, map_name)) = props_map(&k) else {
+                continue;
+            };
+            let name = k[prefix_len..].to_lowercase();
             if let Some(map) = value
                 .get_mut("kafka")
-                .and_then(|k| k.get_mut("properties"))
+                .and_then(|k| k.get_mut(map_name))
                 .and_then(|p| p.as_object_mut())
             {
                 map.insert(name, serde_json::Value::String(v));
@@ -664,7 +692,11 @@ fn unknown_keys(
     path: &str,
     out: &mut Vec<String>,
 ) {
-    const FREE_FORM: &[&str] = &["kafka.properties"];
+    const FREE_FORM: &[&str] = &[
+        "kafka.properties",
+        "kafka.consumer_properties",
+        "kafka.producer_properties",
+    ];
     if FREE_FORM.contains(&path) {
         return;
     }
@@ -727,6 +759,41 @@ mod tests {
             cfg.kafka.properties["linger.ms"], "5",
             "numbers stay strings"
         );
+    }
+
+    #[test]
+    fn consumer_and_producer_properties_reach_only_their_clients() {
+        let env = vec![
+            (
+                "CLICKPATH__KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS".to_string(),
+                "6000".to_string(),
+            ),
+            (
+                "CLICKPATH__KAFKA__PRODUCER_PROPERTIES__LINGER.MS".to_string(),
+                "0".to_string(),
+            ),
+            (
+                "CLICKPATH__KAFKA__PROPERTIES__CLIENT.ID".to_string(),
+                "shared".to_string(),
+            ),
+        ];
+        let cfg = ClickpathConfig::load_with_env(None, env).unwrap();
+        assert_eq!(cfg.kafka.consumer_properties["session.timeout.ms"], "6000");
+        assert_eq!(cfg.kafka.producer_properties["linger.ms"], "0");
+        let consumer = crate::kafka::consumer_config(&cfg, "windower");
+        let producer = crate::kafka::producer_config(&cfg);
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(producer.get("linger.ms"), Some("0"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(consumer.get("client.id"), Some("shared"));
+        assert_eq!(producer.get("client.id"), Some("shared"));
+        // Free-form in files too.
+        let cfg = ClickpathConfig::from_toml_str(
+            "[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"10\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.kafka.consumer_properties["fetch.wait.max.ms"], "10");
     }
 
     #[test]

@@ -119,8 +119,13 @@ pub fn consumer_config(cfg: &ClickpathConfig, stage: &str) -> ClientConfig {
             "queued.max.messages.kbytes",
             cfg.runtime.input_buffer_kbytes.to_string(),
         );
-    // User properties win over our defaults.
-    for (k, v) in &cfg.kafka.properties {
+    // User properties win over our defaults; consumer-only ones last.
+    for (k, v) in cfg
+        .kafka
+        .properties
+        .iter()
+        .chain(&cfg.kafka.consumer_properties)
+    {
         c.set(k, v);
     }
     c
@@ -169,7 +174,12 @@ pub fn producer_config(cfg: &ClickpathConfig) -> ClientConfig {
         .set("linger.ms", "1")
         .set("compression.type", "lz4")
         .set("message.timeout.ms", "60000");
-    for (k, v) in &cfg.kafka.properties {
+    for (k, v) in cfg
+        .kafka
+        .properties
+        .iter()
+        .chain(&cfg.kafka.producer_properties)
+    {
         c.set(k, v);
     }
     c

@@ -367,8 +367,8 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
     cfg.runtime.tick_interval_ms = 200;
     cfg.runtime.max_batch = 500;
     // A SIGKILLed member holds its partitions until its session times out: keep that short (the broker's
-    // minimum is 6 s). librdkafka ignores these two on producers, with a warning.
-    let props = &mut cfg.kafka.properties;
+    // minimum is 6 s).
+    let props = &mut cfg.kafka.consumer_properties;
     props
         .entry("session.timeout.ms".into())
         .or_insert_with(|| "6000".into());
