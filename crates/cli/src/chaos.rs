@@ -132,6 +132,30 @@ impl TopicReader {
     }
 }
 
+/// The closing lines of every scenario's report: PASS, or FAIL with each failed check.
+pub fn verdict(problems: &[String]) -> String {
+    let mut s = String::from(if problems.is_empty() {
+        "result: PASS\n"
+    } else {
+        "result: FAIL\n"
+    });
+    for p in problems {
+        s += &format!("  - {p}\n");
+    }
+    s
+}
+
+/// Where a scenario's processes keep their config and logs unless `--work-dir` says otherwise.
+fn default_work_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("clickpath-chaos-{}", std::process::id()))
+}
+
+/// Fails the command when a check failed (the report, already printed, lists them).
+fn fail_on(problems: &[String]) -> anyhow::Result<()> {
+    anyhow::ensure!(problems.is_empty(), "{} check(s) failed", problems.len());
+    Ok(())
+}
+
 /// A configuration with every topic and group under a fresh `chaos-<scenario>-<time>.` prefix, so a run
 /// never reads another run's records.
 pub fn isolated_config(base: &ClickpathConfig, scenario: &str) -> ClickpathConfig {
@@ -262,9 +286,7 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
             let recs = hostile::generate(&opts, &codec);
             let report = hostile::run_hostile(&cfg, &recs, Duration::from_secs(timeout_s))?;
             print!("{}", report.render());
-            let problems = report.problems();
-            anyhow::ensure!(problems.is_empty(), "{} check(s) failed", problems.len());
-            Ok(())
+            fail_on(&report.problems())
         }
         ChaosCommand::Kill {
             stage,
@@ -289,9 +311,7 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
                 "at_least_once" => clickpath_runtime::config::Guarantee::AtLeastOnce,
                 g => anyhow::bail!("--guarantee {g}: expected exactly_once or at_least_once"),
             };
-            let work_dir = work_dir.unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("clickpath-chaos-{}", std::process::id()))
-            });
+            let work_dir = work_dir.unwrap_or_else(default_work_dir);
             let opts = procs::ChaosOptions {
                 stage,
                 guarantee,
@@ -315,9 +335,7 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
             let report = procs::run_chaos(cfg, &opts)?;
             print!("{}", report.render(guarantee));
             println!("instance logs: {}", work_dir.display());
-            let problems = report.problems(guarantee);
-            anyhow::ensure!(problems.is_empty(), "{} check(s) failed", problems.len());
-            Ok(())
+            fail_on(&report.problems(guarantee))
         }
         ChaosCommand::Backpressure {
             sessions,
@@ -330,9 +348,7 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
             timeout_s,
             work_dir,
         } => {
-            let work_dir = work_dir.unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("clickpath-chaos-{}", std::process::id()))
-            });
+            let work_dir = work_dir.unwrap_or_else(default_work_dir);
             let opts = backpressure::BackpressureOptions {
                 sessions,
                 rate,
@@ -348,9 +364,7 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
             let report = backpressure::run_backpressure(cfg, &opts)?;
             print!("{}", report.render());
             println!("scorer log: {}", work_dir.join("scorer.log").display());
-            let problems = report.problems();
-            anyhow::ensure!(problems.is_empty(), "{} check(s) failed", problems.len());
-            Ok(())
+            fail_on(&report.problems())
         }
     }
 }

@@ -134,7 +134,7 @@ pub fn restore<S: Stage>(
     let _span =
         tracing::info_span!("restore", stage = stage.name(), changelog, partitions = ?partitions)
             .entered();
-    let mut c = base_client_config(cfg);
+    let mut c = crate::kafka::consumer_client_config(cfg);
     c.set("group.id", format!("{}.restore", cfg.kafka.group_prefix))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -147,12 +147,6 @@ pub fn restore<S: Stage>(
         .set("fetch.wait.max.ms", "10")
         // Prefetch a whole changelog partition of small records rather than 100 K at a time.
         .set("queued.min.messages", "1000000");
-    for (k, v) in &cfg.kafka.consumer_properties {
-        // Not the group's timeouts: this consumer joins no group.
-        if !matches!(k.as_str(), "fetch.wait.max.ms" | "queued.min.messages") {
-            c.set(k, v);
-        }
-    }
     let consumer: BaseConsumer<RestoreContext> = c.create_with_context(RestoreContext)?;
     // Progress per partition (records read of the records to read), exported while restoring, and the end
     // offset (high watermark) to read to.

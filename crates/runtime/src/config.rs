@@ -45,8 +45,9 @@ pub struct ClickpathConfig {
     pub faults: FaultsConfig,
 }
 
-/// The stage names a `[faults]` section may name.
-const STAGE_NAMES: &[&str] = &[
+/// The stage names a `[faults]` section may name: `clickpath_stages::StageName::ALL`, which this crate cannot
+/// see (a test there checks that the two lists agree).
+pub const STAGE_NAMES: &[&str] = &[
     "cleaning",
     "sessionizer",
     "windower",

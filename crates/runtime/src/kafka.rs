@@ -101,6 +101,16 @@ pub fn base_client_config(cfg: &ClickpathConfig) -> ClientConfig {
     c
 }
 
+/// Base settings of any consumer: [`base_client_config`] plus `kafka.consumer_properties`. A consumer with
+/// settings of its own sets them after this.
+pub fn consumer_client_config(cfg: &ClickpathConfig) -> ClientConfig {
+    let mut c = base_client_config(cfg);
+    for (k, v) in &cfg.kafka.consumer_properties {
+        c.set(k, v);
+    }
+    c
+}
+
 /// Consumer settings: cooperative-sticky group, manual offset store, auto commit of stored offsets.
 pub fn consumer_config(cfg: &ClickpathConfig, stage: &str) -> ClientConfig {
     let mut c = base_client_config(cfg);

@@ -192,3 +192,14 @@ pub fn run_named(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StageName;
+
+    #[test]
+    fn the_runtime_knows_every_stage_name() {
+        let names: Vec<&str> = StageName::ALL.iter().map(|n| n.as_str()).collect();
+        assert_eq!(names, clickpath_runtime::config::STAGE_NAMES);
+    }
+}

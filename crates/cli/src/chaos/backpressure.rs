@@ -4,15 +4,14 @@
 //! catch up, with a prediction for every input event.
 
 use super::TopicReader;
+use super::procs::Progress;
 use crate::bench::leading_string;
 use crate::produce::EventProducer;
 use clickpath_core::features::{FeatureSpec, FeatureWindower};
 use clickpath_generator::{DirtyConfig, Generated, Generator, GeneratorConfig};
 use clickpath_runtime::ClickpathConfig;
-use clickpath_runtime::kafka::base_client_config;
 use clickpath_schema::codec::Codec;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use clickpath_stages::StageName;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -159,15 +158,7 @@ impl BackpressureReport {
                 next = x.t_s + 2.0;
             }
         }
-        let problems = self.problems();
-        s += if problems.is_empty() {
-            "result: PASS\n"
-        } else {
-            "result: FAIL\n"
-        };
-        for p in problems {
-            s += &format!("  - {p}\n");
-        }
+        s += &super::verdict(&self.problems());
         s
     }
 }
@@ -205,52 +196,6 @@ fn is_ready(port: u16) -> bool {
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
-}
-
-/// The scorer group's lag on `topic`: high watermarks minus committed offsets, summed over partitions.
-struct Lag {
-    consumer: BaseConsumer,
-    topic: String,
-    partitions: i32,
-}
-
-impl Lag {
-    fn new(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<Self> {
-        let mut c = base_client_config(cfg);
-        c.set("group.id", format!("{}.scorer", cfg.kafka.group_prefix))
-            .set("enable.auto.commit", "false");
-        Ok(Lag {
-            consumer: c.create()?,
-            topic: topic.to_string(),
-            partitions: cfg.topics.partitions,
-        })
-    }
-
-    fn lag(&self) -> Option<u64> {
-        let timeout = Duration::from_secs(3);
-        let mut tpl = TopicPartitionList::new();
-        let mut high = 0i64;
-        for p in 0..self.partitions {
-            tpl.add_partition(&self.topic, p);
-            high += self
-                .consumer
-                .fetch_watermarks(&self.topic, p, timeout)
-                .ok()?
-                .1;
-        }
-        let committed: i64 = self
-            .consumer
-            .committed_offsets(tpl, timeout)
-            .ok()?
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .sum();
-        Some((high - committed).max(0) as u64)
-    }
 }
 
 /// Feature vectors of generated events, computed with the windower's own code, encoded and keyed by user.
@@ -337,7 +282,7 @@ pub fn run_backpressure(
         std::thread::sleep(Duration::from_millis(100));
     }
     let started = Instant::now();
-    let lag = Lag::new(&cfg, &cfg.topics.features)?;
+    let lag = Progress::new(&cfg, StageName::Scorer, &cfg.topics.features)?;
     let mut report = BackpressureReport {
         inputs: records.len() as u64,
         record_bytes,

@@ -490,15 +490,7 @@ impl HostileReport {
         for (kind, n) in &self.kinds {
             s += &format!("{kind:<28}{n:>12}\n");
         }
-        let problems = self.problems();
-        if problems.is_empty() {
-            s += "result: PASS\n";
-        } else {
-            s += "result: FAIL\n";
-            for p in problems {
-                s += &format!("  - {p}\n");
-            }
-        }
+        s += &super::verdict(&self.problems());
         s
     }
 }

@@ -180,15 +180,7 @@ impl ChaosReport {
         for e in &self.unexpected_exits {
             s += &format!("  - {e}\n");
         }
-        let problems = self.problems(guarantee);
-        s += if problems.is_empty() {
-            "result: PASS\n"
-        } else {
-            "result: FAIL\n"
-        };
-        for p in problems {
-            s += &format!("  - {p}\n");
-        }
+        s += &super::verdict(&self.problems(guarantee));
         s
     }
 }
@@ -285,13 +277,17 @@ impl Drop for Fleet<'_> {
 }
 
 /// Committed offsets of the stage's consumer group on its input topic.
-struct Progress {
+pub(super) struct Progress {
     consumer: BaseConsumer,
     tpl: TopicPartitionList,
 }
 
 impl Progress {
-    fn new(cfg: &ClickpathConfig, stage: StageName, topic: &str) -> anyhow::Result<Self> {
+    pub(super) fn new(
+        cfg: &ClickpathConfig,
+        stage: StageName,
+        topic: &str,
+    ) -> anyhow::Result<Self> {
         let mut c = base_client_config(cfg);
         c.set(
             "group.id",
@@ -304,6 +300,21 @@ impl Progress {
             tpl.add_partition(topic, p);
         }
         Ok(Progress { consumer, tpl })
+    }
+
+    /// The group's lag: high watermarks minus committed offsets, summed over the partitions; `None` while
+    /// the broker does not answer.
+    pub(super) fn lag(&self) -> Option<u64> {
+        let committed: i64 = self.committed()?.iter().sum();
+        let mut high = 0;
+        for e in self.tpl.elements() {
+            high += self
+                .consumer
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(3))
+                .ok()?
+                .1;
+        }
+        Some((high - committed).max(0) as u64)
     }
 
     /// Committed offset per partition (0 when none yet); `None` while the broker does not answer.
