@@ -5,6 +5,7 @@ mod common;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
+use clickpath_schema::codec::HEADER_LEN;
 use clickpath_schema::*;
 use common::*;
 use proptest::prelude::*;
@@ -14,8 +15,16 @@ use std::fmt::Debug;
 fn round_trip<T: AvroRecord + PartialEq + Debug>(value: &T) {
     let codec = Codec::embedded();
     let bytes = codec.encode(value).expect("encode");
+    assert_eq!(&read_by_apache_avro::<T>(&bytes[HEADER_LEN..]), value);
     let back: T = codec.decode(&bytes).expect("decode");
     assert_eq!(&back, value);
+}
+
+/// apache-avro's own reading of a body the codec wrote (the codec reads with its direct decoder).
+fn read_by_apache_avro<T: AvroRecord>(mut body: &[u8]) -> T {
+    let value = apache_avro::from_avro_datum(&shipped_schema::<T>(), &mut body, None).unwrap();
+    assert!(body.is_empty(), "{} bytes left", body.len());
+    apache_avro::from_value(&value).unwrap()
 }
 
 fn shipped_schema<T: AvroRecord>() -> std::sync::Arc<Schema> {
@@ -351,7 +360,9 @@ proptest! {
         let codec = Codec::embedded();
         let bytes = codec.encode(&event).unwrap();
         let id = codec.schema_id::<ClickEvent>().unwrap();
-        prop_assert_eq!(clickpath_schema::codec::split_header(&bytes).unwrap().0, id);
+        let (written_id, body) = clickpath_schema::codec::split_header(&bytes).unwrap();
+        prop_assert_eq!(written_id, id);
+        prop_assert_eq!(&read_by_apache_avro::<ClickEvent>(body), &event);
         let back: ClickEvent = codec.decode(&bytes).unwrap();
         prop_assert_eq!(back, event);
     }

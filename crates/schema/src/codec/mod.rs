@@ -5,7 +5,8 @@
 //! reader schema (the newest version of the type's subject), so records written by older or newer
 //! producers decode as long as the evolution is compatible.
 
-mod direct;
+mod direct_read;
+mod direct_write;
 mod error;
 mod framing;
 mod inline;
@@ -41,9 +42,9 @@ struct Prepared {
     aliases: Vec<String>,
     /// As registered: apache-avro's decoder and resolver follow its named references.
     schema: Arc<Schema>,
-    /// Without named references: for the serde writer, the body pre-check and the direct decoder.
+    /// Without named references: for the writers, the body pre-check and the direct decoder.
     inlined: Schema,
-    /// Whether [`direct`] can read bodies of this schema (it reads every type our schemas use).
+    /// Whether [`direct_read`] can read bodies of this schema (it reads every type our schemas use).
     direct: bool,
 }
 
@@ -67,7 +68,7 @@ impl Prepared {
             full_name,
             aliases,
             schema,
-            direct: direct::supports(&inlined),
+            direct: direct_read::supports(&inlined),
             inlined,
         })
     }
@@ -143,6 +144,10 @@ impl Codec {
 
     /// Like [`Codec::encode`], but appends to `out` (reuse one buffer for many records).
     /// On error `out` is left as it was.
+    ///
+    /// Writes with the schema-guided [`direct_write`] serializer; a value it cannot place (a type
+    /// whose serde shape differs from the schema's) is written by apache-avro's writer instead,
+    /// which gives the same bytes or the error.
     pub fn encode_into<T: AvroRecord>(
         &self,
         value: &T,
@@ -151,6 +156,10 @@ impl Codec {
         let schema = self.latest::<T>()?;
         let start = out.len();
         framing::write_header(schema.id, out);
+        if direct_write::to_body(&schema.inlined, value, out).is_ok() {
+            return Ok(());
+        }
+        out.truncate(start + HEADER_LEN);
         apache_avro::write_avro_datum_ref(&schema.inlined, value, out).map_err(|source| {
             out.truncate(start);
             CodecError::Encode {
@@ -181,14 +190,12 @@ impl Codec {
                     .unwrap_or_else(|| format!("an unnamed {}", writer.inlined)),
             });
         }
-        precheck::check_body(&writer.inlined, body).map_err(|fault| match fault {
-            BodyFault::Truncated(m) => CodecError::TruncatedBody(m),
-            BodyFault::Invalid(m) => CodecError::BadBody(m),
-        })?;
         if writer.id == reader.id && writer.direct {
-            // Hot path: no resolution needed, read straight into T.
-            return direct::from_body(&writer.inlined, body).map_err(|e| CodecError::BadBody(e.0));
+            // Hot path: no resolution needed, read straight into T (the direct decoder bounds
+            // every length itself, so no pre-check walk).
+            return direct_read::from_body(&writer.inlined, body).map_err(body_error);
         }
+        precheck::check_body(&writer.inlined, body).map_err(body_error)?;
         let mut rest = body;
         let value = apache_avro::from_avro_datum(&writer.schema, &mut rest, None)
             .map_err(|e| CodecError::BadBody(e.to_string()))?;
@@ -239,6 +246,13 @@ impl Codec {
     }
 }
 
+fn body_error(fault: impl Into<BodyFault>) -> CodecError {
+    match fault.into() {
+        BodyFault::Truncated(m) => CodecError::TruncatedBody(m),
+        BodyFault::Invalid(m) => CodecError::BadBody(m),
+    }
+}
+
 /// Cache locks hold plain maps that no panic can leave half-written, so poisoning is ignored.
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
@@ -246,4 +260,133 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::*;
+
+    /// The body the direct writer gives, which must be the one apache-avro's writer gives.
+    fn direct_body<T: AvroRecord>(value: &T) -> Vec<u8> {
+        let codec = Codec::embedded();
+        let schema = codec.latest::<T>().unwrap();
+        let mut direct = Vec::new();
+        direct_write::to_body(&schema.inlined, value, &mut direct)
+            .unwrap_or_else(|e| panic!("{} takes the fallback: {e}", T::FULL_NAME));
+        let mut reference = Vec::new();
+        apache_avro::write_avro_datum_ref(&schema.inlined, value, &mut reference).unwrap();
+        assert_eq!(direct, reference, "{}", T::FULL_NAME);
+        direct
+    }
+
+    /// The fallback to apache-avro is for foreign types; every shipped one takes the fast path.
+    #[test]
+    fn every_shipped_record_type_takes_the_direct_writer() {
+        let mut click = ClickEvent::new("e", "u", EventType::Purchase, 1);
+        direct_body(&click);
+        click.payment = Some(Payment {
+            status: PaymentStatus::Failed,
+            method: "card".into(),
+            card_fingerprint: None,
+        });
+        click.extras.insert("k".into(), "v".into());
+        click.quantity = Some(2);
+        direct_body(&click);
+        direct_body(&SessionSummary {
+            session_id: "s".into(),
+            user_id: "u".into(),
+            start_time: 1,
+            end_time: 2,
+            event_count: 2,
+            path: vec![EventType::PageView, EventType::Purchase],
+            furthest_stage: FunnelStage::Purchase,
+            purchased: true,
+            order_value: 9.5,
+            first_event_id: "a".into(),
+            last_event_id: "b".into(),
+            close_reason: "gap".into(),
+            revision: 1,
+            superseded_session_ids: vec!["s0".into()],
+        });
+        direct_body(&FeatureVector {
+            event_id: "e".into(),
+            user_id: "u".into(),
+            event_type: EventType::Search,
+            event_time: 3,
+            spec_version: "v1".into(),
+            values: [("events_5m".to_string(), 2.0)].into(),
+            item_id: Some("i".into()),
+            category: None,
+        });
+        direct_body(&Prediction {
+            event_id: "e".into(),
+            user_id: "u".into(),
+            event_time: 4,
+            model_version: "m".into(),
+            purchase_probability: 0.5,
+            next_actions: vec![ActionProbability {
+                event_type: EventType::Login,
+                probability: 0.25,
+            }],
+            predicted_path: vec![EventType::Purchase],
+            factors: vec![Factor {
+                name: "f".into(),
+                contribution: -1.0,
+            }],
+            scoring_latency_us: 7,
+        });
+        direct_body(&FraudAlert {
+            alert_id: "a".into(),
+            user_id: "u".into(),
+            alert_type: AlertType::CardTesting,
+            severity: Severity::Critical,
+            score: 1.0,
+            reasons: vec!["r".into()],
+            evidence_event_ids: vec![],
+            window_start: 1,
+            window_end: 2,
+            detector_version: "d".into(),
+        });
+        for key in [None, Some(vec![0xff, 0])] {
+            direct_body(&DeadLetter {
+                source_topic: "t".into(),
+                source_partition: 0,
+                source_offset: 5,
+                key,
+                payload: vec![0, 1, 2],
+                error_kind: "decode".into(),
+                reason: "r".into(),
+                stage: "s".into(),
+                failed_at: 6,
+            });
+        }
+    }
+
+    #[test]
+    fn fields_declared_in_another_order_than_the_schema_are_written_in_schema_order() {
+        // apache-avro 0.21's writer would write `user_id` first and the record would read back
+        // with the two ids swapped.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Reordered {
+            user_id: String,
+            event_id: String,
+        }
+        impl AvroRecord for Reordered {
+            const FULL_NAME: &'static str = "io.clickpath.Reordered";
+        }
+        let schema = r#"{"type":"record","name":"Reordered","namespace":"io.clickpath",
+            "fields":[{"name":"event_id","type":"string"},{"name":"user_id","type":"string"}]}"#;
+        let mut registry = crate::registry::EmbeddedRegistry::new();
+        registry.register(Reordered::FULL_NAME, 1, schema).unwrap();
+        let codec = Codec::new(Arc::new(registry));
+        let value = Reordered {
+            user_id: "u".into(),
+            event_id: "e".into(),
+        };
+        let bytes = codec.encode(&value).unwrap();
+        assert_eq!(bytes[HEADER_LEN..], [2, b'e', 2, b'u']);
+        let back: Reordered = codec.decode(&bytes).unwrap();
+        assert_eq!((back.event_id, back.user_id), ("e".into(), "u".into()));
+    }
 }

@@ -147,7 +147,7 @@ fn blocks(
 }
 
 /// Fewest bytes a datum of `schema` can take.
-fn min_size(schema: &Schema, depth: usize) -> u64 {
+pub(crate) fn min_size(schema: &Schema, depth: usize) -> u64 {
     if depth > MAX_DEPTH {
         return 0;
     }

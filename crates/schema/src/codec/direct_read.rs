@@ -4,9 +4,13 @@
 //! Used only when the writer schema is the reader schema (the common case); a record written with
 //! another version goes through apache-avro's `Value` resolution, which applies defaults, promotions
 //! and renames. It mirrors how `apache_avro::from_value` presents values to serde: records and maps
-//! as maps, `["null", T]` as options, enums by symbol. Bodies reach it only after
-//! [`check_body`](super::precheck::check_body) has bounded every length and count.
+//! as maps, `["null", T]` as options, enums by symbol.
+//!
+//! It needs no pre-check of the body: every length is compared with the bytes left before anything
+//! is taken, nothing is reserved from a count, and [`supports`] leaves out arrays of a type that can
+//! take no bytes, so every item read uses input and a forged count cannot spin.
 
+use super::precheck::min_size;
 use super::wire::{BodyFault, Cursor};
 use apache_avro::Schema;
 use serde::de::value::{BorrowedStrDeserializer, StrDeserializer};
@@ -15,13 +19,21 @@ use serde::de::{
 };
 use std::fmt;
 
-/// Why the body did not fit the type.
+/// Why the body did not fit the schema or the type; keeps a truncated body apart from a bad one.
 #[derive(Debug)]
-pub(crate) struct DirectError(pub(crate) String);
+pub(crate) struct DirectError(pub(crate) BodyFault);
+
+impl DirectError {
+    fn invalid(message: String) -> Self {
+        DirectError(BodyFault::Invalid(message))
+    }
+}
 
 impl fmt::Display for DirectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match &self.0 {
+            BodyFault::Truncated(m) | BodyFault::Invalid(m) => f.write_str(m),
+        }
     }
 }
 
@@ -29,15 +41,19 @@ impl std::error::Error for DirectError {}
 
 impl de::Error for DirectError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DirectError(msg.to_string())
+        DirectError::invalid(msg.to_string())
     }
 }
 
 impl From<BodyFault> for DirectError {
     fn from(f: BodyFault) -> Self {
-        match f {
-            BodyFault::Truncated(m) | BodyFault::Invalid(m) => DirectError(m),
-        }
+        DirectError(f)
+    }
+}
+
+impl From<DirectError> for BodyFault {
+    fn from(e: DirectError) -> Self {
+        e.0
     }
 }
 
@@ -57,7 +73,7 @@ pub(crate) fn supports(schema: &Schema) -> bool {
         | Schema::TimestampMicros
         | Schema::LocalTimestampMillis
         | Schema::LocalTimestampMicros => true,
-        Schema::Array(a) => supports(&a.items),
+        Schema::Array(a) => min_size(&a.items, 0) > 0 && supports(&a.items),
         Schema::Map(m) => supports(&m.types),
         Schema::Union(u) => u.variants().iter().all(supports),
         Schema::Record(r) => r.fields.iter().all(|f| supports(&f.schema)),
@@ -77,7 +93,9 @@ pub(crate) fn from_body<T: DeserializeOwned>(
     })?;
     match cur.rest.len() {
         0 => Ok(value),
-        n => Err(DirectError(format!("{n} bytes left after the record"))),
+        n => Err(DirectError::invalid(format!(
+            "{n} bytes left after the record"
+        ))),
     }
 }
 
@@ -91,12 +109,13 @@ impl<'s, 'de> Datum<'s, '_, 'de> {
     fn string(&mut self) -> Result<&'de str, DirectError> {
         let len = self.cur.count("a string length")?;
         let bytes = self.cur.take(len, "a string")?;
-        std::str::from_utf8(bytes).map_err(|e| DirectError(format!("string is not UTF-8: {e}")))
+        std::str::from_utf8(bytes)
+            .map_err(|e| DirectError::invalid(format!("string is not UTF-8: {e}")))
     }
 
     fn symbol(&mut self) -> Result<&'s str, DirectError> {
         let Schema::Enum(e) = self.schema else {
-            return Err(DirectError(format!(
+            return Err(DirectError::invalid(format!(
                 "expected an enum, schema is {}",
                 self.schema
             )));
@@ -106,12 +125,12 @@ impl<'s, 'de> Datum<'s, '_, 'de> {
             .ok()
             .and_then(|i| e.symbols.get(i))
             .map(String::as_str)
-            .ok_or_else(|| DirectError(format!("enum index {i} of {}", e.symbols.len())))
+            .ok_or_else(|| DirectError::invalid(format!("enum index {i} of {}", e.symbols.len())))
     }
 
     fn variant(&mut self) -> Result<&'s Schema, DirectError> {
         let Schema::Union(u) = self.schema else {
-            return Err(DirectError(format!(
+            return Err(DirectError::invalid(format!(
                 "expected a union, schema is {}",
                 self.schema
             )));
@@ -120,7 +139,7 @@ impl<'s, 'de> Datum<'s, '_, 'de> {
         usize::try_from(i)
             .ok()
             .and_then(|i| u.variants().get(i))
-            .ok_or_else(|| DirectError(format!("union index {i}")))
+            .ok_or_else(|| DirectError::invalid(format!("union index {i}")))
     }
 }
 
@@ -130,11 +149,14 @@ impl<'de> de::Deserializer<'de> for Datum<'_, '_, 'de> {
     fn deserialize_any<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, DirectError> {
         match self.schema {
             Schema::Null => visitor.visit_unit(),
-            Schema::Boolean => visitor.visit_bool(self.cur.byte("a boolean")? != 0),
+            Schema::Boolean => match self.cur.byte("a boolean")? {
+                b @ (0 | 1) => visitor.visit_bool(b == 1),
+                b => Err(DirectError::invalid(format!("boolean byte {b}"))),
+            },
             Schema::Int => {
                 let v = self.cur.long("an int")?;
-                let v =
-                    i32::try_from(v).map_err(|_| DirectError(format!("int {v} out of range")))?;
+                let v = i32::try_from(v)
+                    .map_err(|_| DirectError::invalid(format!("int {v} out of range")))?;
                 visitor.visit_i32(v)
             }
             Schema::Long
@@ -183,7 +205,9 @@ impl<'de> de::Deserializer<'de> for Datum<'_, '_, 'de> {
                 next: 0,
                 cur: self.cur,
             }),
-            other => Err(DirectError(format!("schema type {other} is not supported"))),
+            other => Err(DirectError::invalid(format!(
+                "schema type {other} is not supported"
+            ))),
         }
     }
 
@@ -254,7 +278,7 @@ impl<'de> MapAccess<'de> for Fields<'_, '_, 'de> {
         let field = self
             .fields
             .get(self.next)
-            .ok_or_else(|| DirectError("value requested after the last field".into()))?;
+            .ok_or_else(|| DirectError::invalid("value requested after the last field".into()))?;
         self.next += 1;
         seed.deserialize(Datum {
             schema: &field.schema,
@@ -332,7 +356,7 @@ impl<'de> MapAccess<'de> for Blocks<'_, '_, 'de> {
         let len = self.cur.count("a map key length")?;
         let key = self.cur.take(len, "a map key")?;
         let key = std::str::from_utf8(key)
-            .map_err(|e| DirectError(format!("map key is not UTF-8: {e}")))?;
+            .map_err(|e| DirectError::invalid(format!("map key is not UTF-8: {e}")))?;
         seed.deserialize(BorrowedStrDeserializer::new(key))
             .map(Some)
     }
