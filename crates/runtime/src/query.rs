@@ -119,6 +119,11 @@ impl QueryStore {
             .insert(user_id.to_string(), Box::new(view));
     }
 
+    /// Publishes (or replaces) a user's view, rendered to JSON only if it is looked up.
+    pub fn publish_view(&self, user_id: String, view: Box<dyn View>) {
+        self.write().views.insert(user_id, view);
+    }
+
     /// Publishes many views under one lock, each rendered to JSON only if it is looked up.
     pub fn publish_many(&self, views: impl IntoIterator<Item = (String, Box<dyn View>)>) {
         self.write().views.extend(views);

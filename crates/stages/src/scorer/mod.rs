@@ -25,7 +25,7 @@ use clickpath_model::baseline::BaselineModel;
 use clickpath_model::sequence::{OnlineDevice, UserMemory, is_sequence_artifact, load_online};
 use clickpath_runtime::config::ScorerConfig;
 use clickpath_runtime::metrics::{Metrics, StageKind, StageLabel};
-use clickpath_runtime::query::QueryStore;
+use clickpath_runtime::query::{QueryStore, View};
 use clickpath_runtime::{Context, Stage, StageError, StateChange};
 use clickpath_schema::{EventType, FeatureVector, Prediction};
 use serde_json::json;
@@ -361,19 +361,11 @@ impl Scorer {
         }
     }
 
-    fn publish(&self, p: &Prediction) {
-        self.query.publish(
-            &p.user_id,
-            json!({
-                "event_id": p.event_id,
-                "event_time": p.event_time,
-                "model_version": p.model_version,
-                "purchase_probability": p.purchase_probability,
-                "next_actions": p.next_actions.iter().map(|a| json!({"event_type": a.event_type.as_str(), "probability": a.probability})).collect::<Vec<_>>(),
-                "predicted_path": p.predicted_path.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-                "factors": p.factors.iter().map(|f| json!({"name": f.name, "contribution": f.contribution})).collect::<Vec<_>>(),
-            }),
-        );
+    /// Hands the prediction to the query store, which renders it to JSON only if it is asked for
+    /// (building the JSON for every prediction was a fifth of the in-process chain's time).
+    fn publish(&self, p: Prediction) {
+        self.query
+            .publish_view(p.user_id.clone(), Box::new(PredictionView(p)));
     }
 
     fn emit_all(
@@ -382,12 +374,12 @@ impl Scorer {
         predictions: Vec<(Prediction, Vec<(&'static str, String)>)>,
     ) -> Result<(), StageError> {
         for (p, headers) in predictions {
-            self.publish(&p);
             if headers.is_empty() {
                 ctx.emit(&self.output_topic, &p.user_id, &p)?;
             } else {
                 ctx.emit_with_headers(&self.output_topic, &p.user_id, &p, headers)?;
             }
+            self.publish(p);
         }
         Ok(())
     }
@@ -479,6 +471,24 @@ fn parse_state(bytes: &[u8]) -> Option<(&str, UserMemory)> {
     Some((std::str::from_utf8(v).ok()?, UserMemory::from_bytes(mem)?))
 }
 
+/// A user's latest prediction as `GET /v1/users/{id}` shows it.
+struct PredictionView(Prediction);
+
+impl View for PredictionView {
+    fn to_json(&self) -> serde_json::Value {
+        let p = &self.0;
+        json!({
+            "event_id": p.event_id,
+            "event_time": p.event_time,
+            "model_version": p.model_version,
+            "purchase_probability": p.purchase_probability,
+            "next_actions": p.next_actions.iter().map(|a| json!({"event_type": a.event_type.as_str(), "probability": a.probability})).collect::<Vec<_>>(),
+            "predicted_path": p.predicted_path.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+            "factors": p.factors.iter().map(|f| json!({"name": f.name, "contribution": f.contribution})).collect::<Vec<_>>(),
+        })
+    }
+}
+
 impl Stage for Scorer {
     type Input = FeatureVector;
 
@@ -492,8 +502,9 @@ impl Stage for Scorer {
         match self.model {
             ScoringModel::Baseline(_) => {
                 let prediction = self.score_baseline(partition, &fv);
-                self.publish(&prediction);
-                ctx.emit(&self.output_topic, &prediction.user_id, &prediction)
+                ctx.emit(&self.output_topic, &prediction.user_id, &prediction)?;
+                self.publish(prediction);
+                Ok(())
             }
             ScoringModel::Sequence(_) => {
                 self.enqueue(partition, fv);
