@@ -33,9 +33,10 @@
 //! events; beyond that the oldest drop out of every window early.
 
 use crate::hash::{U64Build, fnv1a};
-use clickpath_schema::{ClickEvent, EventType, FeatureVector};
+use clickpath_schema::{ClickEvent, EventType, FeatureNames, FeatureValues, FeatureVector};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 /// A pause of at least this long (ms) starts a new run (`run_events`, `run_duration_s`).
 pub const RUN_GAP_MS: i64 = 30 * 60 * 1000;
@@ -232,6 +233,12 @@ pub struct FeatureWindower {
     /// Distinct window lengths, in spec order.
     windows_ms: Vec<i64>,
     names: Vec<String>,
+    /// The same names sorted, shared by every vector this windower builds.
+    sorted_names: Arc<FeatureNames>,
+    /// `names` index of each sorted name.
+    sorted_order: Vec<usize>,
+    /// Values in `names` order, reused between updates.
+    scratch: Vec<f64>,
     users: HashMap<String, UserFeatures>,
 }
 
@@ -270,10 +277,18 @@ impl FeatureWindower {
                 .iter()
                 .map(|t| format!("type_{}", t.as_str())),
         );
+        let mut sorted_order: Vec<usize> = (0..names.len()).collect();
+        sorted_order.sort_by(|&a, &b| names[a].cmp(&names[b]));
+        let sorted_names =
+            FeatureNames::from_sorted(sorted_order.iter().map(|&i| names[i].clone()).collect())
+                .expect("distinct windows give distinct feature names");
         FeatureWindower {
             spec,
             windows_ms,
             names,
+            sorted_names: Arc::new(sorted_names),
+            sorted_order,
+            scratch: Vec::new(),
             users: HashMap::new(),
         }
     }
@@ -285,20 +300,22 @@ impl FeatureWindower {
 
     /// Folds `ev` into its user's state and returns the features after including it.
     pub fn update(&mut self, ev: &ClickEvent) -> FeatureVector {
-        let mut values = Vec::with_capacity(self.names.len());
-        self.update_values(ev, &mut values);
+        let mut in_spec_order = std::mem::take(&mut self.scratch);
+        self.update_values(ev, &mut in_spec_order);
+        let sorted = self
+            .sorted_order
+            .iter()
+            .map(|&i| in_spec_order[i])
+            .collect();
+        self.scratch = in_spec_order;
         FeatureVector {
             event_id: ev.event_id.clone(),
             user_id: ev.user_id.clone(),
             event_type: ev.event_type,
             event_time: ev.event_time,
             spec_version: self.spec.version.clone(),
-            values: self
-                .names
-                .iter()
-                .cloned()
-                .zip(values)
-                .collect::<BTreeMap<_, _>>(),
+            values: FeatureValues::from_parts(self.sorted_names.clone(), sorted)
+                .expect("one value per feature name"),
             item_id: ev.item_id.clone(),
             category: ev.category.clone(),
         }
@@ -441,7 +458,7 @@ mod tests {
         assert_eq!(names[5], "events_5s");
         assert!(names.contains(&"type_ADD_TO_CART".to_string()));
         let fv = w.update(&ev(0, PageView, None));
-        let keys: Vec<_> = fv.values.keys().cloned().collect();
+        let keys: Vec<_> = fv.values.keys().map(String::from).collect();
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
@@ -587,7 +604,7 @@ mod tests {
             }
             let a = online.update(e);
             offline.update_values(e, &mut fast);
-            let b: BTreeMap<String, f64> = offline
+            let b: FeatureValues = offline
                 .feature_names()
                 .into_iter()
                 .zip(fast.iter().copied())
@@ -601,7 +618,7 @@ mod tests {
     #[test]
     fn per_user_buffer_is_capped() {
         let mut w = FeatureWindower::new(FeatureSpec::default());
-        let mut last = BTreeMap::new();
+        let mut last = FeatureValues::default();
         for i in 0..(MAX_WINDOW_EVENTS as i64 + 500) {
             last = w.update(&ev(i, PageView, None)).values;
         }

@@ -5,9 +5,7 @@
 //! deviation; a missing or non-finite value becomes the mean (z = 0), and z-scores are clipped to
 //! `±Z_CLIP` both in training and scoring so one absurd value cannot saturate a prediction.
 
-use std::collections::BTreeMap;
-
-use clickpath_schema::Factor;
+use clickpath_schema::{Factor, FeatureValues};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -84,7 +82,7 @@ pub struct FitHistory {
 }
 
 /// One labelled example for [`LogisticModel::fit`]: feature values and whether it is positive.
-pub type LabeledValues<'a> = (&'a BTreeMap<String, f64>, bool);
+pub type LabeledValues<'a> = (&'a FeatureValues, bool);
 
 /// Serialised parameters of a [`LogisticModel`] (parallel arrays, one entry per feature).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -456,12 +454,12 @@ impl LogisticModel {
 
     /// Calls `f(index, z)` for every model feature in order, with its standardised value from
     /// `values` (0 when missing or non-finite). One merge pass over two sorted sequences.
-    fn for_each_z(&self, values: &BTreeMap<String, f64>, mut f: impl FnMut(usize, f64)) {
+    fn for_each_z(&self, values: &FeatureValues, mut f: impl FnMut(usize, f64)) {
         let mut entries = values.iter().peekable();
         for (i, name) in self.params.feature_names.iter().enumerate() {
             let mut x = f64::NAN;
             while let Some((key, value)) = entries.peek() {
-                match key.as_str().cmp(name.as_str()) {
+                match (*key).cmp(name.as_str()) {
                     std::cmp::Ordering::Less => {
                         entries.next();
                     }
@@ -478,21 +476,21 @@ impl LogisticModel {
     }
 
     /// Purchase log-odds for `values`.
-    pub fn logit(&self, values: &BTreeMap<String, f64>) -> f64 {
+    pub fn logit(&self, values: &FeatureValues) -> f64 {
         let mut logit = self.params.bias;
         self.for_each_z(values, |i, z| logit += self.params.weights[i] * z);
         logit
     }
 
     /// Purchase probability for `values`; always finite and in `[0, 1]`.
-    pub fn predict(&self, values: &BTreeMap<String, f64>) -> f64 {
+    pub fn predict(&self, values: &FeatureValues) -> f64 {
         sigmoid(self.logit(values))
     }
 
     /// The `k` features whose signed contributions `w_i * z_i` to the log-odds are largest in
     /// magnitude, largest first (ties by name). Features at their mean contribute 0 and are left
     /// out, so fewer than `k` may come back.
-    pub fn explain(&self, values: &BTreeMap<String, f64>, k: usize) -> Vec<Factor> {
+    pub fn explain(&self, values: &FeatureValues, k: usize) -> Vec<Factor> {
         // Insertion into a k-sized buffer: k is small and this avoids sorting every feature.
         let mut top: Vec<(usize, f64)> = Vec::with_capacity(k + 1);
         if k > 0 {
@@ -535,7 +533,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn values(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+    fn values(pairs: &[(&str, f64)]) -> FeatureValues {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
     }
 
@@ -544,7 +542,7 @@ mod tests {
     }
 
     /// Label = x > 0.5 with some noise-free overlap-free separation; `noise` is an unrelated feature.
-    fn separable(n: usize) -> Vec<(BTreeMap<String, f64>, bool)> {
+    fn separable(n: usize) -> Vec<(FeatureValues, bool)> {
         (0..n)
             .map(|i| {
                 let x = (i as f64 * 0.618_033_988_7).fract();
@@ -554,7 +552,7 @@ mod tests {
             .collect()
     }
 
-    fn as_refs(data: &[(BTreeMap<String, f64>, bool)]) -> Vec<LabeledValues<'_>> {
+    fn as_refs(data: &[(FeatureValues, bool)]) -> Vec<LabeledValues<'_>> {
         data.iter().map(|(v, y)| (v, *y)).collect()
     }
 
@@ -602,11 +600,11 @@ mod tests {
         )
         .unwrap();
         let at_mean = sigmoid(model.params().bias);
-        let p_missing = model.predict(&BTreeMap::new());
+        let p_missing = model.predict(&FeatureValues::default());
         let p_nan = model.predict(&values(&[("x", f64::NAN), ("noise", f64::INFINITY)]));
         assert_eq!(p_missing, at_mean);
         assert_eq!(p_nan, at_mean);
-        assert!(model.explain(&BTreeMap::new(), 3).is_empty());
+        assert!(model.explain(&FeatureValues::default(), 3).is_empty());
         // Extra keys before, between and after the model's features are ignored.
         let v = values(&[
             ("a", 1.0),

@@ -7,6 +7,7 @@
 //!   compiled into the binary ([`EmbeddedRegistry`]); ids are stable and old versions stay
 //!   registered so old records still decode. Feature `registry-client` adds a client for a
 //!   Confluent-compatible registry.
+//! - [`feature_values`]: the feature map of a `FeatureVector`, names shared between vectors.
 //! - [`codec`]: [`Codec`] encodes `0x00 | schema id (u32 BE) | Avro body` and decodes by resolving
 //!   the writer schema against the reader's.
 //!
@@ -15,9 +16,11 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod feature_values;
 pub mod registry;
 pub mod types;
 
 pub use codec::{AvroRecord, Codec, CodecError};
+pub use feature_values::{FeatureNames, FeatureValues};
 pub use registry::{EmbeddedRegistry, RegistryError, SchemaRegistry};
 pub use types::*;

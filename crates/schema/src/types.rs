@@ -4,6 +4,7 @@
 //! (names, order, optionality). `tests/schema_types.rs` round-trips every type through its schema,
 //! so a drift between the two fails the build's tests.
 
+use crate::feature_values::FeatureValues;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -254,8 +255,8 @@ pub struct FeatureVector {
     pub event_time: i64,
     /// Version of the feature spec that produced the values.
     pub spec_version: String,
-    /// Feature name to value.
-    pub values: BTreeMap<String, f64>,
+    /// Feature name to value (an Avro `map<double>` on the wire).
+    pub values: FeatureValues,
     /// Item of the triggering event, if any (schema v2; absent in v1 records).
     #[serde(default)]
     pub item_id: Option<String>,

@@ -9,7 +9,6 @@ use clickpath_schema::codec::HEADER_LEN;
 use clickpath_schema::*;
 use common::*;
 use proptest::prelude::*;
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 fn round_trip<T: AvroRecord + PartialEq + Debug>(value: &T) {
@@ -100,7 +99,7 @@ fn empty_optionals_collections_and_bytes_round_trip() {
         ..full_dead_letter()
     });
     round_trip(&FeatureVector {
-        values: BTreeMap::new(),
+        values: FeatureValues::default(),
         item_id: None,
         category: None,
         ..full_features()

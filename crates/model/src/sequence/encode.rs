@@ -1,9 +1,7 @@
 //! What one event is to a sequence model: its type, its hashed item and category, and the
 //! windower's features, normalised with statistics of the training data.
 
-use std::collections::BTreeMap;
-
-use clickpath_schema::EventType;
+use clickpath_schema::{EventType, FeatureValues};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::Example;
@@ -51,10 +49,7 @@ fn squash(x: f64) -> f64 {
 
 impl Normalizer {
     /// Fits mean and standard deviation of every named feature over `rows`.
-    pub fn fit<'a>(
-        names: &[String],
-        rows: impl Iterator<Item = &'a BTreeMap<String, f64>>,
-    ) -> Self {
+    pub fn fit<'a>(names: &[String], rows: impl Iterator<Item = &'a FeatureValues>) -> Self {
         let k = names.len();
         let (mut sum, mut sq, mut n) = (vec![0.0f64; k], vec![0.0f64; k], 0usize);
         for row in rows {
@@ -91,7 +86,7 @@ impl Normalizer {
 
     /// Appends the normalised features of `values` to `out`; a missing or non-finite feature
     /// counts as 0 before the transform.
-    pub fn apply(&self, values: &BTreeMap<String, f64>, out: &mut Vec<f32>) {
+    pub fn apply(&self, values: &FeatureValues, out: &mut Vec<f32>) {
         for (i, name) in self.names.iter().enumerate() {
             let x = squash(values.get(name).copied().unwrap_or(0.0)) as f32;
             out.push((x - self.mean[i]) / self.std[i]);
@@ -128,7 +123,7 @@ pub fn encode_step(
     event_type: EventType,
     item: Option<&str>,
     category: Option<&str>,
-    values: &BTreeMap<String, f64>,
+    values: &FeatureValues,
 ) -> Step {
     let mut numeric = Vec::with_capacity(norm.len());
     norm.apply(values, &mut numeric);
@@ -170,8 +165,8 @@ mod tests {
     #[test]
     fn normalizer_centres_and_scales_and_tolerates_bad_values() {
         let names = vec!["x".to_string(), "y".to_string()];
-        let rows: Vec<BTreeMap<String, f64>> = (0..100)
-            .map(|i| BTreeMap::from([("x".to_string(), i as f64)]))
+        let rows: Vec<FeatureValues> = (0..100)
+            .map(|i| FeatureValues::from([("x".to_string(), i as f64)]))
             .collect();
         let norm = Normalizer::fit(&names, rows.iter());
         let mut all = Vec::new();
@@ -184,7 +179,10 @@ mod tests {
         // The constant (missing) feature stays finite.
         assert!(all.iter().skip(1).step_by(2).all(|v| *v == 0.0));
         let mut out = Vec::new();
-        norm.apply(&BTreeMap::from([("x".to_string(), f64::NAN)]), &mut out);
+        norm.apply(
+            &FeatureValues::from([("x".to_string(), f64::NAN)]),
+            &mut out,
+        );
         assert!(out.iter().all(|v| v.is_finite()));
     }
 }

@@ -68,7 +68,7 @@ pub fn full_features() -> FeatureVector {
         event_type: EventType::Search,
         event_time: 1_700_000_000_500,
         spec_version: "v3".into(),
-        values: BTreeMap::from([
+        values: FeatureValues::from([
             ("events_5m".into(), 7.0),
             ("cart_ratio".into(), 0.25),
             ("neg".into(), -1.5),

@@ -2,8 +2,8 @@
 
 use super::*;
 use clickpath_model::sequence::{Architecture, CpuBackend, NetConfig, SequenceModel};
+use clickpath_schema::FeatureValues;
 use clickpath_schema::codec::Codec;
-use std::collections::BTreeMap;
 
 /// A model with fresh random weights. Tests that compare scorers give each a clone of one
 /// network (the backend's seed is global and tests run in parallel, so seeding is not enough).
@@ -38,7 +38,7 @@ fn fv(user: &str, i: i64, t: EventType) -> FeatureVector {
         event_type: t,
         event_time: 1_700_000_000_000 + i,
         spec_version: "v1".into(),
-        values: BTreeMap::from([("f0".into(), i as f64), ("f1".into(), 1.0)]),
+        values: FeatureValues::from([("f0".into(), i as f64), ("f1".into(), 1.0)]),
         item_id: Some(format!("item-{i}")),
         category: Some("c".into()),
     }
