@@ -16,6 +16,10 @@ use clickpath_stages::windower::Windower;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
+/// The allocator of the `clickpath` binary, so the chain is measured as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Chain {
     cleaning: Cleaning,
     sessionizer: Sessionizer,

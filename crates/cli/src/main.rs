@@ -13,6 +13,11 @@ use clickpath_stages::StageName;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+/// mimalloc instead of glibc malloc: the stages allocate and free every decoded record's strings,
+/// and malloc/free were a fifth of the stage chain's time (BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "clickpath",
