@@ -193,11 +193,23 @@ pub struct PhaseReport {
     pub max_lag: u64,
     /// Per stage: records consumed.
     pub stage_records_in: BTreeMap<String, u64>,
+    /// Records written to the broker during the phase, on every topic of the phase (the input, every
+    /// intermediate and output topic, changelogs, dead letters): the sum of their end offsets.
+    pub broker_writes: u64,
+    /// Records read from the broker during the phase by the stages (or the pass-through loop) and by
+    /// this harness's reader.
+    pub broker_reads: u64,
     /// Peak resident set size of the process so far (`VmHWM`), bytes.
     pub peak_rss_bytes: u64,
 }
 
 impl PhaseReport {
+    /// Records written to and read from the broker per input record: the Kafka work one input
+    /// record costs.
+    pub fn broker_io_per_record(&self) -> f64 {
+        (self.broker_writes + self.broker_reads) as f64 / self.records_sent.max(1) as f64
+    }
+
     /// `pipeline max rate`, `pipeline 1000/s`, `pass-through max rate`.
     pub fn label(&self) -> String {
         let rate = self
@@ -416,6 +428,8 @@ struct ReadLatencies {
     per_topic: Vec<Histogram<u64>>,
     /// `(topic index, send time ns since the phase clock's start, latency µs)` of every sample, when traced.
     trace: Vec<(usize, u64, u64)>,
+    /// Records read, on every topic.
+    reads: u64,
 }
 
 /// Reads every partition of `topics` from the start until told to stop; records latency per event id and topic.
@@ -457,6 +471,7 @@ fn read_outputs(
             .map(|_| Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3))
             .collect::<Result<_, _>>()?,
         trace: Vec::new(),
+        reads: 0,
     };
     let mut seen: Vec<Vec<bool>> = (0..topics.len()).map(|_| vec![false; w.len()]).collect();
     while !clock.stop_reader.load(Ordering::Acquire) {
@@ -471,6 +486,7 @@ fn read_outputs(
             }
         };
         let now = clock.now_ns();
+        out.reads += 1;
         let Some(t) = topics.iter().position(|n| n == msg.topic()) else {
             continue;
         };
@@ -656,6 +672,37 @@ impl rdkafka::client::ClientContext for QuietEof {
 }
 
 impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
+/// What each pipeline stage consumes: (stage, topic), one pair per input topic of a stage.
+fn pipeline_inputs(t: &clickpath_runtime::config::TopicsConfig) -> [(&'static str, &str); 7] {
+    [
+        ("cleaning", t.raw.as_str()),
+        ("sessionizer", t.clean.as_str()),
+        ("windower", t.clean.as_str()),
+        ("detector", t.clean.as_str()),
+        ("analytics", t.clean.as_str()),
+        ("scorer", t.features.as_str()),
+        ("detector", t.predictions.as_str()),
+    ]
+}
+
+/// Sum of the end offsets of every partition of `topics` (records ever written to them); a topic
+/// that does not exist counts 0.
+fn topics_end_offsets(cfg: &ClickpathConfig, topics: &[String]) -> anyhow::Result<u64> {
+    let consumer: BaseConsumer<QuietEof> = base_client_config(cfg).create_with_context(QuietEof)?;
+    let timeout = Duration::from_secs(10);
+    let mut total = 0u64;
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+                total += u64::try_from(high).unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
 
 /// Reads a compacted changelog to its end: live keys and the bytes of their latest key + value.
 fn changelog_size(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<(u64, u64)> {
@@ -939,6 +986,13 @@ fn run_phase(
                 }
             }
             let outputs_expected = expected();
+            let stage_reads = match s.kind {
+                Kind::PassThrough => consumed.load(Ordering::Relaxed),
+                Kind::Pipeline => pipeline_inputs(&t)
+                    .iter()
+                    .map(|(stage, topic)| m.records_in_total(stage, topic))
+                    .sum(),
+            };
             clock.stop_reader.store(true, Ordering::Release);
             stop.store(true, Ordering::Release);
             env.shutdown.trigger();
@@ -1011,6 +1065,8 @@ fn run_phase(
                     .collect(),
                 max_lag,
                 stage_records_in,
+                broker_writes: topics_end_offsets(&cfg, &created)?,
+                broker_reads: stage_reads + read_latencies.reads,
                 peak_rss_bytes: peak_rss_bytes(),
             };
             let state = if want_state && s.kind == Kind::Pipeline {
@@ -1164,6 +1220,19 @@ impl BenchReport {
             "\npipeline / pass-through throughput: {:.2} (target >= 0.60)\n",
             self.pipeline_to_pass_through
         ));
+        let max_rate = |kind: &str| {
+            self.phases
+                .iter()
+                .find(|p| p.kind == kind && p.target_rate.is_none())
+        };
+        if let (Some(pass), Some(pipe)) = (max_rate("pass-through"), max_rate("pipeline")) {
+            let (a, b) = (pass.broker_io_per_record(), pipe.broker_io_per_record());
+            out.push_str(&format!(
+                "broker records written + read per input record: pass-through {a:.2}, pipeline {b:.2}; \
+                 throughput ratio per broker record moved: {:.2}\n",
+                self.pipeline_to_pass_through * b / a.max(1e-9)
+            ));
+        }
         let s = &self.state;
         let entries: Vec<String> = s
             .state_entries
@@ -1204,12 +1273,12 @@ impl BenchReport {
     /// One Markdown table row per phase.
     pub fn markdown_table(&self) -> String {
         let mut out = String::from(
-            "| phase | records | outputs | seconds | records/s | per core | records/CPU-s | p50 ms | p99 ms | p999 ms | max lag | peak RSS MiB |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "| phase | records | outputs | seconds | records/s | per core | records/CPU-s | broker I/O per record | p50 ms | p99 ms | p999 ms | max lag | peak RSS MiB |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for p in &self.phases {
             out.push_str(&format!(
-                "| {}{} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {:.0} |\n",
+                "| {}{} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {:.0} |\n",
                 p.label(),
                 if p.complete { "" } else { " (incomplete)" },
                 p.records_sent,
@@ -1218,6 +1287,7 @@ impl BenchReport {
                 p.throughput,
                 p.throughput_per_core,
                 p.records_per_cpu_second,
+                p.broker_io_per_record(),
                 p.latency.p50_ms,
                 p.latency.p99_ms,
                 p.latency.p999_ms,
