@@ -297,7 +297,7 @@ struct UserRules {
     sequence: sequence::SequenceState,
     surprise: surprise::SurpriseState,
     /// Boxed: most users never have an alert, and eight inline `FraudAlert`s made every user's
-    /// entry 1.8 KB, so each look-up in the user map touched cold memory.
+    /// state 1.8 KB.
     open: [Option<Box<OpenAlert>>; 8],
 }
 
@@ -323,8 +323,11 @@ impl UserRules {
 pub struct Detector {
     cfg: RulesConfig,
     version: String,
-    users: HashMap<String, UserRules>,
-    profiles: HashMap<String, signals::Profile>,
+    /// Per-user state, boxed like `profiles`: the tables then hold 32-byte entries that stay in
+    /// cache, where with the state inline each look-up's key comparison waited on memory (about a
+    /// third of `on_event`; boxing both took the detector bench from 0.66 M to 0.72-0.96 M events/s).
+    users: HashMap<String, Box<UserRules>>,
+    profiles: HashMap<String, Box<signals::Profile>>,
     ips: HashMap<u64, VecDeque<i64>, U64Build>,
     prices: price::PriceBaselines,
     population: signals::Population,
@@ -367,7 +370,7 @@ impl Detector {
             None => self
                 .users
                 .entry(ev.user_id.clone())
-                .or_insert_with(|| UserRules::new(t)),
+                .or_insert_with(|| Box::new(UserRules::new(t))),
         };
         let now = user.last_time.max(t);
         user.last_time = now;
@@ -378,7 +381,7 @@ impl Detector {
             None => self
                 .profiles
                 .entry(ev.user_id.clone())
-                .or_insert_with(|| signals::Profile::new(cfg.baseline_alpha)),
+                .or_insert_with(|| Box::new(signals::Profile::new(cfg.baseline_alpha))),
         };
 
         let mut findings: Vec<Finding> = Vec::new();
@@ -445,7 +448,7 @@ impl Detector {
             None => self
                 .users
                 .entry(p.user_id.clone())
-                .or_insert_with(|| UserRules::new(p.event_time)),
+                .or_insert_with(|| Box::new(UserRules::new(p.event_time))),
         };
         let now = user.last_time.max(p.event_time);
         user.last_time = now;
