@@ -47,6 +47,11 @@ fn a_small_bench_reports_sane_figures() {
     assert_eq!(pass.records_sent, generated);
     assert_eq!(pass.outputs_read, generated);
     assert_eq!(pass.stage_records_in["pass-through"], generated);
+    // Written to the input and the output topic, read by the loop and by the harness.
+    assert_eq!(
+        (pass.broker_writes, pass.broker_reads),
+        (2 * generated, 2 * generated)
+    );
 
     let max = &report.phases[1];
     assert_eq!((max.kind.as_str(), max.target_rate), ("pipeline", None));
@@ -56,6 +61,9 @@ fn a_small_bench_reports_sane_figures() {
     assert_eq!(max.stage_records_in["scorer"], max.outputs_read);
     assert_eq!(max.stage_records_in["windower"], max.outputs_read);
     assert!(max.outputs_read > generated / 2 && max.outputs_read <= generated);
+    // Raw, clean, features and predictions at least, each read at least once, clean by four stages.
+    assert!(max.broker_writes >= generated + 3 * max.outputs_read, "{max:?}");
+    assert!(max.broker_reads >= generated + 6 * max.outputs_read, "{max:?}");
     // Each scored event id measured once (duplicates are dropped by cleaning).
     assert_eq!(max.latency.samples, max.outputs_read);
     // The hops on the way: every scored event was seen on clean and on features first, and the last hop is

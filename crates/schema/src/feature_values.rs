@@ -184,7 +184,10 @@ impl<'de> Visitor<'de> for ValuesVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FeatureValues, A::Error> {
         let last = LAST_NAMES.with(|n| n.borrow().clone());
-        let mut values = Vec::with_capacity(last.len());
+        // The input's own count when it gives one; the previous vector's size is only a guess, so
+        // one huge hostile vector cannot make every later decode reserve as much.
+        let guess = map.size_hint().unwrap_or(last.len()).min(1024);
+        let mut values = Vec::with_capacity(guess);
         // Set once a key differs from `last`'s at its position: from then on, a map as before.
         let mut other: Option<BTreeMap<String, f64>> = None;
         loop {
@@ -259,6 +262,13 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
             Some(e) if e == v => Key::Expected,
             _ => Key::Other(v.to_owned()),
         })
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Key, E> {
+        match std::str::from_utf8(v) {
+            Ok(v) => self.visit_str(v),
+            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(v), &self)),
+        }
     }
 
     fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Key, E> {

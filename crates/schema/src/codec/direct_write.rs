@@ -4,13 +4,15 @@
 //! It is the mirror of [`direct_read`](super::direct_read) and reads serde's data model the way
 //! apache-avro's schema-aware writer does: structs as records, maps with string keys as maps,
 //! sequences as arrays, `Option` as a `["null", T]` union, unit variants and strings as enum
-//! symbols; the crate's tests check that it writes the same bytes as apache-avro for every record
-//! type. Unlike apache-avro 0.21, which writes struct fields in declaration order whatever the
-//! schema says, it puts fields in schema order. Anything outside that model (a union with several
-//! non-null branches, a skipped or missing field) is an error, and
-//! [`Codec::encode_into`](super::Codec::encode_into) then falls back to apache-avro's writer.
+//! symbols; the crate's tests check that it writes the same bytes as apache-avro for every shipped
+//! record type (an array or map is always one block; apache-avro splits long ones, both are valid
+//! Avro). Unlike apache-avro 0.21, which writes struct fields in declaration order whatever the
+//! schema says and never checks for missing ones, it puts fields in schema order and refuses a
+//! record with missing, repeated, skipped or unknown fields ([`WriteError::Fields`]). A shape
+//! outside its model (a union with several non-null branches, say) is
+//! [`WriteError::Unsupported`], and [`Codec::encode_into`](super::Codec::encode_into) then falls
+//! back to apache-avro's writer.
 
-use super::wire::BodyFault;
 use apache_avro::Schema;
 use apache_avro::schema::RecordField;
 use serde::ser::{
@@ -18,13 +20,29 @@ use serde::ser::{
 };
 use std::fmt;
 
-/// Why a value could not be written directly (the caller falls back to apache-avro).
+/// Why a value could not be written directly.
 #[derive(Debug)]
-pub(crate) struct WriteError(pub(crate) String);
+pub(crate) enum WriteError {
+    /// A shape this writer does not model (a union with several non-null branches, a logical type
+    /// it does not write): the caller falls back to apache-avro's writer.
+    Unsupported(String),
+    /// The value's record fields do not match the schema's (missing, repeated, skipped or unknown
+    /// fields). No writer can fix that, and apache-avro's would write a broken body without an
+    /// error, so the caller reports it.
+    Fields(String),
+}
+
+impl WriteError {
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            WriteError::Unsupported(m) | WriteError::Fields(m) => m,
+        }
+    }
+}
 
 impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.message())
     }
 }
 
@@ -32,15 +50,7 @@ impl std::error::Error for WriteError {}
 
 impl ser::Error for WriteError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        WriteError(msg.to_string())
-    }
-}
-
-impl From<BodyFault> for WriteError {
-    fn from(f: BodyFault) -> Self {
-        match f {
-            BodyFault::Truncated(m) | BodyFault::Invalid(m) => WriteError(m),
-        }
+        WriteError::Unsupported(msg.to_string())
     }
 }
 
@@ -76,7 +86,7 @@ fn put_count(out: &mut Vec<u8>, n: usize) {
 }
 
 fn mismatch(what: &str, schema: &Schema) -> WriteError {
-    WriteError(format!("{what} does not fit schema {schema}"))
+    WriteError::Unsupported(format!("{what} does not fit schema {schema}"))
 }
 
 /// One datum of `schema`, written at the end of `out`.
@@ -105,7 +115,7 @@ impl<'s, 'o> Datum<'s, 'o> {
                     out: self.out,
                 })
             }
-            _ => Err(WriteError(format!(
+            _ => Err(WriteError::Unsupported(format!(
                 "union {} has no single non-null branch",
                 self.schema
             ))),
@@ -120,7 +130,7 @@ impl<'s, 'o> Datum<'s, 'o> {
                     put_count(d.out, i);
                     Ok(())
                 }
-                None => Err(WriteError(format!(
+                None => Err(WriteError::Unsupported(format!(
                     "{symbol} is not a symbol of {}",
                     d.schema
                 ))),
@@ -203,7 +213,8 @@ impl<'s, 'o> Serializer for Datum<'s, 'o> {
     }
 
     fn serialize_u64(self, v: u64) -> Result<(), WriteError> {
-        let v = i64::try_from(v).map_err(|_| WriteError(format!("{v} exceeds a long")))?;
+        let v =
+            i64::try_from(v).map_err(|_| WriteError::Unsupported(format!("{v} exceeds a long")))?;
         self.serialize_i64(v)
     }
 
@@ -305,7 +316,9 @@ impl<'s, 'o> Serializer for Datum<'s, 'o> {
         variant: &'static str,
         _value: &T,
     ) -> Result<(), WriteError> {
-        Err(WriteError(format!("enum {name}::{variant} carries data")))
+        Err(WriteError::Unsupported(format!(
+            "enum {name}::{variant} carries data"
+        )))
     }
 
     fn serialize_seq(self, len: Option<usize>) -> Result<Items<'s, 'o>, WriteError> {
@@ -317,7 +330,9 @@ impl<'s, 'o> Serializer for Datum<'s, 'o> {
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, WriteError> {
-        Err(WriteError(format!("a tuple of {len} has no Avro form")))
+        Err(WriteError::Unsupported(format!(
+            "a tuple of {len} has no Avro form"
+        )))
     }
 
     fn serialize_tuple_struct(
@@ -325,7 +340,9 @@ impl<'s, 'o> Serializer for Datum<'s, 'o> {
         name: &'static str,
         _len: usize,
     ) -> Result<Self::SerializeTupleStruct, WriteError> {
-        Err(WriteError(format!("tuple struct {name} has no Avro form")))
+        Err(WriteError::Unsupported(format!(
+            "tuple struct {name} has no Avro form"
+        )))
     }
 
     fn serialize_tuple_variant(
@@ -335,7 +352,9 @@ impl<'s, 'o> Serializer for Datum<'s, 'o> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Self::SerializeTupleVariant, WriteError> {
-        Err(WriteError(format!("enum {name}::{variant} carries data")))
+        Err(WriteError::Unsupported(format!(
+            "enum {name}::{variant} carries data"
+        )))
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<Items<'s, 'o>, WriteError> {
@@ -370,7 +389,9 @@ impl<'s, 'o> Serializer for Datum<'s, 'o> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Self::SerializeStructVariant, WriteError> {
-        Err(WriteError(format!("enum {name}::{variant} carries data")))
+        Err(WriteError::Unsupported(format!(
+            "enum {name}::{variant} carries data"
+        )))
     }
 }
 
@@ -389,7 +410,8 @@ impl<'s, 'o> Items<'s, 'o> {
         out: &'o mut Vec<u8>,
     ) -> Result<Self, WriteError> {
         // The block count comes first, so the length must be known up front.
-        let left = len.ok_or_else(|| WriteError("a sequence or map of unknown length".into()))?;
+        let left = len
+            .ok_or_else(|| WriteError::Unsupported("a sequence or map of unknown length".into()))?;
         if left > 0 {
             put_count(out, left);
         }
@@ -400,7 +422,7 @@ impl<'s, 'o> Items<'s, 'o> {
         self.left = self
             .left
             .checked_sub(1)
-            .ok_or_else(|| WriteError("more items than announced".into()))?;
+            .ok_or_else(|| WriteError::Unsupported("more items than announced".into()))?;
         value.serialize(Datum {
             schema: self.items,
             out: self.out,
@@ -409,7 +431,10 @@ impl<'s, 'o> Items<'s, 'o> {
 
     fn finish(self) -> Result<(), WriteError> {
         if self.left != 0 {
-            return Err(WriteError(format!("{} announced items missing", self.left)));
+            return Err(WriteError::Unsupported(format!(
+                "{} announced items missing",
+                self.left
+            )));
         }
         self.out.push(0);
         Ok(())
@@ -435,7 +460,9 @@ impl SerializeMap for Items<'_, '_> {
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), WriteError> {
         if self.left == 0 {
-            return Err(WriteError("more entries than announced".into()));
+            return Err(WriteError::Unsupported(
+                "more entries than announced".into(),
+            ));
         }
         key.serialize(Datum {
             schema: &Schema::String,
@@ -485,12 +512,14 @@ impl SerializeStruct for Fields<'_, '_> {
         let at = self.fields[self.next..]
             .iter()
             .position(|f| f.name == key)
-            .ok_or_else(|| WriteError(format!("field {key} is not in the schema (or twice)")))?;
+            .ok_or_else(|| {
+                WriteError::Fields(format!("field {key} is not in the schema (or twice)"))
+            })?;
         if self.reordered.is_empty() {
             self.reordered = vec![None; self.fields.len() - self.next];
         }
         if self.reordered[at].is_some() {
-            return Err(WriteError(format!("field {key} is written twice")));
+            return Err(WriteError::Fields(format!("field {key} is written twice")));
         }
         let mut body = Vec::new();
         value.serialize(Datum {
@@ -502,20 +531,20 @@ impl SerializeStruct for Fields<'_, '_> {
     }
 
     fn skip_field(&mut self, key: &'static str) -> Result<(), WriteError> {
-        Err(WriteError(format!("field {key} is skipped")))
+        Err(WriteError::Fields(format!("field {key} is skipped")))
     }
 
     fn end(self) -> Result<(), WriteError> {
         if self.reordered.is_empty() {
             return match self.fields.get(self.next) {
                 None => Ok(()),
-                Some(f) => Err(WriteError(format!("field {} is missing", f.name))),
+                Some(f) => Err(WriteError::Fields(format!("field {} is missing", f.name))),
             };
         }
         for (body, field) in self.reordered.iter().zip(&self.fields[self.next..]) {
             let body = body
                 .as_ref()
-                .ok_or_else(|| WriteError(format!("field {} is missing", field.name)))?;
+                .ok_or_else(|| WriteError::Fields(format!("field {} is missing", field.name)))?;
             self.out.extend_from_slice(body);
         }
         Ok(())
@@ -600,9 +629,19 @@ mod tests {
         // b = "x" first, then a = 7 (zig-zag 14).
         assert_eq!(direct(ba, &v).unwrap(), vec![2, b'x', 14]);
         let abc = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"},{"name":"b","type":"string"},{"name":"c","type":"long","default":0}]}"#;
-        assert!(direct(abc, &v).unwrap_err().0.contains("c is missing"));
+        assert!(
+            direct(abc, &v)
+                .unwrap_err()
+                .message()
+                .contains("c is missing")
+        );
         let cab = r#"{"type":"record","name":"R","fields":[{"name":"c","type":"long","default":0},{"name":"a","type":"long"},{"name":"b","type":"string"}]}"#;
-        assert!(direct(cab, &v).unwrap_err().0.contains("c is missing"));
+        assert!(
+            direct(cab, &v)
+                .unwrap_err()
+                .message()
+                .contains("c is missing")
+        );
     }
 
     #[test]

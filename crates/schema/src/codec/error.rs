@@ -64,6 +64,15 @@ pub enum CodecError {
         #[source]
         source: apache_avro::Error,
     },
+    /// The value's record fields do not match its schema's: missing, repeated, skipped or unknown
+    /// fields (a bug: the Rust type and the `.avsc` disagree).
+    #[error("cannot encode {record}: {reason}")]
+    EncodeFields {
+        /// Full name of the record type.
+        record: &'static str,
+        /// Which field, and what is wrong with it.
+        reason: String,
+    },
     /// The schema registry failed for another reason than an unknown id (network, bad schema).
     #[error(transparent)]
     Registry(RegistryError),
@@ -82,7 +91,7 @@ impl CodecError {
             CodecError::TruncatedBody(_) => "truncated_body",
             CodecError::BadBody(_) => "bad_body",
             CodecError::Resolution { .. } => "schema_resolution",
-            CodecError::Encode { .. } => "encode",
+            CodecError::Encode { .. } | CodecError::EncodeFields { .. } => "encode",
             CodecError::Registry(_) => "registry",
         }
     }

@@ -20,6 +20,7 @@ pub use record::AvroRecord;
 
 use crate::registry::{EmbeddedRegistry, RegistryError, SchemaRegistry};
 use apache_avro::Schema;
+use direct_write::WriteError;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -145,9 +146,9 @@ impl Codec {
     /// Like [`Codec::encode`], but appends to `out` (reuse one buffer for many records).
     /// On error `out` is left as it was.
     ///
-    /// Writes with the schema-guided [`direct_write`] serializer; a value it cannot place (a type
-    /// whose serde shape differs from the schema's) is written by apache-avro's writer instead,
-    /// which gives the same bytes or the error.
+    /// Writes with the schema-guided [`direct_write`] serializer. A record whose fields do not match
+    /// the schema's is refused ([`CodecError::EncodeFields`]); a shape that writer does not model is
+    /// written by apache-avro's writer instead.
     pub fn encode_into<T: AvroRecord>(
         &self,
         value: &T,
@@ -156,10 +157,17 @@ impl Codec {
         let schema = self.latest::<T>()?;
         let start = out.len();
         framing::write_header(schema.id, out);
-        if direct_write::to_body(&schema.inlined, value, out).is_ok() {
-            return Ok(());
+        match direct_write::to_body(&schema.inlined, value, out) {
+            Ok(()) => return Ok(()),
+            Err(WriteError::Fields(reason)) => {
+                out.truncate(start);
+                return Err(CodecError::EncodeFields {
+                    record: T::FULL_NAME,
+                    reason,
+                });
+            }
+            Err(WriteError::Unsupported(_)) => out.truncate(start + HEADER_LEN),
         }
-        out.truncate(start + HEADER_LEN);
         apache_avro::write_avro_datum_ref(&schema.inlined, value, out).map_err(|source| {
             out.truncate(start);
             CodecError::Encode {
@@ -361,6 +369,38 @@ mod tests {
                 failed_at: 6,
             });
         }
+    }
+
+    #[test]
+    fn a_record_missing_a_schema_field_is_refused_not_written_short() {
+        // apache-avro 0.21's writer would write the two fields it got and report success.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Short {
+            event_id: String,
+        }
+        impl AvroRecord for Short {
+            const FULL_NAME: &'static str = "io.clickpath.Short";
+        }
+        let schema = r#"{"type":"record","name":"Short","namespace":"io.clickpath",
+            "fields":[{"name":"event_id","type":"string"},{"name":"n","type":"long","default":0}]}"#;
+        let mut registry = crate::registry::EmbeddedRegistry::new();
+        registry.register(Short::FULL_NAME, 1, schema).unwrap();
+        let codec = Codec::new(Arc::new(registry));
+        let mut out = vec![7];
+        let err = codec
+            .encode_into(
+                &Short {
+                    event_id: "e".into(),
+                },
+                &mut out,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, CodecError::EncodeFields { reason, .. } if reason.contains("n is missing")),
+            "{err}"
+        );
+        assert_eq!(err.kind(), "encode");
+        assert_eq!(out, [7], "the buffer is left as it was");
     }
 
     #[test]
