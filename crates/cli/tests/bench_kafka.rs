@@ -62,8 +62,14 @@ fn a_small_bench_reports_sane_figures() {
     assert_eq!(max.stage_records_in["windower"], max.outputs_read);
     assert!(max.outputs_read > generated / 2 && max.outputs_read <= generated);
     // Raw, clean, features and predictions at least, each read at least once, clean by four stages.
-    assert!(max.broker_writes >= generated + 3 * max.outputs_read, "{max:?}");
-    assert!(max.broker_reads >= generated + 6 * max.outputs_read, "{max:?}");
+    assert!(
+        max.broker_writes >= generated + 3 * max.outputs_read,
+        "{max:?}"
+    );
+    assert!(
+        max.broker_reads >= generated + 6 * max.outputs_read,
+        "{max:?}"
+    );
     // Each scored event id measured once (duplicates are dropped by cleaning).
     assert_eq!(max.latency.samples, max.outputs_read);
     // The hops on the way: every scored event was seen on clean and on features first, and the last hop is
