@@ -323,9 +323,9 @@ impl UserRules {
 pub struct Detector {
     cfg: RulesConfig,
     version: String,
-    /// Per-user state, boxed like `profiles`: the tables then hold 32-byte entries that stay in
-    /// cache, where with the state inline each look-up's key comparison waited on memory (about a
-    /// third of `on_event`; boxing both took the detector bench from 0.66 M to 0.72-0.96 M events/s).
+    /// Per-user state, boxed like `profiles`: the tables then hold 32-byte entries, where with the
+    /// state inline each look-up's key comparison waited on memory (a third of `on_event` in a
+    /// profile). The throughput effect is within the bench's noise on the 2-core VM (BENCHMARKS.md).
     users: HashMap<String, Box<UserRules>>,
     profiles: HashMap<String, Box<signals::Profile>>,
     ips: HashMap<u64, VecDeque<i64>, U64Build>,
