@@ -112,16 +112,10 @@ impl QueryStore {
         self.0.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Publishes (or replaces) a user's view.
-    pub fn publish(&self, user_id: &str, view: Value) {
-        self.write()
-            .views
-            .insert(user_id.to_string(), Box::new(view));
-    }
-
-    /// Publishes (or replaces) a user's view, rendered to JSON only if it is looked up.
-    pub fn publish_view(&self, user_id: String, view: Box<dyn View>) {
-        self.write().views.insert(user_id, view);
+    /// Publishes (or replaces) a user's view: a JSON value, or any [`View`], which is rendered to
+    /// JSON only if it is looked up.
+    pub fn publish(&self, user_id: impl Into<String>, view: impl View + 'static) {
+        self.write().views.insert(user_id.into(), Box::new(view));
     }
 
     /// Publishes many views under one lock, each rendered to JSON only if it is looked up.

@@ -364,8 +364,7 @@ impl Scorer {
     /// Hands the prediction to the query store, which renders it to JSON only if it is asked for
     /// (building the JSON for every prediction was a fifth of the in-process chain's time).
     fn publish(&self, p: Prediction) {
-        self.query
-            .publish_view(p.user_id.clone(), Box::new(PredictionView(p)));
+        self.query.publish(p.user_id.clone(), PredictionView(p));
     }
 
     fn emit_all(
