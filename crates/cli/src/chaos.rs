@@ -191,10 +191,10 @@ pub enum ChaosCommand {
         #[arg(long, default_value_t = 600)]
         timeout_s: u64,
     },
-    /// Several `clickpath run <stage>` processes, SIGKILLed and restarted at random points; optionally a
-    /// broker restart half-way, or one instance killed for good to time the rebalance.
+    /// Several `clickpath run <stage>` processes, SIGKILLed and restarted at random points; optionally
+    /// broker restarts, or one instance killed for good to time the rebalance.
     Kill {
-        /// `cleaning` or `sessionizer`.
+        /// `cleaning`, `sessionizer` or `windower`.
         #[arg(long, default_value = "sessionizer")]
         stage: String,
         /// `exactly_once` or `at_least_once`.
@@ -212,7 +212,7 @@ pub enum ChaosCommand {
         /// Kill the last instance for good after a third of the input and time the rebalance.
         #[arg(long)]
         rebalance: bool,
-        /// Shell command that stops the broker (with --broker-start: restart it half-way).
+        /// Shell command that stops the broker (with --broker-start: restart it at each --broker-at point).
         #[arg(long, requires = "broker_start")]
         broker_stop: Option<String>,
         /// Shell command that starts the broker and waits until it answers.
@@ -221,6 +221,14 @@ pub enum ChaosCommand {
         /// Seconds the broker stays down.
         #[arg(long, default_value_t = 3.0)]
         broker_down_s: f64,
+        /// When to restart the broker: fractions of the input the group has committed, comma-separated
+        /// (one restart each).
+        #[arg(long, value_delimiter = ',', default_value = "0.5")]
+        broker_at: Vec<f64>,
+        /// SIGKILL one instance just before each broker stop and start it again while the broker is down,
+        /// so that it joins and restores its state while the broker comes back.
+        #[arg(long)]
+        broker_kill: bool,
         /// Input records per second (0 = as fast as possible).
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
@@ -298,19 +306,25 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
             broker_stop,
             broker_start,
             broker_down_s,
+            broker_at,
+            broker_kill,
             rate,
             seed,
             timeout_s,
             work_dir,
         } => {
             let stage = clickpath_stages::StageName::parse(&stage).ok_or_else(|| {
-                anyhow::anyhow!("--stage {stage}: expected cleaning or sessionizer")
+                anyhow::anyhow!("--stage {stage}: expected cleaning, sessionizer or windower")
             })?;
             let guarantee = match guarantee.as_str() {
                 "exactly_once" => clickpath_runtime::config::Guarantee::ExactlyOnce,
                 "at_least_once" => clickpath_runtime::config::Guarantee::AtLeastOnce,
                 g => anyhow::bail!("--guarantee {g}: expected exactly_once or at_least_once"),
             };
+            anyhow::ensure!(
+                broker_at.iter().all(|f| (0.0..=1.0).contains(f)),
+                "--broker-at {broker_at:?}: each point is a fraction of the input, between 0 and 1"
+            );
             let work_dir = work_dir.unwrap_or_else(default_work_dir);
             let opts = procs::ChaosOptions {
                 stage,
@@ -324,6 +338,8 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
                         stop,
                         start,
                         down_s: broker_down_s,
+                        at: broker_at,
+                        kill_one: broker_kill,
                     }),
                 rebalance,
                 rate,

@@ -118,6 +118,32 @@ pub struct RestoreStats {
     pub seconds: f64,
 }
 
+/// The longest a restore may take, watermark look-ups included.
+const RESTORE_LIMIT: Duration = Duration::from_secs(600);
+
+/// The low and high watermarks of a changelog partition, asked again while the broker does not answer (a
+/// restore right after a broker restart). Never guessed: taking a failed look-up for an empty partition would
+/// restore nothing and silently drop the partition's state.
+fn changelog_end<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    changelog: &str,
+    partition: i32,
+    deadline: Instant,
+) -> anyhow::Result<(i64, i64)> {
+    loop {
+        match consumer.fetch_watermarks(changelog, partition, Duration::from_secs(10)) {
+            Ok(w) => return Ok(w),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(changelog, partition, error = %e, "Changelog end offsets not known yet; asking again.");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => anyhow::bail!(
+                "cannot read the end offsets of {changelog}/{partition} to restore it: {e}"
+            ),
+        }
+    }
+}
+
 /// Replays `partitions` of `changelog` into `stage`, each to its end (committed data only).
 pub fn restore<S: Stage>(
     cfg: &ClickpathConfig,
@@ -152,10 +178,9 @@ pub fn restore<S: Stage>(
     // offset (high watermark) to read to.
     let mut totals: std::collections::BTreeMap<i32, (u64, u64)> = std::collections::BTreeMap::new();
     let mut ends: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+    let deadline = started + RESTORE_LIMIT;
     for &p in partitions {
-        let (lo, hi) = consumer
-            .fetch_watermarks(changelog, p, Duration::from_secs(10))
-            .unwrap_or((0, 0));
+        let (lo, hi) = changelog_end(&consumer, changelog, p, deadline)?;
         totals.insert(p, (0, (hi - lo).max(0) as u64));
         ends.insert(p, hi);
     }
@@ -188,10 +213,12 @@ pub fn restore<S: Stage>(
         setup_seconds = started.elapsed().as_secs_f64(),
         "Restore consumer assigned."
     );
-    let deadline = Instant::now() + Duration::from_secs(600);
     while !pending.is_empty() {
         if Instant::now() > deadline {
-            anyhow::bail!("restore of {changelog} partitions {pending:?} did not finish in 600 s");
+            anyhow::bail!(
+                "restore of {changelog} partitions {pending:?} did not finish in {} s",
+                RESTORE_LIMIT.as_secs()
+            );
         }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}

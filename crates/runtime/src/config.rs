@@ -260,6 +260,10 @@ pub struct RuntimeConfig {
     /// `queued.max.messages.kbytes`). This bounds a stage's memory when it falls behind: its lag grows on
     /// the broker instead of in the process.
     pub input_buffer_kbytes: u64,
+    /// An assigned input partition holding records from which the stage has consumed nothing for this long
+    /// (ms) is stalled: `/healthz` fails, `clickpath_stalled_partitions` counts it and the log names it.
+    /// 0 turns the check off.
+    pub stall_after_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -271,6 +275,7 @@ impl Default for RuntimeConfig {
             shutdown_grace_ms: 30_000,
             max_record_bytes: 1 << 20,
             input_buffer_kbytes: 65_536,
+            stall_after_ms: 120_000,
         }
     }
 }

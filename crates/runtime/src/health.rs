@@ -9,6 +9,8 @@ struct StageHealth {
     joined: bool,
     last_beat: Instant,
     assigned: usize,
+    /// Assigned partitions with records waiting and no progress (see [`crate::stall`]), one line each.
+    stalled: Vec<String>,
 }
 
 /// Shared health board: each loop beats once per batch and reports its assignment.
@@ -37,6 +39,7 @@ impl Health {
                     joined: false,
                     last_beat: Instant::now(),
                     assigned: 0,
+                    stalled: Vec::new(),
                 },
             );
         });
@@ -61,6 +64,16 @@ impl Health {
         });
     }
 
+    /// The partitions of `stage` that hold records it has not consumed for too long (empty: none). A stage
+    /// with any is not live: it polls, but makes no progress.
+    pub fn set_stalled(&self, stage: &str, stalled: Vec<String>) {
+        self.with(|m| {
+            if let Some(h) = m.get_mut(stage) {
+                h.stalled = stalled;
+            }
+        });
+    }
+
     /// The loop of `stage` has ended.
     pub fn remove(&self, stage: &str) {
         self.with(|m| {
@@ -68,9 +81,12 @@ impl Health {
         });
     }
 
-    /// Every registered loop beat recently.
+    /// Every registered loop beat recently and none has stalled partitions.
     pub fn is_live(&self) -> bool {
-        self.with(|m| m.values().all(|h| h.last_beat.elapsed() < STALL_AFTER))
+        self.with(|m| {
+            m.values()
+                .all(|h| h.last_beat.elapsed() < STALL_AFTER && h.stalled.is_empty())
+        })
     }
 
     /// Every registered loop has joined its consumer group.
@@ -83,15 +99,44 @@ impl Health {
         self.with(|m| {
             m.iter()
                 .map(|(s, h)| {
-                    format!(
-                        "{s}: joined={} partitions={} last_beat={:.1}s ago",
+                    let mut line = format!(
+                        "{s}: joined={} partitions={} last_beat={:.1}s ago stalled={}",
                         h.joined,
                         h.assigned,
-                        h.last_beat.elapsed().as_secs_f64()
-                    )
+                        h.last_beat.elapsed().as_secs_f64(),
+                        h.stalled.len()
+                    );
+                    for p in &h.stalled {
+                        line += &format!("\n  stalled {p}");
+                    }
+                    line
                 })
                 .collect::<Vec<_>>()
                 .join("\n")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_with_stalled_partitions_is_not_live_and_says_which() {
+        let h = Health::new();
+        h.register("sessionizer");
+        h.set_assigned("sessionizer", 1);
+        assert!(h.is_live() && h.is_ready());
+        h.set_stalled(
+            "sessionizer",
+            vec!["clean/0: position 7044, end 12545".to_string()],
+        );
+        assert!(!h.is_live(), "polling without progress is not alive");
+        assert!(h.is_ready());
+        let text = h.describe();
+        assert!(text.contains("stalled=1"), "{text}");
+        assert!(text.contains("stalled clean/0: position 7044"), "{text}");
+        h.set_stalled("sessionizer", Vec::new());
+        assert!(h.is_live());
     }
 }

@@ -203,6 +203,11 @@ impl BatchOffsets {
         self.next.len()
     }
 
+    /// The `(topic, partition)`s read, with their next offsets.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.next.iter().map(|((t, p), o)| (t.as_str(), *p, *o))
+    }
+
     /// The offsets as a list to store or to send to a transaction.
     pub fn to_list(&self) -> KafkaResult<TopicPartitionList> {
         let mut tpl = TopicPartitionList::with_capacity(self.next.len());

@@ -2,6 +2,7 @@
 
 use crate::config::{ClickpathConfig, TopicsConfig};
 use crate::metrics::{Metrics, StagePartition};
+use crate::stall::FetchInfo;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -10,6 +11,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,11 +32,13 @@ fn topic_partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-/// Consumer context: records rebalances for the run loop and exports lag from librdkafka statistics.
+/// Consumer context: records rebalances for the run loop, exports lag from librdkafka statistics and keeps
+/// each partition's last reported fetch state (for the stall check, [`crate::stall`]).
 pub struct StageContext {
     stage: String,
     metrics: Metrics,
     pending: Arc<Mutex<Vec<RebalanceEvent>>>,
+    fetch: Mutex<BTreeMap<(String, i32), FetchInfo>>,
 }
 
 impl StageContext {
@@ -44,7 +48,17 @@ impl StageContext {
             stage: stage.to_string(),
             metrics,
             pending: Arc::default(),
+            fetch: Mutex::default(),
         }
+    }
+
+    /// What the last statistics said of `topic`/`partition`'s fetcher, if they covered it.
+    pub fn fetch_info(&self, topic: &str, partition: i32) -> Option<FetchInfo> {
+        self.fetch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(topic.to_string(), partition))
+            .cloned()
     }
 
     /// Takes the rebalances seen since the last call.
@@ -55,8 +69,18 @@ impl StageContext {
 
 impl ClientContext for StageContext {
     fn stats(&self, statistics: Statistics) {
+        let mut fetch = BTreeMap::new();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
+                if *partition >= 0 {
+                    fetch.insert(
+                        (topic.clone(), *partition),
+                        FetchInfo {
+                            state: p.fetch_state.clone(),
+                            stable: p.ls_offset,
+                        },
+                    );
+                }
                 if *partition < 0 || p.consumer_lag < 0 {
                     continue;
                 }
@@ -70,6 +94,7 @@ impl ClientContext for StageContext {
                     .set(p.consumer_lag);
             }
         }
+        *self.fetch.lock().unwrap_or_else(|p| p.into_inner()) = fetch;
     }
 }
 

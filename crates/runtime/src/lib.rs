@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod query;
 pub mod runner;
 pub mod shutdown;
+pub mod stall;
 pub mod stage;
 pub mod telemetry;
 

@@ -20,6 +20,7 @@
 //! | `clickpath_state_entries` | gauge | stage | entries of in-memory state |
 //! | `clickpath_consumer_lag_records` | gauge | stage, topic, partition | consumer lag |
 //! | `clickpath_assigned_partitions` | gauge | stage | partitions assigned to this instance |
+//! | `clickpath_stalled_partitions` | gauge | stage | assigned input partitions with records waiting and nothing consumed for `runtime.stall_after_ms` |
 //! | `clickpath_restore_progress_ratio` | gauge | stage, topic, partition | fraction of a changelog partition restored (0..1) |
 //!
 //! deploy/grafana/dashboards/clickpath.json charts these names; scripts/validate-deploy.sh checks that
@@ -121,6 +122,8 @@ pub struct Metrics {
     pub consumer_lag: Family<StagePartition, Gauge>,
     /// Partitions currently assigned.
     pub assigned_partitions: Family<StageLabel, Gauge>,
+    /// Assigned partitions with records waiting and no progress for `runtime.stall_after_ms`.
+    pub stalled_partitions: Family<StageLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -167,6 +170,7 @@ impl Metrics {
         let state_entries = Family::<StageLabel, Gauge>::default();
         let consumer_lag = Family::<StagePartition, Gauge>::default();
         let assigned_partitions = Family::<StageLabel, Gauge>::default();
+        let stalled_partitions = Family::<StageLabel, Gauge>::default();
         r.register(
             "clickpath_records_in",
             "Records read from an input topic",
@@ -248,6 +252,11 @@ impl Metrics {
             "Partitions assigned to this instance",
             assigned_partitions.clone(),
         );
+        r.register(
+            "clickpath_stalled_partitions",
+            "Assigned input partitions with records waiting and nothing consumed for runtime.stall_after_ms",
+            stalled_partitions.clone(),
+        );
         Metrics {
             registry: Arc::new(Mutex::new(r)),
             records_in,
@@ -266,7 +275,28 @@ impl Metrics {
             state_entries,
             consumer_lag,
             assigned_partitions,
+            stalled_partitions,
         }
+    }
+
+    /// Counts one error of `kind` (`delivery`, `kafka`, `fatal`, `transaction_aborted`, ...) in `stage`.
+    pub fn error(&self, stage: &str, kind: &str) {
+        self.errors
+            .get_or_create(&StageKind {
+                stage: stage.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
+    /// Counts one record of `stage` sent to the dead-letter topic for `kind`.
+    pub fn dead_letter(&self, stage: &str, kind: &str) {
+        self.dead_letters
+            .get_or_create(&StageKind {
+                stage: stage.into(),
+                kind: kind.into(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition of every family.

@@ -16,15 +16,17 @@ use crate::deadletter::dead_letter_output;
 use crate::health::Health;
 use crate::inputs::{Assignment, BatchOffsets, InputTopics, co_partitioned};
 use crate::kafka::{RebalanceEvent, StageContext, create_producer, stage_consumer_config};
-use crate::metrics::{Metrics, StageKind, StageLabel, StageTopic};
+use crate::metrics::{Metrics, StageLabel, StageTopic};
+use crate::stall::{PartitionEnds, StallWatch};
 use crate::shutdown::Shutdown;
 use crate::stage::{Context, Output, Stage, StageError, StageInput};
 use clickpath_schema::codec::Codec;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use prometheus_client::metrics::counter::Counter;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::topic_partition_list::Offset;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -107,9 +109,7 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
     let consumer: BaseConsumer<StageContext> =
         stage_consumer_config(cfg, name, inputs.len()).create_with_context(context)?;
     let producer = if eos {
-        let p: FutureProducer = transactional_producer_config(cfg, name).create()?;
-        p.init_transactions(Duration::from_secs(60))?;
-        p
+        transactional_producer(cfg, name)?
     } else {
         create_producer(cfg)?
     };
@@ -128,10 +128,11 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
         inputs: &inputs,
         changelog: changelog.as_deref(),
         consumer: &consumer,
-        producer: &producer,
+        producer,
         eos,
         query_store,
         input_partitions,
+        end_offsets: std::cell::OnceCell::new(),
     };
     let result = run.run_loop(&mut stage);
 
@@ -146,7 +147,7 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
             summary.records_out += outputs.len() as u64;
             run.commit_batch(&mut stage, outputs, &BatchOffsets::new())?;
             let grace = Duration::from_millis(cfg.runtime.shutdown_grace_ms);
-            producer.flush(grace)?;
+            run.producer.flush(grace)?;
             if !eos && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 // Nothing stored yet is a normal case.
                 if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
@@ -159,22 +160,24 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
         Err(e) => {
             if eos {
                 // Best effort: the broker aborts it anyway after the transaction timeout or when fenced.
-                let _ = producer.abort_transaction(Duration::from_secs(10));
+                let _ = run.producer.abort_transaction(Duration::from_secs(10));
             }
             env.health.remove(name);
-            env.metrics
-                .errors
-                .get_or_create(&StageKind {
-                    stage: name.into(),
-                    kind: "fatal".into(),
-                })
-                .inc();
+            env.metrics.error(name, "fatal");
             return Err(e);
         }
     };
     env.health.remove(name);
     tracing::info!(stage = name, ?summary, "Stage stopped.");
     Ok(summary)
+}
+
+/// A transactional producer for `stage`, its transactions initialised: this fences any earlier producer
+/// with the same transactional id (a previous incarnation of this instance) and aborts its open transaction.
+fn transactional_producer(cfg: &ClickpathConfig, stage: &str) -> anyhow::Result<FutureProducer> {
+    let p: FutureProducer = transactional_producer_config(cfg, stage).create()?;
+    p.init_transactions(Duration::from_secs(60))?;
+    Ok(p)
 }
 
 /// Producer settings for exactly-once mode: a transactional id stable per stage instance.
@@ -212,17 +215,30 @@ struct Run<'a> {
     inputs: &'a InputTopics,
     changelog: Option<&'a str>,
     consumer: &'a BaseConsumer<StageContext>,
-    producer: &'a FutureProducer,
+    producer: FutureProducer,
     eos: bool,
     query_store: Option<crate::query::QueryStore>,
     input_partitions: usize,
+    /// A `read_uncommitted` client for the stall check's end offsets, made on first use: the stage consumer's
+    /// own watermark look-up answers with the last stable offset, behind which an open transaction hides
+    /// exactly the records the check looks for.
+    end_offsets: std::cell::OnceCell<BaseConsumer>,
+}
+
+/// What processing one batch gave: the outputs to make durable with its input offsets, and what the metrics
+/// need afterwards.
+struct ProcessedBatch {
+    outputs: Vec<Output>,
+    offsets: BatchOffsets,
+    per_input: Vec<u64>,
+    event_times: Vec<i64>,
 }
 
 impl Run<'_> {
+    /// Batch after batch until shutdown: poll (and replay rebalances), check for stalled partitions,
+    /// process, make durable (rewinding after a failed transaction), record metrics.
     fn run_loop<S: Stage>(&mut self, stage: &mut S) -> anyhow::Result<RunSummary> {
         let env = self.env;
-        let name = self.name;
-        let inputs = self.inputs;
         let rt = &env.config.runtime;
         let poll_timeout = Duration::from_millis(rt.poll_timeout_ms);
         let tick_every = Duration::from_millis(rt.tick_interval_ms);
@@ -231,184 +247,52 @@ impl Run<'_> {
         let mut first_input: Option<Instant> = None;
         let mut summary = RunSummary::default();
         let mut assigned = Assignment::new();
-        let label = StageLabel { stage: name.into() };
-        // One counter per input topic. Cloned: holding the family's guard would block every other thread's
-        // get_or_create.
-        let in_counters: Vec<_> = inputs
-            .names()
-            .iter()
-            .map(|topic| {
-                env.metrics
-                    .records_in
-                    .get_or_create(&StageTopic {
-                        stage: name.into(),
-                        topic: topic.clone(),
-                    })
-                    .clone()
-            })
-            .collect();
+        let mut watch = StallWatch::new(Duration::from_millis(rt.stall_after_ms));
+        let in_counters = self.input_counters();
 
         while !env.shutdown.is_triggered() {
-            env.health.beat(name);
+            env.health.beat(self.name);
             let mut batch = poll_batch(
                 self.consumer,
                 poll_timeout,
                 stage.poll_linger(),
                 rt.max_batch,
-                name,
+                self.name,
                 &env.metrics,
             );
-            // Rebalance callbacks ran inside poll on this thread; replay them to the stage in order, restoring
-            // the state of newly assigned partitions before any of their input is processed.
-            for event in self.consumer.context().take_rebalances() {
-                match event {
-                    RebalanceEvent::Assigned(tps) => {
-                        // Partition numbers this instance did not own before, in any input topic.
-                        let ps = assigned.assign(&tps);
-                        if let Some(changelog) = self.changelog {
-                            let stats =
-                                restore(&env.config, changelog, &ps, stage, Some(&env.metrics))?;
-                            tracing::info!(
-                                stage = name,
-                                partitions = ?ps,
-                                records = stats.records,
-                                bytes = stats.bytes,
-                                seconds = stats.seconds,
-                                records_per_second = stats.records as f64 / stats.seconds.max(1e-9),
-                                "State restored."
-                            );
-                        }
-                        stage.on_assign(&ps);
-                    }
-                    RebalanceEvent::Revoked(tps) => {
-                        let ps = assigned.revoke(&tps);
-                        stage.on_revoke(&ps);
-                    }
-                }
-                env.health.set_assigned(name, assigned.len());
-                if let Some(store) = &self.query_store {
-                    store.set_assignment(&assigned.partitions(), self.input_partitions);
-                }
-                env.metrics
-                    .assigned_partitions
-                    .get_or_create(&label)
-                    .set(assigned.len() as i64);
-            }
+            self.replay_rebalances(stage, &mut assigned, &mut watch)?;
             // Records of partitions revoked while the batch was collected belong to their new owner now.
             batch.retain(|m| assigned.contains(m.topic(), m.partition()));
+            self.check_stalls(&mut watch);
             let tick_due = last_tick.elapsed() >= tick_every;
             if batch.is_empty() && !tick_due {
                 continue;
+            }
+            if tick_due {
+                last_tick = Instant::now();
             }
             let started = Instant::now();
             // One span per batch: processing, delivery and commit (exported with the `otlp` feature). Counts as
             // i64: OpenTelemetry integers are signed, and tracing-opentelemetry exports a u64 as text.
             let span = tracing::info_span!(
                 "batch",
-                stage = name,
+                stage = self.name,
                 records = batch.len() as i64,
                 outputs = tracing::field::Empty
             );
             let _in_batch = span.enter();
-            let mut outputs: Vec<Output> = Vec::new();
-            let mut next_offsets = BatchOffsets::new();
-            let mut per_input = vec![0u64; inputs.len()];
-            let mut event_times: Vec<i64> = Vec::with_capacity(batch.len());
-            let now = now_ms();
-            for msg in &batch {
-                let topic = msg.topic();
-                next_offsets.consumed(topic, msg.partition(), msg.offset());
-                let input = inputs.index(topic);
-                if let Some(i) = input {
-                    per_input[i] += 1;
-                }
-                let payload = msg.payload().unwrap_or_default();
-                if let Some(ts) = msg.timestamp().to_millis() {
-                    event_times.push(ts);
-                }
-                let rejection = if payload.len() > rt.max_record_bytes {
-                    // Hostile or broken producers: never decode what we would not store.
-                    Some((
-                        "oversized_record",
-                        format!(
-                            "record is {} bytes, more than runtime.max_record_bytes = {}",
-                            payload.len(),
-                            rt.max_record_bytes
-                        ),
-                    ))
-                } else if let Some(input) = input {
-                    match <S::Input as StageInput>::decode(&env.codec, input, payload) {
-                        Err(e) => Some((e.kind(), e.to_string())),
-                        Ok(record) => {
-                            let mut ctx = Context::new(&env.codec, &mut outputs, now)
-                                .for_record(topic, msg.partition());
-                            match stage.process(record, &mut ctx) {
-                                Ok(()) => None,
-                                Err(StageError::Rejected { kind, reason }) => Some((kind, reason)),
-                                Err(StageError::Fatal(reason)) => {
-                                    anyhow::bail!(
-                                        "stage {name} failed at {topic}/{}@{}: {reason}",
-                                        msg.partition(),
-                                        msg.offset()
-                                    );
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    // Cannot happen with a subscription to exact names; never handed to the stage.
-                    Some((
-                        "unexpected_topic",
-                        format!(
-                            "record from {topic}, which is not an input of this stage ({:?})",
-                            inputs.names()
-                        ),
-                    ))
-                };
-                if let Some((kind, reason)) = rejection {
-                    tracing::debug!(stage = name, topic, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
-                    env.metrics
-                        .dead_letters
-                        .get_or_create(&StageKind {
-                            stage: name.into(),
-                            kind: kind.into(),
-                        })
-                        .inc();
-                    summary.dead_letters += 1;
-                    outputs.push(dead_letter_output(
-                        &env.codec,
-                        &env.config.topics.dead_letters,
-                        name,
-                        topic,
-                        msg.partition(),
-                        msg.offset(),
-                        msg.key(),
-                        payload,
-                        kind,
-                        &reason,
-                        now,
-                    )?);
-                }
-            }
-            if !batch.is_empty() {
-                let mut ctx = Context::new(&env.codec, &mut outputs, now);
-                if let Err(e) = stage.end_batch(&mut ctx) {
-                    anyhow::bail!("stage {name} failed at the end of a batch: {e}");
-                }
-            }
-            if tick_due {
-                last_tick = Instant::now();
-                let mut ctx = Context::new(&env.codec, &mut outputs, now);
-                if let Err(e) = stage.tick(&mut ctx) {
-                    anyhow::bail!("stage {name} tick failed: {e}");
-                }
-            }
+            let mut done = self.process_batch(stage, &batch, tick_due, &mut summary)?;
             let records = batch.len() as u64;
             summary.records_in += records;
-            summary.records_out += outputs.len() as u64;
-            span.record("outputs", outputs.len() as i64);
+            summary.records_out += done.outputs.len() as u64;
+            span.record("outputs", done.outputs.len() as i64);
             drop(batch);
-            if let Err(e) = self.commit_batch(stage, outputs, &next_offsets) {
+            for (topic, partition, _) in done.offsets.iter() {
+                watch.progressed(topic, partition, started);
+            }
+            watch.clear_progressed(started);
+            let outputs = std::mem::take(&mut done.outputs);
+            if let Err(e) = self.commit_batch(stage, outputs, &done.offsets) {
                 if !self.eos {
                     return Err(e);
                 }
@@ -417,52 +301,336 @@ impl Run<'_> {
                 // back to its last committed state and input and carries on. Only a producer that cannot
                 // abort (fenced, fatal) stops it.
                 self.rewind_after_abort(stage, &assigned, &e)?;
+                watch.restart_all(Instant::now());
                 continue;
             }
             if records > 0 {
                 first_input.get_or_insert(started);
             }
-            if let Some(first) = first_input
-                && let Some(extra) =
-                    env.config
-                        .faults
-                        .slowdown(name, first.elapsed(), started.elapsed())
-            {
-                // Fault injection (`[faults]`): the stage made artificially slow, batch processing and
-                // delivery together, for the back-pressure test.
-                std::thread::sleep(extra);
-            }
-            for (counter, n) in in_counters.iter().zip(&per_input) {
-                if *n > 0 {
-                    counter.inc_by(*n);
-                }
-            }
-            // Per record: poll to durable output, and the record's Kafka timestamp to durable output.
-            let processing = started.elapsed().as_secs_f64();
-            let done = now_ms();
-            env.metrics.observe_latencies(
-                name,
-                std::iter::repeat_n(processing, records as usize),
-                event_times.iter().map(|t| (done - t) as f64 / 1000.0),
-            );
-            env.metrics
-                .batch_seconds
-                .get_or_create(&label)
-                .observe(started.elapsed().as_secs_f64());
-            env.metrics
-                .batch_records
-                .get_or_create(&label)
-                .observe(records as f64);
-            env.metrics
-                .state_entries
-                .get_or_create(&label)
-                .set(stage.state_entries() as i64);
+            self.inject_slowdown(first_input, started);
+            self.record_batch_metrics(stage, &in_counters, &done, records, started);
         }
         Ok(summary)
     }
 
-    /// Makes a batch durable: its outputs, its state changes and its input offsets. At-least-once: produce and
-    /// wait for acknowledgements, then store the offsets. Exactly-once: all three in one transaction.
+    /// One `records_in` counter per input topic. Cloned: holding the family's guard would block every other
+    /// thread's `get_or_create`.
+    fn input_counters(&self) -> Vec<Counter> {
+        self.inputs
+            .names()
+            .iter()
+            .map(|topic| {
+                self.env
+                    .metrics
+                    .records_in
+                    .get_or_create(&StageTopic {
+                        stage: self.name.into(),
+                        topic: topic.clone(),
+                    })
+                    .clone()
+            })
+            .collect()
+    }
+
+    /// Rebalance callbacks ran inside poll on this thread; replays them to the stage in order, restoring the
+    /// state of newly assigned partitions before any of their input is processed.
+    fn replay_rebalances<S: Stage>(
+        &mut self,
+        stage: &mut S,
+        assigned: &mut Assignment,
+        watch: &mut StallWatch,
+    ) -> anyhow::Result<()> {
+        let env = self.env;
+        let name = self.name;
+        for event in self.consumer.context().take_rebalances() {
+            match event {
+                RebalanceEvent::Assigned(tps) => {
+                    // Partition numbers this instance did not own before, in any input topic.
+                    let ps = assigned.assign(&tps);
+                    if let Some(changelog) = self.changelog {
+                        let stats = restore(&env.config, changelog, &ps, stage, Some(&env.metrics))?;
+                        tracing::info!(
+                            stage = name,
+                            partitions = ?ps,
+                            records = stats.records,
+                            bytes = stats.bytes,
+                            seconds = stats.seconds,
+                            records_per_second = stats.records as f64 / stats.seconds.max(1e-9),
+                            "State restored."
+                        );
+                    }
+                    stage.on_assign(&ps);
+                    // The clock starts after the restore: restoring is progress of its own.
+                    watch.assigned(&tps, Instant::now());
+                }
+                RebalanceEvent::Revoked(tps) => {
+                    let ps = assigned.revoke(&tps);
+                    stage.on_revoke(&ps);
+                    watch.revoked(&tps);
+                }
+            }
+            env.health.set_assigned(name, assigned.len());
+            if let Some(store) = &self.query_store {
+                store.set_assignment(&assigned.partitions(), self.input_partitions);
+            }
+            env.metrics
+                .assigned_partitions
+                .get_or_create(&StageLabel { stage: name.into() })
+                .set(assigned.len() as i64);
+        }
+        Ok(())
+    }
+
+    /// Judges partitions idle for `runtime.stall_after_ms` against their end offsets (when a check is due),
+    /// and publishes the verdict: health board, metric, and one warning per partition when it stalls.
+    fn check_stalls(&self, watch: &mut StallWatch) {
+        let now = Instant::now();
+        if !watch.check_due(now) {
+            return;
+        }
+        let lookup_timeout = Duration::from_secs(2);
+        let consumer = self.consumer;
+        let ends_client = match self.end_offsets_client() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(stage = self.name, error = %e, "Cannot create the stall check's client.");
+                return;
+            }
+        };
+        let positions = consumer.position().ok();
+        let newly = watch.check(now, |topic, partition| {
+            let position = positions
+                .as_ref()
+                .and_then(|tpl| tpl.find_partition(topic, partition))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let (committed, committed_error) = if position.is_some() {
+                (None, None)
+            } else {
+                committed_offset(consumer, topic, partition, lookup_timeout)
+            };
+            let (low, high) = ends_client
+                .fetch_watermarks(topic, partition, lookup_timeout)
+                .ok()?;
+            Some(PartitionEnds {
+                position,
+                committed,
+                committed_error,
+                low,
+                high,
+                fetch: consumer.context().fetch_info(topic, partition),
+            })
+        });
+        for s in &newly {
+            tracing::warn!(
+                stage = self.name,
+                topic = %s.topic,
+                partition = s.partition,
+                position = ?s.ends.position,
+                committed = ?s.ends.committed,
+                end = s.ends.high,
+                idle_seconds = s.idle.as_secs_f64(),
+                cause = %s.cause(),
+                "Partition stalled: records are waiting but none was consumed; /healthz now fails."
+            );
+        }
+        let stalled: Vec<String> = watch.stalled().iter().map(ToString::to_string).collect();
+        self.env
+            .metrics
+            .stalled_partitions
+            .get_or_create(&StageLabel {
+                stage: self.name.into(),
+            })
+            .set(stalled.len() as i64);
+        self.env.health.set_stalled(self.name, stalled);
+    }
+
+    /// The stall check's end-offset client ([`Run::end_offsets`]).
+    fn end_offsets_client(&self) -> anyhow::Result<&BaseConsumer> {
+        if let Some(c) = self.end_offsets.get() {
+            return Ok(c);
+        }
+        let mut c = crate::kafka::consumer_client_config(&self.env.config);
+        c.set("isolation.level", "read_uncommitted");
+        let client: BaseConsumer = c.create()?;
+        Ok(self.end_offsets.get_or_init(|| client))
+    }
+
+    /// Decodes every record (decode failures and rejected records become dead letters), hands it to the
+    /// stage, then runs the end-of-batch hook and, when due, the tick hook.
+    fn process_batch<S: Stage>(
+        &mut self,
+        stage: &mut S,
+        batch: &[BorrowedMessage<'_>],
+        tick_due: bool,
+        summary: &mut RunSummary,
+    ) -> anyhow::Result<ProcessedBatch> {
+        let env = self.env;
+        let name = self.name;
+        let mut done = ProcessedBatch {
+            outputs: Vec::new(),
+            offsets: BatchOffsets::new(),
+            per_input: vec![0u64; self.inputs.len()],
+            event_times: Vec::with_capacity(batch.len()),
+        };
+        let now = now_ms();
+        for msg in batch {
+            let topic = msg.topic();
+            done.offsets.consumed(topic, msg.partition(), msg.offset());
+            let input = self.inputs.index(topic);
+            if let Some(i) = input {
+                done.per_input[i] += 1;
+            }
+            if let Some(ts) = msg.timestamp().to_millis() {
+                done.event_times.push(ts);
+            }
+            let payload = msg.payload().unwrap_or_default();
+            let Some((kind, reason)) =
+                self.process_record(stage, msg, input, payload, now, &mut done.outputs)?
+            else {
+                continue;
+            };
+            tracing::debug!(stage = name, topic, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
+            env.metrics.dead_letter(name, kind);
+            summary.dead_letters += 1;
+            done.outputs.push(dead_letter_output(
+                &env.codec,
+                &env.config.topics.dead_letters,
+                name,
+                topic,
+                msg.partition(),
+                msg.offset(),
+                msg.key(),
+                payload,
+                kind,
+                &reason,
+                now,
+            )?);
+        }
+        if !batch.is_empty() {
+            let mut ctx = Context::new(&env.codec, &mut done.outputs, now);
+            if let Err(e) = stage.end_batch(&mut ctx) {
+                anyhow::bail!("stage {name} failed at the end of a batch: {e}");
+            }
+        }
+        if tick_due {
+            let mut ctx = Context::new(&env.codec, &mut done.outputs, now);
+            if let Err(e) = stage.tick(&mut ctx) {
+                anyhow::bail!("stage {name} tick failed: {e}");
+            }
+        }
+        Ok(done)
+    }
+
+    /// One record: `Ok(None)` when the stage took it, `Ok(Some((kind, reason)))` when it must be
+    /// dead-lettered, an error when the stage failed fatally.
+    fn process_record<S: Stage>(
+        &self,
+        stage: &mut S,
+        msg: &BorrowedMessage<'_>,
+        input: Option<usize>,
+        payload: &[u8],
+        now: i64,
+        outputs: &mut Vec<Output>,
+    ) -> anyhow::Result<Option<(&'static str, String)>> {
+        let env = self.env;
+        let max = env.config.runtime.max_record_bytes;
+        if payload.len() > max {
+            // Hostile or broken producers: never decode what we would not store.
+            return Ok(Some((
+                "oversized_record",
+                format!(
+                    "record is {} bytes, more than runtime.max_record_bytes = {max}",
+                    payload.len()
+                ),
+            )));
+        }
+        let Some(input) = input else {
+            // Cannot happen with a subscription to exact names; never handed to the stage.
+            return Ok(Some((
+                "unexpected_topic",
+                format!(
+                    "record from {}, which is not an input of this stage ({:?})",
+                    msg.topic(),
+                    self.inputs.names()
+                ),
+            )));
+        };
+        let record = match <S::Input as StageInput>::decode(&env.codec, input, payload) {
+            Ok(record) => record,
+            Err(e) => return Ok(Some((e.kind(), e.to_string()))),
+        };
+        let mut ctx =
+            Context::new(&env.codec, outputs, now).for_record(msg.topic(), msg.partition());
+        match stage.process(record, &mut ctx) {
+            Ok(()) => Ok(None),
+            Err(StageError::Rejected { kind, reason }) => Ok(Some((kind, reason))),
+            Err(StageError::Fatal(reason)) => anyhow::bail!(
+                "stage {} failed at {}/{}@{}: {reason}",
+                self.name,
+                msg.topic(),
+                msg.partition(),
+                msg.offset()
+            ),
+        }
+    }
+
+    /// Fault injection (`[faults]`): the stage made artificially slow, batch processing and delivery
+    /// together, for the back-pressure test.
+    fn inject_slowdown(&self, first_input: Option<Instant>, started: Instant) {
+        if let Some(first) = first_input
+            && let Some(extra) =
+                self.env
+                    .config
+                    .faults
+                    .slowdown(self.name, first.elapsed(), started.elapsed())
+        {
+            std::thread::sleep(extra);
+        }
+    }
+
+    /// Counts, latencies and sizes of a batch made durable.
+    fn record_batch_metrics<S: Stage>(
+        &self,
+        stage: &S,
+        in_counters: &[Counter],
+        done: &ProcessedBatch,
+        records: u64,
+        started: Instant,
+    ) {
+        let metrics = &self.env.metrics;
+        let label = StageLabel {
+            stage: self.name.into(),
+        };
+        for (counter, n) in in_counters.iter().zip(&done.per_input) {
+            if *n > 0 {
+                counter.inc_by(*n);
+            }
+        }
+        // Per record: poll to durable output, and the record's Kafka timestamp to durable output.
+        let processing = started.elapsed().as_secs_f64();
+        let now = now_ms();
+        metrics.observe_latencies(
+            self.name,
+            std::iter::repeat_n(processing, records as usize),
+            done.event_times.iter().map(|t| (now - t) as f64 / 1000.0),
+        );
+        metrics
+            .batch_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .batch_records
+            .get_or_create(&label)
+            .observe(records as f64);
+        metrics
+            .state_entries
+            .get_or_create(&label)
+            .set(stage.state_entries() as i64);
+    }
+
     /// After a failed transaction: aborts it, drops the stage's state of every owned partition and
     /// restores it from the changelog (the state of the last committed batch), and seeks every input
     /// partition back to its committed offset, so the aborted batch is processed again from scratch.
@@ -475,19 +643,28 @@ impl Run<'_> {
         let name = self.name;
         let timeout = Duration::from_secs(30);
         tracing::warn!(stage = name, error = %cause, "Transaction failed; aborting it and rewinding to the last commit.");
-        self.env
-            .metrics
-            .errors
-            .get_or_create(&StageKind {
-                stage: name.into(),
-                kind: "transaction_aborted".into(),
-            })
-            .inc();
+        self.env.metrics.error(name, "transaction_aborted");
         if let Err(e) = self.producer.abort_transaction(timeout) {
             anyhow::bail!(
                 "stage {name}: transaction failed ({cause:#}) and could not be aborted ({e})"
             );
         }
+        // A new producer epoch for the next transaction. A request of the aborted one may still be on its way
+        // (retried across a broker restart, say): with the same epoch the broker would accept it after the
+        // abort marker and open a transaction that nobody ends, which holds back the last stable offset of a
+        // partition, or, for an offset commit, every read_committed consumer's committed-offset fetch of the
+        // group (UNSTABLE_OFFSET_COMMIT), for good. Initialising a new producer with the same transactional
+        // id bumps the epoch and fences the old one's late requests (what KIP-890 does per transaction).
+        // The old client goes first, so none of its retries is still pending when the new epoch begins.
+        let fresh: FutureProducer = transactional_producer_config(&self.env.config, name).create()?;
+        drop(std::mem::replace(&mut self.producer, fresh));
+        self.producer
+            .init_transactions(Duration::from_secs(60))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "stage {name}: cannot initialise a new transactional producer after the abort: {e}"
+                )
+            })?;
         let ps: Vec<i32> = assigned.partitions().into_iter().collect();
         stage.on_revoke(&ps);
         if let Some(changelog) = self.changelog {
@@ -515,6 +692,8 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Makes a batch durable: its outputs, its state changes and its input offsets. At-least-once: produce and
+    /// wait for acknowledgements, then store the offsets. Exactly-once: all three in one transaction.
     fn commit_batch<S: Stage>(
         &mut self,
         stage: &mut S,
@@ -536,7 +715,7 @@ impl Run<'_> {
             }
         }
         if !self.eos {
-            deliver(self.producer, outputs, self.name, &self.env.metrics)?;
+            deliver(&self.producer, outputs, self.name, &self.env.metrics)?;
             store_offsets(self.consumer, next_offsets, self.name);
             return Ok(());
         }
@@ -545,7 +724,7 @@ impl Run<'_> {
         }
         let timeout = Duration::from_secs(30);
         self.producer.begin_transaction()?;
-        deliver(self.producer, outputs, self.name, &self.env.metrics)?;
+        deliver(&self.producer, outputs, self.name, &self.env.metrics)?;
         if !next_offsets.is_empty() {
             // Every input topic's offsets, in the one transaction.
             let tpl = next_offsets.to_list()?;
@@ -558,6 +737,28 @@ impl Run<'_> {
         }
         self.producer.commit_transaction(timeout)?;
         Ok(())
+    }
+}
+
+/// The group's committed offset of one partition, or why it cannot be read.
+fn committed_offset(
+    consumer: &BaseConsumer<StageContext>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> (Option<i64>, Option<String>) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    match consumer.committed_offsets(tpl, timeout) {
+        Err(e) => (None, Some(e.to_string())),
+        Ok(got) => match got.find_partition(topic, partition) {
+            Some(e) if e.error().is_err() => (None, e.error().err().map(|e| e.to_string())),
+            Some(e) => match e.offset() {
+                Offset::Offset(o) => (Some(o), None),
+                _ => (None, None),
+            },
+            None => (None, None),
+        },
     }
 }
 
@@ -584,14 +785,7 @@ fn poll_batch<'c>(
                 continue;
             }
             Some(Err(e)) => {
-                tracing::warn!(stage, error = %e, "Kafka consumer error.");
-                metrics
-                    .errors
-                    .get_or_create(&StageKind {
-                        stage: stage.into(),
-                        kind: "kafka".into(),
-                    })
-                    .inc();
+                tracing::warn!(stage, error = %e, "Kafka consumer error.");metrics.error(stage, "kafka");
                 break;
             }
         }
@@ -653,14 +847,7 @@ pub fn deliver(
     for r in results {
         match r {
             Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => {
-                metrics
-                    .errors
-                    .get_or_create(&StageKind {
-                        stage: stage.into(),
-                        kind: "delivery".into(),
-                    })
-                    .inc();
+            Ok(Err((e, _))) => {metrics.error(stage, "delivery");
                 anyhow::bail!("delivery failed: {e}");
             }
             Err(_) => anyhow::bail!("delivery future cancelled (producer dropped)"),

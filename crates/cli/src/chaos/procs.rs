@@ -15,7 +15,7 @@ use clickpath_runtime::ClickpathConfig;
 use clickpath_runtime::config::Guarantee;
 use clickpath_runtime::kafka::base_client_config;
 use clickpath_schema::codec::Codec;
-use clickpath_schema::{ClickEvent, EventType, SessionSummary};
+use clickpath_schema::{ClickEvent, EventType, FeatureVector, SessionSummary};
 use clickpath_stages::StageName;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Shell commands that stop and start the broker (for the broker-restart scenario).
+/// Shell commands that stop and start the broker (for the broker-restart scenario), and when.
 #[derive(Debug, Clone)]
 pub struct BrokerControl {
     /// Stops the broker (e.g. `KAFKA_PORT=39092 ... scripts/kafka.sh stop`).
@@ -37,12 +37,17 @@ pub struct BrokerControl {
     pub start: String,
     /// How long it stays down, seconds.
     pub down_s: f64,
+    /// Restart points: fractions of the input the group has committed (one restart each).
+    pub at: Vec<f64>,
+    /// SIGKILL one instance just before each stop and start it again while the broker is down, so that
+    /// it joins the group and restores its state against a broker that is coming back.
+    pub kill_one: bool,
 }
 
 /// One chaos run.
 #[derive(Debug, Clone)]
 pub struct ChaosOptions {
-    /// The stage under test: `cleaning` or `sessionizer`.
+    /// The stage under test: `cleaning`, `sessionizer` or `windower`.
     pub stage: StageName,
     /// Delivery guarantee of the stage processes.
     pub guarantee: Guarantee,
@@ -52,7 +57,7 @@ pub struct ChaosOptions {
     pub sessions: u64,
     /// SIGKILLs, each followed by a restart of that instance.
     pub kills: usize,
-    /// Restart the broker once, half-way.
+    /// Restart the broker at the points it names.
     pub broker: Option<BrokerControl>,
     /// Kill one instance for good (after a third of the input) and measure how long until every partition
     /// commits progress again.
@@ -76,7 +81,7 @@ pub struct ChaosReport {
     pub what: String,
     /// Input records produced (sentinels included).
     pub input_records: u64,
-    /// Expected distinct outputs (sessions or clean events).
+    /// Expected distinct outputs (sessions, clean events or feature vectors).
     pub expected: usize,
     /// Distinct outputs found.
     pub distinct: usize,
@@ -207,7 +212,13 @@ impl Fleet<'_> {
             .args(["run", self.opts.stage.as_str()])
             .env_remove("CLICKPATH_CONFIG")
             .env("CLICKPATH__KAFKA__INSTANCE_ID", format!("chaos-{i}"))
-            .env("RUST_LOG", "warn")
+            // Warnings, and the rebalances (which a failed run's diagnosis starts from);
+            // CLICKPATH_CHAOS_INSTANCE_LOG overrides it.
+            .env(
+                "RUST_LOG",
+                std::env::var("CLICKPATH_CHAOS_INSTANCE_LOG")
+                    .unwrap_or_else(|_| "warn,clickpath_runtime::kafka=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -293,7 +304,11 @@ impl Progress {
             "group.id",
             format!("{}.{}", cfg.kafka.group_prefix, stage.as_str()),
         )
-        .set("enable.auto.commit", "false");
+        .set("enable.auto.commit", "false")
+        // The harness's view of progress must not wait for open transactions: read_committed would ask
+        // for stable offsets, and a transaction holding an offset commit (a killed instance's, until it
+        // times out) makes that look-up fail.
+        .set("isolation.level", "read_uncommitted");
         let consumer: BaseConsumer = c.create()?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..cfg.topics.partitions {
@@ -315,6 +330,20 @@ impl Progress {
                 .1;
         }
         Some((high - committed).max(0) as u64)
+    }
+
+    /// High watermark per partition; `None` while the broker does not answer.
+    fn ends(&self) -> Option<Vec<i64>> {
+        self.tpl
+            .elements()
+            .iter()
+            .map(|e| {
+                self.consumer
+                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(3))
+                    .ok()
+                    .map(|w| w.1)
+            })
+            .collect()
     }
 
     /// Committed offset per partition (0 when none yet); `None` while the broker does not answer.
@@ -360,8 +389,11 @@ fn input_items(opts: &ChaosOptions) -> anyhow::Result<Vec<Generated>> {
 /// Runs one chaos scenario against the broker in `base` (topics and groups get a fresh prefix).
 pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     anyhow::ensure!(
-        matches!(opts.stage, StageName::Cleaning | StageName::Sessionizer),
-        "chaos runs the cleaning stage or the sessionizer, not {}",
+        matches!(
+            opts.stage,
+            StageName::Cleaning | StageName::Sessionizer | StageName::Windower
+        ),
+        "chaos runs the cleaning stage, the sessionizer or the windower, not {}",
         opts.stage.as_str()
     );
     anyhow::ensure!(opts.instances >= 1, "at least one instance");
@@ -397,6 +429,7 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
     };
     let output_topic = match opts.stage {
         StageName::Cleaning => cfg.topics.clean.clone(),
+        StageName::Windower => cfg.topics.features.clone(),
         _ => cfg.topics.sessions.clone(),
     };
     let codec = Codec::embedded();
@@ -429,7 +462,8 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
         .map(|_| rng.random_range(0.02..0.95))
         .collect();
     kill_points.sort_by(f64::total_cmp);
-    let mut broker_point = opts.broker.as_ref().map(|_| 0.5);
+    let mut broker_points: Vec<f64> = opts.broker.as_ref().map_or(Vec::new(), |b| b.at.clone());
+    broker_points.sort_by(f64::total_cmp);
     let mut rebalance_point = opts.rebalance.then_some(0.33);
 
     let started = Instant::now();
@@ -456,7 +490,7 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
         let mut last_committed = 0u64;
         while !(done_sending.load(Ordering::Relaxed)
             && kill_points.is_empty()
-            && broker_point.is_none()
+            && broker_points.is_empty()
             && rebalance_point.is_none())
         {
             fleet.reap_exits(&mut report)?;
@@ -475,12 +509,22 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
                 std::thread::sleep(Duration::from_millis(rng.random_range(0..1000)));
                 fleet.spawn(victim)?;
             }
-            if let Some(p) = broker_point
+            if let Some(&p) = broker_points.first()
                 && (frac >= p || stalled)
             {
-                broker_point = None;
-                let b = opts.broker.as_ref().expect("broker point implies control");
-                report.broker_restarts.push(restart_broker(b)?);
+                broker_points.remove(0);
+                let b = opts.broker.as_ref().expect("broker points imply control");
+                let victim = b.kill_one.then(|| rng.random_range(0..opts.instances));
+                if let Some(v) = victim {
+                    fleet.kill(v);
+                    report.kills += 1;
+                }
+                report
+                    .broker_restarts
+                    .push(restart_broker(b, || match victim {
+                        Some(v) => fleet.spawn(v),
+                        None => Ok(()),
+                    })?);
             }
             if let Some(p) = rebalance_point
                 && (frac >= p || stalled)
@@ -535,14 +579,8 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
     loop {
         fleet.reap_exits(&mut report)?;
         for rec in reader.poll_for(Duration::from_secs(1)) {
-            let key = match opts.stage {
-                StageName::Cleaning => codec.decode::<ClickEvent>(&rec.payload).map(|e| e.event_id),
-                _ => codec
-                    .decode::<SessionSummary>(&rec.payload)
-                    .map(|s| session_key(&s)),
-            };
-            let key = key.unwrap_or_else(|e| format!("undecodable output: {e}"));
-            *got.entry(key).or_default() += 1;
+            *got.entry(output_key(opts.stage, &codec, &rec.payload))
+                .or_default() += 1;
         }
         let found = expected.keys().filter(|k| got.contains_key(*k)).count();
         if found >= expected.len() || Instant::now() > deadline {
@@ -552,18 +590,26 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
     report.seconds = started.elapsed().as_secs_f64();
     // Late copies (at-least-once replays) may still trickle in.
     for rec in reader.poll_for(Duration::from_secs(2)) {
-        let key = match opts.stage {
-            StageName::Cleaning => codec.decode::<ClickEvent>(&rec.payload).map(|e| e.event_id),
-            _ => codec
-                .decode::<SessionSummary>(&rec.payload)
-                .map(|s| session_key(&s)),
-        };
-        *got.entry(key.unwrap_or_else(|e| format!("undecodable output: {e}")))
+        *got.entry(output_key(opts.stage, &codec, &rec.payload))
             .or_default() += 1;
     }
     fleet.stop();
     compare(&expected, &got, &mut report);
     Ok(report)
+}
+
+/// What identifies one output record of the stage under test: a clean event or a feature vector by its
+/// event id (the windower's values depend on in-memory window state, which a rewind or a SIGKILL resets, so
+/// only their presence is compared), a session by everything it summarises.
+fn output_key(stage: StageName, codec: &Codec, payload: &[u8]) -> String {
+    let key = match stage {
+        StageName::Cleaning => codec.decode::<ClickEvent>(payload).map(|e| e.event_id),
+        StageName::Windower => codec.decode::<FeatureVector>(payload).map(|f| f.event_id),
+        _ => codec
+            .decode::<SessionSummary>(payload)
+            .map(|s| session_key(&s)),
+    };
+    key.unwrap_or_else(|e| format!("undecodable output: {e}"))
 }
 
 fn guarantee_name(g: Guarantee) -> &'static str {
@@ -575,13 +621,13 @@ fn guarantee_name(g: Guarantee) -> &'static str {
 
 /// Kills one instance for good; returns per partition the seconds until its committed offset moved past
 /// where it stood just after the kill (`None`: not within the run's timeout).
+/// A partition counts as resumed once its committed offset moved past where it stood at the kill, or once
+/// it has caught up with its input (a partition whose input ended before it could move).
 fn measure_recovery(fleet: &mut Fleet<'_>, progress: &Progress) -> Vec<Option<f64>> {
-    let victim = fleet.children.len() - 1;
-    fleet.kill(victim);
-    let killed = Instant::now();
-    // Let a commit that was already on the wire land before taking the baseline.
-    std::thread::sleep(Duration::from_millis(500));
-    let deadline = killed + fleet.opts.timeout;
+    let started = Instant::now();
+    let deadline = started + fleet.opts.timeout;
+    // The baseline is taken before the kill: afterwards the look-up may wait for the victim's open
+    // transaction, and the others would have moved on meanwhile.
     let baseline = loop {
         if let Some(c) = progress.committed() {
             break c;
@@ -589,12 +635,17 @@ fn measure_recovery(fleet: &mut Fleet<'_>, progress: &Progress) -> Vec<Option<f6
         if Instant::now() > deadline {
             return Vec::new();
         }
+        std::thread::sleep(Duration::from_millis(100));
     };
+    let victim = fleet.children.len() - 1;
+    fleet.kill(victim);
+    let killed = Instant::now();
     let mut resumed: Vec<Option<f64>> = vec![None; baseline.len()];
     while Instant::now() < deadline && resumed.iter().any(Option::is_none) {
-        if let Some(c) = progress.committed() {
+        if let (Some(c), Some(ends)) = (progress.committed(), progress.ends()) {
             for (p, o) in c.iter().enumerate() {
-                if *o > baseline[p] && resumed[p].is_none() {
+                let caught_up = *o >= ends[p] && killed.elapsed() > Duration::from_secs(1);
+                if (*o > baseline[p] || caught_up) && resumed[p].is_none() {
                     resumed[p] = Some(killed.elapsed().as_secs_f64());
                 }
             }
@@ -604,8 +655,12 @@ fn measure_recovery(fleet: &mut Fleet<'_>, progress: &Progress) -> Vec<Option<f6
     resumed
 }
 
-/// Stops the broker, waits `down_s`, starts it; returns the seconds from stop to answering again.
-fn restart_broker(b: &BrokerControl) -> anyhow::Result<f64> {
+/// Stops the broker, runs `while_down`, waits out the rest of `down_s`, starts it; returns the seconds from
+/// stop to answering again.
+fn restart_broker(
+    b: &BrokerControl,
+    while_down: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
     let t = Instant::now();
     let run = |cmd: &str| -> anyhow::Result<()> {
         let out = Command::new("sh").arg("-c").arg(cmd).output()?;
@@ -618,7 +673,9 @@ fn restart_broker(b: &BrokerControl) -> anyhow::Result<f64> {
         Ok(())
     };
     run(&b.stop)?;
-    std::thread::sleep(Duration::from_secs_f64(b.down_s));
+    let down = Instant::now();
+    while_down()?;
+    std::thread::sleep(Duration::from_secs_f64(b.down_s).saturating_sub(down.elapsed()));
     run(&b.start)?;
     Ok(t.elapsed().as_secs_f64())
 }
@@ -692,6 +749,13 @@ fn reference(
                         continue;
                     }
                     *out.entry(ev.event_id).or_default() += 1;
+                }
+            }
+            StageName::Windower => {
+                for r in records.iter() {
+                    if let Ok(ev) = codec.decode::<ClickEvent>(&r.payload) {
+                        *out.entry(ev.event_id).or_default() += 1;
+                    }
                 }
             }
             _ => {
