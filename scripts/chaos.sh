@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/chaos.sh [short|long]: the fault-injection suite of RELIABILITY.md on a Kafka broker of its own
+# scripts/chaos.sh [short|long|restarts [ROUNDS]]: the fault-injection suite of RELIABILITY.md on a Kafka broker of its own
 # (127.0.0.1:39092, state in target/chaos-kafka), which it may stop and restart; the shared broker on 19092 is
 # never touched. Runs, with the debug `clickpath` binary (cargo build -p clickpath-cli):
 #   1. hostile input through the cleaning stage      (short: 10 000 records, long: 100 000)
@@ -10,6 +10,10 @@
 #      guarantees)
 #   6. back-pressure: the scorer ten times slower for a while (short: 10 s, ~30 000 feature vectors at
 #      3 000/s; long: 30 s, ~100 000 at 4 000/s), memory bounded, lag grows, then recovers
+#   restarts: the broker-restart repetition of RELIABILITY.md alone: ROUNDS (default 20) rounds, each one run
+#      per guarantee; the stage rotates over sessionizer, cleaning and windower, the restart points over
+#      early, half-way, late, twice, and with an instance SIGKILLed just before the stop and restarted
+#      while the broker is down (so it joins and restores its state against a broker coming back)
 # Each scenario prints its report; the script fails if any check fails, and stops the broker it started.
 # Environment: CHAOS_KAFKA_PORT (39092), CHAOS_CONTROLLER_PORT (39093), CHAOS_OUT (log file; default
 # target/chaos-<mode>.log).
@@ -17,10 +21,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode="${1:-short}"
+rounds="${2:-20}"
 case "$mode" in
   short) hostile=10000; sessions=5000; kills=3; rb_sessions=3000; rate=2000; bp="--sessions 3000 --rate 3000 --slow-for-s 10" ;;
   long)  hostile=100000; sessions=100000; kills=20; rb_sessions=20000; rate=5000; bp="--sessions 10000 --rate 4000 --slow-for-s 30" ;;
-  *) echo "usage: scripts/chaos.sh [short|long]" >&2; exit 2 ;;
+  restarts) [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "restarts ROUNDS: a positive number" >&2; exit 2; } ;;
+  *) echo "usage: scripts/chaos.sh [short|long|restarts [ROUNDS]]" >&2; exit 2 ;;
 esac
 
 port="${CHAOS_KAFKA_PORT:-39092}"
@@ -48,6 +54,7 @@ kafka="KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT KAFKA
 
 : >"$out"
 failed=0
+last_ok=0
 n=0
 scenario() {
   local name="$1"; shift
@@ -55,9 +62,29 @@ scenario() {
   [[ "$1" == hostile ]] || set -- "$@" --work-dir "target/chaos-$mode/$n"
   echo "== $name: clickpath chaos $*" | tee -a "$out"
   local t0=$SECONDS
-  if RUST_LOG=error "$bin" --config "$cfg" chaos "$@" 2>>"$out.stderr" | tee -a "$out"; then :; else failed=1; fi
+  if RUST_LOG=error "$bin" --config "$cfg" chaos "$@" 2>>"$out.stderr" | tee -a "$out"; then last_ok=1; else last_ok=0; failed=1; fi
   echo "(wall time $((SECONDS - t0)) s)" | tee -a "$out"
 }
+
+if [[ "$mode" == restarts ]]; then
+  stages=(sessionizer cleaning windower)
+  points=("--broker-at 0.5" "--broker-at 0.15" "--broker-at 0.85" "--broker-at 0.3,0.7" "--broker-at 0.5 --broker-kill" "--broker-at 0.25,0.75 --broker-kill")
+  pass=0
+  for ((r = 0; r < rounds; r++)); do
+    stage="${stages[$((r % 3))]}"
+    at="${points[$((r % 6))]}"
+    for g in exactly_once at_least_once; do
+      # shellcheck disable=SC2086
+      scenario "restart round $((r + 1))/$rounds: $stage $g, $at" kill --stage "$stage" --guarantee "$g" \
+        --sessions 2000 --kills 0 --rate 2000 --seed $((40 + r)) $at --timeout-s 300 \
+        --broker-stop "$kafka $PWD/scripts/kafka.sh stop" --broker-start "$kafka $PWD/scripts/kafka.sh start"
+      pass=$((pass + last_ok))
+    done
+  done
+  echo "broker-restart repetition: $pass of $((2 * rounds)) runs passed" | tee -a "$out"
+  echo "report: $out (stage and tool logs: $out.stderr; instance logs: target/chaos-$mode/N)"
+  exit "$failed"
+fi
 
 scenario "hostile input" hostile --records "$hostile" --seed 1
 for g in exactly_once at_least_once; do

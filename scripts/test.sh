@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs and starts a real Kafka broker (scripts/kafka.sh, with a
 # TLS + SASL/SCRAM listener beside the plaintext one), installs headless Chromium for the report test, runs
-# formatting and lint checks, every test of the workspace against that broker, the deployment-file checks and
-# the Python interop checks, and stops the broker again if this script started it.
+# formatting and lint checks, every test of the workspace against that broker (the broker-restart tests restart
+# it once each), the deployment-file checks and the Python interop checks, and stops the broker again if this
+# script started it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,10 @@ trap cleanup EXIT
 export CLICKPATH_TEST_BROKERS="$(scripts/kafka.sh bootstrap)"
 # Missing infrastructure must fail the tests that need it here, not skip them.
 export CLICKPATH_REQUIRE_BROKER=1
+# The broker-restart tests (crates/cli/tests/chaos_kill.rs) stop and start this broker (kafka.sh keeps its
+# data and listeners); nothing else runs against it meanwhile.
+export CLICKPATH_CHAOS_BROKER_STOP="$PWD/scripts/kafka.sh stop"
+export CLICKPATH_CHAOS_BROKER_START="$PWD/scripts/kafka.sh start"
 
 echo "== headless Chromium (report test)"
 if scripts/chromium.sh; then

@@ -16,8 +16,8 @@ pub mod metrics;
 pub mod query;
 pub mod runner;
 pub mod shutdown;
-pub mod stall;
 pub mod stage;
+pub mod stall;
 pub mod telemetry;
 
 pub use config::ClickpathConfig;

@@ -17,13 +17,13 @@ use crate::health::Health;
 use crate::inputs::{Assignment, BatchOffsets, InputTopics, co_partitioned};
 use crate::kafka::{RebalanceEvent, StageContext, create_producer, stage_consumer_config};
 use crate::metrics::{Metrics, StageLabel, StageTopic};
-use crate::stall::{PartitionEnds, StallWatch};
 use crate::shutdown::Shutdown;
 use crate::stage::{Context, Output, Stage, StageError, StageInput};
+use crate::stall::{PartitionEnds, StallWatch};
 use clickpath_schema::codec::Codec;
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use prometheus_client::metrics::counter::Counter;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -348,7 +348,8 @@ impl Run<'_> {
                     // Partition numbers this instance did not own before, in any input topic.
                     let ps = assigned.assign(&tps);
                     if let Some(changelog) = self.changelog {
-                        let stats = restore(&env.config, changelog, &ps, stage, Some(&env.metrics))?;
+                        let stats =
+                            restore(&env.config, changelog, &ps, stage, Some(&env.metrics))?;
                         tracing::info!(
                             stage = name,
                             partitions = ?ps,
@@ -645,24 +646,28 @@ impl Run<'_> {
         tracing::warn!(stage = name, error = %cause, "Transaction failed; aborting it and rewinding to the last commit.");
         self.env.metrics.error(name, "transaction_aborted");
         if let Err(e) = self.producer.abort_transaction(timeout) {
-            anyhow::bail!(
-                "stage {name}: transaction failed ({cause:#}) and could not be aborted ({e})"
-            );
+            // The coordinator may have ended the transaction already (timed out while the broker was away)
+            // or fenced this epoch. Initialising a new producer below aborts whatever is still open for this
+            // transactional id, so the stage carries on; only a failed initialisation stops it.
+            tracing::warn!(stage = name, error = %e, "Abort failed; a new producer epoch ends the transaction instead.");
         }
         // A new producer epoch for the next transaction. A request of the aborted one may still be on its way
         // (retried across a broker restart, say): with the same epoch the broker would accept it after the
         // abort marker and open a transaction that nobody ends, which holds back the last stable offset of a
         // partition, or, for an offset commit, every read_committed consumer's committed-offset fetch of the
         // group (UNSTABLE_OFFSET_COMMIT), for good. Initialising a new producer with the same transactional
-        // id bumps the epoch and fences the old one's late requests (what KIP-890 does per transaction).
-        // The old client goes first, so none of its retries is still pending when the new epoch begins.
-        let fresh: FutureProducer = transactional_producer_config(&self.env.config, name).create()?;
+        // id bumps the epoch, aborts a transaction still open under the old one and fences its late
+        // requests (what KIP-890 does per transaction). The old client goes first, so none of its retries is
+        // still pending when the new epoch begins.
+        let fresh: FutureProducer =
+            transactional_producer_config(&self.env.config, name).create()?;
         drop(std::mem::replace(&mut self.producer, fresh));
         self.producer
             .init_transactions(Duration::from_secs(60))
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "stage {name}: cannot initialise a new transactional producer after the abort: {e}"
+                    "stage {name}: transaction failed ({cause:#}); a new transactional producer could not \
+                     be initialised to end it: {e}"
                 )
             })?;
         let ps: Vec<i32> = assigned.partitions().into_iter().collect();
@@ -785,7 +790,8 @@ fn poll_batch<'c>(
                 continue;
             }
             Some(Err(e)) => {
-                tracing::warn!(stage, error = %e, "Kafka consumer error.");metrics.error(stage, "kafka");
+                tracing::warn!(stage, error = %e, "Kafka consumer error.");
+                metrics.error(stage, "kafka");
                 break;
             }
         }
@@ -847,7 +853,8 @@ pub fn deliver(
     for r in results {
         match r {
             Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => {metrics.error(stage, "delivery");
+            Ok(Err((e, _))) => {
+                metrics.error(stage, "delivery");
                 anyhow::bail!("delivery failed: {e}");
             }
             Err(_) => anyhow::bail!("delivery future cancelled (producer dropped)"),

@@ -139,7 +139,8 @@ impl StallWatch {
         StallWatch {
             stall_after,
             // Often enough to report within ~1.25 x the limit, rarely enough to cost nothing.
-            check_every: (stall_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(15)),
+            check_every: (stall_after / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(15)),
             last_check: None,
             partitions: BTreeMap::new(),
             stalled: Vec::new(),
@@ -164,8 +165,10 @@ impl StallWatch {
         for (t, p) in tps {
             self.partitions.remove(&(t.clone(), *p));
         }
-        self.stalled
-            .retain(|s| self.partitions.contains_key(&(s.topic.clone(), s.partition)));
+        self.stalled.retain(|s| {
+            self.partitions
+                .contains_key(&(s.topic.clone(), s.partition))
+        });
     }
 
     /// A record of `topic`/`partition` was consumed.
@@ -305,7 +308,11 @@ mod tests {
         assert_eq!(new.len(), 1);
         assert_eq!((new[0].topic.as_str(), new[0].partition), ("in", 0));
         assert_eq!(new[0].ends.lag(), 60);
-        assert!(new[0].to_string().contains("in/0: position 40, end 100, 60 records waiting"));
+        assert!(
+            new[0]
+                .to_string()
+                .contains("in/0: position 40, end 100, 60 records waiting")
+        );
         // Reported once per episode, but still listed (partition 1, idle too by now, is at its end).
         assert!(
             w.check(t0 + Duration::from_secs(20), |_, p| {
@@ -357,8 +364,15 @@ mod tests {
             },
             ..new[0].clone()
         };
-        assert!(unreadable.cause().contains("cannot be read (UnstableOffsetCommit)"));
-        assert!(unreadable.to_string().contains("nothing committed"), "{unreadable}");
+        assert!(
+            unreadable
+                .cause()
+                .contains("cannot be read (UnstableOffsetCommit)")
+        );
+        assert!(
+            unreadable.to_string().contains("nothing committed"),
+            "{unreadable}"
+        );
     }
 
     #[test]
@@ -377,7 +391,11 @@ mod tests {
             },
             idle: Duration::from_secs(300),
         };
-        assert!(s.cause().contains("last stable offset at 50"), "{}", s.cause());
+        assert!(
+            s.cause().contains("last stable offset at 50"),
+            "{}",
+            s.cause()
+        );
         let moving = StalledPartition {
             ends: PartitionEnds {
                 fetch: Some(FetchInfo {
@@ -388,7 +406,11 @@ mod tests {
             },
             ..s
         };
-        assert!(moving.cause().contains("fetches nothing"), "{}", moving.cause());
+        assert!(
+            moving.cause().contains("fetches nothing"),
+            "{}",
+            moving.cause()
+        );
     }
 
     #[test]
@@ -404,12 +426,17 @@ mod tests {
             ..ends(Some(3), 10)
         };
         assert_eq!(
-            w.check(t0 + Duration::from_secs(2), |_, _| Some(stopped.clone())).len(),
+            w.check(t0 + Duration::from_secs(2), |_, _| Some(stopped.clone()))
+                .len(),
             1
         );
         assert!(w.stalled()[0].cause().contains("\"offset-wait\""));
         assert!(w.check(t0 + Duration::from_secs(3), |_, _| None).is_empty());
-        assert_eq!(w.stalled().len(), 1, "a failed lookup does not clear the verdict");
+        assert_eq!(
+            w.stalled().len(),
+            1,
+            "a failed lookup does not clear the verdict"
+        );
         w.revoked(&[tp("in", 0)]);
         assert!(w.stalled().is_empty());
         assert!(w.idle(t0 + Duration::from_secs(9)).is_empty());

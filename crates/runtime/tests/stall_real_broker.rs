@@ -52,12 +52,7 @@ fn send(producer: &BaseProducer, codec: &Codec, topic: &str, n: usize, tag: &str
         );
         let bytes = codec.encode(&ev).unwrap();
         producer
-            .send(
-                BaseRecord::to(topic)
-                    .partition(0)
-                    .key("u1")
-                    .payload(&bytes),
-            )
+            .send(BaseRecord::to(topic).partition(0).key("u1").payload(&bytes))
             .map_err(|(e, _)| e)
             .unwrap();
     }
@@ -78,7 +73,11 @@ fn an_input_partition_held_by_an_open_transaction_is_reported_stalled_then_recov
         return;
     };
     let mut cfg = ClickpathConfig::default();
-    let prefix = format!("test-stall-{}-{}.", std::process::id(), clickpath_runtime::runner::now_ms());
+    let prefix = format!(
+        "test-stall-{}-{}.",
+        std::process::id(),
+        clickpath_runtime::runner::now_ms()
+    );
     cfg.kafka.brokers = brokers.clone();
     cfg.kafka.group_prefix = format!("{prefix}group");
     cfg.topics = cfg.topics.with_prefix(&prefix);
@@ -138,12 +137,16 @@ fn an_input_partition_held_by_an_open_transaction_is_reported_stalled_then_recov
 
     // The transaction ends: everything flows and the stage is healthy again.
     txn.commit_transaction(Duration::from_secs(30)).unwrap();
-    wait_for("the stage to consume all 6 records", Duration::from_secs(60), || {
-        env.metrics.encode().contains(&format!(
-            "clickpath_records_in_total{{stage=\"forward\",topic=\"{}\"}} 6",
-            cfg.topics.raw
-        ))
-    });
+    wait_for(
+        "the stage to consume all 6 records",
+        Duration::from_secs(60),
+        || {
+            env.metrics.encode().contains(&format!(
+                "clickpath_records_in_total{{stage=\"forward\",topic=\"{}\"}} 6",
+                cfg.topics.raw
+            ))
+        },
+    );
     wait_for("the stall to clear", Duration::from_secs(30), || {
         env.health.is_live()
     });

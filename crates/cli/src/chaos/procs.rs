@@ -466,6 +466,13 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
     broker_points.sort_by(f64::total_cmp);
     let mut rebalance_point = opts.rebalance.then_some(0.33);
 
+    // The harness's own input must outlast a broker restart that takes long on a loaded machine (the
+    // default message timeout is 60 s).
+    let mut sender_cfg = cfg.clone();
+    sender_cfg
+        .kafka
+        .producer_properties
+        .insert("message.timeout.ms".into(), "600000".into());
     let started = Instant::now();
     let sent = AtomicU64::new(0);
     let done_sending = AtomicBool::new(false);
@@ -473,7 +480,7 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
         let sender = s.spawn(|| -> anyhow::Result<()> {
             let r = (|| {
                 let mut producer =
-                    EventProducer::new(&cfg, codec.clone(), &input_topic, opts.rate)?;
+                    EventProducer::new(&sender_cfg, codec.clone(), &input_topic, opts.rate)?;
                 for (i, item) in items.iter().enumerate() {
                     send_generated(&mut producer, item)?;
                     if i % 1000 == 999 {
@@ -558,7 +565,7 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
             })
             .max()
             .unwrap_or(0);
-        send_sentinels(&cfg, &codec, &input_topic, last + 86_400_000)?;
+        send_sentinels(&sender_cfg, &codec, &input_topic, last + 86_400_000)?;
         input_records += cfg.topics.partitions as u64;
     }
     report.input_records = input_records;
