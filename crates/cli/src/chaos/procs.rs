@@ -106,6 +106,8 @@ pub struct ChaosReport {
     pub seconds: f64,
     /// Samples of lost and unexpected outputs.
     pub samples: Vec<String>,
+    /// "Partition stalled" warnings the instances logged (`runtime.stall_after_ms`), first lines only.
+    pub stalls: Vec<String>,
     /// Whether an instance exiting on its own fails the run (the broker-restart scenario: stages must
     /// reconnect by themselves).
     pub exits_fail: bool,
@@ -125,6 +127,12 @@ impl ChaosReport {
             p.push(format!(
                 "partitions never resumed after the SIGKILL: {:?}",
                 self.partition_resume_s
+            ));
+        }
+        if !self.stalls.is_empty() {
+            p.push(format!(
+                "instances reported stalled partitions: {:?}",
+                self.stalls
             ));
         }
         if self.lost > 0 {
@@ -409,6 +417,9 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
     cfg.runtime.poll_timeout_ms = 50;
     cfg.runtime.tick_interval_ms = 200;
     cfg.runtime.max_batch = 500;
+    // A partition without progress for a minute is a stall here; the instances log it with its cause,
+    // and the report fails on it.
+    cfg.runtime.stall_after_ms = 60_000;
     // A SIGKILLed member holds its partitions until its session times out: keep that short (the broker's
     // minimum is 6 s).
     let props = &mut cfg.kafka.consumer_properties;
@@ -601,6 +612,7 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
             .or_default() += 1;
     }
     fleet.stop();
+    report.stalls = stall_warnings(&opts.work_dir);
     compare(&expected, &got, &mut report);
     Ok(report)
 }
@@ -617,6 +629,49 @@ fn output_key(stage: StageName, codec: &Codec, payload: &[u8]) -> String {
             .map(|s| session_key(&s)),
     };
     key.unwrap_or_else(|e| format!("undecodable output: {e}"))
+}
+
+/// The first few "Partition stalled" warnings in the instances' logs under `dir`.
+fn stall_warnings(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("Partition stalled")) {
+            if found.len() < 5 {
+                let name = log.file_name().unwrap_or_default().to_string_lossy();
+                found.push(format!("{name}: {}", strip_ansi(line)));
+            }
+        }
+    }
+    found
+}
+
+/// A log line without its terminal colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... letter
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn guarantee_name(g: Guarantee) -> &'static str {
@@ -804,5 +859,35 @@ fn compare(
                 report.samples.push(format!("unexpected: {k}"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stall_warnings_are_collected_from_the_instance_logs_without_colours() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("instance-0.1.log"),
+            "ok line\n\u{1b}[33m WARN\u{1b}[0m Partition stalled: records are waiting topic=t partition=2\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("instance-1.1.log"), "nothing here\n").unwrap();
+        std::fs::write(dir.path().join("clickpath.toml"), "Partition stalled\n").unwrap();
+        let found = stall_warnings(dir.path());
+        assert_eq!(
+            found,
+            vec![
+                "instance-0.1.log:  WARN Partition stalled: records are waiting topic=t partition=2"
+                    .to_string()
+            ]
+        );
+        let report = ChaosReport {
+            stalls: found,
+            ..ChaosReport::default()
+        };
+        assert!(report.problems(Guarantee::AtLeastOnce)[0].contains("stalled partitions"));
     }
 }
