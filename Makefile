@@ -1,9 +1,13 @@
 # clickpath: the two commands of the README, and a few helpers.
-.PHONY: demo test build kafka-up kafka-stop bench lint
+.PHONY: demo check test build kafka-up kafka-stop bench lint
 
 # Generator + every stage on an embedded bus; nothing to install.
 demo:
 	cargo run --release -p clickpath-cli --bin clickpath -- demo
+
+# The fast tier: fmt, clippy and every test that needs no broker, browser or Python.
+check:
+	scripts/check.sh
 
 # The whole suite, with a real Kafka broker installed and started by scripts/kafka.sh.
 test:

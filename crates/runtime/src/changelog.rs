@@ -35,18 +35,43 @@ pub fn partition_count(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<usi
         .unwrap_or(0))
 }
 
+/// How long a stage starting while the broker does not answer (a restart, a pod started during one) waits for it
+/// before giving up.
+pub const BROKER_WAIT: Duration = Duration::from_secs(90);
+
 /// Like [`partition_count`], waiting up to `wait` for the topic to appear: a topic created a moment ago may
-/// not be in every broker's metadata yet.
+/// not be in every broker's metadata yet. While the broker does not answer at all, it keeps asking for up to
+/// [`BROKER_WAIT`], then fails naming `kafka.brokers`.
 pub fn wait_partition_count(
     cfg: &ClickpathConfig,
     topic: &str,
     wait: Duration,
 ) -> anyhow::Result<usize> {
-    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    let mut warned = false;
     loop {
-        let n = partition_count(cfg, topic)?;
-        if n > 0 || Instant::now() >= deadline {
-            return Ok(n);
+        match partition_count(cfg, topic) {
+            Ok(n) if n > 0 || started.elapsed() >= wait => return Ok(n),
+            Ok(_) => {}
+            Err(e) if started.elapsed() >= BROKER_WAIT => anyhow::bail!(
+                "no answer from the Kafka broker(s) at kafka.brokers = {:?} for {} s: {e}",
+                cfg.kafka.brokers,
+                BROKER_WAIT.as_secs()
+            ),
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(
+                        brokers = %cfg.kafka.brokers,
+                        error = %e,
+                        "No answer from the Kafka broker at kafka.brokers yet; waiting up to {} s for it \
+                         (a local one starts with scripts/kafka.sh up).",
+                        BROKER_WAIT.as_secs()
+                    );
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(800));
+                continue;
+            }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
