@@ -22,15 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
+/// Sends signal number `sig` to a child this test spawned (kill(1): the workspace forbids unsafe code).
 fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on a child process this test spawned and still owns.
-    unsafe {
-        kill(child.id() as i32, sig);
-    }
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), child.id().to_string()])
+        .status();
 }
 
 fn write_config(dir: &Path, cfg: &ClickpathConfig) -> PathBuf {

@@ -17,7 +17,6 @@
 //! for the n-th event of a session line), where `<source>` is the file stem, so that replaying
 //! two files of one dataset never produces colliding ids. See each format's module for its
 //! field mapping. This crate depends only on `clickpath-schema`; it knows nothing of Kafka.
-#![warn(missing_docs)]
 
 mod csv_rows;
 mod diginetica;

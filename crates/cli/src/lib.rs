@@ -1,5 +1,4 @@
 //! The `clickpath` command as a library, so integration tests drive the same code as the binary.
-#![warn(missing_docs)]
 
 pub mod bench;
 pub mod bench_restore;

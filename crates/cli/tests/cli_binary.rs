@@ -248,8 +248,7 @@ fn sigterm_drains_commits_and_a_restart_continues_without_loss() {
     replay(&second_path);
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    // SAFETY: plain kill(2) on the child we spawned.
-    unsafe { libc_kill(stage.id() as i32, 15) };
+    sigterm(&stage);
     let status = stage.wait().unwrap();
     assert!(
         status.success(),
@@ -286,7 +285,7 @@ fn sigterm_drains_commits_and_a_restart_continues_without_loss() {
         want_all.len(),
         Duration::from_secs(60),
     );
-    unsafe { libc_kill(stage.id() as i32, 15) };
+    sigterm(&stage);
     assert!(stage.wait().unwrap().success());
     let mut got: Vec<String> = records
         .iter()
@@ -303,8 +302,12 @@ fn sigterm_drains_commits_and_a_restart_continues_without_loss() {
     );
 }
 
+/// SIGTERM to a child this test spawned (kill(1): the workspace forbids unsafe code).
 #[cfg(unix)]
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+fn sigterm(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM {}", child.id());
 }

@@ -10,7 +10,6 @@
 //! event (millions of events per second) and bounded in memory: every per-user structure is
 //! evicted by an event-time watermark and every buffer has a cap.
 
-#![warn(missing_docs)]
 
 pub mod analytics;
 pub mod anomaly;

@@ -90,7 +90,6 @@
 //! assert!(events > 50);
 //! assert!(!generator.take_truth().is_empty());
 //! ```
-#![warn(missing_docs)]
 
 mod arrivals;
 mod calibration;

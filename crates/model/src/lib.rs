@@ -13,7 +13,6 @@
 //! cargo feature (`cuda` adds the GPU backend), so crates that only need the baseline do not
 //! build Burn.
 
-#![warn(missing_docs)]
 
 pub mod artifact;
 pub mod baseline;

@@ -2,7 +2,6 @@
 //! processes, produces, stores offsets, dead-letters bad records, exports metrics and drains on SIGTERM.
 //!
 //! Depends on `clickpath-schema` and `clickpath-core`; knows nothing of the concrete stages or of Burn.
-#![warn(missing_docs)]
 
 pub mod changelog;
 pub mod config;

@@ -13,7 +13,6 @@
 //!
 //! This is the bottom of the workspace: it must not depend on any other clickpath crate, nor on
 //! Kafka, async runtimes or models.
-#![warn(missing_docs)]
 
 pub mod codec;
 pub mod feature_values;

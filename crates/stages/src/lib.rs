@@ -1,10 +1,10 @@
 //! The clickpath stages. Each one is a [`clickpath_runtime::Stage`] with all its logic in `clickpath-core`
 //! (or `clickpath-model` for the scorer), so it can be tested without a broker.
 //!
-//! Topology (every topic keyed by user id):
+//! Topology (every topic keyed by user id, except analytics rows, keyed by bucket and segment):
 //! `raw -> cleaning -> clean -> {sessionizer -> sessions, windower -> features -> scorer -> predictions,
-//! detector -> alerts}`; records nobody can process go to the dead-letter topic.
-#![warn(missing_docs)]
+//! detector (clean + predictions) -> alerts, analytics -> analytics}`; records nobody can process go to the
+//! dead-letter topic, events beyond the sessionizer's allowed lateness to the late-events topic.
 
 pub mod analytics;
 pub mod cleaning;

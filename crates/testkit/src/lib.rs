@@ -3,7 +3,6 @@
 //! Real-broker tests read the bootstrap address from `CLICKPATH_TEST_BROKERS` (set by `.ci/run` after
 //! `scripts/kafka.sh up`). When it is unset they skip with a message, unless `CLICKPATH_REQUIRE_BROKER=1`
 //! (CI sets it), in which case a missing broker fails the test instead of silently skipping it.
-#![warn(missing_docs)]
 
 use clickpath_runtime::ClickpathConfig;
 use rand::Rng;
