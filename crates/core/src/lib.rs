@@ -10,7 +10,6 @@
 //! event (millions of events per second) and bounded in memory: every per-user structure is
 //! evicted by an event-time watermark and every buffer has a cap.
 
-
 pub mod analytics;
 pub mod anomaly;
 pub mod dedupe;

@@ -13,7 +13,6 @@
 //! cargo feature (`cuda` adds the GPU backend), so crates that only need the baseline do not
 //! build Burn.
 
-
 pub mod artifact;
 pub mod baseline;
 pub mod dataset;
