@@ -16,7 +16,7 @@ use crate::baseline::{BASELINE_KIND, BaselineModel, ModelParams, version_of_byte
 use crate::dataset::SplitConfig;
 use crate::error::ModelError;
 use crate::logistic::{FitHistory, LogisticConfig};
-use crate::train::{DatasetCounts, EvalMetrics};
+use crate::metrics::{DatasetCounts, EvalMetrics};
 
 /// File holding the parameters.
 pub const MODEL_FILE: &str = "model.json";

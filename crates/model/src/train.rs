@@ -11,6 +11,8 @@ use crate::error::ModelError;
 use crate::logistic::{FitHistory, LabeledValues, LogisticConfig, LogisticModel};
 use crate::markov::{DEFAULT_SMOOTHING, MarkovChain};
 use crate::metrics;
+// Defined beside the metric functions; re-exported here, where they were first defined.
+pub use crate::metrics::{DatasetCounts, EvalMetrics};
 
 /// Everything [`train_baseline`] needs besides the events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,53 +40,6 @@ impl Default for TrainConfig {
             markov_smoothing: DEFAULT_SMOOTHING,
         }
     }
-}
-
-/// Quality of a model on a set of examples. A metric that is undefined on the data (AUC with a
-/// single class, top-k without any next action) is `None`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalMetrics {
-    /// Examples scored.
-    pub examples: usize,
-    /// Examples whose session went on to a purchase.
-    pub positives: usize,
-    /// ROC AUC of the purchase probability.
-    pub roc_auc: Option<f64>,
-    /// Average precision of the purchase probability.
-    pub pr_auc: Option<f64>,
-    /// Log loss of the purchase probability (nats).
-    pub log_loss: Option<f64>,
-    /// Expected calibration error, 10 equal-width bins.
-    pub ece: Option<f64>,
-    /// Examples with a next action (the session's last event has none).
-    pub next_action_cases: usize,
-    /// Next action is the most likely one.
-    pub next_action_top1: Option<f64>,
-    /// Next action is among the 3 most likely.
-    pub next_action_top3: Option<f64>,
-    /// Mean negative log probability of the next action (nats); absent in artifacts made
-    /// before it was recorded.
-    #[serde(default)]
-    pub next_action_log_loss: Option<f64>,
-}
-
-/// Sizes of the data behind a model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DatasetCounts {
-    /// Input events.
-    pub events: usize,
-    /// Sessions.
-    pub sessions: usize,
-    /// Examples (events up to each session's first purchase).
-    pub examples: usize,
-    /// Training examples.
-    pub train_examples: usize,
-    /// Validation examples.
-    pub validation_examples: usize,
-    /// Test examples.
-    pub test_examples: usize,
-    /// Share of positive training examples.
-    pub train_positive_rate: f64,
 }
 
 /// A trained model with its metadata (metrics on the test split included) and fit history.

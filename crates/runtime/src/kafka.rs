@@ -288,4 +288,39 @@ mod tests {
             Some("range")
         );
     }
+
+    #[test]
+    fn consumer_and_producer_properties_reach_only_their_clients() {
+        let env = vec![
+            (
+                "CLICKPATH__KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS".to_string(),
+                "6000".to_string(),
+            ),
+            (
+                "CLICKPATH__KAFKA__PRODUCER_PROPERTIES__LINGER.MS".to_string(),
+                "0".to_string(),
+            ),
+            (
+                "CLICKPATH__KAFKA__PROPERTIES__CLIENT.ID".to_string(),
+                "shared".to_string(),
+            ),
+        ];
+        let cfg = ClickpathConfig::load_with_env(None, env).unwrap();
+        assert_eq!(cfg.kafka.consumer_properties["session.timeout.ms"], "6000");
+        assert_eq!(cfg.kafka.producer_properties["linger.ms"], "0");
+        let consumer = consumer_config(&cfg, "windower");
+        let producer = producer_config(&cfg);
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(producer.get("linger.ms"), Some("0"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(consumer.get("client.id"), Some("shared"));
+        assert_eq!(producer.get("client.id"), Some("shared"));
+        // Free-form in files too.
+        let cfg = ClickpathConfig::from_toml_str(
+            "[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"10\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.kafka.consumer_properties["fetch.wait.max.ms"], "10");
+    }
 }

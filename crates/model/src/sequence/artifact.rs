@@ -20,7 +20,7 @@ use super::train::{EpochReport, SequenceTrainConfig, SequenceTrainReport};
 use crate::artifact::now_rfc3339;
 use crate::baseline::hex;
 use crate::error::ModelError;
-use crate::train::{DatasetCounts, EvalMetrics};
+use crate::metrics::{DatasetCounts, EvalMetrics};
 
 /// File holding the weights.
 pub const WEIGHTS_FILE: &str = "weights.mpk";

@@ -21,7 +21,8 @@ use super::model::SequenceModel;
 use super::net::{Architecture, NetConfig, SequenceNet, StepTensors};
 use crate::dataset::{Dataset, SplitConfig, build_dataset};
 use crate::error::ModelError;
-use crate::train::{DatasetCounts, EvalMetrics, metrics_of};
+use crate::metrics::{DatasetCounts, EvalMetrics};
+use crate::train::metrics_of;
 
 /// Everything [`train_sequence`] needs besides the events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
