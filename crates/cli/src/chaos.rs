@@ -170,6 +170,47 @@ pub fn isolated_config(base: &ClickpathConfig, scenario: &str) -> ClickpathConfi
     cfg
 }
 
+/// The stages the kill and broker-restart scenarios can check (each has a reference to compare with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChaosStage {
+    /// Clean events, checked by event id against validation and de-duplication.
+    Cleaning,
+    /// Sessions, checked in full against the event-time sessionizer.
+    Sessionizer,
+    /// Feature vectors, checked by event id (their values depend on in-memory window state).
+    Windower,
+}
+
+impl From<ChaosStage> for clickpath_stages::StageName {
+    fn from(s: ChaosStage) -> Self {
+        match s {
+            ChaosStage::Cleaning => clickpath_stages::StageName::Cleaning,
+            ChaosStage::Sessionizer => clickpath_stages::StageName::Sessionizer,
+            ChaosStage::Windower => clickpath_stages::StageName::Windower,
+        }
+    }
+}
+
+/// `processing.guarantee` on the command line, spelled as in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GuaranteeArg {
+    /// One transaction per batch: outputs, state changes and input offsets.
+    #[value(name = "exactly_once")]
+    ExactlyOnce,
+    /// Offsets stored after the outputs are acknowledged.
+    #[value(name = "at_least_once")]
+    AtLeastOnce,
+}
+
+impl From<GuaranteeArg> for clickpath_runtime::config::Guarantee {
+    fn from(g: GuaranteeArg) -> Self {
+        match g {
+            GuaranteeArg::ExactlyOnce => clickpath_runtime::config::Guarantee::ExactlyOnce,
+            GuaranteeArg::AtLeastOnce => clickpath_runtime::config::Guarantee::AtLeastOnce,
+        }
+    }
+}
+
 /// `clickpath chaos`: the fault-injection scenarios of RELIABILITY.md.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ChaosCommand {
@@ -194,12 +235,12 @@ pub enum ChaosCommand {
     /// Several `clickpath run <stage>` processes, SIGKILLed and restarted at random points; optionally
     /// broker restarts, or one instance killed for good to time the rebalance.
     Kill {
-        /// `cleaning`, `sessionizer` or `windower`.
-        #[arg(long, default_value = "sessionizer")]
-        stage: String,
-        /// `exactly_once` or `at_least_once`.
-        #[arg(long, default_value = "exactly_once")]
-        guarantee: String,
+        /// The stage under test.
+        #[arg(long, value_enum, default_value_t = ChaosStage::Sessionizer)]
+        stage: ChaosStage,
+        /// Delivery guarantee of the stage processes.
+        #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
+        guarantee: GuaranteeArg,
         /// Instances of the stage.
         #[arg(long, default_value_t = 3)]
         instances: usize,
@@ -313,14 +354,8 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
             timeout_s,
             work_dir,
         } => {
-            let stage = clickpath_stages::StageName::parse(&stage).ok_or_else(|| {
-                anyhow::anyhow!("--stage {stage}: expected cleaning, sessionizer or windower")
-            })?;
-            let guarantee = match guarantee.as_str() {
-                "exactly_once" => clickpath_runtime::config::Guarantee::ExactlyOnce,
-                "at_least_once" => clickpath_runtime::config::Guarantee::AtLeastOnce,
-                g => anyhow::bail!("--guarantee {g}: expected exactly_once or at_least_once"),
-            };
+            let stage = stage.into();
+            let guarantee = guarantee.into();
             anyhow::ensure!(
                 broker_at.iter().all(|f| (0.0..=1.0).contains(f)),
                 "--broker-at {broker_at:?}: each point is a fraction of the input, between 0 and 1"
@@ -382,5 +417,57 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
             println!("scorer log: {}", work_dir.join("scorer.log").display());
             fail_on(&report.problems())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: ChaosCommand,
+    }
+
+    #[test]
+    fn kill_takes_typed_stage_guarantee_and_restart_points() {
+        let cli = Cli::try_parse_from([
+            "chaos",
+            "kill",
+            "--stage",
+            "windower",
+            "--guarantee",
+            "at_least_once",
+            "--broker-at",
+            "0.25,0.75",
+            "--broker-kill",
+            "--broker-stop",
+            "true",
+            "--broker-start",
+            "true",
+        ])
+        .unwrap();
+        let ChaosCommand::Kill {
+            stage,
+            guarantee,
+            broker_at,
+            broker_kill,
+            ..
+        } = cli.cmd
+        else {
+            panic!("not kill");
+        };
+        assert_eq!(stage, ChaosStage::Windower);
+        assert_eq!(guarantee, GuaranteeArg::AtLeastOnce);
+        assert_eq!(broker_at, vec![0.25, 0.75]);
+        assert!(broker_kill);
+        // A stage without a reference is refused, and the message lists the choices.
+        let err = Cli::try_parse_from(["chaos", "kill", "--stage", "scorer"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("cleaning, sessionizer, windower"), "{err}");
     }
 }
