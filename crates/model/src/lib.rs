@@ -8,21 +8,23 @@
 //! code the stages run ([`dataset`]), splits them by time, fits, and evaluates on the latest
 //! sessions ([`metrics`]); [`ModelArtifact`] saves and loads the result as a versioned directory.
 //!
+//! Layout: `baseline/` (markov, logistic, train, artifact) mirrors `sequence/` (net, train, artifact, online);
+//! `dataset` and `metrics` serve both.
+//!
 //! Dependencies: schema and core only. This crate must not depend on Kafka or an async runtime.
 //! Burn sequence models ([`sequence`], GRU, LSTM and Transformer) sit behind the `sequence`
 //! cargo feature (`cuda` adds the GPU backend), so crates that only need the baseline do not
 //! build Burn.
 
-pub mod artifact;
 pub mod baseline;
 pub mod dataset;
 pub mod error;
-pub mod logistic;
-pub mod markov;
 pub mod metrics;
 #[cfg(feature = "sequence")]
 pub mod sequence;
-pub mod train;
+
+// The baseline's parts, at the paths they have always had.
+pub use baseline::{artifact, logistic, markov, train};
 
 pub use artifact::{ArtifactMeta, ModelArtifact};
 pub use baseline::{BaselineModel, ModelOutput, PredictOptions};

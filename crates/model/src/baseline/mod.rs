@@ -1,6 +1,11 @@
 //! The baseline model the scorer runs: a Markov chain for the next action and a logistic
 //! regression for the purchase probability, versioned by a hash of their parameters.
 
+pub mod artifact;
+pub mod logistic;
+pub mod markov;
+pub mod train;
+
 use clickpath_schema::{ActionProbability, EventType, Factor, FeatureVector, Prediction};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
