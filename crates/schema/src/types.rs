@@ -367,6 +367,53 @@ pub struct FraudAlert {
     pub detector_version: String,
 }
 
+/// The Avro schema of [`FunnelAggregate`]: `schemas/funnel_aggregate.avsc` (registered as id 8).
+pub const FUNNEL_AGGREGATE_AVSC: &str = include_str!("../../../schemas/funnel_aggregate.avsc");
+
+/// One row of the analytics topic (`schemas/funnel_aggregate.avsc`, field for field).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunnelAggregate {
+    /// The analytics instance that counted this row (`kafka.instance_id`, else `<host>-<pid>`).
+    pub instance: String,
+    /// Bucket start (ms since the epoch).
+    pub bucket_start: i64,
+    /// Bucket width (ms).
+    pub bucket_ms: i64,
+    /// Step names.
+    pub steps: Vec<String>,
+    /// `ordered`, `strict` or `any_order`.
+    pub funnel_order: String,
+    /// Conversion window (ms).
+    pub window_ms: i64,
+    /// `all`, `channel`, `device` or `category`.
+    pub segment: String,
+    /// The segment's value; empty for `all`.
+    pub segment_value: String,
+    /// Units reaching each step.
+    pub uniques: Vec<i64>,
+    /// Attempts reaching each step.
+    pub totals: Vec<i64>,
+    /// Median time from step k to step k + 1 (ms).
+    pub median_step_ms: Vec<Option<i64>>,
+    /// 90th percentile of the same (ms).
+    pub p90_step_ms: Vec<Option<i64>>,
+    /// Median time from the first to the last step (ms).
+    pub median_convert_ms: Option<i64>,
+    /// 90th percentile of the same (ms).
+    pub p90_convert_ms: Option<i64>,
+}
+
+impl FunnelAggregate {
+    /// The Kafka key of the row: `<bucket_start>/<segment>=<value>`. Rows of one bucket and
+    /// segment share a partition whichever instance wrote them.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}={}",
+            self.bucket_start, self.segment, self.segment_value
+        )
+    }
+}
+
 /// A record a stage could not process (`schemas/dead_letter.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

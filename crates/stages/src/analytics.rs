@@ -18,60 +18,12 @@
 use clickpath_core::analytics::{BucketAggregate, FunnelCounts, FunnelSpec, RollingFunnel};
 use clickpath_runtime::config::{AnalyticsConfig, KafkaConfig};
 use clickpath_runtime::{Context, Stage, StageError};
-use clickpath_schema::{AvroRecord, ClickEvent};
-use serde::{Deserialize, Serialize};
+use clickpath_schema::ClickEvent;
+
 use std::collections::BTreeMap;
 
-/// The Avro schema of [`FunnelAggregate`]: `schemas/funnel_aggregate.avsc` (registered as id 8).
-pub const FUNNEL_AGGREGATE_AVSC: &str = include_str!("../../../schemas/funnel_aggregate.avsc");
-
-/// One row of the analytics topic (`schemas/funnel_aggregate.avsc`, field for field).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunnelAggregate {
-    /// The analytics instance that counted this row (`kafka.instance_id`, else `<host>-<pid>`).
-    pub instance: String,
-    /// Bucket start (ms since the epoch).
-    pub bucket_start: i64,
-    /// Bucket width (ms).
-    pub bucket_ms: i64,
-    /// Step names.
-    pub steps: Vec<String>,
-    /// `ordered`, `strict` or `any_order`.
-    pub funnel_order: String,
-    /// Conversion window (ms).
-    pub window_ms: i64,
-    /// `all`, `channel`, `device` or `category`.
-    pub segment: String,
-    /// The segment's value; empty for `all`.
-    pub segment_value: String,
-    /// Units reaching each step.
-    pub uniques: Vec<i64>,
-    /// Attempts reaching each step.
-    pub totals: Vec<i64>,
-    /// Median time from step k to step k + 1 (ms).
-    pub median_step_ms: Vec<Option<i64>>,
-    /// 90th percentile of the same (ms).
-    pub p90_step_ms: Vec<Option<i64>>,
-    /// Median time from the first to the last step (ms).
-    pub median_convert_ms: Option<i64>,
-    /// 90th percentile of the same (ms).
-    pub p90_convert_ms: Option<i64>,
-}
-
-impl AvroRecord for FunnelAggregate {
-    const FULL_NAME: &'static str = "io.clickpath.FunnelAggregate";
-}
-
-impl FunnelAggregate {
-    /// The Kafka key of the row: `<bucket_start>/<segment>=<value>`. Rows of one bucket and
-    /// segment share a partition whichever instance wrote them.
-    pub fn key(&self) -> String {
-        format!(
-            "{}/{}={}",
-            self.bucket_start, self.segment, self.segment_value
-        )
-    }
-}
+// The row type lives with every other wire type; re-exported at the path it had.
+pub use clickpath_schema::{FUNNEL_AGGREGATE_AVSC, FunnelAggregate};
 
 /// The name this process's analytics rows carry: `kafka.instance_id`, else `<HOSTNAME>-<pid>`
 /// (as the runtime names transactional producers).
@@ -292,7 +244,7 @@ impl Stage for Analytics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clickpath_schema::{Codec, EmbeddedRegistry, EventType, SchemaRegistry};
+    use clickpath_schema::{AvroRecord, Codec, EmbeddedRegistry, EventType, SchemaRegistry};
 
     const MIN: i64 = 60_000;
 

@@ -1,6 +1,8 @@
 //! Which Avro record each Rust type is.
 
-use crate::types::{ClickEvent, DeadLetter, FeatureVector, FraudAlert, Prediction, SessionSummary};
+use crate::types::{
+    ClickEvent, DeadLetter, FeatureVector, FraudAlert, FunnelAggregate, Prediction, SessionSummary,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -32,4 +34,8 @@ impl AvroRecord for FraudAlert {
 
 impl AvroRecord for DeadLetter {
     const FULL_NAME: &'static str = "io.clickpath.DeadLetter";
+}
+
+impl AvroRecord for FunnelAggregate {
+    const FULL_NAME: &'static str = "io.clickpath.FunnelAggregate";
 }
