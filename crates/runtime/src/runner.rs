@@ -133,6 +133,7 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
         query_store,
         input_partitions,
         end_offsets: std::cell::OnceCell::new(),
+        producer_stuck: false,
     };
     let result = run.run_loop(&mut stage);
 
@@ -158,7 +159,7 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
             summary
         }
         Err(e) => {
-            if eos {
+            if eos && !run.producer_stuck {
                 // Best effort: the broker aborts it anyway after the transaction timeout or when fenced.
                 let _ = run.producer.abort_transaction(Duration::from_secs(10));
             }
@@ -223,6 +224,9 @@ struct Run<'a> {
     /// own watermark look-up answers with the last stable offset, behind which an open transaction hides
     /// exactly the records the check looks for.
     end_offsets: std::cell::OnceCell<BaseConsumer>,
+    /// Set when a transactional call of the producer never returned ([`Run::within`]): the producer is
+    /// abandoned rather than aborted.
+    producer_stuck: bool,
 }
 
 /// What processing one batch gave: the outputs to make durable with its input offsets, and what the metrics
@@ -645,7 +649,12 @@ impl Run<'_> {
         let timeout = Duration::from_secs(30);
         tracing::warn!(stage = name, error = %cause, "Transaction failed; aborting it and rewinding to the last commit.");
         self.env.metrics.error(name, "transaction_aborted");
-        if let Err(e) = self.producer.abort_transaction(timeout) {
+        if std::mem::take(&mut self.producer_stuck) {
+            tracing::error!(
+                stage = name,
+                "A transactional call of the producer never returned; abandoning it (its thread stays blocked) for a new one."
+            );
+        } else if let Err(e) = self.producer.abort_transaction(timeout) {
             // The coordinator may have ended the transaction already (timed out while the broker was away)
             // or fenced this epoch. Initialising a new producer below aborts whatever is still open for this
             // transactional id, so the stage carries on; only a failed initialisation stops it.
@@ -737,13 +746,64 @@ impl Run<'_> {
                 .consumer
                 .group_metadata()
                 .ok_or_else(|| anyhow::anyhow!("no consumer group metadata"))?;
-            self.producer
-                .send_offsets_to_transaction(&tpl, &group, timeout)?;
+            let producer = self.producer.clone();
+            self.within(timeout, "send_offsets_to_transaction", move || {
+                producer.send_offsets_to_transaction(&tpl, &group, timeout)
+            })?;
         }
-        self.producer.commit_transaction(timeout)?;
+        let producer = self.producer.clone();
+        self.within(timeout, "commit_transaction", move || {
+            producer.commit_transaction(timeout)
+        })?;
         Ok(())
     }
+
+    /// Runs a blocking transactional call of librdkafka on a helper thread, and gives up on it a while
+    /// after its own `timeout`. librdkafka 2.12 can block `send_offsets_to_transaction` for good after a
+    /// broker restart, whatever its timeout: the group coordinator stays cached as a broker it has since
+    /// decommissioned, and nothing wakes the request up again (confluentinc/librdkafka#5511; reproduced by
+    /// `scripts/chaos.sh restarts`, where the stage thread sat in that call for minutes). A call that does
+    /// not return is abandoned together with its producer: [`Run::rewind_after_abort`] then skips the abort
+    /// (it would wait on the same stuck transaction) and starts a new producer, which fences the old one.
+    fn within(
+        &mut self,
+        timeout: Duration,
+        what: &'static str,
+        call: impl FnOnce() -> rdkafka::error::KafkaResult<()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        match call_within(timeout + STUCK_CALL_MARGIN, self.name, call)? {
+            Some(result) => Ok(result?),
+            None => {
+                self.producer_stuck = true;
+                self.env.metrics.error(self.name, "transaction_call_stuck");
+                anyhow::bail!(
+                    "librdkafka's {what} did not return within {} s (its timeout is {} s); abandoning the producer",
+                    (timeout + STUCK_CALL_MARGIN).as_secs(),
+                    timeout.as_secs()
+                )
+            }
+        }
+    }
 }
+
+/// Runs `call` on a thread of its own and waits up to `limit` for it: `None` when it has not returned by
+/// then (the thread is left to finish, or not, on its own).
+fn call_within<T: Send + 'static>(
+    limit: Duration,
+    stage: &str,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<Option<T>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(format!("{stage}-txn"))
+        .spawn(move || {
+            let _ = tx.send(call());
+        })?;
+    Ok(rx.recv_timeout(limit).ok())
+}
+
+/// How long past its own timeout a transactional call may take before it is taken for stuck.
+const STUCK_CALL_MARGIN: Duration = Duration::from_secs(15);
 
 /// The group's committed offset of one partition, or why it cannot be read.
 fn committed_offset(
@@ -895,4 +955,26 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_that_does_not_return_in_time_is_given_up_on() {
+        let quick = call_within(Duration::from_secs(5), "test", || 7).unwrap();
+        assert_eq!(quick, Some(7));
+        let started = Instant::now();
+        let stuck = call_within(Duration::from_millis(100), "test", || {
+            std::thread::sleep(Duration::from_secs(3));
+            7
+        })
+        .unwrap();
+        assert_eq!(stuck, None);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "did not wait for it"
+        );
+    }
 }
