@@ -2,16 +2,16 @@
 # scripts/bench.sh: regenerate the measured results in BENCHMARKS.md with one command.
 #
 # 1. every criterion bench of the workspace, quick settings (`cargo bench -- --quick`);
-# 2. `clickpath bench` (release build): pass-through baseline, pipeline at maximum rate and at
+# 2. `clickpath-lab bench` (release build): pass-through baseline, pipeline at maximum rate and at
 #    half of it, on the real broker;
-# 3. `clickpath bench-restore` (release build): sessionizer state restore from the changelog.
+# 3. `clickpath-lab bench-restore` (release build): sessionizer state restore from the changelog.
 #
 # The results replace the section between the GENERATED markers of BENCHMARKS.md; the rest of the
 # page (analysis, before/after figures) is written by hand.
 #
 # Usage:   scripts/bench.sh            (needs a broker: scripts/kafka.sh up)
 # Env:     CLICKPATH_TEST_BROKERS     broker (default 127.0.0.1:19092)
-#          BENCH_EVENTS               records per `clickpath bench` phase (default 200000)
+#          BENCH_EVENTS               records per `clickpath-lab bench` phase (default 200000)
 #          BENCH_RESTORE_USERS        users for bench-restore (default 200000)
 #          BENCH_SKIP_CRITERION=1     skip step 1 (the table then shows the latest criterion results)
 #          BENCH_OUT                  folder for the raw outputs (default target/bench-results)
@@ -33,14 +33,14 @@ if [[ "${BENCH_SKIP_CRITERION:-0}" != 1 ]]; then
   cargo bench --workspace --bench '*' -- --quick --noplot 2>&1 | tee "$OUT/criterion.log" >&2
 fi
 
-say "release build of clickpath"
-cargo build --release --bin clickpath >&2
-BIN="$ROOT/target/release/clickpath"
+say "release build of clickpath-lab"
+cargo build --release --bin clickpath-lab >&2
+BIN="$ROOT/target/release/clickpath-lab"
 
-say "clickpath bench on $BROKERS ($EVENTS records)"
+say "clickpath-lab bench on $BROKERS ($EVENTS records)"
 "$BIN" bench --brokers "$BROKERS" --events "$EVENTS" --json "$OUT/bench.json" | tee "$OUT/bench.txt" >&2
 
-say "clickpath bench-restore on $BROKERS ($USERS users)"
+say "clickpath-lab bench-restore on $BROKERS ($USERS users)"
 CLICKPATH__KAFKA__BROKERS="$BROKERS" "$BIN" bench-restore --users "$USERS" 2>/dev/null | tee "$OUT/restore.txt" >&2
 
 python3 - "$ROOT" "$OUT" "$STAMP" "$BROKERS" <<'PY'
@@ -94,7 +94,7 @@ lines = [
     "",
     "### End to end on the broker",
     "",
-    "`target/release/clickpath bench` (raw JSON: `target/bench-results/bench.json`):",
+    "`target/release/clickpath-lab bench` (raw JSON: `target/bench-results/bench.json`):",
     "",
 ]
 bench_txt = (out / "bench.txt").read_text().strip().splitlines()
@@ -104,7 +104,7 @@ lines += [
     "",
     "### Changelog restore",
     "",
-    f"`CLICKPATH__KAFKA__BROKERS={brokers} target/release/clickpath bench-restore --users <N>`:",
+    f"`CLICKPATH__KAFKA__BROKERS={brokers} target/release/clickpath-lab bench-restore --users <N>`:",
     "",
     f"    {restore}",
     "",

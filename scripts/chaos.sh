@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/chaos.sh [short|long|restarts [ROUNDS]]: the fault-injection suite of RELIABILITY.md on a Kafka broker of its own
 # (127.0.0.1:39092, state in target/chaos-kafka), which it may stop and restart; the shared broker on 19092 is
-# never touched. Runs, with the debug `clickpath` binary (cargo build -p clickpath-cli):
+# never touched. Runs `clickpath-lab chaos` on the debug `clickpath` binary (cargo build --bin clickpath --bin clickpath-lab):
 #   1. hostile input through the cleaning stage      (short: 10 000 records, long: 100 000)
 #   2. SIGKILLs of 3 sessionizer instances, exactly-once (short: ~50 000 events and 3 kills, long: ~1 M and 20)
 #   3. the same at-least-once, and the cleaning stage both ways
@@ -46,8 +46,8 @@ scripts/kafka.sh start
 stop_broker() { scripts/kafka.sh stop >/dev/null 2>&1 || true; }
 trap stop_broker EXIT
 
-cargo build -p clickpath-cli --bin clickpath
-bin=target/debug/clickpath
+cargo build --bin clickpath --bin clickpath-lab
+bin=target/debug/clickpath-lab
 cfg="$KAFKA_HOME_DIR/clickpath.toml"
 printf '[kafka]\nbrokers = "127.0.0.1:%s"\n' "$port" >"$cfg"
 kafka="KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT KAFKA_HOME_DIR=$KAFKA_HOME_DIR"
@@ -60,7 +60,7 @@ scenario() {
   local name="$1"; shift
   n=$((n + 1))
   [[ "$1" == hostile ]] || set -- "$@" --work-dir "target/chaos-$mode/$n"
-  echo "== $name: clickpath chaos $*" | tee -a "$out"
+  echo "== $name: clickpath-lab chaos $*" | tee -a "$out"
   local t0=$SECONDS
   if RUST_LOG=error "$bin" --config "$cfg" chaos "$@" 2>>"$out.stderr" | tee -a "$out"; then last_ok=1; else last_ok=0; failed=1; fi
   echo "(wall time $((SECONDS - t0)) s)" | tee -a "$out"

@@ -7,7 +7,7 @@
 # Needs a nightly toolchain (`rustup toolchain install nightly`) and cargo-fuzz (`cargo install cargo-fuzz`).
 # Corpora grow in fuzz/corpus/<target> (seeded from the adapter fixtures and config/); a crash leaves its
 # input in fuzz/artifacts/<target>/ and fails the script. The targets' checks are fuzz/src/targets.rs; the
-# stable-toolchain test crates/cli/tests/fuzz_smoke.rs runs the same checks on mutated seeds.
+# stable-toolchain test crates/lab/tests/fuzz_smoke.rs runs the same checks on mutated seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -15,18 +15,19 @@ echo "== machine"
 nproc; free -g || true
 
 echo "== build (release, --features cuda)"
-time cargo build --release --locked -p clickpath-cli --features cuda
+time cargo build --release --locked -p clickpath-cli -p clickpath-lab --features clickpath-cli/cuda,clickpath-lab/cuda
 bin=target/release/clickpath
+lab=target/release/clickpath-lab
 
 echo "== CUDA vs CPU parity test"
 cargo test --release --locked -p clickpath-model --features cuda cuda_ 2>&1 | tail -5
 
 echo "== scorer benchmark"
-"$bin" bench-scorer --device cuda --model gru --batch 1,64,1024,8192,32768,65536 --seconds 4 \
+"$lab" bench-scorer --device cuda --model gru --batch 1,64,1024,8192,32768,65536 --seconds 4 \
   --json "$out/scorer-gru-cuda.json" | tee "$out/scorer-gru-cuda.md"
-"$bin" bench-scorer --device cuda --model lstm --batch 1024,32768 --seconds 4 \
+"$lab" bench-scorer --device cuda --model lstm --batch 1024,32768 --seconds 4 \
   --json "$out/scorer-lstm-cuda.json" | tee "$out/scorer-lstm-cuda.md"
-"$bin" bench-scorer --device cpu --model gru --batch 1,64,1024 --seconds 3 \
+"$lab" bench-scorer --device cpu --model gru --batch 1,64,1024 --seconds 3 \
   --json "$out/scorer-gru-cpu.json" | tee "$out/scorer-gru-cpu.md"
 
 echo "== training: GRU on 20 000 generated sessions, GPU then CPU"

@@ -281,7 +281,7 @@ fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
         assert!(batches > 0.0, "no scorer micro-batch observed:\n{metrics}");
         // Its per-user hidden states went to its changelog, one (latest) value per user.
         let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, "scorer");
-        let read = clickpath_cli::report::topic::read_topic(
+        let read = clickpath_report::topic::read_topic(
             &cfg,
             &changelog,
             Default::default(),

@@ -7,7 +7,8 @@
 //! - **OTTO** session JSON lines: `{"session":…,"events":[{"aid":…,"ts":…,"type":…}]}`;
 //! - **DIGINETICA** (CIKM Cup 2016): the `;`-separated `train-item-views.csv` and
 //!   `train-purchases.csv`, and a joined CSV with an `event_type` column; the variant is
-//!   detected from the header.
+//!   detected from the header;
+//! - **JSON lines** of clickpath's own [`ClickEvent`]s, as `clickpath generate --out` writes them.
 //!
 //! Reading streams row by row. A row that cannot be mapped yields one [`AdapterError`] item
 //! naming its line, and reading continues with the next row. Columns are found by name (case,
@@ -15,11 +16,12 @@
 //!
 //! Event ids are deterministic: `<format>:<source>:<line>` (OTTO: `otto:<source>:<line>:<n>`
 //! for the n-th event of a session line), where `<source>` is the file stem, so that replaying
-//! two files of one dataset never produces colliding ids. See each format's module for its
+//! two files of one dataset never produces colliding ids (JSON lines keep their own ids). See each format's module for its
 //! field mapping. This crate depends only on `clickpath-schema`; it knows nothing of Kafka.
 
 mod csv_rows;
 mod diginetica;
+mod jsonl;
 mod otto;
 mod rees46;
 mod retailrocket;
@@ -34,6 +36,7 @@ use std::str::FromStr;
 
 /// A public dataset format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Format {
     /// REES46 multi-category store CSV.
     Rees46,
@@ -43,15 +46,18 @@ pub enum Format {
     Otto,
     /// DIGINETICA (CIKM Cup 2016) views, purchases or joined CSV.
     Diginetica,
+    /// clickpath's own event JSON lines (`clickpath generate --out`); ids are kept as they are.
+    Jsonl,
 }
 
 impl Format {
-    /// All formats.
-    pub const ALL: [Format; 4] = [
+    /// All formats (the public data sets first, in the order the fuzz targets number them).
+    pub const ALL: [Format; 5] = [
         Format::Rees46,
         Format::Retailrocket,
         Format::Otto,
         Format::Diginetica,
+        Format::Jsonl,
     ];
 
     /// The lowercase name used on the command line and in event ids.
@@ -61,6 +67,7 @@ impl Format {
             Format::Retailrocket => "retailrocket",
             Format::Otto => "otto",
             Format::Diginetica => "diginetica",
+            Format::Jsonl => "jsonl",
         }
     }
 }
@@ -73,7 +80,7 @@ impl fmt::Display for Format {
 
 /// A format name that is not one of [`Format::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown format {0:?}; expected one of rees46, retailrocket, otto, diginetica")]
+#[error("unknown format {0:?}; expected one of rees46, retailrocket, otto, diginetica, jsonl")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -120,6 +127,7 @@ enum Inner {
     Retailrocket(retailrocket::Reader),
     Otto(otto::Reader),
     Diginetica(diginetica::Reader),
+    Jsonl(jsonl::Reader),
 }
 
 impl Iterator for Events {
@@ -131,6 +139,7 @@ impl Iterator for Events {
             Inner::Retailrocket(r) => r.next(),
             Inner::Otto(r) => r.next(),
             Inner::Diginetica(r) => r.next(),
+            Inner::Jsonl(r) => r.next(),
         }
     }
 }
@@ -166,6 +175,7 @@ pub fn from_reader<R: Read + Send + 'static>(
         Format::Retailrocket => Inner::Retailrocket(retailrocket::Reader::new(input, prefix)?),
         Format::Otto => Inner::Otto(otto::Reader::new(input, prefix)),
         Format::Diginetica => Inner::Diginetica(diginetica::Reader::new(input, prefix)?),
+        Format::Jsonl => Inner::Jsonl(jsonl::Reader::new(input)),
     };
     Ok(Events { inner })
 }

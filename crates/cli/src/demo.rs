@@ -1,6 +1,7 @@
 //! `clickpath demo`: generator plus every stage, on an embedded bus (librdkafka's in-process mock
 //! cluster, nothing to install) or on a given broker, with live progress and a closing summary.
 
+use crate::app::GlobalArgs;
 use crate::collect::{Collected, Collector};
 use crate::generate::{GenerateStats, generate_to_kafka};
 use crate::pipeline::{join_stages, spawn_stages};
@@ -13,7 +14,38 @@ use clickpath_stages::StageName;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::mocking::MockCluster;
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+/// Arguments of `clickpath demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Use this Kafka cluster instead of the embedded one.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Sessions to generate.
+    #[arg(long, default_value_t = 3000)]
+    pub sessions: usize,
+    /// Records per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// `clickpath demo`: runs it with a progress bar on a terminal and prints the summary.
+pub fn run(args: &DemoArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let opts = DemoOptions {
+        brokers: args.brokers.clone(),
+        sessions: args.sessions,
+        rate: args.rate,
+        seed: args.seed,
+        progress: std::io::stderr().is_terminal(),
+    };
+    print!("{}", run_demo(global.load_config()?, &opts)?.render());
+    Ok(())
+}
 
 /// Options of one demo run.
 #[derive(Debug, Clone)]

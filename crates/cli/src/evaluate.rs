@@ -8,11 +8,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use clickpath_adapters::Format;
 use clickpath_core::FeatureSpec;
 use clickpath_generator::TruthRecord;
 use clickpath_model::dataset::build_dataset;
 use clickpath_model::sequence::{CpuBackend, SequenceMeta, evaluate_sequences, load_sequence};
 use clickpath_model::train::{EvalMetrics, TrainConfig, metrics_of, train_baseline};
+use clickpath_report::read_dataset;
 use clickpath_schema::ClickEvent;
 use serde::Serialize;
 
@@ -22,9 +24,9 @@ pub struct EvaluateArgs {
     /// Events file.
     #[arg(long)]
     pub input: PathBuf,
-    /// Format of --input: jsonl, rees46, retailrocket, otto or diginetica.
-    #[arg(long, default_value = "jsonl")]
-    pub format: String,
+    /// Format of --input.
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    pub format: Format,
     /// Sequence-model artifact directories to evaluate (repeat the flag for several).
     #[arg(long = "model")]
     pub models: Vec<PathBuf>,
@@ -49,17 +51,10 @@ pub struct Row {
     pub metrics: EvalMetrics,
 }
 
-/// Reads events from `path` in `format` (`jsonl` or a public data set's adapter); unreadable
-/// rows are counted and skipped with a warning.
-pub fn read_events(path: &Path, format: &str) -> anyhow::Result<Vec<ClickEvent>> {
-    if format == "jsonl" {
-        return crate::generate::read_events_jsonl(path);
-    }
-    let fmt: clickpath_adapters::Format = format
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--format {format}: {e} (or jsonl)"))?;
-    let (events, bad) = crate::report::read_dataset(fmt, path)
-        .with_context(|| format!("reading {}", path.display()))?;
+/// Reads events from `path` in `format`; unreadable rows are counted and skipped with a warning.
+pub fn read_events(path: &Path, format: Format) -> anyhow::Result<Vec<ClickEvent>> {
+    let (events, bad) =
+        read_dataset(format, path).with_context(|| format!("reading {}", path.display()))?;
     if bad > 0 {
         eprintln!("{}: {bad} unreadable rows skipped", path.display());
     }
@@ -93,7 +88,7 @@ fn row(model: impl Into<String>, metrics: EvalMetrics) -> Row {
 
 /// Evaluates every model of `args` plus the baselines (and the oracle with a truth file).
 pub fn compare(args: &EvaluateArgs) -> anyhow::Result<Vec<Row>> {
-    let events = read_events(&args.input, &args.format)?;
+    let events = read_events(&args.input, args.format)?;
     let mut loaded: Vec<(PathBuf, SequenceMeta)> = Vec::new();
     let mut rows = Vec::new();
     let device = Default::default();
@@ -174,7 +169,7 @@ fn write_scores(
     );
     for (seq, outs) in seqs.iter().zip(model.score_sequences(seqs)) {
         for (ex, o) in seq.examples.iter().zip(outs) {
-            let line = crate::report::Scored {
+            let line = clickpath_report::Scored {
                 score: o.purchase,
                 label: ex.purchase,
             };

@@ -1,11 +1,79 @@
 //! `clickpath generate`: generated events with ground truth, to files or to the raw topic.
 
+use crate::app::GlobalArgs;
 use crate::produce::EventProducer;
+use anyhow::Context as _;
 use clickpath_generator::{Generated, Generator, GeneratorConfig, corrupt};
+use clickpath_schema::codec::Codec;
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `clickpath generate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenerateArgs {
+    /// Write events.jsonl, malformed.jsonl and ground truth into this directory.
+    #[arg(long, conflicts_with = "kafka")]
+    pub out: Option<PathBuf>,
+    /// Produce into the raw topic instead.
+    #[arg(long)]
+    pub kafka: bool,
+    /// Sessions to generate (overrides the generator config).
+    #[arg(long)]
+    pub sessions: Option<usize>,
+    /// Seed (overrides the generator config).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Records per second when producing (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Generator configuration (TOML; see GeneratorConfig).
+    #[arg(long)]
+    pub generator_config: Option<PathBuf>,
+}
+
+/// `clickpath generate`: to files (`--out`) or to the raw topic (`--kafka`).
+pub fn run(args: &GenerateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let mut gcfg: GeneratorConfig = match &args.generator_config {
+        Some(p) => {
+            toml::from_str(&std::fs::read_to_string(p).with_context(|| p.display().to_string())?)
+                .with_context(|| format!("{}: invalid generator config", p.display()))?
+        }
+        None => GeneratorConfig::default(),
+    };
+    if let Some(s) = args.sessions {
+        gcfg.sessions = s as u64;
+    }
+    if let Some(s) = args.seed {
+        gcfg.seed = s;
+    }
+    if let Some(dir) = &args.out {
+        let stats = generate_to_dir(gcfg, dir)?;
+        println!(
+            "wrote {} events and {} malformed records to {}",
+            stats.events,
+            stats.malformed,
+            dir.display()
+        );
+    } else if args.kafka {
+        let cfg = global.load_config()?;
+        let mut producer = EventProducer::new(&cfg, Codec::embedded(), &cfg.topics.raw, args.rate)?;
+        let bar = indicatif::ProgressBar::new_spinner();
+        let stats = generate_to_kafka(Generator::new(gcfg)?, &mut producer, |s| {
+            bar.set_message(format!("{} events, {} malformed", s.events, s.malformed));
+            bar.tick();
+        })?;
+        bar.finish();
+        println!(
+            "sent {} events and {} malformed records to {}",
+            stats.events, stats.malformed, cfg.topics.raw
+        );
+    } else {
+        anyhow::bail!("say where to: --out DIR or --kafka")
+    }
+    Ok(())
+}
 
 /// Counts of one generation run.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -99,23 +167,4 @@ fn write_truth(generator: &mut Generator, out: &mut impl Write) -> anyhow::Resul
         out.write_all(b"\n")?;
     }
     Ok(())
-}
-
-/// Reads a JSON-lines file of click events (as written by `generate --out`).
-pub fn read_events_jsonl(path: &Path) -> anyhow::Result<Vec<clickpath_schema::ClickEvent>> {
-    use std::io::BufRead;
-    let f = std::io::BufReader::new(
-        File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-    );
-    let mut out = Vec::new();
-    for (i, line) in f.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        out.push(serde_json::from_str(&line).map_err(|e| {
-            anyhow::anyhow!("{}:{}: not a click event: {e}", path.display(), i + 1)
-        })?);
-    }
-    Ok(out)
 }

@@ -1,16 +1,16 @@
-//! The `clickpath` command as a library, so integration tests drive the same code as the binary.
+//! The `clickpath` command as a library: one module per command (its `Args` and `run`), and the
+//! pieces they share (producing, collecting, running stages). Integration tests and
+//! `clickpath-lab` drive the same code as the binary.
 
-pub mod bench;
-pub mod bench_restore;
-pub mod bench_scorer;
-pub mod chaos;
+pub mod app;
 pub mod collect;
 pub mod demo;
 pub mod evaluate;
-pub mod evaluate_detector;
 pub mod generate;
 pub mod pipeline;
 pub mod produce;
 pub mod replay;
-pub mod report;
+pub mod run_stage;
+pub mod topics;
 pub mod train;
+pub mod validate;

@@ -1,8 +1,12 @@
 //! `clickpath train`: fit a model (the baseline, or a Burn GRU / LSTM / Transformer) on events
 //! from a file and write a versioned artifact directory.
 
-use std::path::Path;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
+use crate::app::GlobalArgs;
+use anyhow::Context as _;
+use clickpath_adapters::Format;
 use clickpath_model::sequence::{
     Architecture, CpuTrainBackend, SequenceTrainConfig, TrainProgress, save_sequence,
     train_sequence,
@@ -10,6 +14,133 @@ use clickpath_model::sequence::{
 use clickpath_model::train::{TrainConfig, train_baseline};
 use clickpath_schema::ClickEvent;
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// Arguments of `clickpath train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Model kind: the baseline (Markov chain + logistic regression), or a Burn sequence model.
+    #[arg(long, value_enum, default_value_t = ModelKind::Gru)]
+    pub model: ModelKind,
+    /// Events file (JSON lines from `generate --out`, or a public data set with --format).
+    #[arg(long, required_unless_present = "topic", conflicts_with = "topic")]
+    pub input: Option<PathBuf>,
+    /// Format of --input.
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    pub format: Format,
+    /// Replay click events from this topic instead (for example the clean topic); no consumer
+    /// group, nothing committed.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// With --topic: first record time (ms since the epoch or RFC 3339 UTC).
+    #[arg(long, requires = "topic")]
+    pub since: Option<String>,
+    /// With --topic: end record time (exclusive).
+    #[arg(long, requires = "topic")]
+    pub until: Option<String>,
+    /// Artifact directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training configuration for sequence models (TOML; see SequenceTrainConfig).
+    #[arg(long)]
+    pub train_config: Option<PathBuf>,
+    /// Most epochs (overrides the training configuration).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Hidden size (overrides the training configuration).
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Where to train (cuda needs a build with --features cuda).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+}
+
+/// What `clickpath train --model` fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelKind {
+    /// Markov chain + logistic regression over running counts.
+    Baseline,
+    /// Burn GRU.
+    Gru,
+    /// Burn LSTM.
+    Lstm,
+    /// Burn causal Transformer.
+    Transformer,
+}
+
+/// A Burn sequence architecture, as a command-line choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SequenceKind {
+    /// Gated recurrent unit.
+    Gru,
+    /// Long short-term memory.
+    Lstm,
+    /// Causal Transformer encoder.
+    Transformer,
+}
+
+impl From<SequenceKind> for Architecture {
+    fn from(k: SequenceKind) -> Self {
+        match k {
+            SequenceKind::Gru => Architecture::Gru,
+            SequenceKind::Lstm => Architecture::Lstm,
+            SequenceKind::Transformer => Architecture::Transformer,
+        }
+    }
+}
+
+impl ModelKind {
+    /// The sequence architecture, or `None` for the baseline.
+    pub fn architecture(self) -> Option<Architecture> {
+        match self {
+            ModelKind::Baseline => None,
+            ModelKind::Gru => Some(Architecture::Gru),
+            ModelKind::Lstm => Some(Architecture::Lstm),
+            ModelKind::Transformer => Some(Architecture::Transformer),
+        }
+    }
+}
+
+/// `clickpath train`: reads the events, fits the model and prints where the artifact went.
+pub fn run(args: &TrainArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let events = match (&args.input, &args.topic) {
+        (Some(path), _) => crate::evaluate::read_events(path, args.format)?,
+        (None, Some(topic)) => read_topic_events(
+            &global.load_config()?,
+            topic,
+            args.since.as_deref(),
+            args.until.as_deref(),
+        )?,
+        (None, None) => anyhow::bail!("say where the events are: --input FILE or --topic NAME"),
+    };
+    anyhow::ensure!(!events.is_empty(), "no events to train on");
+    let text = match args.model.architecture() {
+        None => train_baseline_to(&events, &Default::default(), &args.out)?,
+        Some(architecture) => {
+            let mut cfg: SequenceTrainConfig = match &args.train_config {
+                Some(p) => toml::from_str(
+                    &std::fs::read_to_string(p).with_context(|| p.display().to_string())?,
+                )
+                .with_context(|| format!("training configuration {}", p.display()))?,
+                None => Default::default(),
+            };
+            cfg.net.architecture = architecture;
+            if let Some(e) = args.epochs {
+                cfg.max_epochs = e;
+            }
+            if let Some(h) = args.hidden {
+                cfg.net.hidden = h;
+            }
+            let progress = std::io::stderr().is_terminal();
+            train_sequence_to(&events, &cfg, args.device, &args.out, progress)?
+        }
+    };
+    println!(
+        "trained on {} events; artifact in {}\n{text}",
+        events.len(),
+        args.out.display()
+    );
+    Ok(())
+}
 
 /// Trains the baseline on `events` and writes the artifact to `out`; returns the report's text.
 pub fn train_baseline_to(
@@ -22,8 +153,8 @@ pub fn train_baseline_to(
     Ok(serde_json::to_string_pretty(report.metrics())?)
 }
 
-/// Where to run training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where to train or score: a command-line choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {
     /// Burn's `flex` CPU backend.
     Cpu,
@@ -125,7 +256,7 @@ pub fn read_topic_events(
     since: Option<&str>,
     until: Option<&str>,
 ) -> anyhow::Result<Vec<ClickEvent>> {
-    use crate::report::topic::{TopicRange, decode_all, parse_time, read_topic};
+    use clickpath_report::topic::{TopicRange, decode_all, parse_time, read_topic};
     let range = TopicRange {
         since_ms: since.map(parse_time).transpose()?,
         until_ms: until.map(parse_time).transpose()?,
@@ -141,11 +272,4 @@ pub fn read_topic_events(
         );
     }
     Ok(decoded.records)
-}
-
-/// The architecture named by `--model`, or an error listing the choices.
-pub fn parse_architecture(model: &str) -> anyhow::Result<Architecture> {
-    Architecture::parse(model).ok_or_else(|| {
-        anyhow::anyhow!("--model {model}: choose baseline, gru, lstm or transformer")
-    })
 }

@@ -6,7 +6,7 @@
 //! Needs `CLICKPATH_TEST_BROKERS`; skips without it unless `CLICKPATH_REQUIRE_BROKER=1`.
 #![cfg(unix)]
 
-use clickpath_cli::chaos::backpressure::{BackpressureOptions, run_backpressure};
+use clickpath_lab::chaos::backpressure::{BackpressureOptions, run_backpressure};
 use std::time::Duration;
 
 #[test]

@@ -9,7 +9,7 @@
 //! one lock, so nothing else of this binary uses the broker while it restarts).
 #![cfg(unix)]
 
-use clickpath_cli::chaos::procs::{BrokerControl, ChaosOptions, ChaosReport, run_chaos};
+use clickpath_lab::chaos::procs::{BrokerControl, ChaosOptions, ChaosReport, run_chaos};
 use clickpath_runtime::config::Guarantee;
 use clickpath_stages::StageName;
 use std::sync::Mutex;

@@ -99,7 +99,16 @@ fn validate_lists_every_problem_and_fails() {
 fn unknown_stage_is_a_clear_error() {
     let out = clickpath().args(["run", "sessionzer"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown stage \"sessionzer\""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid value 'sessionzer'") && stderr.contains("'sessionizer'"),
+        "{stderr}"
+    );
+    // The choices come from the one list of stages, plus `all`.
+    assert!(
+        stderr.contains("cleaning, sessionizer, windower, scorer, detector, analytics, all"),
+        "{stderr}"
+    );
 }
 
 #[test]

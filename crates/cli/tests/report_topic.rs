@@ -7,11 +7,19 @@ use clickpath_cli::produce::EventProducer;
 use clickpath_core::analytics::RollingFunnel;
 use clickpath_runtime::ClickpathConfig;
 use clickpath_runtime::RunnerEnv;
+use clickpath_schema::FunnelAggregate;
 use clickpath_schema::codec::Codec;
 use clickpath_stages::StageName;
-use clickpath_stages::analytics::FunnelAggregate;
 use clickpath_testkit::{test_brokers, test_config};
 use std::path::Path;
+
+/// Every event of a generated `events.jsonl` (the generator writes no bad lines).
+fn read_jsonl(path: &Path) -> Vec<clickpath_schema::ClickEvent> {
+    clickpath_adapters::read(clickpath_adapters::Format::Jsonl, path)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
 use std::process::Command;
 
 fn clickpath(args: &[&str]) -> std::process::Output {
@@ -80,7 +88,7 @@ fn report_from_the_clean_topic_equals_report_from_the_file() {
     ]);
     assert!(gen_out.status.success(), "{gen_out:?}");
     let events_file = d.join("events.jsonl");
-    let events = clickpath_cli::generate::read_events_jsonl(&events_file).unwrap();
+    let events = read_jsonl(&events_file);
     let mut producer = EventProducer::new(&cfg, Codec::embedded(), &cfg.topics.clean, 0.0).unwrap();
     for e in &events {
         producer.send_event(e).unwrap();
@@ -286,7 +294,7 @@ fn analytics_stage_rows_equal_the_reference_funnel() {
         "5",
     ]);
     assert!(gen_out.status.success(), "{gen_out:?}");
-    let events = clickpath_cli::generate::read_events_jsonl(&d.join("events.jsonl")).unwrap();
+    let events = read_jsonl(&d.join("events.jsonl"));
     let mut producer = EventProducer::new(&cfg, Codec::embedded(), &cfg.topics.clean, 0.0).unwrap();
     for e in &events {
         producer.send_event(e).unwrap();

@@ -1,5 +1,5 @@
 //! The scorer's online step of each sequence model per batch size, on the default CPU backend
-//! (`flex`); the GPU numbers come from `clickpath bench-scorer --device cuda` (`scripts/gpu-bench.sh`).
+//! (`flex`); the GPU numbers come from `clickpath-lab bench-scorer --device cuda` (`scripts/gpu-bench.sh`).
 
 use std::hint::black_box;
 

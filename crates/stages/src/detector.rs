@@ -1,7 +1,7 @@
 //! Anomaly detector: fraud and bot rules over clean events, and model surprise over the scorer's predictions;
 //! alerts keyed by user.
 //!
-//! All logic is `clickpath_core::rules::Detector` (the same code `clickpath evaluate-detector`
+//! All logic is `clickpath_core::rules::Detector` (the same code `clickpath-lab evaluate-detector`
 //! measures). The stage reads two co-partitioned topics (both keyed by user id): clean events, fed to
 //! `on_event`, and predictions, fed to `on_prediction` (the model-surprise rule pairs each prediction with the
 //! user's next event, whichever arrives first). An alert is published when it opens and again, with the same

@@ -1,9 +1,9 @@
-//! `clickpath bench`, tiny, on the real broker: every phase drains and its report is consistent.
+//! `clickpath-lab bench`, tiny, on the real broker: every phase drains and its report is consistent.
 //! No timing is asserted, only that the figures exist and the counts add up.
 //!
 //! Needs `CLICKPATH_TEST_BROKERS`; skips without it unless `CLICKPATH_REQUIRE_BROKER=1`.
 
-use clickpath_cli::bench::{BenchArgs, run_bench};
+use clickpath_lab::bench::{BenchArgs, run_bench};
 use clickpath_runtime::ClickpathConfig;
 
 #[test]

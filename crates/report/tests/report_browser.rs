@@ -4,9 +4,9 @@
 //! Chromium comes from `scripts/chromium.sh` (Debian's `chromium`). Without it the test skips
 //! with a message, unless `CLICKPATH_REQUIRE_BROWSER=1`. `CLICKPATH_CHROMIUM` names another binary.
 
-use clickpath_cli::report::{Extras, Scored, read_dataset, render_html};
 use clickpath_core::analytics::{AnalysisSpec, analyse};
 use clickpath_generator::{Generated, Generator, GeneratorConfig, ScenarioKind, TruthRecord};
+use clickpath_report::{Extras, Scored, read_dataset, render_html};
 use clickpath_schema::{AlertType, ClickEvent, FraudAlert, Severity};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -242,7 +242,7 @@ fn generated_report_renders_in_chromium() {
     let extras = Extras {
         scores: Some(scores),
         alerts: Some(alerts),
-        attributions: Some(clickpath_cli::report::extras::aggregate_attributions(
+        attributions: Some(clickpath_report::extras::aggregate_attributions(
             &predictions,
             20,
         )),
@@ -263,8 +263,8 @@ fn rees46_report_renders_in_chromium() {
 /// events, as two instances would publish them, merged and drawn.
 #[test]
 fn analytics_topic_report_renders_in_chromium() {
-    use clickpath_cli::report::{render_aggregates_html, topic::merge_rows};
     use clickpath_core::analytics::{FunnelSpec, RollingFunnel};
+    use clickpath_report::{render_aggregates_html, topic::merge_rows};
     use clickpath_stages::analytics::Analytics;
     let Some(bin) = chromium() else {
         return;

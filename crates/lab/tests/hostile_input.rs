@@ -1,11 +1,11 @@
 //! Hostile input on the real broker (RELIABILITY.md, "Hostile input"): 10 000 records built to break a
 //! consumer, interleaved with valid ones, through the cleaning stage. Nothing crashes, every hostile
 //! record is dead-lettered with the reason its case expects, every valid record is cleaned.
-//! `clickpath chaos hostile --records 100000` runs the long version.
+//! `clickpath-lab chaos hostile --records 100000` runs the long version.
 //!
 //! Needs `CLICKPATH_TEST_BROKERS`; skips without it unless `CLICKPATH_REQUIRE_BROKER=1`.
 
-use clickpath_cli::chaos::hostile::{CASES, HostileOptions, generate, run_hostile};
+use clickpath_lab::chaos::hostile::{CASES, HostileOptions, generate, run_hostile};
 use clickpath_schema::codec::Codec;
 use std::time::Duration;
 

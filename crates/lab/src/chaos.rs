@@ -1,4 +1,4 @@
-//! Fault injection on a real broker (`clickpath chaos`, RELIABILITY.md): hostile input for the cleaning
+//! Fault injection on a real broker (`clickpath-lab chaos`, RELIABILITY.md): hostile input for the cleaning
 //! stage, SIGKILLed stage processes, a broker restart in the middle of a run, and a rebalance after one of
 //! three instances dies, and back-pressure from a scorer made ten times slower. Each scenario compares what was
 //! committed with what an uninterrupted run gives.
@@ -211,7 +211,7 @@ impl From<GuaranteeArg> for clickpath_runtime::config::Guarantee {
     }
 }
 
-/// `clickpath chaos`: the fault-injection scenarios of RELIABILITY.md.
+/// `clickpath-lab chaos`: the fault-injection scenarios of RELIABILITY.md.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ChaosCommand {
     /// Hostile records interleaved with valid ones through the cleaning stage (in this process).
@@ -316,9 +316,13 @@ pub enum ChaosCommand {
     },
 }
 
-/// Runs a `clickpath chaos` command against the broker of `cfg`; prints the report and fails when a check
-/// failed.
-pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<()> {
+/// Runs a `clickpath-lab chaos` command against the broker of `cfg`; prints the report and fails when a
+/// check failed. `clickpath` is the binary whose processes are started, killed and restarted.
+pub fn run_command(
+    cmd: ChaosCommand,
+    cfg: &ClickpathConfig,
+    clickpath: &std::path::Path,
+) -> anyhow::Result<()> {
     match cmd {
         ChaosCommand::Hostile {
             records,
@@ -379,7 +383,7 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
                 rebalance,
                 rate,
                 seed,
-                binary: std::env::current_exe()?,
+                binary: clickpath.to_path_buf(),
                 work_dir: work_dir.clone(),
                 timeout: Duration::from_secs(timeout_s),
             };
@@ -408,7 +412,7 @@ pub fn run_command(cmd: ChaosCommand, cfg: &ClickpathConfig) -> anyhow::Result<(
                 input_buffer_kbytes,
                 rss_limit_mib,
                 seed,
-                binary: std::env::current_exe()?,
+                binary: clickpath.to_path_buf(),
                 work_dir: work_dir.clone(),
                 timeout: Duration::from_secs(timeout_s),
             };

@@ -1,4 +1,4 @@
-//! `clickpath evaluate-detector`: the detector's measured quality on labelled generator traffic.
+//! `clickpath-lab evaluate-detector`: the detector's measured quality on labelled generator traffic.
 //!
 //! The generator's fraud and bot scenarios are mixed into ordinary traffic (with its dirty data:
 //! duplicates, reordering, malformed records), cleaned by the cleaning stage's core code
@@ -33,6 +33,54 @@ use clickpath_schema::AlertType;
 use clickpath_stages::scorer::Scorer;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+
+/// Arguments of `clickpath-lab evaluate-detector`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvaluateDetectorArgs {
+    /// Ordinary sessions to generate.
+    #[arg(long, default_value_t = 20_000)]
+    pub sessions: u64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Injected instances of each scenario type.
+    #[arg(long, default_value_t = 25)]
+    pub per_type: u32,
+    /// Also score every event with the configured model and feed the predictions to the
+    /// detector (the model-surprise rule).
+    #[arg(long)]
+    pub model_surprise: bool,
+}
+
+/// `clickpath-lab evaluate-detector`: the configured detector on labelled scenarios, as a table.
+pub fn run_command(
+    args: &EvaluateDetectorArgs,
+    cfg: clickpath_runtime::ClickpathConfig,
+) -> anyhow::Result<()> {
+    let model_surprise = if args.model_surprise {
+        Some(SurpriseSetup {
+            model: clickpath_stages::topology::load_scorer_model(&clickpath_cli::app::env_for(
+                cfg.clone(),
+            ))?,
+            windower: cfg.windower.clone(),
+            scorer: cfg.scorer.clone(),
+        })
+    } else {
+        None
+    };
+    let opts = EvalOptions {
+        sessions: args.sessions,
+        seed: args.seed,
+        per_type: args.per_type,
+        rules: cfg.detector,
+        validation: cfg.cleaning.validation,
+        dedupe_window_ms: cfg.cleaning.dedupe_window_ms,
+        dedupe_max_ids: cfg.cleaning.dedupe_max_ids,
+        model_surprise,
+    };
+    print!("{}", render(&evaluate(&opts)?));
+    Ok(())
+}
 
 /// What to evaluate.
 #[derive(Debug, Clone)]

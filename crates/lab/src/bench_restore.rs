@@ -1,4 +1,4 @@
-//! `clickpath bench-restore`: how fast a sessionizer instance gets its state back from the changelog.
+//! `clickpath-lab bench-restore`: how fast a sessionizer instance gets its state back from the changelog.
 //!
 //! Builds realistic per-user state with the core sessionizer (generated traffic), writes it to a fresh
 //! compacted changelog topic on the given broker, then times the runtime's restore of every partition into a
@@ -13,6 +13,38 @@ use clickpath_stages::sessionizer::Sessionizer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureRecord, Producer};
 use std::time::{Duration, Instant};
+
+/// Arguments of `clickpath-lab bench-restore`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchRestoreArgs {
+    /// Users whose state is written and restored.
+    #[arg(long, default_value_t = 200_000)]
+    pub users: usize,
+    /// Write the state as JSON (the format of earlier versions) instead of binary.
+    #[arg(long)]
+    pub json_state: bool,
+}
+
+/// `clickpath-lab bench-restore`: under fresh `bench-<time>.` topics and groups, measures and
+/// prints one line.
+pub fn run_command(args: &BenchRestoreArgs, mut cfg: ClickpathConfig) -> anyhow::Result<()> {
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    cfg.topics = cfg.topics.with_prefix(&format!("bench-{run_id}."));
+    cfg.kafka.group_prefix = format!("clickpath-bench-{run_id}");
+    let r = bench_restore(&cfg, args.users, args.json_state)?;
+    println!(
+        "restored {} users ({} records, {:.1} MiB, {:.0} bytes/user) in {:.2} s = {:.0} users/s",
+        r.users,
+        r.records,
+        r.bytes as f64 / (1 << 20) as f64,
+        r.bytes as f64 / r.users.max(1) as f64,
+        r.seconds,
+        r.users_per_second()
+    );
+    Ok(())
+}
 
 /// What one restore measured.
 #[derive(Debug, Clone, Copy)]

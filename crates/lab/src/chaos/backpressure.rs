@@ -6,7 +6,7 @@
 use super::TopicReader;
 use super::procs::Progress;
 use crate::bench::leading_string;
-use crate::produce::EventProducer;
+use clickpath_cli::produce::EventProducer;
 use clickpath_core::features::{FeatureSpec, FeatureWindower};
 use clickpath_generator::{DirtyConfig, Generated, Generator, GeneratorConfig};
 use clickpath_runtime::ClickpathConfig;

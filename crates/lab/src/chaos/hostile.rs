@@ -8,7 +8,7 @@
 //! record reaches the clean topic.
 
 use super::{ReadRecord, TopicReader};
-use crate::pipeline::{join_stages, spawn_stages};
+use clickpath_cli::pipeline::{join_stages, spawn_stages};
 use clickpath_runtime::deadletter::headers;
 use clickpath_runtime::kafka::create_producer;
 use clickpath_runtime::{ClickpathConfig, RunnerEnv};

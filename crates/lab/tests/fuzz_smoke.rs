@@ -6,8 +6,8 @@
 #[path = "../../../fuzz/src/targets.rs"]
 mod targets;
 
-use clickpath_cli::chaos::hostile::{HostileOptions, generate};
 use clickpath_generator::{Generated, Generator, GeneratorConfig};
+use clickpath_lab::chaos::hostile::{HostileOptions, generate};
 use clickpath_runtime::ClickpathConfig;
 use clickpath_schema::codec::Codec;
 use rand::rngs::StdRng;

@@ -1,4 +1,4 @@
-//! `clickpath bench`: an end-to-end load test on a real Kafka broker.
+//! `clickpath-lab bench`: an end-to-end load test on a real Kafka broker.
 //!
 //! One run measures, each phase on fresh topics (a unique prefix per run and phase):
 //!
@@ -18,9 +18,9 @@
 //! Latency is keyed by `event_id`: both a `Prediction` and a `ClickEvent` start with it, so the reader takes it
 //! from the Avro body without a full decode.
 
-use crate::produce::Pacer;
-use crate::{generate::GenerateStats, pipeline};
 use clap::Args;
+use clickpath_cli::produce::Pacer;
+use clickpath_cli::{generate::GenerateStats, pipeline};
 use clickpath_generator::{Generated, Generator, GeneratorConfig, corrupt};
 use clickpath_runtime::kafka::{base_client_config, consumer_config, create_producer};
 use clickpath_runtime::metrics::StageLabel;
@@ -42,7 +42,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Options of `clickpath bench`.
+/// Options of `clickpath-lab bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Kafka bootstrap servers (a real broker; the run creates and deletes its own topics).
@@ -1203,7 +1203,7 @@ impl BenchReport {
     /// The results as a text table.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "clickpath bench: {} records ({} events, {} malformed) on {}, {} partitions, {} cores\n\n",
+            "clickpath-lab bench: {} records ({} events, {} malformed) on {}, {} partitions, {} cores\n\n",
             self.generated.events + self.generated.malformed,
             self.generated.events,
             self.generated.malformed,

@@ -13,8 +13,8 @@
 use clickpath_core::analytics::{FunnelCounts, StepTiming};
 use clickpath_runtime::ClickpathConfig;
 use clickpath_runtime::kafka::base_client_config;
+use clickpath_schema::FunnelAggregate;
 use clickpath_schema::codec::{AvroRecord, Codec};
-use clickpath_stages::analytics::FunnelAggregate;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};

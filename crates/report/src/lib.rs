@@ -1,4 +1,4 @@
-//! `clickpath report`: path analytics of a file of events, or of a topic, as one self-contained HTML page.
+//! `clickpath report` (crate `clickpath-report`): path analytics of a file of events, or of a topic, as one self-contained HTML page.
 //!
 //! From a file (`--input`, `--format F FILE`) or a topic of click events (`--topic`, e.g. the clean
 //! topic, within `--since`/`--until`/`--max-records`) the events are analysed here. From the
@@ -15,13 +15,14 @@ pub mod topic;
 
 use anyhow::Context as _;
 use clap::Args;
+use clickpath_adapters::Format;
 use clickpath_core::analytics::{
     Analysis, AnalysisSpec, FunnelOrder, FunnelSpec, Step, Unit, analyse,
 };
 use clickpath_runtime::ClickpathConfig;
+use clickpath_schema::FunnelAggregate;
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{AvroRecord, ClickEvent, Prediction};
-use clickpath_stages::analytics::FunnelAggregate;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use topic::TopicRange;
@@ -52,9 +53,9 @@ pub struct ReportArgs {
     /// With --topic: give up when reading takes longer (seconds).
     #[arg(long, requires = "topic", default_value_t = 120)]
     pub read_timeout_secs: u64,
-    /// Format of FILE: rees46, retailrocket, otto or diginetica.
-    #[arg(long, requires = "file")]
-    pub format: Option<String>,
+    /// Format of FILE.
+    #[arg(long, requires = "file", value_enum)]
+    pub format: Option<Format>,
     /// The data set file read with --format.
     pub file: Option<PathBuf>,
     /// The HTML file to write.
@@ -73,8 +74,8 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 14 * 24 * 60)]
     pub window_minutes: i64,
     /// Count users or sessions (`session_id`, else the user).
-    #[arg(long, default_value = "user")]
-    pub unit: String,
+    #[arg(long, value_enum, default_value_t = UnitArg::User)]
+    pub unit: UnitArg,
     /// Time-bucket width in minutes.
     #[arg(long, default_value_t = 24 * 60)]
     pub bucket_minutes: i64,
@@ -93,6 +94,15 @@ pub struct ReportArgs {
     pub predictions_topic: Option<String>,
 }
 
+/// What `--unit` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnitArg {
+    /// Users.
+    User,
+    /// Sessions (`session_id`, else the user).
+    Session,
+}
+
 impl ReportArgs {
     /// The analysis settings these options describe.
     pub fn spec(&self) -> anyhow::Result<AnalysisSpec> {
@@ -102,10 +112,9 @@ impl ReportArgs {
             .map(Step::parse)
             .collect::<Result<Vec<_>, _>>()?;
         let order: FunnelOrder = self.order.parse().map_err(anyhow::Error::msg)?;
-        let unit = match self.unit.as_str() {
-            "user" => Unit::User,
-            "session" => Unit::Session,
-            u => anyhow::bail!("--unit {u}: expected user or session"),
+        let unit = match self.unit {
+            UnitArg::User => Unit::User,
+            UnitArg::Session => Unit::Session,
         };
         let funnel = FunnelSpec::new(
             steps,
@@ -125,16 +134,12 @@ impl ReportArgs {
     /// The events and a name for their source.
     pub fn load(&self) -> anyhow::Result<(Vec<ClickEvent>, String, u64)> {
         match (&self.input, &self.format, &self.file) {
-            (Some(p), None, None) => Ok((
-                crate::generate::read_events_jsonl(p)?,
-                p.display().to_string(),
-                0,
-            )),
-            (None, Some(f), Some(p)) => {
-                let fmt: clickpath_adapters::Format = f
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("--format {f}: {e}"))?;
-                let (events, bad) = read_dataset(fmt, p)?;
+            (Some(p), None, None) => {
+                let (events, bad) = read_dataset(Format::Jsonl, p)?;
+                Ok((events, p.display().to_string(), bad))
+            }
+            (None, Some(fmt), Some(p)) => {
+                let (events, bad) = read_dataset(*fmt, p)?;
                 Ok((events, format!("{} ({fmt})", p.display()), bad))
             }
             _ => anyhow::bail!(
@@ -144,11 +149,8 @@ impl ReportArgs {
     }
 }
 
-/// Reads a public data set file; bad rows are counted and skipped.
-pub fn read_dataset(
-    format: clickpath_adapters::Format,
-    path: &Path,
-) -> anyhow::Result<(Vec<ClickEvent>, u64)> {
+/// Reads a file of events in `format`; bad rows are counted and skipped with a warning.
+pub fn read_dataset(format: Format, path: &Path) -> anyhow::Result<(Vec<ClickEvent>, u64)> {
     let mut events = Vec::new();
     let mut bad = 0;
     for item in clickpath_adapters::read(format, path)? {

@@ -5,8 +5,8 @@
 //! partition holds, which is what an uninterrupted run produces.
 
 use super::TopicReader;
-use crate::generate::send_generated;
-use crate::produce::EventProducer;
+use clickpath_cli::generate::send_generated;
+use clickpath_cli::produce::EventProducer;
 use clickpath_core::dedupe::Deduper;
 use clickpath_core::session::Sessionizer;
 use clickpath_core::validate::validate_and_normalise;

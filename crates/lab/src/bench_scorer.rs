@@ -1,14 +1,57 @@
-//! `clickpath bench-scorer`: the sequence model's online step (one event per user, batched
+//! `clickpath-lab bench-scorer`: the sequence model's online step (one event per user, batched
 //! across users) per batch size, on the CPU or a CUDA GPU: event-steps per second and per-batch
 //! latency percentiles. The GPU script (`scripts/gpu-bench.sh`) runs it with `--device cuda`.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+use clickpath_cli::train::{Device, SequenceKind};
 use clickpath_model::sequence::{
     Architecture, CpuBackend, NetConfig, OnlineModel, SequenceModel, Step, UserMemory,
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+/// Arguments of `clickpath-lab bench-scorer`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchScorerArgs {
+    /// Where to run the model (cuda needs a build with --features cuda).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Architecture.
+    #[arg(long, value_enum, default_value_t = SequenceKind::Gru)]
+    pub model: SequenceKind,
+    /// Hidden size.
+    #[arg(long, default_value_t = 64)]
+    pub hidden: usize,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256,1024")]
+    pub batch: Vec<usize>,
+    /// Seconds per batch size.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Also write the rows as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// `clickpath-lab bench-scorer`: measures and prints the table (and the JSON file when asked).
+pub fn run_command(args: &BenchScorerArgs) -> anyhow::Result<()> {
+    let rows = run(
+        args.device,
+        args.model.into(),
+        args.hidden,
+        &args.batch,
+        args.seconds,
+    )?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    print!("{}", table(&rows));
+    Ok(())
+}
 
 /// One measured batch size.
 #[derive(Debug, Clone, Serialize)]
@@ -31,17 +74,16 @@ pub struct ScorerBenchRow {
     pub p99_us: u64,
 }
 
-fn model(device: &str, cfg: NetConfig) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
+fn model(device: Device, cfg: NetConfig) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
     match device {
-        "cpu" => Ok((
+        Device::Cpu => Ok((
             Box::new(SequenceModel::<CpuBackend>::untrained(
                 cfg,
                 Default::default(),
             )),
             "flex (CPU)",
         )),
-        "cuda" => cuda_model(cfg),
-        other => anyhow::bail!("--device {other}: choose cpu or cuda"),
+        Device::Cuda => cuda_model(cfg),
     }
 }
 
@@ -65,7 +107,7 @@ fn cuda_model(_: NetConfig) -> anyhow::Result<(Box<dyn OnlineModel>, &'static st
 /// Times `model.step_batch` for each batch size for about `seconds` each (after a warm-up),
 /// with fresh synthetic users whose memories carry over from batch to batch.
 pub fn run(
-    device: &str,
+    device: Device,
     arch: Architecture,
     hidden: usize,
     batches: &[usize],
