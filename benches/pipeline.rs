@@ -3,10 +3,10 @@
 //! core (`cargo bench -p clickpath-cli --bench pipeline`).
 
 use clickpath_generator::{Generated, Generator, GeneratorConfig};
-use clickpath_runtime::config::ClickpathConfig;
 use clickpath_runtime::{Context, Output, Stage};
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{ClickEvent, FeatureVector};
+use clickpath_stages::ClickpathConfig;
 use clickpath_stages::cleaning::Cleaning;
 use clickpath_stages::detector::Detector;
 use clickpath_stages::scorer::Scorer;

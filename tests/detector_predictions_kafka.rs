@@ -115,8 +115,8 @@ fn run(guarantee: Guarantee) {
     let producer = clickpath_runtime::kafka::create_producer(&cfg).unwrap();
     clickpath_runtime::runner::deliver(&producer, outputs, "test", &Metrics::new()).unwrap();
 
-    let env = RunnerEnv::new(cfg.clone(), codec.clone());
-    let stages = spawn_stages(&[StageName::Detector], &env, false).unwrap();
+    let env = cfg.runner_env(codec.clone());
+    let stages = spawn_stages(&[StageName::Detector], &cfg, &env, false).unwrap();
     let m = env.metrics.clone();
     let caught_up = || {
         m.records_in_total("detector", &t.clean) >= 18
@@ -191,7 +191,7 @@ fn run(guarantee: Guarantee) {
         queries: clickpath_runtime::query::Queries::new(),
         ..env
     };
-    let stages = spawn_stages(&[StageName::Detector], &env2, false).unwrap();
+    let stages = spawn_stages(&[StageName::Detector], &cfg, &env2, false).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let assigned = || {
         env2.queries

@@ -11,7 +11,6 @@ use clickpath_core::dedupe::Deduper;
 use clickpath_core::session::Sessionizer;
 use clickpath_core::validate::validate_and_normalise;
 use clickpath_generator::{Generated, Generator, GeneratorConfig};
-use clickpath_runtime::RunnerEnv;
 use clickpath_runtime::config::Guarantee;
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{ClickEvent, SessionSummary};
@@ -84,7 +83,7 @@ fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
     );
     cfg.processing.guarantee = guarantee;
     if let Some(dir) = model_dir {
-        cfg.scorer.model_dir = dir.into();
+        cfg.scorer.model_dir = Some(dir.into());
         cfg.scorer.explain_every = 5;
     }
     cfg.kafka.instance_id = "e2e-1".into();
@@ -122,8 +121,8 @@ fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
         "the generator injects malformed records by default"
     );
 
-    let env = RunnerEnv::new(cfg.clone(), Codec::embedded());
-    let stages = spawn_stages(&StageName::ALL, &env, true).unwrap();
+    let env = cfg.runner_env(Codec::embedded());
+    let stages = spawn_stages(&StageName::ALL, &cfg, &env, true).unwrap();
     let http = rt
         .block_on(clickpath_runtime::http::serve_env(&env))
         .unwrap();

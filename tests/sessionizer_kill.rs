@@ -7,10 +7,10 @@
 use clickpath_cli::produce::EventProducer;
 use clickpath_core::session::Sessionizer;
 use clickpath_generator::{DirtyConfig, Generated, Generator, GeneratorConfig};
-use clickpath_runtime::ClickpathConfig;
 use clickpath_runtime::config::Guarantee;
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{ClickEvent, EventType, SessionSummary};
+use clickpath_stages::ClickpathConfig;
 use rand::{Rng, SeedableRng};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -1,16 +1,16 @@
 //! What each fuzz target checks. Every function must return normally for any input: a panic (or an
 //! endless loop, which libFuzzer reports as a timeout) is a bug.
 //!
-//! Uses only `clickpath-schema`, `clickpath-core`, `clickpath-adapters`, `clickpath-runtime` and `toml`,
+//! Uses only `clickpath-schema`, `clickpath-core`, `clickpath-adapters`, `clickpath-stages` (for the configuration) and `toml`,
 //! so the same file compiles inside `crates/cli/tests/fuzz_smoke.rs`.
 
 use clickpath_adapters::{Format, from_reader};
 use clickpath_core::validate::{ValidationConfig, validate_and_normalise};
-use clickpath_runtime::ClickpathConfig;
 use clickpath_schema::codec::{AvroRecord, Codec};
 use clickpath_schema::{
     ClickEvent, DeadLetter, FeatureVector, FraudAlert, Prediction, SessionSummary,
 };
+use clickpath_stages::ClickpathConfig;
 use std::sync::OnceLock;
 
 fn codec() -> &'static Codec {

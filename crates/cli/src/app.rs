@@ -2,8 +2,9 @@
 //! `clickpath` and `clickpath-lab` share it so that both read `--config` and log the same way.
 
 use clap::{Args, ValueEnum};
-use clickpath_runtime::{ClickpathConfig, RunnerEnv};
+use clickpath_runtime::RunnerEnv;
 use clickpath_schema::codec::Codec;
+use clickpath_stages::ClickpathConfig;
 use std::path::PathBuf;
 
 /// Options every command takes.
@@ -34,8 +35,8 @@ pub enum LogFormat {
 }
 
 /// The environment stages run in: `cfg` and the embedded schemas.
-pub fn env_for(cfg: ClickpathConfig) -> RunnerEnv {
-    RunnerEnv::new(cfg, Codec::embedded())
+pub fn env_for(cfg: &ClickpathConfig) -> RunnerEnv {
+    cfg.runner_env(Codec::embedded())
 }
 
 /// What must outlive logging: the OTLP exporter, flushed when dropped.

@@ -1,9 +1,9 @@
 //! Reading the pipeline's output topics back: the demo's summary and the end-to-end tests' checks.
 
-use clickpath_runtime::ClickpathConfig;
 use clickpath_runtime::kafka::base_client_config;
 use clickpath_schema::codec::{AvroRecord, Codec};
 use clickpath_schema::{DeadLetter, FraudAlert, Prediction, SessionSummary};
+use clickpath_stages::ClickpathConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};

@@ -7,9 +7,9 @@ use crate::generate::{GenerateStats, generate_to_kafka};
 use crate::pipeline::{join_stages, spawn_stages};
 use crate::produce::EventProducer;
 use clickpath_generator::{Generator, GeneratorConfig};
-use clickpath_runtime::{ClickpathConfig, RunnerEnv};
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{AlertType, FunnelStage};
+use clickpath_stages::ClickpathConfig;
 use clickpath_stages::StageName;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::mocking::MockCluster;
@@ -106,10 +106,10 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
         }
     }
 
-    let env = RunnerEnv::new(cfg.clone(), Codec::embedded());
+    let env = cfg.runner_env(Codec::embedded());
     let addr = rt.block_on(clickpath_runtime::http::serve_env(&env))?;
     tracing::info!("Metrics at http://{addr}/metrics");
-    let stages = spawn_stages(&StageName::ALL, &env, true)?;
+    let stages = spawn_stages(&StageName::ALL, &cfg, &env, true)?;
 
     let generator = Generator::new(GeneratorConfig {
         seed: opts.seed,

@@ -66,7 +66,8 @@ fn main() {
                 Ok(())
             }
             Command::Report(args) => {
-                print!("{}", clickpath_report::run(args, &g.load_config()?)?);
+                let cfg = g.load_config()?;
+                print!("{}", clickpath_report::run(args, &cfg)?);
                 Ok(())
             }
             Command::Validate(args) => validate::run(args, g),

@@ -1,7 +1,8 @@
 //! Running several stages in one process (the demo, `clickpath run all`, tests).
 
 use clickpath_runtime::{RunSummary, RunnerEnv};
-use clickpath_stages::{StageName, run_named};
+use clickpath_stages::{ClickpathConfig, StageName, run_named};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// A stage loop running on its own thread.
@@ -12,19 +13,23 @@ pub struct RunningStage {
     pub handle: JoinHandle<anyhow::Result<RunSummary>>,
 }
 
-/// Starts each stage of `names` on its own thread. They stop when `env.shutdown` is triggered.
+/// Starts each stage of `names`, configured by `cfg`, on its own thread in `env`. They stop when
+/// `env.shutdown` is triggered.
 pub fn spawn_stages(
     names: &[StageName],
+    cfg: &ClickpathConfig,
     env: &RunnerEnv,
     flush_on_shutdown: bool,
 ) -> anyhow::Result<Vec<RunningStage>> {
     let mut running = Vec::new();
+    let cfg = Arc::new(cfg.clone());
     for &name in names {
         let env = env.clone();
+        let cfg = Arc::clone(&cfg);
         let handle = std::thread::Builder::new()
             .name(format!("stage-{}", name.as_str()))
             .spawn(move || {
-                let r = run_named(name, &env, flush_on_shutdown);
+                let r = run_named(name, &cfg, &env, flush_on_shutdown);
                 if let Err(e) = &r {
                     tracing::error!(stage = name.as_str(), error = %e, "Stage failed.");
                     // One failed stage stops the process: a partial pipeline would silently stall.

@@ -1,9 +1,9 @@
 //! Producing click events (or deliberately broken records) to the raw topic, with optional pacing.
 
-use clickpath_runtime::ClickpathConfig;
 use clickpath_runtime::kafka::create_producer;
 use clickpath_schema::ClickEvent;
 use clickpath_schema::codec::Codec;
+use clickpath_stages::ClickpathConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use std::time::{Duration, Instant};

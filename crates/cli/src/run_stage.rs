@@ -57,7 +57,8 @@ impl StageChoice {
 
 /// `clickpath run`: serves HTTP, runs the chosen stages and waits for them to stop.
 pub fn run(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let env = env_for(global.load_config()?);
+    let cfg = global.load_config()?;
+    let env = env_for(&cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -66,7 +67,7 @@ pub fn run(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         env.shutdown.trigger_on_signals();
         clickpath_runtime::http::serve_env(&env).await
     })?;
-    let running = spawn_stages(&args.stage.stages(), &env, false)?;
+    let running = spawn_stages(&args.stage.stages(), &cfg, &env, false)?;
     join_stages(running)?;
     Ok(())
 }

@@ -251,7 +251,7 @@ fn train_cuda(
 /// Click events replayed from `topic` between `since` and `until` (record timestamps; ms or
 /// RFC 3339 UTC), without a consumer group.
 pub fn read_topic_events(
-    cfg: &clickpath_runtime::ClickpathConfig,
+    cfg: &clickpath_stages::ClickpathConfig,
     topic: &str,
     since: Option<&str>,
     until: Option<&str>,

@@ -1,7 +1,7 @@
 //! `clickpath validate`: check configuration files and report every problem at once.
 
 use crate::app::GlobalArgs;
-use clickpath_runtime::ClickpathConfig;
+use clickpath_stages::ClickpathConfig;
 use std::path::PathBuf;
 
 /// Arguments of `clickpath validate`.

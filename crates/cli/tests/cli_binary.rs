@@ -27,7 +27,7 @@ fn write_config(
     dir: &Path,
     brokers: &str,
     test: &str,
-) -> (PathBuf, clickpath_runtime::ClickpathConfig) {
+) -> (PathBuf, clickpath_stages::ClickpathConfig) {
     let cfg = clickpath_testkit::test_config(brokers, test);
     let t = &cfg.topics;
     let text = format!(

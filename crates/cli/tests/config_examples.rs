@@ -1,6 +1,6 @@
 //! Every example under `config/` must load; the loader's layering must keep librdkafka's dotted keys intact.
 
-use clickpath_runtime::ClickpathConfig;
+use clickpath_stages::ClickpathConfig;
 use std::path::PathBuf;
 
 fn config_dir() -> PathBuf {

@@ -5,10 +5,9 @@
 use clickpath_cli::pipeline::{join_stages, spawn_stages};
 use clickpath_cli::produce::EventProducer;
 use clickpath_core::analytics::RollingFunnel;
-use clickpath_runtime::ClickpathConfig;
-use clickpath_runtime::RunnerEnv;
 use clickpath_schema::FunnelAggregate;
 use clickpath_schema::codec::Codec;
+use clickpath_stages::ClickpathConfig;
 use clickpath_stages::StageName;
 use clickpath_testkit::{test_brokers, test_config};
 use std::path::Path;
@@ -301,8 +300,8 @@ fn analytics_stage_rows_equal_the_reference_funnel() {
     }
     producer.flush().unwrap();
 
-    let env = RunnerEnv::new(cfg.clone(), Codec::embedded());
-    let running = spawn_stages(&[StageName::Analytics], &env, true).unwrap();
+    let env = cfg.runner_env(Codec::embedded());
+    let running = spawn_stages(&[StageName::Analytics], &cfg, &env, true).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while env.metrics.records_in_total("analytics", &cfg.topics.clean) < events.len() as u64 {
         assert!(

@@ -24,8 +24,8 @@ use clickpath_cli::{generate::GenerateStats, pipeline};
 use clickpath_generator::{Generated, Generator, GeneratorConfig, corrupt};
 use clickpath_runtime::kafka::{base_client_config, consumer_config, create_producer};
 use clickpath_runtime::metrics::StageLabel;
-use clickpath_runtime::{ClickpathConfig, RunnerEnv};
 use clickpath_schema::codec::{Codec, HEADER_LEN};
+use clickpath_stages::ClickpathConfig;
 use clickpath_stages::StageName;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -828,7 +828,7 @@ fn run_phase(
         output.clone(),
     ));
     let read_topics: Vec<String> = read.iter().map(|(_, t)| t.clone()).collect();
-    let env = RunnerEnv::new(cfg.clone(), Codec::embedded());
+    let env = cfg.runner_env(Codec::embedded());
     let stop = AtomicBool::new(false);
     let ready = AtomicBool::new(false);
     let consumed = AtomicU64::new(0);
@@ -853,7 +853,7 @@ fn run_phase(
                     }));
                 }
                 Kind::Pipeline => {
-                    stages = Some(pipeline::spawn_stages(&StageName::ALL, &env, false)?);
+                    stages = Some(pipeline::spawn_stages(&StageName::ALL, &cfg, &env, false)?);
                 }
             }
             let assigned = |stage: &str| {

@@ -6,9 +6,10 @@
 
 use clickpath_core::session::Sessionizer as CoreSessionizer;
 use clickpath_generator::{Generated, Generator, GeneratorConfig};
+use clickpath_runtime::Stage;
 use clickpath_runtime::changelog::{ensure_changelog_topic, restore};
 use clickpath_runtime::kafka::create_producer;
-use clickpath_runtime::{ClickpathConfig, Stage};
+use clickpath_stages::ClickpathConfig;
 use clickpath_stages::sessionizer::Sessionizer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureRecord, Producer};

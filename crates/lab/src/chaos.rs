@@ -7,8 +7,8 @@ pub mod backpressure;
 pub mod hostile;
 pub mod procs;
 
-use clickpath_runtime::ClickpathConfig;
 use clickpath_runtime::kafka::base_client_config;
+use clickpath_stages::ClickpathConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;

@@ -28,8 +28,8 @@ use clickpath_generator::{
     AnomalyLabel, Generated, Generator, GeneratorConfig, ScenarioConfig, ScenarioKind, TruthRecord,
 };
 use clickpath_model::baseline::BaselineModel;
-use clickpath_runtime::config::ScorerConfig;
 use clickpath_schema::AlertType;
+use clickpath_stages::config::ScorerConfig;
 use clickpath_stages::scorer::Scorer;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -55,13 +55,11 @@ pub struct EvaluateDetectorArgs {
 /// `clickpath-lab evaluate-detector`: the configured detector on labelled scenarios, as a table.
 pub fn run_command(
     args: &EvaluateDetectorArgs,
-    cfg: clickpath_runtime::ClickpathConfig,
+    cfg: clickpath_stages::ClickpathConfig,
 ) -> anyhow::Result<()> {
     let model_surprise = if args.model_surprise {
         Some(SurpriseSetup {
-            model: clickpath_stages::topology::load_scorer_model(&clickpath_cli::app::env_for(
-                cfg.clone(),
-            ))?,
+            model: clickpath_stages::topology::load_scorer_model(&cfg)?,
             windower: cfg.windower.clone(),
             scorer: cfg.scorer.clone(),
         })

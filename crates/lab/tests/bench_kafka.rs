@@ -4,7 +4,7 @@
 //! Needs `CLICKPATH_TEST_BROKERS`; skips without it unless `CLICKPATH_REQUIRE_BROKER=1`.
 
 use clickpath_lab::bench::{BenchArgs, run_bench};
-use clickpath_runtime::ClickpathConfig;
+use clickpath_stages::ClickpathConfig;
 
 #[test]
 fn a_small_bench_reports_sane_figures() {

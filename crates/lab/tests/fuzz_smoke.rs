@@ -8,8 +8,8 @@ mod targets;
 
 use clickpath_generator::{Generated, Generator, GeneratorConfig};
 use clickpath_lab::chaos::hostile::{HostileOptions, generate};
-use clickpath_runtime::ClickpathConfig;
 use clickpath_schema::codec::Codec;
+use clickpath_stages::ClickpathConfig;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;

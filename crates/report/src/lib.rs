@@ -19,7 +19,7 @@ use clickpath_adapters::Format;
 use clickpath_core::analytics::{
     Analysis, AnalysisSpec, FunnelOrder, FunnelSpec, Step, Unit, analyse,
 };
-use clickpath_runtime::ClickpathConfig;
+use clickpath_runtime::BusConfig;
 use clickpath_schema::FunnelAggregate;
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{AvroRecord, ClickEvent, Prediction};
@@ -166,7 +166,7 @@ pub fn read_dataset(format: Format, path: &Path) -> anyhow::Result<(Vec<ClickEve
 }
 
 /// What `--topic` names: a configured role (`clean`, `analytics`, ...) or a topic name.
-fn topic_name<'a>(cfg: &'a ClickpathConfig, topic: &'a str) -> &'a str {
+fn topic_name<'a>(cfg: &'a BusConfig, topic: &'a str) -> &'a str {
     cfg.topics
         .all()
         .into_iter()
@@ -203,7 +203,7 @@ impl ReportArgs {
 
 /// Runs `clickpath report`: analyses, writes the HTML (and JSON) and returns a text summary.
 /// `cfg` gives the brokers and topic names for `--topic`.
-pub fn run(args: &ReportArgs, cfg: &ClickpathConfig) -> anyhow::Result<String> {
+pub fn run(args: &ReportArgs, cfg: &BusConfig) -> anyhow::Result<String> {
     let spec = args.spec()?;
     let (events, source, bad) = match &args.topic {
         None => args.load()?,

@@ -11,7 +11,7 @@
 //! Reading uses no consumer group and commits nothing, so it never disturbs the stages.
 
 use clickpath_core::analytics::{FunnelCounts, StepTiming};
-use clickpath_runtime::ClickpathConfig;
+use clickpath_runtime::BusConfig;
 use clickpath_runtime::kafka::base_client_config;
 use clickpath_schema::FunnelAggregate;
 use clickpath_schema::codec::{AvroRecord, Codec};
@@ -136,7 +136,7 @@ pub fn first_subject(payloads: &[Vec<u8>]) -> Option<String> {
 /// Reads the record values of `topic` within `range`. Gives up with an error when the topic does
 /// not exist or the broker does not answer within `timeout`.
 pub fn read_topic(
-    cfg: &ClickpathConfig,
+    cfg: &BusConfig,
     topic: &str,
     range: TopicRange,
     timeout: Duration,

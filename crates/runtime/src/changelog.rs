@@ -5,7 +5,7 @@
 //! any input of `p`. In exactly-once mode the changelog writes share the batch's transaction, so the restored
 //! state always matches the committed input offsets.
 
-use crate::config::ClickpathConfig;
+use crate::config::BusConfig;
 use crate::kafka::base_client_config;
 use crate::stage::Stage;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -19,12 +19,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// The changelog topic of `stage`.
-pub fn changelog_topic(cfg: &ClickpathConfig, stage: &str) -> String {
+pub fn changelog_topic(cfg: &BusConfig, stage: &str) -> String {
     format!("{}.{stage}-changelog", cfg.kafka.group_prefix)
 }
 
 /// Number of partitions of `topic` (0 when it does not exist).
-pub fn partition_count(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<usize> {
+pub fn partition_count(cfg: &BusConfig, topic: &str) -> anyhow::Result<usize> {
     let consumer: BaseConsumer = base_client_config(cfg).create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     Ok(md
@@ -42,11 +42,7 @@ pub const BROKER_WAIT: Duration = Duration::from_secs(90);
 /// Like [`partition_count`], waiting up to `wait` for the topic to appear: a topic created a moment ago may
 /// not be in every broker's metadata yet. While the broker does not answer at all, it keeps asking for up to
 /// [`BROKER_WAIT`], then fails naming `kafka.brokers`.
-pub fn wait_partition_count(
-    cfg: &ClickpathConfig,
-    topic: &str,
-    wait: Duration,
-) -> anyhow::Result<usize> {
+pub fn wait_partition_count(cfg: &BusConfig, topic: &str, wait: Duration) -> anyhow::Result<usize> {
     let started = Instant::now();
     let mut warned = false;
     loop {
@@ -79,7 +75,7 @@ pub fn wait_partition_count(
 
 /// Creates the compacted changelog topic with as many partitions as the input topic, unless it exists.
 pub fn ensure_changelog_topic(
-    cfg: &ClickpathConfig,
+    cfg: &BusConfig,
     changelog: &str,
     input_topic: &str,
 ) -> anyhow::Result<()> {
@@ -171,7 +167,7 @@ fn changelog_end<C: rdkafka::consumer::ConsumerContext>(
 
 /// Replays `partitions` of `changelog` into `stage`, each to its end (committed data only).
 pub fn restore<S: Stage>(
-    cfg: &ClickpathConfig,
+    cfg: &BusConfig,
     changelog: &str,
     partitions: &[i32],
     stage: &mut S,

@@ -1,6 +1,6 @@
 //! Kafka clients configured the clickpath way, and topic administration.
 
-use crate::config::{ClickpathConfig, TopicsConfig};
+use crate::config::{BusConfig, TopicsConfig};
 use crate::metrics::{Metrics, StagePartition};
 use crate::stall::FetchInfo;
 use rdkafka::ClientConfig;
@@ -117,7 +117,7 @@ impl ConsumerContext for StageContext {
 }
 
 /// Base client settings shared by every client: brokers plus `kafka.properties`.
-pub fn base_client_config(cfg: &ClickpathConfig) -> ClientConfig {
+pub fn base_client_config(cfg: &BusConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka.brokers);
     for (k, v) in &cfg.kafka.properties {
@@ -128,7 +128,7 @@ pub fn base_client_config(cfg: &ClickpathConfig) -> ClientConfig {
 
 /// Base settings of any consumer: [`base_client_config`] plus `kafka.consumer_properties`. A consumer with
 /// settings of its own sets them after this.
-pub fn consumer_client_config(cfg: &ClickpathConfig) -> ClientConfig {
+pub fn consumer_client_config(cfg: &BusConfig) -> ClientConfig {
     let mut c = base_client_config(cfg);
     for (k, v) in &cfg.kafka.consumer_properties {
         c.set(k, v);
@@ -137,7 +137,7 @@ pub fn consumer_client_config(cfg: &ClickpathConfig) -> ClientConfig {
 }
 
 /// Consumer settings: cooperative-sticky group, manual offset store, auto commit of stored offsets.
-pub fn consumer_config(cfg: &ClickpathConfig, stage: &str) -> ClientConfig {
+pub fn consumer_config(cfg: &BusConfig, stage: &str) -> ClientConfig {
     let mut c = base_client_config(cfg);
     c.set("group.id", format!("{}.{}", cfg.kafka.group_prefix, stage))
         .set("partition.assignment.strategy", "cooperative-sticky")
@@ -171,11 +171,7 @@ pub fn consumer_config(cfg: &ClickpathConfig, stage: &str) -> ClientConfig {
 /// same member (co-partitioning, which a stage's per-partition state relies on); the cooperative-sticky
 /// assignor balances topic-partitions independently and does not. A different `partition.assignment.strategy`
 /// in `kafka.properties` is overridden for such a stage, with a warning.
-pub fn stage_consumer_config(
-    cfg: &ClickpathConfig,
-    stage: &str,
-    input_topics: usize,
-) -> ClientConfig {
+pub fn stage_consumer_config(cfg: &BusConfig, stage: &str, input_topics: usize) -> ClientConfig {
     let mut c = consumer_config(cfg, stage);
     if input_topics > 1 {
         let key = "partition.assignment.strategy";
@@ -197,7 +193,7 @@ pub fn stage_consumer_config(
 }
 
 /// Producer settings: idempotent, all acks, a 1 ms linger for batching.
-pub fn producer_config(cfg: &ClickpathConfig) -> ClientConfig {
+pub fn producer_config(cfg: &BusConfig) -> ClientConfig {
     let mut c = base_client_config(cfg);
     c.set("enable.idempotence", "true")
         // The Java clients' partitioner, so keys land where Java producers and the query API expect them.
@@ -221,15 +217,12 @@ pub fn producer_config(cfg: &ClickpathConfig) -> ClientConfig {
 }
 
 /// A producer for `cfg`.
-pub fn create_producer(cfg: &ClickpathConfig) -> KafkaResult<FutureProducer> {
+pub fn create_producer(cfg: &BusConfig) -> KafkaResult<FutureProducer> {
     producer_config(cfg).create()
 }
 
 /// Creates every topic of `topics` that does not exist yet; returns the names it created.
-pub async fn create_topics(
-    cfg: &ClickpathConfig,
-    topics: &TopicsConfig,
-) -> anyhow::Result<Vec<String>> {
+pub async fn create_topics(cfg: &BusConfig, topics: &TopicsConfig) -> anyhow::Result<Vec<String>> {
     let admin: AdminClient<DefaultClientContext> = base_client_config(cfg).create()?;
     let names: Vec<&str> = topics.all().into_iter().map(|(_, n)| n).collect();
     let new_topics: Vec<NewTopic<'_>> = names
@@ -265,7 +258,7 @@ mod tests {
 
     #[test]
     fn stages_with_several_inputs_use_the_range_assignor() {
-        let mut cfg = ClickpathConfig::default();
+        let mut cfg = BusConfig::default();
         let strategy = |c: &ClientConfig| c.get("partition.assignment.strategy").map(String::from);
         assert_eq!(
             strategy(&stage_consumer_config(&cfg, "windower", 1)).as_deref(),
@@ -305,7 +298,9 @@ mod tests {
                 "shared".to_string(),
             ),
         ];
-        let cfg = ClickpathConfig::load_with_env(None, env).unwrap();
+        let cfg: BusConfig =
+            crate::config::parse_checked(crate::config::layered_value("", None, env).unwrap())
+                .unwrap();
         assert_eq!(cfg.kafka.consumer_properties["session.timeout.ms"], "6000");
         assert_eq!(cfg.kafka.producer_properties["linger.ms"], "0");
         let consumer = consumer_config(&cfg, "windower");
@@ -317,8 +312,12 @@ mod tests {
         assert_eq!(consumer.get("client.id"), Some("shared"));
         assert_eq!(producer.get("client.id"), Some("shared"));
         // Free-form in files too.
-        let cfg = ClickpathConfig::from_toml_str(
-            "[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"10\"\n",
+        let cfg: BusConfig = crate::config::parse_checked(
+            crate::config::layered_toml(
+                "",
+                "[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"10\"\n",
+            )
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(cfg.kafka.consumer_properties["fetch.wait.max.ms"], "10");

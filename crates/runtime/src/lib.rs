@@ -19,6 +19,6 @@ pub mod stage;
 pub mod stall;
 pub mod telemetry;
 
-pub use config::ClickpathConfig;
+pub use config::BusConfig;
 pub use runner::{RunSummary, RunnerEnv, run_stage};
 pub use stage::{Context, Output, Stage, StageError, StageInput, StateChange};

@@ -11,7 +11,7 @@
 //! ([`crate::inputs`]), while the stage's hooks, its changelog and its query store see partition numbers.
 
 use crate::changelog::{changelog_topic, ensure_changelog_topic, restore};
-use crate::config::{ClickpathConfig, Guarantee};
+use crate::config::{BusConfig, Guarantee};
 use crate::deadletter::dead_letter_output;
 use crate::health::Health;
 use crate::inputs::{Assignment, BatchOffsets, InputTopics, co_partitioned};
@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 /// What a stage loop needs besides the stage itself.
 #[derive(Clone)]
 pub struct RunnerEnv {
-    /// The whole configuration.
-    pub config: ClickpathConfig,
+    /// The shared settings: Kafka, guarantee, topics, run loop, HTTP.
+    pub config: BusConfig,
     /// Wire codec (schema registry).
     pub codec: Codec,
     /// Process-wide metrics.
@@ -45,11 +45,35 @@ pub struct RunnerEnv {
     pub shutdown: Shutdown,
     /// Per-user views published by stages for the HTTP query API.
     pub queries: crate::query::Queries,
+    /// Fault injection: a stage made artificially slow (none unless the reliability suite asks).
+    pub slowdown: Option<Slowdown>,
+}
+
+/// A stage made artificially slow, for the back-pressure test: after each batch it sleeps
+/// `(factor - 1)` times the batch's processing time, for `for_ms` after its first input (0: always).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slowdown {
+    /// The stage's name.
+    pub stage: String,
+    /// How much slower (> 1).
+    pub factor: f64,
+    /// For how long after the stage's first input (ms); 0: as long as it runs.
+    pub for_ms: u64,
+}
+
+impl Slowdown {
+    /// The extra time `stage` sleeps after a batch that took `busy`, `running` after its first input.
+    pub fn extra(&self, stage: &str, running: Duration, busy: Duration) -> Option<Duration> {
+        let active = self.stage == stage
+            && self.factor > 1.0
+            && (self.for_ms == 0 || running.as_millis() < u128::from(self.for_ms));
+        active.then(|| busy.mul_f64(self.factor - 1.0))
+    }
 }
 
 impl RunnerEnv {
     /// An environment with fresh metrics, health, shutdown flag and query registry.
-    pub fn new(config: ClickpathConfig, codec: Codec) -> Self {
+    pub fn new(config: BusConfig, codec: Codec) -> Self {
         RunnerEnv {
             config,
             codec,
@@ -57,6 +81,7 @@ impl RunnerEnv {
             health: Health::new(),
             shutdown: Shutdown::new(),
             queries: crate::query::Queries::new(),
+            slowdown: None,
         }
     }
 }
@@ -175,14 +200,14 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
 
 /// A transactional producer for `stage`, its transactions initialised: this fences any earlier producer
 /// with the same transactional id (a previous incarnation of this instance) and aborts its open transaction.
-fn transactional_producer(cfg: &ClickpathConfig, stage: &str) -> anyhow::Result<FutureProducer> {
+fn transactional_producer(cfg: &BusConfig, stage: &str) -> anyhow::Result<FutureProducer> {
     let p: FutureProducer = transactional_producer_config(cfg, stage).create()?;
     p.init_transactions(Duration::from_secs(60))?;
     Ok(p)
 }
 
 /// Producer settings for exactly-once mode: a transactional id stable per stage instance.
-fn transactional_producer_config(cfg: &ClickpathConfig, stage: &str) -> rdkafka::ClientConfig {
+fn transactional_producer_config(cfg: &BusConfig, stage: &str) -> rdkafka::ClientConfig {
     let mut c = crate::kafka::producer_config(cfg);
     let instance = if cfg.kafka.instance_id.trim().is_empty() {
         format!(
@@ -586,11 +611,11 @@ impl Run<'_> {
     /// together, for the back-pressure test.
     fn inject_slowdown(&self, first_input: Option<Instant>, started: Instant) {
         if let Some(first) = first_input
-            && let Some(extra) =
-                self.env
-                    .config
-                    .faults
-                    .slowdown(self.name, first.elapsed(), started.elapsed())
+            && let Some(extra) = self
+                .env
+                .slowdown
+                .as_ref()
+                .and_then(|s| s.extra(self.name, first.elapsed(), started.elapsed()))
         {
             std::thread::sleep(extra);
         }

@@ -3,7 +3,7 @@
 //! changelog is restored by partition number, and topics with different partition counts are refused.
 //! Both guarantees; the exactly-once run also writes its outputs, changelog and offsets in transactions.
 
-use clickpath_runtime::config::{ClickpathConfig, Guarantee};
+use clickpath_runtime::config::{BusConfig, Guarantee};
 use clickpath_runtime::metrics::Metrics;
 use clickpath_runtime::shutdown::Shutdown;
 use clickpath_runtime::{
@@ -204,7 +204,7 @@ fn two_topic_stage(guarantee: Guarantee) {
     for t in ["events", "preds", "out", "dlq", "mt.join-changelog"] {
         mock.create_topic(t, 2, 1).unwrap();
     }
-    let mut cfg = ClickpathConfig::default();
+    let mut cfg = BusConfig::default();
     cfg.kafka.brokers = brokers.clone();
     cfg.kafka.group_prefix = "mt".into();
     cfg.kafka.instance_id = "mt-1".into();
@@ -341,7 +341,7 @@ fn input_topics_with_different_partition_counts_are_refused() {
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic("events", 2, 1).unwrap();
     mock.create_topic("preds", 3, 1).unwrap();
-    let mut cfg = ClickpathConfig::default();
+    let mut cfg = BusConfig::default();
     cfg.kafka.brokers = mock.bootstrap_servers();
     let env = RunnerEnv::new(cfg, Codec::embedded());
     let stage = Join {

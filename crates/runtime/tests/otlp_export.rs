@@ -5,7 +5,7 @@
 //! `cargo test -p clickpath-runtime --features otlp --test otlp_export`
 #![cfg(feature = "otlp")]
 
-use clickpath_runtime::config::ClickpathConfig;
+use clickpath_runtime::config::BusConfig;
 use clickpath_runtime::telemetry::{OtlpSettings, otlp_layer};
 use clickpath_runtime::{Context, RunnerEnv, Stage, StageError, run_stage};
 use clickpath_schema::codec::Codec;
@@ -129,7 +129,7 @@ fn batch_spans_of_a_running_stage_reach_an_otlp_collector() {
     }
     producer.flush(Duration::from_secs(5)).unwrap();
 
-    let mut cfg = ClickpathConfig::default();
+    let mut cfg = BusConfig::default();
     cfg.kafka.brokers = brokers;
     cfg.runtime.poll_timeout_ms = 50;
     let env = RunnerEnv::new(cfg, codec);

@@ -1,7 +1,7 @@
 //! The run loop against librdkafka's in-process mock cluster: fast, no broker needed.
 //! (The same paths run against the real broker in the workspace's end-to-end test.)
 
-use clickpath_runtime::config::ClickpathConfig;
+use clickpath_runtime::config::BusConfig;
 use clickpath_runtime::metrics::Metrics;
 use clickpath_runtime::shutdown::Shutdown;
 use clickpath_runtime::{Context, RunnerEnv, Stage, StageError, run_stage};
@@ -115,7 +115,7 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
     for t in ["in", "out", "dlq"] {
         mock.create_topic(t, 2, 1).unwrap();
     }
-    let mut cfg = ClickpathConfig::default();
+    let mut cfg = BusConfig::default();
     cfg.kafka.brokers = brokers.clone();
     cfg.topics.dead_letters = "dlq".into();
     cfg.runtime.poll_timeout_ms = 50;

@@ -5,7 +5,7 @@
 //!
 //! Needs `CLICKPATH_TEST_BROKERS`; skips without it unless `CLICKPATH_REQUIRE_BROKER=1`.
 
-use clickpath_runtime::config::ClickpathConfig;
+use clickpath_runtime::config::BusConfig;
 use clickpath_runtime::{Context, RunnerEnv, Stage, StageError, run_stage};
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{ClickEvent, EventType};
@@ -72,7 +72,7 @@ fn an_input_partition_held_by_an_open_transaction_is_reported_stalled_then_recov
     let Some(brokers) = test_brokers() else {
         return;
     };
-    let mut cfg = ClickpathConfig::default();
+    let mut cfg = BusConfig::default();
     let prefix = format!(
         "test-stall-{}-{}.",
         std::process::id(),

@@ -15,8 +15,9 @@
 //! the open buckets' events of that partition, whose offsets are already committed. The rows of
 //! those buckets then undercount (`docs/analytics.md`).
 
+use crate::config::AnalyticsConfig;
 use clickpath_core::analytics::{BucketAggregate, FunnelCounts, FunnelSpec, RollingFunnel};
-use clickpath_runtime::config::{AnalyticsConfig, KafkaConfig};
+use clickpath_runtime::config::KafkaConfig;
 use clickpath_runtime::{Context, Stage, StageError};
 use clickpath_schema::ClickEvent;
 

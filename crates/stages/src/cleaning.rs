@@ -3,9 +3,9 @@
 //! De-duplication state is kept per input partition: a duplicate always shares its user, hence its
 //! partition, and a partition read far ahead in event time must not expire another's ids.
 
+use crate::config::CleaningConfig;
 use clickpath_core::dedupe::Deduper;
 use clickpath_core::validate::{ValidationConfig, validate_and_normalise};
-use clickpath_runtime::config::CleaningConfig;
 use clickpath_runtime::{Context, Stage, StageError};
 use clickpath_schema::ClickEvent;
 use std::collections::BTreeMap;

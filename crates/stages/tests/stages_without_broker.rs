@@ -1,6 +1,5 @@
 //! Every stage's `process` driven directly, with no broker: outputs decoded and checked.
 
-use clickpath_runtime::config::{CleaningConfig, ClickpathConfig, ScorerConfig};
 use clickpath_runtime::{Context, Output, Stage, StageError};
 use clickpath_schema::codec::{AvroRecord, Codec};
 use clickpath_schema::{
@@ -8,6 +7,7 @@ use clickpath_schema::{
     PaymentStatus, Prediction, SessionSummary,
 };
 use clickpath_stages::cleaning::Cleaning;
+use clickpath_stages::config::{CleaningConfig, ClickpathConfig, ScorerConfig};
 use clickpath_stages::detector::Detector;
 use clickpath_stages::scorer::Scorer;
 use clickpath_stages::sessionizer::Sessionizer;

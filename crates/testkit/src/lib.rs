@@ -4,7 +4,7 @@
 //! `scripts/kafka.sh up`). When it is unset they skip with a message, unless `CLICKPATH_REQUIRE_BROKER=1`
 //! (CI sets it), in which case a missing broker fails the test instead of silently skipping it.
 
-use clickpath_runtime::ClickpathConfig;
+use clickpath_stages::ClickpathConfig;
 use rand::Rng;
 use std::path::PathBuf;
 

@@ -11,9 +11,9 @@ use super::{ReadRecord, TopicReader};
 use clickpath_cli::pipeline::{join_stages, spawn_stages};
 use clickpath_runtime::deadletter::headers;
 use clickpath_runtime::kafka::create_producer;
-use clickpath_runtime::{ClickpathConfig, RunnerEnv};
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{ClickEvent, DeadLetter, EventType};
+use clickpath_stages::ClickpathConfig;
 use clickpath_stages::StageName;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -506,8 +506,8 @@ pub fn run_hostile(
         .enable_all()
         .build()?;
     rt.block_on(clickpath_runtime::kafka::create_topics(cfg, &cfg.topics))?;
-    let env = RunnerEnv::new(cfg.clone(), Codec::embedded());
-    let stages = spawn_stages(&[StageName::Cleaning], &env, true)?;
+    let env = cfg.runner_env(Codec::embedded());
+    let stages = spawn_stages(&[StageName::Cleaning], cfg, &env, true)?;
 
     // Produce, remembering where each record landed.
     let started = Instant::now();

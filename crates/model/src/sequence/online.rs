@@ -192,10 +192,12 @@ where
     }
 }
 
-/// Where a model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a model runs (`scorer.device`: `"cpu"` or `"cuda"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnlineDevice {
     /// Burn's `flex` CPU backend.
+    #[default]
     Cpu,
     /// burn-cuda, first GPU (needs the `cuda` feature).
     Cuda,

@@ -21,9 +21,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::config::ScorerConfig;
 use clickpath_model::baseline::BaselineModel;
 use clickpath_model::sequence::{OnlineDevice, UserMemory, is_sequence_artifact, load_online};
-use clickpath_runtime::config::ScorerConfig;
 use clickpath_runtime::metrics::{Metrics, StageKind, StageLabel};
 use clickpath_runtime::query::{QueryStore, View};
 use clickpath_runtime::{Context, Stage, StageError, StateChange};
@@ -139,18 +139,17 @@ impl Scorer {
         output_topic: &str,
         metrics: Option<Metrics>,
     ) -> Self {
-        let device = if cfg.device == "cuda" {
-            OnlineDevice::Cuda
-        } else {
-            OnlineDevice::Cpu
-        };
-        let dir = cfg.model_dir.trim();
-        let reloader = (!dir.is_empty() && cfg.reload_interval_ms > 0).then(|| Reloader {
-            dir: PathBuf::from(dir),
-            every: Duration::from_millis(cfg.reload_interval_ms),
-            last_check: Instant::now(),
-            last_meta: std::fs::read(Path::new(dir).join("meta.json")).ok(),
-        });
+        let device = cfg.device;
+        let reloader = cfg
+            .model_dir
+            .as_ref()
+            .filter(|_| cfg.reload_interval_ms > 0)
+            .map(|dir| Reloader {
+                dir: dir.clone(),
+                every: Duration::from_millis(cfg.reload_interval_ms),
+                last_check: Instant::now(),
+                last_meta: std::fs::read(dir.join("meta.json")).ok(),
+            });
         Scorer {
             model,
             shadow: None,

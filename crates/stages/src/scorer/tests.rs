@@ -162,7 +162,7 @@ fn hot_swap_keeps_the_old_model_when_the_new_one_fails() {
     std::fs::write(dir.path().join("meta.json"), b"{\"kind\": \"sequence\"}").unwrap();
     let metrics = Metrics::new();
     let cfg = ScorerConfig {
-        model_dir: dir.path().display().to_string(),
+        model_dir: Some(dir.path().to_path_buf()),
         reload_interval_ms: 1,
         ..ScorerConfig::default()
     };
