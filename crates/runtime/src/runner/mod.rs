@@ -9,6 +9,16 @@
 //! A stage may read several co-partitioned topics (see [`crate::stage::StageInput`]): the loop subscribes to
 //! all of them, and offsets, transactions, dead letters and rebalances are kept per `(topic, partition)`
 //! ([`crate::inputs`]), while the stage's hooks, its changelog and its query store see partition numbers.
+//!
+//! This module holds the loop and its batch steps; [`transaction`] the exactly-once commit and rewind,
+//! [`delivery`] producing outputs and storing offsets, and `watch` the stall check.
+
+mod delivery;
+mod transaction;
+mod watch;
+
+pub use delivery::deliver;
+use transaction::transactional_producer;
 
 use crate::changelog::{changelog_topic, ensure_changelog_topic, restore};
 use crate::config::{BusConfig, Guarantee};
@@ -19,15 +29,13 @@ use crate::kafka::{RebalanceEvent, StageContext, create_producer, stage_consumer
 use crate::metrics::{Metrics, StageLabel, StageTopic};
 use crate::shutdown::Shutdown;
 use crate::stage::{Context, Output, Stage, StageError, StageInput};
-use crate::stall::{PartitionEnds, StallWatch};
+use crate::stall::StallWatch;
 use clickpath_schema::codec::Codec;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, Producer};
 use std::time::{Duration, Instant};
 
 /// What a stage loop needs besides the stage itself.
@@ -196,42 +204,6 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
     env.health.remove(name);
     tracing::info!(stage = name, ?summary, "Stage stopped.");
     Ok(summary)
-}
-
-/// A transactional producer for `stage`, its transactions initialised: this fences any earlier producer
-/// with the same transactional id (a previous incarnation of this instance) and aborts its open transaction.
-fn transactional_producer(cfg: &BusConfig, stage: &str) -> anyhow::Result<FutureProducer> {
-    let p: FutureProducer = transactional_producer_config(cfg, stage).create()?;
-    p.init_transactions(Duration::from_secs(60))?;
-    Ok(p)
-}
-
-/// Producer settings for exactly-once mode: a transactional id stable per stage instance.
-fn transactional_producer_config(cfg: &BusConfig, stage: &str) -> rdkafka::ClientConfig {
-    let mut c = crate::kafka::producer_config(cfg);
-    let instance = if cfg.kafka.instance_id.trim().is_empty() {
-        format!(
-            "{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
-            std::process::id()
-        )
-    } else {
-        cfg.kafka.instance_id.trim().to_string()
-    };
-    c.set(
-        "transactional.id",
-        format!("{}.{stage}.{instance}", cfg.kafka.group_prefix),
-    )
-    .set(
-        "transaction.timeout.ms",
-        cfg.processing.transaction_timeout_ms.to_string(),
-    )
-    // librdkafka requires a message to time out no later than its transaction.
-    .set(
-        "message.timeout.ms",
-        cfg.processing.transaction_timeout_ms.to_string(),
-    );
-    c
 }
 
 /// One stage loop's clients and settings.
@@ -411,83 +383,6 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Judges partitions idle for `runtime.stall_after_ms` against their end offsets (when a check is due),
-    /// and publishes the verdict: health board, metric, and one warning per partition when it stalls.
-    fn check_stalls(&self, watch: &mut StallWatch) {
-        let now = Instant::now();
-        if !watch.check_due(now) {
-            return;
-        }
-        let lookup_timeout = Duration::from_secs(2);
-        let consumer = self.consumer;
-        let ends_client = match self.end_offsets_client() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(stage = self.name, error = %e, "Cannot create the stall check's client.");
-                return;
-            }
-        };
-        let positions = consumer.position().ok();
-        let newly = watch.check(now, |topic, partition| {
-            let position = positions
-                .as_ref()
-                .and_then(|tpl| tpl.find_partition(topic, partition))
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
-            let (committed, committed_error) = if position.is_some() {
-                (None, None)
-            } else {
-                committed_offset(consumer, topic, partition, lookup_timeout)
-            };
-            let (low, high) = ends_client
-                .fetch_watermarks(topic, partition, lookup_timeout)
-                .ok()?;
-            Some(PartitionEnds {
-                position,
-                committed,
-                committed_error,
-                low,
-                high,
-                fetch: consumer.context().fetch_info(topic, partition),
-            })
-        });
-        for s in &newly {
-            tracing::warn!(
-                stage = self.name,
-                topic = %s.topic,
-                partition = s.partition,
-                position = ?s.ends.position,
-                committed = ?s.ends.committed,
-                end = s.ends.high,
-                idle_seconds = s.idle.as_secs_f64(),
-                cause = %s.cause(),
-                "Partition stalled: records are waiting but none was consumed; /healthz now fails."
-            );
-        }
-        let stalled: Vec<String> = watch.stalled().iter().map(ToString::to_string).collect();
-        self.env
-            .metrics
-            .stalled_partitions
-            .get_or_create(&StageLabel {
-                stage: self.name.into(),
-            })
-            .set(stalled.len() as i64);
-        self.env.health.set_stalled(self.name, stalled);
-    }
-
-    /// The stall check's end-offset client ([`Run::end_offsets`]).
-    fn end_offsets_client(&self) -> anyhow::Result<&BaseConsumer> {
-        if let Some(c) = self.end_offsets.get() {
-            return Ok(c);
-        }
-        let mut c = crate::kafka::consumer_client_config(&self.env.config);
-        c.set("isolation.level", "read_uncommitted");
-        let client: BaseConsumer = c.create()?;
-        Ok(self.end_offsets.get_or_init(|| client))
-    }
-
     /// Decodes every record (decode failures and rejected records become dead letters), hands it to the
     /// stage, then runs the end-of-batch hook and, when due, the tick hook.
     fn process_batch<S: Stage>(
@@ -660,196 +555,6 @@ impl Run<'_> {
             .get_or_create(&label)
             .set(stage.state_entries() as i64);
     }
-
-    /// After a failed transaction: aborts it, drops the stage's state of every owned partition and
-    /// restores it from the changelog (the state of the last committed batch), and seeks every input
-    /// partition back to its committed offset, so the aborted batch is processed again from scratch.
-    fn rewind_after_abort<S: Stage>(
-        &mut self,
-        stage: &mut S,
-        assigned: &Assignment,
-        cause: &anyhow::Error,
-    ) -> anyhow::Result<()> {
-        let name = self.name;
-        let timeout = Duration::from_secs(30);
-        tracing::warn!(stage = name, error = %cause, "Transaction failed; aborting it and rewinding to the last commit.");
-        self.env.metrics.error(name, "transaction_aborted");
-        if std::mem::take(&mut self.producer_stuck) {
-            tracing::error!(
-                stage = name,
-                "A transactional call of the producer never returned; abandoning it (its thread stays blocked) for a new one."
-            );
-        } else if let Err(e) = self.producer.abort_transaction(timeout) {
-            // The coordinator may have ended the transaction already (timed out while the broker was away)
-            // or fenced this epoch. Initialising a new producer below aborts whatever is still open for this
-            // transactional id, so the stage carries on; only a failed initialisation stops it.
-            tracing::warn!(stage = name, error = %e, "Abort failed; a new producer epoch ends the transaction instead.");
-        }
-        // A new producer epoch for the next transaction. A request of the aborted one may still be on its way
-        // (retried across a broker restart, say): with the same epoch the broker would accept it after the
-        // abort marker and open a transaction that nobody ends, which holds back the last stable offset of a
-        // partition, or, for an offset commit, every read_committed consumer's committed-offset fetch of the
-        // group (UNSTABLE_OFFSET_COMMIT), for good. Initialising a new producer with the same transactional
-        // id bumps the epoch, aborts a transaction still open under the old one and fences its late
-        // requests (what KIP-890 does per transaction). The old client goes first, so none of its retries is
-        // still pending when the new epoch begins.
-        let fresh: FutureProducer =
-            transactional_producer_config(&self.env.config, name).create()?;
-        drop(std::mem::replace(&mut self.producer, fresh));
-        self.producer
-            .init_transactions(Duration::from_secs(60))
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "stage {name}: transaction failed ({cause:#}); a new transactional producer could not \
-                     be initialised to end it: {e}"
-                )
-            })?;
-        let ps: Vec<i32> = assigned.partitions().into_iter().collect();
-        stage.on_revoke(&ps);
-        if let Some(changelog) = self.changelog {
-            restore(
-                &self.env.config,
-                changelog,
-                &ps,
-                stage,
-                Some(&self.env.metrics),
-            )?;
-        }
-        stage.on_assign(&ps);
-        let committed = self
-            .consumer
-            .committed_offsets(self.consumer.assignment()?, timeout)?;
-        for e in committed.elements() {
-            let to = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                // Nothing committed yet: `auto.offset.reset = earliest`.
-                _ => Offset::Beginning,
-            };
-            self.consumer.seek(e.topic(), e.partition(), to, timeout)?;
-        }
-        tracing::info!(stage = name, partitions = ?ps, "Rewound to the last committed batch.");
-        Ok(())
-    }
-
-    /// Makes a batch durable: its outputs, its state changes and its input offsets. At-least-once: produce and
-    /// wait for acknowledgements, then store the offsets. Exactly-once: all three in one transaction.
-    fn commit_batch<S: Stage>(
-        &mut self,
-        stage: &mut S,
-        mut outputs: Vec<Output>,
-        next_offsets: &BatchOffsets,
-    ) -> anyhow::Result<()> {
-        // Always asked, so stages can refresh their query views once per batch; written only when durable.
-        let changes = stage.take_state_changes();
-        if let Some(changelog) = self.changelog {
-            for change in changes {
-                outputs.push(Output {
-                    topic: changelog.to_string(),
-                    key: change.key,
-                    tombstone: change.value.is_none(),
-                    payload: change.value.unwrap_or_default(),
-                    headers: Vec::new(),
-                    partition: Some(change.partition),
-                });
-            }
-        }
-        if !self.eos {
-            deliver(&self.producer, outputs, self.name, &self.env.metrics)?;
-            store_offsets(self.consumer, next_offsets, self.name);
-            return Ok(());
-        }
-        if outputs.is_empty() && next_offsets.is_empty() {
-            return Ok(());
-        }
-        let timeout = Duration::from_secs(30);
-        self.producer.begin_transaction()?;
-        deliver(&self.producer, outputs, self.name, &self.env.metrics)?;
-        if !next_offsets.is_empty() {
-            // Every input topic's offsets, in the one transaction.
-            let tpl = next_offsets.to_list()?;
-            let group = self
-                .consumer
-                .group_metadata()
-                .ok_or_else(|| anyhow::anyhow!("no consumer group metadata"))?;
-            let producer = self.producer.clone();
-            self.within(timeout, "send_offsets_to_transaction", move || {
-                producer.send_offsets_to_transaction(&tpl, &group, timeout)
-            })?;
-        }
-        let producer = self.producer.clone();
-        self.within(timeout, "commit_transaction", move || {
-            producer.commit_transaction(timeout)
-        })?;
-        Ok(())
-    }
-
-    /// Runs a blocking transactional call of librdkafka on a helper thread, and gives up on it a while
-    /// after its own `timeout`. librdkafka 2.12 can block `send_offsets_to_transaction` for good after a
-    /// broker restart, whatever its timeout: the group coordinator stays cached as a broker it has since
-    /// decommissioned, and nothing wakes the request up again (confluentinc/librdkafka#5511; reproduced by
-    /// `scripts/chaos.sh restarts`, where the stage thread sat in that call for minutes). A call that does
-    /// not return is abandoned together with its producer: [`Run::rewind_after_abort`] then skips the abort
-    /// (it would wait on the same stuck transaction) and starts a new producer, which fences the old one.
-    fn within(
-        &mut self,
-        timeout: Duration,
-        what: &'static str,
-        call: impl FnOnce() -> rdkafka::error::KafkaResult<()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        match call_within(timeout + STUCK_CALL_MARGIN, self.name, call)? {
-            Some(result) => Ok(result?),
-            None => {
-                self.producer_stuck = true;
-                self.env.metrics.error(self.name, "transaction_call_stuck");
-                anyhow::bail!(
-                    "librdkafka's {what} did not return within {} s (its timeout is {} s); abandoning the producer",
-                    (timeout + STUCK_CALL_MARGIN).as_secs(),
-                    timeout.as_secs()
-                )
-            }
-        }
-    }
-}
-
-/// Runs `call` on a thread of its own and waits up to `limit` for it: `None` when it has not returned by
-/// then (the thread is left to finish, or not, on its own).
-fn call_within<T: Send + 'static>(
-    limit: Duration,
-    stage: &str,
-    call: impl FnOnce() -> T + Send + 'static,
-) -> anyhow::Result<Option<T>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name(format!("{stage}-txn"))
-        .spawn(move || {
-            let _ = tx.send(call());
-        })?;
-    Ok(rx.recv_timeout(limit).ok())
-}
-
-/// How long past its own timeout a transactional call may take before it is taken for stuck.
-const STUCK_CALL_MARGIN: Duration = Duration::from_secs(15);
-
-/// The group's committed offset of one partition, or why it cannot be read.
-fn committed_offset(
-    consumer: &BaseConsumer<StageContext>,
-    topic: &str,
-    partition: i32,
-    timeout: Duration,
-) -> (Option<i64>, Option<String>) {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, partition);
-    match consumer.committed_offsets(tpl, timeout) {
-        Err(e) => (None, Some(e.to_string())),
-        Ok(got) => match got.find_partition(topic, partition) {
-            Some(e) if e.error().is_err() => (None, e.error().err().map(|e| e.to_string())),
-            Some(e) => match e.offset() {
-                Offset::Offset(o) => (Some(o), None),
-                _ => (None, None),
-            },
-            None => (None, None),
-        },
-    }
 }
 
 /// Polls up to `max` records: waits `timeout` for the first, then takes only what is already buffered.
@@ -884,122 +589,10 @@ fn poll_batch<'c>(
     batch
 }
 
-/// Produces every output and waits until each one is acknowledged by the broker.
-pub fn deliver(
-    producer: &FutureProducer,
-    outputs: Vec<Output>,
-    stage: &str,
-    metrics: &Metrics,
-) -> anyhow::Result<()> {
-    if outputs.is_empty() {
-        return Ok(());
-    }
-    let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut pending = Vec::with_capacity(outputs.len());
-    for out in &outputs {
-        let mut headers = OwnedHeaders::new_with_capacity(1 + out.headers.len()).insert(Header {
-            key: "clickpath.stage",
-            value: Some(stage),
-        });
-        for (k, v) in &out.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_str()),
-            });
-        }
-        let mut record = FutureRecord::to(&out.topic).key(&out.key).headers(headers);
-        // A tombstone has no value at all, which compaction removes.
-        if !out.tombstone {
-            record = record.payload(&out.payload);
-        }
-        if let Some(p) = out.partition {
-            record = record.partition(p);
-        }
-        if out.topic.is_empty() {
-            anyhow::bail!("stage {stage} emitted a record without a topic");
-        }
-        loop {
-            match producer.send_result(record) {
-                Ok(fut) => {
-                    pending.push(fut);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    // The local queue is full: let librdkafka drain it, then retry the same record.
-                    record = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => anyhow::bail!("cannot produce to {}: {e}", out.topic),
-            }
-        }
-        *per_topic.entry(out.topic.as_str()).or_default() += 1;
-    }
-    let results = futures::executor::block_on(futures::future::join_all(pending));
-    for r in results {
-        match r {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => {
-                metrics.error(stage, "delivery");
-                anyhow::bail!("delivery failed: {e}");
-            }
-            Err(_) => anyhow::bail!("delivery future cancelled (producer dropped)"),
-        }
-    }
-    for (topic, n) in per_topic {
-        metrics
-            .records_out
-            .get_or_create(&StageTopic {
-                stage: stage.into(),
-                topic: topic.into(),
-            })
-            .inc_by(n);
-    }
-    Ok(())
-}
-
-fn store_offsets(consumer: &BaseConsumer<StageContext>, next: &BatchOffsets, stage: &str) {
-    if next.is_empty() {
-        return;
-    }
-    let tpl = match next.to_list() {
-        Ok(tpl) => tpl,
-        Err(e) => {
-            tracing::warn!(stage, error = %e, "Bad offset.");
-            return;
-        }
-    };
-    if let Err(e) = consumer.store_offsets(&tpl) {
-        // Happens when a partition was revoked mid-batch; its new owner replays from the last commit.
-        tracing::warn!(stage, error = %e, "Could not store offsets (partition revoked?).");
-    }
-}
-
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_call_that_does_not_return_in_time_is_given_up_on() {
-        let quick = call_within(Duration::from_secs(5), "test", || 7).unwrap();
-        assert_eq!(quick, Some(7));
-        let started = Instant::now();
-        let stuck = call_within(Duration::from_millis(100), "test", || {
-            std::thread::sleep(Duration::from_secs(3));
-            7
-        })
-        .unwrap();
-        assert_eq!(stuck, None);
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "did not wait for it"
-        );
-    }
 }

@@ -1,0 +1,166 @@
+//! What an uninterrupted run gives: the pure `core` logic over exactly what each input partition holds,
+//! and the comparison of the committed output with it.
+
+use super::{ChaosOptions, ChaosReport};
+use crate::chaos::ReadRecord;
+use clickpath_core::dedupe::Deduper;
+use clickpath_core::session::Sessionizer;
+use clickpath_core::validate::validate_and_normalise;
+use clickpath_generator::{DirtyConfig, Generated, Generator, GeneratorConfig};
+use clickpath_schema::codec::Codec;
+use clickpath_schema::{ClickEvent, EventType, FeatureVector, SessionSummary};
+use clickpath_stages::{ClickpathConfig, StageName};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The input: generated events (the cleaning stage also gets the generator's malformed records).
+pub(super) fn input_items(opts: &ChaosOptions) -> anyhow::Result<Vec<Generated>> {
+    let mut gcfg = GeneratorConfig {
+        seed: opts.seed,
+        sessions: opts.sessions,
+        ..GeneratorConfig::default()
+    };
+    if opts.stage != StageName::Cleaning {
+        gcfg.dirty = DirtyConfig {
+            malformed_rate: 0.0,
+            ..gcfg.dirty
+        };
+    }
+    Ok(Generator::new(gcfg)?.collect())
+}
+
+/// What identifies one output record of the stage under test: a clean event or a feature vector by its
+/// event id (the windower's values depend on in-memory window state, which a rewind or a SIGKILL resets, so
+/// only their presence is compared), a session by everything it summarises.
+pub(super) fn output_key(stage: StageName, codec: &Codec, payload: &[u8]) -> String {
+    let key = match stage {
+        StageName::Cleaning => codec.decode::<ClickEvent>(payload).map(|e| e.event_id),
+        StageName::Windower => codec.decode::<FeatureVector>(payload).map(|f| f.event_id),
+        _ => codec
+            .decode::<SessionSummary>(payload)
+            .map(|s| session_key(&s)),
+    };
+    key.unwrap_or_else(|e| format!("undecodable output: {e}"))
+}
+
+/// One far-future event on every partition of `topic`, which closes every open session.
+pub(super) fn send_sentinels(
+    cfg: &ClickpathConfig,
+    codec: &Codec,
+    topic: &str,
+    time: i64,
+) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        clickpath_runtime::kafka::producer_config(cfg).create()?;
+    for p in 0..cfg.topics.partitions {
+        let ev = ClickEvent::new(
+            format!("sentinel-{p}"),
+            format!("sentinel-{p}"),
+            EventType::PageView,
+            time,
+        );
+        let bytes = codec.encode(&ev)?;
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .partition(p)
+                    .key(ev.user_id.as_bytes())
+                    .payload(&bytes),
+            )
+            .map_err(|(e, _)| anyhow::anyhow!("cannot send a sentinel: {e}"))?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// The parts of a session that must match.
+fn session_key(s: &SessionSummary) -> String {
+    format!(
+        "{}|{}|{}|{}|{:?}|{}|{}",
+        s.user_id, s.start_time, s.end_time, s.event_count, s.path, s.purchased, s.order_value
+    )
+}
+
+/// Expected outputs (with multiplicity) of an uninterrupted run over `input`.
+pub(super) fn reference(
+    cfg: &ClickpathConfig,
+    stage: StageName,
+    codec: &Codec,
+    input: &[ReadRecord],
+) -> BTreeMap<String, usize> {
+    let mut by_partition: BTreeMap<i32, Vec<&ReadRecord>> = BTreeMap::new();
+    for r in input {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    let mut out: BTreeMap<String, usize> = BTreeMap::new();
+    let now = clickpath_runtime::runner::now_ms();
+    for records in by_partition.values_mut() {
+        records.sort_by_key(|r| r.offset);
+        match stage {
+            StageName::Cleaning => {
+                let c = &cfg.cleaning;
+                let mut dedupe = Deduper::new(c.dedupe_window_ms, c.dedupe_max_ids);
+                for r in records.iter() {
+                    if r.payload.len() > cfg.runtime.max_record_bytes {
+                        continue;
+                    }
+                    let Ok(mut ev) = codec.decode::<ClickEvent>(&r.payload) else {
+                        continue;
+                    };
+                    if validate_and_normalise(&mut ev, &c.validation, now).is_err()
+                        || dedupe.is_duplicate(&ev.event_id, ev.event_time)
+                    {
+                        continue;
+                    }
+                    *out.entry(ev.event_id).or_default() += 1;
+                }
+            }
+            StageName::Windower => {
+                for r in records.iter() {
+                    if let Ok(ev) = codec.decode::<ClickEvent>(&r.payload) {
+                        *out.entry(ev.event_id).or_default() += 1;
+                    }
+                }
+            }
+            _ => {
+                let mut s = Sessionizer::new(cfg.sessionizer.clone());
+                for r in records.iter() {
+                    if let Ok(ev) = codec.decode::<ClickEvent>(&r.payload) {
+                        for summary in s.on_event(&ev) {
+                            *out.entry(session_key(&summary)).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn compare(
+    expected: &BTreeMap<String, usize>,
+    got: &BTreeMap<String, usize>,
+    report: &mut ChaosReport,
+) {
+    report.distinct = got.len();
+    for (k, &n) in expected {
+        let have = got.get(k).copied().unwrap_or(0);
+        if have < n {
+            report.lost += n - have;
+            if report.samples.len() < 5 {
+                report.samples.push(format!("lost: {k}"));
+            }
+        } else {
+            report.duplicates += have - n;
+        }
+    }
+    for (k, &n) in got {
+        if !expected.contains_key(k) {
+            report.unexpected += n;
+            if report.samples.len() < 10 {
+                report.samples.push(format!("unexpected: {k}"));
+            }
+        }
+    }
+}
