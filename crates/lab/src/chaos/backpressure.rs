@@ -251,19 +251,69 @@ pub fn run_backpressure(
     let config_path = opts.work_dir.join("clickpath.toml");
     std::fs::write(&config_path, toml::to_string(&cfg)?)?;
     let log = opts.work_dir.join("scorer.log");
+    let mut scorer = start_scorer(opts, &config_path, &log, port)?;
+    let started = Instant::now();
+    let lag = Progress::new(&cfg, StageName::Scorer, &cfg.topics.features)?;
+    let mut report = BackpressureReport {
+        inputs: records.len() as u64,
+        record_bytes,
+        rss_limit_mib: opts.rss_limit_mib,
+        input_buffer_kbytes: opts.input_buffer_kbytes,
+        slow_until_s: opts.slow_for_s,
+        ..BackpressureReport::default()
+    };
+    let sent = AtomicU64::new(0);
+    let done_sending = AtomicBool::new(false);
+    let outcome = std::thread::scope(|s| -> anyhow::Result<()> {
+        let sender = s.spawn(|| -> anyhow::Result<()> {
+            let r = (|| {
+                let mut producer =
+                    EventProducer::new(&cfg, codec.clone(), &cfg.topics.features, opts.rate)?;
+                for (i, (key, payload, _)) in records.iter().enumerate() {
+                    producer.send_raw(key.as_bytes(), payload)?;
+                    sent.store(i as u64 + 1, Ordering::Relaxed);
+                }
+                producer.flush()
+            })();
+            done_sending.store(true, Ordering::Release);
+            r
+        });
+        let feed = Feed {
+            started,
+            sent: &sent,
+            done: &done_sending,
+        };
+        follow(opts, &mut scorer, &log, &lag, &feed, &mut report)?;
+        sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("feature producer panicked"))?
+    });
+    stop_scorer(&mut scorer);
+    outcome?;
+
+    count_predictions(&cfg, &records, &mut report)?;
+    Ok(report)
+}
+
+/// Starts `clickpath run scorer` with `config`, logging to `log`, and waits until it owns its
+/// partitions (its `/readyz` on `port`), so the lag measures the slowdown, not the group join. The
+/// slowdown's clock starts at its first input.
+fn start_scorer(
+    opts: &BackpressureOptions,
+    config: &std::path::Path,
+    log: &std::path::Path,
+    port: u16,
+) -> anyhow::Result<Child> {
     let mut scorer: Child = Command::new(&opts.binary)
         .arg("--config")
-        .arg(&config_path)
+        .arg(config)
         .args(["run", "scorer"])
         .env_remove("CLICKPATH_CONFIG")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(log)?)
         .spawn()?;
-    let pid = scorer.id();
-    // Feed it only once it owns its partitions, so the lag measures the slowdown, not the group join. The
-    // slowdown's clock starts at its first input.
     let ready_by = Instant::now() + Duration::from_secs(60);
     while !is_ready(port) {
         if let Some(status) = scorer.try_wait()? {
@@ -281,85 +331,86 @@ pub fn run_backpressure(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let started = Instant::now();
-    let lag = Progress::new(&cfg, StageName::Scorer, &cfg.topics.features)?;
-    let mut report = BackpressureReport {
-        inputs: records.len() as u64,
-        record_bytes,
-        rss_limit_mib: opts.rss_limit_mib,
-        input_buffer_kbytes: opts.input_buffer_kbytes,
-        slow_until_s: opts.slow_for_s,
-        ..BackpressureReport::default()
-    };
+    Ok(scorer)
+}
+
+/// The input producer's progress, shared with the sampler.
+#[derive(Clone, Copy)]
+struct Feed<'a> {
+    started: Instant,
+    sent: &'a AtomicU64,
+    done: &'a AtomicBool,
+}
+
+/// Samples lag and memory every 250 ms until the input is sent and the lag is back to 0 after the
+/// slowdown (recovered), the scorer exits, or the timeout.
+fn follow(
+    opts: &BackpressureOptions,
+    scorer: &mut Child,
+    log: &std::path::Path,
+    lag: &Progress,
+    feed: &Feed<'_>,
+    report: &mut BackpressureReport,
+) -> anyhow::Result<()> {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    let sent = AtomicU64::new(0);
-    let done_sending = AtomicBool::new(false);
-    let outcome = std::thread::scope(|s| -> anyhow::Result<()> {
-        let sender = s.spawn(|| -> anyhow::Result<()> {
-            let r = (|| {
-                let mut producer =
-                    EventProducer::new(&cfg, codec.clone(), &cfg.topics.features, opts.rate)?;
-                for (i, (key, payload, _)) in records.iter().enumerate() {
-                    producer.send_raw(key.as_bytes(), payload)?;
-                    sent.store(i as u64 + 1, Ordering::Relaxed);
-                }
-                producer.flush()
-            })();
-            done_sending.store(true, Ordering::Release);
-            r
-        });
-        let mut input_end_s = None;
-        loop {
-            std::thread::sleep(Duration::from_millis(250));
-            let t_s = started.elapsed().as_secs_f64();
-            if let Some(status) = scorer.try_wait()? {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let last = text
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("");
-                report.unexpected_exit = Some(format!("{status}: {last}"));
-                break;
-            }
-            let l = lag.lag();
-            let (rss, hwm) = rss_of(pid).unwrap_or((0, 0));
-            report.rss_peak_mib = report.rss_peak_mib.max(mib(hwm));
-            let now_sent = sent.load(Ordering::Relaxed);
-            if let Some(l) = l {
-                if report.rss_start_mib == 0.0 && now_sent > 0 && l < now_sent {
-                    // Scoring has begun (the model is loaded): the resident set to compare with.
-                    report.rss_start_mib = mib(rss);
-                }
-                report.max_lag = report.max_lag.max(l);
-                report.samples.push(Sample {
-                    t_s,
-                    sent: now_sent,
-                    lag: l,
-                    rss_mib: mib(rss),
-                });
-            }
-            let done = done_sending.load(Ordering::Acquire);
-            if done && input_end_s.is_none() {
-                input_end_s = Some(t_s);
-            }
-            if let (Some(end), Some(0)) = (input_end_s, l)
-                && t_s >= opts.slow_for_s
-            {
-                report.recovery_s = Some(t_s - end.max(opts.slow_for_s));
-                break;
-            }
-            if started.elapsed() > opts.timeout {
-                break;
-            }
+    let pid = scorer.id();
+    let Feed {
+        started,
+        sent,
+        done: done_sending,
+    } = *feed;
+    let mut input_end_s = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let t_s = started.elapsed().as_secs_f64();
+        if let Some(status) = scorer.try_wait()? {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let last = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            report.unexpected_exit = Some(format!("{status}: {last}"));
+            break;
         }
-        sender
-            .join()
-            .map_err(|_| anyhow::anyhow!("feature producer panicked"))?
-    });
-    // Drain the scorer (SIGTERM), then kill it if it does not go.
+        let l = lag.lag();
+        let (rss, hwm) = rss_of(pid).unwrap_or((0, 0));
+        report.rss_peak_mib = report.rss_peak_mib.max(mib(hwm));
+        let now_sent = sent.load(Ordering::Relaxed);
+        if let Some(l) = l {
+            if report.rss_start_mib == 0.0 && now_sent > 0 && l < now_sent {
+                // Scoring has begun (the model is loaded): the resident set to compare with.
+                report.rss_start_mib = mib(rss);
+            }
+            report.max_lag = report.max_lag.max(l);
+            report.samples.push(Sample {
+                t_s,
+                sent: now_sent,
+                lag: l,
+                rss_mib: mib(rss),
+            });
+        }
+        let done = done_sending.load(Ordering::Acquire);
+        if done && input_end_s.is_none() {
+            input_end_s = Some(t_s);
+        }
+        if let (Some(end), Some(0)) = (input_end_s, l)
+            && t_s >= opts.slow_for_s
+        {
+            report.recovery_s = Some(t_s - end.max(opts.slow_for_s));
+            break;
+        }
+        if started.elapsed() > opts.timeout {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Drains the scorer (SIGTERM), then kills it if it does not go.
+fn stop_scorer(scorer: &mut Child) {
     let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args(["-TERM", &scorer.id().to_string()])
         .status();
     let deadline = Instant::now() + Duration::from_secs(30);
     while matches!(scorer.try_wait(), Ok(None)) && Instant::now() < deadline {
@@ -367,11 +418,16 @@ pub fn run_backpressure(
     }
     let _ = scorer.kill();
     let _ = scorer.wait();
-    outcome?;
+}
 
-    // Every input event must have a prediction.
+/// Every input event must have a prediction: counts those found, lost and duplicated.
+fn count_predictions(
+    cfg: &ClickpathConfig,
+    records: &[(String, Vec<u8>, String)],
+    report: &mut BackpressureReport,
+) -> anyhow::Result<()> {
     let expected: HashSet<&str> = records.iter().map(|r| r.2.as_str()).collect();
-    let mut reader = TopicReader::new(&cfg, &cfg.topics.predictions)?;
+    let mut reader = TopicReader::new(cfg, &cfg.topics.predictions)?;
     let mut seen = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() < expected.len() && Instant::now() < deadline {
@@ -392,5 +448,5 @@ pub fn run_backpressure(
     }
     report.predicted = seen.len() as u64;
     report.lost = expected.len() as u64 - report.predicted;
-    Ok(report)
+    Ok(())
 }

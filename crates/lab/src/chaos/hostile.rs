@@ -198,20 +198,39 @@ impl Maker<'_> {
         self.n += 1;
         let mut ev = self.event(id);
         let mut key = ev.user_id.clone().into_bytes();
-        let max = self.opts.max_field_len;
-        let payload = match case {
+        let payload = match self.wire_payload(case, &mut ev) {
+            Some(bytes) => bytes,
+            None => {
+                self.bad_field(case, &mut ev, &mut key);
+                self.encode(&ev)
+            }
+        };
+        HostileRecord {
+            key,
+            payload,
+            expect: Expect::Dead {
+                case,
+                kinds: kinds_of(case),
+            },
+        }
+    }
+
+    /// A record broken on the wire (framing, Avro encoding, bytes): `None` for the cases that are
+    /// well-encoded events with bad field values.
+    fn wire_payload(&mut self, case: &'static str, ev: &mut ClickEvent) -> Option<Vec<u8>> {
+        Some(match case {
             "truncated_avro" => {
-                let full = self.encode(&ev);
+                let full = self.encode(ev);
                 let cut = self.rng.random_range(5..full.len());
                 full[..cut].to_vec()
             }
             "truncated_header" => {
-                let full = self.encode(&ev);
+                let full = self.encode(ev);
                 full[..self.rng.random_range(1..5)].to_vec()
             }
             "empty_payload" => Vec::new(),
             "wrong_magic" => {
-                let mut b = self.encode(&ev);
+                let mut b = self.encode(ev);
                 b[0] = self.rng.random_range(1..=255);
                 b
             }
@@ -221,7 +240,7 @@ impl Maker<'_> {
             )
             .into_bytes(),
             "unknown_schema_id" => {
-                let mut b = self.encode(&ev);
+                let mut b = self.encode(ev);
                 let id: u32 = self.rng.random_range(1_000..u32::MAX);
                 b[1..5].copy_from_slice(&id.to_be_bytes());
                 b
@@ -242,7 +261,7 @@ impl Maker<'_> {
             }
             "huge_string_length" | "negative_string_length" => {
                 // The body starts with event_id's length; replace it with a lie.
-                let full = self.encode(&ev);
+                let full = self.encode(ev);
                 let len = varint(ev.event_id.len() as i64).len();
                 let lie = if case == "huge_string_length" {
                     self.rng.random_range(1i64 << 20..1i64 << 60)
@@ -255,14 +274,14 @@ impl Maker<'_> {
                 b
             }
             "trailing_garbage" => {
-                let mut b = self.encode(&ev);
+                let mut b = self.encode(ev);
                 b.extend(std::iter::repeat_n(0xAB, self.rng.random_range(1..64)));
                 b
             }
             "invalid_utf8" => {
                 let marker = "\u{1}MARK\u{1}";
                 ev.referrer = Some(format!("https://{marker}/"));
-                let mut b = self.encode(&ev);
+                let mut b = self.encode(ev);
                 let at = b
                     .windows(marker.len())
                     .position(|w| w == marker.as_bytes())
@@ -272,6 +291,14 @@ impl Maker<'_> {
                 b[at + 1..at + 1 + pick.len()].copy_from_slice(pick);
                 b
             }
+            _ => return None,
+        })
+    }
+
+    /// Sets the field values of a field-level hostile `case` on `ev` (and its `key`).
+    fn bad_field(&mut self, case: &'static str, ev: &mut ClickEvent, key: &mut Vec<u8>) {
+        let max = self.opts.max_field_len;
+        match case {
             "oversized_string" => {
                 let long = "x".repeat(max + self.rng.random_range(1..4096));
                 match self.rng.random_range(0..4) {
@@ -280,31 +307,25 @@ impl Maker<'_> {
                     2 => ev.item_id = Some(long),
                     _ => ev.user_id = long,
                 }
-                self.encode(&ev)
             }
             "oversized_map_entries" => {
                 let n = self.opts.max_extras + self.rng.random_range(1..200);
                 for i in 0..n {
                     ev.extras.insert(format!("key{i}"), format!("value{i}"));
                 }
-                self.encode(&ev)
             }
             "oversized_map_value" => {
                 ev.extras.insert("note".into(), "y".repeat(max + 1));
-                self.encode(&ev)
             }
             "oversized_record" => {
                 ev.extras
                     .insert("blob".into(), "z".repeat(self.opts.max_record_bytes + 1024));
-                self.encode(&ev)
             }
             "nan_price" => {
                 ev.price = Some(f64::NAN);
-                self.encode(&ev)
             }
             "negative_price" => {
                 ev.price = Some(-f64::from(self.rng.random_range(1..1_000_000)) / 100.0);
-                self.encode(&ev)
             }
             "infinite_order_value" => {
                 ev.event_type = EventType::Purchase;
@@ -313,11 +334,9 @@ impl Maker<'_> {
                 } else {
                     f64::NEG_INFINITY
                 });
-                self.encode(&ev)
             }
             "bad_quantity" => {
                 ev.quantity = Some([0, -1, i32::MIN][self.rng.random_range(0..3)]);
-                self.encode(&ev)
             }
             "far_future_time" => {
                 ev.event_time = [
@@ -325,35 +344,22 @@ impl Maker<'_> {
                     self.opts.now_ms + 10 * 365 * 86_400_000,
                     self.opts.now_ms + 2 * 86_400_000,
                 ][self.rng.random_range(0..3)];
-                self.encode(&ev)
             }
             "far_past_time" => {
                 ev.event_time = [i64::MIN, -1, 0, 631_152_000_000][self.rng.random_range(0..4)];
-                self.encode(&ev)
             }
             "empty_key_and_user" => {
-                key = Vec::new();
+                key.clear();
                 ev.user_id = ["", " ", "\t\n"][self.rng.random_range(0..3)].into();
-                self.encode(&ev)
             }
             "blank_event_id" => {
                 ev.event_id = ["", "   "][self.rng.random_range(0..2)].into();
-                self.encode(&ev)
             }
             "payment_without_details" => {
                 ev.event_type = EventType::PaymentAttempt;
                 ev.payment = None;
-                self.encode(&ev)
             }
             other => unreachable!("unknown hostile case {other}"),
-        };
-        HostileRecord {
-            key,
-            payload,
-            expect: Expect::Dead {
-                case,
-                kinds: kinds_of(case),
-            },
         }
     }
 }
@@ -509,39 +515,8 @@ pub fn run_hostile(
     let env = cfg.runner_env(Codec::embedded());
     let stages = spawn_stages(&[StageName::Cleaning], cfg, &env, true)?;
 
-    // Produce, remembering where each record landed.
     let started = Instant::now();
-    let producer = create_producer(cfg)?;
-    let mut positions: Vec<(i32, i64)> = Vec::with_capacity(records.len());
-    for chunk in records.chunks(5_000) {
-        let mut pending = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            let mut rec = FutureRecord::to(&cfg.topics.raw)
-                .key(&r.key[..])
-                .payload(&r.payload[..]);
-            loop {
-                match producer.send_result(rec) {
-                    Ok(f) => {
-                        pending.push(f);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        rec = back;
-                        producer.poll(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => anyhow::bail!("cannot produce to {}: {e}", cfg.topics.raw),
-                }
-            }
-        }
-        for r in futures::executor::block_on(futures::future::join_all(pending)) {
-            match r {
-                Ok(Ok(d)) => positions.push((d.partition, d.offset)),
-                Ok(Err((e, _))) => anyhow::bail!("delivery to {} failed: {e}", cfg.topics.raw),
-                Err(_) => anyhow::bail!("delivery to {} cancelled", cfg.topics.raw),
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(30))?;
+    let positions = produce_recording_positions(cfg, records)?;
 
     let mut report = HostileReport {
         produced: records.len(),
@@ -580,7 +555,6 @@ pub fn run_hostile(
     }
     report.valid = valid_ids.len();
     let want_dead = dead_expected.len();
-    let want_clean = valid_ids.len();
 
     let codec = &env.codec;
     let dead = TopicReader::new(cfg, &cfg.topics.dead_letters)?.read_until(
@@ -611,6 +585,58 @@ pub fn run_hostile(
         .map(|((p, o), (case, _))| format!("{case}@{p}/{o}"))
         .collect();
 
+    check_clean(cfg, codec, &valid_ids, timeout, &mut report)?;
+    Ok(report)
+}
+
+/// Produces `records` to the raw topic in order; returns where each one landed.
+fn produce_recording_positions(
+    cfg: &ClickpathConfig,
+    records: &[HostileRecord],
+) -> anyhow::Result<Vec<(i32, i64)>> {
+    let producer = create_producer(cfg)?;
+    let mut positions: Vec<(i32, i64)> = Vec::with_capacity(records.len());
+    for chunk in records.chunks(5_000) {
+        let mut pending = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            let mut rec = FutureRecord::to(&cfg.topics.raw)
+                .key(&r.key[..])
+                .payload(&r.payload[..]);
+            loop {
+                match producer.send_result(rec) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        rec = back;
+                        producer.poll(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => anyhow::bail!("cannot produce to {}: {e}", cfg.topics.raw),
+                }
+            }
+        }
+        for r in futures::executor::block_on(futures::future::join_all(pending)) {
+            match r {
+                Ok(Ok(d)) => positions.push((d.partition, d.offset)),
+                Ok(Err((e, _))) => anyhow::bail!("delivery to {} failed: {e}", cfg.topics.raw),
+                Err(_) => anyhow::bail!("delivery to {} cancelled", cfg.topics.raw),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(positions)
+}
+
+/// Every valid record must be in the clean topic exactly once, and nothing else.
+fn check_clean(
+    cfg: &ClickpathConfig,
+    codec: &Codec,
+    valid_ids: &HashSet<&str>,
+    timeout: Duration,
+    report: &mut HostileReport,
+) -> anyhow::Result<()> {
+    let want_clean = valid_ids.len();
     let clean = TopicReader::new(cfg, &cfg.topics.clean)?.read_until(
         Duration::from_secs(5),
         timeout,
@@ -628,7 +654,7 @@ pub fn run_hostile(
         }
     }
     report.valid_missing = valid_ids.len() - clean_ids.len();
-    Ok(report)
+    Ok(())
 }
 
 fn check_dead_letter(
