@@ -2,7 +2,7 @@
 
 use super::charts;
 use super::extras::{self, Extras};
-use clickpath_core::analytics::{Analysis, FunnelCounts, PathCount};
+use clickpath_core::analytics::{Analysis, FunnelCounts, FunnelReport, PathCount};
 use std::fmt::Write as _;
 
 /// Escapes text for HTML element content and attribute values.
@@ -114,7 +114,6 @@ fn path_table(out: &mut String, title: &str, paths: &[PathCount], total: u64) {
 /// The whole report page for `analysis` of the events in `source`.
 pub fn render_html(a: &Analysis, source: &str, extra: &Extras) -> anyhow::Result<String> {
     let f = &a.funnel;
-    let c = &f.overall;
     let mut out = String::new();
     let _ = write!(
         out,
@@ -130,39 +129,53 @@ pub fn render_html(a: &Analysis, source: &str, extra: &Extras) -> anyhow::Result
         escape(&f.steps.join(" → ")),
     );
 
+    funnel_section(&mut out, f)?;
+    paths_section(&mut out, a)?;
+    time_to_convert_section(&mut out, f)?;
+    factors_section(&mut out, a)?;
+    segments_section(&mut out, f)?;
+    over_time_section(&mut out, f)?;
+    extras_sections(&mut out, extra)?;
+    let _ = write!(out, "<script>{CHECK_SCRIPT}</script></body></html>");
+    Ok(out)
+}
+
+/// The funnel chart, its table and the conversion rate.
+fn funnel_section(out: &mut String, f: &FunnelReport) -> anyhow::Result<()> {
+    let c = &f.overall;
     out.push_str("<h2>Funnel</h2>");
-    figure(&mut out, "chart-funnel", &charts::funnel_svg(&f.steps, c)?);
-    funnel_table(&mut out, &f.steps, c);
+    figure(out, "chart-funnel", &charts::funnel_svg(&f.steps, c)?);
+    funnel_table(out, &f.steps, c);
     let _ = write!(
         out,
         "<p class=\"note\">Conversion {:.2} %. Uniques count units by the furthest step of their best attempt; totals count attempts (see docs/analytics.md).</p>",
         100.0 * c.conversion_rate()
     );
+    Ok(())
+}
 
+/// The path flow (Sankey) and the top converted and dropped paths.
+fn paths_section(out: &mut String, a: &Analysis) -> anyhow::Result<()> {
     out.push_str("<h2>Paths</h2>");
-    figure(
-        &mut out,
-        "chart-flow",
-        &charts::flow_svg(&a.paths.flows, 5)?,
-    );
+    figure(out, "chart-flow", &charts::flow_svg(&a.paths.flows, 5)?);
     let dropped = a.paths.units - a.paths.converted;
     let _ = write!(
         out,
         "<p class=\"note\">{} distinct paths (consecutive repeats compressed) over {} units; {} converted.</p><div class=\"cols\">",
         a.paths.distinct_paths, a.paths.units, a.paths.converted
     );
-    path_table(
-        &mut out,
-        "Converted",
-        &a.paths.top_converted,
-        a.paths.converted,
-    );
-    path_table(&mut out, "Dropped", &a.paths.top_dropped, dropped);
+    path_table(out, "Converted", &a.paths.top_converted, a.paths.converted);
+    path_table(out, "Dropped", &a.paths.top_dropped, dropped);
     out.push_str("</div>");
+    Ok(())
+}
 
+/// The distribution of time to convert.
+fn time_to_convert_section(out: &mut String, f: &FunnelReport) -> anyhow::Result<()> {
+    let c = &f.overall;
     out.push_str("<h2>Time to convert</h2>");
     figure(
-        &mut out,
+        out,
         "chart-time-to-convert",
         &charts::time_to_convert_svg(&f.time_to_convert_ms)?,
     );
@@ -176,12 +189,16 @@ pub fn render_html(a: &Analysis, source: &str, extra: &Extras) -> anyhow::Result
             .unwrap_or("-".into()),
         c.time_to_convert.p90_ms.map(duration).unwrap_or("-".into()),
     );
+    Ok(())
+}
 
+/// Decision factors: chart and table.
+fn factors_section(out: &mut String, a: &Analysis) -> anyhow::Result<()> {
     out.push_str("<h2>Decision factors</h2>");
     if a.factors.is_empty() {
         out.push_str("<p class=\"note\">No event or property reaches the minimum support.</p>");
     } else {
-        figure(&mut out, "chart-factors", &charts::factors_svg(&a.factors)?);
+        figure(out, "chart-factors", &charts::factors_svg(&a.factors)?);
         out.push_str("<table><tr><th>factor</th><th>converted with</th><th>dropped with</th><th>odds ratio</th><th>95 % CI</th><th>lift</th></tr>");
         for x in &a.factors {
             let _ = write!(
@@ -198,7 +215,11 @@ pub fn render_html(a: &Analysis, source: &str, extra: &Extras) -> anyhow::Result
         }
         out.push_str("</table>");
     }
+    Ok(())
+}
 
+/// Conversion by segment, one chart per segment with two values or more.
+fn segments_section(out: &mut String, f: &FunnelReport) -> anyhow::Result<()> {
     out.push_str("<h2>Segments</h2>");
     for seg in &f.segments {
         if seg.values.len() < 2 {
@@ -214,12 +235,16 @@ pub fn render_html(a: &Analysis, source: &str, extra: &Extras) -> anyhow::Result
         values.sort_by(|x, y| y.1.uniques[0].cmp(&x.1.uniques[0]));
         values.truncate(12);
         figure(
-            &mut out,
+            out,
             &format!("chart-segment-{}", seg.segment.name()),
             &charts::segment_svg(&format!("Conversion by {}", seg.segment.name()), &values)?,
         );
     }
+    Ok(())
+}
 
+/// Entered and converted per time bucket (the first 60).
+fn over_time_section(out: &mut String, f: &FunnelReport) -> anyhow::Result<()> {
     out.push_str("<h2>Over time</h2><table><tr><th>bucket start (UTC)</th><th>entered</th><th>converted</th><th>rate</th></tr>");
     for b in f.buckets.iter().take(60) {
         let n = b.counts.uniques.len();
@@ -233,16 +258,17 @@ pub fn render_html(a: &Analysis, source: &str, extra: &Extras) -> anyhow::Result
         );
     }
     out.push_str("</table>");
+    Ok(())
+}
+
+/// The model's ROC and calibration, its attributions, and the alert timeline, when given.
+fn extras_sections(out: &mut String, extra: &Extras) -> anyhow::Result<()> {
     if let Some(scores) = &extra.scores {
         out.push_str("<h2>Model</h2>");
         let roc = extras::roc_points(scores);
         let auc = extras::auc(&roc);
         let calib = extras::calibration_bins(scores, 10);
-        figure(
-            &mut out,
-            "chart-model",
-            &charts::model_svg(&roc, auc, &calib)?,
-        );
+        figure(out, "chart-model", &charts::model_svg(&roc, auc, &calib)?);
         let _ = write!(
             out,
             "<p class=\"note\">{} scored predictions, {} positive; ROC AUC {auc:.3}.</p>",
@@ -255,11 +281,7 @@ pub fn render_html(a: &Analysis, source: &str, extra: &Extras) -> anyhow::Result
         if attr.is_empty() {
             out.push_str("<p class=\"note\">No prediction carried decision factors.</p>");
         } else {
-            figure(
-                &mut out,
-                "chart-attributions",
-                &charts::attributions_svg(attr)?,
-            );
+            figure(out, "chart-attributions", &charts::attributions_svg(attr)?);
             out.push_str(
                 "<p class=\"note\">Mean change of the purchase log-odds when the input is blanked \
                  (occlusion), over the predictions that listed it among their top factors.</p>",
@@ -286,12 +308,11 @@ pub fn render_html(a: &Analysis, source: &str, extra: &Extras) -> anyhow::Result
         if points.is_empty() {
             out.push_str("<p class=\"note\">No alerts.</p>");
         } else {
-            figure(&mut out, "chart-alerts", &charts::alerts_svg(&points)?);
+            figure(out, "chart-alerts", &charts::alerts_svg(&points)?);
             let _ = write!(out, "<p class=\"note\">{} alerts.</p>", points.len());
         }
     }
-    let _ = write!(out, "<script>{CHECK_SCRIPT}</script></body></html>");
-    Ok(out)
+    Ok(())
 }
 
 /// The report page for funnel aggregates read from the analytics topic: the funnel over every
