@@ -183,15 +183,11 @@ fn batches<'s, 'a>(
     out
 }
 
-/// Builds the dataset from `events`, splits it by time, trains the configured network on the
-/// training split with early stopping on validation, and evaluates the best epoch on the test
-/// split. `progress` is called after every batch and epoch.
-pub fn train_sequence<B: AutodiffBackend>(
-    events: &[ClickEvent],
+/// `cfg` with the windower's feature count filled in, checked; the feature names; and the longest
+/// sequence a batch is cut to.
+fn checked_config(
     cfg: &SequenceTrainConfig,
-    device: &B::Device,
-    progress: &mut dyn FnMut(TrainProgress),
-) -> Result<SequenceTrainReport<B::InnerBackend>, ModelError> {
+) -> Result<(SequenceTrainConfig, Vec<String>, usize), ModelError> {
     let mut cfg = cfg.clone();
     let feature_names = FeatureWindower::new(cfg.features.clone()).feature_names();
     cfg.net.numeric_features = feature_names.len();
@@ -209,6 +205,68 @@ pub fn train_sequence<B: AutodiffBackend>(
     } else {
         cfg.max_steps
     };
+    Ok((cfg, feature_names, max_steps))
+}
+
+/// One pass over the training batches of an epoch.
+struct EpochPass<'c, B: AutodiffBackend> {
+    cfg: &'c SequenceTrainConfig,
+    max_steps: usize,
+    features: usize,
+    device: &'c B::Device,
+    epoch: usize,
+}
+
+impl<B: AutodiffBackend> EpochPass<'_, B> {
+    /// Trains `net` on every batch of `plan`; returns it with the summed loss (weighted by sequences)
+    /// and the event-steps seen.
+    fn run<O: Optimizer<SequenceNet<B>, B>>(
+        &self,
+        mut net: SequenceNet<B>,
+        optim: &mut O,
+        plan: &[Vec<&Sequence<'_>>],
+        progress: &mut dyn FnMut(TrainProgress),
+    ) -> (SequenceNet<B>, f64, usize) {
+        let (mut loss_sum, mut steps) = (0.0f64, 0usize);
+        for (done, batch) in plan.iter().enumerate() {
+            let len = batch
+                .iter()
+                .map(|s| s.len())
+                .max()
+                .unwrap_or(1)
+                .min(self.max_steps);
+            let l = loss(
+                &net,
+                batch,
+                len,
+                self.features,
+                self.cfg.next_loss_weight,
+                self.device,
+            );
+            loss_sum += f64::from(l.clone().into_scalar().elem::<f32>()) * batch.len() as f64;
+            steps += batch.iter().map(|s| s.len().min(len)).sum::<usize>();
+            let grads = GradientsParams::from_grads(l.backward(), &net);
+            net = optim.step(self.cfg.learning_rate, net, grads);
+            progress(TrainProgress::Batch {
+                epoch: self.epoch,
+                done: done + 1,
+                total: plan.len(),
+            });
+        }
+        (net, loss_sum, steps)
+    }
+}
+
+/// Builds the dataset from `events`, splits it by time, trains the configured network on the
+/// training split with early stopping on validation, and evaluates the best epoch on the test
+/// split. `progress` is called after every batch and epoch.
+pub fn train_sequence<B: AutodiffBackend>(
+    events: &[ClickEvent],
+    cfg: &SequenceTrainConfig,
+    device: &B::Device,
+    progress: &mut dyn FnMut(TrainProgress),
+) -> Result<SequenceTrainReport<B::InnerBackend>, ModelError> {
+    let (cfg, feature_names, max_steps) = checked_config(cfg)?;
     let started = Instant::now();
     let dataset: Dataset = build_dataset(events, &cfg.session, &cfg.features);
     let splits = dataset.split(&cfg.split)?;
@@ -241,26 +299,15 @@ pub fn train_sequence<B: AutodiffBackend>(
     for epoch in 1..=cfg.max_epochs {
         let epoch_start = Instant::now();
         let plan = batches(&train, cfg.batch_size, &mut rng);
-        let total = plan.len();
-        let (mut loss_sum, mut steps) = (0.0f64, 0usize);
-        for (done, batch) in plan.iter().enumerate() {
-            let len = batch
-                .iter()
-                .map(|s| s.len())
-                .max()
-                .unwrap_or(1)
-                .min(max_steps);
-            let l = loss(&net, batch, len, features, cfg.next_loss_weight, device);
-            loss_sum += f64::from(l.clone().into_scalar().elem::<f32>()) * batch.len() as f64;
-            steps += batch.iter().map(|s| s.len().min(len)).sum::<usize>();
-            let grads = GradientsParams::from_grads(l.backward(), &net);
-            net = optim.step(cfg.learning_rate, net, grads);
-            progress(TrainProgress::Batch {
-                epoch,
-                done: done + 1,
-                total,
-            });
-        }
+        let pass = EpochPass {
+            cfg: &cfg,
+            max_steps,
+            features,
+            device,
+            epoch,
+        };
+        let (trained, loss_sum, steps) = pass.run(net, &mut optim, &plan, progress);
+        net = trained;
         let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
         let valid_net = net.valid();
         let candidate = SequenceModel {
