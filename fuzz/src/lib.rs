@@ -1,4 +1,4 @@
 //! The fuzz targets as plain functions, so the libFuzzer binaries and the stable-toolchain smoke test
-//! (`crates/cli/tests/fuzz_smoke.rs`) run the same checks.
+//! (`crates/lab/tests/fuzz_smoke.rs`) run the same checks.
 
 pub mod targets;

@@ -2,7 +2,7 @@
 //! endless loop, which libFuzzer reports as a timeout) is a bug.
 //!
 //! Uses only `clickpath-schema`, `clickpath-core`, `clickpath-adapters`, `clickpath-stages` (for the configuration) and `toml`,
-//! so the same file compiles inside `crates/cli/tests/fuzz_smoke.rs`.
+//! so the same file compiles inside `crates/lab/tests/fuzz_smoke.rs`.
 
 use clickpath_adapters::{Format, from_reader};
 use clickpath_core::validate::{ValidationConfig, validate_and_normalise};
