@@ -22,7 +22,8 @@
 //! - **Impossible sequence** ([`AlertType::ImpossibleSequence`]): a `PURCHASE` with no
 //!   `BEGIN_CHECKOUT` or `PAYMENT_ATTEMPT` from the same user in the previous
 //!   `impossible_sequence_lookback_ms` (earlier in the stream, so a purchase that overtakes its own
-//!   checkout in transit also fires).
+//!   checkout in transit also fires), on a stream where at least `sequence_min_coverage` of the
+//!   purchases have one ([`grammar::Grammar`], learned online; `sequence_mode`).
 //! - **Price anomaly** ([`AlertType::PriceAnomaly`]): an item price whose robust z-score against
 //!   its category's running baseline of log prices ([`crate::anomaly::RobustEwma`]) is at least
 //!   `price_max_abs_z` in absolute value, once the category has `price_min_samples` prices.
@@ -59,8 +60,9 @@
 mod bot;
 mod card;
 pub mod cart;
+pub mod grammar;
 mod price;
-mod sequence;
+pub mod sequence;
 pub mod signals;
 mod surprise;
 mod takeover;
@@ -73,6 +75,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
 pub use card::MAX_FAILED_PAYMENTS;
+pub use sequence::SequenceMode;
 
 /// Thresholds of the rules.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -118,6 +121,17 @@ pub struct RulesConfig {
     /// How far back a purchase looks for a checkout or payment attempt, ms. Default 30 minutes
     /// (`1_800_000`).
     pub impossible_sequence_lookback_ms: i64,
+    /// How a purchase without a checkout is judged: `learned` (default), `fixed` or `off`
+    /// ([`SequenceMode`]).
+    pub sequence_mode: SequenceMode,
+    /// `learned`: the share of this stream's purchases with a checkout or payment attempt before
+    /// them from which a missing one is suspicious. Default 0.95.
+    pub sequence_min_coverage: f64,
+    /// `learned`: purchases seen before anything is judged. Default 200.
+    pub sequence_warmup_purchases: u64,
+    /// Half-life of the learned grammar in events (its purchase coverage: a tenth of it, in
+    /// purchases). Default 100,000.
+    pub grammar_half_life_events: f64,
     /// Smallest absolute robust z-score of a log price that is an anomaly. Default 6.
     pub price_max_abs_z: f64,
     /// Prices a category needs before its baseline is trusted. Default 50.
@@ -163,6 +177,10 @@ impl Default for RulesConfig {
             cart_stuffing_absurd_quantity: 20,
             cart_stuffing_min_absurd_adds: 3,
             impossible_sequence_lookback_ms: 30 * 60 * 1000,
+            sequence_mode: SequenceMode::Learned,
+            sequence_min_coverage: 0.95,
+            sequence_warmup_purchases: 200,
+            grammar_half_life_events: 100_000.0,
             price_max_abs_z: 6.0,
             price_min_samples: 50,
             price_alpha: 0.02,
@@ -288,6 +306,8 @@ struct OpenAlert {
 struct UserRules {
     /// Latest event time seen.
     last_time: i64,
+    /// Type of the user's previous event (for the learned transitions).
+    last_type: Option<clickpath_schema::EventType>,
     recent: Recent,
     velocity: velocity::UserVelocity,
     cadence: bot::Cadence,
@@ -305,6 +325,7 @@ impl UserRules {
     fn new(t: i64) -> Self {
         UserRules {
             last_time: t,
+            last_type: None,
             recent: Recent::default(),
             velocity: Default::default(),
             cadence: Default::default(),
@@ -330,6 +351,7 @@ pub struct Detector {
     profiles: HashMap<String, Box<signals::Profile>>,
     ips: HashMap<u64, VecDeque<i64>, U64Build>,
     prices: price::PriceBaselines,
+    grammar: grammar::Grammar,
     population: signals::Population,
     hst: HalfSpaceTrees,
     last_score: f64,
@@ -344,6 +366,10 @@ impl Detector {
             hst: HalfSpaceTrees::new(signals::FEATURES, &cfg.hst),
             population: signals::Population::new(cfg.baseline_alpha),
             prices: price::PriceBaselines::default(),
+            grammar: grammar::Grammar::new(
+                cfg.grammar_half_life_events,
+                cfg.sequence_warmup_purchases,
+            ),
             cfg,
             version: detector_version.to_owned(),
             users: HashMap::new(),
@@ -402,7 +428,14 @@ impl Detector {
         findings.extend(card::card_testing(&mut user.card, ev, cfg, now));
         findings.extend(takeover::takeover(&mut user.takeover, profile, ev, cfg));
         findings.extend(cart::cart_stuffing(&mut user.cart, ev, cfg));
-        findings.extend(sequence::impossible_sequence(&mut user.sequence, ev, cfg));
+        self.grammar.observe(user.last_type, ev.event_type);
+        user.last_type = Some(ev.event_type);
+        findings.extend(sequence::impossible_sequence(
+            &mut user.sequence,
+            &mut self.grammar,
+            ev,
+            cfg,
+        ));
         findings.extend(surprise::on_event(
             &mut user.surprise,
             &user.recent,
@@ -467,6 +500,11 @@ impl Detector {
             &mut self.suppressed,
             &mut self.escalated,
         )
+    }
+
+    /// What the detector has learned of this stream's grammar.
+    pub fn grammar(&self) -> &grammar::Grammar {
+        &self.grammar
     }
 
     /// Half-Space Trees anomaly score (0..1, higher is stranger) of the last event passed to
@@ -630,6 +668,18 @@ pub(crate) mod test_util {
         Detector::new(RulesConfig::default(), "rules@test")
     }
 
+    /// A detector that judges every purchase without a checkout (the generator's grammar), so one
+    /// purchase makes an alert: what the alert-handling tests use.
+    pub fn fixed_grammar() -> Detector {
+        Detector::new(
+            RulesConfig {
+                sequence_mode: SequenceMode::Fixed,
+                ..RulesConfig::default()
+            },
+            "rules@test",
+        )
+    }
+
     /// Alerts of `t` only (the other rules may legitimately fire on a hand-built stream).
     pub fn of(alerts: &[FraudAlert], t: AlertType) -> Vec<FraudAlert> {
         alerts
@@ -698,7 +748,7 @@ mod tests {
 
     #[test]
     fn cooldown_closes_the_alert_and_a_new_one_opens() {
-        let mut d = detector();
+        let mut d = fixed_grammar();
         let mut out = Vec::new();
         for (i, t) in [0, 599_999, 600_000].into_iter().enumerate() {
             out.extend(d.on_event(&ev(&format!("p{i}"), Purchase, t)));
@@ -733,6 +783,7 @@ mod tests {
         let mut d = Detector::new(
             RulesConfig {
                 max_evidence: 3,
+                sequence_mode: SequenceMode::Fixed,
                 ..RulesConfig::default()
             },
             "v",
@@ -766,7 +817,7 @@ mod tests {
     fn every_alert_carries_the_anomaly_score() {
         let mut buy = ev("buy", Purchase, 10_000);
         buy.order_id = Some("o-1".into());
-        let alerts = run(&mut detector(), &[buy]);
+        let alerts = run(&mut fixed_grammar(), &[buy]);
         assert!(
             alerts[0].reasons[1].starts_with("Half-Space Trees anomaly score"),
             "{:?}",
