@@ -58,6 +58,7 @@
 //! profiles silent longer than `profile_ttl_ms` and idle IP prefixes.
 
 mod bot;
+mod budget;
 mod card;
 pub mod cart;
 pub mod grammar;
@@ -154,6 +155,11 @@ pub struct RulesConfig {
     pub cooldown_ms: i64,
     /// Most evidence event ids per alert (the most recent are kept). Default 20.
     pub max_evidence: usize,
+    /// The false-alarm budget: most new alerts of one type per 10,000 users active in the hour (event
+    /// time); findings beyond it open no alert and are counted. Default 50 (docs/detector.md).
+    pub alert_budget_per_10k_users_hour: f64,
+    /// New alerts of one type an hour always allows, however few users are active. Default 20.
+    pub alert_budget_min_per_hour: u64,
 }
 
 impl Default for RulesConfig {
@@ -191,6 +197,8 @@ impl Default for RulesConfig {
             hst: HstConfig::default(),
             cooldown_ms: 10 * 60 * 1000,
             max_evidence: 20,
+            alert_budget_per_10k_users_hour: 50.0,
+            alert_budget_min_per_hour: 20,
         }
     }
 }
@@ -208,6 +216,18 @@ pub fn alert_type_symbol(t: AlertType) -> &'static str {
         AlertType::ModelSurprise => "MODEL_SURPRISE",
     }
 }
+
+/// Every alert type, in slot order.
+pub const ALERT_TYPES: [AlertType; 8] = [
+    AlertType::Velocity,
+    AlertType::BotCadence,
+    AlertType::CardTesting,
+    AlertType::AccountTakeover,
+    AlertType::CartStuffing,
+    AlertType::ImpossibleSequence,
+    AlertType::PriceAnomaly,
+    AlertType::ModelSurprise,
+];
 
 /// Slot of an alert type in the per-user open-alert table.
 fn slot(t: AlertType) -> usize {
@@ -308,6 +328,8 @@ struct UserRules {
     last_time: i64,
     /// Type of the user's previous event (for the learned transitions).
     last_type: Option<clickpath_schema::EventType>,
+    /// The last hour (event time) the user was counted active in, for the alert budget.
+    active_hour: i64,
     recent: Recent,
     velocity: velocity::UserVelocity,
     cadence: bot::Cadence,
@@ -326,6 +348,7 @@ impl UserRules {
         UserRules {
             last_time: t,
             last_type: None,
+            active_hour: i64::MIN,
             recent: Recent::default(),
             velocity: Default::default(),
             cadence: Default::default(),
@@ -355,8 +378,15 @@ pub struct Detector {
     population: signals::Population,
     hst: HalfSpaceTrees,
     last_score: f64,
+    tally: Tally,
+}
+
+/// What became of findings: merged into an open alert, escalated, or held back by the budget.
+#[derive(Debug, Default)]
+struct Tally {
     suppressed: u64,
     escalated: u64,
+    budget: budget::AlertBudget,
 }
 
 impl Detector {
@@ -376,8 +406,7 @@ impl Detector {
             profiles: HashMap::new(),
             ips: HashMap::default(),
             last_score: 0.0,
-            suppressed: 0,
-            escalated: 0,
+            tally: Tally::default(),
         }
     }
 
@@ -400,6 +429,12 @@ impl Detector {
         };
         let now = user.last_time.max(t);
         user.last_time = now;
+        let budget = &mut self.tally.budget;
+        budget.observe(now, false);
+        if user.active_hour < budget.hour() {
+            user.active_hour = budget.hour();
+            budget.observe(now, true);
+        }
         user.recent
             .remember(t, &ev.event_id, cfg.max_evidence.max(1));
         let profile = match self.profiles.get_mut(ev.user_id.as_str()) {
@@ -466,8 +501,7 @@ impl Detector {
             &ev.user_id,
             cfg,
             &self.version,
-            &mut self.suppressed,
-            &mut self.escalated,
+            &mut self.tally,
         )
     }
 
@@ -497,8 +531,7 @@ impl Detector {
             &p.user_id,
             cfg,
             &self.version,
-            &mut self.suppressed,
-            &mut self.escalated,
+            &mut self.tally,
         )
     }
 
@@ -552,12 +585,22 @@ impl Detector {
 
     /// Number of findings merged into an open alert without re-emitting it.
     pub fn suppressed(&self) -> u64 {
-        self.suppressed
+        self.tally.suppressed
     }
 
     /// Number of times an open alert was re-emitted with a higher severity.
     pub fn escalated(&self) -> u64 {
-        self.escalated
+        self.tally.escalated
+    }
+
+    /// Findings that opened no alert because their type's budget for the hour was spent, per type.
+    pub fn over_budget(&self) -> Vec<(AlertType, u64)> {
+        let over = self.tally.budget.over_budget();
+        ALERT_TYPES
+            .iter()
+            .map(|&t| (t, over[slot(t)]))
+            .filter(|&(_, n)| n > 0)
+            .collect()
     }
 }
 
@@ -571,8 +614,7 @@ fn raise(
     user_id: &str,
     cfg: &RulesConfig,
     version: &str,
-    suppressed: &mut u64,
-    escalated: &mut u64,
+    tally: &mut Tally,
 ) -> Vec<FraudAlert> {
     let mut alerts = Vec::new();
     for mut f in findings {
@@ -601,12 +643,17 @@ fn raise(
                 if rank(f.severity) > rank(a.severity) {
                     a.severity = f.severity;
                     a.reasons = f.reasons;
-                    *escalated += 1;
+                    tally.escalated += 1;
                     alerts.push(a.clone());
                 } else {
-                    *suppressed += 1;
+                    tally.suppressed += 1;
                 }
             }
+            _ if !tally.budget.admit(
+                slot(f.alert_type),
+                cfg.alert_budget_per_10k_users_hour,
+                cfg.alert_budget_min_per_hour,
+            ) => {}
             _ => {
                 let alert = FraudAlert {
                     alert_id: format!(
@@ -776,6 +823,27 @@ mod tests {
             d.on_event(&other)[0].alert_id,
             "w:IMPOSSIBLE_SEQUENCE:60000"
         );
+    }
+
+    #[test]
+    fn a_misfiring_rule_is_held_to_the_alert_budget() {
+        // The generator's grammar on a stream without checkouts: every buyer would be flagged.
+        let mut d = fixed_grammar();
+        let buyers: Vec<ClickEvent> = (0..100)
+            .map(|i| {
+                let mut e = ev(&format!("p{i}"), Purchase, i * 1000);
+                e.user_id = format!("b{i}");
+                e
+            })
+            .collect();
+        let alerts = run(&mut d, &buyers);
+        // 100 users active in the hour: 50 per 10k allows 0, the floor 20.
+        assert_eq!(of(&alerts, AlertType::ImpossibleSequence).len(), 20);
+        assert_eq!(d.over_budget(), vec![(AlertType::ImpossibleSequence, 80)]);
+        // The next hour has a budget of its own.
+        let mut late = ev("late", Purchase, 3_600_000);
+        late.user_id = "late".into();
+        assert_eq!(d.on_event(&late).len(), 1);
     }
 
     #[test]

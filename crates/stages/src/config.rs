@@ -386,6 +386,19 @@ impl ClickpathConfig {
                 self.scorer.top_k
             ));
         }
+        let d = &self.detector;
+        if !(0.0..=1.0).contains(&d.sequence_min_coverage) {
+            p.push(format!(
+                "detector.sequence_min_coverage: must be between 0 and 1, got {}",
+                d.sequence_min_coverage
+            ));
+        }
+        if d.grammar_half_life_events.is_nan() || d.grammar_half_life_events < 1.0 {
+            p.push("detector.grammar_half_life_events: must be >= 1".to_string());
+        }
+        if d.alert_budget_per_10k_users_hour.is_nan() || d.alert_budget_per_10k_users_hour < 0.0 {
+            p.push("detector.alert_budget_per_10k_users_hour: must be >= 0".to_string());
+        }
         if self.scorer.max_batch == 0 {
             p.push("scorer.max_batch: must be at least 1".into());
         }
@@ -566,6 +579,26 @@ mod tests {
         let again = ClickpathConfig::from_toml_str(&text).unwrap();
         assert_eq!(again.scorer.shadow_model_dir, cfg.scorer.shadow_model_dir);
         assert_eq!(again.scorer.device, OnlineDevice::Cuda);
+    }
+
+    #[test]
+    fn detector_sequence_and_budget_settings_are_checked() {
+        let cfg = ClickpathConfig::from_toml_str(
+            "[detector]\nsequence_mode = \"fixed\"\nalert_budget_per_10k_users_hour = 5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.detector.sequence_mode,
+            clickpath_core::rules::SequenceMode::Fixed
+        );
+        let err = ClickpathConfig::from_toml_str(
+            "[detector]\nsequence_min_coverage = 1.5\ngrammar_half_life_events = 0\nalert_budget_per_10k_users_hour = -1\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+        let err =
+            ClickpathConfig::from_toml_str("[detector]\nsequence_mode = \"strict\"\n").unwrap_err();
+        assert!(err.to_string().contains("detector.sequence_mode"), "{err}");
     }
 
     #[test]

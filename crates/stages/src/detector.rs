@@ -88,6 +88,8 @@ pub struct Detector {
     cooldown_ms: i64,
     query: QueryStore,
     open: HashMap<String, UserAlerts>,
+    /// Findings held back by the false-alarm budget, as last logged, and when.
+    over_budget_logged: (u64, Option<std::time::Instant>),
 }
 
 impl Detector {
@@ -100,6 +102,27 @@ impl Detector {
             cooldown_ms: cfg.cooldown_ms,
             query: QueryStore::new(),
             open: HashMap::new(),
+            over_budget_logged: (0, None),
+        }
+    }
+
+    /// Warns (at most once a minute) when findings were held back by the false-alarm budget: a rule
+    /// misfiring on this stream, or an attack wave larger than the budget.
+    fn log_over_budget(&mut self) {
+        let by_type = self.inner.over_budget();
+        let total: u64 = by_type.iter().map(|(_, n)| n).sum();
+        let (logged, at) = self.over_budget_logged;
+        if total > logged && at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+            let by_type: Vec<String> = by_type
+                .iter()
+                .map(|(t, n)| format!("{}={n}", clickpath_core::rules::alert_type_symbol(*t)))
+                .collect();
+            tracing::warn!(
+                held_back = total - logged,
+                total = %by_type.join(" "),
+                "Findings over the false-alarm budget opened no alert (detector.alert_budget_per_10k_users_hour)."
+            );
+            self.over_budget_logged = (total, Some(std::time::Instant::now()));
         }
     }
 
@@ -207,6 +230,7 @@ impl Stage for Detector {
             self.inner.evict_idle(self.watermark_ms);
             self.expire();
         }
+        self.log_over_budget();
         Ok(())
     }
 

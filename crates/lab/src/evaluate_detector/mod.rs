@@ -414,6 +414,8 @@ pub struct EvalReport {
     pub suppressed: u64,
     /// Escalations (re-emissions with a higher severity).
     pub escalated: u64,
+    /// Findings the false-alarm budget held back (they opened no alert), per alert type.
+    pub over_budget: Vec<(String, u64)>,
     /// Wall-clock seconds of the run (generation included).
     pub wall_s: f64,
 }
@@ -533,6 +535,11 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         surprise_coverage,
         suppressed: detector.suppressed(),
         escalated: detector.escalated(),
+        over_budget: detector
+            .over_budget()
+            .into_iter()
+            .map(|(t, n)| (alert_type_symbol(t).to_string(), n))
+            .collect(),
         wall_s: started.elapsed().as_secs_f64(),
     })
 }
@@ -585,8 +592,19 @@ pub fn render(r: &EvalReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\nAlert updates: {} escalations re-emitted, {} findings merged silently.\n",
-        r.escalated, r.suppressed
+        "\nAlert updates: {} escalations re-emitted, {} findings merged silently; held back by the \
+         false-alarm budget: {}.\n",
+        r.escalated,
+        r.suppressed,
+        if r.over_budget.is_empty() {
+            "none".to_string()
+        } else {
+            r.over_budget
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     );
     let _ = writeln!(
         s,

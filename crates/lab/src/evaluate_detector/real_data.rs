@@ -79,6 +79,8 @@ pub struct RealDataReport {
     pub false_alarms: BTreeMap<String, usize>,
     /// Per scenario type when attacks were injected (real users' alerts count as false positives).
     pub injected: Option<Vec<Row>>,
+    /// Findings the false-alarm budget held back (they opened no alert), per type.
+    pub over_budget: BTreeMap<String, u64>,
 }
 
 impl RealDataReport {
@@ -157,6 +159,11 @@ pub fn evaluate_real(opts: &RealDataOptions) -> anyhow::Result<RealDataReport> {
         hours: (last - first).max(0) as f64 / 3_600_000.0,
         false_alarms,
         injected: (opts.inject_per_type > 0).then(|| score(&labels, &alerts)),
+        over_budget: detector
+            .over_budget()
+            .into_iter()
+            .map(|(t, n)| (alert_type_symbol(t).to_string(), n))
+            .collect(),
     })
 }
 
@@ -217,18 +224,23 @@ pub fn render_real(reports: &[RealDataReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| data set | events | users | hours | false alarms | per 10k users per hour | by type |"
+        "| data set | events | users | hours | false alarms | per 10k users per hour | by type | held back by the budget |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|---|");
     for r in reports {
         let by_type: Vec<String> = r
             .false_alarms
             .iter()
             .map(|(t, n)| format!("{t} {n}"))
             .collect();
+        let held: Vec<String> = r
+            .over_budget
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.2} | {} | {:.2} | {} |",
+            "| {} | {} | {} | {:.2} | {} | {:.2} | {} | {} |",
             r.name,
             r.events,
             r.users,
@@ -239,6 +251,11 @@ pub fn render_real(reports: &[RealDataReport]) -> String {
                 "-".to_string()
             } else {
                 by_type.join(", ")
+            },
+            if held.is_empty() {
+                "-".to_string()
+            } else {
+                held.join(", ")
             }
         );
     }
