@@ -8,10 +8,13 @@
 //! - **Bot cadence** ([`AlertType::BotCadence`]): over a user's last `bot_min_events` events, the
 //!   inter-event times are too regular (robust coefficient of variation, `1.4826 * MAD / median`,
 //!   at most `bot_max_cv`), too short to be read (median at most `bot_max_median_gap_ms`: no
-//!   dwell) and cover at least `bot_min_distinct_items` distinct items (crawler breadth).
+//!   dwell) and cover at least `bot_min_distinct_items` distinct items (crawler breadth); or a
+//!   browsing run views `bot_breadth_min_items` distinct items at a mean gap of at most
+//!   `bot_breadth_max_mean_gap_ms` without an add to cart (a crawler with human-like jitter).
 //! - **Card testing** ([`AlertType::CardTesting`]): at least `card_testing_min_failures` failed
 //!   payment attempts carrying at least `card_testing_min_cards` distinct card fingerprints within
-//!   `card_testing_window_ms`.
+//!   `card_testing_window_ms`, or `card_testing_slow_min_cards` distinct failed cards within
+//!   `card_testing_slow_window_ms` (slow card testing).
 //! - **Account takeover** ([`AlertType::AccountTakeover`]): a `LOGIN` whose device *and* country
 //!   were never seen for this user before (the user must have a history), then, within
 //!   `takeover_window_ms`, a `BEGIN_CHECKOUT` or `PAYMENT_ATTEMPT` worth at least
@@ -58,6 +61,7 @@
 //! profiles silent longer than `profile_ttl_ms` and idle IP prefixes.
 
 mod bot;
+mod breadth;
 mod budget;
 mod card;
 pub mod cart;
@@ -97,12 +101,22 @@ pub struct RulesConfig {
     pub bot_max_median_gap_ms: i64,
     /// Distinct items among those events needed for crawler breadth. Default 10.
     pub bot_min_distinct_items: u32,
+    /// Crawler breadth: distinct items a browsing run must view (with no add to cart). Default 60.
+    pub bot_breadth_min_items: u32,
+    /// Crawler breadth: largest mean gap of the run, ms. Default 8 s.
+    pub bot_breadth_max_mean_gap_ms: i64,
+    /// Crawler breadth: a longer pause ends the browsing run, ms. Default 60 s.
+    pub bot_breadth_max_gap_ms: i64,
     /// Card-testing window, ms. Default 10 minutes (`600_000`).
     pub card_testing_window_ms: i64,
     /// Failed payment attempts needed for card testing. Default 3.
     pub card_testing_min_failures: u32,
     /// Distinct card fingerprints among them needed for card testing. Default 3.
     pub card_testing_min_cards: u32,
+    /// Slow card testing: distinct failed cards within `card_testing_slow_window_ms`. Default 5.
+    pub card_testing_slow_min_cards: u32,
+    /// Slow card testing window, ms. Default 4 hours.
+    pub card_testing_slow_window_ms: i64,
     /// How long after a login from a new device and country a high-value checkout is a takeover,
     /// ms. Default 15 minutes.
     pub takeover_window_ms: i64,
@@ -172,9 +186,14 @@ impl Default for RulesConfig {
             bot_max_cv: 0.1,
             bot_max_median_gap_ms: 3_000,
             bot_min_distinct_items: 10,
+            bot_breadth_min_items: 60,
+            bot_breadth_max_mean_gap_ms: 8_000,
+            bot_breadth_max_gap_ms: 60_000,
             card_testing_window_ms: 600_000,
             card_testing_min_failures: 3,
             card_testing_min_cards: 3,
+            card_testing_slow_min_cards: 5,
+            card_testing_slow_window_ms: 4 * 3_600_000,
             takeover_window_ms: 15 * 60 * 1000,
             takeover_min_value: 150.0,
             profile_ttl_ms: 30 * 86_400_000,
@@ -333,6 +352,7 @@ struct UserRules {
     recent: Recent,
     velocity: velocity::UserVelocity,
     cadence: bot::Cadence,
+    browsing: breadth::BrowsingRun,
     card: card::CardState,
     takeover: takeover::TakeoverState,
     cart: cart::CartState,
@@ -352,6 +372,7 @@ impl UserRules {
             recent: Recent::default(),
             velocity: Default::default(),
             cadence: Default::default(),
+            browsing: Default::default(),
             card: Default::default(),
             takeover: Default::default(),
             cart: Default::default(),
@@ -460,6 +481,7 @@ impl Detector {
             now,
         ));
         findings.extend(bot::cadence(&mut user.cadence, &user.recent, ev, cfg));
+        findings.extend(breadth::breadth(&mut user.browsing, &user.recent, ev, cfg));
         findings.extend(card::card_testing(&mut user.card, ev, cfg, now));
         findings.extend(takeover::takeover(&mut user.takeover, profile, ev, cfg));
         findings.extend(cart::cart_stuffing(&mut user.cart, ev, cfg));
@@ -559,8 +581,15 @@ impl Detector {
             .max(c.cart_stuffing_window_ms)
             .max(c.cooldown_ms);
         let before = self.users.len();
-        self.users
-            .retain(|_, u| u.last_time.saturating_add(horizon) > watermark_ms);
+        // A user with failed payments is kept for the slow card-testing window; others for the
+        // longest of the short windows.
+        let slow = c.card_testing_slow_window_ms;
+        self.users.retain(|_, u| {
+            u.last_time.saturating_add(horizon) > watermark_ms
+                || u.card
+                    .last_failure()
+                    .is_some_and(|t| t.saturating_add(slow) > watermark_ms)
+        });
         let ttl = c.profile_ttl_ms;
         self.profiles
             .retain(|_, p| p.last_seen().saturating_add(ttl) > watermark_ms);

@@ -191,6 +191,10 @@ pub struct ScenarioConfig {
     pub account_takeovers: u32,
     /// Cart-stuffing bots. Default 2.
     pub cart_stuffing: u32,
+    /// Crawlers with human-like jitter (harder). Default 0.
+    pub jittered_crawlers: u32,
+    /// Card testing spread over hours (harder). Default 0.
+    pub slow_card_testing: u32,
 }
 
 impl Default for ScenarioConfig {
@@ -200,6 +204,8 @@ impl Default for ScenarioConfig {
             card_testing: 2,
             account_takeovers: 2,
             cart_stuffing: 2,
+            jittered_crawlers: 0,
+            slow_card_testing: 0,
         }
     }
 }
@@ -212,6 +218,8 @@ impl ScenarioConfig {
             card_testing: 0,
             account_takeovers: 0,
             cart_stuffing: 0,
+            jittered_crawlers: 0,
+            slow_card_testing: 0,
         }
     }
 }

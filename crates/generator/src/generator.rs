@@ -176,6 +176,8 @@ impl Generator {
             (ScenarioKind::CardTesting, s.card_testing),
             (ScenarioKind::AccountTakeover, s.account_takeovers),
             (ScenarioKind::CartStuffing, s.cart_stuffing),
+            (ScenarioKind::JitteredCrawler, s.jittered_crawlers),
+            (ScenarioKind::SlowCardTesting, s.slow_card_testing),
         ] {
             for _ in 0..count {
                 let actor = actors.len();
@@ -344,6 +346,10 @@ impl Generator {
             ScenarioKind::CrawlerBot => scenarios::crawler(rng, catalog, &mut script),
             ScenarioKind::CardTesting => scenarios::card_testing(rng, catalog, &mut script),
             ScenarioKind::CartStuffing => scenarios::cart_stuffing(rng, catalog, &mut script),
+            ScenarioKind::JitteredCrawler => scenarios::jittered_crawler(rng, catalog, &mut script),
+            ScenarioKind::SlowCardTesting => {
+                scenarios::slow_card_testing(rng, catalog, &mut script)
+            }
             ScenarioKind::AccountTakeover => return,
         };
         let events = std::mem::take(&mut script.events);

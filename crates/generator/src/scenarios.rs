@@ -7,6 +7,7 @@ use crate::users::{FOREIGN_COUNTRIES, card_fingerprint};
 use clickpath_schema::{EventType, PaymentStatus};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, LogNormal};
 
 /// Events a crawler needs before it is recognisable.
 const CRAWLER_EVIDENCE: usize = 30;
@@ -31,6 +32,65 @@ pub(crate) fn crawler(rng: &mut ChaCha8Rng, catalog: &Catalog, script: &mut Scri
         }
     }
     CRAWLER_EVIDENCE - 1
+}
+
+/// Distinct items a jittered crawler views before it is recognisable.
+const JITTERED_CRAWLER_EVIDENCE: usize = 60;
+
+/// A crawler that sleeps log-normal times (median 1.5 to 4 s, as irregular as a shopper), over the
+/// whole catalogue, with no cart.
+pub(crate) fn jittered_crawler(
+    rng: &mut ChaCha8Rng,
+    catalog: &Catalog,
+    script: &mut Script<'_>,
+) -> usize {
+    let median = rng.random_range(1_500.0..4_000.0f64);
+    let sigma = rng.random_range(0.5..0.9);
+    let gaps = LogNormal::new(median.ln(), sigma).expect("finite parameters");
+    let n = rng.random_range(150..300);
+    script.emit(EventType::PageView);
+    let mut seen = std::collections::HashSet::new();
+    let mut detectable = 0;
+    for _ in 1..n {
+        script.t += gaps.sample(rng).min(60_000.0) as i64;
+        let item = catalog.uniform_item(rng);
+        script.emit_item(EventType::ProductView, catalog, item);
+        if seen.insert(item) && seen.len() == JITTERED_CRAWLER_EVIDENCE {
+            detectable = script.events.len() - 1;
+        }
+    }
+    detectable
+}
+
+/// Slow card testing: a cheap item, then 8 to 14 declined payments with a new card each, 10 to 20
+/// minutes apart (never 3 within 10 minutes).
+pub(crate) fn slow_card_testing(
+    rng: &mut ChaCha8Rng,
+    catalog: &Catalog,
+    script: &mut Script<'_>,
+) -> usize {
+    script.emit(EventType::PageView);
+    let item = catalog.uniform_item(rng);
+    let price = catalog.items[item as usize].price;
+    script.wait(rng, 2_000, 8_000);
+    script.emit_item(EventType::ProductView, catalog, item);
+    script.wait(rng, 1_000, 4_000);
+    script
+        .emit_item(EventType::AddToCart, catalog, item)
+        .quantity = Some(1);
+    script.wait(rng, 2_000, 6_000);
+    script.emit_with_total(EventType::BeginCheckout, price);
+    let mut detectable = 0;
+    for k in 0..rng.random_range(8..=14) {
+        if k > 0 {
+            script.wait(rng, 10 * 60_000, 20 * 60_000);
+        }
+        script.emit_payment(price, PaymentStatus::Failed, Some(card_fingerprint(rng)));
+        if k + 1 == CARD_TESTING_EVIDENCE {
+            detectable = script.events.len() - 1;
+        }
+    }
+    detectable
 }
 
 /// Card testing: one cheap item, then many declined payments with a new card each.

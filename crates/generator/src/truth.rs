@@ -43,6 +43,12 @@ pub enum ScenarioKind {
     /// Many `ADD_TO_CART`s without product views, with absurd quantities. Detectable at the 5th
     /// add.
     CartStuffing,
+    /// A harder crawler: log-normal gaps (as irregular as a shopper's, median 1.5 to 4 s) over the
+    /// whole catalogue, no cart. Detectable once it has viewed 60 distinct items.
+    JitteredCrawler,
+    /// Harder card testing: 8 to 14 failed payments with distinct cards spread over 2 to 3 hours,
+    /// never 3 within 10 minutes. Detectable at the 5th failed card.
+    SlowCardTesting,
 }
 
 impl ScenarioKind {
@@ -53,6 +59,8 @@ impl ScenarioKind {
             ScenarioKind::CardTesting => AlertType::CardTesting,
             ScenarioKind::AccountTakeover => AlertType::AccountTakeover,
             ScenarioKind::CartStuffing => AlertType::CartStuffing,
+            ScenarioKind::JitteredCrawler => AlertType::BotCadence,
+            ScenarioKind::SlowCardTesting => AlertType::CardTesting,
         }
     }
 }

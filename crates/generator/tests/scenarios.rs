@@ -18,6 +18,8 @@ fn every_scenario_is_injected_labelled_and_shows_its_pattern() {
             card_testing: 3,
             account_takeovers: 2,
             cart_stuffing: 1,
+            jittered_crawlers: 2,
+            slow_card_testing: 2,
         },
         ..GeneratorConfig::default()
     };
@@ -39,7 +41,9 @@ fn every_scenario_is_injected_labelled_and_shows_its_pattern() {
     assert_eq!(count(ScenarioKind::CardTesting), 3);
     assert_eq!(count(ScenarioKind::AccountTakeover), 2);
     assert_eq!(count(ScenarioKind::CartStuffing), 1);
-    assert_eq!(out.stats.scenarios, 8);
+    assert_eq!(count(ScenarioKind::JitteredCrawler), 2);
+    assert_eq!(count(ScenarioKind::SlowCardTesting), 2);
+    assert_eq!(out.stats.scenarios, 12);
 
     for label in &labels {
         let events: Vec<&ClickEvent> = label
@@ -63,12 +67,39 @@ fn every_scenario_is_injected_labelled_and_shows_its_pattern() {
                 check_takeover(&events, &out.events().collect::<Vec<_>>())
             }
             ScenarioKind::CartStuffing => check_cart_stuffing(&events),
+            ScenarioKind::JitteredCrawler => check_jittered_crawler(&events),
+            ScenarioKind::SlowCardTesting => check_slow_card_testing(&events),
         }
     }
 }
 
 fn count(events: &[&ClickEvent], t: EventType) -> usize {
     events.iter().filter(|e| e.event_type == t).count()
+}
+
+fn check_jittered_crawler(events: &[&ClickEvent]) {
+    assert!(events.len() >= 150);
+    assert_eq!(count(events, EventType::AddToCart), 0);
+    // As irregular as a shopper: the gaps' robust spread is far above a fixed cadence's.
+    let mut gaps: Vec<i64> = events
+        .windows(2)
+        .map(|w| w[1].event_time - w[0].event_time)
+        .collect();
+    gaps.sort_unstable();
+    let (q1, q3) = (gaps[gaps.len() / 4], gaps[3 * gaps.len() / 4]);
+    assert!(q3 as f64 > 1.5 * q1 as f64, "quartiles {q1} {q3}");
+}
+
+fn check_slow_card_testing(events: &[&ClickEvent]) {
+    let failed: Vec<i64> = events
+        .iter()
+        .filter(|e| e.event_type == EventType::PaymentAttempt)
+        .map(|e| e.event_time)
+        .collect();
+    assert!((8..=14).contains(&failed.len()));
+    // Never three within ten minutes; at least two hours in all.
+    assert!(failed.windows(3).all(|w| w[2] - w[0] > 10 * 60_000));
+    assert!(failed.last().unwrap() - failed[0] >= 2 * 3_600_000 - 20 * 60_000);
 }
 
 fn check_crawler(events: &[&ClickEvent]) {

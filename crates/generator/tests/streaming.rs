@@ -144,7 +144,7 @@ proptest! {
                 disorder_bound_ms: bound,
                 ..DirtyConfig::default()
             },
-            scenarios: ScenarioConfig { crawler_bots: 1, card_testing: 1, account_takeovers: 1, cart_stuffing: 1 },
+            scenarios: ScenarioConfig { crawler_bots: 1, card_testing: 1, account_takeovers: 1, cart_stuffing: 1, ..ScenarioConfig::none() },
             ..GeneratorConfig::default()
         };
         let out = run(cfg);

@@ -5,9 +5,9 @@
 //! with a message, unless `CLICKPATH_REQUIRE_BROWSER=1`. `CLICKPATH_CHROMIUM` names another binary.
 
 use clickpath_core::analytics::{AnalysisSpec, analyse};
-use clickpath_generator::{Generated, Generator, GeneratorConfig, ScenarioKind, TruthRecord};
+use clickpath_generator::{Generated, Generator, GeneratorConfig, TruthRecord};
 use clickpath_report::{Extras, Scored, read_dataset, render_html};
-use clickpath_schema::{AlertType, ClickEvent, FraudAlert, Severity};
+use clickpath_schema::{ClickEvent, FraudAlert, Severity};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -195,12 +195,7 @@ fn generated_report_renders_in_chromium() {
             TruthRecord::Anomaly(a) => Some(FraudAlert {
                 alert_id: a.user_id.clone(),
                 user_id: a.user_id.clone(),
-                alert_type: match a.scenario {
-                    ScenarioKind::CrawlerBot => AlertType::BotCadence,
-                    ScenarioKind::CardTesting => AlertType::CardTesting,
-                    ScenarioKind::AccountTakeover => AlertType::AccountTakeover,
-                    ScenarioKind::CartStuffing => AlertType::CartStuffing,
-                },
+                alert_type: a.scenario.alert_type(),
                 severity: Severity::High,
                 score: 1.0,
                 reasons: vec![format!("{:?}", a.scenario)],

@@ -48,6 +48,9 @@ pub struct EvaluateDetectorArgs {
     /// Injected instances of each scenario type.
     #[arg(long, default_value_t = 25)]
     pub per_type: u32,
+    /// Injected instances of each harder variant (jittered crawlers, slow card testing).
+    #[arg(long, default_value_t = 25)]
+    pub hard_per_type: u32,
     /// Also score every event with the configured model and feed the predictions to the
     /// detector (the model-surprise rule).
     #[arg(long)]
@@ -95,6 +98,7 @@ pub fn run_command(
         sessions: args.sessions,
         seed: args.seed,
         per_type: args.per_type,
+        hard_per_type: args.hard_per_type,
         rules: cfg.detector,
         validation: cfg.cleaning.validation,
         dedupe_window_ms: cfg.cleaning.dedupe_window_ms,
@@ -114,6 +118,8 @@ pub struct EvalOptions {
     pub seed: u64,
     /// Injected instances of each scenario type.
     pub per_type: u32,
+    /// Injected instances of each harder variant (jittered crawlers, slow card testing).
+    pub hard_per_type: u32,
     /// Detector thresholds.
     pub rules: RulesConfig,
     /// The cleaning stage's field and time checks.
@@ -144,6 +150,7 @@ impl Default for EvalOptions {
             sessions: 20_000,
             seed: 42,
             per_type: 25,
+            hard_per_type: 25,
             rules: RulesConfig::default(),
             validation: ValidationConfig::default(),
             dedupe_window_ms: 3_600_000,
@@ -219,6 +226,8 @@ fn percentile(sorted: &[i64], q: f64) -> Option<i64> {
 fn scenario_name(kind: ScenarioKind) -> &'static str {
     match kind {
         ScenarioKind::CrawlerBot => "crawler_bot",
+        ScenarioKind::JitteredCrawler => "jittered_crawler",
+        ScenarioKind::SlowCardTesting => "slow_card_testing",
         ScenarioKind::CardTesting => "card_testing",
         ScenarioKind::AccountTakeover => "account_takeover",
         ScenarioKind::CartStuffing => "cart_stuffing",
@@ -228,29 +237,29 @@ fn scenario_name(kind: ScenarioKind) -> &'static str {
 /// Scores alerts against labels: one row per scenario type, one per other alert type that
 /// fired, then `overall`.
 pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
-    // (user, alert type) -> detectable time of the label.
-    let mut wanted: HashMap<(&str, AlertType), i64> = HashMap::new();
+    // (user, alert type) -> the scenario kind it is labelled with. Two kinds may share an alert
+    // type (a crawler and a jittered crawler are both BOT_CADENCE): a true positive counts for the
+    // kind of its user's label, a false positive of the type for every kind of that type.
+    let mut wanted: HashMap<(&str, AlertType), ScenarioKind> = HashMap::new();
     for l in labels {
-        wanted
-            .entry((l.user_id.as_str(), l.scenario.alert_type()))
-            .and_modify(|t| *t = (*t).min(l.detectable_at_ms))
-            .or_insert(l.detectable_at_ms);
+        wanted.insert((l.user_id.as_str(), l.scenario.alert_type()), l.scenario);
     }
     // First matching alert per (user, type), in emission order.
     let mut first: HashMap<(&str, AlertType), i64> = HashMap::new();
     let mut seen_ids: HashSet<&str> = HashSet::new();
-    let mut by_type: BTreeMap<AlertType, (usize, usize)> = BTreeMap::new();
+    let mut tp_by_kind: BTreeMap<ScenarioKind, usize> = BTreeMap::new();
+    let mut fp_by_type: BTreeMap<AlertType, usize> = BTreeMap::new();
     for a in alerts {
         if !seen_ids.insert(a.alert_id.as_str()) {
             continue;
         }
         let key = (a.user_id.as_str(), a.alert_type);
-        let tp = wanted.contains_key(&key);
-        let e = by_type.entry(a.alert_type).or_default();
-        e.0 += 1;
-        e.1 += usize::from(tp);
-        if tp {
-            first.entry(key).or_insert(a.window_end);
+        match wanted.get(&key) {
+            Some(kind) => {
+                *tp_by_kind.entry(*kind).or_default() += 1;
+                first.entry(key).or_insert(a.window_end);
+            }
+            None => *fp_by_type.entry(a.alert_type).or_default() += 1,
         }
     }
     let kinds: Vec<ScenarioKind> = {
@@ -285,7 +294,8 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
             }
         }
         latencies.sort_unstable();
-        let (n_alerts, tp) = by_type.remove(&t).unwrap_or_default();
+        let tp = tp_by_kind.get(kind).copied().unwrap_or(0);
+        let n_alerts = tp + fp_by_type.get(&t).copied().unwrap_or(0);
         let row = Row {
             name: scenario_name(*kind).into(),
             labelled,
@@ -298,21 +308,24 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
         };
         overall.labelled += row.labelled;
         overall.detected += row.detected;
-        overall.alerts += row.alerts;
+        overall.alerts += row.true_positives;
         overall.true_positives += row.true_positives;
         overall.early += row.early;
         all_latencies.extend(latencies);
         rows.push(row);
     }
-    for (t, (n_alerts, tp)) in by_type {
-        overall.alerts += n_alerts;
-        overall.true_positives += tp;
+    // False positives count once overall; types no scenario has get a row of their own.
+    for (t, fp) in fp_by_type {
+        overall.alerts += fp;
+        if kinds.iter().any(|k| k.alert_type() == t) {
+            continue;
+        }
         rows.push(Row {
             name: format!("{} (no scenario)", alert_type_symbol(t).to_lowercase()),
             labelled: 0,
             detected: 0,
-            alerts: n_alerts,
-            true_positives: tp,
+            alerts: fp,
+            true_positives: 0,
             early: 0,
             latency_p50_ms: None,
             latency_p99_ms: None,
@@ -434,6 +447,8 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
             card_testing: n,
             account_takeovers: n,
             cart_stuffing: n,
+            jittered_crawlers: opts.hard_per_type,
+            slow_card_testing: opts.hard_per_type,
         },
         ..GeneratorConfig::default()
     };
@@ -511,6 +526,8 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         ScenarioKind::CardTesting,
         ScenarioKind::AccountTakeover,
         ScenarioKind::CartStuffing,
+        ScenarioKind::JitteredCrawler,
+        ScenarioKind::SlowCardTesting,
     ] {
         let pos: Vec<&UserScore> = labels
             .iter()
@@ -554,10 +571,11 @@ pub fn render(r: &EvalReport) -> String {
     let o = &r.options;
     let _ = writeln!(
         s,
-        "{} ordinary sessions, {} of each scenario, seed {}: {} clean events from {} users \
-         ({} records dropped by cleaning), {:.1} s{}.\n",
+        "{} ordinary sessions, {} of each scenario and {} of each harder variant, seed {}: {} clean \
+         events from {} users ({} records dropped by cleaning), {:.1} s{}.\n",
         o.sessions,
         o.per_type,
+        o.hard_per_type,
         o.seed,
         r.events,
         r.users,
@@ -709,14 +727,15 @@ mod tests {
             sessions: 600,
             seed: 7,
             per_type: 2,
+            hard_per_type: 1,
             ..EvalOptions::default()
         })
         .expect("evaluation runs");
         let overall = report.rows.last().expect("overall row");
         assert_eq!(overall.name, "overall");
         assert_eq!(
-            overall.labelled, 8,
-            "two of each of the four scenario types"
+            overall.labelled, 10,
+            "two of each of the four scenario types, one of each harder variant"
         );
         assert!(report.events > 1_000);
         let text = render(&report);
@@ -733,6 +752,7 @@ mod tests {
             sessions: 300,
             seed: 11,
             per_type: 1,
+            hard_per_type: 0,
             model_surprise: Some(SurpriseSetup {
                 model,
                 windower,

@@ -184,6 +184,8 @@ fn attacks(
             card_testing: n,
             account_takeovers: n,
             cart_stuffing: n,
+            jittered_crawlers: n,
+            slow_card_testing: n,
         },
         ..GeneratorConfig::default()
     })
