@@ -67,6 +67,7 @@ mod card;
 pub mod cart;
 pub mod grammar;
 mod price;
+mod ring;
 pub mod sequence;
 pub mod signals;
 mod surprise;
@@ -117,6 +118,13 @@ pub struct RulesConfig {
     pub card_testing_slow_min_cards: u32,
     /// Slow card testing window, ms. Default 4 hours.
     pub card_testing_slow_window_ms: i64,
+    /// Card-testing rings: window over which one IP prefix's failed payments are pooled, ms.
+    /// Default 1 hour.
+    pub ring_window_ms: i64,
+    /// Card-testing rings: distinct failed cards on one IP prefix. Default 5.
+    pub ring_min_cards: u32,
+    /// Card-testing rings: distinct accounts among them. Default 3.
+    pub ring_min_accounts: u32,
     /// How long after a login from a new device and country a high-value checkout is a takeover,
     /// ms. Default 15 minutes.
     pub takeover_window_ms: i64,
@@ -194,6 +202,9 @@ impl Default for RulesConfig {
             card_testing_min_cards: 3,
             card_testing_slow_min_cards: 5,
             card_testing_slow_window_ms: 4 * 3_600_000,
+            ring_window_ms: 3_600_000,
+            ring_min_cards: 5,
+            ring_min_accounts: 3,
             takeover_window_ms: 15 * 60 * 1000,
             takeover_min_value: 150.0,
             profile_ttl_ms: 30 * 86_400_000,
@@ -293,6 +304,7 @@ pub(crate) fn human(ms: i64) -> String {
 }
 
 /// What a rule found, before suppression and formatting.
+#[derive(Clone)]
 pub(crate) struct Finding {
     pub alert_type: AlertType,
     pub severity: Severity,
@@ -395,6 +407,7 @@ pub struct Detector {
     profiles: HashMap<String, Box<signals::Profile>>,
     ips: HashMap<u64, VecDeque<i64>, U64Build>,
     prices: price::PriceBaselines,
+    rings: ring::Rings,
     grammar: grammar::Grammar,
     population: signals::Population,
     hst: HalfSpaceTrees,
@@ -408,6 +421,9 @@ struct Tally {
     suppressed: u64,
     escalated: u64,
     budget: budget::AlertBudget,
+    /// Set while one incident's further alerts are raised (a ring's other accounts): the budget
+    /// counts an incident once.
+    same_incident: bool,
 }
 
 impl Detector {
@@ -417,6 +433,7 @@ impl Detector {
             hst: HalfSpaceTrees::new(signals::FEATURES, &cfg.hst),
             population: signals::Population::new(cfg.baseline_alpha),
             prices: price::PriceBaselines::default(),
+            rings: ring::Rings::default(),
             grammar: grammar::Grammar::new(
                 cfg.grammar_half_life_events,
                 cfg.sequence_warmup_purchases,
@@ -483,6 +500,10 @@ impl Detector {
         findings.extend(bot::cadence(&mut user.cadence, &user.recent, ev, cfg));
         findings.extend(breadth::breadth(&mut user.browsing, &user.recent, ev, cfg));
         findings.extend(card::card_testing(&mut user.card, ev, cfg, now));
+        let ring = self.rings.observe(ev, cfg);
+        if let Some((_, f)) = &ring {
+            findings.push(f.clone());
+        }
         findings.extend(takeover::takeover(&mut user.takeover, profile, ev, cfg));
         findings.extend(cart::cart_stuffing(&mut user.cart, ev, cfg));
         self.grammar.observe(user.last_type, ev.event_type);
@@ -515,7 +536,7 @@ impl Detector {
         profile.observe(ev);
 
         let score = self.last_score;
-        raise(
+        let mut alerts = raise(
             user,
             findings,
             Some(score),
@@ -524,7 +545,33 @@ impl Detector {
             cfg,
             &self.version,
             &mut self.tally,
-        )
+        );
+        // A ring's other accounts: alerted now, even those whose last event was long ago, as one
+        // incident for the budget.
+        self.tally.same_incident = true;
+        for member in ring
+            .iter()
+            .flat_map(|(members, f)| members.iter().map(move |m| (m, f)))
+        {
+            let (user_id, f) = member;
+            if *user_id == ev.user_id {
+                continue;
+            }
+            if let Some(u) = self.users.get_mut(user_id.as_str()) {
+                alerts.extend(raise(
+                    u,
+                    vec![f.clone()],
+                    None,
+                    now,
+                    user_id,
+                    cfg,
+                    &self.version,
+                    &mut self.tally,
+                ));
+            }
+        }
+        self.tally.same_incident = false;
+        alerts
     }
 
     /// Folds a prediction (from the scorer) into its user's model-surprise state and returns the
@@ -593,6 +640,7 @@ impl Detector {
         let ttl = c.profile_ttl_ms;
         self.profiles
             .retain(|_, p| p.last_seen().saturating_add(ttl) > watermark_ms);
+        self.rings.evict(watermark_ms, c.ring_window_ms);
         let window = c.velocity_window_ms;
         self.ips.retain(|_, times| {
             times
@@ -678,11 +726,12 @@ fn raise(
                     tally.suppressed += 1;
                 }
             }
-            _ if !tally.budget.admit(
-                slot(f.alert_type),
-                cfg.alert_budget_per_10k_users_hour,
-                cfg.alert_budget_min_per_hour,
-            ) => {}
+            _ if !tally.same_incident
+                && !tally.budget.admit(
+                    slot(f.alert_type),
+                    cfg.alert_budget_per_10k_users_hour,
+                    cfg.alert_budget_min_per_hour,
+                ) => {}
             _ => {
                 let alert = FraudAlert {
                     alert_id: format!(

@@ -195,6 +195,8 @@ pub struct ScenarioConfig {
     pub jittered_crawlers: u32,
     /// Card testing spread over hours (harder). Default 0.
     pub slow_card_testing: u32,
+    /// Card-testing rings across accounts sharing a device and IP prefix (harder). Default 0.
+    pub card_testing_rings: u32,
 }
 
 impl Default for ScenarioConfig {
@@ -206,6 +208,7 @@ impl Default for ScenarioConfig {
             cart_stuffing: 2,
             jittered_crawlers: 0,
             slow_card_testing: 0,
+            card_testing_rings: 0,
         }
     }
 }
@@ -220,6 +223,7 @@ impl ScenarioConfig {
             cart_stuffing: 0,
             jittered_crawlers: 0,
             slow_card_testing: 0,
+            card_testing_rings: 0,
         }
     }
 }

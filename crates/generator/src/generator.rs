@@ -178,11 +178,18 @@ impl Generator {
             (ScenarioKind::CartStuffing, s.cart_stuffing),
             (ScenarioKind::JitteredCrawler, s.jittered_crawlers),
             (ScenarioKind::SlowCardTesting, s.slow_card_testing),
+            (ScenarioKind::CardTestingRing, s.card_testing_rings),
         ] {
             for _ in 0..count {
                 let actor = actors.len();
-                if kind != ScenarioKind::AccountTakeover {
-                    let index = u64::from(cfg.users) + actor as u64;
+                // A ring's accounts are consecutive actors.
+                let accounts = match kind {
+                    ScenarioKind::AccountTakeover => 0,
+                    ScenarioKind::CardTestingRing => scenarios::RING_MAX_ACCOUNTS,
+                    _ => 1,
+                };
+                for _ in 0..accounts {
+                    let index = u64::from(cfg.users) + actors.len() as u64;
                     actors.push(factory.user(index, &catalog, &mut rng));
                 }
                 plan.push(Planned {
@@ -328,8 +335,54 @@ impl Generator {
         end
     }
 
+    /// A card-testing ring by the accounts starting at `actor`: one label per account.
+    fn card_testing_ring(&mut self, actor: usize, start: i64) {
+        let n = self
+            .rng
+            .random_range(scenarios::RING_MIN_ACCOUNTS..=scenarios::RING_MAX_ACCOUNTS);
+        let device = format!("desktop-{:06x}", self.rng.random_range(0..0x100_0000u32));
+        let ip = format!("{:016x}", self.rng.random::<u64>());
+        let mut accounts = Vec::with_capacity(n);
+        let mut t = start;
+        for k in 0..n {
+            let session_id = self.ids.session();
+            let user = &self.actors[actor + k];
+            let mut script = Script::new(
+                &mut self.ids,
+                &user.id,
+                &user.client,
+                t,
+                &self.cfg.catalog.currency,
+            );
+            script.session_id = Some(session_id);
+            script.device = device.clone();
+            script.ip_prefix_hash = ip.clone();
+            scenarios::ring_account(&mut self.rng, &self.catalog, &mut script);
+            accounts.push((user.id.clone(), std::mem::take(&mut script.events)));
+            t += self.rng.random_range(2 * 60_000..6 * 60_000);
+        }
+        let detectable = scenarios::ring_detectable_at(&accounts);
+        for (user_id, events) in accounts {
+            let first_failure = events
+                .iter()
+                .find(|e| e.event_type == clickpath_schema::EventType::PaymentAttempt)
+                .map_or(i64::MIN, |e| e.event_time);
+            let at = detectable.max(first_failure);
+            // Past the account's last event when it finished before the ring was recognisable.
+            let index = events
+                .iter()
+                .position(|e| e.event_time >= at)
+                .unwrap_or(events.len());
+            self.label_scenario_at(ScenarioKind::CardTestingRing, user_id, events, index, at);
+        }
+    }
+
     /// A crawler, card-testing or cart-stuffing scenario by its own actor.
     fn bot_or_fraud(&mut self, kind: ScenarioKind, actor: usize, start: i64) {
+        if kind == ScenarioKind::CardTestingRing {
+            self.card_testing_ring(actor, start);
+            return;
+        }
         let user = &self.actors[actor];
         let session_id = self.ids.session();
         let mut script = Script::new(
@@ -350,7 +403,7 @@ impl Generator {
             ScenarioKind::SlowCardTesting => {
                 scenarios::slow_card_testing(rng, catalog, &mut script)
             }
-            ScenarioKind::AccountTakeover => return,
+            ScenarioKind::AccountTakeover | ScenarioKind::CardTestingRing => return,
         };
         let events = std::mem::take(&mut script.events);
         let user_id = user.id.clone();
@@ -390,6 +443,23 @@ impl Generator {
         events: Vec<ClickEvent>,
         detectable: usize,
     ) {
+        let at = events
+            .get(detectable)
+            .or(events.last())
+            .map_or(0, |e| e.event_time);
+        self.label_scenario_at(scenario, user_id, events, detectable, at);
+    }
+
+    /// Labels `events` of `user_id`, detectable at event `detectable` (or at `at_ms` when that is
+    /// past the last event: a ring account finished before the ring became recognisable).
+    fn label_scenario_at(
+        &mut self,
+        scenario: ScenarioKind,
+        user_id: String,
+        events: Vec<ClickEvent>,
+        detectable: usize,
+        at_ms: i64,
+    ) {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return;
         };
@@ -399,9 +469,7 @@ impl Generator {
             event_ids: events.iter().map(|e| e.event_id.clone()).collect(),
             start_time: first.event_time,
             end_time: last.event_time,
-            detectable_at_ms: events
-                .get(detectable)
-                .map_or(last.event_time, |e| e.event_time),
+            detectable_at_ms: events.get(detectable).map_or(at_ms, |e| e.event_time),
         };
         self.stats.scenarios += 1;
         self.schedule_events(events, TruthRecord::Anomaly(label));

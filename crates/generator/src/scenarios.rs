@@ -62,8 +62,8 @@ pub(crate) fn jittered_crawler(
     detectable
 }
 
-/// Slow card testing: a cheap item, then 8 to 14 declined payments with a new card each, 10 to 20
-/// minutes apart (never 3 within 10 minutes).
+/// Slow card testing: a cheap item, then 8 to 14 declined payments with a new card each, spread
+/// evenly (plus or minus 20 %) over 2 to 3 hours (so never 3 within 10 minutes).
 pub(crate) fn slow_card_testing(
     rng: &mut ChaCha8Rng,
     catalog: &Catalog,
@@ -81,9 +81,11 @@ pub(crate) fn slow_card_testing(
     script.wait(rng, 2_000, 6_000);
     script.emit_with_total(EventType::BeginCheckout, price);
     let mut detectable = 0;
-    for k in 0..rng.random_range(8..=14) {
+    let n: usize = rng.random_range(8..=14);
+    let gap = rng.random_range(2 * 3_600_000..3 * 3_600_000) / (n as i64 - 1);
+    for k in 0..n {
         if k > 0 {
-            script.wait(rng, 10 * 60_000, 20 * 60_000);
+            script.wait(rng, gap * 4 / 5, gap * 6 / 5);
         }
         script.emit_payment(price, PaymentStatus::Failed, Some(card_fingerprint(rng)));
         if k + 1 == CARD_TESTING_EVIDENCE {
@@ -91,6 +93,68 @@ pub(crate) fn slow_card_testing(
         }
     }
     detectable
+}
+
+/// Accounts of a card-testing ring.
+pub(crate) const RING_MIN_ACCOUNTS: usize = 8;
+/// Most accounts of a card-testing ring.
+pub(crate) const RING_MAX_ACCOUNTS: usize = 12;
+/// Distinct failed cards, and accounts, that make a ring recognisable.
+const RING_EVIDENCE_CARDS: usize = 5;
+const RING_EVIDENCE_ACCOUNTS: usize = 3;
+
+/// One account of a card-testing ring: a short shopper-like visit to a cheap item, then one or two
+/// declined payments with new cards.
+pub(crate) fn ring_account(rng: &mut ChaCha8Rng, catalog: &Catalog, script: &mut Script<'_>) {
+    script.emit(EventType::PageView);
+    let item = catalog.uniform_item(rng);
+    let price = catalog.items[item as usize].price;
+    script.wait(rng, 5_000, 20_000);
+    script.emit_item(EventType::ProductView, catalog, item);
+    script.wait(rng, 5_000, 20_000);
+    script
+        .emit_item(EventType::AddToCart, catalog, item)
+        .quantity = Some(1);
+    script.wait(rng, 5_000, 20_000);
+    script.emit_with_total(EventType::BeginCheckout, price);
+    for _ in 0..rng.random_range(1..=2) {
+        script.wait(rng, 20_000, 60_000);
+        script.emit_payment(price, PaymentStatus::Failed, Some(card_fingerprint(rng)));
+    }
+}
+
+/// When a ring (its accounts' events) has failed enough distinct cards across enough accounts.
+pub(crate) fn ring_detectable_at(accounts: &[(String, Vec<clickpath_schema::ClickEvent>)]) -> i64 {
+    let mut failures: Vec<(i64, usize, &str)> = accounts
+        .iter()
+        .enumerate()
+        .flat_map(|(a, (_, events))| {
+            events
+                .iter()
+                .filter(|e| e.event_type == EventType::PaymentAttempt)
+                .map(move |e| {
+                    let card = e
+                        .payment
+                        .as_ref()
+                        .and_then(|p| p.card_fingerprint.as_deref())
+                        .unwrap_or("");
+                    (e.event_time, a, card)
+                })
+        })
+        .collect();
+    failures.sort();
+    let (mut cards, mut users) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    for (t, a, card) in failures {
+        cards.insert(card);
+        users.insert(a);
+        if cards.len() >= RING_EVIDENCE_CARDS && users.len() >= RING_EVIDENCE_ACCOUNTS {
+            return t;
+        }
+    }
+    i64::MAX
 }
 
 /// Card testing: one cheap item, then many declined payments with a new card each.

@@ -46,9 +46,13 @@ pub enum ScenarioKind {
     /// A harder crawler: log-normal gaps (as irregular as a shopper's, median 1.5 to 4 s) over the
     /// whole catalogue, no cart. Detectable once it has viewed 60 distinct items.
     JitteredCrawler,
-    /// Harder card testing: 8 to 14 failed payments with distinct cards spread over 2 to 3 hours,
-    /// never 3 within 10 minutes. Detectable at the 5th failed card.
+    /// Harder card testing: 8 to 14 failed payments with distinct cards spread over about 2 to 3
+    /// hours, never 3 within 10 minutes. Detectable at the 5th failed card.
     SlowCardTesting,
+    /// A card-testing ring: 8 to 12 new accounts on one device and IP prefix, each failing one or
+    /// two cards, interleaved over about an hour; one label per account. Detectable once the ring
+    /// has failed 5 distinct cards across 3 accounts (or at the account's first failure, if later).
+    CardTestingRing,
 }
 
 impl ScenarioKind {
@@ -60,7 +64,7 @@ impl ScenarioKind {
             ScenarioKind::AccountTakeover => AlertType::AccountTakeover,
             ScenarioKind::CartStuffing => AlertType::CartStuffing,
             ScenarioKind::JitteredCrawler => AlertType::BotCadence,
-            ScenarioKind::SlowCardTesting => AlertType::CardTesting,
+            ScenarioKind::SlowCardTesting | ScenarioKind::CardTestingRing => AlertType::CardTesting,
         }
     }
 }

@@ -21,8 +21,53 @@ pub(super) struct BrowsingRun {
     last: i64,
     events: u32,
     carted: bool,
-    /// Distinct item hashes of the run, sorted, up to the threshold.
+    /// The run's first distinct item hashes, inline: most runs are short, and need no allocation.
+    head: [u32; HEAD],
+    head_len: u8,
+    /// All distinct item hashes of the run, sorted, up to the threshold, once `head` is full.
     items: Vec<u32>,
+}
+
+/// Distinct items a run holds inline before it allocates.
+const HEAD: usize = 4;
+
+impl BrowsingRun {
+    /// Adds an item hash (up to `cap` distinct ones).
+    fn insert(&mut self, h: u32, cap: usize) {
+        if self.items.is_empty() {
+            let head = &mut self.head[..usize::from(self.head_len)];
+            if head.contains(&h) {
+                return;
+            }
+            if head.len() < HEAD {
+                self.head[usize::from(self.head_len)] = h;
+                self.head_len += 1;
+                return;
+            }
+            self.items.reserve_exact(cap.max(HEAD + 1));
+            self.items.extend_from_slice(&self.head);
+            self.items.sort_unstable();
+        }
+        if self.items.len() < cap
+            && let Err(at) = self.items.binary_search(&h)
+        {
+            self.items.insert(at, h);
+        }
+    }
+
+    /// Distinct items counted (up to the cap).
+    fn distinct(&self) -> usize {
+        if self.items.is_empty() {
+            usize::from(self.head_len)
+        } else {
+            self.items.len()
+        }
+    }
+
+    fn clear_items(&mut self) {
+        self.head_len = 0;
+        self.items.clear();
+    }
 }
 
 pub(super) fn breadth(
@@ -39,7 +84,7 @@ pub(super) fn breadth(
         run.events = 0;
         run.carted = false;
         // Kept allocated: a user's next run reuses it.
-        run.items.clear();
+        run.clear_items();
     }
     run.events += 1;
     run.last = run.last.max(t);
@@ -48,25 +93,20 @@ pub(super) fn breadth(
     }
     if run.carted {
         // A shopper: nothing to remember until the next run.
-        run.items.clear();
+        run.clear_items();
         return None;
     }
     if !super::bot::is_browsing(ev.event_type) {
         // Orders, logins, payments: part of the run's timing, never of its breadth.
         return None;
     }
-    if let Some(h) = hash_opt(ev.item_id.as_deref())
-        && run.items.len() < cap
-    {
-        let h = (h >> 32) as u32 ^ h as u32;
-        if let Err(at) = run.items.binary_search(&h) {
-            run.items.insert(at, h);
-        }
+    if let Some(h) = hash_opt(ev.item_id.as_deref()) {
+        run.insert((h >> 32) as u32 ^ h as u32, cap);
     }
-    if run.events < 2 || run.items.len() < cap {
+    let distinct = run.distinct();
+    if run.events < 2 || distinct < cap {
         return None;
     }
-    let distinct = run.items.len();
     let mean_gap = (run.last - run.start) as f64 / f64::from(run.events - 1);
     if mean_gap > cfg.bot_breadth_max_mean_gap_ms as f64 {
         return None;

@@ -48,7 +48,8 @@ pub struct EvaluateDetectorArgs {
     /// Injected instances of each scenario type.
     #[arg(long, default_value_t = 25)]
     pub per_type: u32,
-    /// Injected instances of each harder variant (jittered crawlers, slow card testing).
+    /// Injected instances of each harder variant (jittered crawlers, slow card testing; card-testing
+    /// rings: a fifth as many, each of 8 to 12 accounts).
     #[arg(long, default_value_t = 25)]
     pub hard_per_type: u32,
     /// Also score every event with the configured model and feed the predictions to the
@@ -228,6 +229,7 @@ fn scenario_name(kind: ScenarioKind) -> &'static str {
         ScenarioKind::CrawlerBot => "crawler_bot",
         ScenarioKind::JitteredCrawler => "jittered_crawler",
         ScenarioKind::SlowCardTesting => "slow_card_testing",
+        ScenarioKind::CardTestingRing => "card_testing_ring",
         ScenarioKind::CardTesting => "card_testing",
         ScenarioKind::AccountTakeover => "account_takeover",
         ScenarioKind::CartStuffing => "cart_stuffing",
@@ -449,6 +451,8 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
             cart_stuffing: n,
             jittered_crawlers: opts.hard_per_type,
             slow_card_testing: opts.hard_per_type,
+            // A ring is 8 to 12 labelled accounts: a fifth as many rings keeps the counts comparable.
+            card_testing_rings: opts.hard_per_type.div_ceil(5),
         },
         ..GeneratorConfig::default()
     };
@@ -528,6 +532,7 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         ScenarioKind::CartStuffing,
         ScenarioKind::JitteredCrawler,
         ScenarioKind::SlowCardTesting,
+        ScenarioKind::CardTestingRing,
     ] {
         let pos: Vec<&UserScore> = labels
             .iter()
@@ -733,9 +738,12 @@ mod tests {
         .expect("evaluation runs");
         let overall = report.rows.last().expect("overall row");
         assert_eq!(overall.name, "overall");
-        assert_eq!(
-            overall.labelled, 10,
-            "two of each of the four scenario types, one of each harder variant"
+        // Two of each of the four scenario types, one of each harder variant, whose ring has 8 to
+        // 12 labelled accounts.
+        assert!(
+            (18..=22).contains(&overall.labelled),
+            "{} labelled",
+            overall.labelled
         );
         assert!(report.events > 1_000);
         let text = render(&report);

@@ -186,6 +186,7 @@ fn attacks(
             cart_stuffing: n,
             jittered_crawlers: n,
             slow_card_testing: n,
+            card_testing_rings: n.div_ceil(5),
         },
         ..GeneratorConfig::default()
     })
