@@ -14,7 +14,9 @@
 //! - **Card testing** ([`AlertType::CardTesting`]): at least `card_testing_min_failures` failed
 //!   payment attempts carrying at least `card_testing_min_cards` distinct card fingerprints within
 //!   `card_testing_window_ms`, or `card_testing_slow_min_cards` distinct failed cards within
-//!   `card_testing_slow_window_ms` (slow card testing).
+//!   `card_testing_slow_window_ms` (slow card testing); or, across accounts ([`ring`]),
+//!   `ring_min_cards` distinct failed cards from `ring_min_accounts` accounts on one IP prefix within
+//!   `ring_window_ms`, which alerts every account of the ring.
 //! - **Account takeover** ([`AlertType::AccountTakeover`]): a `LOGIN` whose device *and* country
 //!   were never seen for this user before (the user must have a history), then, within
 //!   `takeover_window_ms`, a `BEGIN_CHECKOUT` or `PAYMENT_ATTEMPT` worth at least
@@ -56,7 +58,10 @@
 //! times the threshold), `bot_min_events` times, up to [`MAX_FAILED_PAYMENTS`] failed payments,
 //! [`cart::MAX_REMEMBERED`] viewed items and flagged adds, one open alert per type; per user
 //! profile (devices, countries, baselines) at most [`signals::MAX_KNOWN`] devices and countries;
-//! per IP prefix the velocity window; per category one baseline (at most `price_max_categories`).
+//! per IP prefix the velocity window, and for prefixes with recent failed payments at most
+//! [`ring::MAX_PER_PREFIX`] of them; per category one baseline (at most `price_max_categories`); and
+//! for the whole stream the learned grammar ([`grammar::Grammar`], a fixed table) and the hour's
+//! alert budget (`budget.rs`: new alerts per type are capped per 10,000 active users per hour).
 //! [`Detector::evict_idle`] drops users silent longer than every window and the cooldown,
 //! profiles silent longer than `profile_ttl_ms` and idle IP prefixes.
 
@@ -67,7 +72,7 @@ mod card;
 pub mod cart;
 pub mod grammar;
 mod price;
-mod ring;
+pub mod ring;
 pub mod sequence;
 pub mod signals;
 mod surprise;

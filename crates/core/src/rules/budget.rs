@@ -2,7 +2,7 @@
 //! 10,000 users active in the current hour of event time (never fewer than
 //! `alert_budget_min_per_hour`). A rule that misfires on a stream it was not tuned for then raises a
 //! bounded number of alerts instead of a storm; findings over the budget open no alert and are
-//! counted ([`AlertBudget::over_budget`]). Escalations of alerts already open are never held back.
+//! counted (`Detector::over_budget`). Escalations of alerts already open are never held back.
 
 /// Alert types (the slots of the per-type tables).
 pub(super) const TYPES: usize = super::ALERT_TYPES.len();
