@@ -1,7 +1,7 @@
 //! Long-lived per-user profiles (known devices and countries, baselines) and the per-event
 //! numeric features the Half-Space Trees scorer sees.
 //!
-//! Features, each scaled to `[0, 1]` (see [`features`]): the log gap since the user's previous
+//! Features, each scaled to `[0, 1]` (see `features`): the log gap since the user's previous
 //! event; its robust z-score against the user's own baseline and against the population's; the
 //! robust coefficient of variation of the user's recent gaps; the price's robust z-score in its
 //! category; the log quantity; the event type; recent failed payments; recent adds of unviewed
