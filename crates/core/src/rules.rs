@@ -23,7 +23,8 @@
 //!   `takeover_min_value`.
 //! - **Cart stuffing** ([`AlertType::CartStuffing`]): within `cart_stuffing_window_ms`, at least
 //!   `cart_stuffing_min_unviewed_adds` `ADD_TO_CART`s of items the user did not view, or at least
-//!   `cart_stuffing_min_absurd_adds` adds of `cart_stuffing_absurd_quantity` units or more.
+//!   `cart_stuffing_min_absurd_adds` adds of `cart_stuffing_absurd_quantity` units or more held
+//!   for `cart_stuffing_hold_ms` without a checkout.
 //! - **Impossible sequence** ([`AlertType::ImpossibleSequence`]): a `PURCHASE` with no
 //!   `BEGIN_CHECKOUT` or `PAYMENT_ATTEMPT` from the same user in the previous
 //!   `impossible_sequence_lookback_ms` (earlier in the stream, so a purchase that overtakes its own
@@ -135,6 +136,10 @@ pub struct RulesConfig {
     pub takeover_window_ms: i64,
     /// Smallest checkout or payment `order_value` that counts as high value. Default 150.
     pub takeover_min_value: f64,
+    /// Local takeovers (a login from a new device *and* a new IP prefix in a known country): the
+    /// checkout must also be worth this many times the user's largest earlier purchase (times
+    /// `takeover_min_value` for a user with none). Default 2; 0 turns the local arm off.
+    pub takeover_local_value_ratio: f64,
     /// How long a user's known devices, countries and baselines are kept after their last event,
     /// ms. Default 30 days.
     pub profile_ttl_ms: i64,
@@ -144,8 +149,12 @@ pub struct RulesConfig {
     pub cart_stuffing_min_unviewed_adds: u32,
     /// A quantity at or above this is absurd. Default 20.
     pub cart_stuffing_absurd_quantity: i32,
-    /// Adds with absurd quantities that make cart stuffing. Default 3.
+    /// Adds with absurd quantities that make cart stuffing once held. Default 3.
     pub cart_stuffing_min_absurd_adds: u32,
+    /// How long absurd quantities must stay in the cart, with the user active (no pause longer
+    /// than this) and no checkout, ms. Default 20 minutes. A wholesale buyer slower than this
+    /// to check out is flagged: raise it on a shop with large B2B carts.
+    pub cart_stuffing_hold_ms: i64,
     /// How far back a purchase looks for a checkout or payment attempt, ms. Default 30 minutes
     /// (`1_800_000`).
     pub impossible_sequence_lookback_ms: i64,
@@ -212,11 +221,13 @@ impl Default for RulesConfig {
             ring_min_accounts: 3,
             takeover_window_ms: 15 * 60 * 1000,
             takeover_min_value: 150.0,
+            takeover_local_value_ratio: 2.0,
             profile_ttl_ms: 30 * 86_400_000,
             cart_stuffing_window_ms: 600_000,
             cart_stuffing_min_unviewed_adds: 5,
             cart_stuffing_absurd_quantity: 20,
             cart_stuffing_min_absurd_adds: 3,
+            cart_stuffing_hold_ms: 20 * 60_000,
             impossible_sequence_lookback_ms: 30 * 60 * 1000,
             sequence_mode: SequenceMode::Learned,
             sequence_min_coverage: 0.95,
@@ -631,6 +642,7 @@ impl Detector {
             .max(c.impossible_sequence_lookback_ms)
             .max(c.takeover_window_ms)
             .max(c.cart_stuffing_window_ms)
+            .max(c.cart_stuffing_hold_ms)
             .max(c.cooldown_ms);
         let before = self.users.len();
         // A user with failed payments is kept for the slow card-testing window; others for the

@@ -197,6 +197,16 @@ pub struct ScenarioConfig {
     pub slow_card_testing: u32,
     /// Card-testing rings across accounts sharing a device and IP prefix (harder). Default 0.
     pub card_testing_rings: u32,
+    /// Account takeovers from the victim's own country (harder). Default 0.
+    pub local_takeovers: u32,
+    /// Cart stuffing at human speed (harder). Default 0.
+    pub slow_cart_stuffing: u32,
+    /// Legitimate wholesale (B2B) bulk orders by existing users (not fraud). Default 0.
+    pub bulk_buyers: u32,
+    /// Legitimate fast repeat buyers among existing users (not fraud). Default 0.
+    pub fast_repeat_buyers: u32,
+    /// Existing users moving to a new phone and buying from it (not fraud). Default 0.
+    pub new_devices: u32,
 }
 
 impl Default for ScenarioConfig {
@@ -209,6 +219,11 @@ impl Default for ScenarioConfig {
             jittered_crawlers: 0,
             slow_card_testing: 0,
             card_testing_rings: 0,
+            local_takeovers: 0,
+            slow_cart_stuffing: 0,
+            bulk_buyers: 0,
+            fast_repeat_buyers: 0,
+            new_devices: 0,
         }
     }
 }
@@ -224,6 +239,11 @@ impl ScenarioConfig {
             jittered_crawlers: 0,
             slow_card_testing: 0,
             card_testing_rings: 0,
+            local_takeovers: 0,
+            slow_cart_stuffing: 0,
+            bulk_buyers: 0,
+            fast_repeat_buyers: 0,
+            new_devices: 0,
         }
     }
 }

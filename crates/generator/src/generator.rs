@@ -12,17 +12,20 @@ use crate::calibration::Calibration;
 use crate::catalog::Catalog;
 use crate::config::{ConfigError, GeneratorConfig};
 use crate::dirty::{Malformed, make_malformed};
+use crate::legit;
 use crate::scenarios;
 use crate::script::{Ids, Script};
 use crate::session::ordinary_session;
-use crate::truth::{AnomalyLabel, MalformedLabel, ScenarioKind, SessionTruth, TruthRecord};
+use crate::truth::{
+    AnomalyLabel, LegitLabel, LegitPattern, MalformedLabel, ScenarioKind, SessionTruth, TruthRecord,
+};
 use crate::users::{User, UserFactory};
 use clickpath_schema::ClickEvent;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 /// Scenario placement range when no limit says how long the stream is.
 const OPEN_ENDED_SESSIONS: u64 = 10_000;
@@ -111,11 +114,30 @@ impl Ord for Pending {
     }
 }
 
+/// What a planned injection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Scenario(ScenarioKind),
+    Legit(LegitPattern),
+}
+
+impl Plan {
+    /// Whether it takes over a session of an existing user with a history (a takeover's victim,
+    /// a legitimate pattern's shopper) instead of using its own actors.
+    fn needs_existing_user(self) -> bool {
+        matches!(
+            self,
+            Plan::Scenario(ScenarioKind::AccountTakeover | ScenarioKind::LocalTakeover)
+                | Plan::Legit(_)
+        )
+    }
+}
+
 /// A scenario waiting for its session index.
 struct Planned {
     at_session: u64,
-    kind: ScenarioKind,
-    /// Index into the scenario actors (unused for account takeovers, which use a victim).
+    kind: Plan,
+    /// Index into the scenario actors (unused for plans on existing users).
     actor: usize,
 }
 
@@ -134,7 +156,8 @@ pub struct Generator {
     pending: BinaryHeap<Reverse<Pending>>,
     /// Sorted by `at_session`, latest first, so the next one is at the end.
     plan: Vec<Planned>,
-    takeovers_waiting: u32,
+    /// Plans due that wait for an existing user with a history.
+    waiting: VecDeque<Plan>,
     ids: Ids,
     seq: u64,
     generating: bool,
@@ -172,20 +195,46 @@ impl Generator {
         let mut plan = Vec::new();
         let mut actors = Vec::new();
         for (kind, count) in [
-            (ScenarioKind::CrawlerBot, s.crawler_bots),
-            (ScenarioKind::CardTesting, s.card_testing),
-            (ScenarioKind::AccountTakeover, s.account_takeovers),
-            (ScenarioKind::CartStuffing, s.cart_stuffing),
-            (ScenarioKind::JitteredCrawler, s.jittered_crawlers),
-            (ScenarioKind::SlowCardTesting, s.slow_card_testing),
-            (ScenarioKind::CardTestingRing, s.card_testing_rings),
+            (Plan::Scenario(ScenarioKind::CrawlerBot), s.crawler_bots),
+            (Plan::Scenario(ScenarioKind::CardTesting), s.card_testing),
+            (
+                Plan::Scenario(ScenarioKind::AccountTakeover),
+                s.account_takeovers,
+            ),
+            (Plan::Scenario(ScenarioKind::CartStuffing), s.cart_stuffing),
+            (
+                Plan::Scenario(ScenarioKind::JitteredCrawler),
+                s.jittered_crawlers,
+            ),
+            (
+                Plan::Scenario(ScenarioKind::SlowCardTesting),
+                s.slow_card_testing,
+            ),
+            (
+                Plan::Scenario(ScenarioKind::CardTestingRing),
+                s.card_testing_rings,
+            ),
+            (
+                Plan::Scenario(ScenarioKind::LocalTakeover),
+                s.local_takeovers,
+            ),
+            (
+                Plan::Scenario(ScenarioKind::SlowCartStuffing),
+                s.slow_cart_stuffing,
+            ),
+            (Plan::Legit(LegitPattern::BulkBuyer), s.bulk_buyers),
+            (
+                Plan::Legit(LegitPattern::FastRepeatBuyer),
+                s.fast_repeat_buyers,
+            ),
+            (Plan::Legit(LegitPattern::NewDevice), s.new_devices),
         ] {
             for _ in 0..count {
                 let actor = actors.len();
                 // A ring's accounts are consecutive actors.
                 let accounts = match kind {
-                    ScenarioKind::AccountTakeover => 0,
-                    ScenarioKind::CardTestingRing => scenarios::RING_MAX_ACCOUNTS,
+                    _ if kind.needs_existing_user() => 0,
+                    Plan::Scenario(ScenarioKind::CardTestingRing) => scenarios::RING_MAX_ACCOUNTS,
                     _ => 1,
                 };
                 for _ in 0..accounts {
@@ -214,7 +263,7 @@ impl Generator {
             schedule,
             pending: BinaryHeap::new(),
             plan,
-            takeovers_waiting: 0,
+            waiting: VecDeque::new(),
             seq: 0,
             generating: true,
             end_time,
@@ -270,19 +319,24 @@ impl Generator {
         let index = self.stats.sessions;
         while self.plan.last().is_some_and(|p| p.at_session <= index) {
             let Some(p) = self.plan.pop() else { break };
-            if p.kind == ScenarioKind::AccountTakeover {
-                self.takeovers_waiting += 1;
-            } else {
-                self.bot_or_fraud(p.kind, p.actor, start);
+            match p.kind {
+                kind if kind.needs_existing_user() => self.waiting.push_back(kind),
+                Plan::Scenario(kind) => self.bot_or_fraud(kind, p.actor, start),
+                Plan::Legit(_) => {}
             }
         }
         let ui = ui as usize;
-        // A takeover needs a victim with a history of its own device and country.
-        let end = if self.takeovers_waiting > 0 && self.users[ui].sessions_done > 0 {
-            self.takeovers_waiting -= 1;
-            self.account_takeover(ui, start)
-        } else {
-            self.ordinary(ui, start)
+        // A takeover needs a victim with a history of its own device and country; a legitimate
+        // pattern, a shopper the detector already knows.
+        let waiting = (self.users[ui].sessions_done > 0)
+            .then(|| self.waiting.pop_front())
+            .flatten();
+        let end = match waiting {
+            Some(Plan::Scenario(kind)) => {
+                self.account_takeover(ui, start, kind == ScenarioKind::LocalTakeover)
+            }
+            Some(Plan::Legit(pattern)) => self.legit(pattern, ui, start),
+            None => self.ordinary(ui, start),
         };
         self.stats.sessions += 1;
         let user = &mut self.users[ui];
@@ -403,15 +457,64 @@ impl Generator {
             ScenarioKind::SlowCardTesting => {
                 scenarios::slow_card_testing(rng, catalog, &mut script)
             }
-            ScenarioKind::AccountTakeover | ScenarioKind::CardTestingRing => return,
+            ScenarioKind::SlowCartStuffing => {
+                scenarios::slow_cart_stuffing(rng, catalog, &mut script)
+            }
+            ScenarioKind::AccountTakeover
+            | ScenarioKind::LocalTakeover
+            | ScenarioKind::CardTestingRing => return,
         };
         let events = std::mem::take(&mut script.events);
         let user_id = user.id.clone();
         self.label_scenario(kind, user_id, events, detectable);
     }
 
-    /// An account takeover of user `ui`; returns the time of its last event.
-    fn account_takeover(&mut self, ui: usize, start: i64) -> i64 {
+    /// A legitimate-but-odd session of user `ui`; returns the time of its last event.
+    fn legit(&mut self, pattern: LegitPattern, ui: usize, start: i64) -> i64 {
+        if pattern == LegitPattern::NewDevice {
+            // The new phone and its mobile network stay with the user from now on.
+            let client = &mut self.users[ui].client;
+            client.device = format!("mobile-{:06x}", self.rng.random_range(0..0x100_0000u32));
+            client.ip_prefix_hash = format!("{:016x}", self.rng.random::<u64>());
+        }
+        let user = &self.users[ui];
+        let session_id = self.ids.session();
+        let mut script = Script::new(
+            &mut self.ids,
+            &user.id,
+            &user.client,
+            start,
+            &self.cfg.catalog.currency,
+        );
+        script.session_id = Some(session_id);
+        script.channel = Some(user.channel.to_string());
+        let (rng, catalog, cards) = (&mut self.rng, &self.catalog, &user.cards);
+        match pattern {
+            LegitPattern::BulkBuyer => legit::bulk_buyer(rng, catalog, &mut script, cards),
+            LegitPattern::FastRepeatBuyer => {
+                legit::fast_repeat_buyer(rng, catalog, &mut script, cards)
+            }
+            LegitPattern::NewDevice => legit::new_device_purchase(rng, catalog, &mut script, cards),
+        }
+        let events = std::mem::take(&mut script.events);
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return start;
+        };
+        let label = LegitLabel {
+            pattern,
+            user_id: user.id.clone(),
+            event_ids: events.iter().map(|e| e.event_id.clone()).collect(),
+            start_time: first.event_time,
+            end_time: last.event_time,
+        };
+        let end = last.event_time;
+        self.schedule_events(events, TruthRecord::Legit(label));
+        end
+    }
+
+    /// An account takeover of user `ui` (from the victim's own country when `local`); returns the
+    /// time of its last event.
+    fn account_takeover(&mut self, ui: usize, start: i64, local: bool) -> i64 {
         let user = &self.users[ui];
         let session_id = self.ids.session();
         let mut script = Script::new(
@@ -426,13 +529,18 @@ impl Generator {
             &mut self.rng,
             &self.catalog,
             &mut script,
-            user.client.country,
             user.cards.first().cloned(),
+            local,
         );
         let events = std::mem::take(&mut script.events);
         let end = events.last().map_or(start, |e| e.event_time);
         let user_id = user.id.clone();
-        self.label_scenario(ScenarioKind::AccountTakeover, user_id, events, detectable);
+        let kind = if local {
+            ScenarioKind::LocalTakeover
+        } else {
+            ScenarioKind::AccountTakeover
+        };
+        self.label_scenario(kind, user_id, events, detectable);
         end
     }
 

@@ -97,6 +97,7 @@ mod catalog;
 mod config;
 mod dirty;
 mod generator;
+mod legit;
 mod scenarios;
 mod script;
 mod session;
@@ -111,4 +112,6 @@ pub use config::{
 };
 pub use dirty::{FAR_FUTURE_MS, Malformed, MalformedKind, UNKNOWN_SCHEMA_ID, corrupt};
 pub use generator::{Generated, Generator, GeneratorStats};
-pub use truth::{AnomalyLabel, MalformedLabel, ScenarioKind, SessionTruth, TruthRecord};
+pub use truth::{
+    AnomalyLabel, LegitLabel, LegitPattern, MalformedLabel, ScenarioKind, SessionTruth, TruthRecord,
+};

@@ -225,21 +225,68 @@ pub(crate) fn cart_stuffing(
     detectable
 }
 
+/// How long a human-speed cart stuffer holds absurd quantities before it is recognisable.
+pub(crate) const CART_HOLD_MS: i64 = 20 * 60_000;
+/// Absurd-quantity adds a held cart needs to be recognisable.
+const HELD_ABSURD_ADDS: usize = 3;
+
+/// Cart stuffing at human speed: a login, then items viewed one by one and added in quantities of
+/// 20 to 200, one every one to four minutes, for at least 30 minutes; never a checkout.
+pub(crate) fn slow_cart_stuffing(
+    rng: &mut ChaCha8Rng,
+    catalog: &Catalog,
+    script: &mut Script<'_>,
+) -> usize {
+    script.emit(EventType::Login);
+    script.wait(rng, 3_000, 10_000);
+    script.emit(EventType::PageView);
+    let (mut first_add, mut adds, mut detectable) = (None::<i64>, 0, None);
+    // The detector judges a held cart on the user's next event, whatever it is.
+    let mut check = |script: &Script<'_>, adds: usize, first_add: Option<i64>| {
+        if detectable.is_none()
+            && adds >= HELD_ABSURD_ADDS
+            && first_add.is_some_and(|t0| script.t >= t0 + CART_HOLD_MS)
+        {
+            detectable = Some(script.events.len() - 1);
+        }
+    };
+    let n = rng.random_range(12..30);
+    let mut k = 0;
+    while k < n || first_add.is_none_or(|t0| script.t < t0 + CART_HOLD_MS + 10 * 60_000) {
+        k += 1;
+        script.wait(rng, 20_000, 90_000);
+        let item = catalog.uniform_item(rng);
+        script.emit_item(EventType::ProductView, catalog, item);
+        check(script, adds, first_add);
+        script.wait(rng, 30_000, 150_000);
+        script
+            .emit_item(EventType::AddToCart, catalog, item)
+            .quantity = Some(rng.random_range(20..=200));
+        first_add.get_or_insert(script.t);
+        adds += 1;
+        check(script, adds, first_add);
+    }
+    detectable.unwrap_or(script.events.len() - 1)
+}
+
 /// An account takeover: the script already carries the victim's id; this replaces its client
-/// (device, country, network) with the attacker's and buys expensive items within minutes.
+/// (device, network and, unless `local`, country) with the attacker's and buys expensive items
+/// within minutes. A `local` attacker goes through a residential proxy in the victim's country.
 pub(crate) fn account_takeover(
     rng: &mut ChaCha8Rng,
     catalog: &Catalog,
     script: &mut Script<'_>,
-    victim_country: &str,
     victim_card: Option<String>,
+    local: bool,
 ) -> usize {
-    let foreign: Vec<&str> = FOREIGN_COUNTRIES
-        .iter()
-        .copied()
-        .filter(|c| *c != victim_country)
-        .collect();
-    script.country = foreign[rng.random_range(0..foreign.len())].to_string();
+    if !local {
+        let foreign: Vec<&str> = FOREIGN_COUNTRIES
+            .iter()
+            .copied()
+            .filter(|c| *c != script.country)
+            .collect();
+        script.country = foreign[rng.random_range(0..foreign.len())].to_string();
+    }
     script.device = format!("desktop-{:06x}", rng.random_range(0..0x100_0000u32));
     script.ip_prefix_hash = format!("{:016x}", rng.random::<u64>());
     script.channel = Some("direct".to_string());

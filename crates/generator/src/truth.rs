@@ -53,6 +53,14 @@ pub enum ScenarioKind {
     /// two cards, interleaved over about an hour; one label per account. Detectable once the ring
     /// has failed 5 distinct cards across 3 accounts (or at the account's first failure, if later).
     CardTestingRing,
+    /// A harder takeover: the attacker logs in from a residential proxy in the victim's own
+    /// country (new device and network, known country), then checks out expensive items worth
+    /// several times the victim's largest earlier order. Detectable at the `BEGIN_CHECKOUT`.
+    LocalTakeover,
+    /// Cart stuffing at human speed: every item viewed first, one add every one to four minutes,
+    /// quantities of 20 to 200, never a checkout. Detectable once 3 such adds have been held for
+    /// 20 minutes without a checkout (at the user's first event from then on).
+    SlowCartStuffing,
 }
 
 impl ScenarioKind {
@@ -61,8 +69,10 @@ impl ScenarioKind {
         match self {
             ScenarioKind::CrawlerBot => AlertType::BotCadence,
             ScenarioKind::CardTesting => AlertType::CardTesting,
-            ScenarioKind::AccountTakeover => AlertType::AccountTakeover,
-            ScenarioKind::CartStuffing => AlertType::CartStuffing,
+            ScenarioKind::AccountTakeover | ScenarioKind::LocalTakeover => {
+                AlertType::AccountTakeover
+            }
+            ScenarioKind::CartStuffing | ScenarioKind::SlowCartStuffing => AlertType::CartStuffing,
             ScenarioKind::JitteredCrawler => AlertType::BotCadence,
             ScenarioKind::SlowCardTesting | ScenarioKind::CardTestingRing => AlertType::CardTesting,
         }
@@ -87,6 +97,36 @@ pub struct AnomalyLabel {
     pub detectable_at_ms: i64,
 }
 
+/// Rare legitimate behaviour that looks odd: no alert should name these users for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegitPattern {
+    /// A wholesale (B2B) buyer: views 2 to 6 items, adds 20 to 200 units of each, checks out
+    /// within minutes and pays with their own card.
+    BulkBuyer,
+    /// A fast repeat buyer: 3 to 6 small orders within a few minutes (view, add, checkout, pay,
+    /// purchase), sometimes a declined card followed by their second card.
+    FastRepeatBuyer,
+    /// A shopper on a new phone: from this session on a new device and mobile network in their
+    /// usual country; logs in and buys an ordinary basket with their own card.
+    NewDevice,
+}
+
+/// One injected legitimate-but-odd session of an ordinary user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegitLabel {
+    /// What was injected.
+    pub pattern: LegitPattern,
+    /// The (ordinary, existing) user.
+    pub user_id: String,
+    /// Ids of the session's events, in event-time order.
+    pub event_ids: Vec<String>,
+    /// Event time of the first event (ms).
+    pub start_time: i64,
+    /// Event time of the last event (ms).
+    pub end_time: i64,
+}
+
 /// One injected malformed record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MalformedLabel {
@@ -108,4 +148,6 @@ pub enum TruthRecord {
     Anomaly(AnomalyLabel),
     /// An injected malformed record.
     Malformed(MalformedLabel),
+    /// An injected legitimate-but-odd session.
+    Legit(LegitLabel),
 }

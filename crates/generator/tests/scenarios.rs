@@ -3,7 +3,8 @@
 mod common;
 
 use clickpath_generator::{
-    AnomalyLabel, GeneratorConfig, ScenarioConfig, ScenarioKind, TruthRecord,
+    AnomalyLabel, GeneratorConfig, LegitLabel, LegitPattern, ScenarioConfig, ScenarioKind,
+    TruthRecord,
 };
 use clickpath_schema::{ClickEvent, EventType, PaymentStatus};
 use common::run;
@@ -21,6 +22,9 @@ fn every_scenario_is_injected_labelled_and_shows_its_pattern() {
             jittered_crawlers: 2,
             slow_card_testing: 2,
             card_testing_rings: 1,
+            local_takeovers: 2,
+            slow_cart_stuffing: 2,
+            ..ScenarioConfig::none()
         },
         ..GeneratorConfig::default()
     };
@@ -44,9 +48,11 @@ fn every_scenario_is_injected_labelled_and_shows_its_pattern() {
     assert_eq!(count(ScenarioKind::CartStuffing), 1);
     assert_eq!(count(ScenarioKind::JitteredCrawler), 2);
     assert_eq!(count(ScenarioKind::SlowCardTesting), 2);
+    assert_eq!(count(ScenarioKind::LocalTakeover), 2);
+    assert_eq!(count(ScenarioKind::SlowCartStuffing), 2);
     let ring = count(ScenarioKind::CardTestingRing);
     assert!((8..=12).contains(&ring), "{ring} ring accounts");
-    assert_eq!(out.stats.scenarios, 12 + ring as u64);
+    assert_eq!(out.stats.scenarios, 16 + ring as u64);
 
     for label in &labels {
         let events: Vec<&ClickEvent> = label
@@ -72,8 +78,12 @@ fn every_scenario_is_injected_labelled_and_shows_its_pattern() {
             ScenarioKind::CrawlerBot => check_crawler(&events),
             ScenarioKind::CardTesting => check_card_testing(&events),
             ScenarioKind::AccountTakeover => {
-                check_takeover(&events, &out.events().collect::<Vec<_>>())
+                check_takeover(&events, &out.events().collect::<Vec<_>>(), false)
             }
+            ScenarioKind::LocalTakeover => {
+                check_takeover(&events, &out.events().collect::<Vec<_>>(), true)
+            }
+            ScenarioKind::SlowCartStuffing => check_slow_cart_stuffing(&events, label),
             ScenarioKind::CartStuffing => check_cart_stuffing(&events),
             ScenarioKind::JitteredCrawler => check_jittered_crawler(&events),
             ScenarioKind::SlowCardTesting => check_slow_card_testing(&events),
@@ -156,7 +166,7 @@ fn check_card_testing(events: &[&ClickEvent]) {
     assert!(span < 10 * 60_000, "within minutes: {span} ms");
 }
 
-fn check_takeover(events: &[&ClickEvent], stream: &[&ClickEvent]) {
+fn check_takeover(events: &[&ClickEvent], stream: &[&ClickEvent], local: bool) {
     let login = events[0];
     assert_eq!(login.event_type, EventType::Login);
     let before: Vec<_> = stream
@@ -164,11 +174,9 @@ fn check_takeover(events: &[&ClickEvent], stream: &[&ClickEvent]) {
         .filter(|e| e.user_id == login.user_id && e.event_time < login.event_time)
         .collect();
     assert!(!before.is_empty(), "the victim has a history");
-    assert!(
-        before
-            .iter()
-            .all(|e| e.device != login.device && e.country != login.country)
-    );
+    assert!(before.iter().all(|e| e.device != login.device
+        && e.ip_prefix_hash != login.ip_prefix_hash
+        && (local == (e.country == login.country))));
     let checkout = events
         .iter()
         .find(|e| e.event_type == EventType::BeginCheckout)
@@ -196,4 +204,102 @@ fn check_cart_stuffing(events: &[&ClickEvent]) {
         .collect();
     assert!(adds.len() >= 15);
     assert!(adds.iter().all(|e| e.quantity.unwrap() >= 50));
+}
+
+fn check_slow_cart_stuffing(events: &[&ClickEvent], label: &AnomalyLabel) {
+    assert_eq!(count(events, EventType::BeginCheckout), 0);
+    let adds: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == EventType::AddToCart)
+        .collect();
+    assert!(adds.len() >= 12);
+    assert!(
+        adds.iter()
+            .all(|e| (20..=200).contains(&e.quantity.unwrap()))
+    );
+    // Human speed: every add follows a view of its item, never two adds within 30 s.
+    assert!(
+        adds.windows(2)
+            .all(|w| w[1].event_time - w[0].event_time >= 30_000)
+    );
+    for a in &adds {
+        assert!(events.iter().any(|v| v.event_type == EventType::ProductView
+            && v.item_id == a.item_id
+            && v.event_time < a.event_time));
+    }
+    // Recognisable once three adds have been held for 20 minutes.
+    assert!(label.detectable_at_ms >= adds[0].event_time + 20 * 60_000);
+    assert!(label.detectable_at_ms < adds[0].event_time + 20 * 60_000 + 5 * 60_000);
+}
+
+#[test]
+fn legitimate_patterns_are_labelled_on_existing_users_and_look_as_documented() {
+    let cfg = GeneratorConfig {
+        sessions: 2_000,
+        users: 300,
+        scenarios: ScenarioConfig {
+            bulk_buyers: 3,
+            fast_repeat_buyers: 3,
+            new_devices: 3,
+            ..ScenarioConfig::none()
+        },
+        ..GeneratorConfig::default()
+    };
+    let out = run(cfg);
+    let stream: Vec<&ClickEvent> = out.events().collect();
+    let labels: Vec<&LegitLabel> = out
+        .truth
+        .iter()
+        .filter_map(|t| match t {
+            TruthRecord::Legit(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(labels.len(), 9);
+    assert_eq!(out.stats.scenarios, 0, "not fraud");
+    for l in labels {
+        let mine: Vec<&&ClickEvent> = stream
+            .iter()
+            .filter(|e| l.event_ids.contains(&e.event_id))
+            .collect();
+        let earlier: Vec<&&ClickEvent> = stream
+            .iter()
+            .filter(|e| e.user_id == l.user_id && e.event_time < l.start_time)
+            .collect();
+        assert!(!earlier.is_empty(), "an existing user with a history");
+        let purchases = mine
+            .iter()
+            .filter(|e| e.event_type == EventType::Purchase)
+            .count();
+        match l.pattern {
+            LegitPattern::BulkBuyer => {
+                assert_eq!(purchases, 1);
+                assert!(
+                    mine.iter()
+                        .filter(|e| e.event_type == EventType::AddToCart)
+                        .all(|e| e.quantity.unwrap() >= 20)
+                );
+            }
+            LegitPattern::FastRepeatBuyer => {
+                assert!((3..=6).contains(&purchases));
+                assert!(l.end_time - l.start_time < 30 * 60_000);
+            }
+            LegitPattern::NewDevice => {
+                assert_eq!(purchases, 1);
+                let device = &mine[0].device;
+                assert!(
+                    earlier
+                        .iter()
+                        .all(|e| &e.device != device && e.country == mine[0].country)
+                );
+                // The new phone stays: the user's later sessions use it.
+                assert!(
+                    stream
+                        .iter()
+                        .filter(|e| e.user_id == l.user_id && e.event_time > l.end_time)
+                        .all(|e| &e.device == device)
+                );
+            }
+        }
+    }
 }

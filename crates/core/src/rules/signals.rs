@@ -11,7 +11,7 @@ use crate::anomaly::RobustEwma;
 use crate::hash::fnv1a;
 use clickpath_schema::ClickEvent;
 
-/// Most devices and most countries remembered per user (least recently seen are replaced).
+/// Most devices, countries and IP prefixes remembered per user (least recently seen are replaced).
 pub const MAX_KNOWN: usize = 8;
 
 /// Number of features per event.
@@ -57,6 +57,9 @@ pub struct Profile {
     last_event: Option<i64>,
     devices: Vec<Known>,
     countries: Vec<Known>,
+    networks: Vec<Known>,
+    /// The largest `order_value` of the user's purchases so far.
+    largest_order: Option<f64>,
     /// The most recent country, for reasons.
     last_country: Option<String>,
     gap: RobustEwma,
@@ -70,6 +73,8 @@ impl Profile {
             last_event: None,
             devices: Vec::new(),
             countries: Vec::new(),
+            networks: Vec::new(),
+            largest_order: None,
             last_country: None,
             gap: RobustEwma::new(alpha, BASELINE_WARMUP),
         }
@@ -102,6 +107,19 @@ impl Profile {
             .any(|k| k.hash == h && k.first_seen < t)
     }
 
+    /// Whether the IP prefix hash `network` was first seen strictly before `t`.
+    pub fn knows_network(&self, network: &str, t: i64) -> bool {
+        let h = fnv1a(network);
+        self.networks
+            .iter()
+            .any(|k| k.hash == h && k.first_seen < t)
+    }
+
+    /// The largest order value of the user's purchases seen so far.
+    pub fn largest_order(&self) -> Option<f64> {
+        self.largest_order
+    }
+
     /// The country of the user's most recent event with one (before the current event).
     pub fn last_country(&self) -> Option<&str> {
         self.last_country.as_deref()
@@ -120,6 +138,14 @@ impl Profile {
             if self.last_country.as_deref() != Some(c) {
                 self.last_country = Some(c.to_owned());
             }
+        }
+        if let Some(n) = ev.ip_prefix_hash.as_deref().filter(|n| !n.is_empty()) {
+            remember(&mut self.networks, fnv1a(n), t);
+        }
+        if ev.event_type == clickpath_schema::EventType::Purchase
+            && let Some(v) = ev.order_value.filter(|v| v.is_finite() && *v > 0.0)
+        {
+            self.largest_order = Some(self.largest_order.map_or(v, |l| l.max(v)));
         }
     }
 }

@@ -1,5 +1,11 @@
 //! Account takeover: a login from a device and a country the user never used, then a high-value
 //! checkout or payment within minutes.
+//!
+//! The *local* arm covers attackers behind a residential proxy in the victim's own country: a
+//! login from a new device *and* a new IP prefix (country known), then a checkout worth
+//! `takeover_local_value_ratio` times the user's largest earlier purchase. A new phone alone is
+//! common (so is a new network: mobile carriers, travel); a new phone on a new network cashing
+//! out several times anything the user ever bought is the takeover's signature.
 
 use super::signals::Profile;
 use super::{Finding, RulesConfig, human, severity};
@@ -13,12 +19,15 @@ struct SuspiciousLogin {
     device: String,
     country: String,
     usual_country: Option<String>,
+    /// Country known, network new: the checkout must also beat this value.
+    local_min_value: Option<f64>,
 }
 
 /// A user's pending suspicious login, if any.
 #[derive(Debug, Default)]
 pub(super) struct TakeoverState {
-    login: Option<SuspiciousLogin>,
+    /// Boxed: rare, and three strings inline would grow every user's state.
+    login: Option<Box<SuspiciousLogin>>,
 }
 
 fn field(s: Option<&String>) -> Option<&str> {
@@ -44,44 +53,61 @@ pub(super) fn takeover(
         EventType::Login => {
             let device = field(ev.device.as_ref())?;
             let country = field(ev.country.as_ref())?;
-            // Both must be new, and there must be a history to be new against: a first-time
-            // user's first login is not a takeover.
-            if profile.has_history_before(t)
-                && !profile.knows_device(device, t)
-                && !profile.knows_country(country, t)
-            {
-                state.login = Some(SuspiciousLogin {
-                    time: t,
-                    event_id: ev.event_id.clone(),
-                    device: device.to_owned(),
-                    country: country.to_owned(),
-                    usual_country: profile.last_country().map(str::to_owned),
-                });
+            // The device must be new, and there must be a history to be new against: a
+            // first-time user's first login is not a takeover.
+            if !profile.has_history_before(t) || profile.knows_device(device, t) {
+                return None;
             }
+            let local_min_value = if !profile.knows_country(country, t) {
+                None
+            } else if cfg.takeover_local_value_ratio > 0.0
+                && field(ev.ip_prefix_hash.as_ref()).is_some_and(|n| !profile.knows_network(n, t))
+            {
+                let reference = profile.largest_order().unwrap_or(cfg.takeover_min_value);
+                Some(cfg.takeover_local_value_ratio * reference)
+            } else {
+                return None;
+            };
+            state.login = Some(Box::new(SuspiciousLogin {
+                time: t,
+                event_id: ev.event_id.clone(),
+                device: device.to_owned(),
+                country: country.to_owned(),
+                usual_country: profile.last_country().map(str::to_owned),
+                local_min_value,
+            }));
             None
         }
         EventType::BeginCheckout | EventType::PaymentAttempt => {
             let login = state.login.as_ref()?;
             let value = ev.order_value.filter(|v| v.is_finite())?;
-            let min = cfg.takeover_min_value.max(0.0);
+            let min = cfg
+                .takeover_min_value
+                .max(login.local_min_value.unwrap_or(0.0))
+                .max(0.0);
             if t < login.time || value < min {
                 return None;
             }
             let ratio = value / min.max(1.0);
-            let usual = login
-                .usual_country
-                .as_deref()
-                .map(|c| format!(" (usual country {c})"))
-                .unwrap_or_default();
+            let origin = match (login.local_min_value, login.usual_country.as_deref()) {
+                (Some(_), _) => format!(
+                    "new IP prefix in the user's own country {} (the largest earlier purchase \
+                     times {})",
+                    login.country, cfg.takeover_local_value_ratio
+                ),
+                (None, Some(usual)) => {
+                    format!("new country {} (usual country {usual})", login.country)
+                }
+                (None, None) => format!("new country {}", login.country),
+            };
             Some(Finding {
                 alert_type: AlertType::AccountTakeover,
                 severity: severity(Severity::High, ratio),
                 score: ratio,
                 reasons: vec![format!(
-                    "LOGIN from new device {} and new country {}{usual}, then {} later a {} \
-                     worth {value:.2} (high value from {min:.2}, window {}).",
+                    "LOGIN from new device {} and {origin}, then {} later a {} worth \
+                     {value:.2} (high value from {min:.2}, window {}).",
                     login.device,
-                    login.country,
                     human((t - login.time).max(0)),
                     ev.event_type,
                     human(cfg.takeover_window_ms)
@@ -193,6 +219,96 @@ mod tests {
             checkout("c", 60_000, 899.0, "desktop-9", "BR"),
         ];
         assert!(of(&run(&mut detector(), &first), AlertType::AccountTakeover).is_empty());
+    }
+
+    fn on_network(mut e: ClickEvent, network: &str) -> ClickEvent {
+        e.ip_prefix_hash = Some(network.into());
+        e
+    }
+
+    /// Last week's session at home (phone, home network), ending in a purchase worth 120.
+    fn history_with_purchase() -> Vec<ClickEvent> {
+        let mut purchase = client(ev("h3", Purchase, 60_000), "mobile-1", "DE");
+        purchase.order_value = Some(120.0);
+        [
+            client(ev("h1", Login, 0), "mobile-1", "DE"),
+            client(ev("h2", PageView, 5_000), "mobile-1", "DE"),
+            purchase,
+        ]
+        .into_iter()
+        .map(|e| on_network(e, "home"))
+        .collect()
+    }
+
+    /// A login from `device` on `network` in Germany a week later, then a checkout of `value`.
+    fn local_tail(device: &str, network: &str, value: f64) -> Vec<ClickEvent> {
+        vec![
+            on_network(client(ev("l", Login, WEEK), device, "DE"), network),
+            on_network(checkout("c", WEEK + 90_000, value, device, "DE"), network),
+        ]
+    }
+
+    fn local_alerts(mut events: Vec<ClickEvent>, tail: Vec<ClickEvent>) -> Vec<FraudAlert> {
+        events.extend(tail);
+        of(&run(&mut detector(), &events), AlertType::AccountTakeover)
+    }
+
+    #[test]
+    fn local_takeover_new_device_and_network_cashing_out_far_above_the_users_orders() {
+        // 2 x 120 = 240 is the bar for this user.
+        let alerts = local_alerts(
+            history_with_purchase(),
+            local_tail("desktop-9", "proxy", 899.0),
+        );
+        assert_eq!(alerts.len(), 1);
+        let reason = &alerts[0].reasons[0];
+        assert!(
+            reason.contains("new IP prefix in the user's own country DE")
+                && reason.contains("high value from 240.00"),
+            "{reason}"
+        );
+        // No purchase yet: the bar is 2 x takeover_min_value = 300.
+        let no_orders = history()
+            .into_iter()
+            .map(|e| on_network(e, "home"))
+            .collect();
+        assert_eq!(
+            local_alerts(no_orders, local_tail("desktop-9", "proxy", 320.0)).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn local_near_misses_do_not_fire() {
+        let cases = [
+            // A new phone on a new network buying what the user usually buys (under 240).
+            local_tail("mobile-2", "carrier", 200.0),
+            // A new phone at home, expensive basket: the network is known.
+            local_tail("mobile-2", "home", 899.0),
+            // The known phone on a new network (travel within the country).
+            local_tail("mobile-1", "hotel", 899.0),
+        ];
+        for (i, tail) in cases.into_iter().enumerate() {
+            assert!(
+                local_alerts(history_with_purchase(), tail).is_empty(),
+                "case {i}"
+            );
+        }
+        // No purchase yet and under 300.
+        let no_orders = history()
+            .into_iter()
+            .map(|e| on_network(e, "home"))
+            .collect();
+        assert!(local_alerts(no_orders, local_tail("desktop-9", "proxy", 299.0)).is_empty());
+        // The local arm off.
+        let off = RulesConfig {
+            takeover_local_value_ratio: 0.0,
+            ..RulesConfig::default()
+        };
+        let mut d = Detector::new(off, "rules@test");
+        let mut events = history_with_purchase();
+        events.extend(local_tail("desktop-9", "proxy", 5_000.0));
+        assert!(of(&run(&mut d, &events), AlertType::AccountTakeover).is_empty());
     }
 
     #[test]

@@ -27,7 +27,8 @@ use clickpath_core::{
     Detector, FeatureSpec, FeatureWindower, ValidationConfig, validate_and_normalise,
 };
 use clickpath_generator::{
-    AnomalyLabel, Generated, Generator, GeneratorConfig, ScenarioConfig, ScenarioKind, TruthRecord,
+    AnomalyLabel, Generated, Generator, GeneratorConfig, LegitLabel, LegitPattern, ScenarioConfig,
+    ScenarioKind, TruthRecord,
 };
 use clickpath_model::baseline::BaselineModel;
 use clickpath_schema::AlertType;
@@ -48,10 +49,15 @@ pub struct EvaluateDetectorArgs {
     /// Injected instances of each scenario type.
     #[arg(long, default_value_t = 25)]
     pub per_type: u32,
-    /// Injected instances of each harder variant (jittered crawlers, slow card testing; card-testing
-    /// rings: a fifth as many, each of 8 to 12 accounts).
+    /// Injected instances of each harder variant (jittered crawlers, slow card testing, local
+    /// takeovers, human-speed cart stuffing; card-testing rings: a fifth as many, each of 8 to 12
+    /// accounts).
     #[arg(long, default_value_t = 25)]
     pub hard_per_type: u32,
+    /// Injected legitimate-but-odd sessions of each pattern (bulk orders, fast repeat buyers, new
+    /// phones): every alert on them is a false alarm.
+    #[arg(long, default_value_t = 25)]
+    pub legit_per_type: u32,
     /// Also score every event with the configured model and feed the predictions to the
     /// detector (the model-surprise rule).
     #[arg(long)]
@@ -100,6 +106,7 @@ pub fn run_command(
         seed: args.seed,
         per_type: args.per_type,
         hard_per_type: args.hard_per_type,
+        legit_per_type: args.legit_per_type,
         rules: cfg.detector,
         validation: cfg.cleaning.validation,
         dedupe_window_ms: cfg.cleaning.dedupe_window_ms,
@@ -119,8 +126,10 @@ pub struct EvalOptions {
     pub seed: u64,
     /// Injected instances of each scenario type.
     pub per_type: u32,
-    /// Injected instances of each harder variant (jittered crawlers, slow card testing).
+    /// Injected instances of each harder variant (see [`scenario_mix`]).
     pub hard_per_type: u32,
+    /// Injected legitimate-but-odd sessions of each [`LegitPattern`].
+    pub legit_per_type: u32,
     /// Detector thresholds.
     pub rules: RulesConfig,
     /// The cleaning stage's field and time checks.
@@ -152,6 +161,7 @@ impl Default for EvalOptions {
             seed: 42,
             per_type: 25,
             hard_per_type: 25,
+            legit_per_type: 25,
             rules: RulesConfig::default(),
             validation: ValidationConfig::default(),
             dedupe_window_ms: 3_600_000,
@@ -224,8 +234,91 @@ fn percentile(sorted: &[i64], q: f64) -> Option<i64> {
     Some(sorted[rank - 1])
 }
 
+/// The injected mix: `per_type` of each original scenario, `hard_per_type` of each harder variant
+/// (card-testing rings: a fifth as many, since each is 8 to 12 labelled accounts) and
+/// `legit_per_type` of each legitimate-but-odd pattern.
+pub fn scenario_mix(per_type: u32, hard_per_type: u32, legit_per_type: u32) -> ScenarioConfig {
+    ScenarioConfig {
+        crawler_bots: per_type,
+        card_testing: per_type,
+        account_takeovers: per_type,
+        cart_stuffing: per_type,
+        jittered_crawlers: hard_per_type,
+        slow_card_testing: hard_per_type,
+        card_testing_rings: hard_per_type.div_ceil(5),
+        local_takeovers: hard_per_type,
+        slow_cart_stuffing: hard_per_type,
+        bulk_buyers: legit_per_type,
+        fast_repeat_buyers: legit_per_type,
+        new_devices: legit_per_type,
+    }
+}
+
+/// Every scenario kind, in table order.
+const ALL_KINDS: [ScenarioKind; 9] = [
+    ScenarioKind::CrawlerBot,
+    ScenarioKind::CardTesting,
+    ScenarioKind::AccountTakeover,
+    ScenarioKind::CartStuffing,
+    ScenarioKind::JitteredCrawler,
+    ScenarioKind::SlowCardTesting,
+    ScenarioKind::CardTestingRing,
+    ScenarioKind::LocalTakeover,
+    ScenarioKind::SlowCartStuffing,
+];
+
+fn legit_name(pattern: LegitPattern) -> &'static str {
+    match pattern {
+        LegitPattern::BulkBuyer => "bulk_buyer",
+        LegitPattern::FastRepeatBuyer => "fast_repeat_buyer",
+        LegitPattern::NewDevice => "new_device",
+    }
+}
+
+/// False alarms on one legitimate-but-odd pattern.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegitRow {
+    /// The pattern's name.
+    pub name: String,
+    /// Injected sessions.
+    pub sessions: usize,
+    /// Sessions with at least one alert on their user within the session.
+    pub alerted: usize,
+    /// Those alerts by type (distinct alert ids).
+    pub alerts_by_type: BTreeMap<String, usize>,
+}
+
+/// Alerts on each legitimate pattern's sessions: an alert of the session's user whose first
+/// emission falls within the session.
+pub fn legit_rows(labels: &[LegitLabel], alerts: &[AlertRecord]) -> Vec<LegitRow> {
+    let mut rows: BTreeMap<LegitPattern, LegitRow> = BTreeMap::new();
+    for l in labels {
+        let row = rows.entry(l.pattern).or_insert_with(|| LegitRow {
+            name: legit_name(l.pattern).into(),
+            sessions: 0,
+            alerted: 0,
+            alerts_by_type: BTreeMap::new(),
+        });
+        row.sessions += 1;
+        let mut ids = HashSet::new();
+        for a in alerts.iter().filter(|a| {
+            a.user_id == l.user_id && (l.start_time..=l.end_time).contains(&a.window_end)
+        }) {
+            if ids.insert(a.alert_id.as_str()) {
+                *row.alerts_by_type
+                    .entry(alert_type_symbol(a.alert_type).to_string())
+                    .or_default() += 1;
+            }
+        }
+        row.alerted += usize::from(!ids.is_empty());
+    }
+    rows.into_values().collect()
+}
+
 fn scenario_name(kind: ScenarioKind) -> &'static str {
     match kind {
+        ScenarioKind::LocalTakeover => "local_takeover",
+        ScenarioKind::SlowCartStuffing => "slow_cart_stuffing",
         ScenarioKind::CrawlerBot => "crawler_bot",
         ScenarioKind::JitteredCrawler => "jittered_crawler",
         ScenarioKind::SlowCardTesting => "slow_card_testing",
@@ -419,6 +512,8 @@ pub struct EvalReport {
     pub users: usize,
     /// Result rows (see [`score`]).
     pub rows: Vec<Row>,
+    /// False alarms on the legitimate-but-odd sessions, per pattern.
+    pub legit: Vec<LegitRow>,
     /// Per scenario type: AUROC of users' highest and of their mean Half-Space Trees score,
     /// scenario users against ordinary users.
     pub hst_auroc: Vec<(String, Option<f64>, Option<f64>)>,
@@ -444,16 +539,7 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         sessions: opts.sessions,
         // About five sessions per user: enough history for takeover victims.
         users: u32::try_from((opts.sessions / 5).max(50)).unwrap_or(u32::MAX),
-        scenarios: ScenarioConfig {
-            crawler_bots: n,
-            card_testing: n,
-            account_takeovers: n,
-            cart_stuffing: n,
-            jittered_crawlers: opts.hard_per_type,
-            slow_card_testing: opts.hard_per_type,
-            // A ring is 8 to 12 labelled accounts: a fifth as many rings keeps the counts comparable.
-            card_testing_rings: opts.hard_per_type.div_ceil(5),
-        },
+        scenarios: scenario_mix(n, opts.hard_per_type, opts.legit_per_type),
         ..GeneratorConfig::default()
     };
     let mut generator = Generator::new(gen_cfg).context("generator configuration")?;
@@ -502,15 +588,16 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         m.sum += s;
         m.n += 1;
     }
-    let labels: Vec<AnomalyLabel> = generator
-        .take_truth()
-        .into_iter()
-        .filter_map(|t| match t {
-            TruthRecord::Anomaly(l) => Some(l),
-            _ => None,
-        })
-        .collect();
+    let (mut labels, mut legit_labels) = (Vec::new(), Vec::new());
+    for t in generator.take_truth() {
+        match t {
+            TruthRecord::Anomaly(l) => labels.push(l),
+            TruthRecord::Legit(l) => legit_labels.push(l),
+            _ => {}
+        }
+    }
     let rows = score(&labels, &alerts);
+    let legit = legit_rows(&legit_labels, &alerts);
     let surprise_coverage = if opts.model_surprise.is_some() {
         surprise_coverage(&labels, &alerts)
     } else {
@@ -525,15 +612,7 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     let normal_max: Vec<f64> = normal.iter().map(|s| s.max).collect();
     let normal_mean: Vec<f64> = normal.iter().map(|s| s.mean()).collect();
     let mut hst_auroc = Vec::new();
-    for kind in [
-        ScenarioKind::CrawlerBot,
-        ScenarioKind::CardTesting,
-        ScenarioKind::AccountTakeover,
-        ScenarioKind::CartStuffing,
-        ScenarioKind::JitteredCrawler,
-        ScenarioKind::SlowCardTesting,
-        ScenarioKind::CardTestingRing,
-    ] {
+    for kind in ALL_KINDS {
         let pos: Vec<&UserScore> = labels
             .iter()
             .filter(|l| l.scenario == kind)
@@ -553,6 +632,7 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         dropped,
         users: user_scores.len(),
         rows,
+        legit,
         hst_auroc,
         surprise_coverage,
         suppressed: detector.suppressed(),
@@ -576,11 +656,13 @@ pub fn render(r: &EvalReport) -> String {
     let o = &r.options;
     let _ = writeln!(
         s,
-        "{} ordinary sessions, {} of each scenario and {} of each harder variant, seed {}: {} clean \
-         events from {} users ({} records dropped by cleaning), {:.1} s{}.\n",
+        "{} ordinary sessions, {} of each scenario, {} of each harder variant and {} of each \
+         legitimate-but-odd pattern, seed {}: {} clean events from {} users ({} records dropped \
+         by cleaning), {:.1} s{}.\n",
         o.sessions,
         o.per_type,
         o.hard_per_type,
+        o.legit_per_type,
         o.seed,
         r.events,
         r.users,
@@ -629,6 +711,34 @@ pub fn render(r: &EvalReport) -> String {
                 .join(", ")
         }
     );
+    if !r.legit.is_empty() {
+        let _ = writeln!(
+            s,
+            "Legitimate-but-odd sessions (every alert on them is a false alarm, already counted above):\n"
+        );
+        let _ = writeln!(
+            s,
+            "| pattern | sessions | alerted | alerts |\n|---|---:|---:|---|"
+        );
+        for row in &r.legit {
+            let by: Vec<String> = row
+                .alerts_by_type
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect();
+            let by = if by.is_empty() {
+                "-".into()
+            } else {
+                by.join(", ")
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {by} |",
+                row.name, row.sessions, row.alerted
+            );
+        }
+        let _ = writeln!(s);
+    }
     let _ = writeln!(
         s,
         "Half-Space Trees alone (AUROC of each user's highest and mean event score, scenario users against ordinary users):\n"
@@ -718,6 +828,38 @@ mod tests {
     }
 
     #[test]
+    fn legit_rows_count_alerts_within_the_session_only() {
+        let legit = |pattern, user: &str, start, end| LegitLabel {
+            pattern,
+            user_id: user.into(),
+            event_ids: vec![],
+            start_time: start,
+            end_time: end,
+        };
+        let labels = [
+            legit(LegitPattern::BulkBuyer, "b", 1_000, 2_000),
+            legit(LegitPattern::BulkBuyer, "c", 1_000, 2_000),
+            legit(LegitPattern::NewDevice, "d", 5_000, 6_000),
+        ];
+        let alerts = [
+            alert("b1", "b", AlertType::CartStuffing, 1_500),
+            alert("b1", "b", AlertType::CartStuffing, 1_900), // its escalation
+            alert("b2", "b", AlertType::Velocity, 1_600),
+            alert("c1", "c", AlertType::CartStuffing, 9_000), // after the session
+            alert("x1", "x", AlertType::AccountTakeover, 5_500), // another user
+        ];
+        let rows = legit_rows(&labels, &alerts);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].name.as_str(), rows[0].sessions, rows[0].alerted),
+            ("bulk_buyer", 2, 1)
+        );
+        assert_eq!(rows[0].alerts_by_type.get("CART_STUFFING"), Some(&1));
+        assert_eq!(rows[0].alerts_by_type.get("VELOCITY"), Some(&1));
+        assert_eq!((rows[1].name.as_str(), rows[1].alerted), ("new_device", 0));
+    }
+
+    #[test]
     fn auroc_matches_hand_computation() {
         assert_eq!(auroc(&[0.9, 0.8], &[0.1, 0.2]), Some(1.0));
         assert_eq!(auroc(&[0.1], &[0.9]), Some(0.0));
@@ -733,15 +875,16 @@ mod tests {
             seed: 7,
             per_type: 2,
             hard_per_type: 1,
+            legit_per_type: 1,
             ..EvalOptions::default()
         })
         .expect("evaluation runs");
         let overall = report.rows.last().expect("overall row");
         assert_eq!(overall.name, "overall");
-        // Two of each of the four scenario types, one of each harder variant, whose ring has 8 to
-        // 12 labelled accounts.
+        // Two of each of the four scenario types, one of each of the five harder variants, whose
+        // ring has 8 to 12 labelled accounts.
         assert!(
-            (18..=22).contains(&overall.labelled),
+            (20..=24).contains(&overall.labelled),
             "{} labelled",
             overall.labelled
         );
@@ -749,6 +892,13 @@ mod tests {
         let text = render(&report);
         assert!(text.contains("| card_testing |"), "{text}");
         assert!(text.contains("| overall |"), "{text}");
+        assert!(text.contains("| local_takeover |"), "{text}");
+        assert_eq!(report.legit.len(), 3, "one row per legitimate pattern");
+        assert!(
+            report.legit.iter().all(|r| r.sessions == 1),
+            "{:?}",
+            report.legit
+        );
         assert!(report.surprise_coverage.is_empty(), "model surprise is off");
     }
 
@@ -761,6 +911,7 @@ mod tests {
             seed: 11,
             per_type: 1,
             hard_per_type: 0,
+            legit_per_type: 0,
             model_surprise: Some(SurpriseSetup {
                 model,
                 windower,
