@@ -66,9 +66,11 @@
 //! [`Detector::evict_idle`] drops users silent longer than every window and the cooldown,
 //! profiles silent longer than `profile_ttl_ms` and idle IP prefixes.
 
+mod anomaly_score;
 mod bot;
 mod breadth;
 mod budget;
+mod calibrate;
 mod card;
 pub mod cart;
 pub mod grammar;
@@ -186,6 +188,18 @@ pub struct RulesConfig {
     pub baseline_alpha: f64,
     /// The Half-Space Trees anomaly scorer.
     pub hst: HstConfig,
+    /// Whether the Half-Space Trees score raises `ANOMALY_SCORE` alerts of its own (a user's mean
+    /// score over their last 16 events at or above the calibrated threshold, for users no other
+    /// rule has alerted; silent until the calibration has seen enough of the stream). Default
+    /// true; alert consumers need `FraudAlert` schema version 2.
+    pub anomaly_alert: bool,
+    /// The smallest mean anomaly score that alerts, before calibration raises it. Default 0.6.
+    pub anomaly_min_score: f64,
+    /// Target of the online calibration of the statistical rules (`PRICE_ANOMALY`,
+    /// `MODEL_SURPRISE`, `ANOMALY_SCORE`): alerts per 10,000 active users per hour each. Their
+    /// thresholds rise above the configured ones until only that many evaluations exceed them.
+    /// Default 5; 0 turns calibration off (the configured thresholds alone).
+    pub calibration_per_10k_users_hour: f64,
     /// How long an alert stays open for escalation; at most one alert per user and type is open
     /// at a time, ms. Default 10 minutes (`600_000`).
     pub cooldown_ms: i64,
@@ -241,6 +255,9 @@ impl Default for RulesConfig {
             surprise_min_mean_nats: 4.0,
             baseline_alpha: 0.05,
             hst: HstConfig::default(),
+            anomaly_alert: true,
+            anomaly_min_score: 0.6,
+            calibration_per_10k_users_hour: 5.0,
             cooldown_ms: 10 * 60 * 1000,
             max_evidence: 20,
             alert_budget_per_10k_users_hour: 50.0,
@@ -260,11 +277,12 @@ pub fn alert_type_symbol(t: AlertType) -> &'static str {
         AlertType::ImpossibleSequence => "IMPOSSIBLE_SEQUENCE",
         AlertType::PriceAnomaly => "PRICE_ANOMALY",
         AlertType::ModelSurprise => "MODEL_SURPRISE",
+        AlertType::AnomalyScore => "ANOMALY_SCORE",
     }
 }
 
 /// Every alert type, in slot order.
-pub const ALERT_TYPES: [AlertType; 8] = [
+pub const ALERT_TYPES: [AlertType; 9] = [
     AlertType::Velocity,
     AlertType::BotCadence,
     AlertType::CardTesting,
@@ -273,6 +291,7 @@ pub const ALERT_TYPES: [AlertType; 8] = [
     AlertType::ImpossibleSequence,
     AlertType::PriceAnomaly,
     AlertType::ModelSurprise,
+    AlertType::AnomalyScore,
 ];
 
 /// Slot of an alert type in the per-user open-alert table.
@@ -286,6 +305,7 @@ fn slot(t: AlertType) -> usize {
         AlertType::ImpossibleSequence => 5,
         AlertType::PriceAnomaly => 6,
         AlertType::ModelSurprise => 7,
+        AlertType::AnomalyScore => 8,
     }
 }
 
@@ -360,6 +380,18 @@ impl Recent {
             .map(|(_, id)| id.clone())
             .collect()
     }
+
+    /// The `n` most recently remembered ids, oldest first, and the earliest event time among
+    /// them (`None` when nothing is remembered).
+    pub(crate) fn last(&self, n: usize) -> (Vec<String>, Option<i64>) {
+        let (newer, older) = self.ids.split_at(self.next.min(self.ids.len()));
+        let all: Vec<&(i64, String)> = older.iter().chain(newer).collect();
+        let tail = &all[all.len().saturating_sub(n)..];
+        (
+            tail.iter().map(|(_, id)| id.clone()).collect(),
+            tail.iter().map(|(t, _)| *t).min(),
+        )
+    }
 }
 
 /// An alert that is still open for escalation.
@@ -386,9 +418,10 @@ struct UserRules {
     cart: cart::CartState,
     sequence: sequence::SequenceState,
     surprise: surprise::SurpriseState,
+    scores: anomaly_score::ScoreWindow,
     /// Boxed: most users never have an alert, and eight inline `FraudAlert`s made every user's
     /// state 1.8 KB.
-    open: [Option<Box<OpenAlert>>; 8],
+    open: [Option<Box<OpenAlert>>; ALERT_TYPES.len()],
 }
 
 impl UserRules {
@@ -406,6 +439,7 @@ impl UserRules {
             cart: Default::default(),
             sequence: Default::default(),
             surprise: Default::default(),
+            scores: Default::default(),
             open: Default::default(),
         }
     }
@@ -428,6 +462,8 @@ pub struct Detector {
     population: signals::Population,
     hst: HalfSpaceTrees,
     last_score: f64,
+    calibration: calibrate::Calibration,
+    population_features: anomaly_score::PopulationFeatures,
     tally: Tally,
 }
 
@@ -445,6 +481,7 @@ struct Tally {
 impl Detector {
     /// A detector with `cfg`, stamping `detector_version` on its alerts.
     pub fn new(cfg: RulesConfig, detector_version: &str) -> Self {
+        let calibration = calibrate::Calibration::new(cfg.grammar_half_life_events);
         Detector {
             hst: HalfSpaceTrees::new(signals::FEATURES, &cfg.hst),
             population: signals::Population::new(cfg.baseline_alpha),
@@ -460,6 +497,8 @@ impl Detector {
             profiles: HashMap::new(),
             ips: HashMap::default(),
             last_score: 0.0,
+            calibration,
+            population_features: Default::default(),
             tally: Tally::default(),
         }
     }
@@ -530,14 +569,25 @@ impl Detector {
             ev,
             cfg,
         ));
+        let active_users = self.tally.budget.active_users();
         findings.extend(surprise::on_event(
             &mut user.surprise,
             &user.recent,
             ev,
             cfg,
+            surprise::Calibrated {
+                calibrator: &mut self.calibration.surprise,
+                active_users,
+            },
         ));
         let price_z = self.prices.observe(ev, cfg);
-        findings.extend(price::price_anomaly(ev, price_z, cfg));
+        let (target, users) = (cfg.calibration_per_10k_users_hour, active_users);
+        if let Some(p) = &price_z {
+            let cal = &mut self.calibration.price;
+            let limit = cal.threshold(cfg.price_max_abs_z.abs(), target, users);
+            cal.observe(p.z.abs(), now);
+            findings.extend(price::price_anomaly(ev, price_z, limit));
+        }
 
         let features = signals::features(
             profile,
@@ -550,6 +600,41 @@ impl Detector {
         );
         self.last_score = self.hst.score_and_learn(&features);
         profile.observe(ev);
+        let mean = anomaly_score::observe(
+            &mut user.scores,
+            &mut self.population_features,
+            self.last_score,
+            &features,
+        );
+        if let Some(mean) = mean {
+            let cal = &mut self.calibration.anomaly;
+            // Silent until the calibration knows this stream: a catch-all alert with a guessed
+            // threshold would be noise.
+            let threshold = cal.calibrated(cfg.anomaly_min_score, target, users);
+            cal.observe(mean, now);
+            // For what no rule names: not for a user another rule has alerted, or alerts now.
+            let others_open = user.open.iter().enumerate().any(|(i, o)| {
+                i != slot(AlertType::AnomalyScore)
+                    && o.as_ref()
+                        .is_some_and(|o| now < o.opened_at.saturating_add(cfg.cooldown_ms))
+            });
+            if let Some(threshold) = threshold
+                && cfg.anomaly_alert
+                && findings.is_empty()
+                && !others_open
+            {
+                let (evidence, start) = user.recent.last(anomaly_score::WINDOW);
+                findings.extend(anomaly_score::finding(
+                    &user.scores,
+                    &self.population_features,
+                    mean,
+                    threshold,
+                    cfg,
+                    evidence,
+                    (start.unwrap_or(t).min(t), t),
+                ));
+            }
+        }
 
         let score = self.last_score;
         let mut alerts = raise(
@@ -604,8 +689,12 @@ impl Detector {
         };
         let now = user.last_time.max(p.event_time);
         user.last_time = now;
+        let cal = surprise::Calibrated {
+            calibrator: &mut self.calibration.surprise,
+            active_users: self.tally.budget.active_users(),
+        };
         let findings: Vec<Finding> =
-            surprise::on_prediction(&mut user.surprise, &user.recent, p, cfg)
+            surprise::on_prediction(&mut user.surprise, &user.recent, p, cfg, cal)
                 .into_iter()
                 .collect();
         raise(
@@ -992,10 +1081,11 @@ mod tests {
 #[cfg(test)]
 mod size_tests {
     /// Every active user holds one of these in memory; with its open alerts inline it was 1.8 KB,
-    /// above the 1 KiB-per-user budget on its own (552 bytes now, open alerts boxed).
+    /// above the 1 KiB-per-user budget on its own (704 bytes now, open alerts and pending takeover
+    /// logins boxed; the anomaly-score window, 16 scores and 9 feature means, is about 100 of it).
     #[test]
     fn inline_user_rule_state_stays_well_under_a_kibibyte() {
         let size = std::mem::size_of::<super::UserRules>();
-        assert!(size <= 640, "UserRules is {size} bytes");
+        assert!(size <= 768, "UserRules is {size} bytes");
     }
 }

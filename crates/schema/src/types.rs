@@ -326,6 +326,9 @@ pub enum AlertType {
     PriceAnomaly,
     /// Actions very unlikely under the sequence model.
     ModelSurprise,
+    /// A run of events the streaming anomaly detector (Half-Space Trees) scores far above this
+    /// stream's normal, with no rule naming a pattern (schema version 2).
+    AnomalyScore,
 }
 
 /// How urgent an alert is.

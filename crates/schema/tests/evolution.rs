@@ -287,3 +287,42 @@ fn v1_session_summaries_decode_as_first_publications() {
     assert_eq!((s.session_id.as_str(), s.event_count), ("u-1:5", 2));
     assert_eq!(s.path, vec![EventType::PageView, EventType::Search]);
 }
+
+fn alert(alert_type: AlertType) -> FraudAlert {
+    FraudAlert {
+        alert_id: "u-1:CARD_TESTING:5".into(),
+        user_id: "u-1".into(),
+        alert_type,
+        severity: Severity::High,
+        score: 2.0,
+        reasons: vec!["why".into()],
+        evidence_event_ids: vec!["a".into()],
+        window_start: 5,
+        window_end: 9,
+        detector_version: "rules@1".into(),
+    }
+}
+
+#[test]
+fn fraud_alerts_v1_still_decode_and_v1_readers_refuse_only_the_new_type() {
+    let shipped = EmbeddedRegistry::shipped();
+    let v1 = shipped.schema_text(5).unwrap();
+    // Alerts written before ANOMALY_SCORE (id 5) decode with the current codec (which writes id 10).
+    let old = write_with(5, v1, &alert(AlertType::CardTesting));
+    let codec = Codec::embedded();
+    assert_eq!(codec.schema_id::<FraudAlert>().unwrap(), 10);
+    let a: FraudAlert = codec.decode(&old).unwrap();
+    assert_eq!(a, alert(AlertType::CardTesting));
+    // A consumer still reading with v1 (its newest schema): every other type decodes, the new
+    // symbol cannot, which is why schemas/README.md says to upgrade alert consumers first.
+    let v2 = shipped.schema_text(10).unwrap();
+    let v1_reader = Codec::new(registry(&[
+        (FraudAlert::FULL_NAME, 10, v2),
+        (FraudAlert::FULL_NAME, 5, v1),
+    ]));
+    let known_type = write_with(10, v2, &alert(AlertType::Velocity));
+    let a: FraudAlert = v1_reader.decode(&known_type).unwrap();
+    assert_eq!(a.alert_type, AlertType::Velocity);
+    let new_type = write_with(10, v2, &alert(AlertType::AnomalyScore));
+    assert!(v1_reader.decode::<FraudAlert>(&new_type).is_err());
+}

@@ -195,7 +195,8 @@ fn enum_symbols_follow_the_rust_order() {
             CartStuffing,
             ImpossibleSequence,
             PriceAnomaly,
-            ModelSurprise
+            ModelSurprise,
+            AnomalyScore
         ])
     );
     use Severity::*;
@@ -219,7 +220,11 @@ fn every_enum_variant_round_trips() {
         e.payment.as_mut().unwrap().status = status;
         round_trip(&e);
     }
-    for alert_type in [AlertType::Velocity, AlertType::ModelSurprise] {
+    for alert_type in [
+        AlertType::Velocity,
+        AlertType::ModelSurprise,
+        AlertType::AnomalyScore,
+    ] {
         for severity in [Severity::Low, Severity::Critical] {
             round_trip(&FraudAlert {
                 alert_type,

@@ -31,6 +31,11 @@ impl AlertBudget {
         }
     }
 
+    /// Users active in the current hour so far.
+    pub(super) fn active_users(&self) -> u64 {
+        self.active_users
+    }
+
     /// The hour (event time) the budget is counting.
     pub(super) fn hour(&self) -> i64 {
         self.hour

@@ -93,13 +93,10 @@ impl PriceBaselines {
     }
 }
 
-pub(super) fn price_anomaly(
-    ev: &ClickEvent,
-    z: Option<PriceZ>,
-    cfg: &RulesConfig,
-) -> Option<Finding> {
+/// A finding when the price's |z| reaches `limit` (`price_max_abs_z`, raised by calibration).
+pub(super) fn price_anomaly(ev: &ClickEvent, z: Option<PriceZ>, limit: f64) -> Option<Finding> {
     let PriceZ { z, typical } = z?;
-    let limit = cfg.price_max_abs_z.abs().max(1e-9);
+    let limit = limit.abs().max(1e-9);
     if z.abs() < limit {
         return None;
     }
@@ -111,7 +108,7 @@ pub(super) fn price_anomaly(
         score: z.abs(),
         reasons: vec![format!(
             "{} price {price:.2} {currency} of item {} is {:.1} robust sigmas {} the running level \
-             of category {} (typical {typical:.2}; limit {limit}).",
+             of category {} (typical {typical:.2}; limit {limit:.2}).",
             ev.event_type,
             ev.item_id.as_deref().unwrap_or("?"),
             z.abs(),

@@ -17,6 +17,19 @@ pub const MAX_KNOWN: usize = 8;
 /// Number of features per event.
 pub const FEATURES: usize = 9;
 
+/// Short names of the features, in order (for alert reasons).
+pub const FEATURE_NAMES: [&str; FEATURES] = [
+    "log gap since previous event",
+    "gap vs the user's own",
+    "gap vs the population's",
+    "cadence regularity (CV)",
+    "price vs its category",
+    "log quantity",
+    "event type",
+    "recent failed payments",
+    "recent unviewed adds",
+];
+
 /// Values a baseline needs before its z-score is used.
 const BASELINE_WARMUP: u32 = 5;
 

@@ -61,6 +61,12 @@ fn probability(listed: &[(EventType, f64)], observed: EventType) -> f64 {
     ((1.0 - listed_mass).max(0.0) / unlisted as f64).max(MIN_PROBABILITY)
 }
 
+/// The surprise threshold's calibrator and the users active this hour (its alert-rate target).
+pub(super) struct Calibrated<'a> {
+    pub calibrator: &'a mut super::calibrate::Calibrator,
+    pub active_users: u64,
+}
+
 /// Scores `observed` against `p`, then checks the window.
 fn score(
     state: &mut SurpriseState,
@@ -68,6 +74,7 @@ fn score(
     listed: &[(EventType, f64)],
     observed: (i64, EventType),
     cfg: &RulesConfig,
+    cal: Calibrated<'_>,
 ) -> Option<Finding> {
     let s = -probability(listed, observed.1).ln();
     let n = (cfg.surprise_min_events as usize).clamp(1, MAX_WINDOW);
@@ -79,7 +86,12 @@ fn score(
         return None;
     }
     let mean = state.surprises.iter().map(|x| x.0).sum::<f64>() / n as f64;
-    let limit = cfg.surprise_min_mean_nats.max(1e-9);
+    let limit = cal.calibrator.threshold(
+        cfg.surprise_min_mean_nats.max(1e-9),
+        cfg.calibration_per_10k_users_hour,
+        cal.active_users,
+    );
+    cal.calibrator.observe(mean, observed.0);
     if mean < limit {
         return None;
     }
@@ -90,7 +102,7 @@ fn score(
         score: mean,
         reasons: vec![format!(
             "The last {n} actions had a mean surprise of {mean:.2} nats under the sequence model \
-             (limit {limit}; the latest, {}, had probability {:.4}).",
+             (limit {limit:.2}; the latest, {}, had probability {:.4}).",
             observed.1,
             (-s).exp()
         )],
@@ -107,6 +119,7 @@ pub(super) fn on_event(
     recent: &Recent,
     ev: &ClickEvent,
     cfg: &RulesConfig,
+    cal: Calibrated<'_>,
 ) -> Option<Finding> {
     if state.events.len() < MAX_EVENTS {
         state.events.push((ev.event_time, ev.event_type));
@@ -133,6 +146,7 @@ pub(super) fn on_event(
         &pending.listed,
         (ev.event_time, ev.event_type),
         cfg,
+        cal,
     )
 }
 
@@ -143,6 +157,7 @@ pub(super) fn on_prediction(
     recent: &Recent,
     p: &Prediction,
     cfg: &RulesConfig,
+    cal: Calibrated<'_>,
 ) -> Option<Finding> {
     let listed: Vec<(EventType, f64)> = p
         .next_actions
@@ -171,7 +186,7 @@ pub(super) fn on_prediction(
         .min_by_key(|(t, _)| *t)
         .copied();
     match next {
-        Some(observed) => score(state, recent, &listed, observed, cfg),
+        Some(observed) => score(state, recent, &listed, observed, cfg, cal),
         None => {
             if state.pending.len() >= MAX_PENDING {
                 state.pending.pop_front();

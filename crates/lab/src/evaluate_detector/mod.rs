@@ -339,6 +339,19 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
     for l in labels {
         wanted.insert((l.user_id.as_str(), l.scenario.alert_type()), l.scenario);
     }
+    // ANOMALY_SCORE names no pattern: on any labelled user it is a true positive.
+    let labelled_users: HashSet<&str> = labels.iter().map(|l| l.user_id.as_str()).collect();
+    let mut anomaly = Row {
+        name: "anomaly_score (any scenario)".into(),
+        labelled: 0,
+        detected: 0,
+        alerts: 0,
+        true_positives: 0,
+        early: 0,
+        latency_p50_ms: None,
+        latency_p99_ms: None,
+    };
+    let mut anomaly_users: HashSet<&str> = HashSet::new();
     // First matching alert per (user, type), in emission order.
     let mut first: HashMap<(&str, AlertType), i64> = HashMap::new();
     let mut seen_ids: HashSet<&str> = HashSet::new();
@@ -349,6 +362,14 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
             continue;
         }
         let key = (a.user_id.as_str(), a.alert_type);
+        if a.alert_type == AlertType::AnomalyScore {
+            anomaly.alerts += 1;
+            if labelled_users.contains(a.user_id.as_str()) {
+                anomaly.true_positives += 1;
+                anomaly_users.insert(a.user_id.as_str());
+            }
+            continue;
+        }
         match wanted.get(&key) {
             Some(kind) => {
                 *tp_by_kind.entry(*kind).or_default() += 1;
@@ -425,6 +446,12 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
             latency_p50_ms: None,
             latency_p99_ms: None,
         });
+    }
+    if anomaly.alerts > 0 {
+        anomaly.detected = anomaly_users.len();
+        overall.alerts += anomaly.alerts;
+        overall.true_positives += anomaly.true_positives;
+        rows.push(anomaly);
     }
     all_latencies.sort_unstable();
     overall.latency_p50_ms = percentile(&all_latencies, 0.5);

@@ -48,6 +48,10 @@ const SHIPPED_FILES: &[(&str, &str)] = &[
         include_str!("../../../../schemas/history/feature_vector.v1.avsc"),
     ),
     (
+        "history/fraud_alert.v1.avsc",
+        include_str!("../../../../schemas/history/fraud_alert.v1.avsc"),
+    ),
+    (
         "history/session_summary.v1.avsc",
         include_str!("../../../../schemas/history/session_summary.v1.avsc"),
     ),
