@@ -81,7 +81,11 @@ impl Calibrator {
     /// The smallest bin edge that at most a share `rate` of the (decayed) evaluations reach or
     /// exceed; `None` while fewer than `1 / rate` evaluations have been seen.
     pub(super) fn exceeded_by(&self, rate: f64) -> Option<f64> {
-        if !(rate > 0.0) || (self.seen as f64) < 1.0 / rate.min(1.0) || self.total <= 0.0 {
+        if rate.is_nan()
+            || rate <= 0.0
+            || (self.seen as f64) < 1.0 / rate.min(1.0)
+            || self.total <= 0.0
+        {
             return None;
         }
         let allowed = rate * self.total;
@@ -111,7 +115,11 @@ impl Calibrator {
         target_per_10k: f64,
         active_users: u64,
     ) -> Option<f64> {
-        if !(target_per_10k > 0.0) || active_users == 0 || self.this_hour == 0 {
+        if target_per_10k.is_nan()
+            || target_per_10k <= 0.0
+            || active_users == 0
+            || self.this_hour == 0
+        {
             return None;
         }
         let rate = target_per_10k / 10_000.0 * active_users as f64 / self.this_hour as f64;
