@@ -619,6 +619,7 @@ impl Detector {
                         .is_some_and(|o| now < o.opened_at.saturating_add(cfg.cooldown_ms))
             });
             if let Some(threshold) = threshold
+                && mean >= threshold
                 && cfg.anomaly_alert
                 && findings.is_empty()
                 && !others_open

@@ -14,6 +14,10 @@
 /// Bins of each histogram (fixed memory: 8 bytes each).
 const BINS: usize = 256;
 
+/// Evaluations between two scans of the histogram for the same rate (a scan is 256 bins; the
+/// detector asks for a threshold on nearly every event).
+const RESCAN_EVERY: u64 = 256;
+
 /// A decayed histogram of one statistic over `[lo, hi)` (values outside are clamped into the
 /// end bins), with the evaluations of the current hour.
 #[derive(Debug, Clone)]
@@ -28,6 +32,8 @@ pub(super) struct Calibrator {
     seen: u64,
     hour: i64,
     this_hour: u64,
+    /// The last answer of `exceeded_by`: (rate, seen then, threshold).
+    cached: Option<(f64, u64, Option<f64>)>,
 }
 
 impl Calibrator {
@@ -49,6 +55,7 @@ impl Calibrator {
             seen: 0,
             hour: i64::MIN,
             this_hour: 0,
+            cached: None,
         }
     }
 
@@ -102,7 +109,7 @@ impl Calibrator {
     /// The threshold to apply now: the configured `floor`, raised to what only the target share
     /// of evaluations exceed. `target_per_10k` alerts per 10,000 of the hour's `active_users`, over
     /// this hour's evaluations so far; 0 (or no users yet) leaves the floor.
-    pub(super) fn threshold(&self, floor: f64, target_per_10k: f64, active_users: u64) -> f64 {
+    pub(super) fn threshold(&mut self, floor: f64, target_per_10k: f64, active_users: u64) -> f64 {
         self.calibrated(floor, target_per_10k, active_users)
             .unwrap_or(floor)
     }
@@ -110,7 +117,7 @@ impl Calibrator {
     /// [`Calibrator::threshold`] once the tail is measurable; `None` before (or when calibration
     /// is off), for a rule that should stay silent until it knows the stream.
     pub(super) fn calibrated(
-        &self,
+        &mut self,
         floor: f64,
         target_per_10k: f64,
         active_users: u64,
@@ -123,7 +130,17 @@ impl Calibrator {
             return None;
         }
         let rate = target_per_10k / 10_000.0 * active_users as f64 / self.this_hour as f64;
-        self.exceeded_by(rate).map(|t| t.max(floor))
+        // The histogram moves little between nearby evaluations: reuse the last scan while the
+        // rate is within 10 % of it and fewer than RESCAN_EVERY evaluations were added.
+        let threshold = match self.cached {
+            Some((r, at, t)) if self.seen - at < RESCAN_EVERY && (rate / r - 1.0).abs() < 0.1 => t,
+            _ => {
+                let t = self.exceeded_by(rate);
+                self.cached = Some((rate, self.seen, t));
+                t
+            }
+        };
+        threshold.map(|t| t.max(floor))
     }
 }
 
