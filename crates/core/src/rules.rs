@@ -453,8 +453,10 @@ pub struct Detector {
     /// Per-user state, boxed like `profiles`: the tables then hold 32-byte entries, where with the
     /// state inline each look-up's key comparison waited on memory (a third of `on_event` in a
     /// profile). The throughput effect is within the bench's noise on the 2-core VM (BENCHMARKS.md).
-    users: HashMap<String, Box<UserRules>>,
-    profiles: HashMap<String, Box<signals::Profile>>,
+    /// foldhash (randomly seeded per process, as the sessionizer's maps) rather than SipHash on
+    /// these string keys: about 8 % more events/s on the core bench (docs/detector.md, "Cost").
+    users: foldhash::HashMap<String, Box<UserRules>>,
+    profiles: foldhash::HashMap<String, Box<signals::Profile>>,
     ips: HashMap<u64, VecDeque<i64>, U64Build>,
     prices: price::PriceBaselines,
     rings: ring::Rings,
@@ -493,8 +495,8 @@ impl Detector {
             ),
             cfg,
             version: detector_version.to_owned(),
-            users: HashMap::new(),
-            profiles: HashMap::new(),
+            users: Default::default(),
+            profiles: Default::default(),
             ips: HashMap::default(),
             last_score: 0.0,
             calibration,
