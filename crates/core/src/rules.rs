@@ -445,6 +445,28 @@ impl UserRules {
     }
 }
 
+/// A user's rule state (dropped when idle past every rule window) and profile (kept for
+/// `profile_ttl_ms`); the entry goes when both have.
+#[derive(Debug, Default)]
+struct UserEntry {
+    rules: Option<Box<UserRules>>,
+    profile: Option<Box<signals::Profile>>,
+}
+
+impl UserEntry {
+    /// The entry of `user_id`, created when absent (one hash look-up when it exists).
+    fn of<'a>(
+        users: &'a mut foldhash::HashMap<String, UserEntry>,
+        user_id: &str,
+    ) -> &'a mut UserEntry {
+        // `entry` would need an owned key on every call; look up by `&str` first.
+        if users.contains_key(user_id) {
+            return users.get_mut(user_id).expect("just checked");
+        }
+        users.entry(user_id.to_owned()).or_default()
+    }
+}
+
 /// Rule-based fraud and bot detector (see the module docs for the rules).
 #[derive(Debug)]
 pub struct Detector {
@@ -453,10 +475,13 @@ pub struct Detector {
     /// Per-user state, boxed like `profiles`: the tables then hold 32-byte entries, where with the
     /// state inline each look-up's key comparison waited on memory (a third of `on_event` in a
     /// profile). The throughput effect is within the bench's noise on the 2-core VM (BENCHMARKS.md).
+    /// One entry per user with its rule state and its profile, so an event costs one look-up.
     /// foldhash (randomly seeded per process, as the sessionizer's maps) rather than SipHash on
     /// these string keys: about 8 % more events/s on the core bench (docs/detector.md, "Cost").
-    users: foldhash::HashMap<String, Box<UserRules>>,
-    profiles: foldhash::HashMap<String, Box<signals::Profile>>,
+    users: foldhash::HashMap<String, UserEntry>,
+    /// Entries with rule state, and with a profile (kept as counts: the stage reads them per batch).
+    with_rules: usize,
+    with_profile: usize,
     ips: HashMap<u64, VecDeque<i64>, U64Build>,
     prices: price::PriceBaselines,
     rings: ring::Rings,
@@ -496,7 +521,8 @@ impl Detector {
             cfg,
             version: detector_version.to_owned(),
             users: Default::default(),
-            profiles: Default::default(),
+            with_rules: 0,
+            with_profile: 0,
             ips: HashMap::default(),
             last_score: 0.0,
             calibration,
@@ -515,13 +541,12 @@ impl Detector {
     pub fn on_event(&mut self, ev: &ClickEvent) -> Vec<FraudAlert> {
         let t = ev.event_time;
         let cfg = &self.cfg;
-        let user = match self.users.get_mut(ev.user_id.as_str()) {
-            Some(u) => u,
-            None => self
-                .users
-                .entry(ev.user_id.clone())
-                .or_insert_with(|| Box::new(UserRules::new(t))),
-        };
+        let entry = UserEntry::of(&mut self.users, &ev.user_id);
+        self.with_rules += usize::from(entry.rules.is_none());
+        self.with_profile += usize::from(entry.profile.is_none());
+        let user = entry
+            .rules
+            .get_or_insert_with(|| Box::new(UserRules::new(t)));
         let now = user.last_time.max(t);
         user.last_time = now;
         let budget = &mut self.tally.budget;
@@ -532,13 +557,9 @@ impl Detector {
         }
         user.recent
             .remember(t, &ev.event_id, cfg.max_evidence.max(1));
-        let profile = match self.profiles.get_mut(ev.user_id.as_str()) {
-            Some(p) => p,
-            None => self
-                .profiles
-                .entry(ev.user_id.clone())
-                .or_insert_with(|| Box::new(signals::Profile::new(cfg.baseline_alpha))),
-        };
+        let profile = entry
+            .profile
+            .get_or_insert_with(|| Box::new(signals::Profile::new(cfg.baseline_alpha)));
 
         let mut findings: Vec<Finding> = Vec::new();
         findings.extend(velocity::user_velocity(
@@ -661,7 +682,11 @@ impl Detector {
             if *user_id == ev.user_id {
                 continue;
             }
-            if let Some(u) = self.users.get_mut(user_id.as_str()) {
+            if let Some(u) = self
+                .users
+                .get_mut(user_id.as_str())
+                .and_then(|e| e.rules.as_mut())
+            {
                 alerts.extend(raise(
                     u,
                     vec![f.clone()],
@@ -683,13 +708,11 @@ impl Detector {
     /// the two arrives first.
     pub fn on_prediction(&mut self, p: &Prediction) -> Vec<FraudAlert> {
         let cfg = &self.cfg;
-        let user = match self.users.get_mut(p.user_id.as_str()) {
-            Some(u) => u,
-            None => self
-                .users
-                .entry(p.user_id.clone())
-                .or_insert_with(|| Box::new(UserRules::new(p.event_time))),
-        };
+        let entry = UserEntry::of(&mut self.users, &p.user_id);
+        self.with_rules += usize::from(entry.rules.is_none());
+        let user = entry
+            .rules
+            .get_or_insert_with(|| Box::new(UserRules::new(p.event_time)));
         let now = user.last_time.max(p.event_time);
         user.last_time = now;
         let cal = surprise::Calibrated {
@@ -736,19 +759,31 @@ impl Detector {
             .max(c.cart_stuffing_window_ms)
             .max(c.cart_stuffing_hold_ms)
             .max(c.cooldown_ms);
-        let before = self.users.len();
+        let before = self.users();
         // A user with failed payments is kept for the slow card-testing window; others for the
         // longest of the short windows.
         let slow = c.card_testing_slow_window_ms;
-        self.users.retain(|_, u| {
-            u.last_time.saturating_add(horizon) > watermark_ms
-                || u.card
-                    .last_failure()
-                    .is_some_and(|t| t.saturating_add(slow) > watermark_ms)
-        });
         let ttl = c.profile_ttl_ms;
-        self.profiles
-            .retain(|_, p| p.last_seen().saturating_add(ttl) > watermark_ms);
+        let (with_rules, with_profile) = (&mut self.with_rules, &mut self.with_profile);
+        self.users.retain(|_, e| {
+            if e.rules.as_ref().is_some_and(|u| {
+                u.last_time.saturating_add(horizon) <= watermark_ms
+                    && u.card
+                        .last_failure()
+                        .is_none_or(|t| t.saturating_add(slow) <= watermark_ms)
+            }) {
+                e.rules = None;
+                *with_rules -= 1;
+            }
+            if e.profile
+                .as_ref()
+                .is_some_and(|p| p.last_seen().saturating_add(ttl) <= watermark_ms)
+            {
+                e.profile = None;
+                *with_profile -= 1;
+            }
+            e.rules.is_some() || e.profile.is_some()
+        });
         self.rings.evict(watermark_ms, c.ring_window_ms);
         let window = c.velocity_window_ms;
         self.ips.retain(|_, times| {
@@ -756,17 +791,17 @@ impl Detector {
                 .back()
                 .is_some_and(|&t| t.saturating_add(window) > watermark_ms)
         });
-        before - self.users.len()
+        before - self.users()
     }
 
     /// Number of users with rule state.
     pub fn users(&self) -> usize {
-        self.users.len()
+        self.with_rules
     }
 
     /// Number of user profiles (known devices, countries, baselines) kept.
     pub fn profiles(&self) -> usize {
-        self.profiles.len()
+        self.with_profile
     }
 
     /// Number of findings merged into an open alert without re-emitting it.

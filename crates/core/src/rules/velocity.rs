@@ -199,7 +199,7 @@ mod tests {
         for i in 0..5_000i64 {
             d.on_event(&failed(&format!("p{i}"), i, Some(&format!("c{i}"))));
         }
-        let u = &d.users["u"];
+        let u = d.users["u"].rules.as_ref().expect("rule state");
         assert!(u.velocity.times.len() <= 30 * 8);
         assert!(u.card.failures() <= MAX_FAILED_PAYMENTS);
         assert_eq!(u.recent.ids.len(), 20);
