@@ -20,7 +20,9 @@
 //! - **Account takeover** ([`AlertType::AccountTakeover`]): a `LOGIN` whose device *and* country
 //!   were never seen for this user before (the user must have a history), then, within
 //!   `takeover_window_ms`, a `BEGIN_CHECKOUT` or `PAYMENT_ATTEMPT` worth at least
-//!   `takeover_min_value`.
+//!   `takeover_min_value`; or (local takeover) a `LOGIN` from a new device *and* a new IP prefix in
+//!   a known country, then one worth `takeover_local_value_ratio` times the user's largest earlier
+//!   purchase.
 //! - **Cart stuffing** ([`AlertType::CartStuffing`]): within `cart_stuffing_window_ms`, at least
 //!   `cart_stuffing_min_unviewed_adds` `ADD_TO_CART`s of items the user did not view, or at least
 //!   `cart_stuffing_min_absurd_adds` adds of `cart_stuffing_absurd_quantity` units or more held
@@ -36,6 +38,12 @@
 //! - **Model surprise** ([`AlertType::ModelSurprise`]): fed the scorer's predictions with
 //!   [`Detector::on_prediction`], the mean of `-ln p(observed next action)` over the user's last
 //!   `surprise_min_events` actions reaches `surprise_min_mean_nats`.
+//! - **Anomaly score** ([`AlertType::AnomalyScore`]): the user's mean Half-Space Trees score over
+//!   their last 16 events reaches its calibrated threshold, for users no rule has alerted.
+//!
+//! The statistical thresholds (price, surprise, anomaly score) are calibrated online
+//! (`calibrate.rs`): raised above the configured values until only
+//! `calibration_per_10k_users_hour` alerts per 10,000 active users per hour would exceed them.
 //!
 //! Every event is also scored by a population [`HalfSpaceTrees`] forest over per-event features
 //! (see [`signals`]); the score of the triggering event is written into each alert's reasons and
@@ -62,7 +70,8 @@
 //! per IP prefix the velocity window, and for prefixes with recent failed payments at most
 //! [`ring::MAX_PER_PREFIX`] of them; per category one baseline (at most `price_max_categories`); and
 //! for the whole stream the learned grammar ([`grammar::Grammar`], a fixed table) and the hour's
-//! alert budget (`budget.rs`: new alerts per type are capped per 10,000 active users per hour).
+//! alert budget (`budget.rs`: new alerts per type are capped per 10,000 active users per hour),
+//! plus three calibration histograms of 256 bins.
 //! [`Detector::evict_idle`] drops users silent longer than every window and the cooldown,
 //! profiles silent longer than `profile_ttl_ms` and idle IP prefixes.
 
