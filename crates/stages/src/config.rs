@@ -428,18 +428,30 @@ mod tests {
     }
 
     #[test]
-    fn environment_overrides_file_and_defaults() {
+    /// The runtime's loader is tested on the bus sections alone; this is the whole file: bus keys
+    /// through the flattened `bus`, and a stage's own section, each from the file or the environment.
+    fn environment_overrides_file_and_defaults_in_bus_and_stage_sections() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "[kafka]\nbrokers = \"file:1\"\n[topics]\npartitions = 6\n",
+            "[kafka]\nbrokers = \"file:1\"\n[topics]\npartitions = 6\n\
+             [detector]\ntakeover_min_value = 200.0\ncart_stuffing_hold_ms = 60000\n",
         )
         .unwrap();
-        let env = vec![("CLICKPATH__KAFKA__BROKERS".to_string(), "env:2".to_string())];
+        let env = vec![
+            ("CLICKPATH__KAFKA__BROKERS".to_string(), "env:2".to_string()),
+            (
+                "CLICKPATH__DETECTOR__TAKEOVER_MIN_VALUE".to_string(),
+                "300".to_string(),
+            ),
+        ];
         let cfg = ClickpathConfig::load_with_env(Some(&path), env).unwrap();
         assert_eq!(cfg.kafka.brokers, "env:2");
         assert_eq!(cfg.topics.partitions, 6);
+        assert_eq!(cfg.detector.takeover_min_value, 300.0);
+        assert_eq!(cfg.detector.cart_stuffing_hold_ms, 60_000);
+        assert_eq!(cfg.detector.takeover_local_value_ratio, 2.0, "the default");
     }
 
     #[test]
