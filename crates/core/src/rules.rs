@@ -1109,7 +1109,13 @@ mod tests {
         // Profiles outlive rule state (a takeover needs last week's device).
         assert_eq!(d.profiles(), 2);
         assert_eq!(d.evict_idle(31 * 86_400_000), 1);
-        assert_eq!(d.profiles(), 0);
+        assert_eq!((d.users(), d.profiles()), (0, 0));
+        assert!(d.users.is_empty(), "entries with neither state are removed");
+        // A user coming back starts both again; one whose rule state went keeps its profile.
+        d.on_event(&ev("c", PageView, 32 * 86_400_000));
+        assert_eq!((d.users(), d.profiles()), (1, 1));
+        assert_eq!(d.evict_idle(32 * 86_400_000 + 31 * 60 * 1000), 1);
+        assert_eq!((d.users(), d.profiles(), d.users.len()), (0, 1, 1));
     }
 
     #[test]
