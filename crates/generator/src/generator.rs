@@ -351,16 +351,8 @@ impl Generator {
     /// An ordinary session of user `ui`; returns the time of its last event.
     fn ordinary(&mut self, ui: usize, start: i64) -> i64 {
         let user = &self.users[ui];
-        let session_id = self.ids.session();
-        let mut script = Script::new(
-            &mut self.ids,
-            &user.id,
-            &user.client,
-            start,
-            &self.cfg.catalog.currency,
-        );
-        script.session_id = Some(session_id.clone());
-        script.channel = Some(user.channel.to_string());
+        let mut script = Script::session(&mut self.ids, user, start, &self.cfg.catalog.currency);
+        let session_id = script.session_id.clone().unwrap_or_default();
         let outcome = ordinary_session(
             &mut self.rng,
             &self.catalog,
@@ -438,16 +430,7 @@ impl Generator {
             return;
         }
         let user = &self.actors[actor];
-        let session_id = self.ids.session();
-        let mut script = Script::new(
-            &mut self.ids,
-            &user.id,
-            &user.client,
-            start,
-            &self.cfg.catalog.currency,
-        );
-        script.session_id = Some(session_id);
-        script.channel = Some(user.channel.to_string());
+        let mut script = Script::session(&mut self.ids, user, start, &self.cfg.catalog.currency);
         let (rng, catalog) = (&mut self.rng, &self.catalog);
         let detectable = match kind {
             ScenarioKind::CrawlerBot => scenarios::crawler(rng, catalog, &mut script),
@@ -478,16 +461,7 @@ impl Generator {
             client.ip_prefix_hash = format!("{:016x}", self.rng.random::<u64>());
         }
         let user = &self.users[ui];
-        let session_id = self.ids.session();
-        let mut script = Script::new(
-            &mut self.ids,
-            &user.id,
-            &user.client,
-            start,
-            &self.cfg.catalog.currency,
-        );
-        script.session_id = Some(session_id);
-        script.channel = Some(user.channel.to_string());
+        let mut script = Script::session(&mut self.ids, user, start, &self.cfg.catalog.currency);
         let (rng, catalog, cards) = (&mut self.rng, &self.catalog, &user.cards);
         match pattern {
             LegitPattern::BulkBuyer => legit::bulk_buyer(rng, catalog, &mut script, cards),
@@ -516,15 +490,8 @@ impl Generator {
     /// time of its last event.
     fn account_takeover(&mut self, ui: usize, start: i64, local: bool) -> i64 {
         let user = &self.users[ui];
-        let session_id = self.ids.session();
-        let mut script = Script::new(
-            &mut self.ids,
-            &user.id,
-            &user.client,
-            start,
-            &self.cfg.catalog.currency,
-        );
-        script.session_id = Some(session_id);
+        // The attacker's client and channel replace the victim's (scenarios::account_takeover).
+        let mut script = Script::session(&mut self.ids, user, start, &self.cfg.catalog.currency);
         let detectable = scenarios::account_takeover(
             &mut self.rng,
             &self.catalog,

@@ -24,9 +24,7 @@ pub(crate) fn bulk_buyer(
     script: &mut Script<'_>,
     cards: &[String],
 ) {
-    script.emit(EventType::Login);
-    script.wait(rng, 3_000, 10_000);
-    script.emit(EventType::PageView);
+    script.login_and_land(rng, 3_000, 10_000);
     let category = catalog.popular_category(rng);
     let mut total = 0.0;
     for _ in 0..rng.random_range(2..=6) {
@@ -83,9 +81,7 @@ pub(crate) fn new_device_purchase(
     script: &mut Script<'_>,
     cards: &[String],
 ) {
-    script.emit(EventType::Login);
-    script.wait(rng, 3_000, 10_000);
-    script.emit(EventType::PageView);
+    script.login_and_land(rng, 3_000, 10_000);
     let category = catalog.popular_category(rng);
     let mut viewed = Vec::new();
     for _ in 0..rng.random_range(2..=5) {

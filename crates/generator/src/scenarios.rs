@@ -207,9 +207,7 @@ pub(crate) fn cart_stuffing(
     catalog: &Catalog,
     script: &mut Script<'_>,
 ) -> usize {
-    script.emit(EventType::Login);
-    script.wait(rng, 2_000, 6_000);
-    script.emit(EventType::PageView);
+    script.login_and_land(rng, 2_000, 6_000);
     let n = rng.random_range(15..40);
     let mut detectable = 0;
     for k in 0..n {
@@ -237,9 +235,7 @@ pub(crate) fn slow_cart_stuffing(
     catalog: &Catalog,
     script: &mut Script<'_>,
 ) -> usize {
-    script.emit(EventType::Login);
-    script.wait(rng, 3_000, 10_000);
-    script.emit(EventType::PageView);
+    script.login_and_land(rng, 3_000, 10_000);
     let (mut first_add, mut adds, mut detectable) = (None::<i64>, 0, None);
     // The detector judges a held cart on the user's next event, whatever it is.
     let mut check = |script: &Script<'_>, adds: usize, first_add: Option<i64>| {
@@ -290,9 +286,7 @@ pub(crate) fn account_takeover(
     script.device = format!("desktop-{:06x}", rng.random_range(0..0x100_0000u32));
     script.ip_prefix_hash = format!("{:016x}", rng.random::<u64>());
     script.channel = Some("direct".to_string());
-    script.emit(EventType::Login);
-    script.wait(rng, 5_000, 20_000);
-    script.emit(EventType::PageView);
+    script.login_and_land(rng, 5_000, 20_000);
     let mut total = 0.0;
     for _ in 0..rng.random_range(1..=2) {
         let item = catalog.expensive[rng.random_range(0..catalog.expensive.len())];

@@ -1,7 +1,7 @@
 //! Writing one session's events: ids, the shared client fields, the clock and dwell times.
 
 use crate::catalog::Catalog;
-use crate::users::ClientProfile;
+use crate::users::{ClientProfile, User};
 use clickpath_schema::{ClickEvent, EventType, Payment, PaymentStatus};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -115,6 +115,22 @@ impl<'a> Script<'a> {
             t: start,
             events: Vec::new(),
         }
+    }
+
+    /// A new session of `user`: a fresh session id, the user's client and channel.
+    pub fn session(ids: &'a mut Ids, user: &User, start: i64, currency: &str) -> Self {
+        let session_id = ids.session();
+        let mut script = Script::new(ids, &user.id, &user.client, start, currency);
+        script.session_id = Some(session_id);
+        script.channel = Some(user.channel.to_string());
+        script
+    }
+
+    /// A `LOGIN`, then after `lo..hi` ms the landing `PAGE_VIEW`: how a logged-in visit starts.
+    pub fn login_and_land(&mut self, rng: &mut ChaCha8Rng, lo: i64, hi: i64) {
+        self.emit(EventType::Login);
+        self.wait(rng, lo, hi);
+        self.emit(EventType::PageView);
     }
 
     /// Appends an event of `ty` at the current time and returns it for filling in.

@@ -206,6 +206,20 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row named `name` with nothing counted yet.
+    fn empty(name: &str) -> Row {
+        Row {
+            name: name.into(),
+            labelled: 0,
+            detected: 0,
+            alerts: 0,
+            true_positives: 0,
+            early: 0,
+            latency_p50_ms: None,
+            latency_p99_ms: None,
+        }
+    }
+
     /// True positives / alerts (1 when there are no alerts).
     pub fn precision(&self) -> f64 {
         if self.alerts == 0 {
@@ -341,16 +355,7 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
     }
     // ANOMALY_SCORE names no pattern: on any labelled user it is a true positive.
     let labelled_users: HashSet<&str> = labels.iter().map(|l| l.user_id.as_str()).collect();
-    let mut anomaly = Row {
-        name: "anomaly_score (any scenario)".into(),
-        labelled: 0,
-        detected: 0,
-        alerts: 0,
-        true_positives: 0,
-        early: 0,
-        latency_p50_ms: None,
-        latency_p99_ms: None,
-    };
+    let mut anomaly = Row::empty("anomaly_score (any scenario)");
     let mut anomaly_users: HashSet<&str> = HashSet::new();
     // First matching alert per (user, type), in emission order.
     let mut first: HashMap<(&str, AlertType), i64> = HashMap::new();
@@ -386,16 +391,7 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
     };
     let mut rows = Vec::new();
     let mut all_latencies = Vec::new();
-    let mut overall = Row {
-        name: "overall".into(),
-        labelled: 0,
-        detected: 0,
-        alerts: 0,
-        true_positives: 0,
-        early: 0,
-        latency_p50_ms: None,
-        latency_p99_ms: None,
-    };
+    let mut overall = Row::empty("overall");
     for kind in &kinds {
         let t = kind.alert_type();
         let mut latencies = Vec::new();
@@ -437,14 +433,11 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
             continue;
         }
         rows.push(Row {
-            name: format!("{} (no scenario)", alert_type_symbol(t).to_lowercase()),
-            labelled: 0,
-            detected: 0,
             alerts: fp,
-            true_positives: 0,
-            early: 0,
-            latency_p50_ms: None,
-            latency_p99_ms: None,
+            ..Row::empty(&format!(
+                "{} (no scenario)",
+                alert_type_symbol(t).to_lowercase()
+            ))
         });
     }
     if anomaly.alerts > 0 {
