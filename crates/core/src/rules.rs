@@ -360,44 +360,70 @@ pub(crate) struct Finding {
     pub window_end: i64,
 }
 
-/// A user's most recent event ids (a ring; buffers are reused, so no allocation per event).
+/// A user's most recent event ids, oldest first, in one text buffer: after the first few events a
+/// user's ids cost no allocation (a ring of `String`s allocated one per event until it was full,
+/// a tenth of the detector's time on a stream of short sessions).
 #[derive(Debug, Default)]
 pub(crate) struct Recent {
-    ids: Vec<(i64, String)>,
-    next: usize,
+    /// The ids back to back, from byte `start` on (bytes before it belong to forgotten ids).
+    text: String,
+    start: usize,
+    /// Per remembered id: its event time and the byte offset in `text` where it ends.
+    ids: VecDeque<(i64, u32)>,
 }
 
 impl Recent {
     fn remember(&mut self, t: i64, id: &str, cap: usize) {
-        if self.ids.len() < cap {
-            self.ids.push((t, id.to_owned()));
-        } else if let Some(slot) = self.ids.get_mut(self.next) {
-            slot.0 = t;
-            slot.1.clear();
-            slot.1.push_str(id);
-            self.next = (self.next + 1) % cap;
+        while self.ids.len() >= cap {
+            match self.ids.pop_front() {
+                Some((_, end)) => self.start = end as usize,
+                None => break,
+            }
         }
+        // Forgotten ids are dropped once they take as much room as the remembered ones, so the
+        // buffer stays within twice the ids' length and each byte moves at most once per id.
+        if self.start > 0 && self.start >= self.text.len() - self.start {
+            self.text.drain(..self.start);
+            let shift = self.start as u32;
+            self.ids.iter_mut().for_each(|(_, end)| *end -= shift);
+            self.start = 0;
+        }
+        if self.ids.capacity() == 0 {
+            // Room for a few ids at once rather than growing one by one (most users have few
+            // events; a long session grows it twice more).
+            let first = cap.min(8);
+            self.ids.reserve_exact(first);
+            self.text.reserve_exact(first * id.len());
+        }
+        self.text.push_str(id);
+        self.ids.push_back((t, self.text.len() as u32));
+    }
+
+    /// The remembered ids with their times, oldest first.
+    fn iter(&self) -> impl Iterator<Item = (i64, &str)> {
+        let mut from = self.start;
+        self.ids.iter().map(move |&(t, end)| {
+            let id = &self.text[from..end as usize];
+            from = end as usize;
+            (t, id)
+        })
     }
 
     /// Ids with time in `(after, ..]`, oldest first.
     pub(crate) fn since(&self, after: i64) -> Vec<String> {
-        let (newer, older) = self.ids.split_at(self.next.min(self.ids.len()));
-        older
-            .iter()
-            .chain(newer)
+        self.iter()
             .filter(|(t, _)| *t > after)
-            .map(|(_, id)| id.clone())
+            .map(|(_, id)| id.to_owned())
             .collect()
     }
 
     /// The `n` most recently remembered ids, oldest first, and the earliest event time among
     /// them (`None` when nothing is remembered).
     pub(crate) fn last(&self, n: usize) -> (Vec<String>, Option<i64>) {
-        let (newer, older) = self.ids.split_at(self.next.min(self.ids.len()));
-        let all: Vec<&(i64, String)> = older.iter().chain(newer).collect();
-        let tail = &all[all.len().saturating_sub(n)..];
+        let skip = self.ids.len().saturating_sub(n);
+        let tail: Vec<(i64, &str)> = self.iter().skip(skip).collect();
         (
-            tail.iter().map(|(_, id)| id.clone()).collect(),
+            tail.iter().map(|(_, id)| (*id).to_owned()).collect(),
             tail.iter().map(|(t, _)| *t).min(),
         )
     }
@@ -454,6 +480,9 @@ impl UserRules {
     }
 }
 
+/// The detector's users by id.
+type UserMap = hashbrown::HashMap<String, UserEntry, foldhash::fast::RandomState>;
+
 /// A user's rule state (dropped when idle past every rule window) and profile (kept for
 /// `profile_ttl_ms`); the entry goes when both have.
 #[derive(Debug, Default)]
@@ -464,15 +493,9 @@ struct UserEntry {
 
 impl UserEntry {
     /// The entry of `user_id`, created when absent (one hash look-up when it exists).
-    fn of<'a>(
-        users: &'a mut foldhash::HashMap<String, UserEntry>,
-        user_id: &str,
-    ) -> &'a mut UserEntry {
-        // `entry` would need an owned key on every call; look up by `&str` first.
-        if users.contains_key(user_id) {
-            return users.get_mut(user_id).expect("just checked");
-        }
-        users.entry(user_id.to_owned()).or_default()
+    fn of<'a>(users: &'a mut UserMap, user_id: &str) -> &'a mut UserEntry {
+        // `entry_ref` copies the key only when it inserts.
+        users.entry_ref(user_id).or_default()
     }
 }
 
@@ -487,7 +510,7 @@ pub struct Detector {
     /// One entry per user with its rule state and its profile, so an event costs one look-up.
     /// foldhash (randomly seeded per process, as the sessionizer's maps) rather than SipHash on
     /// these string keys: about 8 % more events/s on the core bench (docs/detector.md, "Cost").
-    users: foldhash::HashMap<String, UserEntry>,
+    users: UserMap,
     /// Entries with rule state, and with a profile (kept as counts: the stage reads them per batch).
     with_rules: usize,
     with_profile: usize,
@@ -974,6 +997,23 @@ mod tests {
     use super::*;
     use EventType::*;
     use clickpath_schema::EventType;
+
+    #[test]
+    fn recent_ids_keep_the_last_ones_in_order_within_a_bounded_buffer() {
+        let mut r = Recent::default();
+        let id = |i: usize| "x".repeat(1 + i % 7) + &i.to_string();
+        for i in 0..1_000 {
+            r.remember(i as i64, &id(i), 5);
+            let kept: Vec<String> = r.iter().map(|(_, s)| s.to_owned()).collect();
+            let want: Vec<String> = (i.saturating_sub(4)..=i).map(id).collect();
+            assert_eq!(kept, want, "after {i}");
+            let live: usize = want.iter().map(String::len).sum();
+            assert!(r.text.len() - r.start == live && r.text.len() <= 2 * live + 16);
+        }
+        assert_eq!(r.since(997), vec![id(998), id(999)]);
+        assert_eq!(r.last(2), (vec![id(998), id(999)], Some(998)));
+        assert_eq!(Recent::default().last(3), (vec![], None));
+    }
 
     #[test]
     fn open_alert_is_updated_and_escalated_not_repeated() {

@@ -203,5 +203,7 @@ mod tests {
         assert!(u.velocity.times.len() <= 30 * 8);
         assert!(u.card.failures() <= MAX_FAILED_PAYMENTS);
         assert_eq!(u.recent.ids.len(), 20);
+        // The ids' buffer holds at most twice the remembered ids (here at most 5 bytes each).
+        assert!(u.recent.text.len() <= 2 * 20 * 5, "{}", u.recent.text.len());
     }
 }
