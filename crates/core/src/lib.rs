@@ -18,6 +18,7 @@ pub mod funnel;
 mod hash;
 pub mod rules;
 pub mod session;
+pub mod state_codec;
 pub mod time;
 pub mod validate;
 
