@@ -32,7 +32,10 @@
 //! can linger up to the disorder bound longer. Each user keeps at most [`MAX_WINDOW_EVENTS`]
 //! events; beyond that the oldest drop out of every window early.
 
+mod state;
+
 use crate::hash::{U64Build, fnv1a};
+use crate::state_codec::StateDecodeError;
 use clickpath_schema::{ClickEvent, EventType, FeatureNames, FeatureValues, FeatureVector};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -240,6 +243,10 @@ pub struct FeatureWindower {
     /// Values in `names` order, reused between updates.
     scratch: Vec<f64>,
     users: HashMap<String, UserFeatures>,
+    /// Whether changed users are recorded for [`FeatureWindower::take_changes`].
+    journal: bool,
+    /// Users changed (or removed) since the last take.
+    changed: foldhash::HashSet<String>,
 }
 
 impl FeatureWindower {
@@ -290,7 +297,45 @@ impl FeatureWindower {
             sorted_order,
             scratch: Vec::new(),
             users: HashMap::new(),
+            journal: false,
+            changed: Default::default(),
         }
+    }
+
+    /// The same windower, recording which users change for [`FeatureWindower::take_changes`].
+    pub fn with_journal(mut self) -> Self {
+        self.journal = true;
+        self
+    }
+
+    /// Every user changed since the last call with their state's changelog encoding (see the
+    /// `state` module), or `None` for a user whose state was dropped. Empty without
+    /// [`FeatureWindower::with_journal`].
+    pub fn take_changes(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
+        let mut out: Vec<(String, Option<Vec<u8>>)> = self
+            .changed
+            .drain()
+            .map(|user| {
+                let bytes = self.users.get(&user).map(|u| {
+                    let mut b = Vec::with_capacity(64 + 12 * u.entries.len());
+                    state::encode(u, &mut b);
+                    b
+                });
+                (user, bytes)
+            })
+            .collect();
+        // A stable order: the changelog (and a test) sees the same records for the same input.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Installs a user's state read back from a changelog (not recorded as a change). Bytes this
+    /// version cannot read, or written for another number of windows, are an error and change
+    /// nothing: the user starts afresh.
+    pub fn restore_user(&mut self, user: String, bytes: &[u8]) -> Result<(), StateDecodeError> {
+        let state = state::decode(bytes, self.windows_ms.len())?;
+        self.users.insert(user, state);
+        Ok(())
     }
 
     /// The spec in use.
@@ -326,6 +371,9 @@ impl FeatureWindower {
     pub fn update_values(&mut self, ev: &ClickEvent, out: &mut Vec<f64>) {
         let t = ev.event_time;
         let n_windows = self.windows_ms.len();
+        if self.journal && !self.changed.contains(ev.user_id.as_str()) {
+            self.changed.insert(ev.user_id.clone());
+        }
         let user = match self.users.get_mut(ev.user_id.as_str()) {
             Some(u) => u,
             None => self
@@ -410,13 +458,20 @@ impl FeatureWindower {
     pub fn evict_idle(&mut self, watermark_ms: i64) -> usize {
         let before = self.users.len();
         let largest = self.windows_ms.iter().copied().max().unwrap_or(0);
-        self.users.retain(|_, u| {
+        let (journal, changed) = (self.journal, &mut self.changed);
+        self.users.retain(|id, u| {
             let idle = watermark_ms.saturating_sub(u.last_time);
             if idle >= IDLE_RESET_MS {
+                if journal {
+                    changed.insert(id.clone());
+                }
                 return false;
             }
             if idle >= largest && !u.entries.is_empty() {
                 u.clear_windows();
+                if journal {
+                    changed.insert(id.clone());
+                }
             }
             true
         });
@@ -625,5 +680,91 @@ mod tests {
         assert_eq!(last["events_5m"], MAX_WINDOW_EVENTS as f64);
         let u = &w.users["u"];
         assert_eq!(u.entries.len(), MAX_WINDOW_EVENTS);
+    }
+
+    /// A deterministic stream of 3 users with items, carts, purchases and long pauses.
+    fn mixed_stream(n: usize, seed: u64) -> Vec<ClickEvent> {
+        let mut x = seed | 1;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut t = 0i64;
+        (0..n)
+            .map(|i| {
+                t += if next(20) == 0 {
+                    2_000_000
+                } else {
+                    next(3_000) as i64
+                };
+                let kind = EventType::ALL[next(EventType::COUNT as u64) as usize];
+                let mut e = ClickEvent::new(format!("e{i}"), format!("u{}", next(3)), kind, t);
+                if next(3) > 0 {
+                    e.item_id = Some(format!("i{}", next(7)));
+                    e.price = Some(next(100) as f64 + 0.5);
+                }
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_windower_restored_from_its_changes_computes_the_same_features() {
+        for seed in 1..6u64 {
+            let events = mixed_stream(400, seed);
+            let mut first = FeatureWindower::new(spec()).with_journal();
+            // What a compacted changelog holds: the last value per user.
+            let mut log: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
+            let cut = 150 + (seed as usize * 37) % 200;
+            for (i, e) in events[..cut].iter().enumerate() {
+                first.update(e);
+                if i % 17 == 0 {
+                    first.evict_idle(e.event_time);
+                    log.extend(first.take_changes());
+                }
+            }
+            log.extend(first.take_changes());
+            assert!(first.take_changes().is_empty(), "nothing changed since");
+            let mut second = FeatureWindower::new(spec());
+            for (user, bytes) in &log {
+                if let Some(b) = bytes {
+                    second.restore_user(user.clone(), b).unwrap();
+                }
+            }
+            assert_eq!(second.users(), first.users(), "seed {seed}");
+            for e in &events[cut..] {
+                assert_eq!(
+                    first.update(e).values,
+                    second.update(e).values,
+                    "seed {seed}, {}",
+                    e.event_id
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_or_foreign_state_is_an_error() {
+        let mut w = FeatureWindower::new(spec()).with_journal();
+        for e in mixed_stream(50, 9) {
+            w.update(&e);
+        }
+        let (user, bytes) = w.take_changes().remove(0);
+        let bytes = bytes.expect("a live user");
+        for n in 0..bytes.len() {
+            assert!(
+                w.restore_user(user.clone(), &bytes[..n]).is_err(),
+                "prefix {n}"
+            );
+        }
+        let mut other = FeatureWindower::new(FeatureSpec {
+            windows_ms: vec![1_000, 5_000, 60_000],
+            ..spec()
+        });
+        let e = other.restore_user(user.clone(), &bytes).unwrap_err();
+        assert!(e.to_string().contains("2 windows, the spec 3"), "{e}");
+        assert!(w.restore_user(user, b"{}").is_err());
     }
 }
