@@ -205,6 +205,8 @@ fn row(
         p90_step_ms: vec![Some(90_000), None],
         median_convert_ms: None,
         p90_convert_ms: None,
+        // Rows as version 1 wrote them: merged by instance.
+        partition: FunnelAggregate::ALL_PARTITIONS,
     }
 }
 
@@ -254,7 +256,7 @@ fn report_from_the_analytics_topic_merges_instances() {
     let j = json(&out_json);
     assert_eq!(j["overall"]["uniques"], serde_json::json!([21, 8, 3]));
     let first = &j["rows"][0];
-    assert_eq!(first["instances"], 2);
+    assert_eq!(first["parts"], 2);
     assert_eq!(first["counts"]["uniques"], serde_json::json!([16, 7, 3]));
     let email = j["rows"]
         .as_array()
@@ -349,7 +351,7 @@ fn analytics_stage_rows_equal_the_reference_funnel() {
     assert_eq!(rows.len(), buckets.len());
     for (row, b) in rows.iter().zip(&buckets) {
         assert_eq!(row["bucket_start"], b.start_ms);
-        assert_eq!(row["instances"], 1);
+        assert_eq!(row["parts"], 1);
         assert_eq!(
             row["counts"]["uniques"],
             serde_json::json!(b.counts.uniques),

@@ -345,8 +345,8 @@ pub fn render_aggregates_html(
     let _ = write!(
         out,
         "<p class=\"note\">Conversion {:.2} %. Summed over buckets: a unit counts once in every bucket where \
-         one of its attempts starts. Rows of several analytics instances are added; medians and p90s are \
-         shown only where one instance counted a bucket (see docs/analytics.md).</p>",
+         one of its attempts starts. Rows of several partitions are added; medians and p90s are \
+         shown only where one partition counted a bucket (see docs/analytics.md).</p>",
         100.0 * c.conversion_rate()
     );
     out.push_str("<h2>Segments</h2>");
@@ -369,7 +369,7 @@ pub fn render_aggregates_html(
             &charts::segment_svg(&format!("Conversion by {segment}"), &values)?,
         );
     }
-    out.push_str("<h2>Over time</h2><table><tr><th>bucket start (UTC)</th><th>instances</th><th>entered</th><th>converted</th><th>rate</th><th>median to convert</th></tr>");
+    out.push_str("<h2>Over time</h2><table><tr><th>bucket start (UTC)</th><th>partitions</th><th>entered</th><th>converted</th><th>rate</th><th>median to convert</th></tr>");
     for b in buckets.iter().rev().take(200).rev() {
         let u = &b.counts.uniques;
         let n = u.len();
@@ -377,7 +377,7 @@ pub fn render_aggregates_html(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             utc(b.bucket_start),
-            b.instances,
+            b.parts,
             u[0],
             u[n - 1],
             pct(u[n - 1], u[0]),

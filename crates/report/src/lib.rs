@@ -306,7 +306,7 @@ fn run_aggregates(
                     "bucket_start": r.bucket_start,
                     "segment": r.segment,
                     "segment_value": r.segment_value,
-                    "instances": r.instances,
+                    "parts": r.parts,
                     "counts": r.counts,
                 })
             })

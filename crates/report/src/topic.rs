@@ -5,8 +5,10 @@
 //!   end offsets seen at start, or up to `--until`, or `--max-records`, whichever comes first.
 //! - The analytics topic holds [`FunnelAggregate`] rows, already counted per time bucket and
 //!   segment by the analytics stages. They are merged ([`merge_rows`]): the latest row of each
-//!   `(bucket, segment, value, instance)` wins (a replay repeats rows), and the rows of different
-//!   instances add up, because each instance counts the users of its own partitions.
+//!   `(bucket, segment, value, partition)` wins (a replay repeats rows, possibly from another
+//!   instance after a rebalance), and the rows of different partitions add up, because a user
+//!   belongs to one partition. Version-1 rows (partition -1) counted every partition of their
+//!   instance and are told apart by instance instead.
 //!
 //! Reading uses no consumer group and commits nothing, so it never disturbs the stages.
 
@@ -260,7 +262,17 @@ pub fn read_topic(
     Ok(out)
 }
 
-/// The analytics rows of one bucket, segment and value, summed over the instances that counted them.
+/// What one row counts: its input partition, or for a version-1 row every partition of its instance.
+fn counter(r: &FunnelAggregate) -> String {
+    if r.partition >= 0 {
+        format!("partition {}", r.partition)
+    } else {
+        format!("instance {}", r.instance)
+    }
+}
+
+/// The analytics rows of one bucket, segment and value, summed over the partitions (or, for
+/// version-1 rows, instances) that counted them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MergedRow {
     /// Bucket start (ms).
@@ -269,9 +281,9 @@ pub struct MergedRow {
     pub segment: String,
     /// The segment value (empty for `all`).
     pub segment_value: String,
-    /// How many instances' rows were added.
-    pub instances: usize,
-    /// The summed counts. Median and p90 timings are kept only when one instance counted the
+    /// How many rows were added: one per partition (or, for version-1 rows, per instance).
+    pub parts: usize,
+    /// The summed counts. Median and p90 timings are kept only when one part counted the
     /// bucket (percentiles of parts do not add up).
     pub counts: FunnelCounts,
 }
@@ -412,7 +424,7 @@ pub fn merge_rows(rows: &[FunnelAggregate]) -> Option<MergedAggregates> {
             r.segment != "all",
             r.segment.clone(),
             r.segment_value.clone(),
-            r.instance.clone(),
+            counter(r),
         );
         if latest.insert(key, r).is_some() {
             replaced += 1;
@@ -434,7 +446,7 @@ pub fn merge_rows(rows: &[FunnelAggregate]) -> Option<MergedAggregates> {
                 bucket_start,
                 segment,
                 segment_value,
-                instances: parts.len(),
+                parts: parts.len(),
                 counts: sum_counts(n, &refs, true),
             }
         })
@@ -480,7 +492,26 @@ mod tests {
             p90_step_ms: vec![Some(2000), None],
             median_convert_ms: None,
             p90_convert_ms: None,
+            partition: FunnelAggregate::ALL_PARTITIONS,
         }
+    }
+
+    #[test]
+    fn partitions_add_up_whichever_instance_published_them() {
+        let in_partition = |instance: &str, p: i32, uniques: &[i64]| FunnelAggregate {
+            partition: p,
+            ..row(instance, 0, "all", "", uniques)
+        };
+        let rows = vec![
+            in_partition("pod-a", 0, &[5, 2, 1]),
+            in_partition("pod-a", 1, &[3, 1, 0]),
+            // Partition 1 moved to pod-b, which published its bucket again: a replay.
+            in_partition("pod-b", 1, &[3, 1, 0]),
+        ];
+        let m = merge_rows(&rows).unwrap();
+        assert_eq!((m.replaced, m.rows.len()), (1, 1));
+        assert_eq!(m.rows[0].parts, 2);
+        assert_eq!(m.rows[0].counts.uniques, vec![8, 3, 1]);
     }
 
     #[test]
@@ -498,7 +529,7 @@ mod tests {
         assert_eq!(m.rows.len(), 3);
         let first = &m.rows[0];
         assert_eq!((first.bucket_start, first.segment.as_str()), (0, "all"));
-        assert_eq!(first.instances, 2);
+        assert_eq!(first.parts, 2);
         assert_eq!(first.counts.uniques, vec![8, 3, 1]);
         assert_eq!(first.counts.totals, vec![16, 6, 2]);
         assert_eq!(first.counts.drop_off, vec![5, 2]);

@@ -293,7 +293,7 @@ fn analytics_topic_report_renders_in_chromium() {
             rolling.push(e);
         }
         for b in rolling.flush() {
-            rows.extend(stage.rows(&b).into_iter().map(|mut r| {
+            rows.extend(stage.rows(i as i32, &b).into_iter().map(|mut r| {
                 r.instance = instance.into();
                 r
             }));

@@ -370,7 +370,7 @@ pub struct FraudAlert {
     pub detector_version: String,
 }
 
-/// The Avro schema of [`FunnelAggregate`]: `schemas/funnel_aggregate.avsc` (registered as id 8).
+/// The Avro schema of [`FunnelAggregate`]: `schemas/funnel_aggregate.avsc` (registered as id 11; version 1 was id 8).
 pub const FUNNEL_AGGREGATE_AVSC: &str = include_str!("../../../schemas/funnel_aggregate.avsc");
 
 /// One row of the analytics topic (`schemas/funnel_aggregate.avsc`, field for field).
@@ -404,9 +404,20 @@ pub struct FunnelAggregate {
     pub median_convert_ms: Option<i64>,
     /// 90th percentile of the same (ms).
     pub p90_convert_ms: Option<i64>,
+    /// The input partition whose users the row counts (schema version 2); -1 in version-1 rows,
+    /// which counted every partition of their instance.
+    #[serde(default = "FunnelAggregate::all_partitions")]
+    pub partition: i32,
 }
 
 impl FunnelAggregate {
+    /// The `partition` of a version-1 row: every partition of its instance.
+    pub const ALL_PARTITIONS: i32 = -1;
+
+    fn all_partitions() -> i32 {
+        Self::ALL_PARTITIONS
+    }
+
     /// The Kafka key of the row: `<bucket_start>/<segment>=<value>`. Rows of one bucket and
     /// segment share a partition whichever instance wrote them.
     pub fn key(&self) -> String {

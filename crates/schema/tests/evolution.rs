@@ -326,3 +326,94 @@ fn fraud_alerts_v1_still_decode_and_v1_readers_refuse_only_the_new_type() {
     let new_type = write_with(10, v2, &alert(AlertType::AnomalyScore));
     assert!(v1_reader.decode::<FraudAlert>(&new_type).is_err());
 }
+
+fn funnel_row() -> FunnelAggregate {
+    FunnelAggregate {
+        instance: "pod-0".into(),
+        bucket_start: 3_600_000,
+        bucket_ms: 3_600_000,
+        steps: vec!["PRODUCT_VIEW".into(), "PURCHASE".into()],
+        funnel_order: "ordered".into(),
+        window_ms: 60_000,
+        segment: "all".into(),
+        segment_value: String::new(),
+        uniques: vec![4, 1],
+        totals: vec![5, 1],
+        median_step_ms: vec![Some(1_000)],
+        p90_step_ms: vec![Some(2_000)],
+        median_convert_ms: Some(1_000),
+        p90_convert_ms: Some(2_000),
+        partition: FunnelAggregate::ALL_PARTITIONS,
+    }
+}
+
+/// A funnel row as version 1 had it (no `partition`).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct FunnelRowV1 {
+    instance: String,
+    bucket_start: i64,
+    bucket_ms: i64,
+    steps: Vec<String>,
+    funnel_order: String,
+    window_ms: i64,
+    segment: String,
+    segment_value: String,
+    uniques: Vec<i64>,
+    totals: Vec<i64>,
+    median_step_ms: Vec<Option<i64>>,
+    p90_step_ms: Vec<Option<i64>>,
+    median_convert_ms: Option<i64>,
+    p90_convert_ms: Option<i64>,
+}
+
+impl AvroRecord for FunnelRowV1 {
+    const FULL_NAME: &'static str = FunnelAggregate::FULL_NAME;
+}
+
+impl From<FunnelAggregate> for FunnelRowV1 {
+    fn from(r: FunnelAggregate) -> Self {
+        FunnelRowV1 {
+            instance: r.instance,
+            bucket_start: r.bucket_start,
+            bucket_ms: r.bucket_ms,
+            steps: r.steps,
+            funnel_order: r.funnel_order,
+            window_ms: r.window_ms,
+            segment: r.segment,
+            segment_value: r.segment_value,
+            uniques: r.uniques,
+            totals: r.totals,
+            median_step_ms: r.median_step_ms,
+            p90_step_ms: r.p90_step_ms,
+            median_convert_ms: r.median_convert_ms,
+            p90_convert_ms: r.p90_convert_ms,
+        }
+    }
+}
+
+#[test]
+fn funnel_rows_v1_decode_as_counting_every_partition_and_v1_readers_skip_the_partition() {
+    let shipped = EmbeddedRegistry::shipped();
+    let (v1, v2) = (
+        shipped.schema_text(8).unwrap(),
+        shipped.schema_text(11).unwrap(),
+    );
+    let codec = Codec::embedded();
+    assert_eq!(codec.schema_id::<FunnelAggregate>().unwrap(), 11);
+    // A row written before per-partition rows (id 8) reads as counting every partition.
+    let old = write_with(8, v1, &FunnelRowV1::from(funnel_row()));
+    assert_eq!(codec.decode::<FunnelAggregate>(&old).unwrap(), funnel_row());
+    // A consumer still reading with version 1 decodes a version-2 row, without its partition.
+    let mut row = funnel_row();
+    row.partition = 3;
+    let new = write_with(11, v2, &row);
+    assert_eq!(codec.decode::<FunnelAggregate>(&new).unwrap().partition, 3);
+    let v1_reader = Codec::new(registry(&[
+        (FunnelAggregate::FULL_NAME, 11, v2),
+        (FunnelAggregate::FULL_NAME, 8, v1),
+    ]));
+    assert_eq!(
+        v1_reader.decode::<FunnelRowV1>(&new).unwrap(),
+        FunnelRowV1::from(funnel_row())
+    );
+}

@@ -1,24 +1,25 @@
 //! Analytics stage: the funnel per time bucket and per segment, published when a bucket closes.
 //!
-//! The logic is [`clickpath_core::analytics::RollingFunnel`]. This stage feeds it clean events,
-//! keeps its watermark `lateness_ms` behind the newest event time of its *slowest* input
-//! partition (event time drifts by hours between partitions, so one fast partition must not close a
-//! bucket another still fills), and every `publish_interval_ms` publishes each closed bucket as
+//! The logic is [`clickpath_core::analytics::RollingFunnel`], one per input partition. This
+//! stage feeds each its partition's clean events, keeps each partition's watermark `lateness_ms`
+//! behind that partition's newest event time (event time drifts by hours between partitions, so
+//! each closes its own buckets), and every `publish_interval_ms` publishes each closed bucket as
 //! flat [`FunnelAggregate`] rows (`schemas/funnel_aggregate.avsc`): one for all units
-//! (`segment = "all"`) and one per segment value.
+//! (`segment = "all"`) and one per segment value, per partition.
 //!
-//! Each instance counts the users of its partitions, and says so in the row's `instance` field.
-//! Uniques, totals and drop-off of different instances add up, because a user belongs to one
-//! partition. Medians and p90s are per instance.
+//! A row counts the users of one partition and says which in its `partition` field. Uniques,
+//! totals and drop-off of different partitions add up, because a user belongs to one partition.
+//! Medians and p90s are per partition. The rows do not depend on which instance owns a partition.
 //!
-//! The buffered events have no changelog: a restart, or a rebalance that moves a partition, loses
-//! the open buckets' events of that partition, whose offsets are already committed. The rows of
-//! those buckets then undercount (`docs/analytics.md`).
+//! The buffers are durable: each batch writes every changed unit's buffer (and the partition's
+//! bucket markers, under the empty key) to the changelog, and a new owner restores them before it
+//! reads the partition, so a restart or a rebalance neither loses nor repeats a bucket's events
+//! (in exactly-once mode; at-least-once can publish a bucket twice, with the same counts).
 
 use crate::config::AnalyticsConfig;
 use clickpath_core::analytics::{BucketAggregate, FunnelCounts, FunnelSpec, RollingFunnel};
 use clickpath_runtime::config::KafkaConfig;
-use clickpath_runtime::{Context, Stage, StageError};
+use clickpath_runtime::{Context, Stage, StageError, StateChange};
 use clickpath_schema::ClickEvent;
 
 use std::collections::BTreeMap;
@@ -42,11 +43,17 @@ pub fn instance_name(kafka: &KafkaConfig) -> String {
 }
 
 /// Key of events read without a partition (tests calling `process` directly).
-const NO_PARTITION: i32 = -1;
+const NO_PARTITION: i32 = FunnelAggregate::ALL_PARTITIONS;
+
+/// Changelog key of a partition's bucket markers (unit keys are never empty).
+const MARKERS_KEY: &[u8] = b"";
 
 /// The analytics stage.
 pub struct Analytics {
-    rolling: RollingFunnel,
+    spec: FunnelSpec,
+    max_events_per_unit: usize,
+    /// One aggregator per input partition.
+    rolling: BTreeMap<i32, RollingFunnel>,
     steps: Vec<String>,
     order: String,
     window_ms: i64,
@@ -58,6 +65,9 @@ pub struct Analytics {
     publish_interval_ms: i64,
     last_publish_ms: Option<i64>,
     flush_on_shutdown: bool,
+    durable: bool,
+    /// Changelog records read during a restore, per partition and key (last write wins).
+    restoring: BTreeMap<i32, BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl Analytics {
@@ -78,7 +88,9 @@ impl Analytics {
             steps: spec.steps().iter().map(|s| s.name.clone()).collect(),
             order,
             window_ms: spec.window_ms,
-            rolling: RollingFunnel::new(spec, max_events_per_unit),
+            spec,
+            max_events_per_unit,
+            rolling: BTreeMap::new(),
             output_topic: output_topic.to_string(),
             lateness_ms: lateness_ms.max(0),
             newest: BTreeMap::new(),
@@ -86,7 +98,20 @@ impl Analytics {
             publish_interval_ms: 0,
             last_publish_ms: None,
             flush_on_shutdown: false,
+            durable: true,
+            restoring: BTreeMap::new(),
         }
+    }
+
+    /// Keeps the buffers in memory only (no changelog topic).
+    pub fn without_changelog(mut self) -> Self {
+        self.durable = false;
+        self
+    }
+
+    fn fresh(&self) -> RollingFunnel {
+        let f = RollingFunnel::new(self.spec.clone(), self.max_events_per_unit);
+        if self.durable { f.with_journal() } else { f }
     }
 
     /// The stage `[analytics]` describes, writing to `output_topic` as `instance`. With
@@ -115,25 +140,25 @@ impl Analytics {
 
     /// Events that came after their bucket was published.
     pub fn late_events(&self) -> u64 {
-        self.rolling.late()
+        self.rolling.values().map(RollingFunnel::late).sum()
     }
 
     /// Events dropped because their unit's buffer was full.
     pub fn evicted_events(&self) -> u64 {
-        self.rolling.evicted()
+        self.rolling.values().map(RollingFunnel::evicted).sum()
     }
 
-    /// The watermark: `lateness_ms` behind the newest event time of the slowest partition that
-    /// sent events; `None` before any event.
-    pub fn watermark(&self) -> Option<i64> {
+    /// A partition's watermark: `lateness_ms` behind its newest event time; `None` before any
+    /// event of it.
+    pub fn watermark(&self, partition: i32) -> Option<i64> {
         self.newest
-            .values()
-            .min()
+            .get(&partition)
             .map(|t| t.saturating_sub(self.lateness_ms))
     }
 
     fn row(
         &self,
+        partition: i32,
         b: &BucketAggregate,
         segment: &str,
         value: &str,
@@ -159,15 +184,16 @@ impl Analytics {
             p90_step_ms: c.step_timings.iter().map(|t| t.p90_ms).collect(),
             median_convert_ms: c.time_to_convert.median_ms,
             p90_convert_ms: c.time_to_convert.p90_ms,
+            partition,
         }
     }
 
-    /// The rows of one closed bucket: all units first, then each segment value.
-    pub fn rows(&self, b: &BucketAggregate) -> Vec<FunnelAggregate> {
-        let mut out = vec![self.row(b, "all", "", &b.counts)];
+    /// The rows of one closed bucket of `partition`: all units first, then each segment value.
+    pub fn rows(&self, partition: i32, b: &BucketAggregate) -> Vec<FunnelAggregate> {
+        let mut out = vec![self.row(partition, b, "all", "", &b.counts)];
         for s in &b.segments {
             for (v, c) in &s.values {
-                out.push(self.row(b, s.segment.name(), v, c));
+                out.push(self.row(partition, b, s.segment.name(), v, c));
             }
         }
         out
@@ -175,12 +201,14 @@ impl Analytics {
 
     fn publish(
         &self,
+        partition: i32,
         buckets: Vec<BucketAggregate>,
         ctx: &mut Context<'_>,
     ) -> Result<(), StageError> {
         for b in buckets {
-            // Keyed by bucket and segment: a row's key names what it counts (there is no user).
-            for row in self.rows(&b) {
+            // Keyed by bucket and segment: rows of one bucket and segment share a partition of the
+            // output topic, whichever input partition they count.
+            for row in self.rows(partition, &b) {
                 ctx.emit(&self.output_topic, &row.key(), &row)?;
             }
         }
@@ -196,19 +224,21 @@ impl Stage for Analytics {
     }
 
     fn process(&mut self, ev: ClickEvent, ctx: &mut Context<'_>) -> Result<(), StageError> {
-        let newest = self
-            .newest
-            .entry(ctx.partition().unwrap_or(NO_PARTITION))
-            .or_insert(i64::MIN);
+        let partition = ctx.partition().unwrap_or(NO_PARTITION);
+        let newest = self.newest.entry(partition).or_insert(i64::MIN);
         *newest = (*newest).max(ev.event_time);
-        self.rolling.push(&ev);
+        if !self.rolling.contains_key(&partition) {
+            let fresh = self.fresh();
+            self.rolling.insert(partition, fresh);
+        }
+        self.rolling
+            .get_mut(&partition)
+            .expect("inserted")
+            .push(&ev);
         Ok(())
     }
 
     fn tick(&mut self, ctx: &mut Context<'_>) -> Result<(), StageError> {
-        let Some(watermark) = self.watermark() else {
-            return Ok(());
-        };
         let now = ctx.now_ms();
         if self
             .last_publish_ms
@@ -217,28 +247,104 @@ impl Stage for Analytics {
             return Ok(());
         }
         self.last_publish_ms = Some(now);
-        let buckets = self.rolling.advance(watermark);
-        self.publish(buckets, ctx)
+        let partitions: Vec<i32> = self.rolling.keys().copied().collect();
+        for p in partitions {
+            let Some(watermark) = self.watermark(p) else {
+                continue;
+            };
+            let buckets = self.rolling.get_mut(&p).expect("listed").advance(watermark);
+            self.publish(p, buckets, ctx)?;
+        }
+        Ok(())
     }
 
     fn on_revoke(&mut self, partitions: &[i32]) {
-        // A revoked partition no longer holds the watermark back; its buffered users stay until
-        // their buckets close (docs/analytics.md: rebalances undercount the moved users).
+        // The new owner restores these partitions' buffers from the changelog; drop our copy.
         for p in partitions {
             self.newest.remove(p);
+            self.rolling.remove(p);
+            self.restoring.remove(p);
         }
     }
 
     fn on_shutdown(&mut self, ctx: &mut Context<'_>) -> Result<(), StageError> {
         if self.flush_on_shutdown {
-            let buckets = self.rolling.flush();
-            self.publish(buckets, ctx)?;
+            let partitions: Vec<i32> = self.rolling.keys().copied().collect();
+            for p in partitions {
+                let buckets = self.rolling.get_mut(&p).expect("listed").flush();
+                self.publish(p, buckets, ctx)?;
+            }
         }
         Ok(())
     }
 
     fn state_entries(&self) -> usize {
-        self.rolling.units()
+        self.rolling.values().map(RollingFunnel::units).sum()
+    }
+
+    fn is_stateful(&self) -> bool {
+        self.durable
+    }
+
+    fn take_state_changes(&mut self) -> Vec<StateChange> {
+        let mut out = Vec::new();
+        for (&partition, f) in &mut self.rolling {
+            let changes = f.take_changes();
+            out.extend(changes.units.into_iter().map(|(unit, value)| StateChange {
+                partition,
+                key: unit.into_bytes(),
+                value,
+            }));
+            if let Some(m) = changes.markers {
+                out.push(StateChange {
+                    partition,
+                    key: MARKERS_KEY.to_vec(),
+                    value: Some(m),
+                });
+            }
+        }
+        out
+    }
+
+    fn restore(
+        &mut self,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StageError> {
+        let records = self.restoring.entry(partition).or_default();
+        match value {
+            Some(v) => records.insert(key.to_vec(), v.to_vec()),
+            None => records.remove(key),
+        };
+        Ok(())
+    }
+
+    fn on_assign(&mut self, partitions: &[i32]) {
+        for &p in partitions {
+            let Some(records) = self.restoring.remove(&p) else {
+                continue;
+            };
+            let mut f = self.fresh();
+            for (key, bytes) in records {
+                let restored = if key == MARKERS_KEY {
+                    f.restore_markers(&bytes)
+                } else {
+                    match String::from_utf8(key) {
+                        Ok(unit) => f.restore_unit(unit, &bytes),
+                        Err(_) => Err(clickpath_core::state_codec::StateDecodeError(
+                            "unit key is not UTF-8".into(),
+                        )),
+                    }
+                };
+                // A record this version cannot read must not stop the partition: that unit's
+                // buffered events are not counted.
+                if let Err(e) = restored {
+                    tracing::error!(partition = p, error = %e, "Analytics changelog record does not parse; skipped.");
+                }
+            }
+            self.rolling.insert(p, f);
+        }
     }
 }
 
@@ -274,7 +380,7 @@ mod tests {
             EmbeddedRegistry::shipped()
                 .latest_id(FunnelAggregate::FULL_NAME)
                 .unwrap(),
-            8
+            11
         );
         let row = FunnelAggregate {
             instance: "pod-0".into(),
@@ -291,6 +397,7 @@ mod tests {
             p90_step_ms: vec![None],
             median_convert_ms: Some(1_000),
             p90_convert_ms: None,
+            partition: 2,
         };
         let back: FunnelAggregate = codec.decode(&codec.encode(&row).unwrap()).unwrap();
         assert_eq!(back, row);
@@ -317,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn the_slowest_partition_holds_the_watermark() {
+    fn each_partition_closes_its_own_buckets() {
         let codec = codec();
         let spec = FunnelSpec::default();
         let close_first = spec.bucket_ms + spec.window_ms;
@@ -340,18 +447,19 @@ mod tests {
             ev("b", EventType::ProductView, MIN),
             &mut outputs,
         );
-        // Partition 0 runs far ahead; partition 1 is still in the first bucket.
+        // Partition 0 runs far ahead and closes its first bucket; partition 1 still fills its own.
         feed(
             &mut stage,
             0,
             ev("a", EventType::PageView, 3 * close_first),
             &mut outputs,
         );
-        assert_eq!(stage.watermark(), Some(MIN));
-        assert!(
-            outputs.is_empty(),
-            "partition 1 still fills the first bucket"
-        );
+        assert_eq!(stage.watermark(0), Some(3 * close_first));
+        assert_eq!(stage.watermark(1), Some(MIN));
+        let rows = decode(&codec, &outputs);
+        assert_eq!((rows[0].partition, rows[0].bucket_start), (0, 0));
+        assert_eq!(rows[0].uniques, vec![1, 0, 0], "only a");
+        outputs.clear();
         feed(
             &mut stage,
             1,
@@ -365,12 +473,52 @@ mod tests {
             &mut outputs,
         );
         let rows = decode(&codec, &outputs);
-        assert_eq!(rows[0].segment, "all");
-        assert_eq!(rows[0].bucket_start, 0);
-        assert_eq!(rows[0].uniques, vec![2, 1, 0], "b's add to cart counted");
-        // A revoked partition no longer holds the watermark back.
-        stage.on_revoke(&[1]);
-        assert_eq!(stage.watermark(), Some(3 * close_first));
+        assert_eq!((rows[0].partition, rows[0].segment.as_str()), (1, "all"));
+        assert_eq!(rows[0].uniques, vec![1, 1, 0], "b's add to cart counted");
+    }
+
+    #[test]
+    fn a_new_owner_publishes_the_rows_the_old_one_would_have() {
+        let codec = codec();
+        let spec = FunnelSpec::default();
+        let close_first = spec.bucket_ms + spec.window_ms;
+        let events = [
+            ev("a", EventType::ProductView, 0),
+            ev("b", EventType::ProductView, MIN),
+            ev("a", EventType::AddToCart, 2 * MIN),
+            ev("b", EventType::AddToCart, 3 * MIN),
+            ev("a", EventType::Purchase, 4 * MIN),
+            ev("c", EventType::PageView, close_first),
+        ];
+        let feed = |stage: &mut Analytics, events: &[ClickEvent]| {
+            let mut outputs = Vec::new();
+            for e in events {
+                let mut ctx = Context::new(&codec, &mut outputs, 0).for_partition(4);
+                stage.process(e.clone(), &mut ctx).unwrap();
+                stage.tick(&mut ctx).unwrap();
+            }
+            decode(&codec, &outputs)
+        };
+        let mut uninterrupted = Analytics::new(spec.clone(), 0, 1000, "analytics");
+        let reference = feed(&mut uninterrupted, &events);
+        assert!(!reference.is_empty());
+
+        let mut first = Analytics::new(spec.clone(), 0, 1000, "analytics");
+        assert!(feed(&mut first, &events[..3]).is_empty());
+        let mut log: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for c in first.take_state_changes() {
+            assert_eq!(c.partition, 4);
+            log.insert(c.key, c.value);
+        }
+        first.on_revoke(&[4]);
+        assert_eq!(first.state_entries(), 0);
+        let mut second = Analytics::new(spec, 0, 1000, "analytics");
+        for (k, v) in &log {
+            second.restore(4, k, v.as_deref()).unwrap();
+        }
+        second.on_assign(&[4]);
+        assert_eq!(second.state_entries(), 2);
+        assert_eq!(feed(&mut second, &events[3..]), reference);
     }
 
     #[test]

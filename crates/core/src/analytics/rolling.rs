@@ -12,14 +12,27 @@
 //! A unit's segment values come from the first event *received* with the attribute. Events
 //! older than the oldest open bucket are late and are counted in [`RollingFunnel::late`], not
 //! used. A unit keeps at most `max_events_per_unit` events; the oldest go first.
+//!
+//! Durable state: with [`RollingFunnel::with_journal`] the aggregator records which units and
+//! which bucket markers changed, and [`RollingFunnel::take_changes`] hands them over per batch in
+//! a compact binary encoding (see [`RollingChanges`]); [`RollingFunnel::restore_unit`] and
+//! [`RollingFunnel::restore_markers`] rebuild it, so a new owner closes the same buckets with the
+//! same counts.
 
 use super::funnels::{
     Acc, FunnelCounts, FunnelSpec, NO_VALUE, Segment, SegmentBreakdown, best_attempt_in,
     totals_attempts_in,
 };
+use crate::state_codec::{Reader, StateDecodeError, Writer, err};
 use clickpath_schema::{ClickEvent, EventType};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+
+/// First byte of a version-1 unit buffer: `0xA1 count(events) (ivar(time - previous)
+/// u8(event type))* flags(bit k: segment k present) str(segment value)*`.
+const UNIT_V1: u8 = 0xA1;
+/// First byte of version-1 markers: `0xA2 flags(bit0 open_from, bit1 closed_before) [ivar] [ivar]`.
+const MARKERS_V1: u8 = 0xA2;
 
 /// The funnel of one closed bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +64,22 @@ pub struct RollingFunnel {
     closed_before: Option<i64>,
     late: u64,
     evicted: u64,
+    /// Whether changes are recorded for [`RollingFunnel::take_changes`].
+    journal: bool,
+    /// Units changed (or dropped) since the last take.
+    changed: foldhash::HashSet<String>,
+    /// Whether `open_from` or `closed_before` moved since the last take.
+    markers_changed: bool,
+}
+
+/// What changed in a [`RollingFunnel`] since the last [`RollingFunnel::take_changes`], encoded.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RollingChanges {
+    /// Each changed unit with its buffer's encoding, or `None` when it holds nothing any more.
+    /// Sorted by unit.
+    pub units: Vec<(String, Option<Vec<u8>>)>,
+    /// The bucket markers' encoding, when they moved.
+    pub markers: Option<Vec<u8>>,
 }
 
 impl RollingFunnel {
@@ -64,7 +93,73 @@ impl RollingFunnel {
             closed_before: None,
             late: 0,
             evicted: 0,
+            journal: false,
+            changed: Default::default(),
+            markers_changed: false,
         }
+    }
+
+    /// The same aggregator, recording its changes for [`RollingFunnel::take_changes`].
+    pub fn with_journal(mut self) -> Self {
+        self.journal = true;
+        self
+    }
+
+    /// What changed since the last call (empty without [`RollingFunnel::with_journal`]).
+    pub fn take_changes(&mut self) -> RollingChanges {
+        let mut units: Vec<(String, Option<Vec<u8>>)> = self
+            .changed
+            .drain()
+            .map(|unit| {
+                let bytes = self.units.get(&unit).map(encode_unit);
+                (unit, bytes)
+            })
+            .collect();
+        units.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let markers = std::mem::take(&mut self.markers_changed).then(|| {
+            let mut out = Vec::with_capacity(20);
+            let mut w = Writer(&mut out);
+            w.u8(MARKERS_V1);
+            w.u8(u8::from(self.open_from.is_some())
+                    | (u8::from(self.closed_before.is_some()) << 1));
+            for v in [self.open_from, self.closed_before].into_iter().flatten() {
+                w.ivar(v);
+            }
+            out
+        });
+        RollingChanges { units, markers }
+    }
+
+    /// Installs a unit's buffer read back from a changelog (not recorded as a change).
+    pub fn restore_unit(&mut self, unit: String, bytes: &[u8]) -> Result<(), StateDecodeError> {
+        let buf = decode_unit(bytes)?;
+        self.units.insert(unit, buf);
+        Ok(())
+    }
+
+    /// Installs the bucket markers read back from a changelog (not recorded as a change).
+    pub fn restore_markers(&mut self, bytes: &[u8]) -> Result<(), StateDecodeError> {
+        let mut r = Reader { buf: bytes };
+        if r.u8().map_err(|_| err("empty value"))? != MARKERS_V1 {
+            return Err(err("not bucket markers"));
+        }
+        let flags = r.u8()?;
+        let open_from = if flags & 1 != 0 {
+            Some(r.ivar()?)
+        } else {
+            None
+        };
+        let closed_before = if flags & 2 != 0 {
+            Some(r.ivar()?)
+        } else {
+            None
+        };
+        if flags > 3 || !r.buf.is_empty() {
+            return Err(err("unexpected bytes in bucket markers"));
+        }
+        self.open_from = open_from;
+        self.closed_before = closed_before;
+        Ok(())
     }
 
     /// Events that arrived for an already emitted bucket (not used).
@@ -94,11 +189,14 @@ impl RollingFunnel {
             self.late += 1;
             return;
         }
-        self.open_from = Some(self.open_from.map_or(b, |o| o.min(b)));
-        let buf = self
-            .units
-            .entry(self.spec.unit.key(e).to_string())
-            .or_default();
+        let open_from = Some(self.open_from.map_or(b, |o| o.min(b)));
+        self.markers_changed |= self.journal && open_from != self.open_from;
+        self.open_from = open_from;
+        let key = self.spec.unit.key(e);
+        if self.journal && !self.changed.contains(key) {
+            self.changed.insert(key.to_string());
+        }
+        let buf = self.units.entry(key.to_string()).or_default();
         // After any equal times: simultaneous events keep their arrival order, as in batch.
         let at = buf.events.partition_point(|x| x.0 <= t);
         buf.events.insert(at, (t, e.event_type));
@@ -124,6 +222,7 @@ impl RollingFunnel {
             out.extend(self.close(b));
             self.evict_before(end);
             self.closed_before = Some(end);
+            self.markers_changed |= self.journal;
             // Jump over empty buckets to the oldest buffered event's.
             let oldest = self
                 .units
@@ -187,10 +286,185 @@ impl RollingFunnel {
     }
 
     fn evict_before(&mut self, t: i64) {
-        self.units.retain(|_, u| {
+        let (journal, changed) = (self.journal, &mut self.changed);
+        self.units.retain(|unit, u| {
             let cut = u.events.partition_point(|e| e.0 < t);
+            if cut > 0 && journal {
+                changed.insert(unit.clone());
+            }
             u.events.drain(..cut);
             !u.events.is_empty()
         });
+    }
+}
+
+fn encode_unit(u: &UnitBuf) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 3 * u.events.len());
+    let mut w = Writer(&mut out);
+    w.u8(UNIT_V1);
+    w.uvar(u.events.len() as u64);
+    let mut prev = 0i64;
+    for &(t, kind) in &u.events {
+        w.ivar(t.wrapping_sub(prev));
+        prev = t;
+        w.kind(kind, 0);
+    }
+    let flags = u
+        .segments
+        .iter()
+        .enumerate()
+        .fold(0u8, |f, (i, s)| f | (u8::from(s.is_some()) << i));
+    w.u8(flags);
+    for s in u.segments.iter().flatten() {
+        w.str(s);
+    }
+    out
+}
+
+fn decode_unit(bytes: &[u8]) -> Result<UnitBuf, StateDecodeError> {
+    let mut r = Reader { buf: bytes };
+    match r.u8() {
+        Ok(UNIT_V1) => {}
+        Ok(b) => return Err(StateDecodeError(format!("unknown format byte 0x{b:02x}"))),
+        Err(_) => return Err(err("empty value")),
+    }
+    let n = r.count(2)?;
+    let mut events = Vec::with_capacity(n);
+    let mut prev = 0i64;
+    for _ in 0..n {
+        prev = prev.wrapping_add(r.ivar()?);
+        let (kind, extra) = r.kind()?;
+        if extra {
+            return Err(err("unexpected flag on an event type"));
+        }
+        events.push((prev, kind));
+    }
+    let flags = r.u8()?;
+    if flags > 0b111 {
+        return Err(err("unknown segment flags"));
+    }
+    let mut segments: [Option<String>; 3] = Default::default();
+    for (i, slot) in segments.iter_mut().enumerate() {
+        if flags & (1 << i) != 0 {
+            *slot = Some(r.str()?);
+        }
+    }
+    if !r.buf.is_empty() {
+        return Err(err("bytes after the segments"));
+    }
+    Ok(UnitBuf { events, segments })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::{FunnelOrder, Step, Unit};
+    use clickpath_schema::EventType::*;
+
+    fn spec() -> FunnelSpec {
+        FunnelSpec::new(
+            vec![
+                Step::of(&[ProductView]),
+                Step::of(&[AddToCart]),
+                Step::of(&[Purchase]),
+            ],
+            FunnelOrder::Ordered,
+            5_000,
+            Unit::User,
+            10_000,
+        )
+        .unwrap()
+    }
+
+    fn stream(n: usize) -> Vec<ClickEvent> {
+        let mut x = 0x1234_5678_u64;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut t = 0i64;
+        (0..n)
+            .map(|i| {
+                t += next(900) as i64;
+                let kind = [PageView, ProductView, AddToCart, Purchase][next(4) as usize];
+                let mut e = ClickEvent::new(format!("e{i}"), format!("u{}", next(6)), kind, t);
+                if next(2) == 0 {
+                    e.channel = Some(format!("c{}", next(3)));
+                }
+                e
+            })
+            .collect()
+    }
+
+    /// Closes buckets every 10 events, as a stage's ticks would.
+    fn run(f: &mut RollingFunnel, events: &[ClickEvent], out: &mut Vec<BucketAggregate>) {
+        for (i, e) in events.iter().enumerate() {
+            f.push(e);
+            if i % 10 == 9 {
+                out.extend(f.advance(e.event_time - 2_000));
+            }
+        }
+    }
+
+    #[test]
+    fn an_aggregator_restored_from_its_changes_closes_the_same_buckets() {
+        let events = stream(600);
+        let mut reference = Vec::new();
+        run(
+            &mut RollingFunnel::new(spec(), 100),
+            &events,
+            &mut reference,
+        );
+        assert!(reference.len() > 20, "{} buckets", reference.len());
+
+        let mut first = RollingFunnel::new(spec(), 100).with_journal();
+        let mut got = Vec::new();
+        let mut units: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        let mut markers = None;
+        let cut = 370;
+        for chunk in events[..cut].chunks(10) {
+            run(&mut first, chunk, &mut got);
+            let c = first.take_changes();
+            units.extend(c.units);
+            markers = c.markers.or(markers);
+        }
+        assert_eq!(first.take_changes(), RollingChanges::default());
+        let mut second = RollingFunnel::new(spec(), 100);
+        for (unit, bytes) in units {
+            if let Some(b) = bytes {
+                second.restore_unit(unit, &b).unwrap();
+            }
+        }
+        second.restore_markers(&markers.unwrap()).unwrap();
+        assert_eq!(second.units(), first.units());
+        run(&mut second, &events[cut..], &mut got);
+        assert_eq!(got, reference);
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error() {
+        let mut f = RollingFunnel::new(spec(), 100).with_journal();
+        let mut e = ClickEvent::new("e", "u", ProductView, 5);
+        e.device = Some("mobile".into());
+        f.push(&e);
+        let c = f.take_changes();
+        let unit = c.units[0].1.clone().unwrap();
+        let markers = c.markers.unwrap();
+        for n in 0..unit.len() {
+            assert!(
+                f.restore_unit("u".into(), &unit[..n]).is_err(),
+                "unit prefix {n}"
+            );
+        }
+        for n in 0..markers.len() {
+            assert!(
+                f.restore_markers(&markers[..n]).is_err(),
+                "markers prefix {n}"
+            );
+        }
+        assert!(f.restore_unit("u".into(), &markers).is_err());
+        assert!(f.restore_markers(&unit).is_err());
     }
 }
