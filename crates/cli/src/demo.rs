@@ -98,9 +98,12 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
             for (_, topic) in cfg.topics.all() {
                 mock.create_topic(topic, cfg.topics.partitions, 1)?;
             }
-            // The mock cluster has no admin API: make the sessionizer's changelog here.
-            let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, "sessionizer");
-            mock.create_topic(&changelog, cfg.topics.partitions, 1)?;
+            // The mock cluster has no admin API: make the stages' changelogs here (a stateless
+            // stage leaves its topic empty).
+            for stage in StageName::ALL {
+                let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, stage.as_str());
+                mock.create_topic(&changelog, cfg.topics.partitions, 1)?;
+            }
             cfg.kafka.brokers = mock.bootstrap_servers();
             _mock = mock;
         }

@@ -33,9 +33,17 @@ pub fn run(args: &TopicsArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         };
         println!("{role:<13} {name:<32} {state}");
     }
-    // Stateful stages' compacted changelogs (the stages also make them at start).
-    let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, "sessionizer");
-    clickpath_runtime::changelog::ensure_changelog_topic(&cfg, &changelog, &cfg.topics.clean)?;
-    println!("{:<13} {changelog:<32} ready", "changelog");
+    // Stateful stages' compacted changelogs, partitioned like their input (the stages also make
+    // them at start; the scorer keeps one only with a sequence model, and makes it then).
+    for (stage, input) in [
+        ("cleaning", &cfg.topics.raw),
+        ("sessionizer", &cfg.topics.clean),
+        ("windower", &cfg.topics.clean),
+        ("analytics", &cfg.topics.clean),
+    ] {
+        let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, stage);
+        clickpath_runtime::changelog::ensure_changelog_topic(&cfg, &changelog, input)?;
+        println!("{:<13} {changelog:<32} ready", "changelog");
+    }
     Ok(())
 }
