@@ -40,6 +40,7 @@ pub fn run(args: &TopicsArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         ("sessionizer", &cfg.topics.clean),
         ("windower", &cfg.topics.clean),
         ("analytics", &cfg.topics.clean),
+        ("detector", &cfg.topics.clean),
     ] {
         let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, stage);
         clickpath_runtime::changelog::ensure_changelog_topic(&cfg, &changelog, input)?;

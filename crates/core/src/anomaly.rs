@@ -10,9 +10,11 @@
 //!
 //! Both use fixed memory: a few floats, and `trees * (2^(height+1) - 1) * 2` counters.
 
+use serde::{Deserialize, Serialize};
+
 mod hst;
 
-pub use hst::{HalfSpaceTrees, HstConfig};
+pub use hst::{HalfSpaceTrees, HstConfig, HstState};
 
 /// Ratio of the standard deviation to the mean absolute deviation of a normal distribution
 /// (`sqrt(pi / 2)`): turns the tracked mean absolute deviation into a sigma.
@@ -27,7 +29,7 @@ const CLIP_SIGMAS: f64 = 3.0;
 /// The first `1 / alpha` values are averaged with equal weights (so the start is not biased
 /// towards the first value); after that each value has weight `alpha`. From `warmup` values on,
 /// updates are clipped to `location +- 3 sigma`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RobustEwma {
     alpha: f64,
     warmup: u32,

@@ -83,6 +83,7 @@ mod calibrate;
 mod card;
 pub mod cart;
 pub mod grammar;
+mod persist;
 mod price;
 pub mod ring;
 pub mod sequence;
@@ -93,6 +94,7 @@ mod velocity;
 
 use crate::anomaly::{HalfSpaceTrees, HstConfig};
 use crate::hash::{U64Build, fnv1a};
+use crate::state_codec::StateDecodeError;
 use clickpath_schema::{AlertType, ClickEvent, FraudAlert, Prediction, Severity};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -363,7 +365,7 @@ pub(crate) struct Finding {
 /// A user's most recent event ids, oldest first, in one text buffer: after the first few events a
 /// user's ids cost no allocation (a ring of `String`s allocated one per event until it was full,
 /// a tenth of the detector's time on a stream of short sessions).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Recent {
     /// The ids back to back, from byte `start` on (bytes before it belong to forgotten ids).
     text: String,
@@ -430,13 +432,13 @@ impl Recent {
 }
 
 /// An alert that is still open for escalation.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct OpenAlert {
     opened_at: i64,
     alert: FraudAlert,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct UserRules {
     /// Latest event time seen.
     last_time: i64,
@@ -485,7 +487,7 @@ type UserMap = hashbrown::HashMap<String, UserEntry, foldhash::fast::RandomState
 
 /// A user's rule state (dropped when idle past every rule window) and profile (kept for
 /// `profile_ttl_ms`); the entry goes when both have.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct UserEntry {
     rules: Option<Box<UserRules>>,
     profile: Option<Box<signals::Profile>>,
@@ -524,6 +526,22 @@ pub struct Detector {
     calibration: calibrate::Calibration,
     population_features: anomaly_score::PopulationFeatures,
     tally: Tally,
+    /// Whether changes are recorded for [`Detector::take_changes`].
+    journal: bool,
+    /// Users whose entry changed (or went) since the last take.
+    changed: foldhash::HashSet<String>,
+    /// Whether the statistics may have changed since the last take.
+    statistics_changed: bool,
+}
+
+/// What changed in a [`Detector`] since the last [`Detector::take_changes`], encoded for a
+/// changelog (see the `persist` module).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DetectorChanges {
+    /// Each changed user's entry (rule state and profile), or `None` for a user dropped. Sorted.
+    pub users: Vec<(String, Option<Vec<u8>>)>,
+    /// The learned statistics, when an event or prediction came in since.
+    pub statistics: Option<Vec<u8>>,
 }
 
 /// What became of findings: merged into an open alert, escalated, or held back by the budget.
@@ -560,6 +578,92 @@ impl Detector {
             calibration,
             population_features: Default::default(),
             tally: Tally::default(),
+            journal: false,
+            changed: Default::default(),
+            statistics_changed: false,
+        }
+    }
+
+    /// The same detector, recording what changes for [`Detector::take_changes`].
+    pub fn with_journal(mut self) -> Self {
+        self.journal = true;
+        self
+    }
+
+    /// What changed since the last call, encoded (empty without [`Detector::with_journal`]). An
+    /// error names a state that could not be encoded (a bug: the state is plain data).
+    pub fn take_changes(&mut self) -> Result<DetectorChanges, String> {
+        let mut users = Vec::with_capacity(self.changed.len());
+        for user in self.changed.drain() {
+            let value = match self.users.get(user.as_str()) {
+                Some(e) => Some(persist::encode_user(e)?),
+                None => None,
+            };
+            users.push((user, value));
+        }
+        users.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let statistics = if std::mem::take(&mut self.statistics_changed) {
+            Some(persist::encode_statistics(&persist::StatisticsRef {
+                ips: &self.ips,
+                prices: &self.prices,
+                rings: &self.rings,
+                grammar: &self.grammar,
+                population: &self.population,
+                hst: self.hst.state(),
+                last_score: self.last_score,
+                calibration: &self.calibration,
+                population_features: &self.population_features,
+                budget: &self.tally.budget,
+                suppressed: self.tally.suppressed,
+                escalated: self.tally.escalated,
+            })?)
+        } else {
+            None
+        };
+        Ok(DetectorChanges { users, statistics })
+    }
+
+    /// Installs a user's entry read back from a changelog (not recorded as a change). Bytes this
+    /// version cannot read are an error and change nothing: the user starts afresh.
+    pub fn restore_user(&mut self, user: String, bytes: &[u8]) -> Result<(), StateDecodeError> {
+        let entry = persist::decode_user(bytes)?;
+        if let Some(old) = self.users.get(user.as_str()) {
+            self.with_rules -= usize::from(old.rules.is_some());
+            self.with_profile -= usize::from(old.profile.is_some());
+        }
+        self.with_rules += usize::from(entry.rules.is_some());
+        self.with_profile += usize::from(entry.profile.is_some());
+        self.users.insert(user, entry);
+        Ok(())
+    }
+
+    /// Installs the learned statistics read back from a changelog (not recorded as a change).
+    /// Bytes this version cannot read, or a forest of another shape, are an error and change
+    /// nothing: the statistics are learned afresh.
+    pub fn restore_statistics(&mut self, bytes: &[u8]) -> Result<(), StateDecodeError> {
+        let s = persist::decode_statistics(bytes)?;
+        self.hst.restore_state(s.hst).map_err(StateDecodeError)?;
+        self.ips = s.ips;
+        self.prices = s.prices;
+        self.rings = s.rings;
+        self.grammar = s.grammar;
+        self.population = s.population;
+        self.last_score = s.last_score;
+        self.calibration = s.calibration;
+        self.population_features = s.population_features;
+        self.tally.budget = s.budget;
+        self.tally.suppressed = s.suppressed;
+        self.tally.escalated = s.escalated;
+        Ok(())
+    }
+
+    /// Records that `user`'s entry and the statistics changed.
+    fn touched(&mut self, user: &str) {
+        if self.journal {
+            self.statistics_changed = true;
+            if !self.changed.contains(user) {
+                self.changed.insert(user.to_owned());
+            }
         }
     }
 
@@ -571,6 +675,7 @@ impl Detector {
     /// Folds `ev` into its user's state and returns the alerts it raises or escalates (usually
     /// none). An escalation carries the `alert_id` of the alert it updates.
     pub fn on_event(&mut self, ev: &ClickEvent) -> Vec<FraudAlert> {
+        self.touched(&ev.user_id);
         let t = ev.event_time;
         let cfg = &self.cfg;
         let entry = UserEntry::of(&mut self.users, &ev.user_id);
@@ -714,6 +819,9 @@ impl Detector {
             if *user_id == ev.user_id {
                 continue;
             }
+            if self.journal && !self.changed.contains(user_id.as_str()) {
+                self.changed.insert(user_id.to_string());
+            }
             if let Some(u) = self
                 .users
                 .get_mut(user_id.as_str())
@@ -739,6 +847,7 @@ impl Detector {
     /// alerts it raises or escalates: the observed next action is scored against it, whichever of
     /// the two arrives first.
     pub fn on_prediction(&mut self, p: &Prediction) -> Vec<FraudAlert> {
+        self.touched(&p.user_id);
         let cfg = &self.cfg;
         let entry = UserEntry::of(&mut self.users, &p.user_id);
         self.with_rules += usize::from(entry.rules.is_none());
@@ -765,6 +874,17 @@ impl Detector {
             &self.version,
             &mut self.tally,
         )
+    }
+
+    /// Every open alert with its user and the event time it opened at (in no particular order):
+    /// what a restored detector would escalate.
+    pub fn open_alerts(&self) -> impl Iterator<Item = (&str, i64, &FraudAlert)> + '_ {
+        self.users.iter().flat_map(|(user, e)| {
+            e.rules
+                .iter()
+                .flat_map(|r| r.open.iter().flatten())
+                .map(move |o| (user.as_str(), o.opened_at, &o.alert))
+        })
     }
 
     /// What the detector has learned of this stream's grammar.
@@ -797,7 +917,10 @@ impl Detector {
         let slow = c.card_testing_slow_window_ms;
         let ttl = c.profile_ttl_ms;
         let (with_rules, with_profile) = (&mut self.with_rules, &mut self.with_profile);
-        self.users.retain(|_, e| {
+        let (journal, changed) = (self.journal, &mut self.changed);
+        self.statistics_changed |= journal;
+        self.users.retain(|id, e| {
+            let had = (e.rules.is_some(), e.profile.is_some());
             if e.rules.as_ref().is_some_and(|u| {
                 u.last_time.saturating_add(horizon) <= watermark_ms
                     && u.card
@@ -813,6 +936,9 @@ impl Detector {
             {
                 e.profile = None;
                 *with_profile -= 1;
+            }
+            if journal && had != (e.rules.is_some(), e.profile.is_some()) {
+                changed.insert(id.clone());
             }
             e.rules.is_some() || e.profile.is_some()
         });

@@ -7,16 +7,28 @@
 //! user's next event, whichever arrives first). An alert is published when it opens and again, with the same
 //! `alert_id`, each time later evidence raises its severity; consumers keep the latest version per `alert_id`.
 //!
+//! State is kept per input partition (a `clickpath_core::rules::Detector` each: users, profiles and
+//! the learned statistics) and is durable: each batch writes every changed user's entry (key: the
+//! user id) and, when the partition had input, its statistics (key: empty) to the changelog; a new
+//! owner restores them before it reads the partition. The rules that count across users (IP
+//! velocity, card-testing rings) therefore see one partition's users (docs/state.md).
+//!
 //! The stage also publishes each user's open alerts to its query store (stage name `detector`), for
 //! `GET /v1/users/{id}`: a JSON array of [`OpenAlertView`].
 
 use clickpath_core::rules::{Detector as CoreDetector, RulesConfig};
 use clickpath_runtime::query::QueryStore;
-use clickpath_runtime::{Context, Stage, StageError, StageInput};
+use clickpath_runtime::{Context, Stage, StageError, StageInput, StateChange};
 use clickpath_schema::codec::{Codec, CodecError};
 use clickpath_schema::{AlertType, ClickEvent, FraudAlert, Prediction, Severity};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// Changelog key of a partition's learned statistics (user ids are never empty).
+const STATISTICS_KEY: &[u8] = b"";
+
+/// Partition of input read without one (tests calling `process` directly).
+const NO_PARTITION: i32 = -1;
 
 /// Version written into every alert.
 pub const DETECTOR_VERSION: &str = concat!("rules+hst-", env!("CARGO_PKG_VERSION"));
@@ -82,9 +94,15 @@ struct UserAlerts {
 
 /// The detector stage.
 pub struct Detector {
-    inner: CoreDetector,
+    rules: RulesConfig,
+    /// One detector per input partition.
+    inner: BTreeMap<i32, CoreDetector>,
     output_topic: String,
-    watermark_ms: i64,
+    /// Newest event time per input partition.
+    watermark_ms: BTreeMap<i32, i64>,
+    durable: bool,
+    /// Changelog records read during a restore, per partition and key (last write wins).
+    restoring: BTreeMap<i32, BTreeMap<Vec<u8>, Vec<u8>>>,
     cooldown_ms: i64,
     query: QueryStore,
     open: HashMap<String, UserAlerts>,
@@ -96,9 +114,12 @@ impl Detector {
     /// A detector writing alerts to `output_topic`.
     pub fn new(cfg: &RulesConfig, output_topic: &str) -> Self {
         Detector {
-            inner: CoreDetector::new(cfg.clone(), DETECTOR_VERSION),
+            rules: cfg.clone(),
+            inner: BTreeMap::new(),
             output_topic: output_topic.to_string(),
-            watermark_ms: i64::MIN,
+            watermark_ms: BTreeMap::new(),
+            durable: true,
+            restoring: BTreeMap::new(),
             cooldown_ms: cfg.cooldown_ms,
             query: QueryStore::new(),
             open: HashMap::new(),
@@ -106,10 +127,36 @@ impl Detector {
         }
     }
 
+    /// Keeps state in memory only (no changelog topic).
+    pub fn without_changelog(mut self) -> Self {
+        self.durable = false;
+        self
+    }
+
+    fn fresh(&self) -> CoreDetector {
+        let d = CoreDetector::new(self.rules.clone(), DETECTOR_VERSION);
+        if self.durable { d.with_journal() } else { d }
+    }
+
+    /// The detector of `partition`, created when absent.
+    fn partition(&mut self, partition: i32) -> &mut CoreDetector {
+        if !self.inner.contains_key(&partition) {
+            let fresh = self.fresh();
+            self.inner.insert(partition, fresh);
+        }
+        self.inner.get_mut(&partition).expect("inserted")
+    }
+
     /// Warns (at most once a minute) when findings were held back by the false-alarm budget: a rule
     /// misfiring on this stream, or an attack wave larger than the budget.
     fn log_over_budget(&mut self) {
-        let by_type = self.inner.over_budget();
+        let mut sums: BTreeMap<AlertType, u64> = BTreeMap::new();
+        for d in self.inner.values() {
+            for (t, n) in d.over_budget() {
+                *sums.entry(t).or_default() += n;
+            }
+        }
+        let by_type: Vec<(AlertType, u64)> = sums.into_iter().collect();
         let total: u64 = by_type.iter().map(|(_, n)| n).sum();
         let (logged, at) = self.over_budget_logged;
         if total > logged && at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
@@ -177,11 +224,17 @@ impl Detector {
         }
     }
 
-    /// Drops alerts whose cooldown has passed at the watermark, and users left with none.
+    /// Drops alerts whose cooldown has passed at their partition's watermark, and users left with
+    /// none.
     fn expire(&mut self) {
-        let (watermark, cooldown) = (self.watermark_ms, self.cooldown_ms);
+        let cooldown = self.cooldown_ms;
+        let watermarks = &self.watermark_ms;
         let mut changed = Vec::new();
         self.open.retain(|user, u| {
+            let watermark = watermarks
+                .get(&u.partition.unwrap_or(NO_PARTITION))
+                .copied()
+                .unwrap_or(i64::MIN);
             let before = u.alerts.len();
             u.alerts
                 .retain(|a| a.opened_at.saturating_add(cooldown) > watermark);
@@ -215,30 +268,136 @@ impl Stage for Detector {
     }
 
     fn process(&mut self, input: DetectorInput, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        let p = ctx.partition().unwrap_or(NO_PARTITION);
         let alerts = match input {
             DetectorInput::Event(ev) => {
-                self.watermark_ms = self.watermark_ms.max(ev.event_time);
-                self.inner.on_event(&ev)
+                let wm = self.watermark_ms.entry(p).or_insert(i64::MIN);
+                *wm = (*wm).max(ev.event_time);
+                self.partition(p).on_event(&ev)
             }
-            DetectorInput::Prediction(p) => self.inner.on_prediction(&p),
+            DetectorInput::Prediction(pred) => self.partition(p).on_prediction(&pred),
         };
         self.emit(alerts, ctx)
     }
 
     fn tick(&mut self, _ctx: &mut Context<'_>) -> Result<(), StageError> {
-        if self.watermark_ms > i64::MIN {
-            self.inner.evict_idle(self.watermark_ms);
-            self.expire();
+        for (p, d) in &mut self.inner {
+            if let Some(&wm) = self.watermark_ms.get(p).filter(|&&wm| wm > i64::MIN) {
+                d.evict_idle(wm);
+            }
         }
+        self.expire();
         self.log_over_budget();
         Ok(())
     }
 
+    fn is_stateful(&self) -> bool {
+        self.durable
+    }
+
+    fn take_state_changes(&mut self) -> Vec<StateChange> {
+        let mut out = Vec::new();
+        for (&partition, d) in &mut self.inner {
+            let changes = match d.take_changes() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(partition, error = %e, "Detector state does not encode; not written.");
+                    continue;
+                }
+            };
+            out.extend(changes.users.into_iter().map(|(user, value)| StateChange {
+                partition,
+                key: user.into_bytes(),
+                value,
+            }));
+            if let Some(stats) = changes.statistics {
+                out.push(StateChange {
+                    partition,
+                    key: STATISTICS_KEY.to_vec(),
+                    value: Some(stats),
+                });
+            }
+        }
+        out
+    }
+
+    fn restore(
+        &mut self,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StageError> {
+        let records = self.restoring.entry(partition).or_default();
+        match value {
+            Some(v) => records.insert(key.to_vec(), v.to_vec()),
+            None => records.remove(key),
+        };
+        Ok(())
+    }
+
+    fn on_revoke(&mut self, partitions: &[i32]) {
+        // The new owner restores these partitions from the changelog; drop our copy.
+        for p in partitions {
+            self.inner.remove(p);
+            self.watermark_ms.remove(p);
+            self.restoring.remove(p);
+        }
+        self.open
+            .retain(|_, u| u.partition.is_none_or(|p| !partitions.contains(&p)));
+    }
+
     fn on_assign(&mut self, partitions: &[i32]) {
+        for &p in partitions {
+            let Some(records) = self.restoring.remove(&p) else {
+                continue;
+            };
+            let mut d = self.fresh();
+            for (key, bytes) in records {
+                let restored = if key == STATISTICS_KEY {
+                    d.restore_statistics(&bytes)
+                } else {
+                    match String::from_utf8(key) {
+                        Ok(user) => d.restore_user(user, &bytes),
+                        Err(_) => Err(clickpath_core::state_codec::StateDecodeError(
+                            "user key is not UTF-8".into(),
+                        )),
+                    }
+                };
+                // A record this version cannot read must not stop the partition: that user (or
+                // the statistics) starts afresh.
+                if let Err(e) = restored {
+                    tracing::error!(partition = p, error = %e, "Detector changelog record does not parse; skipped.");
+                }
+            }
+            // The restored open alerts are the ones this partition's users can still escalate.
+            for (user, opened_at, alert) in d.open_alerts() {
+                let views = self
+                    .open
+                    .entry(user.to_string())
+                    .or_insert_with(|| UserAlerts {
+                        partition: Some(p),
+                        alerts: Vec::new(),
+                    });
+                views.partition = Some(p);
+                if views
+                    .alerts
+                    .iter()
+                    .all(|a| a.alert_type != alert.alert_type)
+                {
+                    views.alerts.push(OpenAlertView {
+                        opened_at,
+                        ..open_view(alert)
+                    });
+                }
+            }
+            for views in self.open.values_mut() {
+                views.alerts.sort_by_key(|a| a.opened_at);
+            }
+            self.inner.insert(p, d);
+        }
         // The query store dropped the views of partitions this instance stopped owning, and an eager
-        // rebalance revokes every partition before it assigns them again: publish the open alerts of the
-        // users of the (re)assigned partitions. The core detector's state is not per partition and stays,
-        // so these are the alerts it would escalate.
+        // rebalance revokes every partition before it assigns them again: publish the open alerts this
+        // instance still tracks for the users of the (re)assigned partitions.
         let users: Vec<String> = self
             .open
             .iter()
@@ -255,6 +414,6 @@ impl Stage for Detector {
     }
 
     fn state_entries(&self) -> usize {
-        self.inner.users()
+        self.inner.values().map(CoreDetector::users).sum()
     }
 }

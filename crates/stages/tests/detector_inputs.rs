@@ -192,11 +192,20 @@ fn views_come_back_when_a_partition_is_assigned_again() {
     store.set_assignment(&BTreeSet::from([0]), 1);
     feed(&mut stage, &codec, stream("mallory", true));
     assert!(matches!(store.lookup("mallory"), Lookup::Local(_)));
-    // An eager rebalance: everything revoked (the store drops the views), then assigned again.
+    // An eager rebalance: everything revoked (the store drops the views, the stage its state),
+    // then assigned again and restored from the changelog, as the run loop does.
+    let changelog = stage.take_state_changes();
     stage.on_revoke(&[0]);
+    assert_eq!(stage.open_alerts("mallory"), None);
     store.set_assignment(&BTreeSet::new(), 1);
     assert_eq!(store.lookup("mallory"), Lookup::Remote { partition: 0 });
+    for c in &changelog {
+        stage
+            .restore(c.partition, &c.key, c.value.as_deref())
+            .unwrap();
+    }
     stage.on_assign(&[0]);
+    assert_eq!(stage.open_alerts("mallory").map(<[_]>::len), Some(1));
     store.set_assignment(&BTreeSet::from([0]), 1);
     let Lookup::Local(v) = store.lookup("mallory") else {
         panic!("{:?}", store.lookup("mallory"));
@@ -204,5 +213,57 @@ fn views_come_back_when_a_partition_is_assigned_again() {
     assert_eq!(
         v,
         serde_json::to_value(stage.open_alerts("mallory").unwrap()).unwrap()
+    );
+}
+
+/// A new owner of the partition, restored from the changelog records the first owner wrote, raises
+/// the alert the first owner would have: the surprise window of the first half survives the move.
+#[test]
+fn a_new_owner_continues_the_rules_windows_from_the_changelog() {
+    let codec = Codec::embedded();
+    let cfg = RulesConfig::default();
+    let inputs = stream("mallory", true);
+    let cut = inputs.len() / 2;
+    let mut uninterrupted = Detector::new(&cfg, "alerts");
+    let reference = feed(&mut uninterrupted, &codec, inputs.clone());
+    assert!(
+        reference
+            .iter()
+            .any(|a| a.alert_type == AlertType::ModelSurprise)
+    );
+
+    let mut first = Detector::new(&cfg, "alerts");
+    let mut got = feed(&mut first, &codec, inputs[..cut].to_vec());
+    let mut log: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
+    for c in first.take_state_changes() {
+        assert_eq!(c.partition, 0);
+        log.insert(c.key, c.value);
+    }
+    assert!(log.contains_key(&b""[..]), "the partition's statistics");
+    assert!(log.contains_key(&b"mallory"[..]));
+    first.on_revoke(&[0]);
+    assert_eq!(first.state_entries(), 0);
+
+    let mut second = Detector::new(&cfg, "alerts");
+    for (k, v) in &log {
+        second.restore(0, k, v.as_deref()).unwrap();
+    }
+    second.on_assign(&[0]);
+    assert_eq!(second.state_entries(), 1);
+    assert!(
+        second.take_state_changes().is_empty(),
+        "restoring is no change"
+    );
+    got.extend(feed(&mut second, &codec, inputs[cut..].to_vec()));
+    assert_eq!(got, reference);
+
+    // Without the changelog, the second half alone is too short a window to alert.
+    let mut amnesiac = Detector::new(&cfg, "alerts");
+    let alone = feed(&mut amnesiac, &codec, inputs[cut..].to_vec());
+    assert!(
+        alone
+            .iter()
+            .all(|a| a.alert_type != AlertType::ModelSurprise),
+        "{alone:#?}"
     );
 }

@@ -53,6 +53,16 @@ struct Node {
     mass: [u32; 2],
 }
 
+/// What a [`HalfSpaceTrees`] has learned: its windows' counts and position (the splits follow
+/// from the configuration and the seed, so they are not part of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HstState {
+    latest: u8,
+    seen_in_window: u32,
+    windows_done: u64,
+    mass: Vec<[u32; 2]>,
+}
+
 /// An online Half-Space Trees anomaly scorer over `dims` features in `[0, 1]` (values outside
 /// are clamped; non-finite values count as 0).
 #[derive(Debug, Clone)]
@@ -255,6 +265,35 @@ impl HalfSpaceTrees {
     pub fn learn(&mut self, x: &[f64]) {
         self.walk::<false, true>(x);
         self.end_point();
+    }
+
+    /// What the forest has learned, for a changelog.
+    pub fn state(&self) -> HstState {
+        HstState {
+            latest: self.latest as u8,
+            seen_in_window: self.seen_in_window,
+            windows_done: self.windows_done,
+            mass: self.nodes.iter().map(|n| n.mass).collect(),
+        }
+    }
+
+    /// Installs learned counts read back from a changelog; an error, changing nothing, when they
+    /// were learned by a forest of another shape.
+    pub fn restore_state(&mut self, state: HstState) -> Result<(), String> {
+        if state.mass.len() != self.nodes.len() || state.latest > 1 {
+            return Err(format!(
+                "forest state has {} nodes, this forest {}",
+                state.mass.len(),
+                self.nodes.len()
+            ));
+        }
+        self.latest = usize::from(state.latest);
+        self.seen_in_window = state.seen_in_window;
+        self.windows_done = state.windows_done;
+        for (n, m) in self.nodes.iter_mut().zip(state.mass) {
+            n.mass = m;
+        }
+        Ok(())
     }
 
     /// Height of the trees in use (after clamping).

@@ -11,6 +11,7 @@
 use super::signals::{FEATURE_NAMES, FEATURES};
 use super::{Finding, RulesConfig};
 use clickpath_schema::{AlertType, Severity};
+use serde::{Deserialize, Serialize};
 
 /// Events a user's mean score is taken over.
 pub const WINDOW: usize = 16;
@@ -21,7 +22,7 @@ const USER_ALPHA: f32 = 2.0 / (WINDOW as f32 + 1.0);
 const POPULATION_ALPHA: f64 = 1e-3;
 
 /// A user's last scores and recent feature values.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct ScoreWindow {
     scores: [f32; WINDOW],
     next: u8,
@@ -38,7 +39,7 @@ impl ScoreWindow {
 }
 
 /// The population's mean feature values.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(super) struct PopulationFeatures {
     mean: [f64; FEATURES],
     seen: u64,

@@ -4,6 +4,7 @@
 
 use super::{Finding, Recent, RulesConfig, hash_opt, severity};
 use clickpath_schema::{AlertType, ClickEvent, EventType, Severity};
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// Most events the cadence window may hold, whatever the configuration says.
@@ -13,7 +14,7 @@ const MAX_WINDOW: usize = 256;
 const MAD_SCALE: f64 = 1.4826;
 
 /// A user's last events (time, item hash) in event-time order, and the current regular run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct Cadence {
     events: VecDeque<(i64, Option<u64>)>,
     /// Consecutive events at which the window was regular, broad and dwell-free.

@@ -10,12 +10,13 @@
 
 use super::{Finding, Recent, RulesConfig, hash_opt, severity};
 use clickpath_schema::{AlertType, ClickEvent, EventType, Severity};
+use serde::{Deserialize, Serialize};
 
 /// Most item hashes a run remembers, whatever the configuration says.
 const MAX_ITEMS: usize = 256;
 
 /// The user's current browsing run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct BrowsingRun {
     start: i64,
     last: i64,

@@ -4,11 +4,13 @@
 //! bounded number of alerts instead of a storm; findings over the budget open no alert and are
 //! counted (`Detector::over_budget`). Escalations of alerts already open are never held back.
 
+use serde::{Deserialize, Serialize};
+
 /// Alert types (the slots of the per-type tables).
 pub(super) const TYPES: usize = super::ALERT_TYPES.len();
 
 /// One hour's alerts per type against the users active in it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct AlertBudget {
     hour: i64,
     active_users: u64,

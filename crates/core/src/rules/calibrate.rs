@@ -11,6 +11,8 @@
 //! Until the histogram has seen `1 / rate` evaluations (the tail is not measurable yet) the
 //! configured threshold applies alone.
 
+use serde::{Deserialize, Serialize};
+
 /// Bins of each histogram (fixed memory: 8 bytes each).
 const BINS: usize = 256;
 
@@ -20,7 +22,7 @@ const RESCAN_EVERY: u64 = 256;
 
 /// A decayed histogram of one statistic over `[lo, hi)` (values outside are clamped into the
 /// end bins), with the evaluations of the current hour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Calibrator {
     lo: f64,
     bin_width: f64,
@@ -145,7 +147,7 @@ impl Calibrator {
 }
 
 /// The calibrated statistics of the detector.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Calibration {
     /// Absolute robust z-scores of new item prices in their category.
     pub price: Calibrator,

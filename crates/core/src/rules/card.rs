@@ -4,12 +4,13 @@
 use super::{Finding, RulesConfig, human, severity};
 use crate::hash::fnv1a;
 use clickpath_schema::{AlertType, ClickEvent, EventType, PaymentStatus, Severity};
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// Most failed payments remembered per user.
 pub const MAX_FAILED_PAYMENTS: usize = 64;
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct FailedPayment {
     time: i64,
     card: Option<u64>,
@@ -17,7 +18,7 @@ struct FailedPayment {
 }
 
 /// A user's recent failed payments, oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct CardState {
     failed: VecDeque<FailedPayment>,
     /// Failed payments within the short window at the last event (an anomaly feature).

@@ -11,19 +11,20 @@
 
 use super::{Finding, RulesConfig, hash_opt, human, severity};
 use clickpath_schema::{AlertType, ClickEvent, EventType, Severity};
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// Most viewed items and most flagged adds remembered per user.
 pub const MAX_REMEMBERED: usize = 64;
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct FlaggedAdd {
     time: i64,
     event_id: String,
 }
 
 /// A user's recently viewed items, recent unviewed adds and absurd quantities in the cart.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct CartState {
     viewed: VecDeque<u64>,
     unviewed: VecDeque<FlaggedAdd>,

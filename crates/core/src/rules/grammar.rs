@@ -9,6 +9,7 @@
 //! a warm-up, and the state is a fixed-size table whatever the traffic.
 
 use clickpath_schema::EventType;
+use serde::{Deserialize, Serialize};
 
 /// Event types: the size of every table here.
 const TYPES: usize = EventType::COUNT;
@@ -16,7 +17,7 @@ const TYPES: usize = EventType::COUNT;
 /// Decayed counts that share one clock: each observation is added with a weight that grows by
 /// `1 / decay` per observation (instead of multiplying every count by `decay`), and everything is
 /// rescaled when the weight gets large, so an observation costs O(1).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct DecayClock {
     growth: f64,
     weight: f64,
@@ -47,7 +48,7 @@ impl DecayClock {
 const RESCALE: f64 = 1e100;
 
 /// The learned grammar of one stream (one detector instance's partitions).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Grammar {
     events: DecayClock,
     /// Decayed count of each event type.

@@ -15,6 +15,7 @@ use super::{Finding, RulesConfig, severity};
 use crate::anomaly::RobustEwma;
 use crate::hash::{U64Build, fnv1a};
 use clickpath_schema::{AlertType, ClickEvent, EventType, Severity};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Smallest scale of a category's log prices (a category of one price would otherwise make any
@@ -34,7 +35,7 @@ pub(super) struct PriceZ {
 }
 
 /// One baseline per category.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct PriceBaselines {
     categories: HashMap<u64, RobustEwma, U64Build>,
     /// Last price seen per item (as `f64` bits).

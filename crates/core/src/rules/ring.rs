@@ -9,12 +9,13 @@
 use super::{Finding, RulesConfig, human, severity};
 use crate::hash::{U64Build, fnv1a};
 use clickpath_schema::{AlertType, ClickEvent, EventType, PaymentStatus, Severity};
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
 /// Most failed payments remembered per IP prefix.
 pub const MAX_PER_PREFIX: usize = 64;
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct RingFailure {
     time: i64,
     user: Box<str>,
@@ -23,7 +24,7 @@ struct RingFailure {
 }
 
 /// Recent failed payments per IP prefix.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct Rings {
     by_prefix: HashMap<u64, VecDeque<RingFailure>, U64Build>,
 }

@@ -26,7 +26,7 @@ pub enum SequenceMode {
 }
 
 /// A user's last checkout time and recent impossible purchases.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct SequenceState {
     last_checkout: Option<i64>,
     impossible: VecDeque<i64>,

@@ -10,6 +10,7 @@
 use crate::anomaly::RobustEwma;
 use crate::hash::fnv1a;
 use clickpath_schema::ClickEvent;
+use serde::{Deserialize, Serialize};
 
 /// Most devices, countries and IP prefixes remembered per user (least recently seen are replaced).
 pub const MAX_KNOWN: usize = 8;
@@ -38,7 +39,7 @@ const BASELINE_WARMUP: u32 = 5;
 const MIN_LOG_GAP_SIGMA: f64 = 0.25;
 
 /// One remembered device or country: hash, first and last time seen.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Known {
     hash: u64,
     first_seen: i64,
@@ -64,7 +65,7 @@ fn remember(set: &mut Vec<Known>, hash: u64, t: i64) {
 }
 
 /// What the detector remembers about one user across sessions.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Profile {
     last_seen: i64,
     last_event: Option<i64>,
@@ -164,7 +165,7 @@ impl Profile {
 }
 
 /// Population-wide baselines.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Population {
     gap: RobustEwma,
 }

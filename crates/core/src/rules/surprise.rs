@@ -12,6 +12,7 @@
 
 use super::{Finding, Recent, RulesConfig, severity};
 use clickpath_schema::{AlertType, ClickEvent, EventType, Prediction, Severity};
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// Most surprises remembered per user.
@@ -30,14 +31,14 @@ const MAX_PENDING: usize = 32;
 const MIN_PROBABILITY: f64 = 1e-6;
 
 /// A prediction waiting for the event after it.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Pending {
     event_time: i64,
     listed: Vec<(EventType, f64)>,
 }
 
 /// A user's model-surprise state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct SurpriseState {
     /// The last events (time, type): a ring (ids come from the user's recent-id ring).
     events: Vec<(i64, EventType)>,

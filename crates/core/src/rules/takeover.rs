@@ -10,9 +10,10 @@
 use super::signals::Profile;
 use super::{Finding, RulesConfig, human, severity};
 use clickpath_schema::{AlertType, ClickEvent, EventType, Severity};
+use serde::{Deserialize, Serialize};
 
 /// A login from a new device and a new country, waiting for a high-value checkout.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SuspiciousLogin {
     time: i64,
     event_id: String,
@@ -24,7 +25,7 @@ struct SuspiciousLogin {
 }
 
 /// A user's pending suspicious login, if any.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct TakeoverState {
     /// Boxed: rare, and three strings inline would grow every user's state.
     login: Option<Box<SuspiciousLogin>>,

@@ -3,10 +3,11 @@
 use super::{Finding, Recent, RulesConfig, human, severity};
 use crate::hash::{U64Build, fnv1a};
 use clickpath_schema::{AlertType, ClickEvent, Severity};
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
 /// Times of one user's events in the velocity window, oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct UserVelocity {
     times: VecDeque<i64>,
 }

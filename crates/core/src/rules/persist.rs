@@ -1,0 +1,259 @@
+//! The detector's durable state: each user's entry (rule state and profile) and the learned
+//! statistics, in a compact binary encoding for a changelog.
+//!
+//! A value is one version byte, then the state in bincode's standard configuration (varints,
+//! fields in declaration order) through its serde derives: [`USER_V1`] for a user's
+//! [`super::UserEntry`], [`STATS_V1`] for the statistics. The structs are plain data, so the
+//! encoding follows them; a change to their fields needs a new version byte (a value of another
+//! version is an error: that user, or the statistics, start afresh). Decoding is bounded to
+//! [`MAX_VALUE`] bytes, so a corrupt length cannot allocate without limit.
+
+use super::{UserEntry, anomaly_score, budget, calibrate, grammar, price, ring, signals};
+use crate::anomaly::HstState;
+use crate::hash::U64Build;
+use crate::state_codec::StateDecodeError;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+
+/// First byte of a version-1 user entry.
+pub(super) const USER_V1: u8 = 0xE1;
+/// First byte of version-1 statistics.
+pub(super) const STATS_V1: u8 = 0xE2;
+/// Largest value decoded (a partition's statistics are tens of KB; a user's entry a few).
+const MAX_VALUE: usize = 16 << 20;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_VALUE>()
+}
+
+/// What the detector has learned of its partition's stream, borrowed for encoding.
+#[derive(Serialize)]
+pub(super) struct StatisticsRef<'a> {
+    pub ips: &'a HashMap<u64, VecDeque<i64>, U64Build>,
+    pub prices: &'a price::PriceBaselines,
+    pub rings: &'a ring::Rings,
+    pub grammar: &'a grammar::Grammar,
+    pub population: &'a signals::Population,
+    pub hst: HstState,
+    pub last_score: f64,
+    pub calibration: &'a calibrate::Calibration,
+    pub population_features: &'a anomaly_score::PopulationFeatures,
+    pub budget: &'a budget::AlertBudget,
+    pub suppressed: u64,
+    pub escalated: u64,
+}
+
+/// The same, owned, as decoded.
+#[derive(Deserialize)]
+pub(super) struct Statistics {
+    pub ips: HashMap<u64, VecDeque<i64>, U64Build>,
+    pub prices: price::PriceBaselines,
+    pub rings: ring::Rings,
+    pub grammar: grammar::Grammar,
+    pub population: signals::Population,
+    pub hst: HstState,
+    pub last_score: f64,
+    pub calibration: calibrate::Calibration,
+    pub population_features: anomaly_score::PopulationFeatures,
+    pub budget: budget::AlertBudget,
+    pub suppressed: u64,
+    pub escalated: u64,
+}
+
+fn encode<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, String> {
+    let mut out = vec![version];
+    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(version: u8, bytes: &[u8]) -> Result<T, StateDecodeError> {
+    match bytes.split_first() {
+        Some((&v, body)) if v == version => {
+            let (value, read) = bincode::serde::decode_from_slice(body, config())
+                .map_err(|e| StateDecodeError(e.to_string()))?;
+            if read != body.len() {
+                return Err(StateDecodeError("bytes after the state".into()));
+            }
+            Ok(value)
+        }
+        Some((v, _)) => Err(StateDecodeError(format!("unknown format byte 0x{v:02x}"))),
+        None => Err(StateDecodeError("empty value".into())),
+    }
+}
+
+/// A user's entry as a changelog value.
+pub(super) fn encode_user(entry: &UserEntry) -> Result<Vec<u8>, String> {
+    encode(USER_V1, entry)
+}
+
+/// A user's entry read back.
+pub(super) fn decode_user(bytes: &[u8]) -> Result<UserEntry, StateDecodeError> {
+    decode(USER_V1, bytes)
+}
+
+/// The statistics as a changelog value.
+pub(super) fn encode_statistics(s: &StatisticsRef<'_>) -> Result<Vec<u8>, String> {
+    encode(STATS_V1, s)
+}
+
+/// The statistics read back.
+pub(super) fn decode_statistics(bytes: &[u8]) -> Result<Statistics, StateDecodeError> {
+    decode(STATS_V1, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Detector, RulesConfig};
+    use clickpath_schema::{ClickEvent, EventType, FraudAlert, Payment, PaymentStatus, Prediction};
+    use std::collections::BTreeMap;
+
+    /// 30 users over two hours: browsing, carts, logins from several devices and networks,
+    /// payments (a quarter failing, on many cards for a few users), bursts, and predictions.
+    fn stream(seed: u64) -> Vec<Result<ClickEvent, Prediction>> {
+        let mut x = seed | 1;
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut t = 1_700_000_000_000i64;
+        let mut out = Vec::new();
+        for i in 0..6_000 {
+            let user = next(30);
+            // Users 0-2 are fast (bots and card testers), the rest human-paced.
+            t += if user < 3 {
+                next(400) as i64
+            } else {
+                next(3_000) as i64
+            };
+            let kind = EventType::ALL[next(EventType::COUNT as u64) as usize];
+            let mut e = ClickEvent::new(format!("e{i}"), format!("u{user}"), kind, t);
+            e.item_id = Some(format!("i{}", next(40)));
+            e.price = Some(5.0 + next(300) as f64);
+            e.category = Some(format!("c{}", next(4)));
+            e.device = Some(format!("d{}", user * 2 + next(2)));
+            e.country = Some(if next(20) == 0 { "BR" } else { "DE" }.into());
+            e.ip_prefix_hash = Some(format!("ip{}", next(12)));
+            if kind == EventType::PaymentAttempt {
+                e.payment = Some(Payment {
+                    status: if user < 3 || next(4) == 0 {
+                        PaymentStatus::Failed
+                    } else {
+                        PaymentStatus::Succeeded
+                    },
+                    method: "card".into(),
+                    card_fingerprint: Some(format!("card{}", next(50))),
+                });
+            }
+            if kind == EventType::Purchase {
+                e.order_value = Some(10.0 + next(500) as f64);
+            }
+            if next(3) == 0 {
+                out.push(Err(Prediction {
+                    event_id: e.event_id.clone(),
+                    user_id: e.user_id.clone(),
+                    event_time: t,
+                    model_version: "m".into(),
+                    purchase_probability: 0.1,
+                    next_actions: vec![clickpath_schema::ActionProbability {
+                        event_type: EventType::PageView,
+                        probability: 0.9,
+                    }],
+                    predicted_path: Vec::new(),
+                    factors: Vec::new(),
+                    scoring_latency_us: 1,
+                }));
+            }
+            out.push(Ok(e));
+        }
+        out
+    }
+
+    fn feed(d: &mut Detector, inputs: &[Result<ClickEvent, Prediction>]) -> Vec<FraudAlert> {
+        let mut alerts = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            alerts.extend(match input {
+                Ok(e) => d.on_event(e),
+                Err(p) => d.on_prediction(p),
+            });
+            if let (Ok(e), 0) = (input, i % 500) {
+                d.evict_idle(e.event_time - 600_000);
+            }
+        }
+        alerts
+    }
+
+    #[test]
+    fn a_detector_restored_from_its_changes_raises_the_same_alerts() {
+        let inputs = stream(7);
+        let mut uninterrupted = Detector::new(RulesConfig::default(), "v");
+        let reference = feed(&mut uninterrupted, &inputs);
+
+        let cut = inputs.len() / 2;
+        let mut first = Detector::new(RulesConfig::default(), "v").with_journal();
+        // What a compacted changelog holds, written every 250 inputs as a stage's batches would.
+        let mut users: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        let mut statistics = None;
+        let mut got = Vec::new();
+        for chunk in inputs[..cut].chunks(250) {
+            got.extend(feed(&mut first, chunk));
+            let c = first.take_changes().unwrap();
+            users.extend(c.users);
+            statistics = c.statistics.or(statistics);
+        }
+        assert_eq!(first.take_changes().unwrap(), Default::default());
+        let mut second = Detector::new(RulesConfig::default(), "v");
+        for (user, bytes) in &users {
+            if let Some(b) = bytes {
+                second.restore_user(user.clone(), b).unwrap();
+            }
+        }
+        second.restore_statistics(&statistics.unwrap()).unwrap();
+        assert_eq!(second.users(), first.users());
+        let before = got.len();
+        got.extend(feed(&mut second, &inputs[cut..]));
+        assert!(got.len() > before, "alerts after the handover");
+        assert!(reference.len() > 10, "{} alerts", reference.len());
+        assert_eq!(got, reference);
+    }
+
+    #[test]
+    fn corrupt_or_foreign_values_are_errors() {
+        let mut d = Detector::new(RulesConfig::default(), "v").with_journal();
+        for e in stream(3).iter().take(300).flatten() {
+            d.on_event(e);
+        }
+        let c = d.take_changes().unwrap();
+        let user = c.users[0].1.clone().unwrap();
+        let stats = c.statistics.unwrap();
+        let mut fresh = Detector::new(RulesConfig::default(), "v");
+        for n in [0, 1, user.len() / 2, user.len() - 1] {
+            assert!(
+                fresh.restore_user("u".into(), &user[..n]).is_err(),
+                "user prefix {n}"
+            );
+        }
+        for n in [0, 1, stats.len() / 2, stats.len() - 1] {
+            assert!(
+                fresh.restore_statistics(&stats[..n]).is_err(),
+                "stats prefix {n}"
+            );
+        }
+        assert!(fresh.restore_user("u".into(), &stats).is_err());
+        assert!(fresh.restore_statistics(&user).is_err());
+        // A forest of another shape refuses the learned counts.
+        let mut other = Detector::new(
+            RulesConfig {
+                hst: crate::anomaly::HstConfig {
+                    trees: 3,
+                    ..Default::default()
+                },
+                ..RulesConfig::default()
+            },
+            "v",
+        );
+        assert!(other.restore_statistics(&stats).is_err());
+        assert_eq!(fresh.users(), 0);
+    }
+}
