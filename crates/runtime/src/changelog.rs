@@ -73,6 +73,27 @@ pub fn wait_partition_count(cfg: &BusConfig, topic: &str, wait: Duration) -> any
     }
 }
 
+/// Runs `call` until it succeeds or [`BROKER_WAIT`] has passed, pausing between tries; the last
+/// error names how long the broker was waited for.
+fn retrying<T>(mut call: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let started = Instant::now();
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() >= BROKER_WAIT => {
+                return Err(e.context(format!(
+                    "the Kafka broker did not answer for {} s",
+                    BROKER_WAIT.as_secs()
+                )));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Broker call failed; retrying.");
+                std::thread::sleep(Duration::from_millis(800));
+            }
+        }
+    }
+}
+
 /// Creates the compacted changelog topic with as many partitions as the input topic, unless it exists.
 pub fn ensure_changelog_topic(
     cfg: &BusConfig,
@@ -83,7 +104,9 @@ pub fn ensure_changelog_topic(
     if partitions == 0 {
         anyhow::bail!("input topic {input_topic} does not exist (run `clickpath topics create`)");
     }
-    let existing = partition_count(cfg, changelog)?;
+    // The broker may have just come back (a stage started during a broker restart): its first
+    // answers can time out, so these calls are retried like the input's look-up.
+    let existing = retrying(|| partition_count(cfg, changelog))?;
     if existing > 0 {
         if existing != partitions {
             anyhow::bail!(
@@ -101,7 +124,9 @@ pub fn ensure_changelog_topic(
     .set("cleanup.policy", "compact")
     .set("min.compaction.lag.ms", "0");
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = futures::executor::block_on(admin.create_topics([&topic], &opts))?;
+    let results = retrying(|| {
+        futures::executor::block_on(admin.create_topics([&topic], &opts)).map_err(Into::into)
+    })?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -275,4 +300,23 @@ pub fn restore<S: Stage>(
     }
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_calls_are_retried_until_they_answer() {
+        let mut tries = 0;
+        let n = retrying(|| {
+            tries += 1;
+            if tries < 3 {
+                anyhow::bail!("OperationTimedOut")
+            }
+            Ok(7)
+        })
+        .unwrap();
+        assert_eq!((n, tries), (7, 3));
+    }
 }

@@ -198,7 +198,9 @@ pub(super) fn topics_end_offsets(cfg: &ClickpathConfig, topics: &[String]) -> u6
     })
 }
 
-/// Reads a compacted changelog to its end: live keys and the bytes of their latest key + value.
+/// Reads a compacted changelog to its end: live keys other than the empty one (a partition's own
+/// record: a watermark, bucket markers, statistics) and the bytes of every live key's latest key +
+/// value, the partition records included.
 pub(super) fn changelog_size(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<(u64, u64)> {
     let partitions = clickpath_runtime::changelog::partition_count(cfg, topic)?;
     let mut c = base_client_config(cfg);
@@ -224,10 +226,6 @@ pub(super) fn changelog_size(cfg: &ClickpathConfig, topic: &str) -> anyhow::Resu
             Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
             Some(Ok(m)) => {
                 let key = m.key().unwrap_or_default();
-                // The empty key is a partition's watermark, not a user.
-                if key.is_empty() {
-                    continue;
-                }
                 match m.payload() {
                     Some(v) => {
                         latest.insert(key.to_vec(), key.len() + v.len());
@@ -239,5 +237,6 @@ pub(super) fn changelog_size(cfg: &ClickpathConfig, topic: &str) -> anyhow::Resu
             }
         }
     }
-    Ok((latest.len() as u64, latest.values().sum::<usize>() as u64))
+    let keys = latest.keys().filter(|k| !k.is_empty()).count();
+    Ok((keys as u64, latest.values().sum::<usize>() as u64))
 }

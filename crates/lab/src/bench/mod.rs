@@ -226,6 +226,18 @@ pub struct StateReport {
     pub bytes_per_user: f64,
     /// Each stage's in-memory state entries (the `state_entries` gauge) at the end of the phase.
     pub state_entries: BTreeMap<String, i64>,
+    /// Every stateful stage's changelog after the phase: live keys (users, units, buckets; not the
+    /// partitions' own records) and bytes of the latest key + value of every live key.
+    pub changelogs: BTreeMap<String, ChangelogSize>,
+}
+
+/// A compacted changelog's live size.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct ChangelogSize {
+    /// Live keys, the partitions' own records (the empty key) left out.
+    pub keys: u64,
+    /// Bytes of the latest key and value of every live key, the partitions' records included.
+    pub bytes: u64,
 }
 
 /// The whole run.
@@ -401,6 +413,24 @@ impl BenchReport {
             s.changelog_bytes,
             s.bytes_per_user,
             entries.join(" ")
+        ));
+        let per_stage: Vec<String> = s
+            .changelogs
+            .iter()
+            .map(|(stage, c)| {
+                format!(
+                    "{stage} {} keys {} bytes = {:.0} bytes/user",
+                    c.keys,
+                    c.bytes,
+                    c.bytes as f64 / s.changelog_users.max(1) as f64
+                )
+            })
+            .collect();
+        let total: u64 = s.changelogs.values().map(|c| c.bytes).sum();
+        out.push_str(&format!(
+            "changelogs (per sessionizer user): {}; all stages {:.0} bytes/user\n",
+            per_stage.join(", "),
+            total as f64 / s.changelog_users.max(1) as f64
         ));
         out
     }

@@ -9,7 +9,7 @@ use super::broker::{
     process_cpu_seconds, topics_end_offsets,
 };
 use super::load::{Clock, ReadLatencies, Workload, produce, read_outputs};
-use super::{HopLatency, Latency, PhaseReport, StateReport, TraceSample, cores};
+use super::{ChangelogSize, HopLatency, Latency, PhaseReport, StateReport, TraceSample, cores};
 use clickpath_cli::pipeline::{self, RunningStage};
 use clickpath_runtime::RunnerEnv;
 use clickpath_runtime::kafka::create_producer;
@@ -550,17 +550,27 @@ fn phase_report(
     }
 }
 
-/// The sessionizer's state size, read back from its changelog.
+/// The stages' state size, read back from their changelogs.
 fn state_report(
     cfg: &ClickpathConfig,
     state_entries: BTreeMap<String, i64>,
 ) -> anyhow::Result<StateReport> {
-    let changelog = clickpath_runtime::changelog::changelog_topic(cfg, "sessionizer");
-    let (users, bytes) = changelog_size(cfg, &changelog)?;
+    let mut changelogs = BTreeMap::new();
+    for stage in StageName::ALL {
+        let topic = clickpath_runtime::changelog::changelog_topic(cfg, stage.as_str());
+        if clickpath_runtime::changelog::partition_count(cfg, &topic)? == 0 {
+            continue; // a stateless stage (the scorer with the baseline model)
+        }
+        let (keys, bytes) = changelog_size(cfg, &topic)?;
+        changelogs.insert(stage.as_str().to_string(), ChangelogSize { keys, bytes });
+    }
+    let session = changelogs.get("sessionizer").copied().unwrap_or_default();
+    let users = session.keys;
     Ok(StateReport {
         changelog_users: users,
-        changelog_bytes: bytes,
-        bytes_per_user: bytes as f64 / users.max(1) as f64,
+        changelog_bytes: session.bytes,
+        bytes_per_user: session.bytes as f64 / users.max(1) as f64,
         state_entries,
+        changelogs,
     })
 }
