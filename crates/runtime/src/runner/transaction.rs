@@ -111,9 +111,22 @@ impl Run<'_> {
             )?;
         }
         stage.on_assign(&ps);
-        let committed = self
-            .consumer
-            .committed_offsets(self.consumer.assignment()?, timeout)?;
+        // Right after a broker restart the group coordinator may not answer for a while: ask again
+        // rather than stop the stage (as a restore asks again for a changelog's end offsets).
+        let deadline = std::time::Instant::now() + crate::changelog::BROKER_WAIT;
+        let committed = loop {
+            match self
+                .consumer
+                .committed_offsets(self.consumer.assignment()?, timeout)
+            {
+                Ok(c) => break c,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(stage = name, error = %e, "Committed offsets not known yet; asking again.");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         for e in committed.elements() {
             let to = match e.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
