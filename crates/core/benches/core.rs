@@ -11,11 +11,20 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use std::hint::black_box;
 
 const EVENTS: usize = 100_000;
-const USERS: u64 = 5_000;
+/// Users in the stream; `CLICKPATH_BENCH_USERS` overrides it (fewer users: their state fits in the
+/// cache, which separates cache misses from computation, docs/detector.md "Cost").
+fn users() -> u64 {
+    std::env::var("CLICKPATH_BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(5_000)
+}
 const START: i64 = 1_700_000_000_000;
 
-/// A deterministic stream in near time order: ~20 events/s over 5000 users, 2% duplicates.
+/// A deterministic stream in near time order: ~20 events/s over [`users`] users, 2% duplicates.
 fn stream() -> Vec<ClickEvent> {
+    let users = users();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move |m: u64| {
         x ^= x << 13;
@@ -48,7 +57,7 @@ fn stream() -> Vec<ClickEvent> {
         let jitter = next(2_000) as i64; // disorder below the sessionizer's 5 s bound
         let mut e = ClickEvent::new(
             format!("evt-{:012}", out.len()),
-            format!("user-{:06}", next(USERS)),
+            format!("user-{:06}", next(users)),
             kind,
             t - jitter,
         );

@@ -21,4 +21,4 @@ pub mod telemetry;
 
 pub use config::BusConfig;
 pub use runner::{RunSummary, RunnerEnv, run_stage};
-pub use stage::{Context, Output, Stage, StageError, StageInput, StateChange};
+pub use stage::{Context, Output, RestoreBuffer, Stage, StageError, StageInput, StateChange};

@@ -100,6 +100,37 @@ pub struct StateChange {
     pub value: Option<Vec<u8>>,
 }
 
+/// Changelog records read during a restore, per partition, compacted as they arrive: the last value
+/// of a key wins and a tombstone deletes it (a changelog not compacted yet holds several values per
+/// key). A stateful stage hands each record of [`Stage::restore`] to [`RestoreBuffer::record`], and
+/// takes a partition's live records in [`Stage::on_assign`] with [`RestoreBuffer::take`].
+#[derive(Debug, Default)]
+pub struct RestoreBuffer {
+    partitions: std::collections::BTreeMap<i32, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl RestoreBuffer {
+    /// Folds in one changelog record of `partition` (`None`: a tombstone).
+    pub fn record(&mut self, partition: i32, key: &[u8], value: Option<&[u8]>) {
+        let records = self.partitions.entry(partition).or_default();
+        match value {
+            Some(v) => records.insert(key.to_vec(), v.to_vec()),
+            None => records.remove(key),
+        };
+    }
+
+    /// The live records of `partition`, sorted by key, if any record of it was read (an empty map
+    /// when every key was deleted); the buffer forgets them.
+    pub fn take(&mut self, partition: i32) -> Option<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.partitions.remove(&partition)
+    }
+
+    /// Forgets what was read for `partition` (it was revoked before being assigned).
+    pub fn forget(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+}
+
 /// What a stage's hooks use to emit records. Outputs are buffered and delivered by the run loop.
 pub struct Context<'a> {
     codec: &'a Codec,
@@ -340,6 +371,26 @@ mod tests {
         let e = Either::decode(&codec, 0, &p_bytes).unwrap_err();
         assert!(!e.kind().is_empty(), "{e}");
         assert!(Either::decode(&codec, 1, &ev_bytes).is_err());
+    }
+
+    #[test]
+    fn a_restore_buffer_keeps_the_last_value_of_each_key() {
+        let mut b = RestoreBuffer::default();
+        b.record(1, b"a", Some(b"1"));
+        b.record(1, b"b", Some(b"2"));
+        b.record(1, b"a", Some(b"3"));
+        b.record(1, b"b", None);
+        b.record(2, b"x", None);
+        let one = b.take(1).unwrap();
+        assert_eq!(
+            one.into_iter().collect::<Vec<_>>(),
+            vec![(b"a".to_vec(), b"3".to_vec())]
+        );
+        assert_eq!(b.take(1), None, "taken");
+        assert_eq!(b.take(2).map(|m| m.len()), Some(0), "read, all deleted");
+        b.record(3, b"k", Some(b"v"));
+        b.forget(3);
+        assert_eq!(b.take(3), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 use crate::config::AnalyticsConfig;
 use clickpath_core::analytics::{BucketAggregate, FunnelCounts, FunnelSpec, RollingFunnel};
 use clickpath_runtime::config::KafkaConfig;
-use clickpath_runtime::{Context, Stage, StageError, StateChange};
+use clickpath_runtime::{Context, RestoreBuffer, Stage, StageError, StateChange};
 use clickpath_schema::ClickEvent;
 
 use std::collections::BTreeMap;
@@ -66,8 +66,8 @@ pub struct Analytics {
     last_publish_ms: Option<i64>,
     flush_on_shutdown: bool,
     durable: bool,
-    /// Changelog records read during a restore, per partition and key (last write wins).
-    restoring: BTreeMap<i32, BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Changelog records read during a restore.
+    restoring: RestoreBuffer,
 }
 
 impl Analytics {
@@ -99,7 +99,7 @@ impl Analytics {
             last_publish_ms: None,
             flush_on_shutdown: false,
             durable: true,
-            restoring: BTreeMap::new(),
+            restoring: RestoreBuffer::default(),
         }
     }
 
@@ -263,7 +263,7 @@ impl Stage for Analytics {
         for p in partitions {
             self.newest.remove(p);
             self.rolling.remove(p);
-            self.restoring.remove(p);
+            self.restoring.forget(*p);
         }
     }
 
@@ -312,17 +312,13 @@ impl Stage for Analytics {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StageError> {
-        let records = self.restoring.entry(partition).or_default();
-        match value {
-            Some(v) => records.insert(key.to_vec(), v.to_vec()),
-            None => records.remove(key),
-        };
+        self.restoring.record(partition, key, value);
         Ok(())
     }
 
     fn on_assign(&mut self, partitions: &[i32]) {
         for &p in partitions {
-            let Some(records) = self.restoring.remove(&p) else {
+            let Some(records) = self.restoring.take(p) else {
                 continue;
             };
             let mut f = self.fresh();

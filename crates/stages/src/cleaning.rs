@@ -12,7 +12,7 @@
 use crate::config::CleaningConfig;
 use clickpath_core::dedupe::{DedupeChunk, Deduper};
 use clickpath_core::validate::{ValidationConfig, validate_and_normalise};
-use clickpath_runtime::{Context, Stage, StageError, StateChange};
+use clickpath_runtime::{Context, RestoreBuffer, Stage, StageError, StateChange};
 use clickpath_schema::ClickEvent;
 use std::collections::BTreeMap;
 
@@ -55,8 +55,8 @@ pub struct Cleaning {
     partitions: BTreeMap<i32, PartitionState>,
     output_topic: String,
     durable: bool,
-    /// Changelog records read during a restore, per partition (last write per key wins).
-    restoring: BTreeMap<i32, BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Changelog records read during a restore.
+    restoring: RestoreBuffer,
 }
 
 impl Cleaning {
@@ -69,7 +69,7 @@ impl Cleaning {
             partitions: BTreeMap::new(),
             output_topic: output_topic.to_string(),
             durable: true,
-            restoring: BTreeMap::new(),
+            restoring: RestoreBuffer::default(),
         }
     }
 
@@ -208,17 +208,13 @@ impl Stage for Cleaning {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StageError> {
-        let records = self.restoring.entry(partition).or_default();
-        match value {
-            Some(v) => records.insert(key.to_vec(), v.to_vec()),
-            None => records.remove(key),
-        };
+        self.restoring.record(partition, key, value);
         Ok(())
     }
 
     fn on_assign(&mut self, partitions: &[i32]) {
         for &p in partitions {
-            if let Some(records) = self.restoring.remove(&p) {
+            if let Some(records) = self.restoring.take(p) {
                 let state = self.rebuild(p, records);
                 self.partitions.insert(p, state);
             }
@@ -229,7 +225,7 @@ impl Stage for Cleaning {
         // The new owner restores these partitions from the changelog; drop our copy.
         for p in partitions {
             self.partitions.remove(p);
-            self.restoring.remove(p);
+            self.restoring.forget(*p);
         }
     }
 }

@@ -18,7 +18,7 @@
 
 use clickpath_core::rules::{Detector as CoreDetector, RulesConfig};
 use clickpath_runtime::query::QueryStore;
-use clickpath_runtime::{Context, Stage, StageError, StageInput, StateChange};
+use clickpath_runtime::{Context, RestoreBuffer, Stage, StageError, StageInput, StateChange};
 use clickpath_schema::codec::{Codec, CodecError};
 use clickpath_schema::{AlertType, ClickEvent, FraudAlert, Prediction, Severity};
 use serde::Serialize;
@@ -101,8 +101,8 @@ pub struct Detector {
     /// Newest event time per input partition.
     watermark_ms: BTreeMap<i32, i64>,
     durable: bool,
-    /// Changelog records read during a restore, per partition and key (last write wins).
-    restoring: BTreeMap<i32, BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Changelog records read during a restore.
+    restoring: RestoreBuffer,
     cooldown_ms: i64,
     query: QueryStore,
     open: HashMap<String, UserAlerts>,
@@ -119,7 +119,7 @@ impl Detector {
             output_topic: output_topic.to_string(),
             watermark_ms: BTreeMap::new(),
             durable: true,
-            restoring: BTreeMap::new(),
+            restoring: RestoreBuffer::default(),
             cooldown_ms: cfg.cooldown_ms,
             query: QueryStore::new(),
             open: HashMap::new(),
@@ -327,11 +327,7 @@ impl Stage for Detector {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StageError> {
-        let records = self.restoring.entry(partition).or_default();
-        match value {
-            Some(v) => records.insert(key.to_vec(), v.to_vec()),
-            None => records.remove(key),
-        };
+        self.restoring.record(partition, key, value);
         Ok(())
     }
 
@@ -340,7 +336,7 @@ impl Stage for Detector {
         for p in partitions {
             self.inner.remove(p);
             self.watermark_ms.remove(p);
-            self.restoring.remove(p);
+            self.restoring.forget(*p);
         }
         self.open
             .retain(|_, u| u.partition.is_none_or(|p| !partitions.contains(&p)));
@@ -348,7 +344,7 @@ impl Stage for Detector {
 
     fn on_assign(&mut self, partitions: &[i32]) {
         for &p in partitions {
-            let Some(records) = self.restoring.remove(&p) else {
+            let Some(records) = self.restoring.take(p) else {
                 continue;
             };
             let mut d = self.fresh();

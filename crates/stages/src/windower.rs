@@ -6,7 +6,7 @@
 //! partition restores them before it reads the partition, so its features continue exactly.
 
 use clickpath_core::features::{FeatureSpec, FeatureWindower};
-use clickpath_runtime::{Context, Stage, StageError, StateChange};
+use clickpath_runtime::{Context, RestoreBuffer, Stage, StageError, StateChange};
 use clickpath_schema::ClickEvent;
 use std::collections::BTreeMap;
 
@@ -18,8 +18,8 @@ pub struct Windower {
     /// Highest event time seen per partition (eviction only frees memory: it changes no value).
     watermark_ms: BTreeMap<i32, i64>,
     durable: bool,
-    /// Changelog records read during a restore, per partition and user (last write wins).
-    restoring: BTreeMap<i32, BTreeMap<String, Vec<u8>>>,
+    /// Changelog records read during a restore.
+    restoring: RestoreBuffer,
 }
 
 impl Windower {
@@ -31,7 +31,7 @@ impl Windower {
             output_topic: output_topic.to_string(),
             watermark_ms: BTreeMap::new(),
             durable: true,
-            restoring: BTreeMap::new(),
+            restoring: RestoreBuffer::default(),
         }
     }
 
@@ -109,25 +109,22 @@ impl Stage for Windower {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StageError> {
-        let user = String::from_utf8(key.to_vec())
-            .map_err(|_| StageError::Fatal("windower changelog key is not UTF-8".into()))?;
-        let users = self.restoring.entry(partition).or_default();
-        match value {
-            Some(v) => users.insert(user, v.to_vec()),
-            None => users.remove(&user),
-        };
+        self.restoring.record(partition, key, value);
         Ok(())
     }
 
     fn on_assign(&mut self, partitions: &[i32]) {
         for &p in partitions {
-            let Some(users) = self.restoring.remove(&p) else {
+            let Some(users) = self.restoring.take(p) else {
                 continue;
             };
             let mut w = self.fresh();
-            for (user, bytes) in users {
+            for (key, bytes) in users {
                 // A record this version cannot read must not stop the partition; the user starts afresh.
-                if let Err(e) = w.restore_user(user, &bytes) {
+                let restored = String::from_utf8(key)
+                    .map_err(|_| "the key is not UTF-8".to_string())
+                    .and_then(|user| w.restore_user(user, &bytes).map_err(|e| e.to_string()));
+                if let Err(e) = restored {
                     tracing::error!(partition = p, error = %e, "Windower changelog state does not parse; user restarts empty.");
                 }
             }
@@ -140,7 +137,7 @@ impl Stage for Windower {
         for p in partitions {
             self.per_partition.remove(p);
             self.watermark_ms.remove(p);
-            self.restoring.remove(p);
+            self.restoring.forget(*p);
         }
     }
 }
