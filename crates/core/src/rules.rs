@@ -96,6 +96,7 @@ use crate::anomaly::{HalfSpaceTrees, HstConfig};
 use crate::hash::{U64Build, fnv1a};
 use crate::state_codec::StateDecodeError;
 use clickpath_schema::{AlertType, ClickEvent, FraudAlert, Prediction, Severity};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
@@ -482,8 +483,9 @@ impl UserRules {
     }
 }
 
-/// The detector's users by id.
-type UserMap = hashbrown::HashMap<String, UserEntry, foldhash::fast::RandomState>;
+/// The detector's users by id. Ids up to 24 bytes are stored inline in the table, so a look-up
+/// compares the key without following a pointer to it (that miss was 5 % of `on_event`).
+type UserMap = hashbrown::HashMap<CompactString, UserEntry, foldhash::fast::RandomState>;
 
 /// A user's rule state (dropped when idle past every rule window) and profile (kept for
 /// `profile_ttl_ms`); the entry goes when both have.
@@ -633,7 +635,7 @@ impl Detector {
         }
         self.with_rules += usize::from(entry.rules.is_some());
         self.with_profile += usize::from(entry.profile.is_some());
-        self.users.insert(user, entry);
+        self.users.insert(CompactString::from(user), entry);
         Ok(())
     }
 
@@ -938,7 +940,7 @@ impl Detector {
                 *with_profile -= 1;
             }
             if journal && had != (e.rules.is_some(), e.profile.is_some()) {
-                changed.insert(id.clone());
+                changed.insert(id.to_string());
             }
             e.rules.is_some() || e.profile.is_some()
         });
