@@ -4,7 +4,7 @@
 use crate::app::GlobalArgs;
 use crate::collect::{Collected, Collector};
 use crate::generate::{GenerateStats, generate_to_kafka};
-use crate::pipeline::{join_stages, spawn_stages};
+use crate::pipeline::{join_stages, spawn_pipeline, taken, written};
 use crate::produce::EventProducer;
 use clickpath_generator::{Generator, GeneratorConfig};
 use clickpath_schema::codec::Codec;
@@ -100,8 +100,9 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
             }
             // The mock cluster has no admin API: make the stages' changelogs here (a stateless
             // stage leaves its topic empty).
-            for stage in StageName::ALL {
-                let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, stage.as_str());
+            let stages = StageName::ALL.map(StageName::as_str);
+            for stage in stages.into_iter().chain([clickpath_stages::chain::CHAIN]) {
+                let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, stage);
                 mock.create_topic(&changelog, cfg.topics.partitions, 1)?;
             }
             cfg.kafka.brokers = mock.bootstrap_servers();
@@ -112,7 +113,7 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
     let env = cfg.runner_env(Codec::embedded());
     let addr = rt.block_on(clickpath_runtime::http::serve_env(&env))?;
     tracing::info!("Metrics at http://{addr}/metrics");
-    let stages = spawn_stages(&StageName::ALL, &cfg, &env, true)?;
+    let stages = spawn_pipeline(&cfg, &env, true)?;
 
     let generator = Generator::new(GeneratorConfig {
         seed: opts.seed,
@@ -135,11 +136,11 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
         format!(
             "sent {produced} ({:.0}/s) | clean {} | sessions {} | predictions {} | alerts {} | dead letters {}",
             produced as f64 / secs,
-            metrics.records_out_total("cleaning", &t.clean),
-            metrics.records_out_total("sessionizer", &t.sessions),
-            metrics.records_out_total("scorer", &t.predictions),
-            metrics.records_out_total("detector", &t.alerts),
-            metrics.records_out_total("cleaning", &t.dead_letters),
+            taken(&metrics, StageName::Sessionizer, &t.clean),
+            written(&metrics, &t.sessions),
+            written(&metrics, &t.predictions),
+            written(&metrics, &t.alerts),
+            written(&metrics, &t.dead_letters),
         )
     };
     let generated = generate_to_kafka(generator, &mut producer, |s| {
@@ -147,18 +148,22 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
     })?;
     let produced = producer.sent();
 
-    // Wait until every stage has read everything its upstream wrote.
+    // Wait until every stage has taken everything its upstream wrote (in the chain, everything is
+    // done once the raw records are: their outputs commit together).
     let caught_up = || {
         let m = &env.metrics;
-        m.records_in_total("cleaning", &t.raw) >= produced
-            && m.records_in_total("sessionizer", &t.clean)
-                >= m.records_out_total("cleaning", &t.clean)
-            && m.records_in_total("windower", &t.clean) >= m.records_out_total("cleaning", &t.clean)
-            && m.records_in_total("detector", &t.clean) >= m.records_out_total("cleaning", &t.clean)
-            && m.records_in_total("scorer", &t.features)
-                >= m.records_out_total("windower", &t.features)
-            && m.records_in_total("detector", &t.predictions)
-                >= m.records_out_total("scorer", &t.predictions)
+        let clean = written(m, &t.clean);
+        taken(m, StageName::Cleaning, &t.raw) >= produced
+            && [
+                StageName::Sessionizer,
+                StageName::Windower,
+                StageName::Detector,
+                StageName::Analytics,
+            ]
+            .into_iter()
+            .all(|s| taken(m, s, &t.clean) >= clean)
+            && taken(m, StageName::Scorer, &t.features) >= written(m, &t.features)
+            && taken(m, StageName::Detector, &t.predictions) >= written(m, &t.predictions)
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while !caught_up() && Instant::now() < deadline && !env.shutdown.is_triggered() {
@@ -174,9 +179,9 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
     bar.finish_with_message(status(produced));
 
     let mut collector = Collector::new(&cfg, env.codec.clone())?;
-    let want_sessions = env.metrics.records_out_total("sessionizer", &t.sessions) as usize;
-    let want_predictions = env.metrics.records_out_total("scorer", &t.predictions) as usize;
-    let want_alerts = env.metrics.records_out_total("detector", &t.alerts) as usize;
+    let want_sessions = written(&env.metrics, &t.sessions) as usize;
+    let want_predictions = written(&env.metrics, &t.predictions) as usize;
+    let want_alerts = written(&env.metrics, &t.alerts) as usize;
     let want_dead: u64 = summaries.iter().map(|(_, s)| s.dead_letters).sum();
     collector.poll_until(Duration::from_secs(60), |c| {
         c.sessions.len() >= want_sessions

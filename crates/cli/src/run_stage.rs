@@ -2,7 +2,7 @@
 //! endpoints (`/healthz`, `/metrics`, the query API) beside it.
 
 use crate::app::{GlobalArgs, env_for};
-use crate::pipeline::{join_stages, spawn_stages};
+use crate::pipeline::{join_stages, spawn_pipeline, spawn_stages};
 use clap::builder::PossibleValue;
 use clickpath_stages::StageName;
 use std::sync::LazyLock;
@@ -39,7 +39,9 @@ impl clap::ValueEnum for StageChoice {
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
         Some(match self {
-            StageChoice::All => PossibleValue::new("all").help("every stage in this process"),
+            StageChoice::All => PossibleValue::new("all").help(
+                "every stage in this process, chained or one consumer each ([topology] mode)",
+            ),
             StageChoice::One(name) => PossibleValue::new(name.as_str()),
         })
     }
@@ -67,7 +69,10 @@ pub fn run(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         env.shutdown.trigger_on_signals();
         clickpath_runtime::http::serve_env(&env).await
     })?;
-    let running = spawn_stages(&args.stage.stages(), &cfg, &env, false)?;
+    let running = match args.stage {
+        StageChoice::All => spawn_pipeline(&cfg, &env, false)?,
+        StageChoice::One(name) => spawn_stages(&[name], &cfg, &env, false)?,
+    };
     join_stages(running)?;
     Ok(())
 }

@@ -34,13 +34,15 @@ pub fn run(args: &TopicsArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         println!("{role:<13} {name:<32} {state}");
     }
     // Stateful stages' compacted changelogs, partitioned like their input (the stages also make
-    // them at start; the scorer keeps one only with a sequence model, and makes it then).
+    // them at start; the scorer keeps one only with a sequence model, and makes it then), and the
+    // chained topology's.
     for (stage, input) in [
         ("cleaning", &cfg.topics.raw),
         ("sessionizer", &cfg.topics.clean),
         ("windower", &cfg.topics.clean),
         ("analytics", &cfg.topics.clean),
         ("detector", &cfg.topics.clean),
+        (clickpath_stages::chain::CHAIN, &cfg.topics.raw),
     ] {
         let changelog = clickpath_runtime::changelog::changelog_topic(&cfg, stage);
         clickpath_runtime::changelog::ensure_changelog_topic(&cfg, &changelog, input)?;

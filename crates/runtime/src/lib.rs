@@ -6,6 +6,7 @@
 pub mod changelog;
 pub mod config;
 pub mod deadletter;
+pub mod handoff;
 pub mod health;
 pub mod http;
 pub mod http_query;

@@ -226,7 +226,9 @@ pub const USER_PARTS: [(&str, &str); 3] = [
 
 #[derive(Default)]
 struct Registry {
-    stores: HashMap<String, QueryStore>,
+    /// Per stage: its store and the stage whose consumer group owns its partitions (itself, or
+    /// the chain it runs in).
+    stores: HashMap<String, (QueryStore, String)>,
     group_prefix: String,
 }
 
@@ -242,11 +244,17 @@ impl Queries {
 
     /// Makes `store` answer queries for `stage`.
     pub fn register(&self, stage: &str, store: QueryStore) {
+        self.register_in(stage, store, stage);
+    }
+
+    /// Makes `store` answer queries for `stage`, which runs inside `group_stage` (a chain of
+    /// stages): its partitions are owned by `group_stage`'s consumer group.
+    pub fn register_in(&self, stage: &str, store: QueryStore, group_stage: &str) {
         self.0
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .stores
-            .insert(stage.to_string(), store);
+            .insert(stage.to_string(), (store, group_stage.to_string()));
     }
 
     /// The store of `stage`, if that stage runs in this process.
@@ -256,7 +264,7 @@ impl Queries {
             .unwrap_or_else(|p| p.into_inner())
             .stores
             .get(stage)
-            .cloned()
+            .map(|(store, _)| store.clone())
     }
 
     /// Sets `kafka.group_prefix`, so answers can name the consumer group that owns a partition.
@@ -267,9 +275,11 @@ impl Queries {
             .group_prefix = prefix.to_string();
     }
 
-    /// The consumer group of `stage` (`<group_prefix>.<stage>`), when the prefix is known.
+    /// The consumer group of `stage` (`<group_prefix>.<stage>`, or that of the chain it runs in),
+    /// when the prefix is known.
     pub fn consumer_group(&self, stage: &str) -> Option<String> {
         let r = self.0.read().unwrap_or_else(|p| p.into_inner());
-        (!r.group_prefix.is_empty()).then(|| format!("{}.{stage}", r.group_prefix))
+        let group = r.stores.get(stage).map_or(stage, |(_, g)| g.as_str());
+        (!r.group_prefix.is_empty()).then(|| format!("{}.{group}", r.group_prefix))
     }
 }

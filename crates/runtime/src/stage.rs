@@ -1,6 +1,7 @@
 //! The one stage abstraction: a stage author writes `process` (plus optional hooks); consuming, decoding,
 //! producing, offsets, dead letters, metrics and shutdown are the runtime's job.
 
+use crate::handoff::{Handed, Handoff};
 use clickpath_schema::codec::{AvroRecord, Codec, CodecError};
 
 /// What a stage reads: the records of one or more input topics, decoded into one type.
@@ -138,6 +139,9 @@ pub struct Context<'a> {
     now_ms: i64,
     topic: Option<&'a str>,
     partition: Option<i32>,
+    offset: Option<i64>,
+    /// Set when the stage runs chained: emits to internal topics are handed over typed.
+    handoff: Option<&'a mut Handoff>,
 }
 
 impl<'a> Context<'a> {
@@ -149,6 +153,8 @@ impl<'a> Context<'a> {
             now_ms,
             topic: None,
             partition: None,
+            offset: None,
+            handoff: None,
         }
     }
 
@@ -165,6 +171,35 @@ impl<'a> Context<'a> {
         self
     }
 
+    /// The same context, for the record at `offset` (named in dead letters of chained stages).
+    pub fn at_offset(mut self, offset: i64) -> Self {
+        self.offset = Some(offset);
+        self
+    }
+
+    /// A context for a stage chained behind this one: the same outputs, time and record, with
+    /// emits to `handoff`'s internal topics handed over typed instead of (or as well as) produced.
+    pub fn handing_off<'b>(&'b mut self, handoff: &'b mut Handoff) -> Context<'b> {
+        Context {
+            codec: self.codec,
+            outputs: &mut *self.outputs,
+            now_ms: self.now_ms,
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            handoff: Some(handoff),
+        }
+    }
+
+    /// Runs `f` with the partition set to `partition`: a hook that emits records of several
+    /// partitions at once (a batch scored at its end) names each one's partition.
+    pub fn with_partition<R>(&mut self, partition: i32, f: impl FnOnce(&mut Self) -> R) -> R {
+        let before = self.partition.replace(partition);
+        let r = f(self);
+        self.partition = before;
+        r
+    }
+
     /// Input topic of the record being processed (`None` in hooks, and in contexts built with
     /// [`Context::for_partition`]).
     pub fn topic(&self) -> Option<&str> {
@@ -179,13 +214,43 @@ impl<'a> Context<'a> {
         self.partition
     }
 
-    /// Encodes `record` and queues it for `topic` under `key`.
-    pub fn emit<T: AvroRecord>(
+    /// Offset of the record being processed, when the run loop said it.
+    pub fn offset(&self) -> Option<i64> {
+        self.offset
+    }
+
+    /// The codec the outputs are encoded with.
+    pub fn codec(&self) -> &Codec {
+        self.codec
+    }
+
+    /// Queues an output built by hand (a dead letter).
+    pub fn push_output(&mut self, output: Output) {
+        self.outputs.push(output);
+    }
+
+    /// Encodes `record` and queues it for `topic` under `key`; when the stage runs chained and
+    /// `topic` is internal, hands the record to the next stage instead (and also queues it when
+    /// the chain produces that topic).
+    pub fn emit<T: AvroRecord + Clone + Send + 'static>(
         &mut self,
         topic: &str,
         key: &str,
         record: &T,
     ) -> Result<(), StageError> {
+        if let Some(handoff) = self.handoff.as_deref_mut()
+            && let Some((route, produce)) = handoff.route(topic)
+        {
+            handoff.push(Handed {
+                route,
+                key: key.to_owned(),
+                partition: self.partition,
+                record: Box::new(record.clone()),
+            });
+            if !produce {
+                return Ok(());
+            }
+        }
         let payload = self
             .codec
             .encode(record)
@@ -201,16 +266,19 @@ impl<'a> Context<'a> {
         Ok(())
     }
 
-    /// Like [`Context::emit`], with extra Kafka headers.
-    pub fn emit_with_headers<T: AvroRecord>(
+    /// Like [`Context::emit`], with extra Kafka headers (on the produced record only).
+    pub fn emit_with_headers<T: AvroRecord + Clone + Send + 'static>(
         &mut self,
         topic: &str,
         key: &str,
         record: &T,
         headers: Vec<(&'static str, String)>,
     ) -> Result<(), StageError> {
+        let before = self.outputs.len();
         self.emit(topic, key, record)?;
-        if let Some(last) = self.outputs.last_mut() {
+        if self.outputs.len() > before
+            && let Some(last) = self.outputs.last_mut()
+        {
             last.headers = headers;
         }
         Ok(())
@@ -292,6 +360,14 @@ pub trait Stage: Send {
     /// The store where the stage publishes per-user views for the HTTP query API, if it has one.
     fn query_store(&self) -> Option<crate::query::QueryStore> {
         None
+    }
+
+    /// Every query store the stage publishes, with the stage name it answers for: by default its
+    /// own [`Stage::query_store`]; a chain of stages has one per stage that publishes.
+    fn query_stores(&self) -> Vec<(&'static str, crate::query::QueryStore)> {
+        self.query_store()
+            .map(|s| vec![(self.name(), s)])
+            .unwrap_or_default()
     }
 
     /// Number of entries the stage keeps in memory (users, ids), exported as a gauge.

@@ -45,6 +45,9 @@ pub struct ClickpathConfig {
     pub detector: RulesConfig,
     /// The analytics stage (funnel aggregates per time bucket and segment).
     pub analytics: AnalyticsConfig,
+    /// How `clickpath run all` and the demo run the stages: chained in one consumer, or one
+    /// consumer per stage.
+    pub topology: TopologyConfig,
     /// Fault injection for reliability tests (off by default).
     pub faults: FaultsConfig,
 }
@@ -73,6 +76,7 @@ struct StageSections {
     scorer: ScorerConfig,
     detector: RulesConfig,
     analytics: AnalyticsConfig,
+    topology: TopologyConfig,
     faults: FaultsConfig,
 }
 
@@ -86,6 +90,7 @@ impl StageSections {
             scorer: self.scorer,
             detector: self.detector,
             analytics: self.analytics,
+            topology: self.topology,
             faults: self.faults,
         }
     }
@@ -97,11 +102,37 @@ fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::
     Ok(s.filter(|s| !s.trim().is_empty()).map(PathBuf::from))
 }
 
+/// How the stages run together (`[topology]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopologyConfig {
+    /// `chained` (the default): one consumer of the raw topic runs every stage in process, per
+    /// partition, passing typed records between them and committing every output, changelog and
+    /// input offset together. `per-stage`: each stage is its own consumer of the previous stage's
+    /// topic, so stages scale apart (the scorer alone on GPU nodes, say).
+    pub mode: TopologyMode,
+    /// Chained mode: also produce the clean events topic (`topics.clean`) for other readers.
+    pub produce_clean: bool,
+    /// Chained mode: also produce the feature vectors topic (`topics.features`).
+    pub produce_features: bool,
+}
+
+/// See [`TopologyConfig::mode`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TopologyMode {
+    /// Every stage in one consumer of the raw topic.
+    #[default]
+    Chained,
+    /// One consumer per stage.
+    PerStage,
+}
+
 /// Fault injection, for the reliability suite: a stage made artificially slow for a while. Off by default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultsConfig {
-    /// The stage to slow down (`scorer`, ...); empty: none.
+    /// The stage to slow down (`scorer`, ..., or `chain` for the chained topology); empty: none.
     pub slow_stage: String,
     /// How much slower: after each batch the stage sleeps `(slow_factor - 1)` times the batch's processing
     /// time, so 10 makes it ten times slower.
@@ -131,8 +162,10 @@ impl FaultsConfig {
     }
 
     fn problems(&self, p: &mut Vec<String>) {
-        if !self.slow_stage.is_empty() && StageName::parse(&self.slow_stage).is_none() {
-            let names: Vec<&str> = StageName::ALL.iter().map(|s| s.as_str()).collect();
+        let chain = self.slow_stage == crate::chain::CHAIN;
+        if !self.slow_stage.is_empty() && !chain && StageName::parse(&self.slow_stage).is_none() {
+            let mut names: Vec<&str> = StageName::ALL.iter().map(|s| s.as_str()).collect();
+            names.push(crate::chain::CHAIN);
             p.push(format!(
                 "faults.slow_stage: unknown stage {:?} (one of {})",
                 self.slow_stage,

@@ -8,6 +8,7 @@
 //! dead-letter topic, events beyond the sessionizer's allowed lateness to the late-events topic.
 
 pub mod analytics;
+pub mod chain;
 pub mod cleaning;
 pub mod config;
 pub mod detector;
@@ -17,4 +18,4 @@ pub mod topology;
 pub mod windower;
 
 pub use config::ClickpathConfig;
-pub use topology::{StageName, run_named};
+pub use topology::{StageName, run_chain, run_named};

@@ -137,6 +137,17 @@ const BUILTIN: Option<(&[u8], &[u8])> = Some((
     include_bytes!("../../../models/baseline/model.json"),
 ));
 
+/// Runs every stage chained in one consumer of the raw topic ([`crate::chain`]), configured by
+/// `cfg`, in `env` until shutdown (blocking). `flush_on_shutdown` closes open sessions at the end.
+pub fn run_chain(
+    cfg: &ClickpathConfig,
+    env: &RunnerEnv,
+    flush_on_shutdown: bool,
+) -> anyhow::Result<RunSummary> {
+    let chain = crate::chain::Chain::from_config(cfg, env, flush_on_shutdown)?;
+    run_stage(chain, &[cfg.topics.raw.as_str()], env)
+}
+
 /// Runs stage `name`, configured by `cfg`, in `env` until shutdown (blocking). `flush_on_shutdown`
 /// closes open sessions at the end.
 pub fn run_named(

@@ -149,10 +149,14 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
     let topic_refs: Vec<&str> = inputs.names().iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
     env.health.register(name);
-    let query_store = stage.query_store();
-    if let Some(store) = &query_store {
-        env.queries.register(name, store.clone());
-    }
+    let query_stores: Vec<crate::query::QueryStore> = stage
+        .query_stores()
+        .into_iter()
+        .map(|(answers_for, store)| {
+            env.queries.register_in(answers_for, store.clone(), name);
+            store
+        })
+        .collect();
     tracing::info!(stage = name, topics = ?inputs.names(), group = %format!("{}.{}", cfg.kafka.group_prefix, name), exactly_once = eos, "Stage started.");
 
     let mut run = Run {
@@ -163,7 +167,7 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
         consumer: &consumer,
         producer,
         eos,
-        query_store,
+        query_stores,
         input_partitions,
         end_offsets: std::cell::OnceCell::new(),
         producer_stuck: false,
@@ -215,7 +219,8 @@ struct Run<'a> {
     consumer: &'a BaseConsumer<StageContext>,
     producer: FutureProducer,
     eos: bool,
-    query_store: Option<crate::query::QueryStore>,
+    /// The stage's query stores (one per stage of a chain).
+    query_stores: Vec<crate::query::QueryStore>,
     input_partitions: usize,
     /// A `read_uncommitted` client for the stall check's end offsets, made on first use: the stage consumer's
     /// own watermark look-up answers with the last stable offset, behind which an open transaction hides
@@ -372,7 +377,7 @@ impl Run<'_> {
                 }
             }
             env.health.set_assigned(name, assigned.len());
-            if let Some(store) = &self.query_store {
+            for store in &self.query_stores {
                 store.set_assignment(&assigned.partitions(), self.input_partitions);
             }
             env.metrics
@@ -487,8 +492,9 @@ impl Run<'_> {
             Ok(record) => record,
             Err(e) => return Ok(Some((e.kind(), e.to_string()))),
         };
-        let mut ctx =
-            Context::new(&env.codec, outputs, now).for_record(msg.topic(), msg.partition());
+        let mut ctx = Context::new(&env.codec, outputs, now)
+            .for_record(msg.topic(), msg.partition())
+            .at_offset(msg.offset());
         match stage.process(record, &mut ctx) {
             Ok(()) => Ok(None),
             Err(StageError::Rejected { kind, reason }) => Ok(Some((kind, reason))),

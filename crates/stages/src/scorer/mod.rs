@@ -202,7 +202,7 @@ impl Scorer {
                 self.enqueue(partition, fv.clone());
                 let mut out = self.flush_predictions();
                 out.pop()
-                    .map(|(p, _)| p)
+                    .map(|(_, p, _)| p)
                     .unwrap_or_else(|| empty_prediction(fv))
             }
         }
@@ -269,8 +269,9 @@ impl Scorer {
         ));
     }
 
-    /// Scores everything queued; returns the predictions with their Kafka headers.
-    fn flush_predictions(&mut self) -> Vec<(Prediction, Vec<(&'static str, String)>)> {
+    /// Scores everything queued; returns the predictions with their input partition and Kafka
+    /// headers.
+    fn flush_predictions(&mut self) -> Vec<Scored> {
         if self.queue.is_empty() {
             return Vec::new();
         }
@@ -341,7 +342,7 @@ impl Scorer {
                 factors: s.factors,
                 scoring_latency_us: queued_at.elapsed().as_micros() as i64,
             };
-            out.push((prediction, headers));
+            out.push((partition, prediction, headers));
         }
         out
     }
@@ -366,17 +367,21 @@ impl Scorer {
         self.query.publish(p.user_id.clone(), PredictionView(p));
     }
 
+    /// Emits predictions scored together, each under its input partition (hooks at the end of a
+    /// batch have none of their own; a chained detector keeps its state by partition).
     fn emit_all(
         &mut self,
         ctx: &mut Context<'_>,
-        predictions: Vec<(Prediction, Vec<(&'static str, String)>)>,
+        predictions: Vec<Scored>,
     ) -> Result<(), StageError> {
-        for (p, headers) in predictions {
-            if headers.is_empty() {
-                ctx.emit(&self.output_topic, &p.user_id, &p)?;
-            } else {
-                ctx.emit_with_headers(&self.output_topic, &p.user_id, &p, headers)?;
-            }
+        for (partition, p, headers) in predictions {
+            ctx.with_partition(partition, |ctx| {
+                if headers.is_empty() {
+                    ctx.emit(&self.output_topic, &p.user_id, &p)
+                } else {
+                    ctx.emit_with_headers(&self.output_topic, &p.user_id, &p, headers)
+                }
+            })?;
             self.publish(p);
         }
         Ok(())
@@ -486,6 +491,9 @@ impl View for PredictionView {
         })
     }
 }
+
+/// A prediction scored in a batch: its input partition, the prediction and its Kafka headers.
+type Scored = (i32, Prediction, Vec<(&'static str, String)>);
 
 impl Stage for Scorer {
     type Input = FeatureVector;
