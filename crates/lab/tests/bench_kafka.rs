@@ -1,10 +1,11 @@
-//! `clickpath-lab bench`, tiny, on the real broker: every phase drains and its report is consistent.
-//! No timing is asserted, only that the figures exist and the counts add up.
+//! `clickpath-lab bench`, tiny, on the real broker: every phase drains and its report is consistent,
+//! in both topologies. No timing is asserted, only that the figures exist and the counts add up.
 //!
 //! Needs `CLICKPATH_TEST_BROKERS`; skips without it unless `CLICKPATH_REQUIRE_BROKER=1`.
 
 use clickpath_lab::bench::{BenchArgs, run_bench};
 use clickpath_stages::ClickpathConfig;
+use clickpath_stages::config::TopologyMode;
 
 #[test]
 fn a_small_bench_reports_sane_figures() {
@@ -13,6 +14,7 @@ fn a_small_bench_reports_sane_figures() {
     };
     let mut cfg = ClickpathConfig::default();
     cfg.runtime.poll_timeout_ms = 50;
+    cfg.topology.mode = TopologyMode::PerStage;
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let mut args = BenchArgs::small(&brokers, 2_000);
@@ -110,4 +112,48 @@ fn a_small_bench_reports_sane_figures() {
         .sum();
     assert_eq!(lines.clone().count() as u64, samples);
     assert!(lines.any(|l| l.starts_with("1:pipeline max rate,features,")));
+}
+
+#[test]
+fn the_chained_pipeline_reads_the_broker_once_per_input_record() {
+    let Some(brokers) = clickpath_testkit::test_brokers() else {
+        return;
+    };
+    let mut cfg = ClickpathConfig::default();
+    cfg.runtime.poll_timeout_ms = 50;
+    cfg.processing.guarantee = clickpath_runtime::config::Guarantee::ExactlyOnce;
+    let mut args = BenchArgs::small(&brokers, 2_000);
+    args.no_fixed = true;
+    let report = run_bench(cfg, &args, false).expect("bench runs");
+    let generated = report.generated.events + report.generated.malformed;
+    let max = &report.phases[1];
+    assert_eq!((max.kind.as_str(), max.target_rate), ("chain", None));
+    assert!(max.complete, "{max:?}");
+    assert_eq!(max.outputs_read, max.outputs_expected, "{max:?}");
+    // Every record reached cleaning; every cleaned event was handed to the windower and scored once.
+    assert_eq!(max.stage_records_in["cleaning"], generated);
+    assert_eq!(max.stage_records_in["windower"], max.outputs_read);
+    assert_eq!(max.stage_records_in["scorer"], max.outputs_read);
+    assert!(max.outputs_read > generated / 2 && max.outputs_read <= generated);
+    // The chain reads the raw topic once and the harness the predictions: nothing else is read.
+    assert_eq!(max.broker_reads, generated + max.outputs_read, "{max:?}");
+    // Raw and predictions, changelog records and the other outputs, but no clean or feature topic.
+    assert!(
+        max.broker_writes >= generated + max.outputs_read,
+        "{max:?}"
+    );
+    assert!(
+        max.broker_writes < generated + 3 * max.outputs_read,
+        "{max:?}"
+    );
+    // The state report splits the chain's changelog by stage.
+    for stage in ["cleaning", "sessionizer", "windower", "detector", "analytics"] {
+        assert!(
+            report.state.changelogs.get(stage).is_some_and(|c| c.keys > 0),
+            "{stage}: {:?}",
+            report.state.changelogs
+        );
+    }
+    assert!(report.state.changelog_users > 0);
+    assert!(report.render().contains("chain max rate"));
 }

@@ -28,7 +28,7 @@ use crate::config::ClickpathConfig;
 use crate::detector::{Detector, DetectorInput};
 use crate::scorer::Scorer;
 use crate::sessionizer::Sessionizer;
-use crate::topology::build_scorer;
+use crate::topology::{StageName, build_scorer};
 use crate::windower::Windower;
 use clickpath_runtime::deadletter::dead_letter_output;
 use clickpath_runtime::handoff::{Handed, Handoff};
@@ -409,6 +409,22 @@ macro_rules! each_durable {
             }
         }
     }};
+}
+
+/// The stage a key of the chain's changelog belongs to, and the stage's own key (for tools that
+/// read the changelog, such as the bench's state report).
+pub fn changelog_stage(key: &[u8]) -> Option<(StageName, &[u8])> {
+    let (&t, rest) = key.split_first()?;
+    let stage = match t {
+        tag::CLEANING => StageName::Cleaning,
+        tag::SESSIONIZER => StageName::Sessionizer,
+        tag::WINDOWER => StageName::Windower,
+        tag::SCORER => StageName::Scorer,
+        tag::DETECTOR => StageName::Detector,
+        tag::ANALYTICS => StageName::Analytics,
+        _ => return None,
+    };
+    Some((stage, rest))
 }
 
 /// Prefixes a stage's changelog key with its tag.

@@ -202,6 +202,31 @@ pub(super) fn topics_end_offsets(cfg: &ClickpathConfig, topics: &[String]) -> u6
 /// record: a watermark, bucket markers, statistics) and the bytes of every live key's latest key +
 /// value, the partition records included.
 pub(super) fn changelog_size(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<(u64, u64)> {
+    let latest = changelog_live(cfg, topic)?;
+    let keys = latest.keys().filter(|k| !k.is_empty()).count();
+    Ok((keys as u64, latest.values().sum::<usize>() as u64))
+}
+
+/// The chained topology's changelog, per stage: live keys (a stage's partition records, whose key
+/// is the tag alone, left out) and bytes, as [`changelog_size`] counts them.
+pub(super) fn chain_changelog_sizes(
+    cfg: &ClickpathConfig,
+    topic: &str,
+) -> anyhow::Result<BTreeMap<String, (u64, u64)>> {
+    let mut sizes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (key, bytes) in changelog_live(cfg, topic)? {
+        let Some((stage, own)) = clickpath_stages::chain::changelog_stage(&key) else {
+            continue;
+        };
+        let e = sizes.entry(stage.as_str().to_string()).or_default();
+        e.0 += u64::from(!own.is_empty());
+        e.1 += bytes as u64;
+    }
+    Ok(sizes)
+}
+
+/// Every live key of a compacted changelog with the bytes of its latest key + value.
+fn changelog_live(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<HashMap<Vec<u8>, usize>> {
     let partitions = clickpath_runtime::changelog::partition_count(cfg, topic)?;
     let mut c = base_client_config(cfg);
     c.set(
@@ -237,6 +262,5 @@ pub(super) fn changelog_size(cfg: &ClickpathConfig, topic: &str) -> anyhow::Resu
             }
         }
     }
-    let keys = latest.keys().filter(|k| !k.is_empty()).count();
-    Ok((keys as u64, latest.values().sum::<usize>() as u64))
+    Ok(latest)
 }

@@ -393,11 +393,13 @@ impl BenchReport {
                 .iter()
                 .find(|p| p.kind == kind && p.target_rate.is_none())
         };
-        if let (Some(pass), Some(pipe)) = (max_rate("pass-through"), max_rate("pipeline")) {
+        let pipe = max_rate("chain").or_else(|| max_rate("pipeline"));
+        if let (Some(pass), Some(pipe)) = (max_rate("pass-through"), pipe) {
             let (a, b) = (pass.broker_io_per_record(), pipe.broker_io_per_record());
             out.push_str(&format!(
-                "broker records written + read per input record: pass-through {a:.2}, pipeline {b:.2}; \
+                "broker records written + read per input record: pass-through {a:.2}, {} {b:.2}; \
                  throughput ratio per broker record moved: {:.2}\n",
+                pipe.kind,
                 self.pipeline_to_pass_through * b / a.max(1e-9)
             ));
         }

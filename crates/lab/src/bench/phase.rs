@@ -5,8 +5,8 @@
 //! is read, then the report.
 
 use super::broker::{
-    changelog_size, create_plain_topics, delete_topics, pass_through, peak_rss_bytes,
-    process_cpu_seconds, topics_end_offsets,
+    chain_changelog_sizes, changelog_size, create_plain_topics, delete_topics, pass_through,
+    peak_rss_bytes, process_cpu_seconds, topics_end_offsets,
 };
 use super::load::{Clock, ReadLatencies, Workload, produce, read_outputs};
 use super::{ChangelogSize, HopLatency, Latency, PhaseReport, StateReport, TraceSample, cores};
@@ -15,6 +15,8 @@ use clickpath_runtime::RunnerEnv;
 use clickpath_runtime::kafka::create_producer;
 use clickpath_runtime::metrics::StageLabel;
 use clickpath_schema::codec::Codec;
+use clickpath_stages::chain::CHAIN;
+use clickpath_stages::config::TopologyMode;
 use clickpath_stages::{ClickpathConfig, StageName};
 use indicatif::ProgressBar;
 use std::collections::BTreeMap;
@@ -175,35 +177,48 @@ impl Phase for PassThrough {
     }
 }
 
-/// Every stage in this process, fed the raw topic; the output is the predictions topic.
+/// Every stage in this process, chained or one consumer each as `[topology] mode` says, fed the raw
+/// topic; the output is the predictions topic.
 #[derive(Default)]
 pub(super) struct Pipeline {
     stages: Option<Vec<RunningStage>>,
+    /// Chained topology (one consumer of the raw topic), else one consumer per stage.
+    chained: bool,
 }
 
 impl Pipeline {
+    /// The pipeline in the topology `cfg.topology.mode` names.
+    fn new(cfg: &ClickpathConfig) -> Self {
+        Pipeline {
+            stages: None,
+            chained: cfg.topology.mode == TopologyMode::Chained,
+        }
+    }
+
     /// Records written to `topic` so far: `sent` for the raw topic, else what the stages wrote to it.
     fn written(env: &RunnerEnv, topic: &str, sent: u64) -> u64 {
         if topic == env.config.topics.raw {
             return sent;
         }
-        StageName::ALL
-            .iter()
-            .map(|s| env.metrics.records_out_total(s.as_str(), topic))
-            .sum()
+        pipeline::written(&env.metrics, topic)
     }
 
-    /// Every (stage, input topic) pair, from the stages' declared inputs.
+    /// Every (stage, input topic) pair of per-stage mode, from the stages' declared inputs.
     fn inputs(env: &RunnerEnv) -> impl Iterator<Item = (StageName, String)> + '_ {
         StageName::ALL
             .into_iter()
             .flat_map(move |s| s.input_topics(env).into_iter().map(move |t| (s, t)))
     }
+
+    /// Raw records the chain has taken.
+    fn chain_in(env: &RunnerEnv) -> u64 {
+        env.metrics.records_in_total(CHAIN, &env.config.topics.raw)
+    }
 }
 
 impl Phase for Pipeline {
     fn kind(&self) -> &'static str {
-        "pipeline"
+        if self.chained { "chain" } else { "pipeline" }
     }
 
     fn create_topics(&self, cfg: &ClickpathConfig, hops: bool) -> anyhow::Result<PhaseTopics> {
@@ -217,12 +232,14 @@ impl Phase for Pipeline {
             .into_iter()
             .map(|(_, n)| n.to_string())
             .collect();
-        // Every stage's changelog, for those that keep one (the sessionizer; the scorer with a
-        // sequence model): counted in the broker's writes and deleted with the rest.
+        // Every stage's changelog and the chain's, for those that keep one: counted in the
+        // broker's writes and deleted with the rest.
         created.extend(
             StageName::ALL
                 .iter()
-                .map(|n| clickpath_runtime::changelog::changelog_topic(cfg, n.as_str())),
+                .map(|n| n.as_str())
+                .chain([CHAIN])
+                .map(|n| clickpath_runtime::changelog::changelog_topic(cfg, n)),
         );
         let t = &cfg.topics;
         let mut read = Vec::new();
@@ -239,20 +256,28 @@ impl Phase for Pipeline {
     }
 
     fn start(&mut self, cfg: &ClickpathConfig, env: &RunnerEnv) -> anyhow::Result<()> {
-        self.stages = Some(pipeline::spawn_stages(&StageName::ALL, cfg, env, false)?);
+        self.stages = Some(pipeline::spawn_pipeline(cfg, env, false)?);
         Ok(())
     }
 
     fn ready(&self, env: &RunnerEnv) -> bool {
-        StageName::ALL.iter().all(|n| {
+        let assigned = |stage: &str| {
             let label = StageLabel {
-                stage: n.as_str().into(),
+                stage: stage.into(),
             };
             env.metrics.assigned_partitions.get_or_create(&label).get() > 0
-        })
+        };
+        if self.chained {
+            assigned(CHAIN)
+        } else {
+            StageName::ALL.iter().all(|n| assigned(n.as_str()))
+        }
     }
 
     fn lag(&self, env: &RunnerEnv, sent: u64) -> u64 {
+        if self.chained {
+            return sent.saturating_sub(Self::chain_in(env));
+        }
         Self::inputs(env)
             .map(|(stage, topic)| {
                 Self::written(env, &topic, sent)
@@ -266,33 +291,40 @@ impl Phase for Pipeline {
     }
 
     fn records_in(&self, env: &RunnerEnv) -> BTreeMap<String, u64> {
+        // Per stage what it took: read from its topic, or handed over in the chain.
         StageName::ALL
             .iter()
             .map(|n| {
                 let input = n.input_topic(env);
                 (
                     n.as_str().to_string(),
-                    env.metrics.records_in_total(n.as_str(), &input),
+                    pipeline::taken(&env.metrics, *n, &input),
                 )
             })
             .collect()
     }
 
     fn broker_reads(&self, env: &RunnerEnv) -> u64 {
+        if self.chained {
+            return Self::chain_in(env);
+        }
         Self::inputs(env)
             .map(|(stage, topic)| env.metrics.records_in_total(stage.as_str(), &topic))
             .sum()
     }
 
     fn state_entries(&self, env: &RunnerEnv) -> BTreeMap<String, i64> {
-        StageName::ALL
-            .iter()
+        let names: Vec<&str> = if self.chained {
+            vec![CHAIN]
+        } else {
+            StageName::ALL.iter().map(|n| n.as_str()).collect()
+        };
+        names
+            .into_iter()
             .map(|n| {
-                let label = StageLabel {
-                    stage: n.as_str().into(),
-                };
+                let label = StageLabel { stage: n.into() };
                 let entries = env.metrics.state_entries.get_or_create(&label).get();
-                (n.as_str().to_string(), entries)
+                (n.to_string(), entries)
             })
             .collect()
     }
@@ -319,6 +351,11 @@ fn phase_config(s: &PhaseSetup<'_>) -> ClickpathConfig {
     cfg.topics.partitions = s.partitions;
     cfg.kafka.group_prefix = format!("{prefix}group");
     cfg.http.bind = "127.0.0.1:0".into();
+    if s.hops {
+        // The chain hands clean events and features over in process: produce them to time the hops.
+        cfg.topology.produce_clean = true;
+        cfg.topology.produce_features = true;
+    }
     cfg
 }
 
@@ -332,7 +369,7 @@ pub(super) fn run_phase(
     let cfg = phase_config(s);
     let mut phase: Box<dyn Phase> = match s.kind {
         PhaseKind::PassThrough => Box::new(PassThrough::new(&phase_prefix(s))),
-        PhaseKind::Pipeline => Box::<Pipeline>::default(),
+        PhaseKind::Pipeline => Box::new(Pipeline::new(&cfg)),
     };
     let label = if s.rate > 0.0 {
         format!("{}, {:.0}/s", phase.kind(), s.rate)
@@ -559,10 +596,17 @@ fn state_report(
     for stage in StageName::ALL {
         let topic = clickpath_runtime::changelog::changelog_topic(cfg, stage.as_str());
         if clickpath_runtime::changelog::partition_count(cfg, &topic)? == 0 {
-            continue; // a stateless stage (the scorer with the baseline model)
+            continue; // a stateless stage (the scorer with the baseline model), or the chain ran
         }
         let (keys, bytes) = changelog_size(cfg, &topic)?;
         changelogs.insert(stage.as_str().to_string(), ChangelogSize { keys, bytes });
+    }
+    // The chain's one changelog, split by the stage each key is tagged with.
+    let chain = clickpath_runtime::changelog::changelog_topic(cfg, CHAIN);
+    if clickpath_runtime::changelog::partition_count(cfg, &chain)? > 0 {
+        for (stage, (keys, bytes)) in chain_changelog_sizes(cfg, &chain)? {
+            changelogs.insert(stage, ChangelogSize { keys, bytes });
+        }
     }
     let session = changelogs.get("sessionizer").copied().unwrap_or_default();
     let users = session.keys;
