@@ -179,14 +179,20 @@ pub enum ChaosStage {
     Sessionizer,
     /// Feature vectors, checked by event id (their values depend on in-memory window state).
     Windower,
+    /// The whole pipeline chained (`clickpath run all`, `[topology] mode = "chained"`): sessions,
+    /// predictions, alerts and funnel aggregates checked record by record against an uninterrupted
+    /// in-process chain over the same input.
+    Chain,
 }
 
-impl From<ChaosStage> for clickpath_stages::StageName {
+impl From<ChaosStage> for procs::Target {
     fn from(s: ChaosStage) -> Self {
+        use clickpath_stages::StageName;
         match s {
-            ChaosStage::Cleaning => clickpath_stages::StageName::Cleaning,
-            ChaosStage::Sessionizer => clickpath_stages::StageName::Sessionizer,
-            ChaosStage::Windower => clickpath_stages::StageName::Windower,
+            ChaosStage::Cleaning => procs::Target::Stage(StageName::Cleaning),
+            ChaosStage::Sessionizer => procs::Target::Stage(StageName::Sessionizer),
+            ChaosStage::Windower => procs::Target::Stage(StageName::Windower),
+            ChaosStage::Chain => procs::Target::Chain,
         }
     }
 }
@@ -366,7 +372,7 @@ pub fn run_command(
             );
             let work_dir = work_dir.unwrap_or_else(default_work_dir);
             let opts = procs::ChaosOptions {
-                stage,
+                target: stage,
                 guarantee,
                 instances,
                 sessions,

@@ -138,18 +138,25 @@ fn the_chained_pipeline_reads_the_broker_once_per_input_record() {
     // The chain reads the raw topic once and the harness the predictions: nothing else is read.
     assert_eq!(max.broker_reads, generated + max.outputs_read, "{max:?}");
     // Raw and predictions, changelog records and the other outputs, but no clean or feature topic.
-    assert!(
-        max.broker_writes >= generated + max.outputs_read,
-        "{max:?}"
-    );
+    assert!(max.broker_writes >= generated + max.outputs_read, "{max:?}");
     assert!(
         max.broker_writes < generated + 3 * max.outputs_read,
         "{max:?}"
     );
     // The state report splits the chain's changelog by stage.
-    for stage in ["cleaning", "sessionizer", "windower", "detector", "analytics"] {
+    for stage in [
+        "cleaning",
+        "sessionizer",
+        "windower",
+        "detector",
+        "analytics",
+    ] {
         assert!(
-            report.state.changelogs.get(stage).is_some_and(|c| c.keys > 0),
+            report
+                .state
+                .changelogs
+                .get(stage)
+                .is_some_and(|c| c.keys > 0),
             "{stage}: {:?}",
             report.state.changelogs
         );

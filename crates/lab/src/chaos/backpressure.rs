@@ -253,7 +253,7 @@ pub fn run_backpressure(
     let log = opts.work_dir.join("scorer.log");
     let mut scorer = start_scorer(opts, &config_path, &log, port)?;
     let started = Instant::now();
-    let lag = Progress::new(&cfg, StageName::Scorer, &cfg.topics.features)?;
+    let lag = Progress::new(&cfg, StageName::Scorer.as_str(), &cfg.topics.features)?;
     let mut report = BackpressureReport {
         inputs: records.len() as u64,
         record_bytes,

@@ -3,7 +3,7 @@
 
 use super::{BrokerControl, ChaosOptions, ChaosReport};
 use clickpath_runtime::kafka::base_client_config;
-use clickpath_stages::{ClickpathConfig, StageName};
+use clickpath_stages::ClickpathConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ impl Fleet<'_> {
         let child = Command::new(&self.opts.binary)
             .arg("--config")
             .arg(&self.config)
-            .args(["run", self.opts.stage.as_str()])
+            .args(["run", self.opts.target.run_arg()])
             .env_remove("CLICKPATH_CONFIG")
             .env("CLICKPATH__KAFKA__INSTANCE_ID", format!("chaos-{i}"))
             // Warnings, and the rebalances (which a failed run's diagnosis starts from);
@@ -130,21 +130,14 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn new(
-        cfg: &ClickpathConfig,
-        stage: StageName,
-        topic: &str,
-    ) -> anyhow::Result<Self> {
+    pub(crate) fn new(cfg: &ClickpathConfig, group: &str, topic: &str) -> anyhow::Result<Self> {
         let mut c = base_client_config(cfg);
-        c.set(
-            "group.id",
-            format!("{}.{}", cfg.kafka.group_prefix, stage.as_str()),
-        )
-        .set("enable.auto.commit", "false")
-        // The harness's view of progress must not wait for open transactions: read_committed would ask
-        // for stable offsets, and a transaction holding an offset commit (a killed instance's, until it
-        // times out) makes that look-up fail.
-        .set("isolation.level", "read_uncommitted");
+        c.set("group.id", format!("{}.{group}", cfg.kafka.group_prefix))
+            .set("enable.auto.commit", "false")
+            // The harness's view of progress must not wait for open transactions: read_committed would ask
+            // for stable offsets, and a transaction holding an offset commit (a killed instance's, until it
+            // times out) makes that look-up fail.
+            .set("isolation.level", "read_uncommitted");
         let consumer: BaseConsumer = c.create()?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..cfg.topics.partitions {

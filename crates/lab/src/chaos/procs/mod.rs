@@ -1,8 +1,9 @@
-//! Stage processes under fire: several `clickpath run <stage>` instances in one consumer group, SIGKILLed at
-//! random points of the run (and restarted), optionally with the broker itself restarted half-way, or with one
-//! of them killed for good to measure how long its partitions stay idle. The committed output
-//! (`read_committed`) is then compared with what the pure `core` logic gives over exactly what each input
-//! partition holds, which is what an uninterrupted run produces.
+//! Stage processes under fire: several `clickpath run <stage>` (or chained `clickpath run all`) instances
+//! in one consumer group, SIGKILLed at random points of the run (and restarted), optionally with the broker
+//! itself restarted half-way, or with one of them killed for good to measure how long its partitions stay
+//! idle. The committed output (`read_committed`) is then compared with what an uninterrupted run gives over
+//! exactly what each input partition holds: the pure `core` logic for one stage, an in-process chain for
+//! the chained pipeline.
 
 mod fleet;
 mod reference;
@@ -15,11 +16,15 @@ use clickpath_cli::produce::EventProducer;
 use clickpath_generator::Generated;
 use clickpath_runtime::config::Guarantee;
 use clickpath_schema::codec::Codec;
+use clickpath_stages::chain::CHAIN;
+use clickpath_stages::config::TopologyMode;
 use clickpath_stages::{ClickpathConfig, StageName};
 use fleet::{Fleet, measure_recovery, restart_broker, stall_warnings, write_config};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reference::{compare, input_items, output_key, reference, send_sentinels};
+use reference::{
+    chain_output_key, chain_reference, compare, input_items, output_key, reference, send_sentinels,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,11 +46,38 @@ pub struct BrokerControl {
     pub kill_one: bool,
 }
 
+/// What runs under fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// One stage (`cleaning`, `sessionizer` or `windower`), `clickpath run <stage>`.
+    Stage(StageName),
+    /// Every stage chained, `clickpath run all` with `[topology] mode = "chained"`.
+    Chain,
+}
+
+impl Target {
+    /// The consumer group's suffix and the word in reports: the stage's name, or `chain`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Stage(s) => s.as_str(),
+            Target::Chain => CHAIN,
+        }
+    }
+
+    /// What `clickpath run` is given.
+    pub(super) fn run_arg(self) -> &'static str {
+        match self {
+            Target::Stage(s) => s.as_str(),
+            Target::Chain => "all",
+        }
+    }
+}
+
 /// One chaos run.
 #[derive(Debug, Clone)]
 pub struct ChaosOptions {
-    /// The stage under test: `cleaning`, `sessionizer` or `windower`.
-    pub stage: StageName,
+    /// What runs: one stage, or the chained pipeline.
+    pub target: Target,
     /// Delivery guarantee of the stage processes.
     pub guarantee: Guarantee,
     /// Instances of the stage.
@@ -206,11 +238,12 @@ fn guarantee_name(g: Guarantee) -> &'static str {
 pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     anyhow::ensure!(
         matches!(
-            opts.stage,
-            StageName::Cleaning | StageName::Sessionizer | StageName::Windower
+            opts.target,
+            Target::Chain
+                | Target::Stage(StageName::Cleaning | StageName::Sessionizer | StageName::Windower)
         ),
-        "chaos runs the cleaning stage, the sessionizer or the windower, not {}",
-        opts.stage.as_str()
+        "chaos runs the cleaning stage, the sessionizer, the windower or the chain, not {}",
+        opts.target.name()
     );
     anyhow::ensure!(opts.instances >= 1, "at least one instance");
     let cfg = scenario_config(base, opts);
@@ -219,13 +252,13 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
         .enable_all()
         .build()?;
     rt.block_on(clickpath_runtime::kafka::create_topics(&cfg, &cfg.topics))?;
-    let (input_topic, output_topic) = stage_topics(&cfg, opts.stage);
+    let (input_topic, output_topics) = target_topics(&cfg, opts.target);
     let codec = Codec::embedded();
     let items = input_items(opts)?;
     let mut report = ChaosReport {
         what: format!(
             "{} {} x{}",
-            opts.stage.as_str(),
+            opts.target.name(),
             guarantee_name(opts.guarantee),
             opts.instances
         ),
@@ -233,7 +266,7 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
         ..ChaosReport::default()
     };
     let mut fleet = Fleet::start(opts, write_config(&opts.work_dir, &cfg)?)?;
-    let progress = Progress::new(&cfg, opts.stage, &input_topic)?;
+    let progress = Progress::new(&cfg, opts.target.name(), &input_topic)?;
     // The harness's own input must outlast a broker restart that takes long on a loaded machine (the
     // default message timeout is 60 s).
     let mut sender_cfg = cfg.clone();
@@ -256,9 +289,13 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
             .map_err(|_| anyhow::anyhow!("the input producer panicked"))?
     })?;
 
-    // A far-future event on every partition closes every open session of the sessionizer.
+    // A far-future event on every partition closes every open session of the sessionizer (and, in
+    // the chain, every funnel bucket).
     let mut input_records = items.len() as u64;
-    if opts.stage == StageName::Sessionizer {
+    if matches!(
+        opts.target,
+        Target::Stage(StageName::Sessionizer) | Target::Chain
+    ) {
         let last = items
             .iter()
             .filter_map(|g| match g {
@@ -278,14 +315,17 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
         Duration::from_secs(600),
         |n| n as u64 >= input_records,
     );
-    let expected = reference(&cfg, opts.stage, &codec, &input);
+    let expected = match opts.target {
+        Target::Stage(stage) => reference(&cfg, stage, &codec, &input),
+        Target::Chain => chain_reference(&cfg, &codec, &input)?,
+    };
     report.expected = expected.len();
     let mut output = OutputWait {
         fleet: &mut fleet,
         report: &mut report,
         started,
     };
-    let got = output.committed(&cfg, opts, &output_topic, &expected)?;
+    let got = output.committed(&cfg, opts, &output_topics, &expected)?;
     fleet.stop();
     report.stalls = stall_warnings(&opts.work_dir);
     compare(&expected, &got, &mut report);
@@ -295,9 +335,10 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
 /// The scenario's configuration: its own topics and groups, the guarantee under test, and short
 /// timeouts so that killed members and their transactions are noticed quickly.
 fn scenario_config(base: &ClickpathConfig, opts: &ChaosOptions) -> ClickpathConfig {
-    let scenario = format!("{}-{}", opts.stage.as_str(), guarantee_name(opts.guarantee));
+    let scenario = format!("{}-{}", opts.target.name(), guarantee_name(opts.guarantee));
     let mut cfg = super::isolated_config(base, &scenario);
     cfg.processing.guarantee = opts.guarantee;
+    cfg.topology.mode = TopologyMode::Chained;
     if opts.broker.is_none() {
         // An instance killed for good leaves its transaction open until this timeout; keep it short. (Not in
         // the broker-restart scenario: librdkafka caps a transactional producer's message timeout to it.)
@@ -322,13 +363,19 @@ fn scenario_config(base: &ClickpathConfig, opts: &ChaosOptions) -> ClickpathConf
     cfg
 }
 
-/// The stage's input topic and the output topic that is compared.
-fn stage_topics(cfg: &ClickpathConfig, stage: StageName) -> (String, String) {
+/// The input topic and the output topics that are compared.
+fn target_topics(cfg: &ClickpathConfig, target: Target) -> (String, Vec<String>) {
     let t = &cfg.topics;
-    match stage {
-        StageName::Cleaning => (t.raw.clone(), t.clean.clone()),
-        StageName::Windower => (t.clean.clone(), t.features.clone()),
-        _ => (t.clean.clone(), t.sessions.clone()),
+    match target {
+        Target::Stage(StageName::Cleaning) => (t.raw.clone(), vec![t.clean.clone()]),
+        Target::Stage(StageName::Windower) => (t.clean.clone(), vec![t.features.clone()]),
+        Target::Stage(_) => (t.clean.clone(), vec![t.sessions.clone()]),
+        Target::Chain => (
+            t.raw.clone(),
+            [&t.sessions, &t.predictions, &t.alerts, &t.analytics]
+                .map(String::clone)
+                .to_vec(),
+        ),
     }
 }
 
@@ -464,6 +511,11 @@ impl<'a> Faults<'a> {
     }
 }
 
+/// At least one, for dividing a polling budget among readers.
+fn readers_len(topics: &[String]) -> u32 {
+    topics.len().max(1) as u32
+}
+
 /// Waiting for the committed output while instances keep running.
 struct OutputWait<'f, 'o> {
     fleet: &'f mut Fleet<'o>,
@@ -479,22 +531,33 @@ impl OutputWait<'_, '_> {
         &mut self,
         cfg: &ClickpathConfig,
         opts: &ChaosOptions,
-        output_topic: &str,
+        output_topics: &[String],
         expected: &BTreeMap<String, usize>,
     ) -> anyhow::Result<BTreeMap<String, usize>> {
         let codec = Codec::embedded();
-        let mut reader = TopicReader::new(cfg, output_topic)?;
+        let mut readers = output_topics
+            .iter()
+            .map(|t| TopicReader::new(cfg, t).map(|r| (t.as_str(), r)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let deadline = Instant::now() + opts.timeout;
         let mut got: BTreeMap<String, usize> = BTreeMap::new();
-        let count = |records: Vec<super::ReadRecord>, got: &mut BTreeMap<String, usize>| {
-            for rec in records {
-                *got.entry(output_key(opts.stage, &codec, &rec.payload))
-                    .or_default() += 1;
+        let budget = Duration::from_millis(1000 / readers.len().max(1) as u64);
+        let mut count = |budget: Duration, got: &mut BTreeMap<String, usize>| {
+            for (topic, reader) in readers.iter_mut() {
+                for rec in reader.poll_for(budget) {
+                    let key = match opts.target {
+                        Target::Stage(stage) => output_key(stage, &codec, &rec.payload),
+                        Target::Chain => {
+                            chain_output_key(cfg, &codec, topic, &rec.key, &rec.payload)
+                        }
+                    };
+                    *got.entry(key).or_default() += 1;
+                }
             }
         };
         loop {
             self.fleet.reap_exits(self.report)?;
-            count(reader.poll_for(Duration::from_secs(1)), &mut got);
+            count(budget, &mut got);
             let found = expected.keys().filter(|k| got.contains_key(*k)).count();
             if found >= expected.len() || Instant::now() > deadline {
                 break;
@@ -502,7 +565,10 @@ impl OutputWait<'_, '_> {
         }
         self.report.seconds = self.started.elapsed().as_secs_f64();
         // Late copies (at-least-once replays) may still trickle in.
-        count(reader.poll_for(Duration::from_secs(2)), &mut got);
+        count(
+            Duration::from_secs(2) / readers_len(output_topics),
+            &mut got,
+        );
         Ok(got)
     }
 }

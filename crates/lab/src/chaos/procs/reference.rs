@@ -7,8 +7,19 @@ use clickpath_core::dedupe::Deduper;
 use clickpath_core::session::Sessionizer;
 use clickpath_core::validate::validate_and_normalise;
 use clickpath_generator::{DirtyConfig, Generated, Generator, GeneratorConfig};
+use clickpath_runtime::{Context, Stage, StageError};
 use clickpath_schema::codec::Codec;
-use clickpath_schema::{ClickEvent, EventType, FeatureVector, SessionSummary};
+use clickpath_schema::{
+    ClickEvent, EventType, FeatureVector, FraudAlert, FunnelAggregate, Prediction, SessionSummary,
+};
+use clickpath_stages::analytics::Analytics;
+use clickpath_stages::chain::{Chain, ChainStages};
+use clickpath_stages::cleaning::Cleaning;
+use clickpath_stages::detector::Detector;
+use clickpath_stages::scorer::Scorer;
+use clickpath_stages::sessionizer::Sessionizer as StageSessionizer;
+use clickpath_stages::topology::builtin_model;
+use clickpath_stages::windower::Windower;
 use clickpath_stages::{ClickpathConfig, StageName};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::collections::BTreeMap;
@@ -21,7 +32,10 @@ pub(super) fn input_items(opts: &ChaosOptions) -> anyhow::Result<Vec<Generated>>
         sessions: opts.sessions,
         ..GeneratorConfig::default()
     };
-    if opts.stage != StageName::Cleaning {
+    if !matches!(
+        opts.target,
+        super::Target::Stage(StageName::Cleaning) | super::Target::Chain
+    ) {
         gcfg.dirty = DirtyConfig {
             malformed_rate: 0.0,
             ..gcfg.dirty
@@ -136,6 +150,100 @@ pub(super) fn reference(
         }
     }
     out
+}
+
+/// What identifies one output record of the chain: its topic, key and whole value, with the fields
+/// that legitimately differ between two runs blanked: `Prediction.scoring_latency_us` (time measured)
+/// and `FunnelAggregate.instance` (which process published it).
+pub(super) fn chain_output_key(
+    cfg: &ClickpathConfig,
+    codec: &Codec,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+) -> String {
+    let t = &cfg.topics;
+    let value = if topic == t.predictions {
+        codec.decode::<Prediction>(payload).map(|mut p| {
+            p.scoring_latency_us = 0;
+            format!("{p:?}")
+        })
+    } else if topic == t.analytics {
+        codec.decode::<FunnelAggregate>(payload).map(|mut a| {
+            a.instance.clear();
+            format!("{a:?}")
+        })
+    } else if topic == t.alerts {
+        codec
+            .decode::<FraudAlert>(payload)
+            .map(|a| format!("{a:?}"))
+    } else {
+        codec
+            .decode::<SessionSummary>(payload)
+            .map(|s| format!("{s:?}"))
+    };
+    let value = value.unwrap_or_else(|e| format!("undecodable output: {e}"));
+    format!("{topic}|{}|{value}", String::from_utf8_lossy(key))
+}
+
+/// Expected outputs (with multiplicity) of an uninterrupted chained run over `input` (the raw
+/// topic): the chain that `clickpath run all` builds, fed each partition's records in offset order,
+/// then one tick (the sentinels have moved every watermark past everything).
+pub(super) fn chain_reference(
+    cfg: &ClickpathConfig,
+    codec: &Codec,
+    input: &[ReadRecord],
+) -> anyhow::Result<BTreeMap<String, usize>> {
+    let t = &cfg.topics;
+    let stages = ChainStages {
+        cleaning: Cleaning::new(&cfg.cleaning, &t.clean),
+        sessionizer: StageSessionizer::new(&cfg.sessionizer, &t.sessions, &t.late_events, false),
+        windower: Windower::new(&cfg.windower, &t.features),
+        scorer: Scorer::new(builtin_model(&cfg.windower)?, &cfg.scorer, &t.predictions),
+        detector: Detector::new(&cfg.detector, &t.alerts),
+        analytics: Analytics::from_config(&cfg.analytics, &t.analytics, "reference", false)
+            .map_err(anyhow::Error::msg)?,
+    };
+    let mut chain = Chain::new(stages, cfg, None);
+    let mut by_partition: BTreeMap<i32, Vec<&ReadRecord>> = BTreeMap::new();
+    for r in input {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    let partitions: Vec<i32> = by_partition.keys().copied().collect();
+    chain.on_assign(&partitions);
+    let now = clickpath_runtime::runner::now_ms();
+    let mut outputs = Vec::new();
+    for (p, records) in by_partition.iter_mut() {
+        records.sort_by_key(|r| r.offset);
+        for r in records.iter() {
+            if r.payload.len() > cfg.runtime.max_record_bytes {
+                continue;
+            }
+            let Ok(ev) = codec.decode::<ClickEvent>(&r.payload) else {
+                continue;
+            };
+            let mut ctx = Context::new(codec, &mut outputs, now)
+                .for_partition(*p)
+                .at_offset(r.offset);
+            match chain.process(ev, &mut ctx) {
+                Ok(()) | Err(StageError::Rejected { .. }) => {}
+                Err(StageError::Fatal(e)) => anyhow::bail!("reference chain: {e}"),
+            }
+        }
+        chain
+            .end_batch(&mut Context::new(codec, &mut outputs, now))
+            .map_err(|e| anyhow::anyhow!("reference chain: {e}"))?;
+    }
+    chain
+        .tick(&mut Context::new(codec, &mut outputs, now))
+        .map_err(|e| anyhow::anyhow!("reference chain: {e}"))?;
+    let compared = [&t.sessions, &t.predictions, &t.alerts, &t.analytics];
+    let mut out: BTreeMap<String, usize> = BTreeMap::new();
+    for o in outputs.iter().filter(|o| compared.contains(&&o.topic)) {
+        *out.entry(chain_output_key(cfg, codec, &o.topic, &o.key, &o.payload))
+            .or_default() += 1;
+    }
+    Ok(out)
 }
 
 pub(super) fn compare(
