@@ -9,7 +9,7 @@
 //! one lock, so nothing else of this binary uses the broker while it restarts).
 #![cfg(unix)]
 
-use clickpath_lab::chaos::procs::{BrokerControl, ChaosOptions, ChaosReport, run_chaos};
+use clickpath_lab::chaos::procs::{BrokerControl, ChaosOptions, ChaosReport, Target, run_chaos};
 use clickpath_runtime::config::Guarantee;
 use clickpath_stages::StageName;
 use std::sync::Mutex;
@@ -19,8 +19,17 @@ use std::time::Duration;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn options(stage: StageName, guarantee: Guarantee, sessions: u64, kills: usize) -> ChaosOptions {
+    target_options(Target::Stage(stage), guarantee, sessions, kills)
+}
+
+fn target_options(
+    target: Target,
+    guarantee: Guarantee,
+    sessions: u64,
+    kills: usize,
+) -> ChaosOptions {
     ChaosOptions {
-        stage,
+        target,
         guarantee,
         instances: 3,
         sessions,
@@ -58,6 +67,25 @@ fn exactly_once_sessionizer_loses_and_duplicates_nothing_under_sigkill() {
     let r = run(&brokers, &opts);
     assert_eq!(r.kills, 3);
     assert_eq!(r.duplicates, 0);
+}
+
+/// The chained pipeline (`run all`): every output topic equal, record by record, to an uninterrupted
+/// in-process chain over the same raw input, with instances SIGKILLed and restarted.
+#[test]
+fn exactly_once_chain_outputs_equal_an_uninterrupted_run_under_sigkill() {
+    let Some(brokers) = clickpath_testkit::test_brokers() else {
+        return;
+    };
+    let opts = target_options(Target::Chain, Guarantee::ExactlyOnce, 2_000, 3);
+    let r = run(&brokers, &opts);
+    assert_eq!(r.kills, 3);
+    assert_eq!((r.lost, r.unexpected, r.duplicates), (0, 0, 0));
+    assert_eq!(r.per_topic.len(), 4, "sessions, predictions, alerts, analytics");
+    assert!(
+        r.per_topic.values().all(|[expected, ..]| *expected > 0),
+        "{:?}",
+        r.per_topic
+    );
 }
 
 #[test]

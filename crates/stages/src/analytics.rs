@@ -3,7 +3,9 @@
 //! The logic is [`clickpath_core::analytics::RollingFunnel`], one per input partition. This
 //! stage feeds each its partition's clean events, keeps each partition's watermark `lateness_ms`
 //! behind that partition's newest event time (event time drifts by hours between partitions, so
-//! each closes its own buckets), and every `publish_interval_ms` publishes each closed bucket as
+//! each closes its own buckets), and publishes each bucket as soon as the partition's watermark
+//! closes it (while processing the event that moved the watermark: the rows depend on the input
+//! alone, not on the timing of the run; the tick, every `publish_interval_ms`, looks again) as
 //! flat [`FunnelAggregate`] rows (`schemas/funnel_aggregate.avsc`): one for all units
 //! (`segment = "all"`) and one per segment value, per partition.
 //!
@@ -231,10 +233,17 @@ impl Stage for Analytics {
             let fresh = self.fresh();
             self.rolling.insert(partition, fresh);
         }
-        self.rolling
-            .get_mut(&partition)
-            .expect("inserted")
-            .push(&ev);
+        let watermark = self.watermark(partition).unwrap_or(i64::MIN);
+        let rolling = self.rolling.get_mut(&partition).expect("inserted");
+        rolling.push(&ev);
+        // Buckets close as the partition's event time passes them, here rather than at a tick: which
+        // events a bucket counts then depends on the input alone, not on when ticks fire (a late
+        // event lands before or after its bucket closed the same way in every run, and in a run
+        // restored from the changelog).
+        let closed = rolling.advance(watermark);
+        if !closed.is_empty() {
+            self.publish(partition, closed, ctx)?;
+        }
         Ok(())
     }
 
@@ -518,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn publishes_at_most_once_per_interval_and_flushes_on_shutdown() {
+    fn publishes_a_bucket_with_the_event_that_closes_it_and_flushes_on_shutdown() {
         let codec = codec();
         let spec = FunnelSpec::default();
         let close_first = spec.bucket_ms + spec.window_ms;
@@ -535,21 +544,22 @@ mod tests {
         stage
             .process(ev("a", EventType::ProductView, 0), &mut ctx)
             .unwrap();
-        stage.tick(&mut ctx).unwrap(); // first tick at wall time 1 s: nothing closed yet
+        stage.tick(&mut ctx).unwrap();
+        assert!(outputs.is_empty(), "nothing closed yet");
+        let mut ctx = Context::new(&codec, &mut outputs, 2_000);
         stage
             .process(ev("c", EventType::ProductView, close_first), &mut ctx)
             .unwrap();
-        let mut ctx = Context::new(&codec, &mut outputs, 5_000);
-        stage.tick(&mut ctx).unwrap();
-        assert!(outputs.is_empty(), "4 s after the last look: too soon");
-        let mut ctx = Context::new(&codec, &mut outputs, 11_000);
-        stage.tick(&mut ctx).unwrap();
         let rows = decode(&codec, &outputs);
-        assert!(!rows.is_empty());
+        assert!(!rows.is_empty(), "published with the event that closed it");
         assert!(
             rows.iter()
                 .all(|r| r.bucket_start == 0 && r.instance == "pod-7")
         );
+        let published = outputs.len();
+        let mut ctx = Context::new(&codec, &mut outputs, 20_000);
+        stage.tick(&mut ctx).unwrap();
+        assert_eq!(outputs.len(), published, "a tick publishes nothing twice");
         outputs.clear();
         // The drain publishes the still open bucket of `c`.
         let mut ctx = Context::new(&codec, &mut outputs, 12_000);

@@ -265,7 +265,8 @@ pub struct AnalyticsConfig {
     pub bucket_ms: i64,
     /// How far event time may run behind the newest event seen before a bucket closes (ms).
     pub lateness_ms: i64,
-    /// How often closed buckets are looked for and published (ms of wall time).
+    /// How often (ms of wall time) the tick also looks for closed buckets; a bucket is published
+    /// as soon as the event that closes it is processed.
     pub publish_interval_ms: u64,
     /// Most events buffered per unit; the oldest go first (bounds memory).
     pub max_events_per_unit: usize,

@@ -135,6 +135,8 @@ pub struct ChaosReport {
     pub seconds: f64,
     /// Samples of lost and unexpected outputs.
     pub samples: Vec<String>,
+    /// The chain: per output topic, records expected, lost and unexpected.
+    pub per_topic: BTreeMap<String, [usize; 3]>,
     /// "Partition stalled" warnings the instances logged (`runtime.stall_after_ms`), first lines only.
     pub stalls: Vec<String>,
     /// Whether an instance exiting on its own fails the run (the broker-restart scenario: stages must
@@ -217,6 +219,9 @@ impl ChaosReport {
                 .map(|t| t.map_or("never".into(), |t| format!("{t:.1} s")))
                 .collect();
             s += &format!("partitions resumed after: {}\n", each.join(", "));
+        }
+        for (topic, [expected, lost, unexpected]) in &self.per_topic {
+            s += &format!("  {topic}: expected {expected}, lost {lost}, unexpected {unexpected}\n");
         }
         s += &format!("unexpected exits: {}\n", self.unexpected_exits.len());
         for e in &self.unexpected_exits {
@@ -329,6 +334,9 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
     fleet.stop();
     report.stalls = stall_warnings(&opts.work_dir);
     compare(&expected, &got, &mut report);
+    if opts.target == Target::Chain {
+        report.per_topic = per_topic(&expected, &got);
+    }
     Ok(report)
 }
 
@@ -509,6 +517,27 @@ impl<'a> Faults<'a> {
         report.broker_restarts.push(back);
         Ok(())
     }
+}
+
+/// Per output topic (the part of a chain output key before its first `|`): records expected, lost
+/// and unexpected.
+fn per_topic(
+    expected: &BTreeMap<String, usize>,
+    got: &BTreeMap<String, usize>,
+) -> BTreeMap<String, [usize; 3]> {
+    let topic = |k: &str| k.split('|').next().unwrap_or_default().to_string();
+    let mut out: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    for (k, &n) in expected {
+        let e = out.entry(topic(k)).or_default();
+        e[0] += n;
+        e[1] += n.saturating_sub(got.get(k).copied().unwrap_or(0));
+    }
+    for (k, &n) in got {
+        if !expected.contains_key(k) {
+            out.entry(topic(k)).or_default()[2] += n;
+        }
+    }
+    out
 }
 
 /// At least one, for dividing a polling budget among readers.
