@@ -80,7 +80,11 @@ fn exactly_once_chain_outputs_equal_an_uninterrupted_run_under_sigkill() {
     let r = run(&brokers, &opts);
     assert_eq!(r.kills, 3);
     assert_eq!((r.lost, r.unexpected, r.duplicates), (0, 0, 0));
-    assert_eq!(r.per_topic.len(), 4, "sessions, predictions, alerts, analytics");
+    assert_eq!(
+        r.per_topic.len(),
+        4,
+        "sessions, predictions, alerts, analytics"
+    );
     assert!(
         r.per_topic.values().all(|[expected, ..]| *expected > 0),
         "{:?}",

@@ -528,6 +528,10 @@ pub struct Detector {
     calibration: calibrate::Calibration,
     population_features: anomaly_score::PopulationFeatures,
     tally: Tally,
+    /// Newest event time seen (this detector's partition). State idle past the rule windows at
+    /// this time is treated as gone whether or not [`Detector::evict_idle`] dropped it yet, so
+    /// when eviction runs (a wall-clock tick) never changes an alert.
+    watermark: i64,
     /// Whether changes are recorded for [`Detector::take_changes`].
     journal: bool,
     /// Users whose entry changed (or went) since the last take.
@@ -580,6 +584,7 @@ impl Detector {
             calibration,
             population_features: Default::default(),
             tally: Tally::default(),
+            watermark: i64::MIN,
             journal: false,
             changed: Default::default(),
             statistics_changed: false,
@@ -618,6 +623,7 @@ impl Detector {
                 budget: &self.tally.budget,
                 suppressed: self.tally.suppressed,
                 escalated: self.tally.escalated,
+                watermark: self.watermark,
             })?)
         } else {
             None
@@ -656,6 +662,7 @@ impl Detector {
         self.tally.budget = s.budget;
         self.tally.suppressed = s.suppressed;
         self.tally.escalated = s.escalated;
+        self.watermark = s.watermark;
         Ok(())
     }
 
@@ -679,8 +686,15 @@ impl Detector {
     pub fn on_event(&mut self, ev: &ClickEvent) -> Vec<FraudAlert> {
         self.touched(&ev.user_id);
         let t = ev.event_time;
+        self.watermark = self.watermark.max(t);
         let cfg = &self.cfg;
         let entry = UserEntry::of(&mut self.users, &ev.user_id);
+        forget_idle(
+            entry,
+            cfg,
+            self.watermark,
+            (&mut self.with_rules, &mut self.with_profile),
+        );
         self.with_rules += usize::from(entry.rules.is_none());
         self.with_profile += usize::from(entry.profile.is_none());
         let user = entry
@@ -712,12 +726,12 @@ impl Detector {
             &user.recent,
             ev,
             cfg,
-            now,
+            (now, self.watermark),
         ));
         findings.extend(bot::cadence(&mut user.cadence, &user.recent, ev, cfg));
         findings.extend(breadth::breadth(&mut user.browsing, &user.recent, ev, cfg));
         findings.extend(card::card_testing(&mut user.card, ev, cfg, now));
-        let ring = self.rings.observe(ev, cfg);
+        let ring = self.rings.observe(ev, cfg, self.watermark);
         if let Some((_, f)) = &ring {
             findings.push(f.clone());
         }
@@ -824,10 +838,12 @@ impl Detector {
             if self.journal && !self.changed.contains(user_id.as_str()) {
                 self.changed.insert(user_id.to_string());
             }
+            let watermark = self.watermark;
             if let Some(u) = self
                 .users
                 .get_mut(user_id.as_str())
                 .and_then(|e| e.rules.as_mut())
+                .filter(|u| !rules_idle(u, cfg, watermark))
             {
                 alerts.extend(raise(
                     u,
@@ -852,6 +868,12 @@ impl Detector {
         self.touched(&p.user_id);
         let cfg = &self.cfg;
         let entry = UserEntry::of(&mut self.users, &p.user_id);
+        forget_idle(
+            entry,
+            cfg,
+            self.watermark,
+            (&mut self.with_rules, &mut self.with_profile),
+        );
         self.with_rules += usize::from(entry.rules.is_none());
         let user = entry
             .rules
@@ -905,40 +927,13 @@ impl Detector {
     /// of users removed.
     pub fn evict_idle(&mut self, watermark_ms: i64) -> usize {
         let c = &self.cfg;
-        let horizon = c
-            .velocity_window_ms
-            .max(c.card_testing_window_ms)
-            .max(c.impossible_sequence_lookback_ms)
-            .max(c.takeover_window_ms)
-            .max(c.cart_stuffing_window_ms)
-            .max(c.cart_stuffing_hold_ms)
-            .max(c.cooldown_ms);
         let before = self.users();
-        // A user with failed payments is kept for the slow card-testing window; others for the
-        // longest of the short windows.
-        let slow = c.card_testing_slow_window_ms;
-        let ttl = c.profile_ttl_ms;
         let (with_rules, with_profile) = (&mut self.with_rules, &mut self.with_profile);
         let (journal, changed) = (self.journal, &mut self.changed);
         self.statistics_changed |= journal;
         self.users.retain(|id, e| {
             let had = (e.rules.is_some(), e.profile.is_some());
-            if e.rules.as_ref().is_some_and(|u| {
-                u.last_time.saturating_add(horizon) <= watermark_ms
-                    && u.card
-                        .last_failure()
-                        .is_none_or(|t| t.saturating_add(slow) <= watermark_ms)
-            }) {
-                e.rules = None;
-                *with_rules -= 1;
-            }
-            if e.profile
-                .as_ref()
-                .is_some_and(|p| p.last_seen().saturating_add(ttl) <= watermark_ms)
-            {
-                e.profile = None;
-                *with_profile -= 1;
-            }
+            forget_idle(e, c, watermark_ms, (&mut *with_rules, &mut *with_profile));
             if journal && had != (e.rules.is_some(), e.profile.is_some()) {
                 changed.insert(id.to_string());
             }
@@ -982,6 +977,48 @@ impl Detector {
             .map(|&t| (t, over[slot(t)]))
             .filter(|&(_, n)| n > 0)
             .collect()
+    }
+}
+
+/// Whether a user's rule state is idle past every rule window and the cooldown at `watermark`
+/// (a user with failed payments is kept for the slow card-testing window).
+fn rules_idle(u: &UserRules, c: &RulesConfig, watermark: i64) -> bool {
+    let horizon = c
+        .velocity_window_ms
+        .max(c.card_testing_window_ms)
+        .max(c.impossible_sequence_lookback_ms)
+        .max(c.takeover_window_ms)
+        .max(c.cart_stuffing_window_ms)
+        .max(c.cart_stuffing_hold_ms)
+        .max(c.cooldown_ms);
+    u.last_time.saturating_add(horizon) <= watermark
+        && u.card
+            .last_failure()
+            .is_none_or(|t| t.saturating_add(c.card_testing_slow_window_ms) <= watermark)
+}
+
+/// Drops an entry's rule state and profile when idle at `watermark` (as [`Detector::evict_idle`]
+/// does), keeping the counts of both right. Called on every event too, so eviction, which runs
+/// when a wall-clock tick comes, never changes what the rules see.
+fn forget_idle(
+    e: &mut UserEntry,
+    c: &RulesConfig,
+    watermark: i64,
+    (with_rules, with_profile): (&mut usize, &mut usize),
+) {
+    if e.rules
+        .as_ref()
+        .is_some_and(|u| rules_idle(u, c, watermark))
+    {
+        e.rules = None;
+        *with_rules -= 1;
+    }
+    if e.profile
+        .as_ref()
+        .is_some_and(|p| p.last_seen().saturating_add(c.profile_ttl_ms) <= watermark)
+    {
+        e.profile = None;
+        *with_profile -= 1;
     }
 }
 

@@ -347,7 +347,7 @@ fn only_model_surprise_alerts_depend_on_the_detectors_input_order() {
     assert!(!others(&a).is_empty(), "the input raises other alerts");
     assert_eq!(others(&a), others(&b), "every other alert is the same");
     assert!(
-        a.iter().any(|(t, _)| *t == AlertType::ModelSurprise),
-        "the input raises model-surprise alerts"
+        b.iter().any(|(t, _)| *t == AlertType::ModelSurprise),
+        "the chain raises model-surprise alerts"
     );
 }

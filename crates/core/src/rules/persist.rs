@@ -3,7 +3,7 @@
 //!
 //! A value is one version byte, then the state in bincode's standard configuration (varints,
 //! fields in declaration order) through its serde derives: [`USER_V1`] for a user's
-//! [`super::UserEntry`], [`STATS_V1`] for the statistics. The structs are plain data, so the
+//! [`super::UserEntry`], [`STATS_V2`] for the statistics. The structs are plain data, so the
 //! encoding follows them; a change to their fields needs a new version byte (a value of another
 //! version is an error: that user, or the statistics, start afresh). Decoding is bounded to
 //! [`MAX_VALUE`] bytes, so a corrupt length cannot allocate without limit.
@@ -17,8 +17,9 @@ use std::collections::{HashMap, VecDeque};
 
 /// First byte of a version-1 user entry.
 pub(super) const USER_V1: u8 = 0xE1;
-/// First byte of version-1 statistics.
-pub(super) const STATS_V1: u8 = 0xE2;
+/// First byte of version-2 statistics (version 1, `0xE2`, had no watermark: such a value is not
+/// read, and the statistics start afresh).
+pub(super) const STATS_V2: u8 = 0xE3;
 /// Largest value decoded (a partition's statistics are tens of KB; a user's entry a few).
 const MAX_VALUE: usize = 16 << 20;
 
@@ -41,6 +42,7 @@ pub(super) struct StatisticsRef<'a> {
     pub budget: &'a budget::AlertBudget,
     pub suppressed: u64,
     pub escalated: u64,
+    pub watermark: i64,
 }
 
 /// The same, owned, as decoded.
@@ -58,6 +60,7 @@ pub(super) struct Statistics {
     pub budget: budget::AlertBudget,
     pub suppressed: u64,
     pub escalated: u64,
+    pub watermark: i64,
 }
 
 fn encode<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, String> {
@@ -93,12 +96,12 @@ pub(super) fn decode_user(bytes: &[u8]) -> Result<UserEntry, StateDecodeError> {
 
 /// The statistics as a changelog value.
 pub(super) fn encode_statistics(s: &StatisticsRef<'_>) -> Result<Vec<u8>, String> {
-    encode(STATS_V1, s)
+    encode(STATS_V2, s)
 }
 
 /// The statistics read back.
 pub(super) fn decode_statistics(bytes: &[u8]) -> Result<Statistics, StateDecodeError> {
-    decode(STATS_V1, bytes)
+    decode(STATS_V2, bytes)
 }
 
 #[cfg(test)]
@@ -182,6 +185,35 @@ mod tests {
             }
         }
         alerts
+    }
+
+    #[test]
+    fn when_idle_state_is_evicted_never_changes_an_alert() {
+        // Eviction runs on a wall-clock tick, so a run may evict at any point, or not at all.
+        let inputs = stream(11);
+        let alerts = |evict_every: usize| {
+            let mut d = Detector::new(RulesConfig::default(), "v");
+            let mut alerts = Vec::new();
+            let mut watermark = i64::MIN;
+            for (i, input) in inputs.iter().enumerate() {
+                alerts.extend(match input {
+                    Ok(e) => {
+                        watermark = watermark.max(e.event_time);
+                        d.on_event(e)
+                    }
+                    Err(p) => d.on_prediction(p),
+                });
+                if evict_every > 0 && i % evict_every == 0 {
+                    d.evict_idle(watermark);
+                }
+            }
+            alerts
+        };
+        let never = alerts(0);
+        assert!(!never.is_empty(), "the stream raises alerts");
+        for every in [1, 7, 97] {
+            assert_eq!(alerts(every), never, "evicting every {every} inputs");
+        }
     }
 
     #[test]

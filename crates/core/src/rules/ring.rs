@@ -31,10 +31,13 @@ pub(super) struct Rings {
 
 impl Rings {
     /// Folds `ev` in; when it completes a ring, the ring's accounts and the finding each gets.
+    /// `watermark`: the partition's newest event time; a prefix idle past the ring window at it
+    /// starts empty, as if evicted already ([`Rings::evict`]).
     pub(super) fn observe(
         &mut self,
         ev: &ClickEvent,
         cfg: &RulesConfig,
+        watermark: i64,
     ) -> Option<(Vec<String>, Finding)> {
         let payment = ev.payment.as_ref()?;
         if ev.event_type != EventType::PaymentAttempt || payment.status != PaymentStatus::Failed {
@@ -48,6 +51,12 @@ impl Rings {
         );
         let prefix = fnv1a(ev.ip_prefix_hash.as_deref().filter(|p| !p.is_empty())?);
         let failures = self.by_prefix.entry(prefix).or_default();
+        if failures
+            .back()
+            .is_some_and(|f| f.time.saturating_add(cfg.ring_window_ms) <= watermark)
+        {
+            failures.clear();
+        }
         let t = ev.event_time;
         failures.push_back(RingFailure {
             time: t,

@@ -264,6 +264,40 @@ mod tests {
     const LISTED: [(EventType, f64); 3] = [(ProductView, 0.6), (PageView, 0.3), (Search, 0.05)];
 
     #[test]
+    fn a_user_back_after_every_window_starts_afresh_whether_or_not_evicted_meanwhile() {
+        // Two unlikely actions, an hour of silence (past every rule window), two more.
+        let run = |evict: bool| {
+            let mut d = surprise_detector();
+            let mut out = Vec::new();
+            let times = [
+                0, 1_000, 2_000, 3_600_000, 3_601_000, 3_602_000, 3_603_000, 3_604_000,
+            ];
+            let types = [
+                PageView, AddToCart, AddToCart, PageView, AddToCart, AddToCart, AddToCart,
+                AddToCart,
+            ];
+            for (i, (&t, &ty)) in times.iter().zip(&types).enumerate() {
+                if evict && i == 3 {
+                    // A tick between the two visits, at a watermark another user moved on.
+                    d.on_event(&ClickEvent::new("x", "other", PageView, 3_000_000));
+                    d.evict_idle(3_000_000);
+                }
+                out.extend(d.on_event(&ev(&format!("e{i}"), ty, t)));
+                out.extend(d.on_prediction(&prediction(t, &LISTED)));
+            }
+            of(&out, AlertType::ModelSurprise)
+        };
+        let evicted = run(true);
+        assert_eq!(
+            evicted.len(),
+            1,
+            "the second visit alone has four unlikely actions"
+        );
+        assert_eq!(evicted[0].window_start, 3_601_000);
+        assert_eq!(run(false), evicted, "the same alert without the eviction");
+    }
+
+    #[test]
     fn unlikely_actions_alert_in_either_arrival_order() {
         // Add-to-cart after add-to-cart: unlisted, (1 - 0.95) / 7 each: 6.9 nats.
         let types = [PageView, AddToCart, AddToCart, AddToCart, AddToCart];

@@ -54,17 +54,25 @@ pub(super) fn user_velocity(
 }
 
 /// Velocity of the event's hashed IP prefix over all users; the alert goes to the user whose
-/// event crossed the limit (alerts are keyed by user).
+/// event crossed the limit (alerts are keyed by user). `(now, watermark)`: the user's time and the
+/// partition's newest event time; a prefix idle past the window at the watermark starts empty, as
+/// if evicted already ([`super::Detector::evict_idle`]).
 pub(super) fn ip_velocity(
     ips: &mut HashMap<u64, VecDeque<i64>, U64Build>,
     recent: &Recent,
     ev: &ClickEvent,
     cfg: &RulesConfig,
-    now: i64,
+    (now, watermark): (i64, i64),
 ) -> Option<Finding> {
     let ip = ev.ip_prefix_hash.as_deref().filter(|s| !s.is_empty())?;
     let max = cfg.ip_velocity_max_events.max(1);
     let times = ips.entry(fnv1a(ip)).or_default();
+    if times
+        .back()
+        .is_some_and(|&b| b.saturating_add(cfg.velocity_window_ms) <= watermark)
+    {
+        times.clear();
+    }
     // Per-IP time is the IP's own newest event time, so one user's clock skew cannot shrink
     // another's window.
     let ip_now = times

@@ -571,6 +571,9 @@ impl OutputWait<'_, '_> {
         let deadline = Instant::now() + opts.timeout;
         let mut got: BTreeMap<String, usize> = BTreeMap::new();
         let budget = Duration::from_millis(1000 / readers.len().max(1) as u64);
+        // Expected keys seen so far, counted as they arrive (recounting every key of a large run
+        // after every poll took longer than the polls).
+        let mut found = 0usize;
         let mut count = |budget: Duration, got: &mut BTreeMap<String, usize>| {
             for (topic, reader) in readers.iter_mut() {
                 for rec in reader.poll_for(budget) {
@@ -580,14 +583,16 @@ impl OutputWait<'_, '_> {
                             chain_output_key(cfg, &codec, topic, &rec.key, &rec.payload)
                         }
                     };
+                    let first = !got.contains_key(&key);
+                    found += usize::from(first && expected.contains_key(&key));
                     *got.entry(key).or_default() += 1;
                 }
             }
+            found
         };
         loop {
             self.fleet.reap_exits(self.report)?;
-            count(budget, &mut got);
-            let found = expected.keys().filter(|k| got.contains_key(*k)).count();
+            let found = count(budget, &mut got);
             if found >= expected.len() || Instant::now() > deadline {
                 break;
             }
