@@ -23,8 +23,8 @@ cd "$(dirname "$0")/.."
 mode="${1:-short}"
 rounds="${2:-20}"
 case "$mode" in
-  short) hostile=10000; sessions=5000; kills=3; rb_sessions=3000; rate=2000; bp="--sessions 3000 --rate 3000 --slow-for-s 10" ;;
-  long)  hostile=100000; sessions=100000; kills=20; rb_sessions=20000; rate=5000; bp="--sessions 10000 --rate 4000 --slow-for-s 30" ;;
+  short) hostile=10000; sessions=5000; kills=3; chain_sessions=3000; chain_kills=3; rb_sessions=3000; rate=2000; bp="--sessions 3000 --rate 3000 --slow-for-s 10" ;;
+  long)  hostile=100000; sessions=100000; kills=20; chain_sessions=20000; chain_kills=12; rb_sessions=20000; rate=5000; bp="--sessions 10000 --rate 4000 --slow-for-s 30" ;;
   restarts) [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "restarts ROUNDS: a positive number" >&2; exit 2; } ;;
   *) echo "usage: scripts/chaos.sh [short|long|restarts [ROUNDS]]" >&2; exit 2 ;;
 esac
@@ -93,6 +93,11 @@ for g in exactly_once at_least_once; do
   scenario "cleaning $g, $kills SIGKILLs" kill --stage cleaning --guarantee "$g" \
     --sessions "$sessions" --kills "$kills" --seed 3
 done
+# The chained pipeline (`run all`): every output topic compared record by record with an uninterrupted run.
+scenario "chain exactly_once, $chain_kills SIGKILLs" kill --stage chain --guarantee exactly_once \
+  --sessions "$chain_sessions" --kills "$chain_kills" --seed 3
+scenario "chain rebalance, exactly_once" kill --stage chain --guarantee exactly_once \
+  --sessions "$rb_sessions" --kills 0 --rebalance --rate "$rate" --seed 5
 for g in exactly_once at_least_once; do
   scenario "broker restart, $g" kill --stage sessionizer --guarantee "$g" --sessions "$rb_sessions" \
     --kills 0 --rate "$rate" --seed 4 \
