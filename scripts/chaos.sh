@@ -98,6 +98,9 @@ scenario "chain exactly_once, $chain_kills SIGKILLs" kill --stage chain --guaran
   --sessions "$chain_sessions" --kills "$chain_kills" --seed 3
 scenario "chain rebalance, exactly_once" kill --stage chain --guarantee exactly_once \
   --sessions "$rb_sessions" --kills 0 --rebalance --rate "$rate" --seed 5
+# The same pipeline per stage (six groups), MODEL_SURPRISE alerts left out (their order is timing's).
+scenario "per-stage pipeline exactly_once, $chain_kills SIGKILLs" kill --stage pipeline \
+  --guarantee exactly_once --sessions "$chain_sessions" --kills "$chain_kills" --seed 3
 for g in exactly_once at_least_once; do
   scenario "broker restart, $g" kill --stage sessionizer --guarantee "$g" --sessions "$rb_sessions" \
     --kills 0 --rate "$rate" --seed 4 \

@@ -878,8 +878,10 @@ impl Detector {
         let user = entry
             .rules
             .get_or_insert_with(|| Box::new(UserRules::new(p.event_time)));
+        // The user's clock is not moved: a prediction read ahead of its event (the detector reading
+        // the prediction topic ahead of the clean topic, per stage) would otherwise put every later
+        // event at the prediction's time, and the velocity rule counted them all in one window.
         let now = user.last_time.max(p.event_time);
-        user.last_time = now;
         let cal = surprise::Calibrated {
             calibrator: &mut self.calibration.surprise,
             active_users: self.tally.budget.active_users(),
@@ -1162,6 +1164,31 @@ mod tests {
     use super::*;
     use EventType::*;
     use clickpath_schema::EventType;
+
+    #[test]
+    fn predictions_read_ahead_of_their_events_move_no_rule_window() {
+        // 40 events 15 s apart (no burst), their predictions all read first.
+        let mut d = detector();
+        let events: Vec<ClickEvent> = (0..40)
+            .map(|i| ev(&format!("e{i}"), EventType::PageView, 1_000 + i * 15_000))
+            .collect();
+        for e in &events {
+            let p = Prediction {
+                event_id: e.event_id.clone(),
+                user_id: e.user_id.clone(),
+                event_time: e.event_time,
+                model_version: "m".into(),
+                purchase_probability: 0.1,
+                next_actions: vec![],
+                predicted_path: vec![],
+                factors: vec![],
+                scoring_latency_us: 0,
+            };
+            assert!(of(&d.on_prediction(&p), AlertType::Velocity).is_empty());
+        }
+        let alerts = run(&mut d, &events);
+        assert!(of(&alerts, AlertType::Velocity).is_empty(), "{alerts:?}");
+    }
 
     #[test]
     fn recent_ids_keep_the_last_ones_in_order_within_a_bounded_buffer() {

@@ -183,6 +183,10 @@ pub enum ChaosStage {
     /// predictions, alerts and funnel aggregates checked record by record against an uninterrupted
     /// in-process chain over the same input.
     Chain,
+    /// The whole pipeline per stage (`clickpath run all`, `[topology] mode = "per-stage"`): the same
+    /// outputs and reference, MODEL_SURPRISE alerts left out (their evidence depends on whether the
+    /// detector reads an event or its prediction first).
+    Pipeline,
 }
 
 impl From<ChaosStage> for procs::Target {
@@ -193,6 +197,7 @@ impl From<ChaosStage> for procs::Target {
             ChaosStage::Sessionizer => procs::Target::Stage(StageName::Sessionizer),
             ChaosStage::Windower => procs::Target::Stage(StageName::Windower),
             ChaosStage::Chain => procs::Target::Chain,
+            ChaosStage::Pipeline => procs::Target::Pipeline,
         }
     }
 }

@@ -53,6 +53,8 @@ pub enum Target {
     Stage(StageName),
     /// Every stage chained, `clickpath run all` with `[topology] mode = "chained"`.
     Chain,
+    /// Every stage its own consumer, `clickpath run all` with `[topology] mode = "per-stage"`.
+    Pipeline,
 }
 
 impl Target {
@@ -61,14 +63,28 @@ impl Target {
         match self {
             Target::Stage(s) => s.as_str(),
             Target::Chain => CHAIN,
+            Target::Pipeline => "pipeline",
         }
+    }
+
+    /// The consumer group whose commits of the input show the run's progress.
+    fn progress_group(self) -> &'static str {
+        match self {
+            Target::Pipeline => StageName::Cleaning.as_str(),
+            t => t.name(),
+        }
+    }
+
+    /// Whether the whole pipeline runs (the chain, or every stage on its own).
+    pub(super) fn whole(self) -> bool {
+        matches!(self, Target::Chain | Target::Pipeline)
     }
 
     /// What `clickpath run` is given.
     pub(super) fn run_arg(self) -> &'static str {
         match self {
             Target::Stage(s) => s.as_str(),
-            Target::Chain => "all",
+            Target::Chain | Target::Pipeline => "all",
         }
     }
 }
@@ -245,6 +261,7 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
         matches!(
             opts.target,
             Target::Chain
+                | Target::Pipeline
                 | Target::Stage(StageName::Cleaning | StageName::Sessionizer | StageName::Windower)
         ),
         "chaos runs the cleaning stage, the sessionizer, the windower or the chain, not {}",
@@ -271,7 +288,7 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
         ..ChaosReport::default()
     };
     let mut fleet = Fleet::start(opts, write_config(&opts.work_dir, &cfg)?)?;
-    let progress = Progress::new(&cfg, opts.target.name(), &input_topic)?;
+    let progress = Progress::new(&cfg, opts.target.progress_group(), &input_topic)?;
     // The harness's own input must outlast a broker restart that takes long on a loaded machine (the
     // default message timeout is 60 s).
     let mut sender_cfg = cfg.clone();
@@ -299,7 +316,7 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
     let mut input_records = items.len() as u64;
     if matches!(
         opts.target,
-        Target::Stage(StageName::Sessionizer) | Target::Chain
+        Target::Stage(StageName::Sessionizer) | Target::Chain | Target::Pipeline
     ) {
         let last = items
             .iter()
@@ -322,7 +339,7 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
     );
     let expected = match opts.target {
         Target::Stage(stage) => reference(&cfg, stage, &codec, &input),
-        Target::Chain => chain_reference(&cfg, &codec, &input)?,
+        Target::Chain | Target::Pipeline => chain_reference(&cfg, opts.target, &codec, &input)?,
     };
     report.expected = expected.len();
     let mut output = OutputWait {
@@ -334,7 +351,7 @@ pub fn run_chaos(base: &ClickpathConfig, opts: &ChaosOptions) -> anyhow::Result<
     fleet.stop();
     report.stalls = stall_warnings(&opts.work_dir);
     compare(&expected, &got, &mut report);
-    if opts.target == Target::Chain {
+    if opts.target.whole() {
         report.per_topic = per_topic(&expected, &got);
     }
     Ok(report)
@@ -346,7 +363,11 @@ fn scenario_config(base: &ClickpathConfig, opts: &ChaosOptions) -> ClickpathConf
     let scenario = format!("{}-{}", opts.target.name(), guarantee_name(opts.guarantee));
     let mut cfg = super::isolated_config(base, &scenario);
     cfg.processing.guarantee = opts.guarantee;
-    cfg.topology.mode = TopologyMode::Chained;
+    cfg.topology.mode = if opts.target == Target::Pipeline {
+        TopologyMode::PerStage
+    } else {
+        TopologyMode::Chained
+    };
     if opts.broker.is_none() {
         // An instance killed for good leaves its transaction open until this timeout; keep it short. (Not in
         // the broker-restart scenario: librdkafka caps a transactional producer's message timeout to it.)
@@ -378,7 +399,7 @@ fn target_topics(cfg: &ClickpathConfig, target: Target) -> (String, Vec<String>)
         Target::Stage(StageName::Cleaning) => (t.raw.clone(), vec![t.clean.clone()]),
         Target::Stage(StageName::Windower) => (t.clean.clone(), vec![t.features.clone()]),
         Target::Stage(_) => (t.clean.clone(), vec![t.sessions.clone()]),
-        Target::Chain => (
+        Target::Chain | Target::Pipeline => (
             t.raw.clone(),
             [&t.sessions, &t.predictions, &t.alerts, &t.analytics]
                 .map(String::clone)
@@ -579,8 +600,13 @@ impl OutputWait<'_, '_> {
                 for rec in reader.poll_for(budget) {
                     let key = match opts.target {
                         Target::Stage(stage) => output_key(stage, &codec, &rec.payload),
-                        Target::Chain => {
-                            chain_output_key(cfg, &codec, topic, &rec.key, &rec.payload)
+                        whole => {
+                            let key =
+                                chain_output_key(cfg, whole, &codec, topic, &rec.key, &rec.payload);
+                            let Some(key) = key else {
+                                continue;
+                            };
+                            key
                         }
                     };
                     let first = !got.contains_key(&key);
