@@ -4,9 +4,11 @@
 #   - every YAML and JSON file under deploy/ (and config JSON) parses;
 #   - deploy/compose.yaml validates against the Compose specification's JSON schema (check-jsonschema
 #     ships it), and its services cover every stage, use built images/commands that exist;
-#   - deploy/k8s/*.yaml validate against the Kubernetes 1.37 OpenAPI schemas (kubernetes-validate
-#     ships them), in strict mode; every stage has a workload with probes on /healthz and /readyz, resources,
-#     a PodDisruptionBudget, a termination grace above runtime.shutdown_grace_ms, static membership;
+#   - deploy/k8s/{base,.,chained}/*.yaml validate against the Kubernetes 1.37 OpenAPI schemas
+#     (kubernetes-validate ships them), in strict mode; each kustomization lists exactly its files; every
+#     stage (deploy/k8s) and the chained pipeline (deploy/k8s/chained, `run all`) has a workload with probes
+#     on /healthz and /readyz, resources, a PodDisruptionBudget, a termination grace above
+#     runtime.shutdown_grace_ms, static membership;
 #   - the ConfigMap's TOML passes `clickpath validate` when a clickpath binary is built;
 #   - deploy/prometheus/*.yml have the structure Prometheus needs; the Grafana dashboard queries only
 #     metric names registered in crates/runtime/src/metrics.rs;

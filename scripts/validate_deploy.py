@@ -189,108 +189,145 @@ def check_compose(stages: list[str]) -> None:
 # ---- kubernetes ------------------------------------------------------------------------------------
 
 
-def check_k8s(stages: list[str]) -> None:
-    k8s = DEPLOY / "k8s"
-    files = sorted(k8s.glob("*.yaml"))
-    resources = [p for p in files if p.name != "kustomization.yaml"]
-    if run([tool("kubernetes-validate"), "--strict", "--quiet", *map(str, resources)], rel(k8s)):
-        checked.append(f"{len(resources)} Kubernetes files match the Kubernetes OpenAPI schemas (strict)")
+def check_kustomization(folder: Path) -> list[tuple[Path, dict]]:
+    """Checks that `folder`'s kustomization lists every YAML file beside it and nothing missing; returns the
+    objects of its resources, those of the folders it includes too."""
+    where = rel(folder / "kustomization.yaml")
+    kust = load_yaml_all(folder / "kustomization.yaml")
+    if not kust:
+        problem(where, "missing or empty")
+        return []
+    listed = kust[0].get("resources", [])
+    files = [p for p in sorted(folder.glob("*.yaml")) if p.name != "kustomization.yaml"]
+    for p in files:
+        if p.name not in listed:
+            problem(where, f"{p.name} is not listed in resources")
     objects = []
-    for p in resources:
-        for d in load_yaml_all(p):
-            objects.append((p, d))
-    kust = load_yaml_all(k8s / "kustomization.yaml")
-    if kust:
-        listed = set(kust[0].get("resources", []))
-        for p in resources:
-            if p.name not in listed:
-                problem(rel(k8s / "kustomization.yaml"), f"{p.name} is not listed in resources")
-        for name in listed:
-            if not (k8s / name).exists():
-                problem(rel(k8s / "kustomization.yaml"), f"lists {name}, which does not exist")
+    for name in listed:
+        target = (folder / name).resolve()
+        if not target.exists():
+            problem(where, f"lists {name}, which does not exist")
+        elif target.is_dir():
+            objects.extend(check_kustomization(target))
+        else:
+            objects.extend((target, d) for d in load_yaml_all(target))
+    return objects
 
-    config_toml = None
-    for p, d in objects:
-        if d.get("kind") == "ConfigMap" and "clickpath.toml" in d.get("data", {}):
-            config_toml = d["data"]["clickpath.toml"]
-    grace_ms = default_shutdown_grace_ms()
-    if config_toml is None:
-        problem(rel(k8s), "no ConfigMap with clickpath.toml")
-    else:
-        m = re.search(r"^shutdown_grace_ms\s*=\s*(\d+)", config_toml, re.M)
-        grace_ms = int(m.group(1)) if m else grace_ms
-        check_config_toml(config_toml, rel(k8s / "configmap.yaml"))
 
-    token_file = None
-    if config_toml is not None:
-        m = re.search(r'^bearer_token_file\s*=\s*"([^"]*)"', config_toml, re.M)
-        token_file = m.group(1) if m and m.group(1) else None
-    if token_file is None:
-        problem(rel(k8s / "configmap.yaml"), "http.bearer_token_file is not set: /metrics and /v1/* would be open")
+def check_workload(p: Path, d: dict, args: list[str], grace_ms: int, token_file: str | None, pdbs: list) -> None:
+    """One clickpath StatefulSet: probes, resources, grace, static membership, the token Secret, a PDB."""
+    where = f"{rel(p)} {d['kind']}/{d['metadata']['name']}"
+    pod = d["spec"]["template"]["spec"]
+    tgp = pod.get("terminationGracePeriodSeconds", 30)
+    if tgp * 1000 <= grace_ms:
+        problem(where, f"terminationGracePeriodSeconds {tgp} is not above runtime.shutdown_grace_ms {grace_ms}")
+    containers = pod.get("containers", [])
+    if len(containers) != 1:
+        problem(where, "expected one container")
+        return
+    c = containers[0]
+    if c.get("args") != args:
+        problem(where, f"args {c.get('args')} are not {args}")
+    ports = {pt.get("name"): pt.get("containerPort") for pt in c.get("ports", [])}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = (c.get(probe) or {}).get("httpGet") or {}
+        if get.get("path") != path:
+            problem(where, f"{probe} must GET {path}")
+        if get.get("port") not in ports and get.get("port") not in ports.values():
+            problem(where, f"{probe} port {get.get('port')} is not a container port")
+    res = c.get("resources") or {}
+    for part in ("requests", "limits"):
+        for r in ("cpu", "memory"):
+            if r not in (res.get(part) or {}):
+                problem(where, f"resources.{part}.{r} missing")
+    env = {e["name"]: e for e in c.get("env", [])}
+    gid = env.get("CLICKPATH__KAFKA__CONSUMER_PROPERTIES__GROUP.INSTANCE.ID")
+    if not gid or "$(POD_NAME)" not in gid.get("value", ""):
+        problem(where, "static membership: CLICKPATH__KAFKA__CONSUMER_PROPERTIES__GROUP.INSTANCE.ID=$(POD_NAME) missing")
+    pod_name = (env.get("POD_NAME") or {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+    if pod_name != "metadata.name":
+        problem(where, "POD_NAME must come from fieldRef metadata.name")
+    if token_file:
+        secrets = {v["name"]: v["secret"].get("secretName") for v in pod.get("volumes", []) if v.get("secret")}
+        mounted = any(
+            vm.get("name") in secrets and token_file.startswith(vm.get("mountPath", "").rstrip("/") + "/")
+            for vm in c.get("volumeMounts", [])
+        )
+        if not mounted:
+            problem(where, f"no Secret volume is mounted where http.bearer_token_file ({token_file}) points")
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    if not any(
+        all(labels.get(k) == v for k, v in pdb["spec"]["selector"].get("matchLabels", {}).items()) for pdb in pdbs
+    ):
+        problem(where, "no PodDisruptionBudget selects these pods")
 
-    workloads = {}
-    pdbs = []
+
+def workloads_of(objects: list[tuple[Path, dict]]) -> tuple[dict, list]:
+    """The Deployments/StatefulSets of `objects` by component label, and the PodDisruptionBudgets."""
+    workloads, pdbs = {}, []
     for p, d in objects:
         kind = d.get("kind")
         if kind in ("Deployment", "StatefulSet"):
             workloads[d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")] = (p, d)
         elif kind == "PodDisruptionBudget":
             pdbs.append(d)
+    return workloads, pdbs
+
+
+def check_k8s(stages: list[str]) -> None:
+    """deploy/k8s: the per-stage kustomization (one StatefulSet per stage) and deploy/k8s/chained (one
+    StatefulSet running `run all`), both over deploy/k8s/base (namespace, ConfigMap, topic Job)."""
+    k8s = DEPLOY / "k8s"
+    base, chained = k8s / "base", k8s / "chained"
+    resources = [
+        p for folder in (base, k8s, chained) for p in sorted(folder.glob("*.yaml")) if p.name != "kustomization.yaml"
+    ]
+    if run([tool("kubernetes-validate"), "--strict", "--quiet", *map(str, resources)], rel(k8s)):
+        checked.append(f"{len(resources)} Kubernetes files match the Kubernetes OpenAPI schemas (strict)")
+    per_stage = check_kustomization(k8s)
+    whole = check_kustomization(chained)
+    check_kustomization(base)
+    checked.append("deploy/k8s, deploy/k8s/chained and deploy/k8s/base list exactly their files")
+
+    config_toml = None
+    for p, d in per_stage:
+        if d.get("kind") == "ConfigMap" and "clickpath.toml" in d.get("data", {}):
+            config_toml = d["data"]["clickpath.toml"]
+    configmap = rel(base / "configmap.yaml")
+    grace_ms = default_shutdown_grace_ms()
+    if config_toml is None:
+        problem(rel(k8s), "no ConfigMap with clickpath.toml")
+    else:
+        m = re.search(r"^shutdown_grace_ms\s*=\s*(\d+)", config_toml, re.M)
+        grace_ms = int(m.group(1)) if m else grace_ms
+        check_config_toml(config_toml, configmap)
+        if re.search(r'^mode\s*=\s*"per-stage"', config_toml, re.M):
+            problem(configmap, 'topology mode "per-stage" would make deploy/k8s/chained run every stage apart')
+
+    token_file = None
+    if config_toml is not None:
+        m = re.search(r'^bearer_token_file\s*=\s*"([^"]*)"', config_toml, re.M)
+        token_file = m.group(1) if m and m.group(1) else None
+    if token_file is None:
+        problem(configmap, "http.bearer_token_file is not set: /metrics and /v1/* would be open")
+
+    workloads, pdbs = workloads_of(per_stage)
     for stage in stages:
         if stage not in workloads:
             problem(rel(k8s), f"no Deployment/StatefulSet for stage {stage}")
             continue
         p, d = workloads[stage]
-        where = f"{rel(p)} {d['kind']}/{d['metadata']['name']}"
-        pod = d["spec"]["template"]["spec"]
-        tgp = pod.get("terminationGracePeriodSeconds", 30)
-        if tgp * 1000 <= grace_ms:
-            problem(where, f"terminationGracePeriodSeconds {tgp} is not above runtime.shutdown_grace_ms {grace_ms}")
-        containers = pod.get("containers", [])
-        if len(containers) != 1:
-            problem(where, "expected one container")
-            continue
-        c = containers[0]
-        if c.get("args") != ["run", stage]:
-            problem(where, f"args {c.get('args')} do not run stage {stage}")
-        ports = {pt.get("name"): pt.get("containerPort") for pt in c.get("ports", [])}
-        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-            get = (c.get(probe) or {}).get("httpGet") or {}
-            if get.get("path") != path:
-                problem(where, f"{probe} must GET {path}")
-            if get.get("port") not in ports and get.get("port") not in ports.values():
-                problem(where, f"{probe} port {get.get('port')} is not a container port")
-        res = c.get("resources") or {}
-        for part in ("requests", "limits"):
-            for r in ("cpu", "memory"):
-                if r not in (res.get(part) or {}):
-                    problem(where, f"resources.{part}.{r} missing")
-        env = {e["name"]: e for e in c.get("env", [])}
-        gid = env.get("CLICKPATH__KAFKA__CONSUMER_PROPERTIES__GROUP.INSTANCE.ID")
-        if not gid or "$(POD_NAME)" not in gid.get("value", ""):
-            problem(where, "static membership: CLICKPATH__KAFKA__CONSUMER_PROPERTIES__GROUP.INSTANCE.ID=$(POD_NAME) missing")
-        pod_name = (env.get("POD_NAME") or {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-        if pod_name != "metadata.name":
-            problem(where, "POD_NAME must come from fieldRef metadata.name")
-        if token_file:
-            secrets = {
-                v["name"]: v["secret"].get("secretName") for v in pod.get("volumes", []) if v.get("secret")
-            }
-            mounted = any(
-                vm.get("name") in secrets and token_file.startswith(vm.get("mountPath", "").rstrip("/") + "/")
-                for vm in c.get("volumeMounts", [])
-            )
-            if not mounted:
-                problem(where, f"no Secret volume is mounted where http.bearer_token_file ({token_file}) points")
-        labels = d["spec"]["template"]["metadata"]["labels"]
-        if not any(
-            all(labels.get(k) == v for k, v in pdb["spec"]["selector"].get("matchLabels", {}).items())
-            for pdb in pdbs
-        ):
-            problem(where, "no PodDisruptionBudget selects these pods")
+        check_workload(p, d, ["run", stage], grace_ms, token_file, pdbs)
+    workloads, pdbs = workloads_of(whole)
+    if set(workloads) != {"pipeline"}:
+        problem(rel(chained), f"expected one workload, component pipeline; found {sorted(workloads)}")
+    if "pipeline" in workloads:
+        p, d = workloads["pipeline"]
+        check_workload(p, d, ["run", "all"], grace_ms, token_file, pdbs)
     checked.append(
-        f"every stage has a workload with /healthz and /readyz probes, resources, a PDB, "
-        f"termination grace above {grace_ms} ms, static membership and the bearer-token Secret mounted"
+        f"every stage (deploy/k8s) and the chained pipeline (deploy/k8s/chained) have a workload with /healthz "
+        f"and /readyz probes, resources, a PDB, termination grace above {grace_ms} ms, static membership and the "
+        f"bearer-token Secret mounted"
     )
 
 
