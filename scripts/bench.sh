@@ -3,7 +3,8 @@
 #
 # 1. every criterion bench of the workspace, quick settings (`cargo bench -- --quick`);
 # 2. `clickpath-lab bench` (release build): pass-through baseline, pipeline at maximum rate and at
-#    half of it, on the real broker;
+#    half of it, and the Kafka Streams peer (scripts/streams-peer.sh) on the same records, on the real
+#    broker;
 # 3. `clickpath-lab bench-restore` (release build): sessionizer state restore from the changelog.
 #
 # The results replace the section between the GENERATED markers of BENCHMARKS.md; the rest of the
@@ -15,6 +16,7 @@
 #          BENCH_RESTORE_USERS        users for bench-restore (default 200000)
 #          BENCH_SKIP_CRITERION=1     skip step 1 (the table then shows the latest criterion results)
 #          BENCH_OUT                  folder for the raw outputs (default target/bench-results)
+#          BENCH_KAFKA_STREAMS=0      skip the Kafka Streams peer (it needs Java 17 and Maven)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,7 +40,11 @@ cargo build --release --bin clickpath-lab >&2
 BIN="$ROOT/target/release/clickpath-lab"
 
 say "clickpath-lab bench on $BROKERS ($EVENTS records)"
-"$BIN" bench --brokers "$BROKERS" --events "$EVENTS" --json "$OUT/bench.json" | tee "$OUT/bench.txt" >&2
+PEER=()
+if [[ "${BENCH_KAFKA_STREAMS:-1}" != 0 ]]; then
+  PEER=(--kafka-streams "$ROOT/scripts/streams-peer.sh")
+fi
+"$BIN" bench --brokers "$BROKERS" --events "$EVENTS" "${PEER[@]}" --json "$OUT/bench.json" | tee "$OUT/bench.txt" >&2
 
 say "clickpath-lab bench-restore on $BROKERS ($USERS users)"
 CLICKPATH__KAFKA__BROKERS="$BROKERS" "$BIN" bench-restore --users "$USERS" 2>/dev/null | tee "$OUT/restore.txt" >&2

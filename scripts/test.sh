@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs and starts a real Kafka broker (scripts/kafka.sh, with a
-# TLS + SASL/SCRAM listener beside the plaintext one), installs headless Chromium for the report test, runs
+# TLS + SASL/SCRAM listener beside the plaintext one), installs the Kafka Streams peer of the bench test and
+# headless Chromium for the report test, runs
 # formatting and lint checks, every test of the workspace against that broker (the broker-restart tests restart
 # it once each), the deployment-file checks and the Python interop checks, and stops the broker again if this
 # script started it.
@@ -25,6 +26,9 @@ export CLICKPATH_REQUIRE_BROKER=1
 # data and listeners); nothing else runs against it meanwhile.
 export CLICKPATH_CHAOS_BROKER_STOP="$PWD/scripts/kafka.sh stop"
 export CLICKPATH_CHAOS_BROKER_START="$PWD/scripts/kafka.sh start"
+
+echo "== Kafka Streams peer (bench test): kafka-streams from Maven Central, compiled once"
+scripts/streams-peer.sh install
 
 echo "== headless Chromium (report test)"
 if scripts/chromium.sh; then

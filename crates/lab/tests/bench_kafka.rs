@@ -94,6 +94,8 @@ fn a_small_bench_reports_sane_figures() {
     let parsed: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(parsed["phases"].as_array().map(Vec::len), Some(3));
     assert!(text.contains("| pipeline max rate | features |"), "{text}");
+    // Per-stage state is restored stage by stage; only a chained run times the whole restore.
+    assert!(report.state.restore.is_none());
 
     // One trace row per latency sample of every phase and hop.
     let rows = std::fs::read_to_string(&trace).unwrap();
@@ -162,5 +164,60 @@ fn the_chained_pipeline_reads_the_broker_once_per_input_record() {
         );
     }
     assert!(report.state.changelog_users > 0);
-    assert!(report.render().contains("chain max rate"));
+    // A fresh chain took every stage's state back from the changelog: at least one record per
+    // live key of every stage, and the sessionizer's users counted.
+    let restore = report.state.restore.expect("the chain's restore is timed");
+    let live: u64 = report.state.changelogs.values().map(|c| c.keys).sum();
+    assert_eq!(restore.users, report.state.changelog_users);
+    assert!(restore.records >= live, "{restore:?} < {live} live keys");
+    assert!(restore.bytes > 0 && restore.seconds > 0.0 && restore.users_per_second > 0.0);
+    let text = report.render();
+    assert!(text.contains("chain max rate"));
+    assert!(text.contains("restore of every stage's state"), "{text}");
+    assert!(report.kafka_streams.is_none());
+}
+
+/// The Kafka Streams peer (`scripts/streams-peer.sh`: Maven fetches kafka-streams beside the broker)
+/// runs on the same records as the chain, commits every input offset, writes its changelogs, and is
+/// compared per CPU second.
+#[test]
+fn the_kafka_streams_peer_processes_the_same_records_as_the_chain() {
+    let Some(brokers) = clickpath_testkit::test_brokers() else {
+        return;
+    };
+    let launcher =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/streams-peer.sh");
+    let mut cfg = ClickpathConfig::default();
+    cfg.runtime.poll_timeout_ms = 50;
+    cfg.processing.guarantee = clickpath_runtime::config::Guarantee::ExactlyOnce;
+    let mut args = BenchArgs::small(&brokers, 2_000);
+    args.no_fixed = true;
+    args.kafka_streams = Some(launcher);
+    args.kafka_streams_store = "memory".into();
+    let report = run_bench(cfg, &args, false).expect("bench runs with the peer");
+    let generated = report.generated.events + report.generated.malformed;
+    assert_eq!(report.phases.len(), 3, "pass-through, chain, peer");
+    let peer = &report.phases[2];
+    assert_eq!(peer.kind, "kafka-streams");
+    assert!(peer.complete, "{peer:?}");
+    assert_eq!(peer.records_sent, generated);
+    // Done means every input offset committed (with exactly-once: with its outputs and changelogs).
+    assert_eq!(peer.stage_records_in["kafka-streams"], generated);
+    // The input, closed sessions and window counts, and its stores' changelogs.
+    assert!(
+        peer.broker_writes > 2 * generated,
+        "input + window counts + changelogs: {peer:?}"
+    );
+    assert!(peer.outputs_read > 0, "no session closed: {peer:?}");
+    assert!(
+        peer.external_cpu_seconds.is_some_and(|c| c > 0.0),
+        "{peer:?}"
+    );
+    assert!(peer.peak_rss_bytes > 0);
+    let k = report.kafka_streams.expect("a comparison");
+    assert!(k.throughput_ratio > 0.0 && k.per_cpu_second_ratio > 0.0);
+    assert!(k.per_cpu_second_ratio_without_harness >= k.per_cpu_second_ratio);
+    let text = report.render();
+    assert!(text.contains("| kafka-streams max rate |"), "{text}");
+    assert!(text.contains("against Kafka Streams"), "{text}");
 }

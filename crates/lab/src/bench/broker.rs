@@ -89,7 +89,31 @@ pub(super) fn pass_through(
 
 /// CPU seconds (user + system) of this process so far.
 pub fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_seconds_of("/proc/self/stat")
+}
+
+/// CPU seconds (user + system) of process `pid` so far, its waited-for children included (a
+/// launcher script's JVM); 0 where it cannot be read.
+pub(super) fn proc_cpu_seconds(pid: u32) -> f64 {
+    cpu_seconds_of(&format!("/proc/{pid}/stat")) + children_cpu_seconds(pid)
+}
+
+/// CPU seconds of `pid`'s live descendants (a launcher's `exec`-less child), read from each child's
+/// `/proc` entry.
+fn children_cpu_seconds(pid: u32) -> f64 {
+    let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) else {
+        return 0.0;
+    };
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .map(proc_cpu_seconds)
+        .sum()
+}
+
+/// utime + stime of a `/proc/<pid>/stat` file, seconds.
+fn cpu_seconds_of(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     // Fields after the command name (which may contain spaces): state is field 3, utime 14, stime 15.
@@ -104,7 +128,25 @@ pub fn process_cpu_seconds() -> f64 {
 
 /// Peak resident set size of this process (`VmHWM`), bytes; 0 where `/proc` is unavailable.
 pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_of("/proc/self/status")
+}
+
+/// Peak resident set size of process `pid` or, for a launcher script, of its largest child, bytes.
+pub(super) fn proc_peak_rss_bytes(pid: u32) -> u64 {
+    let own = peak_rss_of(&format!("/proc/{pid}/status"));
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .map(proc_peak_rss_bytes)
+        .max()
+        .unwrap_or(0);
+    own.max(children)
+}
+
+/// `VmHWM` of a `/proc/<pid>/status` file, bytes.
+fn peak_rss_of(path: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()

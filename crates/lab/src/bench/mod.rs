@@ -8,6 +8,9 @@
 //!    as the producer can.
 //! 3. **pipeline, fixed rates** (`--rate`, repeatable; by default half of the measured maximum): paced
 //!    producing, for latency at a sustainable load.
+//! 4. **Kafka Streams peer** (`--kafka-streams scripts/streams-peer.sh`): a Kafka Streams application doing
+//!    the sessionizer's and windower's stateful work (event-time sessions, sliding-window counts, exactly-once)
+//!    on the same broker and records, in its own JVM, compared per CPU second with the maximum-rate pipeline.
 //!
 //! Per phase it reports throughput (records produced / seconds from the first send until the last output was
 //! read), event-to-output latency (the time a prediction, or a pass-through copy, is read minus the time its
@@ -20,10 +23,12 @@
 
 mod broker;
 mod load;
+mod peer;
 mod phase;
 
 pub use broker::{peak_rss_bytes, process_cpu_seconds};
 pub use load::leading_string;
+pub use peer::PeerSetup;
 
 use clap::Args;
 use clickpath_cli::generate::GenerateStats;
@@ -80,6 +85,13 @@ pub struct BenchArgs {
     /// default: the two extra reads load the broker and lower the maximum rate.
     #[arg(long)]
     pub hops: bool,
+    /// Also run the Kafka Streams peer, started as `<LAUNCHER> run ARGS` (`scripts/streams-peer.sh`),
+    /// on the same records after the maximum-rate pipeline, and compare the two per CPU second.
+    #[arg(long, value_name = "LAUNCHER")]
+    pub kafka_streams: Option<PathBuf>,
+    /// The Kafka Streams peer's state stores: `rocksdb` (Kafka Streams' default) or `memory`.
+    #[arg(long, default_value = "rocksdb", value_parser = ["rocksdb", "memory"])]
+    pub kafka_streams_store: String,
 }
 
 impl BenchArgs {
@@ -97,6 +109,8 @@ impl BenchArgs {
             no_fixed: false,
             trace: None,
             hops: false,
+            kafka_streams: None,
+            kafka_streams_store: "rocksdb".into(),
         }
     }
 }
@@ -152,7 +166,7 @@ impl Latency {
 /// What one phase measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseReport {
-    /// `pass-through` or `pipeline`.
+    /// `pass-through`, `chain`, `pipeline` (per-stage) or `kafka-streams`.
     pub kind: String,
     /// Paced produce rate (records/s), `None` for maximum rate.
     pub target_rate: Option<f64>,
@@ -175,7 +189,11 @@ pub struct PhaseReport {
     pub throughput_per_core: f64,
     /// CPU seconds this process used during the phase (stages, producer, reader, clients).
     pub cpu_seconds: f64,
-    /// Records per CPU second of this process (the broker's CPU is not included).
+    /// The Kafka Streams peer: CPU seconds its JVM used from when it was running until the phase
+    /// drained (`cpu_seconds` is then the harness alone: producer, reader, lag queries).
+    pub external_cpu_seconds: Option<f64>,
+    /// Records per CPU second of the process doing the work: this one, or the peer's JVM (the
+    /// broker's CPU is not included).
     pub records_per_cpu_second: f64,
     /// Event-to-output latency.
     pub latency: Latency,
@@ -195,7 +213,8 @@ pub struct PhaseReport {
     /// Records read from the broker during the phase by the stages (or the pass-through loop) and by
     /// this harness's reader.
     pub broker_reads: u64,
-    /// Peak resident set size of the process so far (`VmHWM`), bytes.
+    /// Peak resident set size (`VmHWM`) so far of the process doing the work (this one, or the
+    /// peer's JVM), bytes.
     pub peak_rss_bytes: u64,
 }
 
@@ -229,6 +248,63 @@ pub struct StateReport {
     /// Every stateful stage's changelog after the phase: live keys (users, units, buckets; not the
     /// partitions' own records) and bytes of the latest key + value of every live key.
     pub changelogs: BTreeMap<String, ChangelogSize>,
+    /// After a chained run: every stage's state restored from the chain's changelog.
+    pub restore: Option<RestoreTiming>,
+}
+
+/// A restore of every stage's state into a fresh chain (all partitions), timed.
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
+pub struct RestoreTiming {
+    /// Users restored: the sessionizer's live keys in the changelog.
+    pub users: u64,
+    /// Changelog records read (every stage's).
+    pub records: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Seconds to read every partition to its end and install every stage's state.
+    pub seconds: f64,
+    /// `users / seconds`.
+    pub users_per_second: f64,
+}
+
+/// The maximum-rate pipeline against the Kafka Streams peer on the same records.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct PeerComparison {
+    /// Pipeline throughput / peer throughput (records/s, wall clock, on the same machine).
+    pub throughput_ratio: f64,
+    /// Pipeline records per CPU second / peer records per CPU second, where the pipeline's CPU
+    /// includes this harness's producer and reader and the peer's is its JVM's alone.
+    pub per_cpu_second_ratio: f64,
+    /// The same with the harness's CPU (measured during the peer phase) taken out of the pipeline's.
+    pub per_cpu_second_ratio_without_harness: f64,
+    /// CPU seconds of the pipeline phase (stages + harness).
+    pub pipeline_cpu_seconds: f64,
+    /// CPU seconds of the peer's JVM.
+    pub peer_cpu_seconds: f64,
+    /// CPU seconds of the harness during the peer phase.
+    pub harness_cpu_seconds: f64,
+}
+
+impl PeerComparison {
+    /// Compares a pipeline phase with a peer phase on the same records.
+    pub fn of(pipeline: &PhaseReport, peer: &PhaseReport) -> Option<Self> {
+        let peer_cpu = peer.external_cpu_seconds?;
+        let per_cpu = |records: u64, cpu: f64| records as f64 / cpu.max(1e-9);
+        let peer_rate = per_cpu(peer.records_sent, peer_cpu);
+        let harness = peer.cpu_seconds;
+        Some(PeerComparison {
+            throughput_ratio: pipeline.throughput / peer.throughput.max(1e-9),
+            per_cpu_second_ratio: per_cpu(pipeline.records_sent, pipeline.cpu_seconds)
+                / peer_rate.max(1e-9),
+            per_cpu_second_ratio_without_harness: per_cpu(
+                pipeline.records_sent,
+                (pipeline.cpu_seconds - harness).max(1e-3),
+            ) / peer_rate.max(1e-9),
+            pipeline_cpu_seconds: pipeline.cpu_seconds,
+            peer_cpu_seconds: peer_cpu,
+            harness_cpu_seconds: harness,
+        })
+    }
 }
 
 /// A compacted changelog's live size.
@@ -257,6 +333,8 @@ pub struct BenchReport {
     pub pipeline_to_pass_through: f64,
     /// Sessionizer state size.
     pub state: StateReport,
+    /// The maximum-rate pipeline against the Kafka Streams peer, with `--kafka-streams`.
+    pub kafka_streams: Option<PeerComparison>,
 }
 
 /// Writes `--trace`: one CSV row per latency sample.
@@ -315,6 +393,10 @@ pub fn run_bench(
         "{prefix:>20} [{bar:30}] {pos}/{len} sent {per_sec} {msg}",
     )?);
     let timeout = Duration::from_secs(args.timeout_s);
+    let peer = args.kafka_streams.as_ref().map(|launcher| PeerSetup {
+        launcher: launcher.clone(),
+        store: args.kafka_streams_store.clone(),
+    });
     let setup = |kind, phase, records, rate| PhaseSetup {
         kind,
         base: &base,
@@ -327,6 +409,7 @@ pub fn run_bench(
         bar: &bar,
         trace: args.trace.is_some(),
         hops: args.hops,
+        peer: peer.as_ref(),
     };
     let mut phases = Vec::new();
     let (pass, _) = run_phase(&setup(PhaseKind::PassThrough, 0, w.len(), 0.0), &w, false)?;
@@ -334,7 +417,15 @@ pub fn run_bench(
     let (max, state) = run_phase(&setup(PhaseKind::Pipeline, 1, w.len(), 0.0), &w, true)?;
     let ratio = max.throughput / phases[0].throughput.max(1e-9);
     let max_rate = max.throughput;
+    let pipeline_max = max.clone();
     phases.push(max);
+    let mut kafka_streams = None;
+    if peer.is_some() {
+        // Right after the pipeline's maximum-rate phase, on the same records, before the paced phases.
+        let (r, _) = run_phase(&setup(PhaseKind::KafkaStreams, 2, w.len(), 0.0), &w, false)?;
+        kafka_streams = PeerComparison::of(&pipeline_max, &r);
+        phases.push(r);
+    }
     if !args.no_fixed {
         let rates = if args.rates.is_empty() {
             vec![(max_rate / 2.0).round().max(1.0)]
@@ -343,7 +434,7 @@ pub fn run_bench(
         };
         for (i, rate) in rates.into_iter().enumerate() {
             let records = ((rate * args.fixed_seconds) as usize).clamp(1, w.len());
-            let (r, _) = run_phase(&setup(PhaseKind::Pipeline, 2 + i, records, rate), &w, false)?;
+            let (r, _) = run_phase(&setup(PhaseKind::Pipeline, 3 + i, records, rate), &w, false)?;
             phases.push(r);
         }
     }
@@ -356,6 +447,7 @@ pub fn run_bench(
         phases,
         pipeline_to_pass_through: ratio,
         state: state.unwrap_or_default(),
+        kafka_streams,
     };
     if let Some(path) = &args.trace {
         write_trace(path, &report)?;
@@ -434,6 +526,29 @@ impl BenchReport {
             per_stage.join(", "),
             total as f64 / s.changelog_users.max(1) as f64
         ));
+        if let Some(r) = &s.restore {
+            out.push_str(&format!(
+                "restore of every stage's state into a fresh chain: {} users ({} records, {:.1} MiB) in {:.2} s = {:.0} users/s (target >= 500000)\n",
+                r.users,
+                r.records,
+                r.bytes as f64 / (1 << 20) as f64,
+                r.seconds,
+                r.users_per_second
+            ));
+        }
+        if let Some(k) = &self.kafka_streams {
+            out.push_str(&format!(
+                "against Kafka Streams (sessions + sliding-window counts, same records): throughput {:.2}x; \
+                 records per CPU-s {:.2}x (pipeline {:.1} CPU-s incl. harness, peer JVM {:.1} CPU-s), \
+                 {:.2}x without the harness's {:.1} CPU-s (target >= 2)\n",
+                k.throughput_ratio,
+                k.per_cpu_second_ratio,
+                k.pipeline_cpu_seconds,
+                k.peer_cpu_seconds,
+                k.per_cpu_second_ratio_without_harness,
+                k.harness_cpu_seconds
+            ));
+        }
         out
     }
 
@@ -465,8 +580,16 @@ impl BenchReport {
              |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for p in &self.phases {
+            // A phase whose outputs carry no event id (the peer's sessions) has no latency.
+            let ms = |v: f64| {
+                if p.latency.samples == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{v:.1}")
+                }
+            };
             out.push_str(&format!(
-                "| {}{} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {:.0} |\n",
+                "| {}{} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {} | {} | {} | {:.0} |\n",
                 p.label(),
                 if p.complete { "" } else { " (incomplete)" },
                 p.records_sent,
@@ -476,9 +599,9 @@ impl BenchReport {
                 p.throughput_per_core,
                 p.records_per_cpu_second,
                 p.broker_io_per_record(),
-                p.latency.p50_ms,
-                p.latency.p99_ms,
-                p.latency.p999_ms,
+                ms(p.latency.p50_ms),
+                ms(p.latency.p99_ms),
+                ms(p.latency.p999_ms),
                 p.max_lag,
                 p.peak_rss_bytes as f64 / (1 << 20) as f64
             ));

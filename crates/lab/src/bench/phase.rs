@@ -1,5 +1,6 @@
 //! One phase of the load test. What runs between the load producer and the harness's reader is a
-//! [`Phase`]: the pass-through loop ([`PassThrough`]) or every stage of the pipeline ([`Pipeline`]).
+//! [`Phase`]: the pass-through loop ([`PassThrough`]), every stage of the pipeline ([`Pipeline`]) or
+//! the Kafka Streams peer ([`KafkaStreamsPeer`]).
 //! The measuring around it ([`run_phase`]) is the same for both: fresh topics, consumers started and
 //! assigned before the clock starts, the load produced on that clock, lag sampled until everything
 //! is read, then the report.
@@ -9,9 +10,13 @@ use super::broker::{
     peak_rss_bytes, process_cpu_seconds, topics_end_offsets,
 };
 use super::load::{Clock, ReadLatencies, Workload, produce, read_outputs};
-use super::{ChangelogSize, HopLatency, Latency, PhaseReport, StateReport, TraceSample, cores};
+use super::peer::{KafkaStreamsPeer, PeerSetup};
+use super::{
+    ChangelogSize, HopLatency, Latency, PhaseReport, RestoreTiming, StateReport, TraceSample, cores,
+};
 use clickpath_cli::pipeline::{self, RunningStage};
 use clickpath_runtime::RunnerEnv;
+use clickpath_runtime::Stage;
 use clickpath_runtime::kafka::create_producer;
 use clickpath_runtime::metrics::StageLabel;
 use clickpath_schema::codec::Codec;
@@ -32,6 +37,8 @@ pub(super) enum PhaseKind {
     PassThrough,
     /// [`Pipeline`].
     Pipeline,
+    /// [`KafkaStreamsPeer`].
+    KafkaStreams,
 }
 
 /// How one phase is run.
@@ -47,16 +54,18 @@ pub(super) struct PhaseSetup<'a> {
     pub(super) bar: &'a ProgressBar,
     pub(super) trace: bool,
     pub(super) hops: bool,
+    /// How to start the Kafka Streams peer ([`PhaseKind::KafkaStreams`] only).
+    pub(super) peer: Option<&'a PeerSetup>,
 }
 
 /// The topics of a phase.
 pub(super) struct PhaseTopics {
     /// Where the load is produced.
-    input: String,
+    pub(super) input: String,
     /// What the harness reads, with each topic's role; the phase's output last.
-    read: Vec<(String, String)>,
+    pub(super) read: Vec<(String, String)>,
     /// Every topic the phase may write (deleted at its end; their end offsets are its broker writes).
-    created: Vec<String>,
+    pub(super) created: Vec<String>,
 }
 
 /// What runs between the load producer and the reader.
@@ -79,6 +88,24 @@ pub(super) trait Phase {
     fn broker_reads(&self, env: &RunnerEnv) -> u64;
     /// In-memory state entries per stage (none for the pass-through).
     fn state_entries(&self, env: &RunnerEnv) -> BTreeMap<String, i64>;
+    /// Whether the phase is done when its last output is read (else when its lag is 0: a phase
+    /// whose outputs do not follow its inputs one for one, like the peer's closed sessions).
+    fn ends_at_last_output(&self) -> bool {
+        true
+    }
+    /// CPU seconds so far of the process the phase runs in, when that is not this one.
+    fn external_cpu_seconds(&self) -> Option<f64> {
+        None
+    }
+    /// Peak RSS of the process the phase runs in, when that is not this one.
+    fn external_peak_rss_bytes(&self) -> Option<u64> {
+        None
+    }
+    /// Topics the phase made by itself (a Kafka Streams application's changelogs): counted in its
+    /// broker writes and deleted with its own.
+    fn internal_topics(&self, _cfg: &ClickpathConfig) -> Vec<String> {
+        Vec::new()
+    }
     /// Stops the consumers and waits for them.
     fn stop(&mut self, env: &RunnerEnv) -> anyhow::Result<()>;
 }
@@ -370,6 +397,12 @@ pub(super) fn run_phase(
     let mut phase: Box<dyn Phase> = match s.kind {
         PhaseKind::PassThrough => Box::new(PassThrough::new(&phase_prefix(s))),
         PhaseKind::Pipeline => Box::new(Pipeline::new(&cfg)),
+        PhaseKind::KafkaStreams => {
+            let setup = s
+                .peer
+                .ok_or_else(|| anyhow::anyhow!("a Kafka Streams phase needs --kafka-streams"))?;
+            Box::new(KafkaStreamsPeer::new(&phase_prefix(s), setup.clone()))
+        }
     };
     let label = if s.rate > 0.0 {
         format!("{}, {:.0}/s", phase.kind(), s.rate)
@@ -384,7 +417,7 @@ pub(super) fn run_phase(
     let outcome = measure(s, w, &cfg, &env, phase.as_mut(), &topics, &label);
     let outcome = outcome.and_then(|(report, entries)| {
         let state = (want_state && s.kind == PhaseKind::Pipeline)
-            .then(|| state_report(&cfg, entries))
+            .then(|| state_report(&cfg, &env, entries))
             .transpose()?;
         Ok((report, state))
     });
@@ -392,7 +425,9 @@ pub(super) fn run_phase(
         // Whatever failed, the consumers stop before the topics go.
         let _ = phase.stop(&env);
     }
-    delete_topics(&cfg, &topics.created);
+    let mut created = topics.created.clone();
+    created.extend(phase.internal_topics(&cfg));
+    delete_topics(&cfg, &created);
     outcome
 }
 
@@ -424,6 +459,8 @@ fn measure(
     let cpu_before = process_cpu_seconds();
     phase.start(cfg, env)?;
     wait_ready(phase, env, label)?;
+    // An external process is counted from when it is ready: a JVM's start-up is not its steady state.
+    let external_before = phase.external_cpu_seconds().unwrap_or(0.0);
     let read_topics: Vec<String> = topics.read.iter().map(|(_, t)| t.clone()).collect();
     std::thread::scope(|scope| {
         // The clients of the load are made before the clock starts, and the clock starts once they are
@@ -440,8 +477,14 @@ fn measure(
             .spawn(move || produce(&load_producer, &topics.input, w, s.records, s.rate, clock));
         let (max_lag, complete) = follow(s, env, &*phase, clock, || producer.is_finished());
         let end_ns = clock.now_ns();
+        let mut written = topics.created.clone();
+        written.extend(phase.internal_topics(cfg));
         let mut counts = Counts {
             cpu_seconds: process_cpu_seconds() - cpu_before,
+            external_cpu_seconds: phase.external_cpu_seconds().map(|c| c - external_before),
+            external_peak_rss_bytes: phase.external_peak_rss_bytes(),
+            ends_at_last_output: phase.ends_at_last_output(),
+            broker_writes: topics_end_offsets(cfg, &written),
             outputs_expected: phase.expected_outputs(env, clock.sent.load(Ordering::Relaxed)),
             stage_records_in: phase.records_in(env),
             stage_reads: phase.broker_reads(env),
@@ -465,7 +508,7 @@ fn measure(
         }
         let entries = std::mem::take(&mut counts.state_entries);
         Ok((
-            phase_report(s, phase.kind(), cfg, topics, clock, &read, counts),
+            phase_report(s, phase.kind(), topics, clock, &read, counts),
             entries,
         ))
     })
@@ -510,6 +553,10 @@ fn follow(
 /// What the phase's consumers counted, taken when the load was done.
 struct Counts {
     cpu_seconds: f64,
+    external_cpu_seconds: Option<f64>,
+    external_peak_rss_bytes: Option<u64>,
+    ends_at_last_output: bool,
+    broker_writes: u64,
     outputs_expected: u64,
     stage_records_in: BTreeMap<String, u64>,
     stage_reads: u64,
@@ -523,7 +570,6 @@ struct Counts {
 fn phase_report(
     s: &PhaseSetup<'_>,
     kind: &str,
-    cfg: &ClickpathConfig,
     topics: &PhaseTopics,
     clock: &Clock,
     read: &ReadLatencies,
@@ -532,7 +578,7 @@ fn phase_report(
     let sent = clock.sent.load(Ordering::Relaxed);
     let first = clock.first_send_ns.load(Ordering::Relaxed);
     let last_send = clock.last_send_ns.load(Ordering::Relaxed);
-    let end = if c.complete {
+    let end = if c.complete && c.ends_at_last_output {
         clock.last_read_ns.load(Ordering::Relaxed).max(first)
     } else {
         c.end_ns
@@ -567,7 +613,9 @@ fn phase_report(
         throughput,
         throughput_per_core: throughput / cores() as f64,
         cpu_seconds: c.cpu_seconds,
-        records_per_cpu_second: sent as f64 / c.cpu_seconds.max(1e-9),
+        external_cpu_seconds: c.external_cpu_seconds,
+        records_per_cpu_second: sent as f64
+            / c.external_cpu_seconds.unwrap_or(c.cpu_seconds).max(1e-9),
         latency: Latency::of(read.per_topic.last().expect("an output topic")),
         hops,
         trace: read
@@ -581,15 +629,17 @@ fn phase_report(
             .collect(),
         max_lag: c.max_lag,
         stage_records_in: c.stage_records_in,
-        broker_writes: topics_end_offsets(cfg, &topics.created),
+        broker_writes: c.broker_writes,
         broker_reads: c.stage_reads + outputs_read,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: c.external_peak_rss_bytes.unwrap_or_else(peak_rss_bytes),
     }
 }
 
-/// The stages' state size, read back from their changelogs.
+/// The stages' state size, read back from their changelogs, and, after a chained run, the restore of
+/// every stage's state from the chain's changelog.
 fn state_report(
     cfg: &ClickpathConfig,
+    env: &RunnerEnv,
     state_entries: BTreeMap<String, i64>,
 ) -> anyhow::Result<StateReport> {
     let mut changelogs = BTreeMap::new();
@@ -603,10 +653,13 @@ fn state_report(
     }
     // The chain's one changelog, split by the stage each key is tagged with.
     let chain = clickpath_runtime::changelog::changelog_topic(cfg, CHAIN);
+    let mut restore = None;
     if clickpath_runtime::changelog::partition_count(cfg, &chain)? > 0 {
         for (stage, (keys, bytes)) in chain_changelog_sizes(cfg, &chain)? {
             changelogs.insert(stage, ChangelogSize { keys, bytes });
         }
+        let users = changelogs.get("sessionizer").map_or(0, |c| c.keys);
+        restore = Some(time_chain_restore(cfg, env, &chain, users)?);
     }
     let session = changelogs.get("sessionizer").copied().unwrap_or_default();
     let users = session.keys;
@@ -616,5 +669,30 @@ fn state_report(
         bytes_per_user: session.bytes as f64 / users.max(1) as f64,
         state_entries,
         changelogs,
+        restore,
+    })
+}
+
+/// Restores a fresh chain, every stage in it, from the chain's changelog as a new instance taking
+/// over all partitions would: reading every partition to its end and installing each stage's state.
+/// `users` (the sessionizer's live keys) is what "users/s" counts.
+fn time_chain_restore(
+    cfg: &ClickpathConfig,
+    env: &RunnerEnv,
+    changelog: &str,
+    users: u64,
+) -> anyhow::Result<RestoreTiming> {
+    let mut chain = clickpath_stages::chain::Chain::from_config(cfg, env, false)?;
+    let all: Vec<i32> = (0..cfg.topics.partitions.max(1)).collect();
+    let started = Instant::now();
+    let stats = clickpath_runtime::changelog::restore(cfg, changelog, &all, &mut chain, None)?;
+    chain.on_assign(&all);
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(RestoreTiming {
+        users,
+        records: stats.records,
+        bytes: stats.bytes,
+        seconds,
+        users_per_second: users as f64 / seconds.max(1e-9),
     })
 }
