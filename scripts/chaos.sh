@@ -96,8 +96,8 @@ done
 # The chained pipeline (`run all`): every output topic compared record by record with an uninterrupted run.
 scenario "chain exactly_once, $chain_kills SIGKILLs" kill --stage chain --guarantee exactly_once \
   --sessions "$chain_sessions" --kills "$chain_kills" --seed 3
-scenario "chain rebalance, exactly_once" kill --stage chain --guarantee exactly_once \
-  --sessions "$rb_sessions" --kills 0 --rebalance --rate "$rate" --seed 5
+scenario "chain rebalance (one leaves, one joins), exactly_once" kill --stage chain --guarantee exactly_once \
+  --sessions "$rb_sessions" --kills 0 --rebalance --add-instance --rate "$rate" --seed 5
 # The same pipeline per stage (six groups), MODEL_SURPRISE alerts left out (their order is timing's).
 scenario "per-stage pipeline exactly_once, $chain_kills SIGKILLs" kill --stage pipeline \
   --guarantee exactly_once --sessions "$chain_sessions" --kills "$chain_kills" --seed 3

@@ -264,6 +264,9 @@ pub enum ChaosCommand {
         /// Kill the last instance for good after a third of the input and time the rebalance.
         #[arg(long)]
         rebalance: bool,
+        /// Add one instance after two thirds of the input (with --rebalance: one leaves, one joins).
+        #[arg(long)]
+        add_instance: bool,
         /// Shell command that stops the broker (with --broker-start: restart it at each --broker-at point).
         #[arg(long, requires = "broker_start")]
         broker_stop: Option<String>,
@@ -359,6 +362,7 @@ pub fn run_command(
             sessions,
             kills,
             rebalance,
+            add_instance,
             broker_stop,
             broker_start,
             broker_down_s,
@@ -392,6 +396,7 @@ pub fn run_command(
                         kill_one: broker_kill,
                     }),
                 rebalance,
+                add_instance,
                 rate,
                 seed,
                 binary: clickpath.to_path_buf(),

@@ -33,6 +33,8 @@ pub struct PeerSetup {
     pub launcher: PathBuf,
     /// Kafka Streams state stores: `rocksdb` (its default) or `memory`.
     pub store: String,
+    /// Sessions only, no sliding-window counts (to see what the windows cost).
+    pub sessions_only: bool,
 }
 
 /// What the peer's stdout said so far.
@@ -155,7 +157,11 @@ impl Phase for KafkaStreamsPeer {
     fn start(&mut self, cfg: &ClickpathConfig, env: &RunnerEnv) -> anyhow::Result<()> {
         let s = &cfg.sessionizer;
         let grace = s.max_out_of_orderness_ms.max(0) + s.allowed_lateness_ms.max(0);
-        let windows: Vec<String> = cfg.windower.windows_ms.iter().map(i64::to_string).collect();
+        let windows: Vec<String> = if self.setup.sessions_only {
+            vec!["none".into()]
+        } else {
+            cfg.windower.windows_ms.iter().map(i64::to_string).collect()
+        };
         let log = std::fs::File::create(&self.log)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.log.display()))?;
         let mut child = Command::new(&self.setup.launcher)

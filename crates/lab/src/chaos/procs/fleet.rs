@@ -63,6 +63,13 @@ impl Fleet<'_> {
         Ok(())
     }
 
+    /// Starts one more instance (index `children.len()`): a new member joins the group.
+    pub(super) fn add(&mut self) -> anyhow::Result<()> {
+        self.children.push(None);
+        self.starts.push(0);
+        self.spawn(self.children.len() - 1)
+    }
+
     /// SIGKILL (std's `Child::kill` is SIGKILL on Unix) and reap.
     pub(super) fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.children[i].take() {

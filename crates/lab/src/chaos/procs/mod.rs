@@ -107,6 +107,9 @@ pub struct ChaosOptions {
     /// Kill one instance for good (after a third of the input) and measure how long until every partition
     /// commits progress again.
     pub rebalance: bool,
+    /// Add an instance (a new member of the group) after two thirds of the input: with `rebalance`,
+    /// one instance leaves and one joins during the run.
+    pub add_instance: bool,
     /// Input records per second (0 = as fast as possible).
     pub rate: f64,
     /// Random seed (events, victims, kill points).
@@ -144,6 +147,8 @@ pub struct ChaosReport {
     pub broker_restarts: Vec<f64>,
     /// Rebalance: seconds from the SIGKILL until every input partition committed progress again.
     pub recovery_s: Option<f64>,
+    /// Instances added to the group during the run.
+    pub instances_added: usize,
     /// Rebalance: per input partition, seconds from the SIGKILL until its committed offset moved (`None`:
     /// never within the timeout).
     pub partition_resume_s: Vec<Option<f64>>,
@@ -222,6 +227,9 @@ impl ChaosReport {
         );
         for b in &self.broker_restarts {
             s += &format!("broker back after {b:.1} s\n");
+        }
+        if self.instances_added > 0 {
+            s += &format!("instances added during the run: {}\n", self.instances_added);
         }
         if let Some(r) = self.recovery_s {
             s += &format!(
@@ -431,6 +439,7 @@ struct Faults<'a> {
     kills: Vec<f64>,
     broker: Vec<f64>,
     rebalance: Option<f64>,
+    add: Option<f64>,
     total: u64,
     started: Instant,
     done_sending: &'a AtomicBool,
@@ -456,6 +465,7 @@ impl<'a> Faults<'a> {
             kills,
             broker,
             rebalance: opts.rebalance.then_some(0.33),
+            add: opts.add_instance.then_some(0.66),
             total,
             started,
             done_sending,
@@ -478,6 +488,7 @@ impl<'a> Faults<'a> {
             || !self.kills.is_empty()
             || !self.broker.is_empty()
             || self.rebalance.is_some()
+            || self.add.is_some()
         {
             fleet.reap_exits(report)?;
             if let Some(c) = progress.committed() {
@@ -507,6 +518,11 @@ impl<'a> Faults<'a> {
                     .copied()
                     .try_fold(0.0f64, |m, t| t.map(|t| m.max(t)));
                 report.partition_resume_s = resumed;
+            }
+            if self.add.is_some_and(|p| frac >= p || stalled) {
+                self.add = None;
+                fleet.add()?;
+                report.instances_added += 1;
             }
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -81,8 +81,11 @@ public final class StreamsPeer {
     long gapMs = Long.parseLong(args.getOrDefault("gap-ms", "1800000"));
     long graceMs = Long.parseLong(args.getOrDefault("grace-ms", "305000"));
     List<Long> windowsMs = new ArrayList<>();
+    // "none": sessions only, to see what the sliding windows cost.
     for (String w : args.getOrDefault("windows-ms", "300000,3600000").split(",")) {
-      windowsMs.add(Long.parseLong(w.trim()));
+      if (!w.isBlank() && !w.trim().equals("none")) {
+        windowsMs.add(Long.parseLong(w.trim()));
+      }
     }
     EventTime.minMs = Long.parseLong(args.getOrDefault("min-event-time-ms", "946684800000"));
     EventTime.maxFutureSkewMs = Long.parseLong(args.getOrDefault("max-future-skew-ms", "86400000"));
@@ -273,7 +276,7 @@ public final class StreamsPeer {
   private static void usage(String why) {
     System.err.println("peer: " + why + "\nusage: StreamsPeer --bootstrap HOST:PORT --app-id ID --input TOPIC"
         + " --sessions TOPIC --windows TOPIC --schema click_event.avsc [--gap-ms 1800000]"
-        + " [--grace-ms 305000] [--windows-ms 300000,3600000] [--threads 1] [--store rocksdb|memory]"
+        + " [--grace-ms 305000] [--windows-ms 300000,3600000|none] [--threads 1] [--store rocksdb|memory]"
         + " [--min-event-time-ms 946684800000] [--max-future-skew-ms 86400000]"
         + " [--state-dir DIR]");
     System.exit(2);
