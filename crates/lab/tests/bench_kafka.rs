@@ -95,7 +95,7 @@ fn a_small_bench_reports_sane_figures() {
     assert_eq!(parsed["phases"].as_array().map(Vec::len), Some(3));
     assert!(text.contains("| pipeline max rate | features |"), "{text}");
     // Per-stage state is restored stage by stage; only a chained run times the whole restore.
-    assert!(report.state.restore.is_none());
+    assert!(report.state.restore.is_none() && report.state.restore_compacted.is_none());
 
     // One trace row per latency sample of every phase and hop.
     let rows = std::fs::read_to_string(&trace).unwrap();
@@ -171,6 +171,18 @@ fn the_chained_pipeline_reads_the_broker_once_per_input_record() {
     assert_eq!(restore.users, report.state.changelog_users);
     assert!(restore.records >= live, "{restore:?} < {live} live keys");
     assert!(restore.bytes > 0 && restore.seconds > 0.0 && restore.users_per_second > 0.0);
+    // After compaction: one record per live key (the partitions' own records besides), never more
+    // than the log as the run left it.
+    let compacted = report
+        .state
+        .restore_compacted
+        .expect("the compacted restore is timed");
+    assert_eq!(compacted.users, restore.users);
+    assert!(
+        compacted.records >= live && compacted.records <= restore.records,
+        "{compacted:?} against {live} live keys and {restore:?}"
+    );
+    assert!(compacted.bytes <= restore.bytes);
     let text = report.render();
     assert!(text.contains("chain max rate"));
     assert!(text.contains("restore of every stage's state"), "{text}");

@@ -267,9 +267,74 @@ pub(super) fn chain_changelog_sizes(
     Ok(sizes)
 }
 
+/// Writes the latest value of every live key of `from` to `to` (made here, as many partitions, each
+/// record to its own partition): what `from` holds once the log cleaner has compacted it. Returns the
+/// records written.
+pub(super) fn compacted_copy(cfg: &ClickpathConfig, from: &str, to: &str) -> anyhow::Result<u64> {
+    let partitions = clickpath_runtime::changelog::partition_count(cfg, from)?;
+    create_plain_topics(cfg, &[to], partitions as i32)?;
+    let mut latest: HashMap<(i32, Vec<u8>), Vec<u8>> = HashMap::new();
+    read_to_end(cfg, from, partitions, |m| {
+        let key = (m.partition(), m.key().unwrap_or_default().to_vec());
+        match m.payload() {
+            Some(v) => {
+                latest.insert(key, v.to_vec());
+            }
+            None => {
+                latest.remove(&key);
+            }
+        }
+    })?;
+    let producer: FutureProducer = create_producer(cfg)?;
+    let mut pending = Vec::with_capacity(latest.len());
+    for ((p, key), value) in &latest {
+        let mut record = FutureRecord::to(to).partition(*p).key(key).payload(value);
+        loop {
+            match producer.send_result(record) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => anyhow::bail!("cannot produce to {to}: {e}"),
+            }
+        }
+    }
+    for r in futures::executor::block_on(futures::future::join_all(pending)) {
+        r.map_err(|_| anyhow::anyhow!("delivery to {to} cancelled"))?
+            .map_err(|(e, _)| anyhow::anyhow!("delivery to {to} failed: {e}"))?;
+    }
+    Ok(latest.len() as u64)
+}
+
 /// Every live key of a compacted changelog with the bytes of its latest key + value.
 fn changelog_live(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<HashMap<Vec<u8>, usize>> {
     let partitions = clickpath_runtime::changelog::partition_count(cfg, topic)?;
+    let mut latest: HashMap<Vec<u8>, usize> = HashMap::new();
+    read_to_end(cfg, topic, partitions, |m| {
+        let key = m.key().unwrap_or_default();
+        match m.payload() {
+            Some(v) => {
+                latest.insert(key.to_vec(), key.len() + v.len());
+            }
+            None => {
+                latest.remove(key);
+            }
+        }
+    })?;
+    Ok(latest)
+}
+
+/// Reads every partition of `topic` from its beginning to its end, handing each record to `each`.
+fn read_to_end(
+    cfg: &ClickpathConfig,
+    topic: &str,
+    partitions: usize,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> anyhow::Result<()> {
     let mut c = base_client_config(cfg);
     c.set(
         "group.id",
@@ -283,7 +348,6 @@ fn changelog_live(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<HashMap<
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let mut latest: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut pending = partitions;
     let deadline = Instant::now() + Duration::from_secs(120);
     while pending > 0 && Instant::now() < deadline {
@@ -291,18 +355,9 @@ fn changelog_live(cfg: &ClickpathConfig, topic: &str) -> anyhow::Result<HashMap<
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => pending -= 1,
             Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
-            Some(Ok(m)) => {
-                let key = m.key().unwrap_or_default();
-                match m.payload() {
-                    Some(v) => {
-                        latest.insert(key.to_vec(), key.len() + v.len());
-                    }
-                    None => {
-                        latest.remove(key);
-                    }
-                }
-            }
+            Some(Ok(m)) => each(&m),
         }
     }
-    Ok(latest)
+    anyhow::ensure!(pending == 0, "reading {topic}: not at its end within 120 s");
+    Ok(())
 }

@@ -29,13 +29,20 @@ pub(super) struct Workload {
 }
 
 impl Workload {
-    pub(super) fn generate(seed: u64, records: u64, codec: &Codec) -> anyhow::Result<Self> {
+    pub(super) fn generate(
+        seed: u64,
+        records: u64,
+        users: Option<u32>,
+        codec: &Codec,
+    ) -> anyhow::Result<Self> {
+        let defaults = GeneratorConfig::default();
         let generator = Generator::new(GeneratorConfig {
             seed,
+            users: users.unwrap_or(defaults.users),
             // Enough sessions that the generator never runs dry before `max_events`.
             sessions: records,
             max_events: records,
-            ..GeneratorConfig::default()
+            ..defaults
         })?;
         let mut w = Workload {
             keys: Vec::new(),

@@ -6,8 +6,8 @@
 //! is read, then the report.
 
 use super::broker::{
-    chain_changelog_sizes, changelog_size, create_plain_topics, delete_topics, pass_through,
-    peak_rss_bytes, process_cpu_seconds, topics_end_offsets,
+    chain_changelog_sizes, changelog_size, compacted_copy, create_plain_topics, delete_topics,
+    pass_through, peak_rss_bytes, process_cpu_seconds, topics_end_offsets,
 };
 use super::load::{Clock, ReadLatencies, Workload, produce, read_outputs};
 use super::peer::{KafkaStreamsPeer, PeerSetup};
@@ -653,13 +653,19 @@ fn state_report(
     }
     // The chain's one changelog, split by the stage each key is tagged with.
     let chain = clickpath_runtime::changelog::changelog_topic(cfg, CHAIN);
-    let mut restore = None;
+    let (mut restore, mut restore_compacted) = (None, None);
     if clickpath_runtime::changelog::partition_count(cfg, &chain)? > 0 {
         for (stage, (keys, bytes)) in chain_changelog_sizes(cfg, &chain)? {
             changelogs.insert(stage, ChangelogSize { keys, bytes });
         }
         let users = changelogs.get("sessionizer").map_or(0, |c| c.keys);
         restore = Some(time_chain_restore(cfg, env, &chain, users)?);
+        // The same state once the log cleaner has run: one record per live key.
+        let compacted = format!("{chain}.compacted");
+        let timed = compacted_copy(cfg, &chain, &compacted)
+            .and_then(|_| time_chain_restore(cfg, env, &compacted, users));
+        delete_topics(cfg, std::slice::from_ref(&compacted));
+        restore_compacted = Some(timed?);
     }
     let session = changelogs.get("sessionizer").copied().unwrap_or_default();
     let users = session.keys;
@@ -670,6 +676,7 @@ fn state_report(
         state_entries,
         changelogs,
         restore,
+        restore_compacted,
     })
 }
 
