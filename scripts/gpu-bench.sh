@@ -20,7 +20,7 @@ bin=target/release/clickpath
 lab=target/release/clickpath-lab
 
 echo "== CUDA vs CPU parity test"
-cargo test --release --locked -p clickpath-model --features cuda cuda_ 2>&1 | tail -5
+CLICKPATH_REQUIRE_GPU=1 cargo test --release --locked -p clickpath-model --features cuda cuda_ 2>&1 | tail -5
 
 echo "== scorer benchmark"
 "$lab" bench-scorer --device cuda --model gru --batch 1,64,1024,8192,32768,65536 --seconds 4 \

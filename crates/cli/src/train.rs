@@ -231,6 +231,7 @@ fn train_cuda(
     on_progress: &mut dyn FnMut(TrainProgress),
 ) -> anyhow::Result<(clickpath_model::sequence::SequenceMeta, &'static str)> {
     use clickpath_model::sequence::CudaTrainBackend;
+    clickpath_model::sequence::probe_cuda()?;
     let dev = Default::default();
     let report = train_sequence::<CudaTrainBackend>(events, cfg, &dev, on_progress)?;
     Ok((save_sequence(&report, cfg, "cuda", out)?, "cuda (GPU)"))

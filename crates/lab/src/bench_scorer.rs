@@ -90,6 +90,7 @@ fn model(device: Device, cfg: NetConfig) -> anyhow::Result<(Box<dyn OnlineModel>
 #[cfg(feature = "cuda")]
 fn cuda_model(cfg: NetConfig) -> anyhow::Result<(Box<dyn OnlineModel>, &'static str)> {
     use clickpath_model::sequence::CudaBackend;
+    clickpath_model::sequence::probe_cuda()?;
     Ok((
         Box::new(SequenceModel::<CudaBackend>::untrained(
             cfg,

@@ -33,5 +33,34 @@ pub type CudaBackend = burn::backend::Cuda;
 #[cfg(feature = "cuda")]
 pub type CudaTrainBackend = burn::backend::Autodiff<CudaBackend>;
 
+/// Checks that the first CUDA device works by running one tiny computation on it. Without a
+/// usable GPU (no driver, no device) burn-cuda panics at the first operation, deep in a scoring
+/// batch; this turns that into an error at start-up.
+#[cfg(feature = "cuda")]
+pub fn probe_cuda() -> Result<(), crate::ModelError> {
+    let probe = std::panic::catch_unwind(|| {
+        let device = Default::default();
+        burn::tensor::Tensor::<CudaBackend, 1>::from_floats([1.0f32, 2.0], &device)
+            .sum()
+            .into_scalar()
+    });
+    match probe {
+        Ok(sum) if (sum - 3.0).abs() < 1e-6 => Ok(()),
+        Ok(sum) => Err(crate::ModelError::InvalidConfig(format!(
+            "the CUDA device computed 1 + 2 = {sum}"
+        ))),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(crate::ModelError::InvalidConfig(format!(
+                "no usable CUDA device (is an NVIDIA driver installed and a GPU visible?): {why}"
+            )))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -217,6 +217,7 @@ pub fn load_online(
         }
         #[cfg(feature = "cuda")]
         OnlineDevice::Cuda => {
+            super::probe_cuda()?;
             let (m, meta) =
                 super::load_sequence::<super::CudaBackend>(dir, spec, &Default::default())?;
             Ok((Box::new(m), meta))

@@ -267,6 +267,19 @@ fn shipped_example_artifact_loads() {
     assert!(out[0].iter().all(|o| (0.0..=1.0).contains(&o.purchase)));
 }
 
+/// The device probe answers instead of unwinding, with or without a GPU; where a GPU is promised
+/// (`CLICKPATH_REQUIRE_GPU=1`, as on the GPU machine) it must pass.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_probe_answers_without_panicking() {
+    let probe = super::probe_cuda();
+    if std::env::var("CLICKPATH_REQUIRE_GPU").as_deref() == Ok("1") {
+        probe.expect("a usable CUDA device");
+    } else if let Err(e) = probe {
+        assert!(e.to_string().contains("no usable CUDA device"), "{e}");
+    }
+}
+
 /// The CUDA backend computes what the CPU backend computes, for the same weights (run on a machine
 /// with an NVIDIA GPU: `cargo test --release -p clickpath-model --features cuda cuda_`).
 #[cfg(feature = "cuda")]
