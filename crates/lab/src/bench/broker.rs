@@ -51,22 +51,10 @@ pub(super) fn pass_through(
         let mut pending = Vec::with_capacity(batch.len());
         for m in &batch {
             next.insert(m.partition(), m.offset() + 1);
-            let mut record = FutureRecord::to(output)
+            let record = FutureRecord::to(output)
                 .key(m.key().unwrap_or_default())
                 .payload(m.payload().unwrap_or_default());
-            loop {
-                match producer.send_result(record) {
-                    Ok(f) => {
-                        pending.push(f);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => anyhow::bail!("cannot produce to {output}: {e}"),
-                }
-            }
+            pending.push(send_waiting(&producer, record, Duration::from_millis(10))?);
         }
         for r in futures::executor::block_on(futures::future::join_all(pending)) {
             match r {
@@ -85,6 +73,29 @@ pub(super) fn pass_through(
         consumed.fetch_add(batch.len() as u64, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Sends `record`; while librdkafka's queue is full, lets it deliver for `wait` and tries again.
+/// Returns the delivery future.
+pub(super) fn send_waiting<K, P>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, K, P>,
+    wait: Duration,
+) -> anyhow::Result<rdkafka::producer::DeliveryFuture>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(f) => return Ok(f),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(wait);
+            }
+            Err((e, r)) => anyhow::bail!("cannot produce to {}: {e}", r.topic),
+        }
+    }
 }
 
 /// CPU seconds (user + system) of this process so far.
@@ -288,20 +299,8 @@ pub(super) fn compacted_copy(cfg: &ClickpathConfig, from: &str, to: &str) -> any
     let producer: FutureProducer = create_producer(cfg)?;
     let mut pending = Vec::with_capacity(latest.len());
     for ((p, key), value) in &latest {
-        let mut record = FutureRecord::to(to).partition(*p).key(key).payload(value);
-        loop {
-            match producer.send_result(record) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => anyhow::bail!("cannot produce to {to}: {e}"),
-            }
-        }
+        let record = FutureRecord::to(to).partition(*p).key(key).payload(value);
+        pending.push(send_waiting(&producer, record, Duration::from_millis(10))?);
     }
     for r in futures::executor::block_on(futures::future::join_all(pending)) {
         r.map_err(|_| anyhow::anyhow!("delivery to {to} cancelled"))?

@@ -1,5 +1,6 @@
 //! The load: generated records encoded once, produced on a clock, and read back to time each event.
 
+use super::broker::send_waiting;
 use clickpath_cli::generate::GenerateStats;
 use clickpath_cli::produce::Pacer;
 use clickpath_generator::{Generated, Generator, GeneratorConfig, corrupt};
@@ -9,7 +10,6 @@ use clickpath_stages::ClickpathConfig;
 use hdrhistogram::Histogram;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -163,22 +163,10 @@ pub(super) fn produce(
                 Ordering::Relaxed,
             );
         }
-        let mut record = FutureRecord::to(topic)
+        let record = FutureRecord::to(topic)
             .key(&*w.keys[i])
             .payload(&*w.payloads[i]);
-        loop {
-            match producer.send_result(record) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((e, _)) => anyhow::bail!("cannot produce to {topic}: {e}"),
-            }
-        }
+        pending.push(send_waiting(producer, record, Duration::from_millis(1))?);
         clock.sent.fetch_add(1, Ordering::Relaxed);
         clock.last_send_ns.store(t, Ordering::Relaxed);
     }
