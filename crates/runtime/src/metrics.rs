@@ -17,6 +17,7 @@
 //! | `clickpath_model_batch_size` | histogram | stage | events per model inference call (scorer micro-batches) |
 //! | `clickpath_model_reloads_total` | counter | stage, kind | hot-swap attempts of the scorer's model (`ok`, `failed`) |
 //! | `clickpath_model_reload_failed` | gauge | stage | 1 while the last model reload failed (the old model runs) |
+//! | `clickpath_model_device_fallback` | gauge | stage | 1 while the scorer runs on the CPU because its configured GPU is not usable (`scorer.device_fallback = "cpu"`) |
 //! | `clickpath_state_entries` | gauge | stage | entries of in-memory state |
 //! | `clickpath_consumer_lag_records` | gauge | stage, topic, partition | consumer lag |
 //! | `clickpath_assigned_partitions` | gauge | stage | partitions assigned to this instance |
@@ -114,6 +115,8 @@ pub struct Metrics {
     pub model_reloads: Family<StageKind, Counter>,
     /// 1 while the last model reload failed.
     pub model_reload_failed: Family<StageLabel, Gauge>,
+    /// 1 while the scorer runs on the CPU because its configured device is not usable.
+    pub model_device_fallback: Family<StageLabel, Gauge>,
     /// Fraction (0..1) of a changelog partition restored after it was assigned.
     pub restore_progress: Family<StagePartition, Gauge<f64, AtomicU64>>,
     /// Entries of in-memory state (users, ids).
@@ -166,6 +169,7 @@ impl Metrics {
             );
         let model_reloads = Family::<StageKind, Counter>::default();
         let model_reload_failed = Family::<StageLabel, Gauge>::default();
+        let model_device_fallback = Family::<StageLabel, Gauge>::default();
         let restore_progress = Family::<StagePartition, Gauge<f64, AtomicU64>>::default();
         let state_entries = Family::<StageLabel, Gauge>::default();
         let consumer_lag = Family::<StagePartition, Gauge>::default();
@@ -231,6 +235,11 @@ impl Metrics {
             "1 while the last model reload failed and the previous model still runs",
             model_reload_failed.clone(),
         );
+        r.register(
+            "clickpath_model_device_fallback",
+            "1 while the scorer runs on the CPU because its configured GPU is not usable",
+            model_device_fallback.clone(),
+        );
         // prometheus-client's Unit::Ratios would render `_ratios`; Prometheus's convention is `_ratio`.
         r.register(
             "clickpath_restore_progress_ratio",
@@ -271,6 +280,7 @@ impl Metrics {
             model_batch_size,
             model_reloads,
             model_reload_failed,
+            model_device_fallback,
             restore_progress,
             state_entries,
             consumer_lag,

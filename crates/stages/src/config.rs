@@ -9,7 +9,7 @@ use clickpath_core::features::FeatureSpec;
 use clickpath_core::rules::RulesConfig;
 use clickpath_core::session::SessionConfig;
 use clickpath_core::validate::ValidationConfig;
-use clickpath_model::sequence::OnlineDevice;
+use clickpath_model::sequence::{DeviceFallback, OnlineDevice};
 use clickpath_runtime::RunnerEnv;
 use clickpath_runtime::config::{
     BusConfig, ConfigError, layered_toml, layered_value, parse_checked,
@@ -225,6 +225,9 @@ pub struct ScorerConfig {
     pub max_wait_us: u64,
     /// `cpu` (Burn flex) or `cuda` (a build with the `cuda` feature and an NVIDIA GPU).
     pub device: OnlineDevice,
+    /// With `device = "cuda"` and no usable GPU: `fail` (refuse to start, the default) or `cpu`
+    /// (score on the CPU, warn, and set `clickpath_model_device_fallback` to 1).
+    pub device_fallback: DeviceFallback,
     /// How often `model_dir` is checked for a new artifact to hot-swap (ms); 0 turns it off.
     pub reload_interval_ms: u64,
     /// Optional shadow sequence model scored beside the live one; absent (or empty) for none.
@@ -243,6 +246,7 @@ impl Default for ScorerConfig {
             max_batch: 256,
             max_wait_us: 2_000,
             device: OnlineDevice::Cpu,
+            device_fallback: DeviceFallback::Fail,
             reload_interval_ms: 5_000,
             shadow_model_dir: None,
         }

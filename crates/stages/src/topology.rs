@@ -8,6 +8,8 @@ use crate::{
 };
 use clickpath_model::artifact::ModelArtifact;
 use clickpath_model::baseline::BaselineModel;
+use clickpath_model::sequence::{DeviceFallback, OnlineDevice, check_device};
+use clickpath_runtime::metrics::StageLabel;
 use clickpath_runtime::{RunSummary, RunnerEnv, run_stage};
 use std::path::Path;
 
@@ -92,7 +94,9 @@ pub fn load_scorer_model(cfg: &ClickpathConfig) -> anyhow::Result<BaselineModel>
 /// The scorer as configured: the model in `scorer.model_dir` (a sequence model or a baseline; the
 /// built-in baseline when absent), on `scorer.device`, with the optional shadow model.
 pub fn build_scorer(cfg: &ClickpathConfig, env: &RunnerEnv) -> anyhow::Result<Scorer> {
-    let device = cfg.scorer.device;
+    let device = scorer_device(cfg, env)?;
+    let mut scorer_cfg = cfg.scorer.clone();
+    scorer_cfg.device = device;
     let model = match &cfg.scorer.model_dir {
         None => ScoringModel::Baseline(Box::new(builtin_model(&cfg.windower)?)),
         Some(dir) => load_model(dir, &cfg.windower, device)
@@ -100,7 +104,7 @@ pub fn build_scorer(cfg: &ClickpathConfig, env: &RunnerEnv) -> anyhow::Result<Sc
     };
     let mut scorer = Scorer::with_model(
         model,
-        &cfg.scorer,
+        &scorer_cfg,
         &cfg.topics.predictions,
         Some(env.metrics.clone()),
     )
@@ -117,6 +121,34 @@ pub fn build_scorer(cfg: &ClickpathConfig, env: &RunnerEnv) -> anyhow::Result<Sc
         }
     }
     Ok(scorer)
+}
+
+/// The device the scorer runs on: `scorer.device` when it works here; otherwise, as
+/// `scorer.device_fallback` says, an error at start-up or the CPU with a warning and
+/// `clickpath_model_device_fallback` set to 1.
+fn scorer_device(cfg: &ClickpathConfig, env: &RunnerEnv) -> anyhow::Result<OnlineDevice> {
+    let wanted = cfg.scorer.device;
+    let fallback = env
+        .metrics
+        .model_device_fallback
+        .get_or_create(&StageLabel {
+            stage: "scorer".into(),
+        });
+    match (check_device(wanted), cfg.scorer.device_fallback) {
+        (Ok(()), _) => {
+            fallback.set(0);
+            Ok(wanted)
+        }
+        (Err(e), DeviceFallback::Fail) => Err(anyhow::anyhow!(
+            "scorer.device = {wanted:?}: {e} (set scorer.device_fallback = \"cpu\" to score on \
+             the CPU instead)"
+        )),
+        (Err(e), DeviceFallback::Cpu) => {
+            tracing::warn!(error = %e, "scorer.device {wanted:?} is not usable; scoring on the CPU (scorer.device_fallback = \"cpu\").");
+            fallback.set(1);
+            Ok(OnlineDevice::Cpu)
+        }
+    }
 }
 
 /// The baseline artifact shipped in `models/baseline` (trained on generated data; see its `meta.json`).

@@ -282,3 +282,49 @@ fn detector_alerts_on_card_testing_and_escalates_instead_of_repeating() {
             .all(|id| id.starts_with('p'))
     );
 }
+
+/// `scorer.device = "cuda"` where no CUDA device can be used (a build without the `cuda`
+/// feature, or no GPU): by default the scorer refuses to start and says why; with
+/// `scorer.device_fallback = "cpu"` it scores the shipped GRU on the CPU and raises
+/// `clickpath_model_device_fallback`.
+#[test]
+fn cuda_without_a_usable_gpu_fails_at_start_or_falls_back_to_cpu_as_configured() {
+    use clickpath_model::sequence::{DeviceFallback, OnlineDevice, check_device};
+    if check_device(OnlineDevice::Cuda).is_ok() {
+        eprintln!("a usable CUDA device is present: nothing to fall back from");
+        return;
+    }
+    let mut cfg = ClickpathConfig::default();
+    cfg.scorer.model_dir =
+        Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gru-example"));
+    cfg.scorer.device = OnlineDevice::Cuda;
+    let env = cfg.runner_env(Codec::embedded());
+    let err = match clickpath_stages::topology::build_scorer(&cfg, &env) {
+        Ok(_) => panic!("started on a device that does not work"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("scorer.device = Cuda") && err.contains("device_fallback"),
+        "{err}"
+    );
+
+    cfg.scorer.device_fallback = DeviceFallback::Cpu;
+    let env = cfg.runner_env(Codec::embedded());
+    let mut scorer = clickpath_stages::topology::build_scorer(&cfg, &env).expect("falls back");
+    assert_eq!(scorer.device(), OnlineDevice::Cpu);
+    assert!(scorer.model_version().starts_with("gru-"));
+    let text = env.metrics.encode();
+    assert!(
+        text.contains("clickpath_model_device_fallback{stage=\"scorer\"} 1"),
+        "{text}"
+    );
+    let features = clickpath_core::FeatureWindower::new(cfg.windower.clone()).update(&ev(
+        "e1",
+        "u1",
+        EventType::PageView,
+        T0,
+    ));
+    let p = scorer.score(&features);
+    assert!((0.0..=1.0).contains(&p.purchase_probability));
+    assert_eq!(p.model_version, scorer.model_version());
+}

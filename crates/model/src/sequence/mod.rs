@@ -16,7 +16,9 @@ pub use artifact::{SequenceMeta, is_sequence_artifact, load_sequence, save_seque
 pub use encode::{Buckets, Normalizer, Step, encode_step};
 pub use model::{SequenceModel, StepOutput};
 pub use net::{Architecture, NetConfig, SequenceNet, StepTensors};
-pub use online::{OnlineDevice, OnlineModel, UserMemory, load_online};
+pub use online::{
+    DeviceFallback, OnlineDevice, OnlineModel, UserMemory, check_device, load_online,
+};
 pub use train::{
     EpochReport, SequenceTrainConfig, SequenceTrainReport, TrainProgress, evaluate_sequences,
     train_sequence,

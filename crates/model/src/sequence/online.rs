@@ -203,6 +203,38 @@ pub enum OnlineDevice {
     Cuda,
 }
 
+/// What the scorer does when `scorer.device = "cuda"` and no CUDA device can be used
+/// (`scorer.device_fallback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceFallback {
+    /// Refuse to start, with the reason (the default: a GPU deployment that silently runs on
+    /// CPU is usually a mistake).
+    #[default]
+    Fail,
+    /// Run on the CPU backend, log a warning and raise `clickpath_model_device_fallback`.
+    Cpu,
+}
+
+/// Checks that `device` can run models in this build on this machine: always for the CPU;
+/// for CUDA, a build with the `cuda` feature and a working GPU ([`super::probe_cuda`]).
+pub fn check_device(device: OnlineDevice) -> Result<(), crate::ModelError> {
+    match device {
+        OnlineDevice::Cpu => Ok(()),
+        #[cfg(feature = "cuda")]
+        OnlineDevice::Cuda => super::probe_cuda(),
+        #[cfg(not(feature = "cuda"))]
+        OnlineDevice::Cuda => Err(no_cuda_build()),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn no_cuda_build() -> crate::ModelError {
+    crate::ModelError::InvalidConfig(
+        "scorer.device = \"cuda\" needs a build with the `cuda` feature".into(),
+    )
+}
+
 /// Loads the sequence model in `dir` for online scoring on `device`.
 pub fn load_online(
     dir: &std::path::Path,
@@ -223,8 +255,6 @@ pub fn load_online(
             Ok((Box::new(m), meta))
         }
         #[cfg(not(feature = "cuda"))]
-        OnlineDevice::Cuda => Err(crate::ModelError::InvalidConfig(
-            "scorer.device = \"cuda\" needs a build with the `cuda` feature".into(),
-        )),
+        OnlineDevice::Cuda => Err(no_cuda_build()),
     }
 }

@@ -187,6 +187,11 @@ impl Scorer {
         self
     }
 
+    /// Where the models run (after any `scorer.device_fallback`).
+    pub fn device(&self) -> OnlineDevice {
+        self.device
+    }
+
     /// Version of the live model.
     pub fn model_version(&self) -> &str {
         self.model.version()

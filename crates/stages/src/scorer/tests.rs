@@ -155,7 +155,7 @@ fn changelog_restore_continues_the_hidden_state() {
 }
 
 /// A broken artifact in the watched directory keeps the running model and raises the failure
-/// gauge; a good one is swapped in.
+/// gauge (the good case: `hot_swap_switches_to_a_new_artifact_without_losing_an_event`).
 #[test]
 fn hot_swap_keeps_the_old_model_when_the_new_one_fails() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,4 +190,140 @@ fn hot_swap_keeps_the_old_model_when_the_new_one_fails() {
         text.contains("clickpath_model_reloads_total{stage=\"scorer\",kind=\"failed\"} 1"),
         "{text}"
     );
+}
+
+/// Feature vectors the windower makes from a few users' events, in time order.
+fn windowed(users: usize, per_user: usize) -> Vec<FeatureVector> {
+    use clickpath_core::features::{FeatureSpec, FeatureWindower};
+    let mut w = FeatureWindower::new(FeatureSpec::default());
+    let types = [
+        EventType::PageView,
+        EventType::ProductView,
+        EventType::AddToCart,
+        EventType::Search,
+    ];
+    (0..per_user)
+        .flat_map(|i| (0..users).map(move |u| (i, u)))
+        .map(|(i, u)| {
+            let mut ev = clickpath_schema::ClickEvent::new(
+                format!("u{u}-{i}"),
+                format!("u{u}"),
+                types[(i + u) % types.len()],
+                1_700_000_000_000 + (i * users + u) as i64 * 1_000,
+            );
+            ev.item_id = Some(format!("item-{}", (i * 7 + u) % 13));
+            w.update(&ev)
+        })
+        .collect()
+}
+
+/// A new artifact copied into `scorer.model_dir` while the stage runs takes over at the next
+/// tick: every event before it is scored by the old model, every event after it by the new
+/// one, none is lost or scored twice, and the reload is counted as a success.
+#[test]
+fn hot_swap_switches_to_a_new_artifact_without_losing_an_event() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gru-example");
+    let features = clickpath_core::features::FeatureSpec::default();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let cfg = ScorerConfig {
+        model_dir: Some(dir.path().to_path_buf()),
+        reload_interval_ms: 1,
+        max_batch: 8,
+        ..ScorerConfig::default()
+    };
+    let mut s = Scorer::with_model(
+        ScoringModel::Sequence(model(Architecture::Gru, 2, "gru-live")),
+        &cfg,
+        "predictions",
+        Some(metrics.clone()),
+    )
+    .with_feature_spec(features);
+    let inputs = windowed(5, 12);
+    let (before, after) = inputs.split_at(30);
+    let mut predictions = run(&mut s, before);
+    // The new artifact appears (meta.json last, as a deployment tool would finish).
+    for file in ["weights.mpk", "model.json", "meta.json"] {
+        std::fs::copy(shipped.join(file), dir.path().join(file)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    let codec = Codec::embedded();
+    let mut outputs = Vec::new();
+    s.tick(&mut Context::new(&codec, &mut outputs, 0).for_partition(0))
+        .unwrap();
+    assert!(outputs.is_empty(), "nothing was pending");
+    let new_version = s.model_version().to_string();
+    assert!(new_version.starts_with("gru-") && new_version != "gru-live");
+    predictions.extend(run(&mut s, after));
+
+    let ids: Vec<&str> = predictions.iter().map(|p| p.event_id.as_str()).collect();
+    let want: Vec<&str> = inputs.iter().map(|f| f.event_id.as_str()).collect();
+    assert_eq!(ids, want, "one prediction per event, in order");
+    assert!(
+        predictions[..30]
+            .iter()
+            .all(|p| p.model_version == "gru-live")
+    );
+    assert!(
+        predictions[30..]
+            .iter()
+            .all(|p| p.model_version == new_version)
+    );
+    let text = metrics.encode();
+    assert!(
+        text.contains("clickpath_model_reloads_total{stage=\"scorer\",kind=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("clickpath_model_reload_failed{stage=\"scorer\"} 0"),
+        "{text}"
+    );
+}
+
+/// A shadow model is scored on every event beside the live one and reported in headers only:
+/// the live predictions are those of a scorer without a shadow, and the shadow's probabilities
+/// are those of a scorer running the shadow model live (its own per-user memory included).
+#[test]
+fn shadow_scoring_reports_the_candidate_without_touching_live_predictions() {
+    let live = network(Architecture::Gru, 2);
+    let candidate = network(Architecture::Lstm, 2);
+    let inputs: Vec<FeatureVector> = (0..24)
+        .map(|i| fv(&format!("u{}", i % 3), i, EventType::ALL[i as usize % 6]))
+        .collect();
+    let codec = Codec::embedded();
+    let mut with_shadow = scorer(&live, 4).with_shadow(loaded(&candidate, "lstm-shadow"));
+    let mut outputs = Vec::new();
+    for f in &inputs {
+        let mut ctx = Context::new(&codec, &mut outputs, 0).for_partition(0);
+        with_shadow.process(f.clone(), &mut ctx).unwrap();
+    }
+    with_shadow
+        .end_batch(&mut Context::new(&codec, &mut outputs, 0).for_partition(0))
+        .unwrap();
+    let alone = run(&mut scorer(&live, 4), &inputs);
+    let candidate_live = run(&mut scorer(&candidate, 4), &inputs);
+
+    assert_eq!(outputs.len(), inputs.len());
+    for ((out, want), cand) in outputs.iter().zip(&alone).zip(&candidate_live) {
+        let got: Prediction = codec.decode(&out.payload).unwrap();
+        assert_eq!(got.event_id, want.event_id);
+        assert_eq!(got.model_version, "gru-test");
+        assert_eq!(got.purchase_probability, want.purchase_probability);
+        let header = |name: &str| {
+            out.headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("header {name} missing"))
+        };
+        assert_eq!(header("clickpath.shadow_version"), "lstm-shadow");
+        let shadow_p: f64 = header("clickpath.shadow_purchase_probability")
+            .parse()
+            .unwrap();
+        assert!(
+            (shadow_p - cand.purchase_probability).abs() < 1e-5,
+            "{shadow_p} vs {}",
+            cand.purchase_probability
+        );
+    }
 }
