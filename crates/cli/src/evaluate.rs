@@ -1,5 +1,5 @@
 //! `clickpath evaluate`: sequence models, the baselines (logistic regression on aggregate
-//! features, Markov chain for the next action) and the generator's oracle, on the same test
+//! features, Markov chain for the next action) and the generator's session probability, on the same test
 //! split of the same events, in one table.
 
 use std::collections::HashMap;
@@ -12,6 +12,7 @@ use clickpath_adapters::Format;
 use clickpath_core::FeatureSpec;
 use clickpath_generator::TruthRecord;
 use clickpath_model::dataset::build_dataset;
+use clickpath_model::recommend::{RecMetrics, RecommendConfig, compare_baselines};
 use clickpath_model::sequence::{CpuBackend, SequenceMeta, evaluate_sequences, load_sequence};
 use clickpath_model::train::{EvalMetrics, TrainConfig, metrics_of, train_baseline};
 use clickpath_report::read_dataset;
@@ -30,12 +31,19 @@ pub struct EvaluateArgs {
     /// Sequence-model artifact directories to evaluate (repeat the flag for several).
     #[arg(long = "model")]
     pub models: Vec<PathBuf>,
-    /// The generator's truth.jsonl, for the oracle row (generated data only).
+    /// The generator's truth.jsonl, for the row scored with each session's drawn purchase
+    /// probability (generated data only).
     #[arg(long)]
     pub truth: Option<PathBuf>,
-    /// Also write the rows as JSON to this file.
+    /// Also write both tables as JSON to this file (`{"purchase": [...], "next_item": [...]}`).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Length of the next-item lists (Recall@k, MRR@k).
+    #[arg(long, default_value_t = 20)]
+    pub k: usize,
+    /// Least training occurrences for an item to be recommendable (SR-GNN's protocol uses 5).
+    #[arg(long, default_value_t = 5)]
+    pub min_item_count: u64,
     /// Write the first model's test-split scores as JSON lines `{"score": p, "label": bool}`
     /// (the input of `clickpath report --scores`: ROC and calibration).
     #[arg(long)]
@@ -79,6 +87,12 @@ fn read_truth(path: &Path) -> anyhow::Result<HashMap<String, f64>> {
     Ok(out)
 }
 
+/// Name of the row scored with the generator's per-session purchase probability. It knows the
+/// user's intent and the session's mood but none of the session's events, so it is a reference
+/// for the first events, not an upper bound: later events carry information it lacks.
+pub const SESSION_PRIOR_ROW: &str =
+    "generator's session-start probability (reference, not a bound)";
+
 fn row(model: impl Into<String>, metrics: EvalMetrics) -> Row {
     Row {
         model: model.into(),
@@ -86,14 +100,47 @@ fn row(model: impl Into<String>, metrics: EvalMetrics) -> Row {
     }
 }
 
-/// Evaluates every model of `args` plus the baselines (and the oracle with a truth file).
-pub fn compare(args: &EvaluateArgs) -> anyhow::Result<Vec<Row>> {
+/// Both comparisons of one `clickpath evaluate` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Purchase probability and next action, one row per model.
+    pub purchase: Vec<Row>,
+    /// Next item (Recall@k, MRR@k), one row per recommender; empty when no item occurs often
+    /// enough in training (the reason is printed instead).
+    pub next_item: Vec<RecMetrics>,
+}
+
+/// Evaluates every model of `args` plus the baselines (and the generator's session probability
+/// with a truth file) on purchase and next action, and the next-item baselines.
+pub fn compare_all(args: &EvaluateArgs) -> anyhow::Result<Comparison> {
     let events = read_events(&args.input, args.format)?;
+    let purchase = compare(args, &events)?;
+    let cfg = RecommendConfig {
+        k: args.k,
+        min_item_count: args.min_item_count,
+        ..RecommendConfig::default()
+    };
+    let next_item = match compare_baselines(&events, &cfg) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("next-item evaluation skipped: {e}");
+            Vec::new()
+        }
+    };
+    Ok(Comparison {
+        purchase,
+        next_item,
+    })
+}
+
+/// Evaluates every model of `args` plus the baselines (and the generator's session probability
+/// with a truth file) on `events`.
+pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Vec<Row>> {
     let mut loaded: Vec<(PathBuf, SequenceMeta)> = Vec::new();
     let mut rows = Vec::new();
     let device = Default::default();
     // The split and features of the first model (or the defaults) define the test set of the
-    // baselines and the oracle.
+    // baselines and the session-probability row.
     let mut base_cfg = TrainConfig::default();
     for dir in &args.models {
         let meta: SequenceMeta = serde_json::from_slice(
@@ -112,7 +159,7 @@ pub fn compare(args: &EvaluateArgs) -> anyhow::Result<Vec<Row>> {
         let spec: &FeatureSpec = &meta.training.config.features;
         let (model, _) = load_sequence::<CpuBackend>(dir, spec, &device)
             .with_context(|| format!("loading {}", dir.display()))?;
-        let dataset = build_dataset(&events, &meta.training.config.session, spec);
+        let dataset = build_dataset(events, &meta.training.config.session, spec);
         let splits = dataset.split(&meta.training.config.split)?;
         let seqs = clickpath_model::sequence::data::sequences(
             &splits.test,
@@ -124,7 +171,7 @@ pub fn compare(args: &EvaluateArgs) -> anyhow::Result<Vec<Row>> {
             write_scores(path, &model, &seqs)?;
         }
     }
-    let baseline = train_baseline(&events, &base_cfg)?;
+    let baseline = train_baseline(events, &base_cfg)?;
     let m = baseline.metrics().clone();
     rows.push(row(
         "logistic regression (purchase) + Markov chain (next action)",
@@ -136,23 +183,20 @@ pub fn compare(args: &EvaluateArgs) -> anyhow::Result<Vec<Row>> {
             .iter()
             .filter_map(|e| e.session_id.as_deref().map(|s| (e.event_id.as_str(), s)))
             .collect();
-        let dataset = build_dataset(&events, &base_cfg.session, &base_cfg.features);
+        let dataset = build_dataset(events, &base_cfg.session, &base_cfg.features);
         let splits = dataset.split(&base_cfg.split)?;
-        let (mut p, mut y) = (Vec::new(), Vec::new());
+        let (mut p, mut scored) = (Vec::new(), Vec::new());
         for ex in &splits.test {
             let prob = session_of
                 .get(ex.features.event_id.as_str())
                 .and_then(|s| truth.get(*s));
             if let Some(prob) = prob {
                 p.push(*prob);
-                y.push(ex.purchase);
+                scored.push(*ex);
             }
         }
         let none: [Vec<f64>; 0] = [];
-        rows.push(row(
-            "oracle (generator's true session probability)",
-            metrics_of(&p, &y, &none, &[]),
-        ));
+        rows.push(row(SESSION_PRIOR_ROW, metrics_of(&p, &scored, &none, &[])));
     }
     Ok(rows)
 }
@@ -169,6 +213,9 @@ fn write_scores(
     );
     for (seq, outs) in seqs.iter().zip(model.score_sequences(seqs)) {
         for (ex, o) in seq.examples.iter().zip(outs) {
+            if !ex.scored_for_purchase() {
+                continue;
+            }
             let line = clickpath_report::Scored {
                 score: o.purchase,
                 label: ex.purchase,
@@ -184,22 +231,39 @@ fn cell(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.4}"))
 }
 
-/// The rows as a Markdown table.
+/// The rows as a Markdown table: the session label ("will this session purchase") on every
+/// example, the same score against "a purchase within the next
+/// [`SOON_EVENTS`](clickpath_model::dataset::SOON_EVENTS) events", the session label at the
+/// 1st, 3rd and 5th event, and the next action.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| model | test examples | ROC-AUC | PR-AUC | log loss | ECE | next top-1 | next top-3 |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| model | test examples | ROC-AUC | PR-AUC | log loss | ECE | ROC-AUC soon | PR-AUC soon | \
+         AUC @1 | AUC @3 | AUC @5 | next top-1 | next top-3 |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let m = &r.metrics;
+        let at = |position: usize| {
+            cell(
+                m.by_position
+                    .iter()
+                    .find(|p| p.position == position)
+                    .and_then(|p| p.roc_auc),
+            )
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.model,
             m.examples,
             cell(m.roc_auc),
             cell(m.pr_auc),
             cell(m.log_loss),
             cell(m.ece),
+            cell(m.soon_roc_auc),
+            cell(m.soon_pr_auc),
+            at(1),
+            at(3),
+            at(5),
             cell(m.next_action_top1),
             cell(m.next_action_top3)
         ));
@@ -207,12 +271,92 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// Runs `clickpath evaluate`: the table, and the JSON file when asked.
+/// The next-item rows as a Markdown table.
+pub fn next_item_table(rows: &[RecMetrics]) -> String {
+    let Some(first) = rows.first() else {
+        return String::new();
+    };
+    let k = first.k;
+    let mut out =
+        format!("| next-item model | test cases | Recall@{k} | MRR@{k} |\n|---|---|---|---|\n");
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {:.4} | {:.4} |\n",
+            r.model, r.cases, r.recall, r.mrr
+        ));
+    }
+    out
+}
+
+/// Runs `clickpath evaluate`: the tables, and the JSON file when asked.
 pub fn run(args: &EvaluateArgs) -> anyhow::Result<String> {
-    let rows = compare(args)?;
+    let all = compare_all(args)?;
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
+        std::fs::write(path, serde_json::to_vec_pretty(&all)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(table(&rows))
+    let items = next_item_table(&all.next_item);
+    Ok(if items.is_empty() {
+        table(&all.purchase)
+    } else {
+        format!("{}\n{items}", table(&all.purchase))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clickpath_generator::GeneratorConfig;
+
+    /// On a small generated set: the baselines and the session-probability row are scored on the
+    /// same pre-purchase examples, the next-item baselines on the same sessions, and the JSON
+    /// file holds both tables.
+    #[test]
+    fn evaluate_reports_purchase_labels_positions_and_next_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = GeneratorConfig {
+            sessions: 1_500,
+            seed: 7,
+            ..GeneratorConfig::default()
+        };
+        crate::generate::generate_to_dir(cfg, dir.path()).unwrap();
+        let args = EvaluateArgs {
+            input: dir.path().join("events.jsonl"),
+            format: Format::Jsonl,
+            models: Vec::new(),
+            truth: Some(dir.path().join("truth.jsonl")),
+            json: Some(dir.path().join("eval.json")),
+            scores_out: None,
+            k: 20,
+            min_item_count: 2,
+        };
+        let text = run(&args).unwrap();
+        assert!(text.contains("| AUC @1 |"), "{text}");
+        assert!(text.contains(SESSION_PRIOR_ROW), "{text}");
+        assert!(text.contains("| popularity |"), "{text}");
+        let all: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("eval.json")).unwrap()).unwrap();
+        let purchase = all["purchase"].as_array().unwrap();
+        assert_eq!(purchase.len(), 2);
+        let (baseline, prior) = (&purchase[0]["metrics"], &purchase[1]["metrics"]);
+        assert_eq!(baseline["examples"], prior["examples"]);
+        assert_eq!(baseline["positives"], prior["positives"]);
+        // A purchase within 5 events implies a purchasing session.
+        let soon = baseline["soon_positives"].as_u64().unwrap();
+        assert!(soon > 0 && soon <= baseline["positives"].as_u64().unwrap());
+        let positions: Vec<u64> = baseline["by_position"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["position"].as_u64().unwrap())
+            .collect();
+        assert_eq!(positions, [1, 3, 5]);
+        let items = all["next_item"].as_array().unwrap();
+        assert_eq!(items.len(), 3);
+        for r in items {
+            let (recall, mrr) = (r["recall"].as_f64().unwrap(), r["mrr"].as_f64().unwrap());
+            assert!(r["cases"].as_u64().unwrap() > 0 && (0.0..=1.0).contains(&recall));
+            assert!(mrr <= recall, "{r}");
+        }
+    }
 }

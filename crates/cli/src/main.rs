@@ -39,7 +39,7 @@ enum Command {
     /// Fit a model from events in a file or a topic and write a versioned artifact directory.
     Train(train::TrainArgs),
     /// Compare models on the test split of events: sequence models, the baselines and, with the
-    /// generator's truth file, the oracle.
+    /// generator's truth file, its per-session purchase probability.
     Evaluate(evaluate::EvaluateArgs),
     /// Path analytics of events from a file or a topic (funnel, paths, time to convert, decision factors),
     /// or of the analytics topic's funnel aggregates, as one HTML page.

@@ -24,8 +24,16 @@ pub struct Example {
     pub features: FeatureVector,
     /// Whether this is the session's first event.
     pub opens_session: bool,
-    /// Whether the session has a purchase at or after this event.
+    /// Position of the event in its session, from 1.
+    pub position: usize,
+    /// Whether this event is its session's first purchase. Such an example only serves the next
+    /// action: its purchase label is the answer itself, so purchase training and evaluation skip it.
+    pub is_purchase: bool,
+    /// Whether the session has a purchase after this event (the "session will purchase" label).
     pub purchase: bool,
+    /// Whether one of the next [`SOON_EVENTS`] events of the session is its first purchase
+    /// (the "purchase within the next N events" label).
+    pub purchase_soon: bool,
     /// Type of the next event of the same session; `None` for the session's last event.
     pub next_action: Option<EventType>,
     /// The event's item, for the sequence models' hashed item embedding.
@@ -39,13 +47,26 @@ impl Example {
     pub fn event_type(&self) -> EventType {
         self.features.event_type
     }
+
+    /// Whether the example is scored for purchase: every event strictly before its session's
+    /// first purchase.
+    pub fn scored_for_purchase(&self) -> bool {
+        !self.is_purchase
+    }
 }
+
+/// Horizon of [`Example::purchase_soon`], in events. Five covers the closing stretch of a
+/// purchase in a shop with the full grammar (add to cart, login, checkout, a declined and a
+/// successful payment, purchase) and the last few views before a purchase in a shop with views
+/// and purchases only; an intervention (an offer, a reminder) still has time to act before it.
+pub const SOON_EVENTS: usize = 5;
 
 /// Examples of a batch of events plus what identifies the data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
-    /// Examples in event-time order. Events after their session's first purchase are left out:
-    /// the purchase question is answered by then.
+    /// Examples in event-time order: every event up to its session's first purchase. The purchase
+    /// is kept for the next action only ([`Example::is_purchase`]; scoring it for purchase would
+    /// hand every model a free positive); what follows it is left out.
     pub examples: Vec<Example>,
     /// Number of input events.
     pub events: usize,
@@ -75,7 +96,7 @@ impl Default for SplitConfig {
 }
 
 impl SplitConfig {
-    fn validate(&self) -> Result<(), ModelError> {
+    pub(crate) fn validate(&self) -> Result<(), ModelError> {
         let (t, v) = (self.train_fraction, self.validation_fraction);
         if !(t.is_finite() && v.is_finite() && t > 0.0 && v >= 0.0 && t + v <= 1.0) {
             return Err(ModelError::InvalidConfig(format!(
@@ -96,6 +117,16 @@ pub struct Splits<'a> {
     pub validation: Vec<&'a Example>,
     /// Examples of the latest sessions.
     pub test: Vec<&'a Example>,
+}
+
+/// Share of the examples scored for purchase whose session goes on to purchase (0 for none).
+pub fn positive_rate(examples: &[&Example]) -> f64 {
+    let scored: Vec<&&Example> = examples
+        .iter()
+        .filter(|ex| ex.scored_for_purchase())
+        .collect();
+    let positives = scored.iter().filter(|ex| ex.purchase).count();
+    positives as f64 / scored.len().max(1) as f64
 }
 
 /// SHA-256 over `(event_id, event_time)` of `events` in the given order.
@@ -165,12 +196,19 @@ pub fn build_dataset(
         if info.first_purchase.is_some_and(|p| i > p) {
             continue;
         }
+        let position = info.members.partition_point(|&m| m < i);
+        let purchase_position = info
+            .first_purchase
+            .map(|p| info.members.partition_point(|&m| m < p));
         examples.push(Example {
             session_key: key.clone(),
             session_start: info.start,
-            opens_session: info.members.first() == Some(&i),
+            opens_session: position == 0,
+            position: position + 1,
+            is_purchase: info.first_purchase == Some(i),
             features,
             purchase: info.first_purchase.is_some(),
+            purchase_soon: purchase_position.is_some_and(|p| p - position <= SOON_EVENTS),
             next_action: next_of[i].map(|j| sorted[j].event_type),
             item_id: ev.item_id.clone(),
             category: ev.category.clone(),
@@ -264,10 +302,14 @@ mod tests {
             .iter()
             .map(|ex| ex.features.event_id.as_str())
             .collect();
-        // a4 and a5 come after the session's first purchase.
+        // a4 and a5 come after the session's first purchase (a3).
         assert_eq!(ids, ["a1", "b1", "a2", "b2", "a3", "a6"]);
+        let is_purchase: Vec<bool> = ds.examples.iter().map(|ex| ex.is_purchase).collect();
+        assert_eq!(is_purchase, [false, false, false, false, true, false]);
         let purchase: Vec<bool> = ds.examples.iter().map(|ex| ex.purchase).collect();
         assert_eq!(purchase, [true, false, true, false, true, false]);
+        let soon: Vec<bool> = ds.examples.iter().map(|ex| ex.purchase_soon).collect();
+        assert_eq!(soon, [true, false, true, false, true, false]);
         let next: Vec<Option<EventType>> = ds.examples.iter().map(|ex| ex.next_action).collect();
         // The purchase's next action is the (dropped) page view after it.
         assert_eq!(
@@ -283,11 +325,45 @@ mod tests {
         );
         let opens: Vec<bool> = ds.examples.iter().map(|ex| ex.opens_session).collect();
         assert_eq!(opens, [true, true, false, false, false, true]);
+        let positions: Vec<usize> = ds.examples.iter().map(|ex| ex.position).collect();
+        assert_eq!(positions, [1, 1, 2, 2, 3, 1]);
         assert_eq!((ds.events, ds.sessions), (8, 3));
         assert_eq!(ds.examples[5].session_start, 70 * MIN);
         assert_eq!(ds.examples[4].session_key, ds.examples[0].session_key);
         // Features saw the dropped events: a6's user has made two purchases.
         assert_eq!(ds.examples[5].features.values["purchases_total"], 2.0);
+    }
+
+    #[test]
+    fn purchase_soon_looks_exactly_soon_events_ahead() {
+        // One session: views at positions 1..=8, the first purchase at position 9 (a second
+        // purchase after it does not count).
+        let mut evs: Vec<ClickEvent> = (0..8)
+            .map(|i| ev(&format!("v{i}"), "u", PageView, i * MIN))
+            .collect();
+        evs.push(ev("p", "u", Purchase, 8 * MIN));
+        evs.push(ev("p2", "u", Purchase, 9 * MIN));
+        let ds = build(&evs);
+        let soon: Vec<(usize, bool)> = ds
+            .examples
+            .iter()
+            .filter(|ex| ex.scored_for_purchase())
+            .map(|ex| (ex.position, ex.purchase_soon))
+            .collect();
+        let want: Vec<(usize, bool)> = (1..=8).map(|p| (p, 9 - p <= SOON_EVENTS)).collect();
+        assert_eq!(soon, want);
+        assert!(ds.examples.iter().all(|ex| ex.purchase));
+        // The purchase itself is the last example, for the next action only.
+        let last = ds.examples.last().unwrap();
+        assert!(last.is_purchase && last.position == 9 && last.next_action == Some(Purchase));
+    }
+
+    #[test]
+    fn a_session_that_opens_with_its_purchase_has_nothing_to_score_for_purchase() {
+        let ds = build(&[ev("p", "u", Purchase, 0), ev("v", "u", PageView, MIN)]);
+        assert_eq!(ds.examples.len(), 1);
+        assert!(!ds.examples[0].scored_for_purchase());
+        assert_eq!(ds.examples[0].next_action, Some(PageView));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! sessions ([`metrics`]); [`ModelArtifact`] saves and loads the result as a versioned directory.
 //!
 //! Layout: `baseline/` (markov, logistic, train, artifact) mirrors `sequence/` (net, train, artifact, online);
-//! `dataset` and `metrics` serve both.
+//! `dataset` and `metrics` serve both. `recommend/` holds next-item recommendation: item sessions,
+//! the item vocabulary, the baselines and the Recall@k / MRR@k evaluation.
 //!
 //! Dependencies: schema and core only. This crate must not depend on Kafka or an async runtime.
 //! Burn sequence models ([`sequence`], GRU, LSTM and Transformer) sit behind the `sequence`
@@ -20,6 +21,7 @@ pub mod baseline;
 pub mod dataset;
 pub mod error;
 pub mod metrics;
+pub mod recommend;
 #[cfg(feature = "sequence")]
 pub mod sequence;
 

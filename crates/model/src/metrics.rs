@@ -32,7 +32,37 @@ pub struct EvalMetrics {
     /// before it was recorded.
     #[serde(default)]
     pub next_action_log_loss: Option<f64>,
+    /// Examples followed by a purchase within [`crate::dataset::SOON_EVENTS`] events.
+    #[serde(default)]
+    pub soon_positives: usize,
+    /// ROC AUC of the same purchase probability against "a purchase within the next
+    /// [`crate::dataset::SOON_EVENTS`] events"; absent in artifacts made before it was recorded.
+    #[serde(default)]
+    pub soon_roc_auc: Option<f64>,
+    /// Average precision against that label.
+    #[serde(default)]
+    pub soon_pr_auc: Option<f64>,
+    /// The session label on the examples at given positions of their session (after the 1st,
+    /// 3rd and 5th event): how early the model knows.
+    #[serde(default)]
+    pub by_position: Vec<PositionMetrics>,
 }
+
+/// Purchase metrics on the examples at one position of their session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionMetrics {
+    /// Position in the session, from 1 (the example after the session's first event).
+    pub position: usize,
+    /// Examples at that position (sessions that reach it before any purchase).
+    pub examples: usize,
+    /// Of those, sessions that go on to purchase.
+    pub positives: usize,
+    /// ROC AUC of the session label at that position.
+    pub roc_auc: Option<f64>,
+}
+
+/// Positions reported in [`EvalMetrics::by_position`].
+pub const REPORTED_POSITIONS: [usize; 3] = [1, 3, 5];
 
 /// Sizes of the data behind a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,7 +71,8 @@ pub struct DatasetCounts {
     pub events: usize,
     /// Sessions.
     pub sessions: usize,
-    /// Examples (events up to each session's first purchase).
+    /// Examples (events up to each session's first purchase; the purchase itself for the next
+    /// action only).
     pub examples: usize,
     /// Training examples.
     pub train_examples: usize,
@@ -49,7 +80,7 @@ pub struct DatasetCounts {
     pub validation_examples: usize,
     /// Test examples.
     pub test_examples: usize,
-    /// Share of positive training examples.
+    /// Share of positive training examples among those scored for purchase.
     pub train_positive_rate: f64,
 }
 

@@ -83,8 +83,21 @@ fn purchase_determined_by_a_feature_is_learned_and_calibrated() {
     assert_eq!(m.next_action_top3, Some(1.0), "{m:?}");
     let counts = &report.artifact.meta.counts;
     assert_eq!(counts.sessions, 160);
-    // The PageView after each purchase is not an example.
+    // The PageView after each purchase is not an example; the purchase is, for the next action
+    // only.
     assert_eq!(counts.examples, counts.events - 60);
+    // The test split's purchase steps are next-action cases, not purchase examples.
+    assert!(m.examples < counts.test_examples, "{m:?} {counts:?}");
+    // Every buyer's example is within SOON_EVENTS of the purchase; carting ranks them exactly.
+    assert_eq!(m.soon_positives, m.positives, "{m:?}");
+    assert!(m.soon_roc_auc.unwrap() > 0.99, "{m:?}");
+    // Carting is the first event, so the model knows from the first position on.
+    let first = &m.by_position[0];
+    assert_eq!(first.position, 1);
+    assert!(
+        first.positives > 0 && first.roc_auc.unwrap() > 0.99,
+        "{m:?}"
+    );
     assert_eq!(
         counts.train_examples + counts.validation_examples + counts.test_examples,
         counts.examples

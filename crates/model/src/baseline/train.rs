@@ -70,7 +70,6 @@ pub fn evaluate(model: &BaselineModel, examples: &[&Example]) -> EvalMetrics {
         .iter()
         .map(|ex| model.logistic.predict(&ex.features.values))
         .collect();
-    let labels: Vec<bool> = examples.iter().map(|ex| ex.purchase).collect();
     let (distributions, targets): (Vec<_>, Vec<_>) = examples
         .iter()
         .filter_map(|ex| {
@@ -82,17 +81,48 @@ pub fn evaluate(model: &BaselineModel, examples: &[&Example]) -> EvalMetrics {
             })
         })
         .unzip();
-    metrics_of(&probabilities, &labels, &distributions, &targets)
+    metrics_of(&probabilities, examples, &distributions, &targets)
 }
 
-/// The metrics of purchase probabilities against labels and of next-action distributions
-/// against the actions that followed; shared by every model so their numbers compare.
+/// The metrics of purchase probabilities (one per example; examples not
+/// [scored for purchase](Example::scored_for_purchase) are skipped) against the examples' labels
+/// (the session label, the "soon" label, the session label by position) and of next-action
+/// distributions against the actions that followed; shared by every model so their numbers
+/// compare.
 pub fn metrics_of<D: AsRef<[f64]>>(
     probabilities: &[f64],
-    labels: &[bool],
+    examples: &[&Example],
     distributions: &[D],
     targets: &[usize],
 ) -> EvalMetrics {
+    let (probabilities, examples): (Vec<f64>, Vec<&Example>) = probabilities
+        .iter()
+        .zip(examples)
+        .filter(|(_, ex)| ex.scored_for_purchase())
+        .map(|(p, ex)| (*p, *ex))
+        .unzip();
+    let probabilities = probabilities.as_slice();
+    let examples = examples.as_slice();
+    let labels: Vec<bool> = examples.iter().map(|ex| ex.purchase).collect();
+    let labels = labels.as_slice();
+    let soon: Vec<bool> = examples.iter().map(|ex| ex.purchase_soon).collect();
+    let by_position = metrics::REPORTED_POSITIONS
+        .iter()
+        .map(|&position| {
+            let (p, y): (Vec<f64>, Vec<bool>) = probabilities
+                .iter()
+                .zip(examples)
+                .filter(|(_, ex)| ex.position == position)
+                .map(|(p, ex)| (*p, ex.purchase))
+                .unzip();
+            metrics::PositionMetrics {
+                position,
+                examples: p.len(),
+                positives: y.iter().filter(|&&y| y).count(),
+                roc_auc: metrics::roc_auc(&p, &y).ok(),
+            }
+        })
+        .collect();
     let next_log_loss = (!targets.is_empty()).then(|| {
         distributions
             .iter()
@@ -120,6 +150,10 @@ pub fn metrics_of<D: AsRef<[f64]>>(
         next_action_top1: metrics::top_k_accuracy(distributions, targets, 1).ok(),
         next_action_top3: metrics::top_k_accuracy(distributions, targets, 3).ok(),
         next_action_log_loss: next_log_loss,
+        soon_positives: soon.iter().filter(|&&y| y).count(),
+        soon_roc_auc: metrics::roc_auc(probabilities, &soon).ok(),
+        soon_pr_auc: metrics::pr_auc(probabilities, &soon).ok(),
+        by_position,
     }
 }
 
@@ -138,6 +172,7 @@ fn transitions<'a>(
 fn as_labeled<'a>(examples: &[&'a Example]) -> Vec<LabeledValues<'a>> {
     examples
         .iter()
+        .filter(|ex| ex.scored_for_purchase())
         .map(|ex| (&ex.features.values, ex.purchase))
         .collect()
 }
@@ -164,7 +199,7 @@ pub fn train_baseline(events: &[ClickEvent], cfg: &TrainConfig) -> Result<TrainR
     let model = BaselineModel::new(markov, logistic);
     let metrics = evaluate(&model, &splits.test);
 
-    let train_positives = splits.train.iter().filter(|ex| ex.purchase).count();
+    let train_positive_rate = crate::dataset::positive_rate(&splits.train);
     let counts = DatasetCounts {
         events: dataset.events,
         sessions: dataset.sessions,
@@ -172,7 +207,7 @@ pub fn train_baseline(events: &[ClickEvent], cfg: &TrainConfig) -> Result<TrainR
         train_examples: splits.train.len(),
         validation_examples: splits.validation.len(),
         test_examples: splits.test.len(),
-        train_positive_rate: train_positives as f64 / splits.train.len().max(1) as f64,
+        train_positive_rate,
     };
     let meta = ArtifactMeta {
         format_version: crate::artifact::FORMAT_VERSION,

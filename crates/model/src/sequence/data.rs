@@ -55,7 +55,8 @@ pub fn sequences<'a>(
 pub struct Targets<B: Backend> {
     /// 1 where the session goes on to a purchase `[batch, time]`.
     pub purchase: Tensor<B, 2>,
-    /// 1 on real steps, 0 on padding `[batch, time]`.
+    /// 1 on the steps scored for purchase, 0 on the purchase step itself and on padding
+    /// `[batch, time]`.
     pub mask: Tensor<B, 2>,
     /// Next action index `[batch, time, 1]` (0 where there is none).
     pub next: Tensor<B, 3, Int>,
@@ -74,7 +75,8 @@ impl<B: Backend> Targets<B> {
         for (i, seq) in batch.iter().enumerate() {
             for (t, ex) in seq.examples.iter().take(len).enumerate() {
                 let at = i * len + t;
-                mask[at] = 1.0;
+                // The session's purchase step teaches the next action only.
+                mask[at] = f32::from(u8::from(ex.scored_for_purchase()));
                 purchase[at] = f32::from(u8::from(ex.purchase));
                 if let Some(n) = ex.next_action {
                     next[at] = n.index() as i32;

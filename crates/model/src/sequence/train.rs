@@ -129,20 +129,20 @@ pub fn evaluate_sequences<B: Backend>(
 ) -> EvalMetrics {
     let scored = model.score_sequences(seqs);
     let mut probabilities = Vec::new();
-    let mut labels = Vec::new();
+    let mut examples = Vec::new();
     let mut distributions = Vec::new();
     let mut targets = Vec::new();
     for (seq, outs) in seqs.iter().zip(&scored) {
         for (ex, out) in seq.examples.iter().zip(outs) {
             probabilities.push(out.purchase);
-            labels.push(ex.purchase);
+            examples.push(*ex);
             if let Some(next) = ex.next_action {
                 distributions.push(out.next.clone());
                 targets.push(next.index());
             }
         }
     }
-    metrics_of(&probabilities, &labels, &distributions, &targets)
+    metrics_of(&probabilities, &examples, &distributions, &targets)
 }
 
 fn loss<B: Backend>(
@@ -355,7 +355,7 @@ pub fn train_sequence<B: AutodiffBackend>(
         device: device.clone(),
     };
     let test_metrics = evaluate_sequences(&model, &test);
-    let train_positives = splits.train.iter().filter(|ex| ex.purchase).count();
+    let train_positive_rate = crate::dataset::positive_rate(&splits.train);
     let counts = DatasetCounts {
         events: dataset.events,
         sessions: dataset.sessions,
@@ -363,7 +363,7 @@ pub fn train_sequence<B: AutodiffBackend>(
         train_examples: splits.train.len(),
         validation_examples: splits.validation.len(),
         test_examples: splits.test.len(),
-        train_positive_rate: train_positives as f64 / splits.train.len().max(1) as f64,
+        train_positive_rate,
     };
     Ok(SequenceTrainReport {
         model,
