@@ -13,7 +13,9 @@ use clickpath_core::FeatureSpec;
 use clickpath_generator::TruthRecord;
 use clickpath_model::dataset::build_dataset;
 use clickpath_model::recommend::{RecMetrics, RecommendConfig, compare_baselines};
-use clickpath_model::sequence::{CpuBackend, SequenceMeta, evaluate_sequences, load_sequence};
+use clickpath_model::sequence::{
+    CpuBackend, SequenceMeta, evaluate_items, evaluate_sequences, load_sequence, rec_metrics,
+};
 use clickpath_model::train::{EvalMetrics, TrainConfig, metrics_of, train_baseline};
 use clickpath_report::read_dataset;
 use clickpath_schema::ClickEvent;
@@ -114,14 +116,14 @@ pub struct Comparison {
 /// with a truth file) on purchase and next action, and the next-item baselines.
 pub fn compare_all(args: &EvaluateArgs) -> anyhow::Result<Comparison> {
     let events = read_events(&args.input, args.format)?;
-    let purchase = compare(args, &events)?;
+    let (purchase, model_items) = compare(args, &events)?;
     let cfg = RecommendConfig {
         k: args.k,
         min_item_count: args.min_item_count,
         ..RecommendConfig::default()
     };
     let next_item = match compare_baselines(&events, &cfg) {
-        Ok(rows) => rows,
+        Ok(rows) => model_items.into_iter().chain(rows).collect(),
         Err(e) => {
             eprintln!("next-item evaluation skipped: {e}");
             Vec::new()
@@ -135,7 +137,12 @@ pub fn compare_all(args: &EvaluateArgs) -> anyhow::Result<Comparison> {
 
 /// Evaluates every model of `args` plus the baselines (and the generator's session probability
 /// with a truth file) on `events`.
-pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Vec<Row>> {
+/// The purchase rows come first; next-item rows of models with an item head second.
+pub fn compare(
+    args: &EvaluateArgs,
+    events: &[ClickEvent],
+) -> anyhow::Result<(Vec<Row>, Vec<RecMetrics>)> {
+    let mut item_rows = Vec::new();
     let mut loaded: Vec<(PathBuf, SequenceMeta)> = Vec::new();
     let mut rows = Vec::new();
     let device = Default::default();
@@ -165,8 +172,12 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Vec
             &splits.test,
             model.buckets(),
             &model.normalizer,
+            model.items.as_ref(),
         );
         rows.push(row(meta.version.clone(), evaluate_sequences(&model, &seqs)));
+        if let Some(e) = evaluate_items(&model, &seqs, args.k) {
+            item_rows.push(rec_metrics(&meta.version, args.k, e));
+        }
         if let (Some(path), true) = (&args.scores_out, rows.len() == 1) {
             write_scores(path, &model, &seqs)?;
         }
@@ -198,7 +209,7 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Vec
         let none: [Vec<f64>; 0] = [];
         rows.push(row(SESSION_PRIOR_ROW, metrics_of(&p, &scored, &none, &[])));
     }
-    Ok(rows)
+    Ok((rows, item_rows))
 }
 
 /// Writes `{"score", "label"}` JSON lines for every test step of `seqs`.

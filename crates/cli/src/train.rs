@@ -189,11 +189,12 @@ pub fn train_sequence_to(
         }
         TrainProgress::Epoch(r) => {
             bar.println(format!(
-                "epoch {:>2}: train loss {:.4}, validation loss {:.4}, validation AUC {}, {:.0} seq/s",
+                "epoch {:>2}: train loss {:.4}, validation loss {:.4}, validation AUC {}, Recall@20 {}, {:.0} seq/s",
                 r.epoch,
                 r.train_loss,
                 r.validation_loss,
                 r.validation_auc.map_or("-".into(), |a| format!("{a:.4}")),
+                r.validation_recall.map_or("-".into(), |a| format!("{a:.4}")),
                 r.sequences_per_second
             ));
         }
@@ -211,8 +212,20 @@ pub fn train_sequence_to(
         .training
         .history
         .get(meta.training.best_epoch.saturating_sub(1));
+    let items = meta.next_item.as_ref().map_or_else(
+        || "no item head".to_string(),
+        |r| {
+            format!(
+                "next item: Recall@{k} {:.4}, MRR@{k} {:.4} over {} test cases",
+                r.recall,
+                r.mrr,
+                r.cases,
+                k = r.k
+            )
+        },
+    );
     Ok(format!(
-        "{} on {backend}: best epoch {} of {}, {:.1} s, {:.0} sequences/s, {:.0} events/s\ntest metrics:\n{}",
+        "{} on {backend}: best epoch {} of {}, {:.1} s, {:.0} sequences/s, {:.0} events/s\n{items}\ntest metrics:\n{}",
         meta.version,
         meta.training.best_epoch,
         meta.training.history.len(),

@@ -27,8 +27,11 @@ pub struct Example {
     /// Position of the event in its session, from 1.
     pub position: usize,
     /// Whether this event is its session's first purchase. Such an example only serves the next
-    /// action: its purchase label is the answer itself, so purchase training and evaluation skip it.
+    /// action and item: its purchase label is the answer itself, so purchase training and
+    /// evaluation skip it.
     pub is_purchase: bool,
+    /// Whether this event comes after its session's first purchase (next action and item only).
+    pub after_purchase: bool,
     /// Whether the session has a purchase after this event (the "session will purchase" label).
     pub purchase: bool,
     /// Whether one of the next [`SOON_EVENTS`] events of the session is its first purchase
@@ -38,6 +41,11 @@ pub struct Example {
     pub next_action: Option<EventType>,
     /// The event's item, for the sequence models' hashed item embedding.
     pub item_id: Option<String>,
+    /// The item the next event of the session brings, when it is a different item from the last
+    /// one seen in the session so far (this event's or an earlier one's): the next-item target
+    /// of the recommendation protocol (`crate::recommend`). `None` when the next event has no
+    /// item, repeats the last one, or no item has been seen yet.
+    pub next_new_item: Option<String>,
     /// The event's category, for the sequence models' hashed category embedding.
     pub category: Option<String>,
 }
@@ -51,7 +59,7 @@ impl Example {
     /// Whether the example is scored for purchase: every event strictly before its session's
     /// first purchase.
     pub fn scored_for_purchase(&self) -> bool {
-        !self.is_purchase
+        !self.is_purchase && !self.after_purchase
     }
 }
 
@@ -64,9 +72,10 @@ pub const SOON_EVENTS: usize = 5;
 /// Examples of a batch of events plus what identifies the data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
-    /// Examples in event-time order: every event up to its session's first purchase. The purchase
-    /// is kept for the next action only ([`Example::is_purchase`]; scoring it for purchase would
-    /// hand every model a free positive); what follows it is left out.
+    /// Examples in event-time order, one per event. The session's first purchase and what follows
+    /// it serve the next action and item only ([`Example::scored_for_purchase`]): scoring the
+    /// purchase for purchase would hand every model a free positive, and after it the question
+    /// is answered.
     pub examples: Vec<Example>,
     /// Number of input events.
     pub events: usize,
@@ -187,15 +196,20 @@ pub fn build_dataset(
         }
     }
 
+    let item_of = |i: usize| sorted[i].item_id.as_deref().filter(|s| !s.is_empty());
+    let mut last_item: HashMap<&str, &str> = HashMap::new();
     let mut windower = FeatureWindower::new(spec.clone());
-    let mut examples = Vec::new();
+    let mut examples = Vec::with_capacity(sorted.len());
     for (i, (ev, key)) in sorted.iter().zip(&keys).enumerate() {
-        // Every event updates the windower, kept or not: the stage sees them all.
         let features = windower.update(ev);
         let info = &sessions[key.as_str()];
-        if info.first_purchase.is_some_and(|p| i > p) {
-            continue;
+        if let Some(item) = item_of(i) {
+            last_item.insert(key.as_str(), item);
         }
+        let next_new_item = match (last_item.get(key.as_str()), next_of[i].and_then(item_of)) {
+            (Some(last), Some(next)) if *last != next => Some(next.to_string()),
+            _ => None,
+        };
         let position = info.members.partition_point(|&m| m < i);
         let purchase_position = info
             .first_purchase
@@ -206,12 +220,15 @@ pub fn build_dataset(
             opens_session: position == 0,
             position: position + 1,
             is_purchase: info.first_purchase == Some(i),
+            after_purchase: info.first_purchase.is_some_and(|p| i > p),
             features,
             purchase: info.first_purchase.is_some(),
-            purchase_soon: purchase_position.is_some_and(|p| p - position <= SOON_EVENTS),
+            purchase_soon: purchase_position
+                .is_some_and(|p| p <= position + SOON_EVENTS && p >= position),
             next_action: next_of[i].map(|j| sorted[j].event_type),
             item_id: ev.item_id.clone(),
             category: ev.category.clone(),
+            next_new_item,
         });
     }
     Dataset {
@@ -295,23 +312,31 @@ mod tests {
     }
 
     #[test]
-    fn labels_targets_and_dropped_events() {
+    fn labels_and_targets_of_every_event() {
         let ds = build(&events());
         let ids: Vec<&str> = ds
             .examples
             .iter()
             .map(|ex| ex.features.event_id.as_str())
             .collect();
-        // a4 and a5 come after the session's first purchase (a3).
-        assert_eq!(ids, ["a1", "b1", "a2", "b2", "a3", "a6"]);
-        let is_purchase: Vec<bool> = ds.examples.iter().map(|ex| ex.is_purchase).collect();
-        assert_eq!(is_purchase, [false, false, false, false, true, false]);
+        assert_eq!(ids, ["a1", "b1", "a2", "b2", "a3", "a4", "a5", "a6"]);
+        // a3 is the session's first purchase; it and what follows are not scored for purchase.
+        let scored: Vec<bool> = ds
+            .examples
+            .iter()
+            .map(|ex| ex.scored_for_purchase())
+            .collect();
+        assert_eq!(scored, [true, true, true, true, false, false, false, true]);
+        assert!(ds.examples[4].is_purchase && !ds.examples[4].after_purchase);
+        assert!(ds.examples[5].after_purchase && ds.examples[6].after_purchase);
         let purchase: Vec<bool> = ds.examples.iter().map(|ex| ex.purchase).collect();
-        assert_eq!(purchase, [true, false, true, false, true, false]);
+        assert_eq!(
+            purchase,
+            [true, false, true, false, true, true, true, false]
+        );
         let soon: Vec<bool> = ds.examples.iter().map(|ex| ex.purchase_soon).collect();
-        assert_eq!(soon, [true, false, true, false, true, false]);
+        assert_eq!(soon, [true, false, true, false, true, false, false, false]);
         let next: Vec<Option<EventType>> = ds.examples.iter().map(|ex| ex.next_action).collect();
-        // The purchase's next action is the (dropped) page view after it.
         assert_eq!(
             next,
             [
@@ -320,18 +345,42 @@ mod tests {
                 Some(Purchase),
                 None,
                 Some(PageView),
+                Some(Purchase),
+                None,
                 None
             ]
         );
         let opens: Vec<bool> = ds.examples.iter().map(|ex| ex.opens_session).collect();
-        assert_eq!(opens, [true, true, false, false, false, true]);
+        assert_eq!(opens, [true, true, false, false, false, false, false, true]);
         let positions: Vec<usize> = ds.examples.iter().map(|ex| ex.position).collect();
-        assert_eq!(positions, [1, 1, 2, 2, 3, 1]);
+        assert_eq!(positions, [1, 1, 2, 2, 3, 4, 5, 1]);
         assert_eq!((ds.events, ds.sessions), (8, 3));
-        assert_eq!(ds.examples[5].session_start, 70 * MIN);
+        assert_eq!(ds.examples[7].session_start, 70 * MIN);
         assert_eq!(ds.examples[4].session_key, ds.examples[0].session_key);
-        // Features saw the dropped events: a6's user has made two purchases.
-        assert_eq!(ds.examples[5].features.values["purchases_total"], 2.0);
+        assert_eq!(ds.examples[7].features.values["purchases_total"], 2.0);
+    }
+
+    #[test]
+    fn next_new_item_is_the_next_event_s_item_when_it_changes() {
+        let item = |id: &str, t: EventType, at: i64, item: Option<&str>| {
+            let mut e = ev(id, "u", t, at * MIN);
+            e.item_id = item.map(str::to_string);
+            e
+        };
+        let ds = build(&[
+            item("e1", Search, 0, None), // next brings x, but nothing seen yet
+            item("e2", ProductView, 1, Some("x")), // next repeats x
+            item("e3", AddToCart, 2, Some("x")), // next is a search
+            item("e4", Search, 3, None), // next brings y (last seen: x)
+            item("e5", ProductView, 4, Some("y")), // next brings x again
+            item("e6", ProductView, 5, Some("x")), // last event
+        ]);
+        let targets: Vec<Option<&str>> = ds
+            .examples
+            .iter()
+            .map(|ex| ex.next_new_item.as_deref())
+            .collect();
+        assert_eq!(targets, [None, None, None, Some("y"), Some("x"), None]);
     }
 
     #[test]
@@ -353,16 +402,17 @@ mod tests {
         let want: Vec<(usize, bool)> = (1..=8).map(|p| (p, 9 - p <= SOON_EVENTS)).collect();
         assert_eq!(soon, want);
         assert!(ds.examples.iter().all(|ex| ex.purchase));
-        // The purchase itself is the last example, for the next action only.
-        let last = ds.examples.last().unwrap();
-        assert!(last.is_purchase && last.position == 9 && last.next_action == Some(Purchase));
+        // The purchase is example 9, the second purchase after it example 10.
+        let purchase = &ds.examples[8];
+        assert!(purchase.is_purchase && purchase.next_action == Some(Purchase));
+        assert!(ds.examples[9].after_purchase && !ds.examples[9].purchase_soon);
     }
 
     #[test]
     fn a_session_that_opens_with_its_purchase_has_nothing_to_score_for_purchase() {
         let ds = build(&[ev("p", "u", Purchase, 0), ev("v", "u", PageView, MIN)]);
-        assert_eq!(ds.examples.len(), 1);
-        assert!(!ds.examples[0].scored_for_purchase());
+        assert_eq!(ds.examples.len(), 2);
+        assert!(ds.examples.iter().all(|ex| !ex.scored_for_purchase()));
         assert_eq!(ds.examples[0].next_action, Some(PageView));
     }
 

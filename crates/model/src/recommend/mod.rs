@@ -39,7 +39,8 @@ pub struct ItemSession {
 }
 
 /// The item sessions of `events` (any order), sorted by `(start, key)`. Sessions with no item
-/// are left out.
+/// are kept (with no items), so the split by start time ranks the same sessions as the purchase
+/// data's ([`crate::Dataset::split`]) and both evaluations use the same test sessions.
 pub fn item_sessions(events: &[ClickEvent], session: &SessionConfig) -> Vec<ItemSession> {
     let keys = assign_sessions(events, session);
     let mut order: Vec<usize> = (0..events.len()).collect();
@@ -60,10 +61,7 @@ pub fn item_sessions(events: &[ClickEvent], session: &SessionConfig) -> Vec<Item
             s.items.push(item.to_string());
         }
     }
-    let mut out: Vec<ItemSession> = by_key
-        .into_values()
-        .filter(|s| !s.items.is_empty())
-        .collect();
+    let mut out: Vec<ItemSession> = by_key.into_values().collect();
     out.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
     out
 }
@@ -89,6 +87,7 @@ pub fn split_sessions<'a>(
 /// Items seen often enough in training, indexed by popularity (index 0 is the most frequent;
 /// ties by id), so "lower index" is the deterministic tie-break everywhere.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredVocab")]
 pub struct ItemVocab {
     /// Item ids by index.
     pub items: Vec<String>,
@@ -96,6 +95,19 @@ pub struct ItemVocab {
     pub counts: Vec<u64>,
     #[serde(skip)]
     index: HashMap<String, u32>,
+}
+
+/// What an artifact stores of a vocabulary (the index is rebuilt on load).
+#[derive(Deserialize)]
+struct StoredVocab {
+    items: Vec<String>,
+    counts: Vec<u64>,
+}
+
+impl From<StoredVocab> for ItemVocab {
+    fn from(v: StoredVocab) -> Self {
+        ItemVocab::from_parts(v.items, v.counts)
+    }
 }
 
 impl ItemVocab {
@@ -130,6 +142,17 @@ impl ItemVocab {
             counts,
             index,
         }
+    }
+
+    /// The `n` most popular items of this vocabulary.
+    pub fn truncated(self, n: usize) -> Self {
+        if self.items.len() <= n {
+            return self;
+        }
+        let (mut items, mut counts) = (self.items, self.counts);
+        items.truncate(n);
+        counts.truncate(n);
+        Self::from_parts(items, counts)
     }
 
     /// Number of items.

@@ -26,7 +26,7 @@ fn item_sessions_collapse_repeats_and_sort_by_start() {
         view(3, "u1", "a", MIN), // a view, then the same item again: one step
         view(4, "u1", "b", 2 * MIN),
         view(5, "u1", "a", 3 * MIN), // a again after b: a step
-        ClickEvent::new("e6", "u3", EventType::Search, MIN), // no item: no session
+        ClickEvent::new("e6", "u3", EventType::Search, MIN), // no item: an empty session
     ];
     events.reverse();
     let s = item_sessions(&events, &SessionConfig::default());
@@ -34,8 +34,8 @@ fn item_sessions_collapse_repeats_and_sort_by_start() {
         .iter()
         .map(|s| s.items.iter().map(String::as_str).collect())
         .collect();
-    assert_eq!(items, [vec!["a", "b", "a"], vec!["x"]]);
-    assert_eq!((s[0].start, s[1].start), (0, 5 * MIN));
+    assert_eq!(items, [vec!["a", "b", "a"], vec![], vec!["x"]]);
+    assert_eq!((s[0].start, s[1].start, s[2].start), (0, MIN, 5 * MIN));
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::artifact::now_rfc3339;
 use crate::baseline::hex;
 use crate::error::ModelError;
 use crate::metrics::{DatasetCounts, EvalMetrics};
+use crate::recommend::{ItemVocab, RecMetrics};
 
 /// File holding the weights.
 pub const WEIGHTS_FILE: &str = "weights.mpk";
@@ -40,6 +41,9 @@ pub struct ModelFile {
     pub net: NetConfig,
     /// Input normaliser.
     pub normalizer: Normalizer,
+    /// Items the item head recommends (by vocabulary index); absent without an item head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemVocab>,
 }
 
 /// How the model was trained.
@@ -78,6 +82,9 @@ pub struct SequenceMeta {
     pub training_data_fingerprint: String,
     /// Metrics on the test split.
     pub metrics: EvalMetrics,
+    /// Next-item metrics on the test split (models with an item head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_item: Option<RecMetrics>,
     /// Sizes of the data.
     pub counts: DatasetCounts,
     /// How it was trained.
@@ -117,6 +124,7 @@ pub fn save_sequence<B: Backend>(
     let model_json = serde_json::to_vec_pretty(&ModelFile {
         net: model.config.clone(),
         normalizer: model.normalizer.clone(),
+        items: model.items.clone(),
     })
     .map_err(|source| ModelError::Json {
         path: dir.join(MODEL_FILE),
@@ -132,6 +140,7 @@ pub fn save_sequence<B: Backend>(
         session_config: cfg.session.clone(),
         training_data_fingerprint: report.fingerprint.clone(),
         metrics: report.test.clone(),
+        next_item: report.test_items.clone(),
         counts: report.counts.clone(),
         training: SequenceTrainingInfo {
             config: cfg.clone(),
@@ -233,6 +242,7 @@ pub fn load_sequence<B: Backend>(
             net,
             config: file.net,
             normalizer: file.normalizer,
+            items: file.items,
             device: device.clone(),
         },
         meta,

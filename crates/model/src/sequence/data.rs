@@ -6,6 +6,7 @@ use burn::prelude::*;
 
 use super::encode::{Buckets, Normalizer, Step, encode_example};
 use crate::dataset::Example;
+use crate::recommend::ItemVocab;
 
 /// One session: its encoded steps and, per step, the purchase label and next action.
 #[derive(Debug, Clone)]
@@ -14,6 +15,9 @@ pub struct Sequence<'a> {
     pub examples: Vec<&'a Example>,
     /// Encoded steps, one per example.
     pub steps: Vec<Step>,
+    /// Per step, the vocabulary index of [`Example::next_new_item`] (`None`: no target, or an
+    /// item out of vocabulary, or no vocabulary).
+    pub next_items: Vec<Option<u32>>,
 }
 
 impl Sequence<'_> {
@@ -28,11 +32,13 @@ impl Sequence<'_> {
     }
 }
 
-/// Groups `examples` (event-time order) into per-session sequences, in order of first event.
+/// Groups `examples` (event-time order) into per-session sequences, in order of first event;
+/// next-item targets are looked up in `vocab` when there is one.
 pub fn sequences<'a>(
     examples: &[&'a Example],
     buckets: Buckets,
     norm: &Normalizer,
+    vocab: Option<&ItemVocab>,
 ) -> Vec<Sequence<'a>> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<Sequence<'a>> = Vec::new();
@@ -41,11 +47,16 @@ pub fn sequences<'a>(
             out.push(Sequence {
                 examples: Vec::new(),
                 steps: Vec::new(),
+                next_items: Vec::new(),
             });
             out.len() - 1
         });
         out[i].examples.push(ex);
         out[i].steps.push(encode_example(buckets, norm, ex));
+        let target = vocab.zip(ex.next_new_item.as_deref());
+        out[i]
+            .next_items
+            .push(target.and_then(|(v, item)| v.get(item)));
     }
     out
 }
@@ -90,5 +101,31 @@ impl<B: Backend> Targets<B> {
             next: Tensor::from_data(TensorData::new(next, [b, len, 1]), device),
             next_mask: Tensor::from_data(TensorData::new(next_mask, [b, len]), device),
         }
+    }
+}
+
+/// Next-item targets of a padded batch, flattened: the positions (`i * len + t`) that have a
+/// target and the targets' vocabulary indices.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemTargets {
+    /// Flattened positions with a target.
+    pub positions: Vec<i32>,
+    /// Vocabulary index of each position's target.
+    pub items: Vec<i32>,
+}
+
+impl ItemTargets {
+    /// The targets of `batch`, padded to `len` steps.
+    pub fn of(batch: &[&Sequence<'_>], len: usize) -> Self {
+        let mut out = ItemTargets::default();
+        for (i, seq) in batch.iter().enumerate() {
+            for (t, target) in seq.next_items.iter().take(len).enumerate() {
+                if let Some(item) = target {
+                    out.positions.push((i * len + t) as i32);
+                    out.items.push(*item as i32);
+                }
+            }
+        }
+        out
     }
 }

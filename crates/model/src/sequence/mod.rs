@@ -14,14 +14,14 @@ pub mod train;
 
 pub use artifact::{SequenceMeta, is_sequence_artifact, load_sequence, save_sequence};
 pub use encode::{Buckets, Normalizer, Step, encode_step};
-pub use model::{SequenceModel, StepOutput};
-pub use net::{Architecture, NetConfig, SequenceNet, StepTensors};
+pub use model::{ItemEval, SequenceModel, StepOutput, top_k};
+pub use net::{Architecture, HeadOutputs, NetConfig, SequenceNet, StepTensors};
 pub use online::{
     DeviceFallback, OnlineDevice, OnlineModel, UserMemory, check_device, load_online,
 };
 pub use train::{
-    EpochReport, SequenceTrainConfig, SequenceTrainReport, TrainProgress, evaluate_sequences,
-    train_sequence,
+    EpochReport, RECOMMENDATIONS, SequenceTrainConfig, SequenceTrainReport, TrainProgress,
+    evaluate_items, evaluate_sequences, rec_metrics, train_sequence,
 };
 
 /// The default CPU backend: Burn's `flex` (measured faster than `ndarray` here).

@@ -6,6 +6,7 @@ use burn::tensor::activation::{sigmoid, softmax};
 use super::data::Sequence;
 use super::encode::{Buckets, EVENT_TYPES, Normalizer, Step};
 use super::net::{Architecture, NetConfig, SequenceNet, StepTensors};
+use crate::recommend::ItemVocab;
 
 /// What a sequence model says after one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,8 +26,23 @@ pub struct SequenceModel<B: Backend> {
     pub config: NetConfig,
     /// Input normalisation fitted on the training data.
     pub normalizer: Normalizer,
+    /// Items the item head recommends (vocabulary index = output row); `None` without one.
+    pub items: Option<ItemVocab>,
     /// Device the network lives on.
     pub device: B::Device,
+}
+
+/// Sums of next-item quality over test cases ([`SequenceModel::item_eval`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ItemEval {
+    /// Cases scored.
+    pub cases: usize,
+    /// Targets in the top `k`.
+    pub hits: usize,
+    /// Sum of `1 / rank` over targets in the top `k`.
+    pub reciprocal_ranks: f64,
+    /// Sum of `-ln p(target)` under the full softmax over the vocabulary.
+    pub cross_entropy: f64,
 }
 
 /// Sequences per forward pass when scoring many sessions.
@@ -45,6 +61,7 @@ impl<B: Backend> SequenceModel<B> {
                 mean: vec![0.0; n],
                 std: vec![1.0; n],
             },
+            items: None,
             config,
             device,
         }
@@ -62,13 +79,93 @@ impl<B: Backend> SequenceModel<B> {
     /// Sequences longer than the Transformer's window are scored with a sliding window, as the
     /// scorer does online.
     pub fn score_steps(&self, seqs: &[&[Step]]) -> Vec<Vec<StepOutput>> {
-        let mut out: Vec<Vec<StepOutput>> = Vec::with_capacity(seqs.len());
+        self.per_step(seqs, |batch| self.forward_batch(batch))
+    }
+
+    /// The item head's query vector after every step of every sequence, computed like
+    /// [`SequenceModel::score_steps`]; empty vectors for a model without an item head.
+    pub fn item_queries(&self, seqs: &[&[Step]]) -> Vec<Vec<Vec<f32>>> {
+        if !self.net.has_item_head() {
+            return seqs.iter().map(|s| vec![Vec::new(); s.len()]).collect();
+        }
+        self.per_step(seqs, |batch| self.query_batch(batch))
+    }
+
+    /// The `k` best vocabulary items for each query (`[rows][item_head_width]`), best first;
+    /// equal scores rank by vocabulary index (the more popular item first).
+    ///
+    /// # Panics
+    /// On a model without an item head.
+    pub fn top_items(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<u32>> {
+        let vocab = self.config.item_vocab;
+        let width = self.config.item_head_width;
+        let all = Tensor::<B, 1, Int>::arange(0..vocab as i64, &self.device);
+        let mut out = Vec::with_capacity(queries.len());
+        for chunk in queries.chunks(512) {
+            let flat: Vec<f32> = chunk.iter().flat_map(|q| q.iter().copied()).collect();
+            let q = Tensor::<B, 2>::from_data(
+                TensorData::new(flat, [chunk.len(), width]),
+                &self.device,
+            );
+            let scores: Vec<f32> = self
+                .net
+                .item_scores(q, all.clone())
+                .into_data()
+                .into_vec()
+                .unwrap_or_default();
+            for row in scores.chunks(vocab) {
+                out.push(top_k(row, k));
+            }
+        }
+        out
+    }
+
+    /// Next-item quality of the queries against their targets (vocabulary indices): hits in the
+    /// top `k`, summed reciprocal ranks and the summed full-softmax cross-entropy (nats).
+    ///
+    /// # Panics
+    /// On a model without an item head.
+    pub fn item_eval(&self, queries: &[&[f32]], targets: &[u32], k: usize) -> ItemEval {
+        let vocab = self.config.item_vocab;
+        let width = self.config.item_head_width;
+        let all = Tensor::<B, 1, Int>::arange(0..vocab as i64, &self.device);
+        let mut eval = ItemEval::default();
+        for (qs, ts) in queries.chunks(512).zip(targets.chunks(512)) {
+            let flat: Vec<f32> = qs.iter().flat_map(|q| q.iter().copied()).collect();
+            let q =
+                Tensor::<B, 2>::from_data(TensorData::new(flat, [qs.len(), width]), &self.device);
+            let scores = self.net.item_scores(q, all.clone());
+            let log_p: Vec<f32> = burn::tensor::activation::log_softmax(scores.clone(), 1)
+                .into_data()
+                .into_vec()
+                .unwrap_or_default();
+            let scores: Vec<f32> = scores.into_data().into_vec().unwrap_or_default();
+            for (i, &t) in ts.iter().enumerate() {
+                let row = &scores[i * vocab..(i + 1) * vocab];
+                eval.cases += 1;
+                eval.cross_entropy -= f64::from(log_p[i * vocab + t as usize]);
+                if let Some(rank) = top_k(row, k).iter().position(|&j| j == t) {
+                    eval.hits += 1;
+                    eval.reciprocal_ranks += 1.0 / (rank + 1) as f64;
+                }
+            }
+        }
+        eval
+    }
+
+    /// Runs `batch_fn` over `seqs` in length-sorted batches (the Transformer over its window,
+    /// then one sliding window per later step) and returns its per-step results in input order.
+    fn per_step<T: Clone>(
+        &self,
+        seqs: &[&[Step]],
+        batch_fn: impl Fn(&[&[Step]]) -> Vec<Vec<T>>,
+    ) -> Vec<Vec<T>> {
         let window = self.config.window;
         let windowed = self.config.architecture == Architecture::Transformer;
         // Order by length so a batch pads little.
         let mut order: Vec<usize> = (0..seqs.len()).collect();
         order.sort_by_key(|&i| seqs[i].len());
-        let mut results: Vec<Option<Vec<StepOutput>>> = vec![None; seqs.len()];
+        let mut results: Vec<Option<Vec<T>>> = vec![None; seqs.len()];
         for chunk in order.chunks(SCORE_BATCH) {
             let batch: Vec<&[Step]> = chunk
                 .iter()
@@ -80,19 +177,18 @@ impl<B: Backend> SequenceModel<B> {
                     }
                 })
                 .collect();
-            let scored = self.forward_batch(&batch);
-            for (&i, s) in chunk.iter().zip(scored) {
+            for (&i, s) in chunk.iter().zip(batch_fn(&batch)) {
                 results[i] = Some(s);
             }
         }
+        let mut out = Vec::with_capacity(seqs.len());
         for (i, r) in results.into_iter().enumerate() {
             let mut r = r.unwrap_or_default();
             if windowed && seqs[i].len() > window {
                 // Each later step: the window ending at it, last position.
                 for t in window..seqs[i].len() {
                     let slice = &seqs[i][t + 1 - window..=t];
-                    let mut s = self.forward_batch(&[slice]);
-                    if let Some(last) = s.pop().and_then(|mut v| v.pop()) {
+                    if let Some(last) = batch_fn(&[slice]).pop().and_then(|mut v| v.pop()) {
                         r.push(last);
                     }
                 }
@@ -106,6 +202,35 @@ impl<B: Backend> SequenceModel<B> {
     pub fn score_sequences(&self, sequences: &[Sequence<'_>]) -> Vec<Vec<StepOutput>> {
         let steps: Vec<&[Step]> = sequences.iter().map(|s| s.steps.as_slice()).collect();
         self.score_steps(&steps)
+    }
+
+    fn query_batch(&self, batch: &[&[Step]]) -> Vec<Vec<Vec<f32>>> {
+        let len = batch.iter().map(|s| s.len()).max().unwrap_or(0);
+        if len == 0 {
+            return vec![Vec::new(); batch.len()];
+        }
+        let width = self.config.item_head_width;
+        let x = StepTensors::<B>::from_steps(batch, len, self.normalizer.len(), &self.device);
+        let q: Vec<f32> = self
+            .net
+            .forward_heads(x)
+            .item_query
+            .map(|q| q.into_data().into_vec().unwrap_or_default())
+            .unwrap_or_default();
+        batch
+            .iter()
+            .enumerate()
+            .map(|(i, seq)| {
+                (0..seq.len())
+                    .map(|t| {
+                        let at = (i * len + t) * width;
+                        q.get(at..at + width)
+                            .map(<[f32]>::to_vec)
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     fn forward_batch(&self, batch: &[&[Step]]) -> Vec<Vec<StepOutput>> {
@@ -136,4 +261,20 @@ impl<B: Backend> SequenceModel<B> {
             })
             .collect()
     }
+}
+
+/// Indices of the `k` largest scores, best first, ties by lower index.
+pub fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
+    let by = |a: &u32, b: &u32| {
+        scores[*b as usize]
+            .total_cmp(&scores[*a as usize])
+            .then(a.cmp(b))
+    };
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k, by);
+        idx.truncate(k);
+    }
+    idx.sort_by(by);
+    idx
 }

@@ -1,6 +1,7 @@
 //! The network: per step an event-type embedding, hashed category and item embeddings and the
-//! numeric features, a GRU, LSTM or causal Transformer encoder, and two heads (purchase
-//! logit, next-action logits).
+//! numeric features, a GRU, LSTM or causal Transformer encoder, and its heads: purchase logit,
+//! next-action logits and, when the model recommends items, an item query vector scored against
+//! an output embedding of every vocabulary item (GRU4Rec-style).
 
 use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::transformer::{
@@ -74,6 +75,10 @@ pub struct NetConfig {
     /// Transformer: the window of recent events re-scored per event (and the number of
     /// learned positions). Default 32.
     pub window: usize,
+    /// Items the item head can recommend (the training vocabulary); 0: no item head.
+    pub item_vocab: usize,
+    /// Width of the item head's query and output item embeddings. Default 64.
+    pub item_head_width: usize,
 }
 
 impl Default for NetConfig {
@@ -90,6 +95,8 @@ impl Default for NetConfig {
             transformer_layers: 2,
             transformer_heads: 4,
             window: 32,
+            item_vocab: 0,
+            item_head_width: 64,
         }
     }
 }
@@ -105,6 +112,9 @@ impl NetConfig {
         let mut p = Vec::new();
         if self.hidden == 0 {
             p.push("hidden must be > 0".to_string());
+        }
+        if self.item_vocab > 0 && self.item_head_width == 0 {
+            p.push("item_head_width must be > 0 with an item head".to_string());
         }
         if self.category_buckets < 2 || self.item_buckets < 2 {
             p.push("category_buckets and item_buckets must be >= 2".to_string());
@@ -178,6 +188,12 @@ impl NetConfig {
             // inputs: a linear model of the current features is then always within reach.
             purchase_head: LinearConfig::new(h + d_in, 1).init(device),
             next_head: LinearConfig::new(h + d_in, EVENT_TYPES).init(device),
+            item_query: (self.item_vocab > 0)
+                .then(|| LinearConfig::new(h + d_in, self.item_head_width).init(device)),
+            item_out: (self.item_vocab > 0)
+                .then(|| EmbeddingConfig::new(self.item_vocab, self.item_head_width).init(device)),
+            item_bias: (self.item_vocab > 0)
+                .then(|| EmbeddingConfig::new(self.item_vocab, 1).init(device)),
         }
     }
 }
@@ -195,6 +211,23 @@ pub struct SequenceNet<B: Backend> {
     tf: Option<TransformerEncoder<B>>,
     purchase_head: Linear<B>,
     next_head: Linear<B>,
+    /// Item head: the query vector of a step.
+    item_query: Option<Linear<B>>,
+    /// Item head: one output embedding per vocabulary item.
+    item_out: Option<Embedding<B>>,
+    /// Item head: one bias per vocabulary item (popularity).
+    item_bias: Option<Embedding<B>>,
+}
+
+/// The heads' outputs of a forward pass.
+#[derive(Debug, Clone)]
+pub struct HeadOutputs<B: Backend> {
+    /// Purchase logits `[batch, time]`.
+    pub purchase: Tensor<B, 2>,
+    /// Next-action logits `[batch, time, types]`.
+    pub next: Tensor<B, 3>,
+    /// Item query vectors `[batch, time, item_head_width]` (models with an item head).
+    pub item_query: Option<Tensor<B, 3>>,
 }
 
 /// Encoded steps of a batch of sequences, padded to one length.
@@ -260,15 +293,67 @@ impl<B: Backend> SequenceNet<B> {
         )
     }
 
-    fn heads(&self, h: Tensor<B, 3>, input: Tensor<B, 3>) -> (Tensor<B, 2>, Tensor<B, 3>) {
+    fn heads(&self, h: Tensor<B, 3>, input: Tensor<B, 3>) -> HeadOutputs<B> {
         let z = Tensor::cat(vec![h, input], 2);
-        let purchase = self.purchase_head.forward(z.clone()).squeeze_dim::<2>(2);
-        (purchase, self.next_head.forward(z))
+        HeadOutputs {
+            purchase: self.purchase_head.forward(z.clone()).squeeze_dim::<2>(2),
+            next: self.next_head.forward(z.clone()),
+            item_query: self.item_query.as_ref().map(|q| q.forward(z)),
+        }
     }
 
     /// Full forward pass: purchase logits `[batch, time]` and next-action logits
     /// `[batch, time, types]`, causal (step `t` sees steps `0..=t` only).
     pub fn forward(&self, x: StepTensors<B>) -> (Tensor<B, 2>, Tensor<B, 3>) {
+        let out = self.forward_heads(x);
+        (out.purchase, out.next)
+    }
+
+    /// Whether the network has an item head.
+    pub fn has_item_head(&self) -> bool {
+        self.item_query.is_some()
+    }
+
+    /// Scores of `items` (vocabulary indices, `[n]`) for the queries `[rows, width]`:
+    /// `[rows, n]`, the dot product with each item's output embedding plus its bias.
+    ///
+    /// # Panics
+    /// On a network without an item head.
+    pub fn item_scores(&self, queries: Tensor<B, 2>, items: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        let (Some(out), Some(bias)) = (&self.item_out, &self.item_bias) else {
+            panic!("item_scores on a network without an item head");
+        };
+        let n = items.dims()[0];
+        let emb = out
+            .forward(items.clone().reshape([1, n]))
+            .squeeze_dim::<2>(0);
+        let b = bias.forward(items.reshape([1, n])).reshape([1, n]);
+        queries.matmul(emb.transpose()) + b
+    }
+
+    /// Scores of the positive item of each row (`targets`, `[rows]`) for the queries
+    /// `[rows, width]`: `[rows, 1]`.
+    ///
+    /// # Panics
+    /// On a network without an item head.
+    pub fn item_target_scores(
+        &self,
+        queries: Tensor<B, 2>,
+        targets: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 2> {
+        let (Some(out), Some(bias)) = (&self.item_out, &self.item_bias) else {
+            panic!("item_target_scores on a network without an item head");
+        };
+        let n = targets.dims()[0];
+        let emb = out
+            .forward(targets.clone().reshape([1, n]))
+            .squeeze_dim::<2>(0);
+        let b = bias.forward(targets.reshape([1, n])).reshape([n, 1]);
+        (queries * emb).sum_dim(1) + b
+    }
+
+    /// Full forward pass with every head's output, causal (step `t` sees steps `0..=t` only).
+    pub fn forward_heads(&self, x: StepTensors<B>) -> HeadOutputs<B> {
         let input = self.embed(x);
         let h = if let Some(gru) = &self.gru {
             gru.forward(input.clone(), None)
@@ -320,7 +405,11 @@ impl<B: Backend> SequenceNet<B> {
                 "SequenceNet::step is for recurrent encoders; the Transformer re-scores a window"
             );
         };
-        let (p, n) = self.heads(h_seq, input);
-        (p.reshape([b]), n.reshape([b, EVENT_TYPES]), new_state)
+        let out = self.heads(h_seq, input);
+        (
+            out.purchase.reshape([b]),
+            out.next.reshape([b, EVENT_TYPES]),
+            new_state,
+        )
     }
 }

@@ -82,6 +82,75 @@ fn gru_learns_the_toy_funnel_and_beats_chance() {
     assert!(report.history.len() >= 2);
 }
 
+/// Every user views a run of 6 items along a fixed cycle of 24 items, starting at a different
+/// point: the next item is a function of the current one, which the item head must learn (the
+/// popularity baseline would rank it about 12th).
+fn cycle_events(users: usize) -> Vec<ClickEvent> {
+    let mut out = Vec::new();
+    for u in 0..users {
+        let user = format!("u{u:04}");
+        for i in 0..6 {
+            let item = format!("item{}", (u * 5 + i) % 24);
+            out.push(event(
+                &user,
+                (u as i64) * 3_600 + i as i64,
+                EventType::ProductView,
+                &item,
+            ));
+        }
+    }
+    out.sort_by_key(|e| e.event_time);
+    out
+}
+
+#[test]
+fn item_head_learns_a_deterministic_item_cycle_and_round_trips() {
+    let events = cycle_events(400);
+    let mut cfg = small_config(Architecture::Gru);
+    cfg.net.item_buckets = 4096;
+    cfg.net.item_embedding = 16;
+    cfg.net.item_head_width = 16;
+    cfg.max_epochs = 12;
+    let report = train_sequence::<CpuTrainBackend>(&events, &cfg, &Default::default(), &mut |_| {})
+        .expect("trains");
+    let vocab = report.model.items.as_ref().expect("an item vocabulary");
+    assert_eq!(vocab.len(), 24);
+    let items = report.test_items.as_ref().expect("next-item metrics");
+    // 60 test sessions of 6 distinct items: 5 cases each.
+    assert_eq!(items.cases, 60 * 5);
+    assert!(items.mrr > 0.8, "{items:?}");
+    assert!(report.history.iter().all(|e| e.validation_recall.is_some()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let meta = save_sequence(&report, &cfg, "flex", dir.path()).unwrap();
+    assert_eq!(meta.next_item.as_ref(), Some(items));
+    let (loaded, _) = load_sequence::<B>(dir.path(), &cfg.features, &Default::default()).unwrap();
+    assert_eq!(loaded.items.as_ref(), Some(vocab));
+    let steps: Vec<Step> = (0..4)
+        .map(|i| Step {
+            event_type: 2,
+            category: 1,
+            item: i,
+            numeric: vec![0.0; loaded.normalizer.len()],
+        })
+        .collect();
+    let a = report.model.item_queries(&[&steps]);
+    assert_eq!(a, loaded.item_queries(&[&steps]));
+    let q: Vec<&[f32]> = a[0].iter().map(Vec::as_slice).collect();
+    let top = loaded.top_items(&q, 5);
+    assert!(
+        top.iter()
+            .all(|t| t.len() == 5 && t.iter().all(|&i| i < 24))
+    );
+}
+
+#[test]
+fn top_k_ranks_by_score_then_index() {
+    assert_eq!(top_k(&[0.1, 0.9, 0.5, 0.9, -1.0], 3), [1, 3, 2]);
+    assert_eq!(top_k(&[0.2, 0.1], 5), [0, 1]);
+    assert!(top_k(&[], 3).is_empty());
+}
+
 #[test]
 fn step_by_step_equals_the_full_forward_pass() {
     for arch in [Architecture::Gru, Architecture::Lstm] {

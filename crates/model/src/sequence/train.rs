@@ -15,13 +15,16 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::data::ItemTargets;
 use super::data::{Sequence, Targets, sequences};
 use super::encode::{Buckets, Normalizer};
+use super::model::ItemEval;
 use super::model::SequenceModel;
 use super::net::{Architecture, NetConfig, SequenceNet, StepTensors};
 use crate::dataset::{Dataset, SplitConfig, build_dataset};
 use crate::error::ModelError;
 use crate::metrics::{DatasetCounts, EvalMetrics};
+use crate::recommend::{ItemVocab, RecMetrics, item_sessions, split_sessions};
 use crate::train::metrics_of;
 
 /// Everything [`train_sequence`] needs besides the events.
@@ -48,6 +51,18 @@ pub struct SequenceTrainConfig {
     pub max_steps: usize,
     /// Weight of the next-action loss beside the purchase loss. Default 0.5.
     pub next_loss_weight: f32,
+    /// Train the item head (next-item recommendations). Default true; without any item seen
+    /// `min_item_count` times in training the model has no item head.
+    pub item_head: bool,
+    /// Least training occurrences for an item to be recommendable. Default 5 (SR-GNN).
+    pub min_item_count: u64,
+    /// Most items in the vocabulary (the most popular are kept). Default 50 000.
+    pub max_items: usize,
+    /// Negatives per batch for the item head's sampled softmax, drawn from the training items
+    /// with probability proportional to count^0.75 and shared by the batch. Default 1 024.
+    pub item_negatives: usize,
+    /// Weight of the item loss. Default 1.0.
+    pub item_loss_weight: f32,
     /// Seed of initialisation and shuffling. Default 7.
     pub seed: u64,
 }
@@ -65,6 +80,11 @@ impl Default for SequenceTrainConfig {
             patience: 3,
             max_steps: 64,
             next_loss_weight: 0.5,
+            item_head: true,
+            min_item_count: 5,
+            max_items: 50_000,
+            item_negatives: 1_024,
+            item_loss_weight: 1.0,
             seed: 7,
         }
     }
@@ -77,10 +97,14 @@ pub struct EpochReport {
     pub epoch: usize,
     /// Mean training loss.
     pub train_loss: f64,
-    /// Validation loss (purchase log loss + weighted next-action cross-entropy).
+    /// Validation loss (purchase log loss + weighted next-action cross-entropy + weighted
+    /// full-softmax next-item cross-entropy).
     pub validation_loss: f64,
     /// Validation ROC AUC of the purchase probability.
     pub validation_auc: Option<f64>,
+    /// Validation Recall@20 of the next item (models with an item head).
+    #[serde(default)]
+    pub validation_recall: Option<f64>,
     /// Training sequences per second in this epoch.
     pub sequences_per_second: f64,
     /// Training steps (events) per second in this epoch.
@@ -114,6 +138,8 @@ pub struct SequenceTrainReport<B: Backend> {
     pub best_epoch: usize,
     /// Metrics on the test split.
     pub test: EvalMetrics,
+    /// Next-item metrics on the test split (models with an item head).
+    pub test_items: Option<RecMetrics>,
     /// Sizes of the data.
     pub counts: DatasetCounts,
     /// Fingerprint of the training data.
@@ -145,28 +171,175 @@ pub fn evaluate_sequences<B: Backend>(
     metrics_of(&probabilities, &examples, &distributions, &targets)
 }
 
-fn loss<B: Backend>(
-    net: &SequenceNet<B>,
-    batch: &[&Sequence<'_>],
+/// Item-head negatives: vocabulary indices drawn with probability proportional to
+/// count^0.75 (GRU4Rec's popularity sampling, flattened a little towards the tail).
+struct NegativeSampler {
+    cumulative: Vec<f64>,
+}
+
+impl NegativeSampler {
+    fn new(vocab: &ItemVocab) -> Self {
+        let mut total = 0.0;
+        let cumulative = vocab
+            .counts
+            .iter()
+            .map(|&c| {
+                total += (c as f64).powf(0.75);
+                total
+            })
+            .collect();
+        NegativeSampler { cumulative }
+    }
+
+    fn sample(&self, n: usize, rng: &mut ChaCha8Rng) -> Vec<i32> {
+        use rand::Rng as _;
+        let total = self.cumulative.last().copied().unwrap_or(0.0);
+        (0..n)
+            .map(|_| {
+                let x = rng.random::<f64>() * total;
+                self.cumulative
+                    .partition_point(|&c| c <= x)
+                    .min(self.cumulative.len() - 1) as i32
+            })
+            .collect()
+    }
+}
+
+/// What one batch's loss needs besides the network and the batch.
+struct LossInputs<'a> {
     len: usize,
     features: usize,
     next_weight: f32,
+    item_weight: f32,
+    /// Shared negatives of this batch (empty: no item loss).
+    negatives: &'a [i32],
+}
+
+/// List length of the next-item metrics recorded in training (Recall@20, MRR@20).
+pub const RECOMMENDATIONS: usize = 20;
+
+/// The item vocabulary of the training sessions (the same split as the purchase data); `None`
+/// when no item is frequent enough.
+fn item_vocabulary(
+    events: &[ClickEvent],
+    cfg: &SequenceTrainConfig,
+) -> Result<Option<ItemVocab>, ModelError> {
+    let sessions = item_sessions(events, &cfg.session);
+    let [train, _, _] = split_sessions(&sessions, &cfg.split)?;
+    let vocab = ItemVocab::fit(train, cfg.min_item_count).truncated(cfg.max_items);
+    Ok((!vocab.is_empty()).then_some(vocab))
+}
+
+/// Next-item quality of `model` on every step of `seqs` with a target in its vocabulary;
+/// `None` for a model without an item head.
+pub fn evaluate_items<B: Backend>(
+    model: &SequenceModel<B>,
+    seqs: &[Sequence<'_>],
+    k: usize,
+) -> Option<ItemEval> {
+    if !model.net.has_item_head() {
+        return None;
+    }
+    let steps: Vec<&[super::encode::Step]> = seqs.iter().map(|s| s.steps.as_slice()).collect();
+    let queries = model.item_queries(&steps);
+    let (mut q, mut targets): (Vec<&[f32]>, Vec<u32>) = (Vec::new(), Vec::new());
+    for (seq, qs) in seqs.iter().zip(&queries) {
+        for (target, query) in seq.next_items.iter().zip(qs) {
+            if let Some(t) = target {
+                q.push(query);
+                targets.push(*t);
+            }
+        }
+    }
+    Some(model.item_eval(&q, &targets, k))
+}
+
+/// The table row of an [`ItemEval`].
+pub fn rec_metrics(model: &str, k: usize, e: ItemEval) -> RecMetrics {
+    let share = |x: f64| {
+        if e.cases == 0 {
+            0.0
+        } else {
+            x / e.cases as f64
+        }
+    };
+    RecMetrics {
+        model: model.to_string(),
+        k,
+        cases: e.cases,
+        recall: share(e.hits as f64),
+        mrr: share(e.reciprocal_ranks),
+    }
+}
+
+fn model_name(net: &NetConfig) -> String {
+    format!("{} item head", net.architecture.as_str())
+}
+
+fn loss<B: Backend>(
+    net: &SequenceNet<B>,
+    batch: &[&Sequence<'_>],
+    inputs: &LossInputs<'_>,
     device: &B::Device,
 ) -> Tensor<B, 1> {
+    let len = inputs.len;
     let steps: Vec<&[super::encode::Step]> = batch.iter().map(|s| s.steps.as_slice()).collect();
-    let x = StepTensors::<B>::from_steps(&steps, len, features, device);
+    let x = StepTensors::<B>::from_steps(&steps, len, inputs.features, device);
     let y = Targets::<B>::of(batch, len, device);
-    let (z, next_logits) = net.forward(x);
+    let out = net.forward_heads(x);
+    let z = out.purchase;
     // Stable BCE with logits: max(z, 0) - z y + ln(1 + e^-|z|).
     let bce = z.clone().clamp_min(0.0) - z.clone() * y.purchase + z.abs().neg().exp().log1p();
     let mask_sum = y.mask.clone().sum().clamp_min(1.0);
     let purchase_loss = (bce * y.mask).sum() / mask_sum;
-    let picked = log_softmax(next_logits, 2)
+    let picked = log_softmax(out.next, 2)
         .gather(2, y.next)
         .squeeze_dim::<2>(2);
     let next_sum = y.next_mask.clone().sum().clamp_min(1.0);
     let next_loss = (picked * y.next_mask).sum().neg() / next_sum;
-    purchase_loss + next_loss * next_weight
+    let total = purchase_loss + next_loss * inputs.next_weight;
+    match out.item_query {
+        Some(q) if !inputs.negatives.is_empty() => {
+            let targets = ItemTargets::of(batch, len);
+            if targets.positions.is_empty() {
+                return total;
+            }
+            total + item_loss(net, q, &targets, inputs.negatives, device) * inputs.item_weight
+        }
+        _ => total,
+    }
+}
+
+/// Sampled softmax of the item head: each target against the batch's shared negatives, with
+/// negatives that happen to be the target masked out.
+fn item_loss<B: Backend>(
+    net: &SequenceNet<B>,
+    queries: Tensor<B, 3>,
+    targets: &ItemTargets,
+    negatives: &[i32],
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let [b, t, w] = queries.dims();
+    let n = targets.positions.len();
+    let k = negatives.len();
+    let int =
+        |v: &[i32]| Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), device);
+    let q = queries
+        .reshape([b * t, w])
+        .select(0, int(&targets.positions));
+    let positive = net.item_target_scores(q.clone(), int(&targets.items));
+    let mut hits = vec![0f32; n * k];
+    for (i, &target) in targets.items.iter().enumerate() {
+        for (j, &neg) in negatives.iter().enumerate() {
+            if neg == target {
+                hits[i * k + j] = -1e9;
+            }
+        }
+    }
+    let negative = net.item_scores(q, int(negatives))
+        + Tensor::<B, 2>::from_data(TensorData::new(hits, [n, k]), device);
+    let logits = Tensor::cat(vec![positive, negative], 1);
+    log_softmax(logits, 1).narrow(1, 0, 1).mean().neg()
 }
 
 /// Batches of sequences of similar length (less padding), in shuffled order.
@@ -215,6 +388,8 @@ struct EpochPass<'c, B: AutodiffBackend> {
     features: usize,
     device: &'c B::Device,
     epoch: usize,
+    /// Item-head negatives (none without an item head).
+    sampler: Option<&'c NegativeSampler>,
 }
 
 impl<B: AutodiffBackend> EpochPass<'_, B> {
@@ -225,6 +400,7 @@ impl<B: AutodiffBackend> EpochPass<'_, B> {
         mut net: SequenceNet<B>,
         optim: &mut O,
         plan: &[Vec<&Sequence<'_>>],
+        rng: &mut ChaCha8Rng,
         progress: &mut dyn FnMut(TrainProgress),
     ) -> (SequenceNet<B>, f64, usize) {
         let (mut loss_sum, mut steps) = (0.0f64, 0usize);
@@ -235,14 +411,18 @@ impl<B: AutodiffBackend> EpochPass<'_, B> {
                 .max()
                 .unwrap_or(1)
                 .min(self.max_steps);
-            let l = loss(
-                &net,
-                batch,
+            let negatives = self
+                .sampler
+                .map(|s| s.sample(self.cfg.item_negatives, rng))
+                .unwrap_or_default();
+            let inputs = LossInputs {
                 len,
-                self.features,
-                self.cfg.next_loss_weight,
-                self.device,
-            );
+                features: self.features,
+                next_weight: self.cfg.next_loss_weight,
+                item_weight: self.cfg.item_loss_weight,
+                negatives: &negatives,
+            };
+            let l = loss(&net, batch, &inputs, self.device);
             loss_sum += f64::from(l.clone().into_scalar().elem::<f32>()) * batch.len() as f64;
             steps += batch.iter().map(|s| s.len().min(len)).sum::<usize>();
             let grads = GradientsParams::from_grads(l.backward(), &net);
@@ -266,8 +446,14 @@ pub fn train_sequence<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn FnMut(TrainProgress),
 ) -> Result<SequenceTrainReport<B::InnerBackend>, ModelError> {
-    let (cfg, feature_names, max_steps) = checked_config(cfg)?;
+    let (mut cfg, feature_names, max_steps) = checked_config(cfg)?;
     let started = Instant::now();
+    let vocab = cfg
+        .item_head
+        .then(|| item_vocabulary(events, &cfg))
+        .transpose()?
+        .flatten();
+    cfg.net.item_vocab = vocab.as_ref().map_or(0, ItemVocab::len);
     let dataset: Dataset = build_dataset(events, &cfg.session, &cfg.features);
     let splits = dataset.split(&cfg.split)?;
     if splits.train.is_empty() || splits.test.is_empty() {
@@ -284,9 +470,10 @@ pub fn train_sequence<B: AutodiffBackend>(
         categories: cfg.net.category_buckets,
         items: cfg.net.item_buckets,
     };
-    let train = sequences(&splits.train, buckets, &normalizer);
-    let validation = sequences(&splits.validation, buckets, &normalizer);
-    let test = sequences(&splits.test, buckets, &normalizer);
+    let train = sequences(&splits.train, buckets, &normalizer, vocab.as_ref());
+    let validation = sequences(&splits.validation, buckets, &normalizer, vocab.as_ref());
+    let test = sequences(&splits.test, buckets, &normalizer, vocab.as_ref());
+    let sampler = vocab.as_ref().map(NegativeSampler::new);
 
     B::seed(device, cfg.seed);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -305,8 +492,9 @@ pub fn train_sequence<B: AutodiffBackend>(
             features,
             device,
             epoch,
+            sampler: sampler.as_ref(),
         };
-        let (trained, loss_sum, steps) = pass.run(net, &mut optim, &plan, progress);
+        let (trained, loss_sum, steps) = pass.run(net, &mut optim, &plan, &mut rng, progress);
         net = trained;
         let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
         let valid_net = net.valid();
@@ -314,6 +502,7 @@ pub fn train_sequence<B: AutodiffBackend>(
             net: valid_net.clone(),
             config: cfg.net.clone(),
             normalizer: normalizer.clone(),
+            items: vocab.clone(),
             device: device.clone(),
         };
         let val_set = if validation.is_empty() {
@@ -323,13 +512,17 @@ pub fn train_sequence<B: AutodiffBackend>(
         };
         let val = evaluate_sequences(&candidate, val_set);
         let next_ce = val.next_action_log_loss.unwrap_or(0.0);
-        let val_loss =
-            val.log_loss.unwrap_or(f64::INFINITY) + f64::from(cfg.next_loss_weight) * next_ce;
+        let val_items = evaluate_items(&candidate, val_set, RECOMMENDATIONS);
+        let item_ce = val_items.map_or(0.0, |e| e.cross_entropy / e.cases.max(1) as f64);
+        let val_loss = val.log_loss.unwrap_or(f64::INFINITY)
+            + f64::from(cfg.next_loss_weight) * next_ce
+            + f64::from(cfg.item_loss_weight) * item_ce;
         let report = EpochReport {
             epoch,
             train_loss: loss_sum / train.len().max(1) as f64,
             validation_loss: val_loss,
             validation_auc: val.roc_auc,
+            validation_recall: val_items.map(|e| e.hits as f64 / e.cases.max(1) as f64),
             sequences_per_second: train.len() as f64 / secs,
             steps_per_second: steps as f64 / secs,
         };
@@ -352,9 +545,12 @@ pub fn train_sequence<B: AutodiffBackend>(
         net: best_net,
         config: cfg.net.clone(),
         normalizer,
+        items: vocab,
         device: device.clone(),
     };
     let test_metrics = evaluate_sequences(&model, &test);
+    let test_items = evaluate_items(&model, &test, RECOMMENDATIONS)
+        .map(|e| rec_metrics(&model_name(&cfg.net), RECOMMENDATIONS, e));
     let train_positive_rate = crate::dataset::positive_rate(&splits.train);
     let counts = DatasetCounts {
         events: dataset.events,
@@ -370,6 +566,7 @@ pub fn train_sequence<B: AutodiffBackend>(
         history,
         best_epoch,
         test: test_metrics,
+        test_items,
         counts,
         fingerprint: dataset.fingerprint.clone(),
         seconds: started.elapsed().as_secs_f64(),
