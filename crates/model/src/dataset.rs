@@ -32,7 +32,8 @@ pub struct Example {
     pub is_purchase: bool,
     /// Whether this event comes after its session's first purchase (next action and item only).
     pub after_purchase: bool,
-    /// Whether the session has a purchase after this event (the "session will purchase" label).
+    /// Whether the session has a purchase (the "session will purchase" label; on the examples
+    /// scored for purchase, a purchase after this event).
     pub purchase: bool,
     /// Whether one of the next [`SOON_EVENTS`] events of the session is its first purchase
     /// (the "purchase within the next N events" label).
@@ -224,7 +225,7 @@ pub fn build_dataset(
             features,
             purchase: info.first_purchase.is_some(),
             purchase_soon: purchase_position
-                .is_some_and(|p| p <= position + SOON_EVENTS && p >= position),
+                .is_some_and(|p| p > position && p <= position + SOON_EVENTS),
             next_action: next_of[i].map(|j| sorted[j].event_type),
             item_id: ev.item_id.clone(),
             category: ev.category.clone(),
@@ -335,7 +336,7 @@ mod tests {
             [true, false, true, false, true, true, true, false]
         );
         let soon: Vec<bool> = ds.examples.iter().map(|ex| ex.purchase_soon).collect();
-        assert_eq!(soon, [true, false, true, false, true, false, false, false]);
+        assert_eq!(soon, [true, false, true, false, false, false, false, false]);
         let next: Vec<Option<EventType>> = ds.examples.iter().map(|ex| ex.next_action).collect();
         assert_eq!(
             next,

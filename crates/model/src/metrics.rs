@@ -71,8 +71,8 @@ pub struct DatasetCounts {
     pub events: usize,
     /// Sessions.
     pub sessions: usize,
-    /// Examples (events up to each session's first purchase; the purchase itself for the next
-    /// action only).
+    /// Examples: one per event (those from a session's first purchase on serve the next action
+    /// and item only).
     pub examples: usize,
     /// Training examples.
     pub train_examples: usize,

@@ -128,6 +128,10 @@ pub fn build_scorer(cfg: &ClickpathConfig, env: &RunnerEnv) -> anyhow::Result<Sc
 /// `clickpath_model_device_fallback` set to 1.
 fn scorer_device(cfg: &ClickpathConfig, env: &RunnerEnv) -> anyhow::Result<OnlineDevice> {
     let wanted = cfg.scorer.device;
+    // The built-in baseline runs on the CPU whatever the device says.
+    if cfg.scorer.model_dir.is_none() && cfg.scorer.shadow_model_dir.is_none() {
+        return Ok(wanted);
+    }
     let fallback = env
         .metrics
         .model_device_fallback

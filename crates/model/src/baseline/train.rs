@@ -63,8 +63,9 @@ impl TrainReport {
     }
 }
 
-/// Scores `examples` with `model`: purchase metrics on every example, next-action accuracy on
-/// those with a next action (predicted from the example's own event type).
+/// Scores `examples` with `model`: purchase metrics on the examples scored for purchase,
+/// next-action accuracy on those with a next action (predicted from the example's own event
+/// type).
 pub fn evaluate(model: &BaselineModel, examples: &[&Example]) -> EvalMetrics {
     let probabilities: Vec<f64> = examples
         .iter()
@@ -95,6 +96,11 @@ pub fn metrics_of<D: AsRef<[f64]>>(
     distributions: &[D],
     targets: &[usize],
 ) -> EvalMetrics {
+    assert_eq!(
+        probabilities.len(),
+        examples.len(),
+        "one purchase probability per example"
+    );
     let (probabilities, examples): (Vec<f64>, Vec<&Example>) = probabilities
         .iter()
         .zip(examples)

@@ -1,7 +1,7 @@
 //! Next-item baselines of the session-based recommendation literature (GRU4Rec, SR-GNN):
 //! popularity, item-to-item KNN on session co-occurrence, and a first-order item Markov chain.
-//! The two item-to-item models answer from the session's last in-vocabulary item and fill the
-//! rest of the list with the most popular items.
+//! Item-KNN answers from the session's last in-vocabulary item, the Markov chain from the last
+//! item when it is in the vocabulary; both fill the rest of the list with the most popular items.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,8 +10,9 @@ use super::{ItemSession, ItemVocab, NextItem};
 /// Neighbours kept per item by the item-to-item models (enough for any list length up to it).
 pub const NEIGHBOURS: usize = 100;
 
-/// Items in a session beyond which co-occurrence pairs are not counted (a crawler's session of
-/// thousands of items would cost millions of pairs and says little about any one of them).
+/// Distinct items of a session (its first ones, in time order) whose co-occurrence pairs are
+/// counted (a crawler's session of thousands of items would cost millions of pairs and says
+/// little about any one of them).
 pub const MAX_SESSION_ITEMS: usize = 50;
 
 /// The `k` most popular items, whatever the session.
@@ -21,10 +22,10 @@ pub struct Popularity {
 }
 
 impl Popularity {
-    /// The most popular items of `vocab` (its indices are in popularity order).
+    /// The items of `vocab` by popularity (its indices are in popularity order).
     pub fn fit(vocab: &ItemVocab) -> Self {
         Popularity {
-            top: (0..vocab.len().min(NEIGHBOURS) as u32).collect(),
+            top: (0..vocab.len() as u32).collect(),
         }
     }
 }
@@ -85,16 +86,21 @@ impl ItemKnn {
         let mut sessions_of = vec![0u64; vocab.len()];
         let mut together: HashMap<(u32, u32), u64> = HashMap::new();
         for s in train {
-            let mut items: Vec<u32> = s.items.iter().filter_map(|i| vocab.get(i)).collect();
-            items.sort_unstable();
-            items.dedup();
+            let mut seen = HashSet::new();
+            let items: Vec<u32> = s
+                .items
+                .iter()
+                .filter_map(|i| vocab.get(i))
+                .filter(|i| seen.insert(*i))
+                .collect();
             for &i in &items {
                 sessions_of[i as usize] += 1;
             }
-            items.truncate(MAX_SESSION_ITEMS);
-            for (a, &i) in items.iter().enumerate() {
-                for &j in &items[a + 1..] {
-                    *together.entry((i, j)).or_default() += 1;
+            let paired = &items[..items.len().min(MAX_SESSION_ITEMS)];
+            for (a, &i) in paired.iter().enumerate() {
+                for &j in &paired[a + 1..] {
+                    let pair = if i < j { (i, j) } else { (j, i) };
+                    *together.entry(pair).or_default() += 1;
                 }
             }
         }

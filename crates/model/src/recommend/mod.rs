@@ -255,19 +255,41 @@ impl Default for RecommendConfig {
     }
 }
 
-/// The baselines fitted on the training sessions of `events` and evaluated on the test sessions.
+/// The baselines fitted on the training sessions of `events` and evaluated on the test sessions,
+/// recommending from `vocab` when given (a model's, so that both have the same test cases) or
+/// else from the training items seen `cfg.min_item_count` times.
 pub fn compare_baselines(
     events: &[ClickEvent],
     cfg: &RecommendConfig,
+    vocab: Option<&ItemVocab>,
 ) -> Result<Vec<RecMetrics>, ModelError> {
     let sessions = item_sessions(events, &cfg.session);
     let [train, _, test] = split_sessions(&sessions, &cfg.split)?;
-    let vocab = ItemVocab::fit(train, cfg.min_item_count);
+    let vocab = vocab
+        .cloned()
+        .unwrap_or_else(|| ItemVocab::fit(train, cfg.min_item_count));
     if vocab.is_empty() {
         return Err(ModelError::InsufficientData(format!(
             "no item occurs {} times in the {} training sessions",
             cfg.min_item_count,
             train.len()
+        )));
+    }
+    let cases: usize = test
+        .iter()
+        .map(|s| {
+            vocab
+                .encode(s)
+                .iter()
+                .skip(1)
+                .filter(|i| i.is_some())
+                .count()
+        })
+        .sum();
+    if cases == 0 {
+        return Err(ModelError::InsufficientData(format!(
+            "none of the {} test sessions has a next item in the vocabulary",
+            test.len()
         )));
     }
     let models: Vec<Box<dyn NextItem>> = vec![

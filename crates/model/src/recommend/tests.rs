@@ -138,7 +138,7 @@ fn baselines_on_a_stream_where_the_next_item_follows_the_current_one() {
         k: 1,
         ..RecommendConfig::default()
     };
-    let rows = compare_baselines(&events, &cfg).unwrap();
+    let rows = compare_baselines(&events, &cfg, None).unwrap();
     let get = |name: &str| rows.iter().find(|r| r.model.starts_with(name)).unwrap();
     let markov = get("item Markov");
     assert_eq!(markov.cases, 30 * 5);
@@ -149,6 +149,6 @@ fn baselines_on_a_stream_where_the_next_item_follows_the_current_one() {
 #[test]
 fn too_few_items_is_an_error() {
     let events = vec![view(0, "u", "a", 0), view(1, "u", "b", MIN)];
-    let err = compare_baselines(&events, &RecommendConfig::default()).unwrap_err();
+    let err = compare_baselines(&events, &RecommendConfig::default(), None).unwrap_err();
     assert!(err.to_string().contains("no item occurs 5 times"), "{err}");
 }

@@ -113,6 +113,11 @@ pub fn save_sequence<B: Backend>(
     dir: &Path,
 ) -> Result<SequenceMeta, ModelError> {
     let model = &report.model;
+    // The configuration as trained: the network shape filled in from the data (feature count,
+    // item vocabulary), not as requested.
+    let mut cfg = cfg.clone();
+    cfg.net = model.config.clone();
+    let cfg = &cfg;
     let weights = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
         .record(model.net.clone().into_record(), ())
         .map_err(|e| {
@@ -205,6 +210,16 @@ pub fn load_sequence<B: Backend>(
     let model_json = read(MODEL_FILE)?;
     let file: ModelFile = serde_json::from_slice(&model_json).map_err(json(MODEL_FILE))?;
     let version = version_of(&file.net, &weights, &model_json);
+    let vocab_len = file.items.as_ref().map_or(0, ItemVocab::len);
+    if vocab_len != file.net.item_vocab {
+        return Err(invalid(
+            &dir.join(MODEL_FILE),
+            format!(
+                "the network has an item head of {} items but model.json lists {vocab_len}",
+                file.net.item_vocab
+            ),
+        ));
+    }
     if version != meta.version {
         return Err(invalid(
             &dir.join(WEIGHTS_FILE),

@@ -66,8 +66,8 @@ pub fn sequences<'a>(
 pub struct Targets<B: Backend> {
     /// 1 where the session goes on to a purchase `[batch, time]`.
     pub purchase: Tensor<B, 2>,
-    /// 1 on the steps scored for purchase, 0 on the purchase step itself and on padding
-    /// `[batch, time]`.
+    /// 1 on the steps scored for purchase, 0 on the session's first purchase, the steps after it
+    /// and padding `[batch, time]`.
     pub mask: Tensor<B, 2>,
     /// Next action index `[batch, time, 1]` (0 where there is none).
     pub next: Tensor<B, 3, Int>,

@@ -368,6 +368,11 @@ fn checked_config(
     if !problems.is_empty() {
         return Err(ModelError::InvalidConfig(problems.join("; ")));
     }
+    if cfg.item_head && cfg.item_negatives == 0 {
+        return Err(ModelError::InvalidConfig(
+            "item_negatives must be > 0 with the item head (or set item_head = false)".into(),
+        ));
+    }
     if cfg.batch_size == 0 || cfg.max_epochs == 0 || cfg.max_steps == 0 {
         return Err(ModelError::InvalidConfig(
             "batch_size, max_epochs and max_steps must be > 0".into(),
@@ -522,7 +527,9 @@ pub fn train_sequence<B: AutodiffBackend>(
             train_loss: loss_sum / train.len().max(1) as f64,
             validation_loss: val_loss,
             validation_auc: val.roc_auc,
-            validation_recall: val_items.map(|e| e.hits as f64 / e.cases.max(1) as f64),
+            validation_recall: val_items
+                .filter(|e| e.cases > 0)
+                .map(|e| e.hits as f64 / e.cases as f64),
             sequences_per_second: train.len() as f64 / secs,
             steps_per_second: steps as f64 / secs,
         };

@@ -154,7 +154,7 @@ pub struct ChaosReport {
     pub partition_resume_s: Vec<Option<f64>>,
     /// Seconds from the first input record until the output was complete.
     pub seconds: f64,
-    /// Samples of lost and unexpected outputs.
+    /// Samples of lost, unexpected and duplicated outputs.
     pub samples: Vec<String>,
     /// The chain: per output topic, records expected, lost and unexpected.
     pub per_topic: BTreeMap<String, [usize; 3]>,

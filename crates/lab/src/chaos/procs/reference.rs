@@ -271,8 +271,14 @@ pub(super) fn compare(
             if report.samples.len() < 5 {
                 report.samples.push(format!("lost: {k}"));
             }
-        } else {
+        } else if have > n {
             report.duplicates += have - n;
+            // Which outputs repeat tells a transaction bug from a state bug: keep a few.
+            if report.samples.len() < 10 {
+                report
+                    .samples
+                    .push(format!("duplicated x{}: {k}", have - n));
+            }
         }
     }
     for (k, &n) in got {
