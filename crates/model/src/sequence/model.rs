@@ -45,6 +45,9 @@ pub struct ItemEval {
     pub cross_entropy: f64,
 }
 
+/// Queries scored against the whole vocabulary per tensor call.
+const QUERY_CHUNK: usize = 512;
+
 /// Sequences per forward pass when scoring many sessions.
 const SCORE_BATCH: usize = 256;
 
@@ -98,26 +101,26 @@ impl<B: Backend> SequenceModel<B> {
     /// On a model without an item head.
     pub fn top_items(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<u32>> {
         let vocab = self.config.item_vocab;
-        let width = self.config.item_head_width;
-        let all = Tensor::<B, 1, Int>::arange(0..vocab as i64, &self.device);
         let mut out = Vec::with_capacity(queries.len());
-        for chunk in queries.chunks(512) {
-            let flat: Vec<f32> = chunk.iter().flat_map(|q| q.iter().copied()).collect();
-            let q = Tensor::<B, 2>::from_data(
-                TensorData::new(flat, [chunk.len(), width]),
-                &self.device,
-            );
+        for chunk in queries.chunks(QUERY_CHUNK) {
             let scores: Vec<f32> = self
-                .net
-                .item_scores(q, all.clone())
+                .vocab_scores(chunk)
                 .into_data()
                 .into_vec()
                 .unwrap_or_default();
-            for row in scores.chunks(vocab) {
-                out.push(top_k(row, k));
-            }
+            out.extend(scores.chunks(vocab).map(|row| top_k(row, k)));
         }
         out
+    }
+
+    /// Scores of every vocabulary item for each query: `[queries, item_vocab]`.
+    fn vocab_scores(&self, queries: &[&[f32]]) -> Tensor<B, 2> {
+        let width = self.config.item_head_width;
+        let flat: Vec<f32> = queries.iter().flat_map(|q| q.iter().copied()).collect();
+        let q =
+            Tensor::<B, 2>::from_data(TensorData::new(flat, [queries.len(), width]), &self.device);
+        let all = Tensor::<B, 1, Int>::arange(0..self.config.item_vocab as i64, &self.device);
+        self.net.item_scores(q, all)
     }
 
     /// Next-item quality of the queries against their targets (vocabulary indices): hits in the
@@ -127,14 +130,9 @@ impl<B: Backend> SequenceModel<B> {
     /// On a model without an item head.
     pub fn item_eval(&self, queries: &[&[f32]], targets: &[u32], k: usize) -> ItemEval {
         let vocab = self.config.item_vocab;
-        let width = self.config.item_head_width;
-        let all = Tensor::<B, 1, Int>::arange(0..vocab as i64, &self.device);
         let mut eval = ItemEval::default();
-        for (qs, ts) in queries.chunks(512).zip(targets.chunks(512)) {
-            let flat: Vec<f32> = qs.iter().flat_map(|q| q.iter().copied()).collect();
-            let q =
-                Tensor::<B, 2>::from_data(TensorData::new(flat, [qs.len(), width]), &self.device);
-            let scores = self.net.item_scores(q, all.clone());
+        for (qs, ts) in queries.chunks(QUERY_CHUNK).zip(targets.chunks(QUERY_CHUNK)) {
+            let scores = self.vocab_scores(qs);
             let log_p: Vec<f32> = burn::tensor::activation::log_softmax(scores.clone(), 1)
                 .into_data()
                 .into_vec()
