@@ -208,6 +208,25 @@ impl BatchOffsets {
         self.next.iter().map(|((t, p), o)| (t.as_str(), *p, *o))
     }
 
+    /// Sets the next offset of `(topic, partition)`, whatever it was.
+    pub fn set(&mut self, topic: &str, partition: i32, next: i64) {
+        self.next.insert((topic.to_string(), partition), next);
+    }
+
+    /// Takes every offset of `other`, replacing this one's for the same `(topic, partition)`.
+    pub fn overwrite_with(&mut self, other: &BatchOffsets) {
+        for (tp, next) in &other.next {
+            self.next.insert(tp.clone(), *next);
+        }
+    }
+
+    /// Drops the offsets of `tps` (partitions no longer owned).
+    pub fn forget(&mut self, tps: &[(String, i32)]) {
+        for tp in tps {
+            self.next.remove(tp);
+        }
+    }
+
     /// The offsets as a list to store or to send to a transaction.
     pub fn to_list(&self) -> KafkaResult<TopicPartitionList> {
         let mut tpl = TopicPartitionList::with_capacity(self.next.len());
@@ -297,6 +316,30 @@ mod tests {
             vec![1]
         );
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn committed_offsets_advance_with_each_batch_and_forget_revoked_partitions() {
+        // What a transaction sends: the owned partitions' last committed offsets, advanced by the batch.
+        let mut committed = BatchOffsets::new();
+        committed.set("clean", 0, 40);
+        committed.set("clean", 1, 7);
+        committed.set("clean", 2, 9);
+        let mut batch = BatchOffsets::new();
+        batch.consumed("clean", 1, 20);
+        committed.overwrite_with(&batch);
+        assert_eq!(
+            committed.get("clean", 0),
+            Some(40),
+            "untouched by the batch"
+        );
+        assert_eq!(committed.get("clean", 1), Some(21));
+        // `set` replaces, even with a lower offset (a rewind to what the group committed).
+        committed.set("clean", 0, 35);
+        assert_eq!(committed.get("clean", 0), Some(35));
+        committed.forget(&[tp("clean", 2), tp("other", 0)]);
+        assert_eq!(committed.get("clean", 2), None);
+        assert_eq!(committed.len(), 2);
     }
 
     #[test]

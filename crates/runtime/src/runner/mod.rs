@@ -171,6 +171,7 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
         input_partitions,
         end_offsets: std::cell::OnceCell::new(),
         producer_stuck: false,
+        committed: BatchOffsets::new(),
     };
     let result = run.run_loop(&mut stage);
 
@@ -229,6 +230,11 @@ struct Run<'a> {
     /// Set when a transactional call of the producer never returned ([`Run::within`]): the producer is
     /// abandoned rather than aborted.
     producer_stuck: bool,
+    /// Exactly-once: the next offset of every owned input partition as the group last committed it (read on
+    /// assignment, advanced by each transaction). Every transaction sends all of them, so even one without
+    /// input records (a tick's outputs and state changes) carries the group generation and is refused once
+    /// the partitions have moved to another instance.
+    committed: BatchOffsets,
 }
 
 /// What processing one batch gave: the outputs to make durable with its input offsets, and what the metrics
@@ -353,6 +359,13 @@ impl Run<'_> {
                 RebalanceEvent::Assigned(tps) => {
                     // Partition numbers this instance did not own before, in any input topic.
                     let ps = assigned.assign(&tps);
+                    if self.eos {
+                        // Before the restore: the previous owner's last transaction may still be open. The
+                        // stable offset fetch waits until it has ended, so the changelog read next holds the
+                        // state of exactly the batches these offsets count.
+                        let committed = self.stable_committed(&tps)?;
+                        self.committed.overwrite_with(&committed);
+                    }
                     if let Some(changelog) = self.changelog {
                         let stats =
                             restore(&env.config, changelog, &ps, stage, Some(&env.metrics))?;
@@ -372,6 +385,7 @@ impl Run<'_> {
                 }
                 RebalanceEvent::Revoked(tps) => {
                     let ps = assigned.revoke(&tps);
+                    self.committed.forget(&tps);
                     stage.on_revoke(&ps);
                     watch.revoked(&tps);
                 }

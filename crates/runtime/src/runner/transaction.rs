@@ -56,9 +56,12 @@ fn transactional_producer_config(cfg: &BusConfig, stage: &str) -> rdkafka::Clien
 }
 
 impl Run<'_> {
-    /// After a failed transaction: aborts it, drops the stage's state of every owned partition and
-    /// restores it from the changelog (the state of the last committed batch), and seeks every input
-    /// partition back to its committed offset, so the aborted batch is processed again from scratch.
+    /// After a failed transaction: aborts it, reads every owned input partition's committed offset, drops
+    /// the stage's state of every owned partition and restores it from the changelog (the state of the last
+    /// committed batch), and seeks every input partition back to that offset, so the aborted batch is
+    /// processed again from scratch. The offsets are read before the changelog: a commit whose outcome the
+    /// client did not learn (the broker went away) may still be completing, and the stable offset fetch
+    /// waits for it, so state and offsets come from the same transactions.
     pub(super) fn rewind_after_abort<S: Stage>(
         &mut self,
         stage: &mut S,
@@ -99,6 +102,14 @@ impl Run<'_> {
                      be initialised to end it: {e}"
                 )
             })?;
+        let owned: Vec<(String, i32)> = self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        self.committed = self.stable_committed(&owned)?;
         let ps: Vec<i32> = assigned.partitions().into_iter().collect();
         stage.on_revoke(&ps);
         if let Some(changelog) = self.changelog {
@@ -111,32 +122,53 @@ impl Run<'_> {
             )?;
         }
         stage.on_assign(&ps);
-        // Right after a broker restart the group coordinator may not answer for a while: ask again
-        // rather than stop the stage (as a restore asks again for a changelog's end offsets).
+        for (topic, partition) in &owned {
+            let to = match self.committed.get(topic, *partition) {
+                Some(o) => Offset::Offset(o),
+                // Nothing committed yet: `auto.offset.reset = earliest`.
+                None => Offset::Beginning,
+            };
+            self.consumer.seek(topic, *partition, to, timeout)?;
+        }
+        tracing::info!(stage = name, partitions = ?ps, "Rewound to the last committed batch.");
+        Ok(())
+    }
+
+    /// The group's committed next offset of each of `tps` (none for a partition nothing was committed for).
+    /// Under `read_committed`, librdkafka asks for stable offsets (KIP-447): while a transaction that
+    /// commits offsets of these partitions is still open, the broker answers UNSTABLE_OFFSET_COMMIT and the
+    /// client asks again, so the answer includes every transaction that will ever commit for them. Right after
+    /// a broker restart the group coordinator may not answer for a while: asked again for up to
+    /// [`crate::changelog::BROKER_WAIT`] rather than stopping the stage.
+    pub(super) fn stable_committed(&self, tps: &[(String, i32)]) -> anyhow::Result<BatchOffsets> {
+        let mut offsets = BatchOffsets::new();
+        if tps.is_empty() {
+            return Ok(offsets);
+        }
+        let mut tpl = TopicPartitionList::with_capacity(tps.len());
+        for (topic, partition) in tps {
+            tpl.add_partition(topic, *partition);
+        }
         let deadline = std::time::Instant::now() + crate::changelog::BROKER_WAIT;
         let committed = loop {
             match self
                 .consumer
-                .committed_offsets(self.consumer.assignment()?, timeout)
+                .committed_offsets(tpl.clone(), Duration::from_secs(30))
             {
                 Ok(c) => break c,
                 Err(e) if std::time::Instant::now() < deadline => {
-                    tracing::warn!(stage = name, error = %e, "Committed offsets not known yet; asking again.");
+                    tracing::warn!(stage = self.name, error = %e, "Committed offsets not known yet; asking again.");
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) => return Err(e.into()),
             }
         };
         for e in committed.elements() {
-            let to = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                // Nothing committed yet: `auto.offset.reset = earliest`.
-                _ => Offset::Beginning,
-            };
-            self.consumer.seek(e.topic(), e.partition(), to, timeout)?;
+            if let Offset::Offset(o) = e.offset() {
+                offsets.set(e.topic(), e.partition(), o);
+            }
         }
-        tracing::info!(stage = name, partitions = ?ps, "Rewound to the last committed batch.");
-        Ok(())
+        Ok(offsets)
     }
 
     /// Makes a batch durable: its outputs, its state changes and its input offsets. At-least-once: produce and
@@ -169,12 +201,18 @@ impl Run<'_> {
         if outputs.is_empty() && next_offsets.is_empty() {
             return Ok(());
         }
+        // Every owned partition's offset, advanced by this batch's, even when the batch read nothing: the
+        // offset commit is what ties the transaction to the group generation. A transaction without one (a
+        // tick of an instance whose partitions already moved, unknown to it) would commit outputs and state
+        // the partitions' new owner produces too.
+        let mut offsets = self.committed.clone();
+        offsets.overwrite_with(next_offsets);
         let timeout = Duration::from_secs(30);
         self.producer.begin_transaction()?;
         deliver(&self.producer, outputs, self.name, &self.env.metrics)?;
-        if !next_offsets.is_empty() {
+        if !offsets.is_empty() {
             // Every input topic's offsets, in the one transaction.
-            let tpl = next_offsets.to_list()?;
+            let tpl = offsets.to_list()?;
             let group = self
                 .consumer
                 .group_metadata()
@@ -188,6 +226,7 @@ impl Run<'_> {
         self.within(timeout, "commit_transaction", move || {
             producer.commit_transaction(timeout)
         })?;
+        self.committed = offsets;
         Ok(())
     }
 
