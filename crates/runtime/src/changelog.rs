@@ -190,7 +190,19 @@ fn changelog_end<C: rdkafka::consumer::ConsumerContext>(
     }
 }
 
-/// Replays `partitions` of `changelog` into `stage`, each to its end (committed data only).
+/// The consumer's next offset of `changelog`/`partition` in `positions` (-1 when it has none yet).
+fn position_of(positions: &TopicPartitionList, changelog: &str, partition: i32) -> i64 {
+    match positions
+        .find_partition(changelog, partition)
+        .map(|e| e.offset())
+    {
+        Some(Offset::Offset(o)) => o,
+        _ => -1,
+    }
+}
+
+/// Replays `partitions` of `changelog` into `stage`, each to its high watermark (committed data only; waiting
+/// for a transaction still open below it to end).
 pub fn restore<S: Stage>(
     cfg: &BusConfig,
     changelog: &str,
@@ -220,13 +232,20 @@ pub fn restore<S: Stage>(
         // Prefetch a whole changelog partition of small records rather than 100 K at a time.
         .set("queued.min.messages", "1000000");
     let consumer: BaseConsumer<RestoreContext> = c.create_with_context(RestoreContext)?;
+    // The end to read to is the high watermark, asked without transactions in the way: a read_committed
+    // look-up answers with the last stable offset, which a transaction left open (a previous owner's, killed
+    // mid-batch, until the broker aborts it at its timeout) holds back, and the committed records behind it
+    // (the next owner's batches) are the partition's state too.
+    let mut ends_config = crate::kafka::consumer_client_config(cfg);
+    ends_config.set("isolation.level", "read_uncommitted");
+    let ends_client: BaseConsumer = ends_config.create()?;
     // Progress per partition (records read of the records to read), exported while restoring, and the end
     // offset (high watermark) to read to.
     let mut totals: std::collections::BTreeMap<i32, (u64, u64)> = std::collections::BTreeMap::new();
     let mut ends: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
     let deadline = started + RESTORE_LIMIT;
     for &p in partitions {
-        let (lo, hi) = changelog_end(&consumer, changelog, p, deadline)?;
+        let (lo, hi) = changelog_end(&ends_client, changelog, p, deadline)?;
         totals.insert(p, (0, (hi - lo).max(0) as u64));
         ends.insert(p, hi);
     }
@@ -259,6 +278,8 @@ pub fn restore<S: Stage>(
         setup_seconds = started.elapsed().as_secs_f64(),
         "Restore consumer assigned."
     );
+    // Partitions whose end of partition came before their high watermark: an open transaction holds them.
+    let mut held: BTreeSet<i32> = BTreeSet::new();
     while !pending.is_empty() {
         if Instant::now() > deadline {
             anyhow::bail!(
@@ -266,11 +287,38 @@ pub fn restore<S: Stage>(
                 RESTORE_LIMIT.as_secs()
             );
         }
+        // A held partition is done once its position passes the end (the transaction ended, its records
+        // skipped if it aborted); the end-of-partition event for the new position may not come by itself.
+        if !held.is_empty() {
+            let positions = consumer.position()?;
+            held.retain(|&p| {
+                let reached = position_of(&positions, changelog, p) >= ends[&p];
+                if reached {
+                    pending.remove(&p);
+                    report(p, &totals, true);
+                }
+                !reached
+            });
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-                report(p, &totals, true);
+                // Under read_committed the end of a partition is its last stable offset.
+                let position = position_of(&consumer.position()?, changelog, p);
+                if position >= ends[&p] {
+                    pending.remove(&p);
+                    held.remove(&p);
+                    report(p, &totals, true);
+                } else if held.insert(p) {
+                    tracing::warn!(
+                        changelog,
+                        partition = p,
+                        position,
+                        end = ends[&p],
+                        "An open transaction holds the changelog below its end; the restore waits until it ends \
+                         (a previous owner's, aborted by the broker after its transaction timeout)."
+                    );
+                }
             }
             Some(Err(e)) => anyhow::bail!("restore of {changelog} failed: {e}"),
             Some(Ok(m)) => {
@@ -293,6 +341,7 @@ pub fn restore<S: Stage>(
                 // trailing transaction marker may hold the last offset; then the event ends it instead.
                 if ends.get(&p).is_some_and(|&end| m.offset() + 1 >= end) {
                     pending.remove(&p);
+                    held.remove(&p);
                     report(p, &totals, true);
                 }
             }

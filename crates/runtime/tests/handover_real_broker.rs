@@ -160,13 +160,22 @@ fn group_assigned(brokers: &str, group: &str) -> bool {
     })
 }
 
-#[test]
-fn a_new_owner_restores_the_state_of_the_transaction_its_offsets_come_from() {
-    let Some(brokers) = test_brokers() else {
-        return;
-    };
+/// Topics, group and clients of one test.
+struct Fixture {
+    brokers: String,
+    prefix: String,
+    cfg: BusConfig,
+    input: String,
+    out: String,
+    changelog: String,
+    group: String,
+    codec: Codec,
+    plain: BaseProducer,
+}
+
+fn fixture(brokers: String, name: &str) -> Fixture {
     let prefix = format!(
-        "test-handover-{}-{}.",
+        "test-{name}-{}-{}.",
         std::process::id(),
         clickpath_runtime::runner::now_ms()
     );
@@ -184,28 +193,105 @@ fn a_new_owner_restores_the_state_of_the_transaction_its_offsets_come_from() {
     rt.block_on(clickpath_runtime::kafka::create_topics(&cfg, &cfg.topics))
         .unwrap();
     let input = cfg.topics.raw.clone();
-    let out = cfg.topics.clean.clone();
     let changelog = changelog_topic(&cfg, STAGE);
     ensure_changelog_topic(&cfg, &changelog, &input).unwrap();
-    let group = format!("{}.{STAGE}", cfg.kafka.group_prefix);
-    let codec = Codec::embedded();
     let plain: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()
         .unwrap();
-    send(&plain, &codec, &input, 0, 10);
+    Fixture {
+        group: format!("{}.{STAGE}", cfg.kafka.group_prefix),
+        out: cfg.topics.clean.clone(),
+        input,
+        changelog,
+        codec: Codec::embedded(),
+        plain,
+        prefix,
+        cfg,
+        brokers,
+    }
+}
+
+impl Fixture {
+    /// A transactional producer with its transactions initialised.
+    fn transactional(&self, id: &str) -> BaseProducer {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("transactional.id", format!("{}{id}", self.prefix))
+            .set("transaction.timeout.ms", "120000")
+            .create()
+            .unwrap();
+        p.init_transactions(Duration::from_secs(30)).unwrap();
+        p
+    }
+
+    /// Writes `count` to the changelog inside `txn`'s open transaction.
+    fn write_count(&self, txn: &BaseProducer, count: u64) {
+        txn.send(
+            BaseRecord::to(&self.changelog)
+                .partition(0)
+                .key(COUNT_KEY)
+                .payload(&count.to_be_bytes()[..]),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+        txn.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    /// Starts the stage on its own thread; once it owns the partition, runs `then` (ending the transaction
+    /// the test left open), and returns the ids of the first 5 outputs.
+    fn run_stage_then(&self, then: impl FnOnce()) -> Vec<String> {
+        let env = RunnerEnv::new(self.cfg.clone(), self.codec.clone());
+        let env2 = env.clone();
+        let out = self.out.clone();
+        let input = self.input.clone();
+        let stage = std::thread::spawn(move || {
+            run_stage(
+                Counter {
+                    out,
+                    count: 0,
+                    changed: false,
+                },
+                &[input],
+                &env2,
+            )
+        });
+        wait_for(
+            "the stage to own the partition",
+            Duration::from_secs(60),
+            || group_assigned(&self.brokers, &self.group),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        then();
+        let ids = read_ids(&self.brokers, &self.out, 5);
+        env.shutdown.trigger();
+        stage.join().unwrap().unwrap();
+        ids
+    }
+}
+
+/// What the stage must emit for events 10..15 after a committed count of 10.
+const AFTER_TEN: [&str; 5] = ["count-11", "count-12", "count-13", "count-14", "count-15"];
+
+#[test]
+fn a_new_owner_restores_the_state_of_the_transaction_its_offsets_come_from() {
+    let Some(brokers) = test_brokers() else {
+        return;
+    };
+    let f = fixture(brokers, "handover");
+    send(&f.plain, &f.codec, &f.input, 0, 10);
 
     // The predecessor: a member of the stage's group that read the first 10 events, and its transaction:
     // the count of 10 in the changelog and the offset after them, not yet committed.
     let member: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", &group)
+        .set("bootstrap.servers", &f.brokers)
+        .set("group.id", &f.group)
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    member.subscribe(&[&input]).unwrap();
+    member.subscribe(&[&f.input]).unwrap();
     let mut read = 0;
     wait_for(
         "the predecessor to read 10 events",
@@ -217,25 +303,12 @@ fn a_new_owner_restores_the_state_of_the_transaction_its_offsets_come_from() {
             read == 10
         },
     );
-    let txn: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("transactional.id", format!("{prefix}predecessor"))
-        .set("transaction.timeout.ms", "120000")
-        .create()
-        .unwrap();
-    txn.init_transactions(Duration::from_secs(30)).unwrap();
+    let txn = f.transactional("predecessor");
     txn.begin_transaction().unwrap();
-    txn.send(
-        BaseRecord::to(&changelog)
-            .partition(0)
-            .key(COUNT_KEY)
-            .payload(&10u64.to_be_bytes()[..]),
-    )
-    .map_err(|(e, _)| e)
-    .unwrap();
+    f.write_count(&txn, 10);
     let mut offsets = TopicPartitionList::new();
     offsets
-        .add_partition_offset(&input, 0, Offset::Offset(10))
+        .add_partition_offset(&f.input, 0, Offset::Offset(10))
         .unwrap();
     txn.send_offsets_to_transaction(
         &offsets,
@@ -246,38 +319,53 @@ fn a_new_owner_restores_the_state_of_the_transaction_its_offsets_come_from() {
     // It leaves the group with its transaction open.
     member.unsubscribe();
     drop(member);
-    send(&plain, &codec, &input, 10, 15);
+    send(&f.plain, &f.codec, &f.input, 10, 15);
 
-    let env = RunnerEnv::new(cfg.clone(), codec.clone());
-    let env2 = env.clone();
-    let stage_out = out.clone();
-    let stage = std::thread::spawn(move || {
-        run_stage(
-            Counter {
-                out: stage_out,
-                count: 0,
-                changed: false,
-            },
-            &[input],
-            &env2,
-        )
-    });
     // The stage holds the partition while the predecessor's transaction is still open; then it commits.
-    wait_for(
-        "the stage to own the partition",
-        Duration::from_secs(60),
-        || group_assigned(&brokers, &group),
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    txn.commit_transaction(Duration::from_secs(30)).unwrap();
-
-    // Events 10..15 continue the committed count of 10.
-    let ids = read_ids(&brokers, &out, 5);
-    env.shutdown.trigger();
-    stage.join().unwrap().unwrap();
+    let ids = f.run_stage_then(|| txn.commit_transaction(Duration::from_secs(30)).unwrap());
     assert_eq!(
-        ids,
-        vec!["count-11", "count-12", "count-13", "count-14", "count-15"],
+        ids, AFTER_TEN,
         "the state restored with the committed offset 10 must be the count of 10"
+    );
+}
+
+#[test]
+fn a_changelog_held_by_an_open_transaction_is_restored_past_it_once_it_ends() {
+    let Some(brokers) = test_brokers() else {
+        return;
+    };
+    let f = fixture(brokers, "held-changelog");
+    send(&f.plain, &f.codec, &f.input, 0, 15);
+
+    // An owner killed mid-batch: its transaction (a count of 999) stays open until it times out.
+    let killed = f.transactional("killed");
+    killed.begin_transaction().unwrap();
+    f.write_count(&killed, 999);
+    // The next owner took over, counted the first 10 events and committed: its changelog record comes after
+    // the open one, and the group's offset is 10.
+    let next = f.transactional("next-owner");
+    next.begin_transaction().unwrap();
+    f.write_count(&next, 10);
+    next.commit_transaction(Duration::from_secs(30)).unwrap();
+    let committer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &f.brokers)
+        .set("group.id", &f.group)
+        .create()
+        .unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&f.input, 0, Offset::Offset(10))
+        .unwrap();
+    committer
+        .commit(&offsets, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    drop(committer);
+
+    // The stage takes over while the killed owner's transaction still holds the last stable offset below the
+    // next owner's record; then the broker aborts it.
+    let ids = f.run_stage_then(|| killed.abort_transaction(Duration::from_secs(30)).unwrap());
+    assert_eq!(
+        ids, AFTER_TEN,
+        "the restore must read the committed count of 10 behind the open transaction, and never the aborted 999"
     );
 }

@@ -364,6 +364,12 @@ impl Run<'_> {
                         // stable offset fetch waits until it has ended, so the changelog read next holds the
                         // state of exactly the batches these offsets count.
                         let committed = self.stable_committed(&tps)?;
+                        let offsets: Vec<(&str, i32, i64)> = committed.iter().collect();
+                        tracing::info!(
+                            stage = name,
+                            ?offsets,
+                            "Committed offsets read before the restore."
+                        );
                         self.committed.overwrite_with(&committed);
                     }
                     if let Some(changelog) = self.changelog {

@@ -48,12 +48,14 @@ impl Fleet<'_> {
             .args(["run", self.opts.target.run_arg()])
             .env_remove("CLICKPATH_CONFIG")
             .env("CLICKPATH__KAFKA__INSTANCE_ID", format!("chaos-{i}"))
-            // Warnings, and the rebalances (which a failed run's diagnosis starts from);
+            // Warnings, the rebalances and the restores and rewinds (which a failed run's diagnosis
+            // starts from);
             // CLICKPATH_CHAOS_INSTANCE_LOG overrides it.
             .env(
                 "RUST_LOG",
-                std::env::var("CLICKPATH_CHAOS_INSTANCE_LOG")
-                    .unwrap_or_else(|_| "warn,clickpath_runtime::kafka=info".into()),
+                std::env::var("CLICKPATH_CHAOS_INSTANCE_LOG").unwrap_or_else(|_| {
+                    "warn,clickpath_runtime::kafka=info,clickpath_runtime::runner=info".into()
+                }),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -264,29 +264,34 @@ pub(super) fn compare(
     report: &mut ChaosReport,
 ) {
     report.distinct = got.len();
+    // Which outputs are lost, repeated or new tells a transaction bug from a state bug: a few of each kind
+    // per topic (keys start with their topic).
+    let mut sampled: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    let mut sample = |kind: &'static str, key: &str, report: &mut ChaosReport| {
+        let topic = key.split('|').next().unwrap_or_default().to_string();
+        let n = sampled.entry((kind, topic)).or_default();
+        if *n < SAMPLES_PER_TOPIC {
+            *n += 1;
+            report.samples.push(format!("{kind}: {key}"));
+        }
+    };
     for (k, &n) in expected {
         let have = got.get(k).copied().unwrap_or(0);
         if have < n {
             report.lost += n - have;
-            if report.samples.len() < 5 {
-                report.samples.push(format!("lost: {k}"));
-            }
+            sample("lost", k, report);
         } else if have > n {
             report.duplicates += have - n;
-            // Which outputs repeat tells a transaction bug from a state bug: keep a few.
-            if report.samples.len() < 10 {
-                report
-                    .samples
-                    .push(format!("duplicated x{}: {k}", have - n));
-            }
+            sample("duplicated", k, report);
         }
     }
     for (k, &n) in got {
         if !expected.contains_key(k) {
             report.unexpected += n;
-            if report.samples.len() < 10 {
-                report.samples.push(format!("unexpected: {k}"));
-            }
+            sample("unexpected", k, report);
         }
     }
 }
+
+/// How many outputs of each kind (lost, duplicated, unexpected) and topic a failed run shows.
+const SAMPLES_PER_TOPIC: usize = 2;
