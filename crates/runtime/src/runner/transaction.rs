@@ -23,8 +23,30 @@ pub(super) fn transactional_producer(
     stage: &str,
 ) -> anyhow::Result<FutureProducer> {
     let p: FutureProducer = transactional_producer_config(cfg, stage).create()?;
-    p.init_transactions(Duration::from_secs(60))?;
+    init_transactions(&p, stage)?;
     Ok(p)
+}
+
+/// How long a stage keeps asking for its producer id while the broker does not answer (a broker restart
+/// that takes minutes, on a loaded machine or a large cluster) before it gives up and exits.
+const PRODUCER_INIT_WAIT: Duration = Duration::from_secs(300);
+
+/// Initialises `producer`'s transactions, asking again while the error is not fatal (the transaction
+/// coordinator away or still loading) for up to [`PRODUCER_INIT_WAIT`].
+fn init_transactions(producer: &FutureProducer, stage: &str) -> rdkafka::error::KafkaResult<()> {
+    let deadline = std::time::Instant::now() + PRODUCER_INIT_WAIT;
+    loop {
+        match producer.init_transactions(Duration::from_secs(60)) {
+            Ok(()) => return Ok(()),
+            Err(rdkafka::error::KafkaError::Transaction(e))
+                if !e.is_fatal() && std::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(stage, error = %e, "Transactional producer not initialised yet; asking again.");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Producer settings for exactly-once mode: a transactional id stable per stage instance.
@@ -94,9 +116,7 @@ impl Run<'_> {
         let fresh: FutureProducer =
             transactional_producer_config(&self.env.config, name).create()?;
         drop(std::mem::replace(&mut self.producer, fresh));
-        self.producer
-            .init_transactions(Duration::from_secs(60))
-            .map_err(|e| {
+        init_transactions(&self.producer, name).map_err(|e| {
                 anyhow::anyhow!(
                     "stage {name}: transaction failed ({cause:#}); a new transactional producer could not \
                      be initialised to end it: {e}"
