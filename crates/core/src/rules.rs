@@ -1183,6 +1183,7 @@ mod tests {
                 predicted_path: vec![],
                 factors: vec![],
                 scoring_latency_us: 0,
+                recommended_items: Vec::new(),
             };
             assert!(of(&d.on_prediction(&p), AlertType::Velocity).is_empty());
         }

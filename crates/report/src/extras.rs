@@ -201,6 +201,7 @@ mod attribution_tests {
                 })
                 .collect(),
             scoring_latency_us: 0,
+            recommended_items: Vec::new(),
         }
     }
 

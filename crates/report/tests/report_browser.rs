@@ -232,6 +232,7 @@ fn generated_report_renders_in_chromium() {
                 },
             ],
             scoring_latency_us: 10,
+            recommended_items: Vec::new(),
         })
         .collect();
     let extras = Extras {

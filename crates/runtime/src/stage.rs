@@ -411,6 +411,7 @@ mod tests {
             predicted_path: Vec::new(),
             factors: Vec::new(),
             scoring_latency_us: 3,
+            recommended_items: Vec::new(),
         }
     }
 

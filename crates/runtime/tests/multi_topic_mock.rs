@@ -195,6 +195,7 @@ fn prediction(i: usize) -> Prediction {
         predicted_path: Vec::new(),
         factors: Vec::new(),
         scoring_latency_us: 1,
+        recommended_items: Vec::new(),
     }
 }
 

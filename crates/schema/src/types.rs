@@ -304,6 +304,19 @@ pub struct Prediction {
     pub factors: Vec<Factor>,
     /// Time spent scoring, in microseconds.
     pub scoring_latency_us: i64,
+    /// Items the sequence model expects the shopper to look at next, best first (schema version 2; empty
+    /// in version-1 records, for models without an item head, and with `scorer.recommend_items = 0`).
+    #[serde(default)]
+    pub recommended_items: Vec<RecommendedItem>,
+}
+
+/// One recommended item of a [`Prediction`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecommendedItem {
+    /// The item, as [`ClickEvent::item_id`] names it.
+    pub item_id: String,
+    /// The item head's score: a logit, higher is more likely; comparable within one prediction only.
+    pub score: f64,
 }
 
 /// Kind of fraud or bot behaviour. Symbols match `io.clickpath.AlertType`.

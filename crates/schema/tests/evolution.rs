@@ -417,3 +417,94 @@ fn funnel_rows_v1_decode_as_counting_every_partition_and_v1_readers_skip_the_par
         FunnelRowV1::from(funnel_row())
     );
 }
+
+/// A prediction as version 1 had it (no `recommended_items`).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct PredictionV1 {
+    event_id: String,
+    user_id: String,
+    event_time: i64,
+    model_version: String,
+    purchase_probability: f64,
+    next_actions: Vec<ActionProbability>,
+    predicted_path: Vec<EventType>,
+    factors: Vec<Factor>,
+    scoring_latency_us: i64,
+}
+
+impl AvroRecord for PredictionV1 {
+    const FULL_NAME: &'static str = Prediction::FULL_NAME;
+}
+
+impl From<Prediction> for PredictionV1 {
+    fn from(p: Prediction) -> Self {
+        PredictionV1 {
+            event_id: p.event_id,
+            user_id: p.user_id,
+            event_time: p.event_time,
+            model_version: p.model_version,
+            purchase_probability: p.purchase_probability,
+            next_actions: p.next_actions,
+            predicted_path: p.predicted_path,
+            factors: p.factors,
+            scoring_latency_us: p.scoring_latency_us,
+        }
+    }
+}
+
+fn prediction_with_items() -> Prediction {
+    Prediction {
+        event_id: "e-9".into(),
+        user_id: "u-3".into(),
+        event_time: 1_700_000_002_000,
+        model_version: "gru-14e28605".into(),
+        purchase_probability: 0.25,
+        next_actions: vec![ActionProbability {
+            event_type: EventType::AddToCart,
+            probability: 0.4,
+        }],
+        predicted_path: vec![EventType::AddToCart],
+        factors: Vec::new(),
+        scoring_latency_us: 120,
+        recommended_items: vec![
+            RecommendedItem {
+                item_id: "p-81".into(),
+                score: 4.5,
+            },
+            RecommendedItem {
+                item_id: "p-2".into(),
+                score: 1.0,
+            },
+        ],
+    }
+}
+
+#[test]
+fn predictions_v1_decode_without_items_and_v1_readers_skip_them() {
+    let shipped = EmbeddedRegistry::shipped();
+    let (v1, v2) = (
+        shipped.schema_text(4).unwrap(),
+        shipped.schema_text(12).unwrap(),
+    );
+    let codec = Codec::embedded();
+    assert_eq!(codec.schema_id::<Prediction>().unwrap(), 12);
+    // A prediction written before recommendations (id 4) reads with an empty list.
+    let mut plain = prediction_with_items();
+    plain.recommended_items.clear();
+    let old = write_with(4, v1, &PredictionV1::from(plain.clone()));
+    assert_eq!(codec.decode::<Prediction>(&old).unwrap(), plain);
+    // A downstream service still reading with version 1 decodes a version-2 prediction, without its items.
+    let new = codec.encode(&prediction_with_items()).unwrap();
+    assert_eq!(
+        codec.decode::<Prediction>(&new).unwrap(),
+        prediction_with_items()
+    );
+    let v1_reader = Codec::new(registry(&[
+        (Prediction::FULL_NAME, 12, v2),
+        (Prediction::FULL_NAME, 4, v1),
+    ]));
+    assert_eq!(
+        v1_reader.decode::<PredictionV1>(&new).unwrap(),
+        PredictionV1::from(prediction_with_items())
+    );
+}

@@ -219,6 +219,8 @@ pub struct ScorerConfig {
     pub explain_every: u64,
     /// Sequence models: steps of the greedy predicted path (0: none).
     pub path_steps: usize,
+    /// Sequence models with an item head: items recommended per prediction (0: none).
+    pub recommend_items: usize,
     /// Sequence models: most events per model call (micro-batch across users).
     pub max_batch: usize,
     /// Longest wait (µs) for more input after the first record of a batch, to fill micro-batches.
@@ -243,6 +245,7 @@ impl Default for ScorerConfig {
             factors: 3,
             explain_every: 10,
             path_steps: 3,
+            recommend_items: 10,
             max_batch: 256,
             max_wait_us: 2_000,
             device: OnlineDevice::Cpu,

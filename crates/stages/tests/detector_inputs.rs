@@ -37,6 +37,7 @@ fn prediction(user: &str, i: i64) -> Prediction {
         predicted_path: vec![],
         factors: vec![],
         scoring_latency_us: 1,
+        recommended_items: Vec::new(),
     }
 }
 

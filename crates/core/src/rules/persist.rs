@@ -166,6 +166,7 @@ mod tests {
                     predicted_path: Vec::new(),
                     factors: Vec::new(),
                     scoring_latency_us: 1,
+                    recommended_items: Vec::new(),
                 }));
             }
             out.push(Ok(e));

@@ -225,6 +225,7 @@ mod tests {
             predicted_path: vec![],
             factors: vec![],
             scoring_latency_us: 0,
+            recommended_items: Vec::new(),
         }
     }
 

@@ -69,6 +69,7 @@ impl ModelOutput {
             predicted_path: self.predicted_path,
             factors: self.factors,
             scoring_latency_us,
+            recommended_items: Vec::new(),
         }
     }
 }

@@ -165,6 +165,11 @@ impl ItemVocab {
         self.items.is_empty()
     }
 
+    /// The item id of vocabulary index `index`.
+    pub fn item(&self, index: u32) -> Option<&str> {
+        self.items.get(index as usize).map(String::as_str)
+    }
+
     /// Index of `item`; `None` out of vocabulary.
     pub fn get(&self, item: &str) -> Option<u32> {
         self.index.get(item).copied()

@@ -15,6 +15,9 @@ pub struct StepOutput {
     pub purchase: f64,
     /// Probability of each next event type, by [`clickpath_schema::EventType::index`].
     pub next: Vec<f64>,
+    /// The item head's query after the event (score it with [`SequenceModel::top_scored_items`]); empty
+    /// without an item head, and from offline scoring ([`SequenceModel::score_steps`]).
+    pub item_query: Vec<f32>,
 }
 
 /// A sequence model: network plus everything needed to encode its inputs.
@@ -100,6 +103,19 @@ impl<B: Backend> SequenceModel<B> {
     /// # Panics
     /// On a model without an item head.
     pub fn top_items(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<u32>> {
+        self.top_scored_items(queries, k)
+            .into_iter()
+            .map(|row| row.into_iter().map(|(i, _)| i).collect())
+            .collect()
+    }
+
+    /// Like [`SequenceModel::top_items`], with each item's score (the logit: its dot product with
+    /// the query plus its bias). An exact scan of the whole vocabulary, one matrix product per
+    /// [`QUERY_CHUNK`] queries.
+    ///
+    /// # Panics
+    /// On a model without an item head.
+    pub fn top_scored_items(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u32, f32)>> {
         let vocab = self.config.item_vocab;
         let mut out = Vec::with_capacity(queries.len());
         for chunk in queries.chunks(QUERY_CHUNK) {
@@ -108,7 +124,7 @@ impl<B: Backend> SequenceModel<B> {
                 .into_data()
                 .into_vec()
                 .unwrap_or_default();
-            out.extend(scores.chunks(vocab).map(|row| top_k(row, k)));
+            out.extend(scores.chunks(vocab).map(|row| top_k_scored(row, k)));
         }
         out
     }
@@ -253,6 +269,7 @@ impl<B: Backend> SequenceModel<B> {
                                 .iter()
                                 .map(|v| f64::from(*v))
                                 .collect(),
+                            item_query: Vec::new(),
                         }
                     })
                     .collect()
@@ -263,16 +280,30 @@ impl<B: Backend> SequenceModel<B> {
 
 /// Indices of the `k` largest scores, best first, ties by lower index.
 pub fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
-    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
-    let by = |a: &u32, b: &u32| {
-        scores[*b as usize]
-            .total_cmp(&scores[*a as usize])
-            .then(a.cmp(b))
-    };
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k, by);
-        idx.truncate(k);
+    top_k_scored(scores, k)
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The `k` largest scores with their indices, best first, ties by lower index (in the order of
+/// `f32::total_cmp`). One pass that keeps the best `k` sorted: after the first few, almost every score
+/// is below the `k`-th and costs one comparison, so it is cheap for small `k` over a large vocabulary.
+pub fn top_k_scored(scores: &[f32], k: usize) -> Vec<(u32, f32)> {
+    use std::cmp::Ordering;
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    if k == 0 {
+        return best;
     }
-    idx.sort_by(by);
-    idx
+    for (i, &s) in scores.iter().enumerate() {
+        if best.len() == k && s.total_cmp(&best[k - 1].1) != Ordering::Greater {
+            // Not better than the k-th; an equal score keeps the earlier index.
+            continue;
+        }
+        // After every kept score at least as large (those have lower indices).
+        let at = best.partition_point(|&(_, b)| b.total_cmp(&s) != Ordering::Less);
+        best.insert(at, (i as u32, s));
+        best.truncate(k);
+    }
+    best
 }

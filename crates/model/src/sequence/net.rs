@@ -280,6 +280,19 @@ impl<B: Backend> StepTensors<B> {
 /// concatenated, `[batch, 2 * hidden]`.
 pub type RecurrentState<B> = Tensor<B, 2>;
 
+/// The heads' outputs of one recurrent step ([`SequenceNet::step`]).
+#[derive(Debug, Clone)]
+pub struct StepHeads<B: Backend> {
+    /// Purchase logits, `[batch]`.
+    pub purchase: Tensor<B, 1>,
+    /// Next-action logits, `[batch, types]`.
+    pub next: Tensor<B, 2>,
+    /// The item head's queries, `[batch, item_head_width]`; `None` without an item head.
+    pub item_query: Option<Tensor<B, 2>>,
+    /// The new recurrent state.
+    pub state: RecurrentState<B>,
+}
+
 impl<B: Backend> SequenceNet<B> {
     fn embed(&self, x: StepTensors<B>) -> Tensor<B, 3> {
         Tensor::cat(
@@ -382,11 +395,7 @@ impl<B: Backend> SequenceNet<B> {
     /// One recurrent step for a batch of users: the step inputs `[batch, 1]` and each user's
     /// state (`None`: fresh users); returns the heads' outputs for this step and the new state.
     /// GRU and LSTM only.
-    pub fn step(
-        &self,
-        x: StepTensors<B>,
-        state: Option<RecurrentState<B>>,
-    ) -> (Tensor<B, 1>, Tensor<B, 2>, RecurrentState<B>) {
+    pub fn step(&self, x: StepTensors<B>, state: Option<RecurrentState<B>>) -> StepHeads<B> {
         let input = self.embed(x);
         let [b, _, _] = input.dims();
         let (h_seq, new_state) = if let Some(gru) = &self.gru {
@@ -406,10 +415,14 @@ impl<B: Backend> SequenceNet<B> {
             );
         };
         let out = self.heads(h_seq, input);
-        (
-            out.purchase.reshape([b]),
-            out.next.reshape([b, EVENT_TYPES]),
-            new_state,
-        )
+        StepHeads {
+            purchase: out.purchase.reshape([b]),
+            next: out.next.reshape([b, EVENT_TYPES]),
+            item_query: out.item_query.map(|q| {
+                let width = q.dims()[2];
+                q.reshape([b, width])
+            }),
+            state: new_state,
+        }
     }
 }

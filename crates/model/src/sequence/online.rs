@@ -9,6 +9,7 @@ use super::encode::Normalizer;
 use super::encode::{EVENT_TYPES, Step};
 use super::model::{SequenceModel, StepOutput};
 use super::net::{Architecture, NetConfig, StepTensors};
+use crate::recommend::ItemVocab;
 
 /// What a model remembers of one user between events.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -117,10 +118,21 @@ impl<B: Backend> SequenceModel<B> {
             .collect();
         let x = StepTensors::<B>::from_steps(&steps, 1, features, &self.device);
         let state = Tensor::<B, 2>::from_data(TensorData::new(state, [b, width]), &self.device);
-        let (p, n, new_state) = self.net.step(x, Some(state));
-        let p: Vec<f32> = sigmoid(p).into_data().into_vec().unwrap_or_default();
-        let n: Vec<f32> = softmax(n, 1).into_data().into_vec().unwrap_or_default();
-        let new_state: Vec<f32> = new_state.into_data().into_vec().unwrap_or_default();
+        let out = self.net.step(x, Some(state));
+        let p: Vec<f32> = sigmoid(out.purchase)
+            .into_data()
+            .into_vec()
+            .unwrap_or_default();
+        let n: Vec<f32> = softmax(out.next, 1)
+            .into_data()
+            .into_vec()
+            .unwrap_or_default();
+        let q = Queries::of(
+            out.item_query
+                .map(|q| q.into_data().into_vec().unwrap_or_default()),
+            self,
+        );
+        let new_state: Vec<f32> = out.state.into_data().into_vec().unwrap_or_default();
         items
             .iter_mut()
             .enumerate()
@@ -129,7 +141,7 @@ impl<B: Backend> SequenceModel<B> {
                 mem.state
                     .extend_from_slice(&new_state[i * width..(i + 1) * width]);
                 mem.window.clear();
-                output_at(&p, &n, i)
+                output_at(&p, &n, &q, i)
             })
             .collect()
     }
@@ -146,23 +158,57 @@ impl<B: Backend> SequenceModel<B> {
         let seqs: Vec<&[Step]> = items.iter().map(|(_, m)| m.window.as_slice()).collect();
         let len = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
         let x = StepTensors::<B>::from_steps(&seqs, len, self.normalizer.len(), &self.device);
-        let (p, n) = self.net.forward(x);
-        let p: Vec<f32> = sigmoid(p).into_data().into_vec().unwrap_or_default();
-        let n: Vec<f32> = softmax(n, 2).into_data().into_vec().unwrap_or_default();
+        let out = self.net.forward_heads(x);
+        let p: Vec<f32> = sigmoid(out.purchase)
+            .into_data()
+            .into_vec()
+            .unwrap_or_default();
+        let n: Vec<f32> = softmax(out.next, 2)
+            .into_data()
+            .into_vec()
+            .unwrap_or_default();
+        let q = Queries::of(
+            out.item_query
+                .map(|q| q.into_data().into_vec().unwrap_or_default()),
+            self,
+        );
         seqs.iter()
             .enumerate()
-            .map(|(i, s)| output_at(&p, &n, i * len + s.len() - 1))
+            .map(|(i, s)| output_at(&p, &n, &q, i * len + s.len() - 1))
             .collect()
     }
 }
 
-fn output_at(p: &[f32], n: &[f32], at: usize) -> StepOutput {
+/// The item head's query rows of one model call, flat (`width` floats per row); none without an item head.
+struct Queries {
+    flat: Vec<f32>,
+    width: usize,
+}
+
+impl Queries {
+    fn of<B: Backend>(flat: Option<Vec<f32>>, model: &SequenceModel<B>) -> Self {
+        Queries {
+            flat: flat.unwrap_or_default(),
+            width: model.config.item_head_width,
+        }
+    }
+
+    fn row(&self, at: usize) -> Vec<f32> {
+        self.flat
+            .get(at * self.width..(at + 1) * self.width)
+            .map(<[f32]>::to_vec)
+            .unwrap_or_default()
+    }
+}
+
+fn output_at(p: &[f32], n: &[f32], q: &Queries, at: usize) -> StepOutput {
     StepOutput {
         purchase: f64::from(p[at]),
         next: n[at * EVENT_TYPES..(at + 1) * EVENT_TYPES]
             .iter()
             .map(|v| f64::from(*v))
             .collect(),
+        item_query: q.row(at),
     }
 }
 
@@ -175,6 +221,11 @@ pub trait OnlineModel: Send {
     fn normalizer(&self) -> &Normalizer;
     /// See [`SequenceModel::step_batch`].
     fn step_batch(&self, items: &mut [(&Step, &mut UserMemory)]) -> Vec<StepOutput>;
+    /// The item vocabulary of the item head (index = [`OnlineModel::top_items`]' item); `None` without one.
+    fn item_vocab(&self) -> Option<&ItemVocab>;
+    /// The `k` best items for each query ([`StepOutput::item_query`]) with their scores, best first; see
+    /// [`SequenceModel::top_scored_items`]. Empty lists without an item head.
+    fn top_items(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u32, f32)>>;
 }
 
 impl<B: Backend> OnlineModel for SequenceModel<B>
@@ -189,6 +240,15 @@ where
     }
     fn step_batch(&self, items: &mut [(&Step, &mut UserMemory)]) -> Vec<StepOutput> {
         SequenceModel::step_batch(self, items)
+    }
+    fn item_vocab(&self) -> Option<&ItemVocab> {
+        self.items.as_ref()
+    }
+    fn top_items(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u32, f32)>> {
+        if !self.net.has_item_head() || queries.is_empty() || k == 0 {
+            return vec![Vec::new(); queries.len()];
+        }
+        self.top_scored_items(queries, k)
     }
 }
 

@@ -146,6 +146,23 @@ fn item_head_learns_a_deterministic_item_cycle_and_round_trips() {
         assert_eq!(sorted, (0..24).collect::<Vec<u32>>());
         assert_eq!(&f[..5], t.as_slice());
     }
+
+    // Online, one event at a time from a fresh memory, the queries and recommendations are the
+    // offline ones.
+    let online: &dyn OnlineModel = &loaded;
+    assert_eq!(online.item_vocab(), Some(vocab));
+    let mut memory = UserMemory::default();
+    for (t, step) in steps.iter().enumerate() {
+        let out = online.step_batch(&mut [(step, &mut memory)]).remove(0);
+        assert_eq!(out.item_query.len(), 16);
+        for (x, y) in out.item_query.iter().zip(&a[0][t]) {
+            assert!((x - y).abs() < 1e-5, "step {t}: {x} vs {y}");
+        }
+        let best = online.top_items(&[&out.item_query], 5).remove(0);
+        let ids: Vec<u32> = best.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ids, top[t], "step {t}");
+        assert!(best.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+    }
 }
 
 #[test]
@@ -153,6 +170,22 @@ fn top_k_ranks_by_score_then_index() {
     assert_eq!(top_k(&[0.1, 0.9, 0.5, 0.9, -1.0], 3), [1, 3, 2]);
     assert_eq!(top_k(&[0.2, 0.1], 5), [0, 1]);
     assert!(top_k(&[], 3).is_empty());
+    assert!(top_k(&[1.0], 0).is_empty());
+    // Against a full sort, with many ties: 5 000 scores of 50 distinct values.
+    let scores: Vec<f32> = (0..5_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) % 50) as f32 - 25.0)
+        .collect();
+    let mut all: Vec<u32> = (0..scores.len() as u32).collect();
+    all.sort_by(|a, b| {
+        scores[*b as usize]
+            .total_cmp(&scores[*a as usize])
+            .then(a.cmp(b))
+    });
+    for k in [1, 20, 137] {
+        let got = top_k_scored(&scores, k);
+        let want: Vec<(u32, f32)> = all[..k].iter().map(|&i| (i, scores[i as usize])).collect();
+        assert_eq!(got, want, "k = {k}");
+    }
 }
 
 #[test]
@@ -161,6 +194,8 @@ fn step_by_step_equals_the_full_forward_pass() {
         let device = Default::default();
         let mut cfg = small_config(arch).net;
         cfg.numeric_features = 3;
+        cfg.item_vocab = 20;
+        cfg.item_head_width = 8;
         let net: SequenceNet<B> = cfg.init(&device);
         let steps: Vec<Step> = (0..6)
             .map(|i| Step {
@@ -170,17 +205,24 @@ fn step_by_step_equals_the_full_forward_pass() {
                 numeric: vec![i as f32 * 0.1, -0.5, 1.0],
             })
             .collect();
-        let (full_p, full_n) =
-            net.forward(StepTensors::from_steps(&[&steps], steps.len(), 3, &device));
-        let full_p: Vec<f32> = full_p.into_data().into_vec().unwrap();
-        let full_n: Vec<f32> = full_n.into_data().into_vec().unwrap();
+        let full = net.forward_heads(StepTensors::from_steps(&[&steps], steps.len(), 3, &device));
+        let full_p: Vec<f32> = full.purchase.into_data().into_vec().unwrap();
+        let full_n: Vec<f32> = full.next.into_data().into_vec().unwrap();
+        let full_q: Vec<f32> = full.item_query.unwrap().into_data().into_vec().unwrap();
         let mut state = None;
         for (t, step) in steps.iter().enumerate() {
             let x = StepTensors::from_steps(&[std::slice::from_ref(step)], 1, 3, &device);
-            let (p, n, s) = net.step(x, state);
-            state = Some(s);
-            let p: Vec<f32> = p.into_data().into_vec().unwrap();
-            let n: Vec<f32> = n.into_data().into_vec().unwrap();
+            let out = net.step(x, state);
+            state = Some(out.state);
+            let p: Vec<f32> = out.purchase.into_data().into_vec().unwrap();
+            let n: Vec<f32> = out.next.into_data().into_vec().unwrap();
+            let q: Vec<f32> = out.item_query.unwrap().into_data().into_vec().unwrap();
+            for k in 0..8 {
+                assert!(
+                    (q[k] - full_q[t * 8 + k]).abs() < 1e-5,
+                    "{arch:?} step {t} item query {k}"
+                );
+            }
             assert!(
                 (p[0] - full_p[t]).abs() < 1e-5,
                 "{arch:?} step {t}: {} vs {}",

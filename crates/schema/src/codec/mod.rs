@@ -343,6 +343,7 @@ mod tests {
                 contribution: -1.0,
             }],
             scoring_latency_us: 7,
+            recommended_items: Vec::new(),
         });
         direct_body(&FraudAlert {
             alert_id: "a".into(),

@@ -102,6 +102,16 @@ pub fn full_prediction() -> Prediction {
             contribution: -0.4,
         }],
         scoring_latency_us: 87,
+        recommended_items: vec![
+            RecommendedItem {
+                item_id: "p-17".into(),
+                score: 3.25,
+            },
+            RecommendedItem {
+                item_id: "p-4".into(),
+                score: -0.5,
+            },
+        ],
     }
 }
 

@@ -30,7 +30,7 @@ use clickpath_runtime::{Context, Stage, StageError, StateChange};
 use clickpath_schema::{EventType, FeatureVector, Prediction};
 use serde_json::json;
 
-use sequence::{LoadedSequence, Queued, score_batch, top_actions};
+use sequence::{Extras, LoadedSequence, Queued, score_batch, top_actions};
 
 /// Users idle for this long (event time) are forgotten.
 const IDLE_EVICT_MS: i64 = 24 * 3_600_000;
@@ -106,6 +106,7 @@ pub struct Scorer {
     factors: usize,
     explain_every: u64,
     path_steps: usize,
+    recommend_items: usize,
     max_batch: usize,
     max_wait: Duration,
     output_topic: String,
@@ -159,6 +160,7 @@ impl Scorer {
             factors: cfg.factors,
             explain_every: cfg.explain_every,
             path_steps: cfg.path_steps,
+            recommend_items: cfg.recommend_items,
             max_batch: cfg.max_batch.max(1),
             max_wait: Duration::from_micros(cfg.max_wait_us),
             output_topic: output_topic.to_string(),
@@ -242,6 +244,7 @@ impl Scorer {
             predicted_path: out.predicted_path,
             factors,
             scoring_latency_us: elapsed.as_micros() as i64,
+            recommended_items: Vec::new(),
         }
     }
 
@@ -307,9 +310,14 @@ impl Scorer {
                 .collect()
         });
         let fvs: Vec<FeatureVector> = items.iter().map(|q| q.fv.clone()).collect();
-        let scored = score_batch(model, items, self.path_steps, self.factors);
+        let extras = Extras {
+            path_steps: self.path_steps,
+            factors: self.factors,
+            items: self.recommend_items,
+        };
+        let scored = score_batch(model, items, extras);
         let shadow_scored = match (&self.shadow, shadow_items) {
-            (Some(s), Some(items)) => Some(score_batch(s, items, 0, 0)),
+            (Some(s), Some(items)) => Some(score_batch(s, items, Extras::default())),
             _ => None,
         };
         let version = model.version.clone();
@@ -346,6 +354,7 @@ impl Scorer {
                 predicted_path: s.path,
                 factors: s.factors,
                 scoring_latency_us: queued_at.elapsed().as_micros() as i64,
+                recommended_items: s.items,
             };
             out.push((partition, prediction, headers));
         }
@@ -460,6 +469,7 @@ fn empty_prediction(fv: &FeatureVector) -> Prediction {
         predicted_path: Vec::new(),
         factors: Vec::new(),
         scoring_latency_us: 0,
+        recommended_items: Vec::new(),
     }
 }
 
@@ -493,6 +503,7 @@ impl View for PredictionView {
             "next_actions": p.next_actions.iter().map(|a| json!({"event_type": a.event_type.as_str(), "probability": a.probability})).collect::<Vec<_>>(),
             "predicted_path": p.predicted_path.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
             "factors": p.factors.iter().map(|f| json!({"name": f.name, "contribution": f.contribution})).collect::<Vec<_>>(),
+            "recommended_items": p.recommended_items.iter().map(|r| json!({"item_id": r.item_id, "score": r.score})).collect::<Vec<_>>(),
         })
     }
 }

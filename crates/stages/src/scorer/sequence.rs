@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use clickpath_model::sequence::encode::{Buckets, EVENT_TYPES, encode_step};
 use clickpath_model::sequence::{OnlineModel, Step, StepOutput, UserMemory};
-use clickpath_schema::{ActionProbability, EventType, Factor, FeatureVector};
+use clickpath_schema::{ActionProbability, EventType, Factor, FeatureVector, RecommendedItem};
 
 /// A loaded sequence model and its version.
 pub struct LoadedSequence {
@@ -75,6 +75,19 @@ pub struct Scored {
     pub path: Vec<EventType>,
     /// Occlusion factors (empty unless asked).
     pub factors: Vec<Factor>,
+    /// Recommended next items, best first (empty unless asked and the model has an item head).
+    pub items: Vec<RecommendedItem>,
+}
+
+/// What [`score_batch`] computes besides each event's step outputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Steps of the greedy predicted path.
+    pub path_steps: usize,
+    /// Decision factors kept per explained event.
+    pub factors: usize,
+    /// Items recommended per event (top-k of the item head).
+    pub items: usize,
 }
 
 fn logit(p: f64) -> f64 {
@@ -104,15 +117,11 @@ pub fn top_actions(next: &[f64], k: usize) -> Vec<ActionProbability> {
 
 /// Scores a batch of queued events in one model call per round. Events of the same user go in
 /// successive rounds, in arrival order, each starting from the memory the previous left.
-/// `path_steps` greedy steps of the predicted path are rolled out from each new memory; events
+/// `extras.path_steps` greedy steps of the predicted path are rolled out from each new memory; events
 /// marked `explain` get occlusion factors (the purchase log-odds change when one input of the
-/// current step is blanked: its event type, item, category or one numeric feature).
-pub fn score_batch(
-    model: &LoadedSequence,
-    mut queued: Vec<Queued>,
-    path_steps: usize,
-    factors: usize,
-) -> Vec<Scored> {
+/// current step is blanked: its event type, item, category or one numeric feature); every event gets
+/// the item head's `extras.items` best items, all events' in one scoring call.
+pub fn score_batch(model: &LoadedSequence, mut queued: Vec<Queued>, extras: Extras) -> Vec<Scored> {
     // Rounds: the n-th event of each user in this batch goes in round n.
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let rounds: Vec<usize> = queued
@@ -154,23 +163,62 @@ pub fn score_batch(
             queued[i].memory = mem;
         }
     }
-    let paths = rollout(model, &queued, &outputs, path_steps);
-    let mut all_factors = explain(model, &queued, &before, &outputs, factors);
+    let paths = rollout(model, &queued, &outputs, extras.path_steps);
+    let mut all_factors = explain(model, &queued, &before, &outputs, extras.factors);
+    let items = recommend(model, &outputs, extras.items);
     queued
         .into_iter()
         .zip(outputs)
         .zip(paths)
+        .zip(items)
         .enumerate()
-        .map(|(i, ((q, out), path))| Scored {
+        .map(|(i, (((q, out), path), items))| Scored {
             output: out.unwrap_or(StepOutput {
                 purchase: 0.0,
                 next: vec![0.0; EVENT_TYPES],
+                item_query: Vec::new(),
             }),
             memory: q.memory,
             path,
             factors: all_factors.remove(&i).unwrap_or_default(),
+            items,
         })
         .collect()
+}
+
+/// The `k` best items of each output's item query, by item id; empty lists for a model without an item
+/// head (its outputs have no query).
+fn recommend(
+    model: &LoadedSequence,
+    outputs: &[Option<StepOutput>],
+    k: usize,
+) -> Vec<Vec<RecommendedItem>> {
+    let mut result = vec![Vec::new(); outputs.len()];
+    let Some(vocab) = model.model.item_vocab() else {
+        return result;
+    };
+    let asked: Vec<(usize, &[f32])> = outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| o.as_ref().map(|o| (i, o.item_query.as_slice())))
+        .filter(|(_, q)| !q.is_empty())
+        .collect();
+    if k == 0 || asked.is_empty() {
+        return result;
+    }
+    let queries: Vec<&[f32]> = asked.iter().map(|(_, q)| *q).collect();
+    for ((i, _), best) in asked.iter().zip(model.model.top_items(&queries, k)) {
+        result[*i] = best
+            .into_iter()
+            .filter_map(|(index, score)| {
+                vocab.item(index).map(|item| RecommendedItem {
+                    item_id: item.to_string(),
+                    score: f64::from(score),
+                })
+            })
+            .collect();
+    }
+    result
 }
 
 /// Greedy predicted paths: the most likely next type, fed back as the next step (item,

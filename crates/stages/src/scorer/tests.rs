@@ -327,3 +327,78 @@ fn shadow_scoring_reports_the_candidate_without_touching_live_predictions() {
         );
     }
 }
+
+/// A model with an item head (the shipped `models/gru-example`) recommends `recommend_items` items of its
+/// vocabulary with every prediction, best first, the same whatever the micro-batch size; 0 turns it off,
+/// and a model without an item head recommends nothing.
+#[test]
+fn predictions_recommend_items_of_the_models_vocabulary() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gru-example");
+    let spec = clickpath_core::features::FeatureSpec::default();
+    let load = || match load_model(&shipped, &spec, OnlineDevice::Cpu).unwrap() {
+        ScoringModel::Sequence(m) => m,
+        ScoringModel::Baseline(_) => panic!("gru-example is a sequence model"),
+    };
+    let vocab_len = load().model.item_vocab().expect("an item head").len();
+    assert!(vocab_len > 20, "{vocab_len}");
+    let scorer_with = |recommend_items: usize, max_batch: usize| {
+        let cfg = ScorerConfig {
+            recommend_items,
+            max_batch,
+            reload_interval_ms: 0,
+            ..ScorerConfig::default()
+        };
+        Scorer::with_model(ScoringModel::Sequence(load()), &cfg, "predictions", None)
+            .with_feature_spec(spec.clone())
+    };
+    let inputs = windowed(6, 8);
+    let one = run(&mut scorer_with(5, 1), &inputs);
+    let many = run(&mut scorer_with(5, 64), &inputs);
+    assert_eq!(one.len(), inputs.len());
+    let vocab = load();
+    let vocab = vocab.model.item_vocab().unwrap();
+    for (a, b) in one.iter().zip(&many) {
+        assert_eq!(a.recommended_items.len(), 5, "{a:?}");
+        assert!(
+            a.recommended_items
+                .iter()
+                .all(|r| vocab.get(&r.item_id).is_some() && r.score.is_finite())
+        );
+        assert!(
+            a.recommended_items
+                .windows(2)
+                .all(|w| w[0].score >= w[1].score),
+            "best first"
+        );
+        let ids = |p: &Prediction| -> Vec<String> {
+            p.recommended_items
+                .iter()
+                .map(|r| r.item_id.clone())
+                .collect()
+        };
+        assert_eq!(ids(a), ids(b), "batch size changes nothing");
+    }
+    // The recommendations follow the shopper: not one list for everybody.
+    let distinct: std::collections::BTreeSet<Vec<String>> = one
+        .iter()
+        .map(|p| {
+            p.recommended_items
+                .iter()
+                .map(|r| r.item_id.clone())
+                .collect()
+        })
+        .collect();
+    assert!(distinct.len() > 1, "{distinct:?}");
+
+    assert!(
+        run(&mut scorer_with(0, 64), &inputs)
+            .iter()
+            .all(|p| p.recommended_items.is_empty())
+    );
+    let without_head = network(Architecture::Gru, 2);
+    assert!(
+        run(&mut scorer(&without_head, 64), &inputs[..6])
+            .iter()
+            .all(|p| p.recommended_items.is_empty())
+    );
+}
