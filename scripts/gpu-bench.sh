@@ -29,6 +29,11 @@ echo "== scorer benchmark"
   --json "$out/scorer-lstm-cuda.json" | tee "$out/scorer-lstm-cuda.md"
 "$lab" bench-scorer --device cpu --model gru --batch 1,64,1024 --seconds 3 \
   --json "$out/scorer-gru-cpu.json" | tee "$out/scorer-gru-cpu.md"
+echo "== scorer benchmark with next items (item head over 50 000 items, top 20 per event)"
+"$lab" bench-scorer --device cuda --model gru --items 50000 --top 20 --batch 1,64,1024,8192 --seconds 3 \
+  --json "$out/scorer-gru-items-cuda.json" | tee "$out/scorer-gru-items-cuda.md"
+"$lab" bench-scorer --device cpu --model gru --items 50000 --top 20 --batch 1,64,256 --seconds 3 \
+  --json "$out/scorer-gru-items-cpu.json" | tee "$out/scorer-gru-items-cpu.md"
 
 echo "== training: GRU on 20 000 generated sessions, GPU then CPU"
 "$bin" generate --out "$out/data" --sessions 20000 --seed 11 >/dev/null

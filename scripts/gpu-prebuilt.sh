@@ -38,6 +38,10 @@ case "${1:-}" in
     for h in 16 256; do
       timeout 60 "$lab" bench-scorer --device cuda --model gru --hidden "$h" --batch 1024,8192,65536 --seconds 3
     done
+    echo "== scorer, GRU + next items (top 20 of 50 000), GPU and CPU"
+    timeout 90 "$lab" bench-scorer --device cuda --model gru --items 50000 --top 20 --batch 1,64,1024,8192 --seconds 3 \
+      --json "$out/scorer-gru-items-cuda.json"
+    timeout 60 "$lab" bench-scorer --device cpu --model gru --items 50000 --top 20 --batch 1,64,256 --seconds 3
     echo "== scorer, LSTM, GPU"
     timeout 60 "$lab" bench-scorer --device cuda --model lstm --batch 1024,32768 --seconds 4
     echo "== scorer, GRU, CPU"

@@ -1,6 +1,8 @@
 //! `clickpath-lab bench-scorer`: the sequence model's online step (one event per user, batched
 //! across users) per batch size, on the CPU or a CUDA GPU: event-steps per second and per-batch
-//! latency percentiles. The GPU script (`scripts/gpu-bench.sh`) runs it with `--device cuda`.
+//! latency percentiles; with `--items N`, an item head over `N` items and the `--top` best of them
+//! for every event, as the scorer recommends them. The GPU script (`scripts/gpu-bench.sh`) runs it with
+//! `--device cuda`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,6 +33,12 @@ pub struct BenchScorerArgs {
     /// Seconds per batch size.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
+    /// Items of an item head (0: none): each step also ranks all of them for every event.
+    #[arg(long, default_value_t = 0)]
+    pub items: usize,
+    /// With `--items`: how many items each event gets (the scorer's `recommend_items`).
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
     /// Also write the rows as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -42,6 +50,10 @@ pub fn run_command(args: &BenchScorerArgs) -> anyhow::Result<()> {
         args.device,
         args.model.into(),
         args.hidden,
+        Recommend {
+            items: args.items,
+            top: args.top,
+        },
         &args.batch,
         args.seconds,
     )?;
@@ -62,6 +74,10 @@ pub struct ScorerBenchRow {
     pub architecture: String,
     /// Hidden size.
     pub hidden: usize,
+    /// Items of the item head (0: none).
+    pub items: usize,
+    /// Items recommended per event (with an item head).
+    pub top: usize,
     /// Users per batch.
     pub batch: usize,
     /// Batches timed.
@@ -105,12 +121,24 @@ fn cuda_model(_: NetConfig) -> anyhow::Result<(Box<dyn OnlineModel>, &'static st
     anyhow::bail!("--device cuda needs a build with --features cuda")
 }
 
-/// Times `model.step_batch` for each batch size for about `seconds` each (after a warm-up),
-/// with fresh synthetic users whose memories carry over from batch to batch.
+/// Next-item recommendations measured with the step: an item head over `items` items (0: none), the `top`
+/// best for every event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recommend {
+    /// Vocabulary size of the item head.
+    pub items: usize,
+    /// Items per event.
+    pub top: usize,
+}
+
+/// Times `model.step_batch` (and, with `recommend.items > 0`, the top items of every event) for each
+/// batch size for about `seconds` each (after a warm-up), with fresh synthetic users whose memories
+/// carry over from batch to batch.
 pub fn run(
     device: Device,
     arch: Architecture,
     hidden: usize,
+    recommend: Recommend,
     batches: &[usize],
     seconds: f64,
 ) -> anyhow::Result<Vec<ScorerBenchRow>> {
@@ -121,6 +149,7 @@ pub fn run(
         architecture: arch,
         hidden,
         numeric_features: features,
+        item_vocab: recommend.items,
         ..NetConfig::default()
     };
     let (model, backend) = model(device, cfg)?;
@@ -140,7 +169,13 @@ pub fn run(
         let step_once = |memories: &mut Vec<UserMemory>| {
             let mut items: Vec<(&Step, &mut UserMemory)> =
                 steps.iter().zip(memories.iter_mut()).collect();
-            model.step_batch(&mut items).len()
+            let outs = model.step_batch(&mut items);
+            if recommend.items > 0 {
+                let queries: Vec<&[f32]> = outs.iter().map(|o| o.item_query.as_slice()).collect();
+                model.top_items(&queries, recommend.top).len()
+            } else {
+                outs.len()
+            }
         };
         for _ in 0..3 {
             step_once(&mut memories);
@@ -160,6 +195,8 @@ pub fn run(
             backend: backend.into(),
             architecture: arch.as_str().into(),
             hidden,
+            items: recommend.items,
+            top: recommend.top,
             batch: b,
             batches: n,
             steps_per_second: (n as f64 * b as f64) / secs,
@@ -173,13 +210,47 @@ pub fn run(
 /// The rows as a Markdown table.
 pub fn table(rows: &[ScorerBenchRow]) -> String {
     let mut out = String::from(
-        "| backend | model | batch | event-steps/s | batch p50 (µs) | batch p99 (µs) |\n|---|---|---|---|---|---|\n",
+        "| backend | model | items (top) | batch | event-steps/s | batch p50 (µs) | batch p99 (µs) |\n|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
+        let items = if r.items > 0 {
+            format!("{} ({})", r.items, r.top)
+        } else {
+            "-".into()
+        };
         out.push_str(&format!(
-            "| {} | {}-{} | {} | {:.0} | {} | {} |\n",
-            r.backend, r.architecture, r.hidden, r.batch, r.steps_per_second, r.p50_us, r.p99_us
+            "| {} | {}-{} | {} | {} | {:.0} | {} | {} |\n",
+            r.backend,
+            r.architecture,
+            r.hidden,
+            items,
+            r.batch,
+            r.steps_per_second,
+            r.p50_us,
+            r.p99_us
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_the_step_with_and_without_recommendations() {
+        for items in [0, 300] {
+            let recommend = Recommend { items, top: 5 };
+            let rows = run(Device::Cpu, Architecture::Gru, 8, recommend, &[1, 4], 0.01).unwrap();
+            assert_eq!(rows.len(), 2);
+            assert!(
+                rows.iter()
+                    .all(|r| r.batches >= 5 && r.steps_per_second > 0.0)
+            );
+            assert!(rows.iter().all(|r| r.items == items));
+            let text = table(&rows);
+            let label = if items > 0 { "| 300 (5) |" } else { "| - |" };
+            assert!(text.contains(label), "{text}");
+        }
+    }
 }

@@ -135,8 +135,7 @@ impl<B: Backend> SequenceModel<B> {
         let flat: Vec<f32> = queries.iter().flat_map(|q| q.iter().copied()).collect();
         let q =
             Tensor::<B, 2>::from_data(TensorData::new(flat, [queries.len(), width]), &self.device);
-        let all = Tensor::<B, 1, Int>::arange(0..self.config.item_vocab as i64, &self.device);
-        self.net.item_scores(q, all)
+        self.net.all_item_scores(q)
     }
 
     /// Next-item quality of the queries against their targets (vocabulary indices): hits in the

@@ -344,6 +344,22 @@ impl<B: Backend> SequenceNet<B> {
         queries.matmul(emb.transpose()) + b
     }
 
+    /// Scores of every vocabulary item for the queries `[rows, width]`: `[rows, item_vocab]`. Reads the
+    /// output embedding's weight directly (no gather of all its rows, unlike [`SequenceNet::item_scores`]
+    /// with every index).
+    ///
+    /// # Panics
+    /// On a network without an item head.
+    pub fn all_item_scores(&self, queries: Tensor<B, 2>) -> Tensor<B, 2> {
+        let (Some(out), Some(bias)) = (&self.item_out, &self.item_bias) else {
+            panic!("all_item_scores on a network without an item head");
+        };
+        let weight = out.weight.val();
+        let n = weight.dims()[0];
+        let b = bias.weight.val().reshape([1, n]);
+        queries.matmul(weight.transpose()) + b
+    }
+
     /// Scores of the positive item of each row (`targets`, `[rows]`) for the queries
     /// `[rows, width]`: `[rows, 1]`.
     ///

@@ -216,7 +216,24 @@ fn step_by_step_equals_the_full_forward_pass() {
             state = Some(out.state);
             let p: Vec<f32> = out.purchase.into_data().into_vec().unwrap();
             let n: Vec<f32> = out.next.into_data().into_vec().unwrap();
-            let q: Vec<f32> = out.item_query.unwrap().into_data().into_vec().unwrap();
+            let query = out.item_query.unwrap();
+            // The whole-vocabulary scores read straight from the weights equal those gathered by index.
+            let direct: Vec<f32> = net
+                .all_item_scores(query.clone())
+                .into_data()
+                .into_vec()
+                .unwrap();
+            let all = burn::tensor::Tensor::<B, 1, burn::tensor::Int>::arange(0..20, &device);
+            let gathered: Vec<f32> = net
+                .item_scores(query.clone(), all)
+                .into_data()
+                .into_vec()
+                .unwrap();
+            assert_eq!(direct.len(), 20);
+            for (x, y) in direct.iter().zip(&gathered) {
+                assert!((x - y).abs() < 1e-5, "{arch:?} step {t}: {x} vs {y}");
+            }
+            let q: Vec<f32> = query.into_data().into_vec().unwrap();
             for k in 0..8 {
                 assert!(
                     (q[k] - full_q[t * 8 + k]).abs() < 1e-5,
