@@ -32,10 +32,33 @@ pub struct DemoArgs {
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// The scorer's model artifact (overrides `scorer.model_dir`). Without it, and without
+    /// `scorer.model_dir` in the configuration, the demo scores with the shipped GRU
+    /// (`models/gru-example`, with next-item recommendations) when run from the repository, and the
+    /// built-in baseline elsewhere.
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
 }
+
+/// The GRU the repository ships, relative to its root (where `make demo` runs).
+pub const SHIPPED_MODEL: &str = "models/gru-example";
 
 /// `clickpath demo`: runs it with a progress bar on a terminal and prints the summary.
 pub fn run(args: &DemoArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let mut cfg = global.load_config()?;
+    if let Some(dir) = &args.model {
+        cfg.scorer.model_dir = Some(dir.clone());
+    } else if cfg.scorer.model_dir.is_none() {
+        let shipped = std::path::Path::new(SHIPPED_MODEL);
+        if shipped.join("meta.json").is_file() {
+            cfg.scorer.model_dir = Some(shipped.to_path_buf());
+        } else {
+            eprintln!(
+                "{SHIPPED_MODEL} not found (run the demo from the repository root, or pass --model DIR): \
+                 scoring with the built-in baseline, which recommends no items."
+            );
+        }
+    }
     let opts = DemoOptions {
         brokers: args.brokers.clone(),
         sessions: args.sessions,
@@ -43,7 +66,7 @@ pub fn run(args: &DemoArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         seed: args.seed,
         progress: std::io::stderr().is_terminal(),
     };
-    print!("{}", run_demo(global.load_config()?, &opts)?.render());
+    print!("{}", run_demo(cfg, &opts)?.render());
     Ok(())
 }
 
@@ -197,6 +220,45 @@ pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<Dem
 }
 
 impl DemoReport {
+    /// Which model scored, how many predictions recommend items, and one example.
+    fn render_model(&self) -> String {
+        let predictions = &self.collected.predictions;
+        let mut versions: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in predictions {
+            *versions.entry(p.model_version.as_str()).or_default() += 1;
+        }
+        let versions: Vec<String> = versions.iter().map(|(v, n)| format!("{v} ({n})")).collect();
+        let mut out = format!("  scorer model: {}\n", versions.join(", "));
+        let with_items = predictions
+            .iter()
+            .filter(|p| !p.recommended_items.is_empty())
+            .count();
+        out.push_str(&format!(
+            "  next-item recommendations: {with_items} of {} predictions",
+            predictions.len()
+        ));
+        if let Some(p) = predictions
+            .iter()
+            .rev()
+            .find(|p| !p.recommended_items.is_empty())
+        {
+            let items: Vec<&str> = p
+                .recommended_items
+                .iter()
+                .take(5)
+                .map(|r| r.item_id.as_str())
+                .collect();
+            out.push_str(&format!(
+                "; e.g. after {} of {}: {}",
+                p.event_id,
+                p.user_id,
+                items.join(", ")
+            ));
+        }
+        out.push('\n');
+        out
+    }
+
     /// The closing summary: funnel, alerts by type, throughput.
     pub fn render(&self) -> String {
         let c = &self.collected;
@@ -215,6 +277,7 @@ impl DemoReport {
             c.alerts.len(),
             c.dead_letters.len()
         ));
+        out.push_str(&self.render_model());
         let total = c.sessions.len().max(1) as f64;
         out.push_str("  funnel (share of sessions reaching each stage):\n");
         for stage in [

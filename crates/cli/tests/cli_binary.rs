@@ -113,7 +113,10 @@ fn unknown_stage_is_a_clear_error() {
 
 #[test]
 fn demo_runs_on_the_embedded_bus_and_summarises() {
+    // From the repository root, as `make demo` runs it: the shipped GRU scores and recommends items.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = clickpath()
+        .current_dir(&root)
         .args(["demo", "--sessions", "300", "--seed", "3"])
         .stdin(Stdio::null())
         .output()
@@ -142,6 +145,24 @@ fn demo_runs_on_the_embedded_bus_and_summarises() {
     assert!(malformed > 0, "{line}");
     assert!(
         stdout.contains(&format!("dead letters {malformed}\n")),
+        "{stdout}"
+    );
+    let model_line = stdout
+        .lines()
+        .find(|l| l.contains("scorer model:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(model_line.contains("gru-"), "{stdout}");
+    assert!(!model_line.contains("baseline"), "{stdout}");
+    // Every prediction recommends items.
+    let predictions = stdout
+        .split("predictions ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "next-item recommendations: {predictions} of {predictions} predictions; e.g. after"
+        )),
         "{stdout}"
     );
 }
