@@ -322,6 +322,18 @@ pub fn restore<S: Stage>(
             }
             Some(Err(e)) => anyhow::bail!("restore of {changelog} failed: {e}"),
             Some(Ok(m)) => {
+                // Past the end read at the start: written after the restore began (a transaction that was
+                // still open then, or a late zombie's), not part of the state handed over.
+                if ends
+                    .get(&m.partition())
+                    .is_some_and(|&end| m.offset() >= end)
+                {
+                    let p = m.partition();
+                    pending.remove(&p);
+                    held.remove(&p);
+                    report(p, &totals, true);
+                    continue;
+                }
                 let key = m.key().unwrap_or_default();
                 let value = m.payload();
                 let p = m.partition();

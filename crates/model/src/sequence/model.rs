@@ -51,6 +51,9 @@ pub struct ItemEval {
 /// Queries scored against the whole vocabulary per tensor call.
 const QUERY_CHUNK: usize = 512;
 
+/// Items per block when a GPU backend ranks items ([`SequenceModel::top_scored_items_by_blocks`]).
+const RANK_BLOCK: usize = 64;
+
 /// Sequences per forward pass when scoring many sessions.
 const SCORE_BATCH: usize = 256;
 
@@ -110,12 +113,17 @@ impl<B: Backend> SequenceModel<B> {
     }
 
     /// Like [`SequenceModel::top_items`], with each item's score (the logit: its dot product with
-    /// the query plus its bias). An exact scan of the whole vocabulary, one matrix product per
-    /// [`QUERY_CHUNK`] queries.
+    /// the query plus its bias). Exact: every item of the vocabulary is scored, one matrix product per
+    /// [`QUERY_CHUNK`] queries. On the CPU the scores are ranked as they are; on a GPU backend
+    /// ([`SequenceModel::ranks_on_device`]) only the maximum of each block of items and then the best
+    /// blocks' scores come back to the host ([`SequenceModel::top_scored_items_by_blocks`]).
     ///
     /// # Panics
     /// On a model without an item head.
     pub fn top_scored_items(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u32, f32)>> {
+        if self.ranks_on_device() {
+            return self.top_scored_items_by_blocks(queries, k);
+        }
         let vocab = self.config.item_vocab;
         let mut out = Vec::with_capacity(queries.len());
         for chunk in queries.chunks(QUERY_CHUNK) {
@@ -125,6 +133,90 @@ impl<B: Backend> SequenceModel<B> {
                 .into_vec()
                 .unwrap_or_default();
             out.extend(scores.chunks(vocab).map(|row| top_k_scored(row, k)));
+        }
+        out
+    }
+
+    /// Whether item ranking should reduce the scores on the device before reading them back: on a GPU
+    /// backend (CubeCL), reading every user's whole row of scores costs far more than computing it.
+    pub fn ranks_on_device(&self) -> bool {
+        B::name(&self.device).contains("cubecl")
+    }
+
+    /// [`SequenceModel::top_scored_items`] with a reduction on the device: the scores are cut into
+    /// blocks of [`RANK_BLOCK`] items; the host reads each block's maximum, keeps the `k` best blocks of
+    /// each query (ties: lower block first) and reads only their scores. Exact, ties included: each of
+    /// the true top `k` items lies in one of those blocks (a block left out has `k` better-ranked blocks
+    /// in front of it, each holding an item ranked before any of its own).
+    ///
+    /// # Panics
+    /// On a model without an item head.
+    pub fn top_scored_items_by_blocks(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u32, f32)>> {
+        let vocab = self.config.item_vocab;
+        let blocks = vocab.div_ceil(RANK_BLOCK);
+        let mut out = Vec::with_capacity(queries.len());
+        if k == 0 {
+            return vec![Vec::new(); queries.len()];
+        }
+        for chunk in queries.chunks(QUERY_CHUNK) {
+            let rows = chunk.len();
+            let mut scores = self.vocab_scores(chunk);
+            let pad = blocks * RANK_BLOCK - vocab;
+            if pad > 0 {
+                let filler = Tensor::<B, 2>::full([rows, pad], f32::NEG_INFINITY, &self.device);
+                scores = Tensor::cat(vec![scores, filler], 1);
+            }
+            let by_block = scores.reshape([rows, blocks, RANK_BLOCK]);
+            let maxima: Vec<f32> = by_block
+                .clone()
+                .max_dim(2)
+                .into_data()
+                .into_vec()
+                .unwrap_or_default();
+            let keep = k.min(blocks);
+            let mut chosen: Vec<Vec<u32>> = Vec::with_capacity(rows);
+            let mut index = Vec::with_capacity(rows * keep * RANK_BLOCK);
+            for row in maxima.chunks(blocks) {
+                let best: Vec<u32> = top_k_scored(row, keep)
+                    .into_iter()
+                    .map(|(b, _)| b)
+                    .collect();
+                for &b in &best {
+                    index.extend(std::iter::repeat_n(i64::from(b), RANK_BLOCK));
+                }
+                chosen.push(best);
+            }
+            let index = Tensor::<B, 3, Int>::from_data(
+                TensorData::new(index, [rows, keep, RANK_BLOCK]),
+                &self.device,
+            );
+            let picked: Vec<f32> = by_block
+                .gather(1, index)
+                .into_data()
+                .into_vec()
+                .unwrap_or_default();
+            for (row, best) in picked.chunks(keep * RANK_BLOCK).zip(&chosen) {
+                // Candidates in item order (blocks sorted), so ties keep the lower index.
+                let mut candidates: Vec<(u32, f32)> = best
+                    .iter()
+                    .zip(row.chunks(RANK_BLOCK))
+                    .flat_map(|(&b, scores)| {
+                        scores
+                            .iter()
+                            .enumerate()
+                            .map(move |(j, &s)| (b * RANK_BLOCK as u32 + j as u32, s))
+                    })
+                    .filter(|&(i, _)| (i as usize) < vocab)
+                    .collect();
+                candidates.sort_by_key(|&(i, _)| i);
+                let (ids, values): (Vec<u32>, Vec<f32>) = candidates.into_iter().unzip();
+                out.push(
+                    top_k_scored(&values, k)
+                        .into_iter()
+                        .map(|(at, s)| (ids[at as usize], s))
+                        .collect(),
+                );
+            }
         }
         out
     }

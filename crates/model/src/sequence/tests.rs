@@ -165,6 +165,46 @@ fn item_head_learns_a_deterministic_item_cycle_and_round_trips() {
     }
 }
 
+/// The block-wise ranking a GPU backend uses gives exactly the full scan's items and scores, on the CPU
+/// too: a vocabulary that is not a multiple of the block, ties, k larger than the number of blocks.
+#[test]
+fn ranking_by_blocks_equals_the_full_scan() {
+    let device = Default::default();
+    for (vocab, width) in [(1_000usize, 8usize), (130, 4), (64, 4)] {
+        let mut cfg = small_config(Architecture::Gru).net;
+        cfg.item_vocab = vocab;
+        cfg.item_head_width = width;
+        let model = SequenceModel::<B>::untrained(cfg, device);
+        let queries: Vec<Vec<f32>> = (0..37)
+            .map(|r| {
+                (0..width)
+                    .map(|j| {
+                        if r % 5 == 0 {
+                            0.0
+                        } else {
+                            ((r * 7 + j * 3) % 11) as f32 - 5.0
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let q: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+        assert!(!model.ranks_on_device(), "flex ranks on the host");
+        for k in [1, 20, 70] {
+            let full = model.top_scored_items(&q, k);
+            let blocks = model.top_scored_items_by_blocks(&q, k);
+            assert_eq!(full.len(), blocks.len());
+            for (r, (a, b)) in full.iter().zip(&blocks).enumerate() {
+                let ids = |v: &[(u32, f32)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
+                assert_eq!(ids(a), ids(b), "vocab {vocab} k {k} row {r}");
+                for (x, y) in a.iter().zip(b) {
+                    assert!((x.1 - y.1).abs() < 1e-5);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn top_k_ranks_by_score_then_index() {
     assert_eq!(top_k(&[0.1, 0.9, 0.5, 0.9, -1.0], 3), [1, 3, 2]);

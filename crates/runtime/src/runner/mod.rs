@@ -184,7 +184,13 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
                 tracing::error!(stage = name, error = %e, "Shutdown hook failed.");
             }
             summary.records_out += outputs.len() as u64;
-            run.commit_batch(&mut stage, outputs, &BatchOffsets::new())?;
+            if let Err(e) = run.commit_batch(&mut stage, outputs, &BatchOffsets::new()) {
+                if eos && !run.producer_stuck {
+                    // Left open, the transaction would hold its partitions' next owner until it times out.
+                    let _ = run.producer.abort_transaction(Duration::from_secs(10));
+                }
+                return Err(e);
+            }
             let grace = Duration::from_millis(cfg.runtime.shutdown_grace_ms);
             run.producer.flush(grace)?;
             if !eos && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {

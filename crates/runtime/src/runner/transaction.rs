@@ -28,8 +28,13 @@ pub(super) fn transactional_producer(
 }
 
 /// How long a stage keeps asking for its producer id while the broker does not answer (a broker restart
-/// that takes minutes, on a loaded machine or a large cluster) before it gives up and exits.
-const PRODUCER_INIT_WAIT: Duration = Duration::from_secs(300);
+/// that takes minutes, on a loaded machine or a large cluster) before it gives up and exits; below the
+/// consumer's default `max.poll.interval.ms` (300 s), after which the group drops the member anyway.
+const PRODUCER_INIT_WAIT: Duration = Duration::from_secs(240);
+
+/// Beyond its timeout, how long the broker may take to abort a transaction left open (its check for timed
+/// out transactions runs every 10 s by default).
+const ABORT_SCAN_MARGIN: Duration = Duration::from_secs(15);
 
 /// Initialises `producer`'s transactions, asking again while the error is not fatal (the transaction
 /// coordinator away or still loading) for up to [`PRODUCER_INIT_WAIT`].
@@ -158,8 +163,11 @@ impl Run<'_> {
     /// Under `read_committed`, librdkafka asks for stable offsets (KIP-447): while a transaction that
     /// commits offsets of these partitions is still open, the broker answers UNSTABLE_OFFSET_COMMIT and the
     /// client asks again, so the answer includes every transaction that will ever commit for them. Right after
-    /// a broker restart the group coordinator may not answer for a while: asked again for up to
-    /// [`crate::changelog::BROKER_WAIT`] rather than stopping the stage.
+    /// a broker restart the group coordinator may not answer for a while, and a partition can come back with
+    /// an error of its own (still unstable when the client could not retry): both are asked again, for up
+    /// to [`crate::changelog::BROKER_WAIT`] or the transaction timeout and a margin, whichever is longer (a
+    /// dead owner's open transaction holds the answer until the broker aborts it), rather than taking the
+    /// partition for one with nothing committed, which would rewind it to its beginning.
     pub(super) fn stable_committed(&self, tps: &[(String, i32)]) -> anyhow::Result<BatchOffsets> {
         let mut offsets = BatchOffsets::new();
         if tps.is_empty() {
@@ -169,18 +177,35 @@ impl Run<'_> {
         for (topic, partition) in tps {
             tpl.add_partition(topic, *partition);
         }
-        let deadline = std::time::Instant::now() + crate::changelog::BROKER_WAIT;
+        let transaction_timeout =
+            Duration::from_millis(self.env.config.processing.transaction_timeout_ms);
+        let wait = crate::changelog::BROKER_WAIT.max(transaction_timeout + ABORT_SCAN_MARGIN);
+        let deadline = std::time::Instant::now() + wait;
         let committed = loop {
-            match self
+            let answer = self
                 .consumer
                 .committed_offsets(tpl.clone(), Duration::from_secs(30))
-            {
+                .map_err(|e| e.to_string())
+                .and_then(|c| match c.elements().iter().find(|e| e.error().is_err()) {
+                    Some(e) => Err(format!(
+                        "{}/{}: {}",
+                        e.topic(),
+                        e.partition(),
+                        e.error().err().map(|e| e.to_string()).unwrap_or_default()
+                    )),
+                    None => Ok(c),
+                });
+            match answer {
                 Ok(c) => break c,
                 Err(e) if std::time::Instant::now() < deadline => {
                     tracing::warn!(stage = self.name, error = %e, "Committed offsets not known yet; asking again.");
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => anyhow::bail!(
+                    "stage {}: the group's committed offsets could not be read in {} s: {e}",
+                    self.name,
+                    wait.as_secs()
+                ),
             }
         };
         for e in committed.elements() {
