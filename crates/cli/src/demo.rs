@@ -99,10 +99,17 @@ pub struct DemoReport {
 /// Runs the demo and returns its report (the caller prints it).
 pub fn run_demo(base: ClickpathConfig, opts: &DemoOptions) -> anyhow::Result<DemoReport> {
     let mut cfg = base;
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis();
-    // Fresh topics and groups per run, so a real broker's old data never mixes in.
+    // Fresh topics and groups per run, so a real broker's old data never mixes in; the process id and a
+    // counter keep two demos started in the same millisecond (parallel tests) apart.
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run_id = format!(
+        "{}-{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     cfg.topics = cfg.topics.with_prefix(&format!("demo-{run_id}."));
     cfg.kafka.group_prefix = format!("clickpath-demo-{run_id}");
     cfg.http.bind = "127.0.0.1:0".into();

@@ -29,9 +29,7 @@ pub struct BenchRestoreArgs {
 /// `clickpath-lab bench-restore`: under fresh `bench-<time>.` topics and groups, measures and
 /// prints one line.
 pub fn run_command(args: &BenchRestoreArgs, mut cfg: ClickpathConfig) -> anyhow::Result<()> {
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis();
+    let run_id = crate::bench::unique_run_id()?;
     cfg.topics = cfg.topics.with_prefix(&format!("bench-{run_id}."));
     cfg.kafka.group_prefix = format!("clickpath-bench-{run_id}");
     let r = bench_restore(&cfg, args.users, args.json_state)?;

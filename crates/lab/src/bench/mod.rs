@@ -387,10 +387,7 @@ pub fn run_bench(
             args.events
         );
     }
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis()
-        .to_string();
+    let run_id = unique_run_id()?;
     let bar = if progress {
         ProgressBar::new(w.len() as u64)
     } else {
@@ -623,6 +620,18 @@ impl BenchReport {
         }
         out
     }
+}
+
+/// A run id no other run on this broker shares: the start time in milliseconds alone is not enough, since
+/// two benches started in the same millisecond (two tests of one process, run in parallel) would share
+/// topics, and one would read the other's records and delete its topics under it.
+pub(crate) fn unique_run_id() -> anyhow::Result<String> {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(format!("{millis}-{}-{run}", std::process::id()))
 }
 
 #[cfg(test)]
