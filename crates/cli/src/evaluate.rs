@@ -96,6 +96,9 @@ fn read_truth(path: &Path) -> anyhow::Result<HashMap<String, f64>> {
 pub const SESSION_PRIOR_ROW: &str =
     "generator's session-start probability (reference, not a bound)";
 
+/// Suffix of the row of a blended model's network alone (without its purchase blend).
+pub const NETWORK_ONLY: &str = "(network only)";
+
 fn row(model: impl Into<String>, metrics: EvalMetrics) -> Row {
     Row {
         model: model.into(),
@@ -194,7 +197,7 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Mod
         }
         loaded.push((dir.clone(), meta));
     }
-    for (dir, meta) in &loaded {
+    for (i, (dir, meta)) in loaded.iter().enumerate() {
         let spec: &FeatureSpec = &meta.training.config.features;
         let (model, _) = load_sequence::<CpuBackend>(dir, spec, &device)
             .with_context(|| format!("loading {}", dir.display()))?;
@@ -207,6 +210,17 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Mod
             model.items.as_ref(),
         );
         rows.push(row(meta.version.clone(), evaluate_sequences(&model, &seqs)));
+        if model.blend.is_some() {
+            // What the network adds is only visible beside what it scores alone.
+            let alone = clickpath_model::sequence::SequenceModel {
+                blend: None,
+                ..model.clone()
+            };
+            rows.push(row(
+                format!("{} {NETWORK_ONLY}", meta.version),
+                evaluate_sequences(&alone, &seqs),
+            ));
+        }
         match evaluate_items(&model, &seqs, args.k) {
             Some(e) if e.cases == 0 => {
                 eprintln!("{}: no next-item test case in its vocabulary", meta.version);
@@ -217,7 +231,7 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Mod
         if vocab.is_none() {
             vocab = model.items.clone();
         }
-        if let (Some(path), true) = (&args.scores_out, rows.len() == 1) {
+        if let (Some(path), true) = (&args.scores_out, i == 0) {
             write_scores(path, &model, &seqs)?;
         }
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::app::GlobalArgs;
 use anyhow::Context as _;
 use clickpath_adapters::Format;
+use clickpath_model::outlook::{OutlookMeta, OutlookTrainConfig, save_outlook, train_outlook};
 use clickpath_model::sequence::{
     Architecture, CpuTrainBackend, SequenceTrainConfig, TrainProgress, save_sequence,
     train_sequence,
@@ -52,6 +53,17 @@ pub struct TrainArgs {
     /// Where to train (cuda needs a build with --features cuda).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
+    /// `--model outlook`: a user "returns" when their next session starts within this many hours of
+    /// a session's end.
+    #[arg(long, default_value_t = 168)]
+    pub horizon_hours: u32,
+    /// `--model outlook`: end of the data's observation window (ms or RFC 3339 UTC); sessions whose
+    /// horizon reaches past it have no known label. Default: the latest event time.
+    #[arg(long)]
+    pub data_end: Option<String>,
+    /// `--model outlook`: number of behavioural segments.
+    #[arg(long, default_value_t = 4)]
+    pub segments: usize,
 }
 
 /// What `clickpath train --model` fits.
@@ -65,6 +77,9 @@ pub enum ModelKind {
     Lstm,
     /// Burn causal Transformer.
     Transformer,
+    /// Session outlook: return propensity within --horizon-hours and behavioural segments, published
+    /// with each closed session (`[outlook] model_dir`).
+    Outlook,
 }
 
 /// A Burn sequence architecture, as a command-line choice.
@@ -92,7 +107,7 @@ impl ModelKind {
     /// The sequence architecture, or `None` for the baseline.
     pub fn architecture(self) -> Option<Architecture> {
         match self {
-            ModelKind::Baseline => None,
+            ModelKind::Baseline | ModelKind::Outlook => None,
             ModelKind::Gru => Some(Architecture::Gru),
             ModelKind::Lstm => Some(Architecture::Lstm),
             ModelKind::Transformer => Some(Architecture::Transformer),
@@ -114,6 +129,20 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(!events.is_empty(), "no events to train on");
     let text = match args.model.architecture() {
+        None if args.model == ModelKind::Outlook => {
+            let cfg = OutlookTrainConfig {
+                horizon_hours: args.horizon_hours,
+                segments: args.segments,
+                data_end_ms: args
+                    .data_end
+                    .as_deref()
+                    .map(clickpath_report::topic::parse_time)
+                    .transpose()
+                    .context("--data-end")?,
+                ..OutlookTrainConfig::default()
+            };
+            train_outlook_to(&events, &cfg, &args.out)?
+        }
         None => train_baseline_to(&events, &Default::default(), &args.out)?,
         Some(architecture) => {
             let mut cfg: SequenceTrainConfig = match &args.train_config {
@@ -151,6 +180,50 @@ pub fn train_baseline_to(
     let report = train_baseline(events, cfg)?;
     report.artifact.save(out)?;
     Ok(serde_json::to_string_pretty(report.metrics())?)
+}
+
+/// Trains the session outlook on `events` and writes the artifact to `out`; returns a summary.
+pub fn train_outlook_to(
+    events: &[ClickEvent],
+    cfg: &OutlookTrainConfig,
+    out: &Path,
+) -> anyhow::Result<String> {
+    let mut report = train_outlook(events, cfg)?;
+    let meta = save_outlook(&mut report, out)?;
+    Ok(outlook_summary(&meta))
+}
+
+/// The outlook's test figures as text: return AUC, segments with their size, return rate and
+/// description, and stability across a refit.
+pub fn outlook_summary(meta: &OutlookMeta) -> String {
+    let m = &meta.metrics;
+    let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
+    let [train, validation, test] = m.split_sessions;
+    let mut text = format!(
+        "{}: {} sessions, {} without a known {}-hour return label (left out); train / validation / test {train} / {validation} / {test}\n\
+         return within {} h on the test split: {} of {test} returned; ROC-AUC {}, PR-AUC {}, log loss {}\n\
+         segments (test split; stability across a refit, adjusted Rand index {}):\n",
+        meta.version,
+        m.sessions,
+        m.censored,
+        meta.config.horizon_hours,
+        meta.config.horizon_hours,
+        m.test_returns,
+        f(m.return_roc_auc),
+        f(m.return_pr_auc),
+        f(m.return_log_loss),
+        f(m.stability_ari),
+    );
+    for s in &m.segments {
+        text.push_str(&format!(
+            "  {}: {:>5.1} % of sessions, {:>5.1} % return; {}\n",
+            s.segment,
+            100.0 * s.share,
+            100.0 * s.return_rate,
+            s.description
+        ));
+    }
+    text
 }
 
 /// Where to train or score: a command-line choice.
@@ -224,8 +297,21 @@ pub fn train_sequence_to(
             )
         },
     );
+    let auc = |m: &clickpath_model::train::EvalMetrics| {
+        m.roc_auc.map_or("-".into(), |a| format!("{a:.4}"))
+    };
+    let blend = meta.network_only_metrics.as_ref().map_or_else(
+        || "purchase: the network alone (no blend fitted)".to_string(),
+        |alone| {
+            format!(
+                "purchase: network blended with a logistic regression, test ROC-AUC {} (network alone {})",
+                auc(&meta.metrics),
+                auc(alone)
+            )
+        },
+    );
     Ok(format!(
-        "{} on {backend}: best epoch {} of {}, {:.1} s, {:.0} sequences/s, {:.0} events/s\n{items}\ntest metrics:\n{}",
+        "{} on {backend}: best epoch {} of {}, {:.1} s, {:.0} sequences/s, {:.0} events/s\n{items}\n{blend}\ntest metrics:\n{}",
         meta.version,
         meta.training.best_epoch,
         meta.training.history.len(),

@@ -676,6 +676,24 @@ mod tests {
         assert_eq!(keys, vec!["u:0", "u:0", "u:1999"]);
     }
 
+    /// Out-of-order slack lets the next session's events apply before this one closes: they must not
+    /// count among this one's `user_sessions` (a return-propensity model would read the answer).
+    #[test]
+    fn user_sessions_count_only_sessions_up_to_the_published_one() {
+        let events = [
+            ev("a", "u", PageView, 0),
+            ev("b", "u", PageView, 1_200),
+            ev("c", "u", PageView, 5_000),
+        ];
+        let mut s = Sessionizer::new(cfg(2_000));
+        let out = run(&mut s, &events);
+        let counts: Vec<(i64, i64)> = out
+            .iter()
+            .map(|x| (x.start_time, x.user_sessions))
+            .collect();
+        assert_eq!(counts, vec![(0, 1), (1_200, 2), (5_000, 3)]);
+    }
+
     #[test]
     fn max_length_splits_a_busy_session() {
         let c = cfg(0);

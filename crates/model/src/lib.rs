@@ -21,6 +21,7 @@ pub mod baseline;
 pub mod dataset;
 pub mod error;
 pub mod metrics;
+pub mod outlook;
 pub mod recommend;
 #[cfg(feature = "sequence")]
 pub mod sequence;

@@ -240,6 +240,30 @@ pub struct SessionSummary {
     /// Ids of earlier published sessions this one replaces (merged into it, or its own id before
     /// a late event moved its start): consumers delete them.
     pub superseded_session_ids: Vec<String>,
+    /// The user's sessions up to this one, this one included (0 from writers before schema
+    /// version 3).
+    #[serde(default)]
+    pub user_sessions: i64,
+    /// The session outlook model's view of the user at this session's end; `None` without a model
+    /// (or from writers before schema version 3).
+    #[serde(default)]
+    pub outlook: Option<SessionOutlook>,
+}
+
+/// Return propensity and behavioural segment of a closed session (`SessionSummary.outlook`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionOutlook {
+    /// Version of the outlook model (`outlook-…`).
+    pub model_version: String,
+    /// Probability that the user's next session starts within `return_horizon_hours` of this one's
+    /// end.
+    pub return_probability: f64,
+    /// The horizon the model was trained for.
+    pub return_horizon_hours: i32,
+    /// Behavioural segment (0-based; meaningful within one `model_version`).
+    pub segment: i32,
+    /// One line derived from the segment's centroid.
+    pub segment_description: String,
 }
 
 /// Behaviour features of one user at one event (`schemas/feature_vector.avsc`).

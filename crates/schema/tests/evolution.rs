@@ -1,6 +1,8 @@
 //! Schema evolution: records written with an older (or differently shaped) writer schema decode
 //! into the current type by Avro schema resolution, driven by the writer id in the header.
 
+mod common;
+
 use clickpath_schema::*;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -279,9 +281,9 @@ fn v1_session_summaries_decode_as_first_publications() {
             close_reason: "gap".into(),
         },
     );
-    // The shipped codec writes v2 (id 7) and resolves v1 records (id 2) against it.
+    // The shipped codec writes v3 (id 13) and resolves v1 records (id 2) against it.
     let codec = Codec::embedded();
-    assert_eq!(codec.schema_id::<SessionSummary>().unwrap(), 7);
+    assert_eq!(codec.schema_id::<SessionSummary>().unwrap(), 13);
     let s: SessionSummary = codec.decode(&bytes).unwrap();
     assert_eq!((s.revision, s.superseded_session_ids.len()), (0, 0));
     assert_eq!((s.session_id.as_str(), s.event_count), ("u-1:5", 2));
@@ -506,5 +508,80 @@ fn predictions_v1_decode_without_items_and_v1_readers_skip_them() {
     assert_eq!(
         v1_reader.decode::<PredictionV1>(&new).unwrap(),
         PredictionV1::from(prediction_with_items())
+    );
+}
+
+/// A session summary as version 2 had it (no `user_sessions`, no `outlook`).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct SessionSummaryV2 {
+    session_id: String,
+    user_id: String,
+    start_time: i64,
+    end_time: i64,
+    event_count: i32,
+    path: Vec<EventType>,
+    furthest_stage: FunnelStage,
+    purchased: bool,
+    order_value: f64,
+    first_event_id: String,
+    last_event_id: String,
+    close_reason: String,
+    revision: i32,
+    superseded_session_ids: Vec<String>,
+}
+
+impl AvroRecord for SessionSummaryV2 {
+    const FULL_NAME: &'static str = SessionSummary::FULL_NAME;
+}
+
+impl From<SessionSummary> for SessionSummaryV2 {
+    fn from(s: SessionSummary) -> Self {
+        SessionSummaryV2 {
+            session_id: s.session_id,
+            user_id: s.user_id,
+            start_time: s.start_time,
+            end_time: s.end_time,
+            event_count: s.event_count,
+            path: s.path,
+            furthest_stage: s.furthest_stage,
+            purchased: s.purchased,
+            order_value: s.order_value,
+            first_event_id: s.first_event_id,
+            last_event_id: s.last_event_id,
+            close_reason: s.close_reason,
+            revision: s.revision,
+            superseded_session_ids: s.superseded_session_ids,
+        }
+    }
+}
+
+#[test]
+fn session_summaries_v2_decode_without_an_outlook_and_v2_readers_skip_it() {
+    let shipped = EmbeddedRegistry::shipped();
+    let (v2, v3) = (
+        shipped.schema_text(7).unwrap(),
+        shipped.schema_text(13).unwrap(),
+    );
+    let codec = Codec::embedded();
+    let with_outlook = common::full_session();
+    assert!(with_outlook.outlook.is_some() && with_outlook.user_sessions > 0);
+    // A summary written before version 3 (id 7) reads with no count and no outlook.
+    let old = write_with(7, v2, &SessionSummaryV2::from(with_outlook.clone()));
+    let read = codec.decode::<SessionSummary>(&old).unwrap();
+    assert_eq!((read.user_sessions, read.outlook.as_ref()), (0, None));
+    assert_eq!(
+        SessionSummaryV2::from(read),
+        SessionSummaryV2::from(with_outlook.clone())
+    );
+    // Version 3 round-trips; a consumer still on version 2 decodes it without the new fields.
+    let new = codec.encode(&with_outlook).unwrap();
+    assert_eq!(codec.decode::<SessionSummary>(&new).unwrap(), with_outlook);
+    let v2_reader = Codec::new(registry(&[
+        (SessionSummary::FULL_NAME, 13, v3),
+        (SessionSummary::FULL_NAME, 7, v2),
+    ]));
+    assert_eq!(
+        v2_reader.decode::<SessionSummaryV2>(&new).unwrap(),
+        SessionSummaryV2::from(with_outlook)
     );
 }

@@ -162,7 +162,8 @@ impl Chain {
                 &t.sessions,
                 &t.late_events,
                 flush_on_shutdown,
-            ),
+            )
+            .with_outlook(crate::topology::load_outlook(cfg)?),
             windower: Windower::new(&cfg.windower, &t.features),
             scorer: build_scorer(cfg, env)?,
             detector: Detector::new(&cfg.detector, &t.alerts),

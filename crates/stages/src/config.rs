@@ -37,6 +37,8 @@ pub struct ClickpathConfig {
     pub cleaning: CleaningConfig,
     /// The sessionizer stage.
     pub sessionizer: SessionConfig,
+    /// The session outlook the sessionizer adds to each closed session (off by default).
+    pub outlook: OutlookConfig,
     /// The feature windower stage.
     pub windower: FeatureSpec,
     /// The scorer stage.
@@ -72,6 +74,7 @@ impl DerefMut for ClickpathConfig {
 struct StageSections {
     cleaning: CleaningConfig,
     sessionizer: SessionConfig,
+    outlook: OutlookConfig,
     windower: FeatureSpec,
     scorer: ScorerConfig,
     detector: RulesConfig,
@@ -86,6 +89,7 @@ impl StageSections {
             bus,
             cleaning: self.cleaning,
             sessionizer: self.sessionizer,
+            outlook: self.outlook,
             windower: self.windower,
             scorer: self.scorer,
             detector: self.detector,
@@ -94,6 +98,16 @@ impl StageSections {
             faults: self.faults,
         }
     }
+}
+
+/// `[outlook]`: the session outlook model (return propensity and segment at each session's end).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutlookConfig {
+    /// Directory of an artifact from `clickpath train --model outlook`; absent (or empty): sessions are
+    /// published without an outlook. Read at start-up (a new artifact needs a restart).
+    #[serde(deserialize_with = "empty_as_none")]
+    pub model_dir: Option<PathBuf>,
 }
 
 /// A path that older configurations wrote as `""` for "none".

@@ -7,10 +7,12 @@
 //! with it on a rebalance.
 
 use clickpath_core::session::{SessionConfig, Sessionizer as CoreSessionizer, UserState};
+use clickpath_model::outlook::OutlookModel;
 use clickpath_runtime::query::{QueryStore, View};
 use clickpath_runtime::{Context, Stage, StageError, StateChange};
 use clickpath_schema::{ClickEvent, SessionSummary};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Changelog key of a partition's watermark (user ids are never empty, so it cannot collide).
 const WATERMARK_KEY: &[u8] = b"";
@@ -32,6 +34,8 @@ pub struct Sessionizer {
     /// The watermark last written to the changelog, per partition: it is written whenever it moved, even when
     /// no user changed (a duplicate with a newer time can move it), so a restore resumes exactly.
     written_watermark: BTreeMap<i32, i64>,
+    /// Adds each closed session's return propensity and segment when set.
+    outlook: Option<Arc<OutlookModel>>,
 }
 
 #[derive(Default)]
@@ -61,7 +65,14 @@ impl Sessionizer {
             changes: Vec::new(),
             restoring: BTreeMap::new(),
             written_watermark: BTreeMap::new(),
+            outlook: None,
         }
+    }
+
+    /// Publishes every closed session with `model`'s outlook (return propensity and segment).
+    pub fn with_outlook(mut self, model: Option<Arc<OutlookModel>>) -> Self {
+        self.outlook = model;
+        self
     }
 
     /// Keeps state in memory only (no changelog topic).
@@ -82,7 +93,10 @@ impl Sessionizer {
         summaries: Vec<SessionSummary>,
         ctx: &mut Context<'_>,
     ) -> Result<(), StageError> {
-        for summary in summaries {
+        for mut summary in summaries {
+            if let Some(model) = &self.outlook {
+                summary.outlook = Some(model.assess(&summary));
+            }
             ctx.emit(&self.sessions_topic, &summary.user_id, &summary)?;
         }
         Ok(())

@@ -91,6 +91,24 @@ pub fn load_scorer_model(cfg: &ClickpathConfig) -> anyhow::Result<BaselineModel>
     }
 }
 
+/// The outlook model of `[outlook] model_dir`, loaded and checked; `None` when none is configured.
+pub fn load_outlook(
+    cfg: &ClickpathConfig,
+) -> anyhow::Result<Option<std::sync::Arc<clickpath_model::outlook::OutlookModel>>> {
+    let Some(dir) = &cfg.outlook.model_dir else {
+        return Ok(None);
+    };
+    let (model, meta) = clickpath_model::outlook::load_outlook(dir)
+        .map_err(|e| anyhow::anyhow!("outlook.model_dir {}: {e}", dir.display()))?;
+    tracing::info!(
+        version = %meta.version,
+        horizon_hours = model.horizon_hours,
+        segments = model.segments.centroids.len(),
+        "Session outlook model loaded."
+    );
+    Ok(Some(std::sync::Arc::new(model)))
+}
+
 /// The scorer as configured: the model in `scorer.model_dir` (a sequence model or a baseline; the
 /// built-in baseline when absent), on `scorer.device`, with the optional shadow model.
 pub fn build_scorer(cfg: &ClickpathConfig, env: &RunnerEnv) -> anyhow::Result<Scorer> {
@@ -203,7 +221,8 @@ pub fn run_named(
                 &cfg.topics.sessions,
                 &cfg.topics.late_events,
                 flush_on_shutdown,
-            ),
+            )
+            .with_outlook(load_outlook(cfg)?),
             &input,
             env,
         ),

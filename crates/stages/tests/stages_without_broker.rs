@@ -152,6 +152,78 @@ fn sessionizer_keeps_partitions_apart_and_publishes_closed_sessions() {
     assert_eq!(closed.iter().filter(|s| s.user_id == "bob").count(), 1);
 }
 
+/// An outlook model by hand: buyers return (the regression weighs `purchased`), and two segments,
+/// buyers and non-buyers.
+fn buyer_outlook() -> clickpath_model::outlook::OutlookModel {
+    use clickpath_model::logistic::{LogisticModel, LogisticParams};
+    use clickpath_model::outlook::{FEATURES, OutlookModel, Segments, describe};
+    let mut names: Vec<String> = FEATURES.iter().map(|s| s.to_string()).collect();
+    names.sort();
+    let weights = names
+        .iter()
+        .map(|n| if n == "purchased" { 3.0 } else { 0.0 })
+        .collect();
+    let returns = LogisticModel::try_from(LogisticParams {
+        means: vec![0.0; names.len()],
+        stds: vec![1.0; names.len()],
+        feature_names: names,
+        weights,
+        bias: -1.5,
+    })
+    .unwrap();
+    let purchased = FEATURES.iter().position(|f| *f == "purchased").unwrap();
+    let centroid = |z: f64| {
+        let mut c = vec![0.0; FEATURES.len()];
+        c[purchased] = z;
+        c
+    };
+    let centroids = vec![centroid(-1.0), centroid(1.0)];
+    let segments = Segments {
+        means: vec![0.0; FEATURES.len()],
+        stds: vec![1.0; FEATURES.len()],
+        descriptions: centroids.iter().map(|c| describe(c)).collect(),
+        centroids,
+    };
+    OutlookModel::new("outlook-test".into(), 48, returns, segments)
+}
+
+#[test]
+fn sessionizer_publishes_each_closed_session_with_the_outlook() {
+    let codec = Codec::embedded();
+    let cfg = ClickpathConfig::default().sessionizer;
+    let mut stage = Sessionizer::new(&cfg, "sessions", "late", true)
+        .with_outlook(Some(std::sync::Arc::new(buyer_outlook())));
+    let mut purchase = ev("a2", "alice", EventType::Purchase, T0 + 60_000);
+    purchase.order_value = Some(20.0);
+    feed(
+        &mut stage,
+        &codec,
+        vec![
+            (0, ev("a1", "alice", EventType::ProductView, T0)),
+            (0, purchase),
+            (0, ev("b1", "bob", EventType::PageView, T0)),
+        ],
+    );
+    let closed: Vec<SessionSummary> = decode_all(&codec, &shutdown(&mut stage, &codec), "sessions");
+    let outlook = |user: &str| {
+        closed
+            .iter()
+            .find(|s| s.user_id == user)
+            .and_then(|s| s.outlook.clone())
+            .expect("an outlook on every session")
+    };
+    let (alice, bob) = (outlook("alice"), outlook("bob"));
+    assert_eq!((alice.segment, bob.segment), (1, 0));
+    assert_eq!(alice.segment_description, "buyers");
+    assert_eq!(bob.segment_description, "non-buyers");
+    assert!(alice.return_probability > 0.8 && bob.return_probability < 0.2);
+    assert_eq!(
+        (alice.model_version.as_str(), alice.return_horizon_hours),
+        ("outlook-test", 48)
+    );
+    assert!(closed.iter().all(|s| s.user_sessions == 1));
+}
+
 #[test]
 fn sessionizer_funnel_stages_are_configurable() {
     let codec = Codec::embedded();

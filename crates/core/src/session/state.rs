@@ -273,7 +273,14 @@ impl Sess {
     }
 
     /// Publishes the session (first time or as a correction) and marks it clean.
-    fn publish(&mut self, user_id: &str, reason: &str, cfg: &SessionConfig) -> SessionSummary {
+    /// `user_sessions`: the user's sessions up to this one, this one included.
+    fn publish(
+        &mut self,
+        user_id: &str,
+        reason: &str,
+        cfg: &SessionConfig,
+        user_sessions: u64,
+    ) -> SessionSummary {
         let revision = self.rev.map_or(0, |r| r.saturating_add(1));
         self.rev = Some(revision);
         self.dirty = false;
@@ -301,6 +308,8 @@ impl Sess {
             close_reason: reason.to_owned(),
             revision: i32::try_from(revision).unwrap_or(i32::MAX),
             superseded_session_ids: superseded,
+            user_sessions: i64::try_from(user_sessions).unwrap_or(i64::MAX),
+            outlook: None,
         }
     }
 }
@@ -423,10 +432,12 @@ impl UserState {
         }
         let lateness = cfg.lateness();
         let horizon = wm.saturating_sub(lateness);
-        for s in &mut self.sessions {
+        let count = self.sessions.len();
+        for (i, s) in self.sessions.iter_mut().enumerate() {
             s.freeze(horizon, cfg.max_path_len);
             if s.dirty && s.close_time(cfg) <= wm {
-                out.push(s.publish(user_id, s.natural_reason(cfg), cfg));
+                let upto = sessions_up_to(&self.life, count, i);
+                out.push(s.publish(user_id, s.natural_reason(cfg), cfg, upto));
             }
         }
         self.sessions
@@ -445,14 +456,16 @@ impl UserState {
         for h in self.held.drain(..) {
             apply(&mut self.sessions, &mut self.life, Item::from_held(h), cfg);
         }
-        for s in &mut self.sessions {
+        let count = self.sessions.len();
+        for (i, s) in self.sessions.iter_mut().enumerate() {
             if s.dirty {
                 let reason = if s.close_time(cfg) <= wm {
                     s.natural_reason(cfg)
                 } else {
                     "shutdown"
                 };
-                out.push(s.publish(user_id, reason, cfg));
+                let upto = sessions_up_to(&self.life, count, i);
+                out.push(s.publish(user_id, reason, cfg, upto));
             }
         }
     }
@@ -486,6 +499,15 @@ impl UserState {
     pub(super) fn held_len(&self) -> usize {
         self.held.len()
     }
+}
+
+/// The user's sessions up to the `i`-th of the `count` kept (sorted by start), that one included: the
+/// lifetime count less the later ones. A session closes only once the watermark passes its gap, by
+/// when the user's next session may have begun; counting that one would tell a return-propensity
+/// model the answer.
+fn sessions_up_to(life: &Lifetime, count: usize, i: usize) -> u64 {
+    let later = count.saturating_sub(i + 1) as u64;
+    life.sessions.saturating_sub(later).max(1)
 }
 
 fn apply(sessions: &mut Vec<Sess>, life: &mut Lifetime, it: Item, cfg: &SessionConfig) {

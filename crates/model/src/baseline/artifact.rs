@@ -76,7 +76,7 @@ pub struct ModelArtifact {
     pub meta: ArtifactMeta,
 }
 
-fn invalid(path: &Path, problem: impl Into<String>) -> ModelError {
+pub(crate) fn invalid(path: &Path, problem: impl Into<String>) -> ModelError {
     ModelError::InvalidArtifact {
         path: path.to_path_buf(),
         problem: problem.into(),
@@ -85,7 +85,7 @@ fn invalid(path: &Path, problem: impl Into<String>) -> ModelError {
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees half a
 /// file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let tmp = path.with_extension("json.tmp");
     let io = |source| ModelError::Io {
         path: path.to_path_buf(),
@@ -95,7 +95,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     fs::rename(&tmp, path).map_err(io)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
     fs::read(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,

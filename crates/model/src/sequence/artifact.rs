@@ -13,6 +13,7 @@ use clickpath_core::{FeatureSpec, SessionConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::blend::PurchaseBlend;
 use super::encode::Normalizer;
 use super::model::SequenceModel;
 use super::net::NetConfig;
@@ -44,6 +45,9 @@ pub struct ModelFile {
     /// Items the item head recommends (by vocabulary index); absent without an item head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<ItemVocab>,
+    /// The purchase blend (`super::blend`); absent: the purchase head alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase_blend: Option<PurchaseBlend>,
 }
 
 /// How the model was trained.
@@ -82,6 +86,10 @@ pub struct SequenceMeta {
     pub training_data_fingerprint: String,
     /// Metrics on the test split.
     pub metrics: EvalMetrics,
+    /// Metrics on the test split of the network alone, when the model has a purchase blend (`metrics`
+    /// are the blend's, as served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_only_metrics: Option<EvalMetrics>,
     /// Next-item metrics on the test split (models with an item head).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_item: Option<RecMetrics>,
@@ -130,6 +138,7 @@ pub fn save_sequence<B: Backend>(
         net: model.config.clone(),
         normalizer: model.normalizer.clone(),
         items: model.items.clone(),
+        purchase_blend: model.blend.clone(),
     })
     .map_err(|source| ModelError::Json {
         path: dir.join(MODEL_FILE),
@@ -145,6 +154,7 @@ pub fn save_sequence<B: Backend>(
         session_config: cfg.session.clone(),
         training_data_fingerprint: report.fingerprint.clone(),
         metrics: report.test.clone(),
+        network_only_metrics: report.network_test.clone(),
         next_item: report.test_items.clone(),
         counts: report.counts.clone(),
         training: SequenceTrainingInfo {
@@ -220,6 +230,11 @@ pub fn load_sequence<B: Backend>(
             ),
         ));
     }
+    if let Some(blend) = &file.purchase_blend {
+        blend
+            .check(file.normalizer.len())
+            .map_err(|problem| invalid(&dir.join(MODEL_FILE), problem))?;
+    }
     if version != meta.version {
         return Err(invalid(
             &dir.join(WEIGHTS_FILE),
@@ -258,6 +273,7 @@ pub fn load_sequence<B: Backend>(
             config: file.net,
             normalizer: file.normalizer,
             items: file.items,
+            blend: file.purchase_blend,
             device: device.clone(),
         },
         meta,

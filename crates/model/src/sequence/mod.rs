@@ -5,6 +5,7 @@
 //! CPU by default (Burn's `flex` backend, [`CpuBackend`]); `cuda` adds [`CudaBackend`].
 
 pub mod artifact;
+pub mod blend;
 pub mod data;
 pub mod encode;
 pub mod model;

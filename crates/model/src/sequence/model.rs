@@ -1,8 +1,9 @@
 //! A trained sequence model ready to score: the network, its shape and its input normaliser.
 
 use burn::prelude::*;
-use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::activation::softmax;
 
+use super::blend::PurchaseBlend;
 use super::data::Sequence;
 use super::encode::{Buckets, EVENT_TYPES, Normalizer, Step};
 use super::net::{Architecture, NetConfig, SequenceNet, StepTensors};
@@ -31,6 +32,9 @@ pub struct SequenceModel<B: Backend> {
     pub normalizer: Normalizer,
     /// Items the item head recommends (vocabulary index = output row); `None` without one.
     pub items: Option<ItemVocab>,
+    /// Stacks the network's purchase logit with a logistic regression on the step's numeric inputs
+    /// (`super::blend`); `None`: the network's purchase head alone.
+    pub blend: Option<PurchaseBlend>,
     /// Device the network lives on.
     pub device: B::Device,
 }
@@ -71,9 +75,18 @@ impl<B: Backend> SequenceModel<B> {
                 std: vec![1.0; n],
             },
             items: None,
+            blend: None,
             config,
             device,
         }
+    }
+
+    /// The purchase probability of a step whose network purchase logit is `logit` (the blend applied
+    /// when the model has one).
+    pub fn purchase_probability(&self, logit: f32, step: &Step) -> f64 {
+        let l = f64::from(logit);
+        let l = self.blend.as_ref().map_or(l, |b| b.logit(l, &step.numeric));
+        crate::logistic::sigmoid(l)
     }
 
     /// Hashed-embedding bucket counts.
@@ -345,7 +358,8 @@ impl<B: Backend> SequenceModel<B> {
         }
         let x = StepTensors::<B>::from_steps(batch, len, self.normalizer.len(), &self.device);
         let (p, n) = self.net.forward(x);
-        let p: Vec<f32> = sigmoid(p).into_data().into_vec().unwrap_or_default();
+        // Logits: the probability is computed per step, where the blend sees the step's inputs.
+        let p: Vec<f32> = p.into_data().into_vec().unwrap_or_default();
         let n: Vec<f32> = softmax(n, 2).into_data().into_vec().unwrap_or_default();
         batch
             .iter()
@@ -355,7 +369,7 @@ impl<B: Backend> SequenceModel<B> {
                     .map(|t| {
                         let at = i * len + t;
                         StepOutput {
-                            purchase: f64::from(p[at]),
+                            purchase: self.purchase_probability(p[at], &seq[t]),
                             next: n[at * EVENT_TYPES..(at + 1) * EVENT_TYPES]
                                 .iter()
                                 .map(|v| f64::from(*v))

@@ -3,7 +3,7 @@
 //! not grow with the session.
 
 use burn::prelude::*;
-use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::activation::softmax;
 
 use super::encode::Normalizer;
 use super::encode::{EVENT_TYPES, Step};
@@ -119,10 +119,7 @@ impl<B: Backend> SequenceModel<B> {
         let x = StepTensors::<B>::from_steps(&steps, 1, features, &self.device);
         let state = Tensor::<B, 2>::from_data(TensorData::new(state, [b, width]), &self.device);
         let out = self.net.step(x, Some(state));
-        let p: Vec<f32> = sigmoid(out.purchase)
-            .into_data()
-            .into_vec()
-            .unwrap_or_default();
+        let p: Vec<f32> = out.purchase.into_data().into_vec().unwrap_or_default();
         let n: Vec<f32> = softmax(out.next, 1)
             .into_data()
             .into_vec()
@@ -141,7 +138,8 @@ impl<B: Backend> SequenceModel<B> {
                 mem.state
                     .extend_from_slice(&new_state[i * width..(i + 1) * width]);
                 mem.window.clear();
-                output_at(&p, &n, &q, i)
+                let purchase = self.purchase_probability(p[i], &steps[i][0]);
+                output_at(purchase, &n, &q, i)
             })
             .collect()
     }
@@ -159,10 +157,7 @@ impl<B: Backend> SequenceModel<B> {
         let len = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
         let x = StepTensors::<B>::from_steps(&seqs, len, self.normalizer.len(), &self.device);
         let out = self.net.forward_heads(x);
-        let p: Vec<f32> = sigmoid(out.purchase)
-            .into_data()
-            .into_vec()
-            .unwrap_or_default();
+        let p: Vec<f32> = out.purchase.into_data().into_vec().unwrap_or_default();
         let n: Vec<f32> = softmax(out.next, 2)
             .into_data()
             .into_vec()
@@ -174,7 +169,13 @@ impl<B: Backend> SequenceModel<B> {
         );
         seqs.iter()
             .enumerate()
-            .map(|(i, s)| output_at(&p, &n, &q, i * len + s.len() - 1))
+            .map(|(i, s)| {
+                let at = i * len + s.len() - 1;
+                let purchase = s
+                    .last()
+                    .map_or(0.0, |step| self.purchase_probability(p[at], step));
+                output_at(purchase, &n, &q, at)
+            })
             .collect()
     }
 }
@@ -201,9 +202,9 @@ impl Queries {
     }
 }
 
-fn output_at(p: &[f32], n: &[f32], q: &Queries, at: usize) -> StepOutput {
+fn output_at(purchase: f64, n: &[f32], q: &Queries, at: usize) -> StepOutput {
     StepOutput {
-        purchase: f64::from(p[at]),
+        purchase,
         next: n[at * EVENT_TYPES..(at + 1) * EVENT_TYPES]
             .iter()
             .map(|v| f64::from(*v))

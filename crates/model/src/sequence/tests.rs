@@ -310,6 +310,11 @@ fn artifacts_round_trip_and_refuse_tampering() {
         let (loaded, meta2) =
             load_sequence::<B>(dir.path(), &cfg.features, &Default::default()).unwrap();
         assert_eq!(meta2.version, meta.version);
+        // The purchase blend is fitted by default and travels with the artifact, beside the network's
+        // own test metrics.
+        assert!(report.model.blend.is_some(), "{arch:?}: no blend fitted");
+        assert_eq!(loaded.blend, report.model.blend);
+        assert!(meta2.network_only_metrics.is_some());
         let steps: Vec<Step> = (0..10)
             .map(|i| Step {
                 event_type: (i % 4) as u32,
@@ -360,12 +365,28 @@ fn online_batches_of_interleaved_users_equal_offline_scoring() {
     ] {
         let mut net_cfg = small_config(arch).net;
         net_cfg.numeric_features = 4;
-        let model = SequenceModel::<B>::untrained(net_cfg.clone(), Default::default());
+        let mut model = SequenceModel::<B>::untrained(net_cfg.clone(), Default::default());
+        // With a purchase blend, so that its per-step inputs are checked on both paths too.
+        model.blend = Some(blend::PurchaseBlend {
+            network: 0.7,
+            numeric: vec![0.9, -0.6, 0.4, 0.2],
+            bias: -0.3,
+            validation: Default::default(),
+        });
         let users: Vec<Vec<Step>> = (0..3)
             .map(|u| random_steps(5 + 4 * u as usize, 4, u))
             .collect();
         let slices: Vec<&[Step]> = users.iter().map(Vec::as_slice).collect();
         let offline = model.score_steps(&slices);
+        let alone = SequenceModel {
+            blend: None,
+            ..model.clone()
+        };
+        let network_only = alone.score_steps(&slices);
+        assert!(
+            (offline[0][1].purchase - network_only[0][1].purchase).abs() > 1e-3,
+            "{arch:?}: the blend changed nothing"
+        );
         let mut memories = vec![UserMemory::default(); users.len()];
         let longest = users.iter().map(Vec::len).max().unwrap();
         for t in 0..longest {

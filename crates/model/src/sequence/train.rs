@@ -15,6 +15,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::blend::{BlendRows, PurchaseBlend};
 use super::data::ItemTargets;
 use super::data::{Sequence, Targets, sequences};
 use super::encode::{Buckets, Normalizer};
@@ -63,6 +64,9 @@ pub struct SequenceTrainConfig {
     pub item_negatives: usize,
     /// Weight of the item loss. Default 1.0.
     pub item_loss_weight: f32,
+    /// Stack the network's purchase logit with a logistic regression on the step's numeric inputs,
+    /// fitted after the network (`super::blend`). Default true.
+    pub purchase_blend: bool,
     /// Seed of initialisation and shuffling. Default 7.
     pub seed: u64,
 }
@@ -85,6 +89,7 @@ impl Default for SequenceTrainConfig {
             max_items: 50_000,
             item_negatives: 1_024,
             item_loss_weight: 1.0,
+            purchase_blend: true,
             seed: 7,
         }
     }
@@ -136,8 +141,10 @@ pub struct SequenceTrainReport<B: Backend> {
     pub history: Vec<EpochReport>,
     /// The epoch whose weights were kept.
     pub best_epoch: usize,
-    /// Metrics on the test split.
+    /// Metrics on the test split (with the purchase blend, when fitted).
     pub test: EvalMetrics,
+    /// Metrics on the test split of the network alone, when a purchase blend was fitted.
+    pub network_test: Option<EvalMetrics>,
     /// Next-item metrics on the test split (models with an item head).
     pub test_items: Option<RecMetrics>,
     /// Sizes of the data.
@@ -169,6 +176,47 @@ pub fn evaluate_sequences<B: Backend>(
         }
     }
     metrics_of(&probabilities, &examples, &distributions, &targets)
+}
+
+/// The purchase rows of `seqs` for the blend: every step scored for purchase, with the network's logit
+/// when `model` is given (the validation rows need it, the training rows do not).
+fn blend_rows<'s, B: Backend>(
+    model: Option<&SequenceModel<B>>,
+    seqs: &'s [Sequence<'_>],
+) -> BlendRows<'s> {
+    let scored = model.map(|m| m.score_sequences(seqs));
+    let mut rows = BlendRows::default();
+    for (i, seq) in seqs.iter().enumerate() {
+        for (t, (ex, step)) in seq.examples.iter().zip(&seq.steps).enumerate() {
+            if !ex.scored_for_purchase() {
+                continue;
+            }
+            if let Some(scored) = &scored {
+                let p = scored[i][t].purchase.clamp(1e-12, 1.0 - 1e-12);
+                rows.network.push((p / (1.0 - p)).ln());
+            }
+            rows.numeric.push(&step.numeric);
+            rows.labels.push(ex.purchase);
+        }
+    }
+    rows
+}
+
+/// Fits the purchase blend of the network `model` (which must have none yet): the regression on the
+/// training split, the stacking on validation. `None` without a validation split or with one class.
+fn fit_blend<B: Backend>(
+    model: &SequenceModel<B>,
+    train: &[Sequence<'_>],
+    validation: &[Sequence<'_>],
+) -> Result<Option<PurchaseBlend>, ModelError> {
+    if validation.is_empty() {
+        return Ok(None);
+    }
+    PurchaseBlend::fit(
+        &model.normalizer.names,
+        &blend_rows::<B>(None, train),
+        &blend_rows(Some(model), validation),
+    )
 }
 
 /// Item-head negatives: vocabulary indices drawn with probability proportional to
@@ -508,6 +556,7 @@ pub fn train_sequence<B: AutodiffBackend>(
             config: cfg.net.clone(),
             normalizer: normalizer.clone(),
             items: vocab.clone(),
+            blend: None,
             device: device.clone(),
         };
         let val_set = if validation.is_empty() {
@@ -548,13 +597,25 @@ pub fn train_sequence<B: AutodiffBackend>(
     let Some((_, best_epoch, best_net)) = best else {
         return Err(ModelError::InsufficientData("no epoch ran".into()));
     };
-    let model = SequenceModel {
+    let mut model = SequenceModel {
         net: best_net,
         config: cfg.net.clone(),
         normalizer,
         items: vocab,
+        blend: None,
         device: device.clone(),
     };
+    let mut network_test = None;
+    if cfg.purchase_blend {
+        model.blend = fit_blend(&model, &train, &validation)?;
+        if model.blend.is_some() {
+            let alone = SequenceModel {
+                blend: None,
+                ..model.clone()
+            };
+            network_test = Some(evaluate_sequences(&alone, &test));
+        }
+    }
     let test_metrics = evaluate_sequences(&model, &test);
     let test_items = evaluate_items(&model, &test, RECOMMENDATIONS)
         .map(|e| rec_metrics(&model_name(&cfg.net), RECOMMENDATIONS, e));
@@ -573,6 +634,7 @@ pub fn train_sequence<B: AutodiffBackend>(
         history,
         best_epoch,
         test: test_metrics,
+        network_test,
         test_items,
         counts,
         fingerprint: dataset.fingerprint.clone(),

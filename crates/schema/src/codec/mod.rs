@@ -316,6 +316,14 @@ mod tests {
             close_reason: "gap".into(),
             revision: 1,
             superseded_session_ids: vec!["s0".into()],
+            user_sessions: 4,
+            outlook: Some(crate::SessionOutlook {
+                model_version: "outlook-1".into(),
+                return_probability: 0.25,
+                return_horizon_hours: 24,
+                segment: 1,
+                segment_description: "buyers".into(),
+            }),
         });
         direct_body(&FeatureVector {
             event_id: "e".into(),

@@ -63,6 +63,10 @@ const SHIPPED_FILES: &[(&str, &str)] = &[
         "history/session_summary.v1.avsc",
         include_str!("../../../../schemas/history/session_summary.v1.avsc"),
     ),
+    (
+        "history/session_summary.v2.avsc",
+        include_str!("../../../../schemas/history/session_summary.v2.avsc"),
+    ),
 ];
 
 /// Layout of `schemas/registry.json`.

@@ -57,6 +57,14 @@ pub fn full_session() -> SessionSummary {
         close_reason: "gap".into(),
         revision: 2,
         superseded_session_ids: vec!["u-1:1700000100000".into()],
+        user_sessions: 3,
+        outlook: Some(SessionOutlook {
+            model_version: "outlook-0a1b2c3d".into(),
+            return_probability: 0.42,
+            return_horizon_hours: 168,
+            segment: 2,
+            segment_description: "buyers, deep in the funnel".into(),
+        }),
     }
 }
 
