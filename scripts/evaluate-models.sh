@@ -2,7 +2,7 @@
 # Reproduces the purchase tables of docs/models.md: generates the default and the 20,000-session data
 # sets, trains GRU, LSTM and Transformer on each (and a GRU on the DIGINETICA sample in ../shared/data when
 # it is there), then runs `clickpath evaluate` on each set: the purchase table and the next-item table
-# (baselines). Tables and JSON go to OUT (default target/model-eval); models already in OUT are kept. Needs a release build: cargo build --release -p clickpath-cli --bin clickpath
+# (baselines); then trains the session outlook on each set (return propensity and segments). Tables and JSON go to OUT (default target/model-eval); models already in OUT are kept. Needs a release build: cargo build --release -p clickpath-cli --bin clickpath
 #
 #   scripts/evaluate-models.sh [OUT]          # about 10 minutes on 2 cores
 set -euo pipefail
@@ -51,4 +51,20 @@ if [ -f "$DG" ]; then
   evaluate_set diginetica "$DG" diginetica "" "$OUT/diginetica-gru"
 else
   echo "== diginetica: $DG not found (no ../shared/data here); skipped"
+fi
+
+# Session outlook (return propensity within a horizon, behavioural segments): the generated sets (their
+# sessions span about 2.5 and 10 days: 12- and 24-hour horizons) and DIGINETICA's purchases file (known users,
+# January to mid-June 2016; --data-end because some of its timeframes put purchases months after the window).
+outlook() { # name input format args...
+  local name=$1 input=$2 format=$3; shift 3
+  echo "== $name outlook" | tee "$OUT/$name-outlook.md"
+  "$BIN" train --model outlook --input "$input" --format "$format" --out "$OUT/$name-outlook" "$@" \
+    | tee -a "$OUT/$name-outlook.md"
+}
+outlook default "$OUT/default/events.jsonl" jsonl --horizon-hours 12
+outlook s20k "$OUT/s20k/events.jsonl" jsonl --horizon-hours 24
+DGP=../shared/data/diginetica_cikm2016/train-purchases.csv
+if [ -f "$DGP" ]; then
+  outlook diginetica "$DGP" diginetica --horizon-hours 720 --data-end 2016-06-18
 fi

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod collect;
 pub mod demo;
+pub mod demo_quality;
 pub mod evaluate;
 pub mod generate;
 pub mod pipeline;

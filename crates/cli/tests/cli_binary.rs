@@ -165,6 +165,19 @@ fn demo_runs_on_the_embedded_bus_and_summarises() {
         )),
         "{stdout}"
     );
+    // Quality on the stream it generated, and the shipped session outlook on every session.
+    assert!(stdout.contains("purchase ROC-AUC so far: 0."), "{stdout}");
+    assert!(stdout.contains("next-item hit rate: "), "{stdout}");
+    let sessions = stdout
+        .split("sessions ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap();
+    assert!(
+        stdout.contains(&format!("session outlook (outlook-"))
+            && stdout.contains(&format!("segments of {sessions} sessions")),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -28,6 +28,81 @@ pub struct Extras {
     pub alerts: Option<Vec<FraudAlert>>,
     /// The scorer's per-prediction decision factors, aggregated ([`aggregate_attributions`]).
     pub attributions: Option<Vec<Attribution>>,
+    /// The session outlook model's segments and return propensity over the report's sessions.
+    pub outlook: Option<OutlookSection>,
+}
+
+/// The outlook section: the model, how it did when trained, and its segments over these sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutlookSection {
+    /// Model version.
+    pub version: String,
+    /// Return horizon (hours).
+    pub horizon_hours: u32,
+    /// Return ROC-AUC on the model's own test split.
+    pub test_roc_auc: Option<f64>,
+    /// Adjusted Rand index of its segments against a refit (1: retraining reproduces them).
+    pub stability_ari: Option<f64>,
+    /// Closed sessions of the report's events.
+    pub sessions: usize,
+    /// One row per segment.
+    pub segments: Vec<SegmentRow>,
+}
+
+/// One segment over the report's sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRow {
+    /// Segment number.
+    pub segment: usize,
+    /// Its description (from its centroid).
+    pub description: String,
+    /// Sessions assigned to it.
+    pub sessions: usize,
+    /// Their share of all sessions.
+    pub share: f64,
+    /// Their mean return probability.
+    pub mean_return_probability: f64,
+}
+
+/// Assesses every closed session of `events` (built by the sessionizer with the rules the model was
+/// trained with) and sums them per segment.
+pub fn outlook_section(
+    events: &[clickpath_schema::ClickEvent],
+    model: &clickpath_model::outlook::OutlookModel,
+    meta: &clickpath_model::outlook::OutlookMeta,
+) -> OutlookSection {
+    let sessions = clickpath_model::outlook::closed_sessions(events, &meta.config.session);
+    let k = model.segments.centroids.len();
+    let mut sums = vec![(0usize, 0.0f64); k];
+    for s in &sessions {
+        let o = model.assess(s);
+        if let Some(slot) = usize::try_from(o.segment)
+            .ok()
+            .and_then(|i| sums.get_mut(i))
+        {
+            slot.0 += 1;
+            slot.1 += o.return_probability;
+        }
+    }
+    let total = sessions.len().max(1) as f64;
+    OutlookSection {
+        version: meta.version.clone(),
+        horizon_hours: model.horizon_hours,
+        test_roc_auc: meta.metrics.return_roc_auc,
+        stability_ari: meta.metrics.stability_ari,
+        sessions: sessions.len(),
+        segments: sums
+            .into_iter()
+            .enumerate()
+            .map(|(i, (n, p))| SegmentRow {
+                segment: i,
+                description: model.segments.descriptions[i].clone(),
+                sessions: n,
+                share: n as f64 / total,
+                mean_return_probability: p / n.max(1) as f64,
+            })
+            .collect(),
+    }
 }
 
 /// One input's decision factors over many predictions.

@@ -88,6 +88,10 @@ pub struct ReportArgs {
     /// Fraud alerts as JSON lines (`FraudAlert` records): adds an alert timeline.
     #[arg(long)]
     pub alerts: Option<PathBuf>,
+    /// A session outlook artifact (`clickpath train --model outlook`): adds its segments and return
+    /// propensity over the report's sessions.
+    #[arg(long)]
+    pub outlook_model: Option<PathBuf>,
     /// Aggregate the scorer's decision factors from this topic (`predictions`, or a name): adds
     /// the model-attribution chart. Reads up to --max-records (or all) records.
     #[arg(long)]
@@ -239,6 +243,14 @@ pub fn run(args: &ReportArgs, cfg: &BusConfig) -> anyhow::Result<String> {
             .as_deref()
             .map(extras::read_json_lines)
             .transpose()?,
+        outlook: match &args.outlook_model {
+            None => None,
+            Some(dir) => {
+                let (model, meta) = clickpath_model::outlook::load_outlook(dir)
+                    .with_context(|| format!("--outlook-model {}", dir.display()))?;
+                Some(extras::outlook_section(&events, &model, &meta))
+            }
+        },
         attributions: match &args.predictions_topic {
             None => None,
             Some(t) => {

@@ -235,6 +235,19 @@ fn generated_report_renders_in_chromium() {
             recommended_items: Vec::new(),
         })
         .collect();
+    // A session outlook trained on the same events (400 users over about two days: a 6-hour horizon).
+    let outlook_cfg = clickpath_model::outlook::OutlookTrainConfig {
+        horizon_hours: 6,
+        ..Default::default()
+    };
+    let mut trained = clickpath_model::outlook::train_outlook(&events, &outlook_cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let meta = clickpath_model::outlook::save_outlook(&mut trained, dir.path()).unwrap();
+    let outlook = clickpath_report::extras::outlook_section(&events, &trained.model, &meta);
+    assert_eq!(
+        outlook.segments.iter().map(|s| s.sessions).sum::<usize>(),
+        outlook.sessions
+    );
     let extras = Extras {
         scores: Some(scores),
         alerts: Some(alerts),
@@ -242,7 +255,10 @@ fn generated_report_renders_in_chromium() {
             &predictions,
             20,
         )),
+        outlook: Some(outlook),
     };
+    let page = render_html(&analyse(&events, &AnalysisSpec::default()), "g", &extras).unwrap();
+    assert!(page.contains("<h2>Return and segments</h2>") && page.contains(&meta.version));
     check_page("generated", &events, &extras);
 }
 

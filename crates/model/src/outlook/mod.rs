@@ -23,7 +23,8 @@ use crate::logistic::LogisticModel;
 
 pub use artifact::{OutlookMeta, load_outlook, save_outlook};
 pub use train::{
-    OutlookMetrics, OutlookTrainConfig, OutlookTrainReport, SegmentReport, train_outlook,
+    OutlookMetrics, OutlookTrainConfig, OutlookTrainReport, SegmentReport, closed_sessions,
+    train_outlook,
 };
 
 /// The outlook features of a closed session, by name, in input order (see [`session_features`]).
