@@ -174,7 +174,7 @@ fn demo_runs_on_the_embedded_bus_and_summarises() {
         .and_then(|r| r.split_whitespace().next())
         .unwrap();
     assert!(
-        stdout.contains(&format!("session outlook (outlook-"))
+        stdout.contains("session outlook (outlook-")
             && stdout.contains(&format!("segments of {sessions} sessions")),
         "{stdout}"
     );
