@@ -40,7 +40,7 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// The parts of a session that must match (the close reason depends on when the stream stopped).
-fn session_key(s: &SessionSummary) -> (String, i64, i64, i32, String, bool) {
+fn session_key(s: &SessionSummary) -> (String, i64, i64, i32, String, bool, i64) {
     (
         s.user_id.clone(),
         s.start_time,
@@ -48,6 +48,7 @@ fn session_key(s: &SessionSummary) -> (String, i64, i64, i32, String, bool) {
         s.event_count,
         format!("{:?}", s.path),
         s.purchased,
+        s.user_sessions,
     )
 }
 
@@ -62,12 +63,15 @@ fn exactly_once_pipeline_on_real_broker_matches_core_logic() {
 }
 
 /// The shipped GRU example behind the scorer: hidden state per user in the changelog, micro-batches,
-/// predicted paths and decision factors, exactly once.
+/// predicted paths and decision factors, exactly once; and the shipped session outlook behind the
+/// sessionizer.
 #[test]
 fn gru_scorer_pipeline_on_real_broker() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/gru-example");
     run_pipeline(Guarantee::ExactlyOnce, Some(dir));
 }
+
+const OUTLOOK_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/outlook-example");
 
 fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
     let Some(brokers) = clickpath_testkit::test_brokers() else {
@@ -85,6 +89,7 @@ fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
     if let Some(dir) = model_dir {
         cfg.scorer.model_dir = Some(dir.into());
         cfg.scorer.explain_every = 5;
+        cfg.outlook.model_dir = Some(OUTLOOK_EXAMPLE.into());
     }
     cfg.kafka.instance_id = "e2e-1".into();
     // Multi-threaded: the HTTP server keeps running on it after block_on returns.
@@ -251,6 +256,23 @@ fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
     );
     for p in &got.predictions {
         assert!((0.0..=1.0).contains(&p.purchase_probability));
+    }
+    // Every session carries the outlook model's assessment of exactly what was published.
+    let outlook = model_dir.map(|_| {
+        clickpath_model::outlook::load_outlook(std::path::Path::new(OUTLOOK_EXAMPLE))
+            .unwrap()
+            .0
+    });
+    for s in &got.sessions {
+        let bare = SessionSummary {
+            outlook: None,
+            ..s.clone()
+        };
+        assert_eq!(
+            s.outlook,
+            outlook.as_ref().map(|m| m.assess(&bare)),
+            "{s:?}"
+        );
     }
     if model_dir.is_some() {
         assert!(
