@@ -38,9 +38,11 @@ impl ModelQuality {
         for list in by_user.values_mut() {
             list.sort_by_key(|e| e.event_time);
         }
-        // The latest revision of each session, per user.
+        // The latest revision of each session, per user, without the ones merged into others.
         let mut latest: HashMap<&str, &SessionSummary> = HashMap::new();
+        let mut superseded = std::collections::HashSet::new();
         for s in sessions {
+            superseded.extend(s.superseded_session_ids.iter().map(String::as_str));
             match latest.get(s.session_id.as_str()) {
                 Some(old) if old.revision >= s.revision => {}
                 _ => {
@@ -50,7 +52,12 @@ impl ModelQuality {
         }
         let mut sessions_of: HashMap<&str, Vec<&SessionSummary>> = HashMap::new();
         for s in latest.into_values() {
-            sessions_of.entry(s.user_id.as_str()).or_default().push(s);
+            if !superseded.contains(s.session_id.as_str()) {
+                sessions_of.entry(s.user_id.as_str()).or_default().push(s);
+            }
+        }
+        for list in sessions_of.values_mut() {
+            list.sort_by_key(|s| s.start_time);
         }
         let mut q = ModelQuality::default();
         let (mut scores, mut labels) = (Vec::new(), Vec::new());

@@ -130,7 +130,10 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!events.is_empty(), "no events to train on");
     let text = match args.model.architecture() {
         None if args.model == ModelKind::Outlook => {
+            // The sessionizer's rules as configured: the stage must build the sessions it scores as
+            // training did (it refuses an outlook trained with other rules).
             let cfg = OutlookTrainConfig {
+                session: global.load_config()?.sessionizer,
                 horizon_hours: args.horizon_hours,
                 segments: args.segments,
                 data_end_ms: args

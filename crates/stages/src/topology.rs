@@ -100,6 +100,16 @@ pub fn load_outlook(
     };
     let (model, meta) = clickpath_model::outlook::load_outlook(dir)
         .map_err(|e| anyhow::anyhow!("outlook.model_dir {}: {e}", dir.display()))?;
+    // Its features are the sessionizer's summaries: sessions cut by other rules are other inputs.
+    anyhow::ensure!(
+        meta.config.session == cfg.sessionizer,
+        "outlook.model_dir {}: the model was trained on sessions of other [sessionizer] rules than \
+         this configuration's ({:?} vs {:?}); retrain it with this configuration \
+         (clickpath --config FILE train --model outlook ...)",
+        dir.display(),
+        meta.config.session,
+        cfg.sessionizer
+    );
     tracing::info!(
         version = %meta.version,
         horizon_hours = model.horizon_hours,

@@ -195,16 +195,26 @@ fn sessionizer_publishes_each_closed_session_with_the_outlook() {
         .with_outlook(Some(std::sync::Arc::new(buyer_outlook())));
     let mut purchase = ev("a2", "alice", EventType::Purchase, T0 + 60_000);
     purchase.order_value = Some(20.0);
-    feed(
+    let (during, _) = feed(
         &mut stage,
         &codec,
         vec![
             (0, ev("a1", "alice", EventType::ProductView, T0)),
             (0, purchase),
             (0, ev("b1", "bob", EventType::PageView, T0)),
+            // Bob comes back two hours later: his second session counts the first.
+            (0, ev("b2", "bob", EventType::PageView, T0 + 2 * 3_600_000)),
         ],
     );
-    let closed: Vec<SessionSummary> = decode_all(&codec, &shutdown(&mut stage, &codec), "sessions");
+    // Bob's return closes the first sessions; the rest close at shutdown.
+    let mut closed: Vec<SessionSummary> = decode_all(&codec, &during, "sessions");
+    closed.extend(decode_all::<SessionSummary>(
+        &codec,
+        &shutdown(&mut stage, &codec),
+        "sessions",
+    ));
+    assert_eq!(closed.len(), 3);
+    assert!(closed.iter().all(|s| s.outlook.is_some()));
     let outlook = |user: &str| {
         closed
             .iter()
@@ -213,6 +223,12 @@ fn sessionizer_publishes_each_closed_session_with_the_outlook() {
             .expect("an outlook on every session")
     };
     let (alice, bob) = (outlook("alice"), outlook("bob"));
+    let bobs: Vec<(i64, i64)> = closed
+        .iter()
+        .filter(|s| s.user_id == "bob")
+        .map(|s| (s.start_time, s.user_sessions))
+        .collect();
+    assert_eq!(bobs, vec![(T0, 1), (T0 + 2 * 3_600_000, 2)]);
     assert_eq!((alice.segment, bob.segment), (1, 0));
     assert_eq!(alice.segment_description, "buyers");
     assert_eq!(bob.segment_description, "non-buyers");
@@ -221,7 +237,14 @@ fn sessionizer_publishes_each_closed_session_with_the_outlook() {
         (alice.model_version.as_str(), alice.return_horizon_hours),
         ("outlook-test", 48)
     );
-    assert!(closed.iter().all(|s| s.user_sessions == 1));
+    assert_eq!(
+        closed
+            .iter()
+            .find(|s| s.user_id == "alice")
+            .unwrap()
+            .user_sessions,
+        1
+    );
 }
 
 #[test]

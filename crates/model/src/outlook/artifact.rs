@@ -155,13 +155,27 @@ pub fn load_outlook(dir: &Path) -> Result<(OutlookModel, OutlookMeta), ModelErro
     let width_ok = s.means.len() == FEATURES.len()
         && s.stds.len() == FEATURES.len()
         && s.stds.iter().all(|v| v.is_finite() && *v > 0.0)
+        && s.means.iter().all(|v| v.is_finite())
         && !s.centroids.is_empty()
-        && s.centroids.iter().all(|c| c.len() == FEATURES.len())
+        && s.centroids
+            .iter()
+            .all(|c| c.len() == FEATURES.len() && c.iter().all(|v| v.is_finite()))
         && s.descriptions.len() == s.centroids.len();
     if !width_ok {
         return Err(invalid(
             &model_path,
-            "segments need one mean, a positive deviation and a centroid value per feature, and a description per centroid",
+            "segments need one finite mean, a positive deviation and a finite centroid value per feature, and a description per centroid",
+        ));
+    }
+    let mut expected: Vec<&str> = FEATURES.to_vec();
+    expected.sort_unstable();
+    if file.returns.feature_names != expected {
+        return Err(invalid(
+            &model_path,
+            format!(
+                "the return model reads {:?}; it must read exactly {expected:?}",
+                file.returns.feature_names
+            ),
         ));
     }
     let returns = LogisticModel::try_from(file.returns)

@@ -41,7 +41,9 @@ pub fn fit(points: &[Vec<f64>], k: usize, seed: u64) -> Vec<Vec<f64>> {
             break; // every point sits on a centroid already
         }
         let mut target = rng.next_f64() * total;
-        let mut pick = d2.len() - 1;
+        // Rounding can leave `target` past the last weight: fall back to the last point that is not
+        // a centroid already (a duplicate centroid would be a segment that stays empty).
+        let mut pick = d2.iter().rposition(|d| *d > 0.0).unwrap_or(0);
         for (i, d) in d2.iter().enumerate() {
             if target < *d {
                 pick = i;

@@ -88,8 +88,9 @@ pub struct OutlookMetrics {
     pub return_log_loss: Option<f64>,
     /// Segments on the test split.
     pub segments: Vec<SegmentReport>,
-    /// Adjusted Rand index between the test split's segments and those of a refit from other seeds:
-    /// 1 when retraining reproduces the same segmentation.
+    /// Adjusted Rand index between the test split's segments and those of a refit on a bootstrap
+    /// resample of the training sessions, from other seeds: 1 when retraining reproduces the same
+    /// segmentation.
     pub stability_ari: Option<f64>,
 }
 
@@ -135,8 +136,15 @@ pub fn closed_sessions(events: &[ClickEvent], cfg: &SessionConfig) -> Vec<Sessio
 }
 
 /// Per session (same order): whether its user's next session starts within `horizon_ms` of its end;
-/// `None` when that is unknown (no next session, and the horizon reaches past `data_end`).
-fn return_labels(sessions: &[SessionSummary], horizon_ms: i64, data_end: i64) -> Vec<Option<bool>> {
+/// `None` when that is unknown (no next session, and the horizon reaches past `data_end`). A "next
+/// session" starts at least `gap_ms` after the end: one starting sooner is the same visit cut at the
+/// session length limit (`max_length`), not a return.
+fn return_labels(
+    sessions: &[SessionSummary],
+    horizon_ms: i64,
+    gap_ms: i64,
+    data_end: i64,
+) -> Vec<Option<bool>> {
     let mut by_user: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, s) in sessions.iter().enumerate() {
         by_user.entry(s.user_id.as_str()).or_default().push(i);
@@ -148,7 +156,7 @@ fn return_labels(sessions: &[SessionSummary], horizon_ms: i64, data_end: i64) ->
             let next = list[k + 1..]
                 .iter()
                 .map(|&j| sessions[j].start_time)
-                .find(|&t| t > end);
+                .find(|&t| t >= end.saturating_add(gap_ms));
             // Unknown unless the whole horizon is inside the data: keeping only the sessions whose
             // return was seen near the end would bias the label towards returns.
             if end.saturating_add(horizon_ms) <= data_end {
@@ -198,7 +206,7 @@ pub fn train_outlook(
         .data_end_ms
         .unwrap_or_else(|| events.iter().map(|e| e.event_time).max().unwrap_or(0));
     let horizon_ms = i64::from(cfg.horizon_hours) * 3_600_000;
-    let labels = return_labels(&sessions, horizon_ms, data_end);
+    let labels = return_labels(&sessions, horizon_ms, cfg.session.gap_ms, data_end);
     let labelled: Vec<(&SessionSummary, bool)> = sessions
         .iter()
         .zip(&labels)
@@ -244,10 +252,15 @@ pub fn train_outlook(
     let z_train: Vec<Vec<f64>> = x_train.iter().map(|x| segments.standardise(x)).collect();
     segments.centroids = kmeans::fit_best(&z_train, cfg.segments, cfg.seed, cfg.restarts);
     segments.descriptions = segments.centroids.iter().map(|c| describe(c)).collect();
-    // The retrain the stability figure compares with: the same data, seeds never used above.
+    // The retrain the stability figure compares with: a bootstrap resample of the training sessions
+    // (other data, as a retrain on next month's would see) and seeds never used above.
     let other_seeds = cfg.seed.wrapping_add(cfg.restarts.max(1) as u64);
+    let mut rng = crate::logistic::SplitMix64(other_seeds);
+    let resample: Vec<Vec<f64>> = (0..z_train.len())
+        .map(|_| z_train[(rng.next_u64() % z_train.len() as u64) as usize].clone())
+        .collect();
     let refit = Segments {
-        centroids: kmeans::fit_best(&z_train, cfg.segments, other_seeds, cfg.restarts),
+        centroids: kmeans::fit_best(&resample, cfg.segments, other_seeds, cfg.restarts),
         ..segments.clone()
     };
 
@@ -418,8 +431,10 @@ mod tests {
             summary("c", 950, 960), // horizon past the end: unknown
             summary("d", 940, 950), // returns at 990, but its horizon reaches past the end: unknown
             summary("d", 990, 995),
+            summary("e", 0, 100), // cut at the length limit: its continuation is no return
+            summary("e", 102, 150),
         ];
-        let labels = return_labels(&sessions, h, 1_000);
+        let labels = return_labels(&sessions, h, 5, 1_000);
         assert_eq!(
             labels,
             vec![
@@ -429,7 +444,9 @@ mod tests {
                 Some(false),
                 None,
                 None,
-                None
+                None,
+                Some(false),
+                Some(false)
             ]
         );
     }

@@ -32,8 +32,12 @@ pub const MODEL_FILE: &str = "model.json";
 pub const META_FILE: &str = "meta.json";
 /// `kind` of sequence-model artifacts in `meta.json`.
 pub const SEQUENCE_KIND: &str = "sequence";
-/// Layout version of the directory.
-pub const SEQUENCE_FORMAT_VERSION: u32 = 1;
+/// Layout version of the directory: 2 when `model.json` has a purchase blend, which a reader of
+/// format 1 would silently ignore (serving the network alone while `meta.json` reports the blend's
+/// figures), so such a reader refuses it instead; 1 otherwise, so older readers still load those.
+pub const SEQUENCE_FORMAT_VERSION: u32 = 2;
+/// Formats this build reads.
+const READABLE_FORMATS: [u32; 2] = [1, 2];
 
 /// Contents of `model.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,7 +149,11 @@ pub fn save_sequence<B: Backend>(
         source,
     })?;
     let meta = SequenceMeta {
-        format_version: SEQUENCE_FORMAT_VERSION,
+        format_version: if model.blend.is_some() {
+            SEQUENCE_FORMAT_VERSION
+        } else {
+            1
+        },
         kind: SEQUENCE_KIND.into(),
         version: version_of(&model.config, &weights, &model_json),
         created_at: now_rfc3339(),
@@ -207,11 +215,11 @@ pub fn load_sequence<B: Backend>(
         move |source| ModelError::Json { path, source }
     };
     let meta: SequenceMeta = serde_json::from_slice(&read(META_FILE)?).map_err(json(META_FILE))?;
-    if meta.kind != SEQUENCE_KIND || meta.format_version != SEQUENCE_FORMAT_VERSION {
+    if meta.kind != SEQUENCE_KIND || !READABLE_FORMATS.contains(&meta.format_version) {
         return Err(invalid(
             &dir.join(META_FILE),
             format!(
-                "kind {} format {} is not a sequence model of format {SEQUENCE_FORMAT_VERSION}",
+                "kind {} format {} is not a sequence model of format {READABLE_FORMATS:?}",
                 meta.kind, meta.format_version
             ),
         ));

@@ -5,7 +5,9 @@
 //! a network trained jointly on next action and next item, early-stopped on the sum of those losses,
 //! can rank purchases a little worse than a plain logistic regression on those counts (docs/models.md).
 //! Stacking keeps both: the regression is fitted on the training split, then three weights (network
-//! logit, regression logit, intercept) on the validation split, which the network never trained on.
+//! logit, regression logit, intercept) on the validation split, which the network never trained on
+//! (though its best epoch, and the regression's early stop, were chosen on it: the validation figures in
+//! [`BlendValidation`] are in-sample for the stack; the test split's are the honest ones).
 //! The result is folded into one linear form, `bias + network * l + sum(w_i * x_i)`, so every path that
 //! scores a step (offline evaluation, the online scorer, occlusion factors) applies the same formula.
 
@@ -15,7 +17,7 @@ use clickpath_schema::FeatureValues;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-use crate::logistic::{LogisticConfig, LogisticModel, sigmoid};
+use crate::logistic::{LogisticConfig, LogisticModel, Z_CLIP, sigmoid};
 use crate::metrics::roc_auc;
 
 /// Name of the network-logit input of the stacking regression.
@@ -23,21 +25,44 @@ const NETWORK_INPUT: &str = "network";
 /// Name of the regression-logit input of the stacking regression.
 const LINEAR_INPUT: &str = "linear";
 
-/// Weights of the blended purchase logit (see the module docs).
+/// The blended purchase logit (see the module docs): `bias + network * clip(l) + linear * clip(L)`, with
+/// `L = linear_bias + sum(numeric_i * clip(x_i))`. The clips are the regressions' own (each input's
+/// standardised value is clipped to +-10 deviations), so the folded form scores exactly as the two fitted
+/// regressions would, even for an absurd input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseBlend {
-    /// Weight of the network's purchase logit.
-    pub network: f64,
-    /// Weight of each normalised numeric input, in the normaliser's order.
+    /// Weight of each normalised numeric input in the regression logit, in the normaliser's order.
     pub numeric: Vec<f64>,
+    /// Per input, the range the regression clips it to (training mean +- 10 deviations).
+    pub numeric_range: Vec<[f64; 2]>,
+    /// Intercept of the regression logit.
+    pub linear_bias: f64,
+    /// Weight of the (clipped) regression logit.
+    pub linear: f64,
+    /// Range the stacking clips the regression logit to.
+    pub linear_range: [f64; 2],
+    /// Weight of the (clipped) network logit.
+    pub network: f64,
+    /// Range the stacking clips the network logit to.
+    pub network_range: [f64; 2],
     /// Intercept.
     pub bias: f64,
     /// How the parts and the blend ranked the validation split when it was fitted.
     pub validation: BlendValidation,
 }
 
-/// The validation split's purchase ROC-AUC of each part and of the blend, for the record.
+/// `x` within `range`; a non-finite `x` is the range's middle (the regression's mean).
+fn clip(x: f64, [low, high]: [f64; 2]) -> f64 {
+    if x.is_finite() {
+        x.clamp(low, high)
+    } else {
+        (low + high) / 2.0
+    }
+}
+
+/// The validation split's purchase ROC-AUC of each part and of the blend, for the record (in-sample for
+/// the stack, which was fitted there).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BlendValidation {
     /// Examples scored for purchase.
@@ -64,30 +89,48 @@ pub struct BlendRows<'a> {
 }
 
 impl PurchaseBlend {
-    /// The blended purchase logit of a step whose network logit is `network_logit`.
-    pub fn logit(&self, network_logit: f64, numeric: &[f32]) -> f64 {
-        self.bias
-            + self.network * network_logit
+    /// The regression's purchase logit of a step's normalised numeric inputs.
+    pub fn linear_logit(&self, numeric: &[f32]) -> f64 {
+        self.linear_bias
             + self
                 .numeric
                 .iter()
+                .zip(&self.numeric_range)
                 .zip(numeric)
-                .map(|(w, x)| w * f64::from(*x))
+                .map(|((w, r), x)| w * clip(f64::from(*x), *r))
                 .sum::<f64>()
+    }
+
+    /// The blended purchase logit of a step whose network logit is `network_logit`.
+    pub fn logit(&self, network_logit: f64, numeric: &[f32]) -> f64 {
+        self.bias
+            + self.network * clip(network_logit, self.network_range)
+            + self.linear * clip(self.linear_logit(numeric), self.linear_range)
     }
 
     /// Checks the blend fits a model with `features` numeric inputs (on load).
     pub fn check(&self, features: usize) -> Result<(), String> {
-        if self.numeric.len() != features {
+        if self.numeric.len() != features || self.numeric_range.len() != features {
             return Err(format!(
-                "the purchase blend has {} numeric weights but the model reads {features} features",
-                self.numeric.len()
+                "the purchase blend has {} numeric weights and {} ranges but the model reads {features} features",
+                self.numeric.len(),
+                self.numeric_range.len()
             ));
         }
-        let finite = std::iter::once(self.network)
-            .chain(std::iter::once(self.bias))
-            .chain(self.numeric.iter().copied())
-            .all(f64::is_finite);
+        let finite = [
+            self.network,
+            self.bias,
+            self.linear,
+            self.linear_bias,
+            self.linear_range[0],
+            self.linear_range[1],
+            self.network_range[0],
+            self.network_range[1],
+        ]
+        .into_iter()
+        .chain(self.numeric.iter().copied())
+        .chain(self.numeric_range.iter().flatten().copied())
+        .all(f64::is_finite);
         if !finite {
             return Err("the purchase blend has a non-finite weight".into());
         }
@@ -109,16 +152,29 @@ impl PurchaseBlend {
         if one_class(train) || one_class(validation) {
             return Ok(None);
         }
+        // One shared (sorted) name list; each row's values in its order.
+        let shared = FeatureValues::from(
+            names
+                .iter()
+                .map(|n| (n.clone(), 0.0))
+                .collect::<BTreeMap<String, f64>>(),
+        )
+        .names()
+        .clone();
+        let order: Vec<usize> = names
+            .iter()
+            .map(|n| shared.position(n).unwrap_or(0))
+            .collect();
         let values = |rows: &BlendRows<'_>| -> Vec<FeatureValues> {
             rows.numeric
                 .iter()
                 .map(|xs| {
-                    let m: BTreeMap<String, f64> = names
-                        .iter()
-                        .zip(xs.iter())
-                        .map(|(n, x)| (n.clone(), f64::from(*x)))
-                        .collect();
-                    FeatureValues::from(m)
+                    let mut sorted = vec![0.0; order.len()];
+                    for (&at, x) in order.iter().zip(xs.iter()) {
+                        sorted[at] = f64::from(*x);
+                    }
+                    FeatureValues::from_parts(shared.clone(), sorted)
+                        .expect("one value per feature")
                 })
                 .collect()
         };
@@ -175,41 +231,50 @@ fn labeled<'v>(values: &'v [FeatureValues], labels: &[bool]) -> Vec<(&'v Feature
     values.iter().zip(labels.iter().copied()).collect()
 }
 
-/// Folds the two fitted regressions into one linear form over the network logit and the numeric inputs.
+/// Folds the two fitted regressions into [`PurchaseBlend`]'s form.
 ///
-/// The stack reads `z_k = (v_k - mean_k) / std_k` of its two inputs; the linear regression likewise of
-/// each feature. Expanding `stack.bias + sum(stack.w_k * z_k)` with `v_linear = linear.bias +
-/// sum(linear.w_j * z_j)` gives the weights below.
+/// Each regression reads `z_k = clamp((v_k - mean_k) / std_k, +-Z_CLIP)`, which is
+/// `(clamp(v_k, mean_k +- Z_CLIP * std_k) - mean_k) / std_k`: a weight `w_k / std_k` on the clipped
+/// value, and `-w_k * mean_k / std_k` into the intercept.
 fn fold(
     names: &[String],
     linear: &LogisticModel,
     stack: &LogisticModel,
 ) -> Result<PurchaseBlend, ModelError> {
+    let range = |mean: f64, std: f64| [mean - Z_CLIP * std, mean + Z_CLIP * std];
     let s = stack.params();
-    let coefficient = |name: &str| -> Result<(f64, f64), ModelError> {
+    let input = |name: &str| -> Result<(f64, [f64; 2], f64), ModelError> {
         let i = s
             .feature_names
             .iter()
             .position(|n| n == name)
             .ok_or_else(|| ModelError::InvalidConfig(format!("blend input {name} missing")))?;
-        Ok((s.weights[i] / s.stds[i], s.means[i]))
+        let k = s.weights[i] / s.stds[i];
+        Ok((k, range(s.means[i], s.stds[i]), -k * s.means[i]))
     };
-    let (k_linear, mean_linear) = coefficient(LINEAR_INPUT)?;
-    let (k_network, mean_network) = coefficient(NETWORK_INPUT)?;
+    let (linear_weight, linear_range, linear_offset) = input(LINEAR_INPUT)?;
+    let (network, network_range, network_offset) = input(NETWORK_INPUT)?;
     let l = linear.params();
     let mut numeric = vec![0.0; names.len()];
-    let mut linear_offset = l.bias;
+    let mut numeric_range = vec![[f64::MIN, f64::MAX]; names.len()];
+    let mut linear_bias = l.bias;
     for (j, name) in l.feature_names.iter().enumerate() {
         let w = l.weights[j] / l.stds[j];
-        linear_offset -= w * l.means[j];
+        linear_bias -= w * l.means[j];
         if let Some(i) = names.iter().position(|n| n == name) {
-            numeric[i] = k_linear * w;
+            numeric[i] = w;
+            numeric_range[i] = range(l.means[j], l.stds[j]);
         }
     }
     Ok(PurchaseBlend {
-        network: k_network,
         numeric,
-        bias: s.bias - k_linear * mean_linear - k_network * mean_network + k_linear * linear_offset,
+        numeric_range,
+        linear_bias,
+        linear: linear_weight,
+        linear_range,
+        network,
+        network_range,
+        bias: s.bias + linear_offset + network_offset,
         validation: BlendValidation::default(),
     })
 }
@@ -274,7 +339,10 @@ mod tests {
             "{network} {linear} {both}"
         );
         // The informative input and the network both get positive weight; the noise input little.
-        assert!(blend.network > 0.5 && blend.numeric[0] > 1.0, "{blend:?}");
+        assert!(
+            blend.network > 0.5 && blend.linear * blend.numeric[0] > 1.0,
+            "{blend:?}"
+        );
         assert!(blend.numeric[1].abs() < 0.5 * blend.numeric[0], "{blend:?}");
     }
 
@@ -300,7 +368,14 @@ mod tests {
         })
         .unwrap();
         let blend = fold(&names, &linear, &stack).unwrap();
-        for (b, a, n) in [(0.0, 0.0, 0.0), (1.0, -2.0, 3.0), (-0.5, 0.25, -1.5)] {
+        // In range, and absurd values the regressions clip (and a NaN they read as the mean).
+        for (b, a, n) in [
+            (0.0, 0.0, 0.0),
+            (1.0, -2.0, 3.0),
+            (-0.5, 0.25, -1.5),
+            (1e4, -3e3, 250.0),
+            (f64::NAN, 7.0, -1e6),
+        ] {
             let values = FeatureValues::from([("a".to_string(), a), ("b".to_string(), b)]);
             let stacked = FeatureValues::from([
                 (LINEAR_INPUT.to_string(), linear.logit(&values)),
@@ -308,7 +383,10 @@ mod tests {
             ]);
             let want = stack.logit(&stacked);
             let got = blend.logit(n, &[b as f32, a as f32]);
-            assert!((want - got).abs() < 1e-5, "{want} vs {got}");
+            assert!(
+                (want - got).abs() < 1e-4,
+                "({b}, {a}, {n}): {want} vs {got}"
+            );
         }
     }
 

@@ -368,8 +368,13 @@ fn online_batches_of_interleaved_users_equal_offline_scoring() {
         let mut model = SequenceModel::<B>::untrained(net_cfg.clone(), Default::default());
         // With a purchase blend, so that its per-step inputs are checked on both paths too.
         model.blend = Some(blend::PurchaseBlend {
-            network: 0.7,
             numeric: vec![0.9, -0.6, 0.4, 0.2],
+            numeric_range: vec![[-0.5, 0.5]; 4],
+            linear_bias: 0.1,
+            linear: 1.2,
+            linear_range: [-3.0, 3.0],
+            network: 0.7,
+            network_range: [-5.0, 5.0],
             bias: -0.3,
             validation: Default::default(),
         });
