@@ -624,6 +624,18 @@ mod tests {
     }
 
     #[test]
+    fn the_outlook_is_off_by_default_and_its_keys_are_checked() {
+        assert_eq!(ClickpathConfig::default().outlook.model_dir, None);
+        let cfg =
+            ClickpathConfig::from_toml_str("[outlook]\nmodel_dir = \"models/outlook\"\n").unwrap();
+        assert_eq!(cfg.outlook.model_dir, Some(PathBuf::from("models/outlook")));
+        let cfg = ClickpathConfig::from_toml_str("[outlook]\nmodel_dir = \"\"\n").unwrap();
+        assert_eq!(cfg.outlook.model_dir, None);
+        let err = ClickpathConfig::from_toml_str("[outlook]\nmodeldir = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("outlook.modeldir"), "{err}");
+    }
+
+    #[test]
     fn scorer_paths_are_optional_and_the_device_is_a_choice() {
         let cfg = ClickpathConfig::default();
         assert_eq!(cfg.scorer.model_dir, None);
