@@ -102,7 +102,10 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
     })
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T, ModelError> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<T, ModelError> {
     serde_json::from_slice(bytes).map_err(|source| ModelError::Json {
         path: path.to_path_buf(),
         source,

@@ -175,8 +175,12 @@ impl BaselineModel {
 
 /// `baseline-` + 8 hex digits of the SHA-256 of `bytes`.
 pub(crate) fn version_of_bytes(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    format!("{BASELINE_KIND}-{}", hex(&digest[..4]))
+    content_version(BASELINE_KIND, bytes)
+}
+
+/// `<kind>-` and 8 hex digits of the SHA-256 of `bytes`: the version of an artifact of one file.
+pub(crate) fn content_version(kind: &str, bytes: &[u8]) -> String {
+    format!("{kind}-{}", hex(&Sha256::digest(bytes)[..4]))
 }
 
 /// Lower-case hex of `bytes`.

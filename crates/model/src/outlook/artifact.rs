@@ -5,12 +5,11 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::train::{OutlookMetrics, OutlookTrainConfig, OutlookTrainReport};
 use super::{FEATURES, OutlookModel, Segments};
-use crate::artifact::{invalid, now_rfc3339, read, write_atomically};
-use crate::baseline::hex;
+use crate::artifact::{invalid, now_rfc3339, parse, read, write_atomically};
+use crate::baseline::content_version;
 use crate::error::ModelError;
 use crate::logistic::{LogisticModel, LogisticParams};
 
@@ -64,7 +63,7 @@ fn model_file(model: &OutlookModel) -> ModelFile {
 }
 
 fn version_of(model_json: &[u8]) -> String {
-    format!("{OUTLOOK_KIND}-{}", hex(&Sha256::digest(model_json)[..4]))
+    content_version(OUTLOOK_KIND, model_json)
 }
 
 /// Writes the model of `report` to `dir` (created if needed) and returns its metadata; the report's
@@ -109,19 +108,14 @@ pub fn load_outlook(dir: &Path) -> Result<(OutlookModel, OutlookMeta), ModelErro
     let model_path = dir.join(MODEL_FILE);
     let meta_bytes = read(&meta_path)?;
     let model_bytes = read(&model_path)?;
-    let parse_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ModelError::Json { path, source }
-    };
-    let header: serde_json::Value =
-        serde_json::from_slice(&meta_bytes).map_err(parse_err(&meta_path))?;
+    let header: serde_json::Value = parse(&meta_path, &meta_bytes)?;
     if header.get("kind").and_then(|k| k.as_str()) != Some(OUTLOOK_KIND) {
         return Err(invalid(
             &meta_path,
             format!("not an outlook artifact (kind {:?})", header.get("kind")),
         ));
     }
-    let meta: OutlookMeta = serde_json::from_slice(&meta_bytes).map_err(parse_err(&meta_path))?;
+    let meta: OutlookMeta = parse(&meta_path, &meta_bytes)?;
     if meta.format_version != OUTLOOK_FORMAT_VERSION {
         return Err(invalid(
             &meta_path,
@@ -141,7 +135,7 @@ pub fn load_outlook(dir: &Path) -> Result<(OutlookModel, OutlookMeta), ModelErro
             ),
         ));
     }
-    let file: ModelFile = serde_json::from_slice(&model_bytes).map_err(parse_err(&model_path))?;
+    let file: ModelFile = parse(&model_path, &model_bytes)?;
     if file.features != FEATURES {
         return Err(invalid(
             &model_path,
