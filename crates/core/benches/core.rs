@@ -10,6 +10,10 @@ use clickpath_schema::{ClickEvent, EventType, Payment, PaymentStatus};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
+/// The allocator of the `clickpath` binary, so each stage's logic is measured as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENTS: usize = 100_000;
 /// Users in the stream; `CLICKPATH_BENCH_USERS` overrides it (fewer users: their state fits in the
 /// cache, which separates cache misses from computation, docs/detector.md "Cost").

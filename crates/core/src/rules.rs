@@ -402,6 +402,14 @@ impl Recent {
         self.ids.push_back((t, self.text.len() as u32));
     }
 
+    /// Forgets every id, keeping the buffers for the user's next visit.
+    fn clear(&mut self) {
+        let Recent { text, start, ids } = self;
+        text.clear();
+        *start = 0;
+        ids.clear();
+    }
+
     /// The remembered ids with their times, oldest first.
     fn iter(&self) -> impl Iterator<Item = (i64, &str)> {
         let mut from = self.start;
@@ -480,6 +488,40 @@ impl UserRules {
             scores: Default::default(),
             open: Default::default(),
         }
+    }
+
+    /// Makes the state what [`UserRules::new`] at `t` gives, keeping its allocations: a user back
+    /// after every rule window has passed starts afresh without freeing and growing a dozen
+    /// buffers again. Every field is named, so a new one cannot be forgotten here.
+    fn reset(&mut self, t: i64) {
+        let UserRules {
+            last_time,
+            last_type,
+            active_hour,
+            recent,
+            velocity,
+            cadence,
+            browsing,
+            card,
+            takeover,
+            cart,
+            sequence,
+            surprise,
+            scores,
+            open,
+        } = self;
+        (*last_time, *last_type, *active_hour) = (t, None, i64::MIN);
+        recent.clear();
+        velocity.clear();
+        cadence.clear();
+        browsing.clear();
+        card.clear();
+        takeover.clear();
+        cart.clear();
+        sequence.clear();
+        surprise.clear();
+        scores.clear();
+        open.iter_mut().for_each(|o| *o = None);
     }
 }
 
@@ -694,6 +736,7 @@ impl Detector {
             cfg,
             self.watermark,
             (&mut self.with_rules, &mut self.with_profile),
+            Some(t),
         );
         self.with_rules += usize::from(entry.rules.is_none());
         self.with_profile += usize::from(entry.profile.is_none());
@@ -873,6 +916,7 @@ impl Detector {
             cfg,
             self.watermark,
             (&mut self.with_rules, &mut self.with_profile),
+            Some(p.event_time),
         );
         self.with_rules += usize::from(entry.rules.is_none());
         let user = entry
@@ -935,7 +979,13 @@ impl Detector {
         self.statistics_changed |= journal;
         self.users.retain(|id, e| {
             let had = (e.rules.is_some(), e.profile.is_some());
-            forget_idle(e, c, watermark_ms, (&mut *with_rules, &mut *with_profile));
+            forget_idle(
+                e,
+                c,
+                watermark_ms,
+                (&mut *with_rules, &mut *with_profile),
+                None,
+            );
             if journal && had != (e.rules.is_some(), e.profile.is_some()) {
                 changed.insert(id.to_string());
             }
@@ -1001,19 +1051,26 @@ fn rules_idle(u: &UserRules, c: &RulesConfig, watermark: i64) -> bool {
 
 /// Drops an entry's rule state and profile when idle at `watermark` (as [`Detector::evict_idle`]
 /// does), keeping the counts of both right. Called on every event too, so eviction, which runs
-/// when a wall-clock tick comes, never changes what the rules see.
+/// when a wall-clock tick comes, never changes what the rules see. With `reuse_at` (an event of
+/// the user at that time is about to be folded in) idle rule state is reset in place to what a
+/// new one at that time would be, rather than freed and allocated again.
 fn forget_idle(
     e: &mut UserEntry,
     c: &RulesConfig,
     watermark: i64,
     (with_rules, with_profile): (&mut usize, &mut usize),
+    reuse_at: Option<i64>,
 ) {
-    if e.rules
-        .as_ref()
-        .is_some_and(|u| rules_idle(u, c, watermark))
+    if let Some(rules) = e.rules.as_deref_mut()
+        && rules_idle(rules, c, watermark)
     {
-        e.rules = None;
-        *with_rules -= 1;
+        match reuse_at {
+            Some(t) => rules.reset(t),
+            None => {
+                e.rules = None;
+                *with_rules -= 1;
+            }
+        }
     }
     if e.profile
         .as_ref()

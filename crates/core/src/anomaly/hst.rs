@@ -49,7 +49,8 @@ impl Default for HstConfig {
 struct Node {
     feature: u32,
     split: f32,
-    /// `mass[latest]` counts the latest window, the other the reference window.
+    /// `mass[latest]` counts the latest window (in inner nodes only once it is complete: walks
+    /// count at the leaves), the other the reference window.
     mass: [u32; 2],
 }
 
@@ -82,9 +83,10 @@ pub struct HalfSpaceTrees {
     max_sum: f64,
     /// The point being walked, cleaned once (reused: no allocation per point).
     point: Vec<f32>,
-    /// Per tree during a walk: the current node and whether it still scores (reused).
-    at: Vec<(usize, bool)>,
 }
+
+/// Trees walked together, level by level (their positions on the stack).
+const GROUP: usize = 16;
 
 /// splitmix64: a tiny deterministic generator, enough for random split placement.
 fn next_u64(state: &mut u64) -> u64 {
@@ -93,6 +95,16 @@ fn next_u64(state: &mut u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// Sets the count `count` of each of a tree's `inner` nodes (heap order) to the sum of its
+/// children's. Children come after their parent, so a backwards pass sees each child's count
+/// complete before its parent's.
+fn fill_inner<T>(tree: &mut [T], inner: usize, count: impl Fn(&mut T) -> &mut u32) {
+    for i in (0..inner).rev() {
+        let sum = *count(&mut tree[2 * i + 1]) + *count(&mut tree[2 * i + 2]);
+        *count(&mut tree[i]) = sum;
+    }
 }
 
 fn next_f64(state: &mut u64) -> f64 {
@@ -156,7 +168,6 @@ impl HalfSpaceTrees {
             nodes_per_tree: nodes,
             max_sum,
             point: Vec::with_capacity(dims),
-            at: Vec::with_capacity(trees),
         }
     }
 
@@ -186,36 +197,47 @@ impl HalfSpaceTrees {
                 .unwrap_or(0.0)
                 .clamp(0.0, 1.0) as f32
         }));
-        let mut at = std::mem::take(&mut self.at);
-        at.clear();
         let per_tree = self.nodes_per_tree;
-        at.extend(self.nodes.chunks_exact(per_tree).map(|_| (0usize, SCORE)));
+        let trees = self.nodes.len() / per_tree;
         let (latest, reference) = (self.latest, 1 - self.latest);
         let limit = self.size_limit;
         let mut sum = 0u64;
-        // Level by level across the trees (not tree by tree): the trees' walks are independent,
-        // so the processor overlaps their loads instead of waiting on one path at a time.
-        for depth in 0..=self.height {
-            let leaf = depth == self.height;
-            for (tree, (i, scoring)) in self.nodes.chunks_exact_mut(per_tree).zip(at.iter_mut()) {
-                let node = &mut tree[*i];
-                if SCORE {
-                    let r = node.mass[reference];
-                    sum += u64::from(*scoring) * (u64::from(r) << depth);
-                    *scoring &= r >= limit;
-                }
-                if LEARN {
-                    // At most `window` per window: no overflow.
-                    node.mass[latest] += 1;
-                }
-                if !leaf {
-                    let x = point.get(node.feature as usize).copied().unwrap_or(0.0);
-                    *i = 2 * *i + 1 + usize::from(x >= node.split);
+        // Level by level across a group of trees (not tree by tree): the trees' walks are
+        // independent, so the processor overlaps their loads instead of waiting on one path at a
+        // time. A group's positions live on the stack.
+        for group in (0..trees).step_by(GROUP) {
+            let n = GROUP.min(trees - group);
+            let mut base = [0usize; GROUP];
+            for (k, b) in base.iter_mut().enumerate().take(n) {
+                *b = (group + k) * per_tree;
+            }
+            let mut at = base;
+            let mut scoring = [SCORE; GROUP];
+            for depth in 0..=self.height {
+                let leaf = depth == self.height;
+                for k in 0..n {
+                    let node = &mut self.nodes[at[k]];
+                    if SCORE {
+                        let r = node.mass[reference];
+                        sum += u64::from(scoring[k]) * (u64::from(r) << depth);
+                        scoring[k] &= r >= limit;
+                    }
+                    if LEARN && leaf {
+                        // Only leaves count as points arrive: an inner node's count is the sum
+                        // of its children's, filled in when the window closes
+                        // ([`Self::end_point`]), so the walk down stores nothing. At most
+                        // `window` per window: no overflow.
+                        node.mass[latest] += 1;
+                    }
+                    if !leaf {
+                        let x = point.get(node.feature as usize).copied().unwrap_or(0.0);
+                        // Heap order within the tree: children of i are 2i + 1 and 2i + 2.
+                        at[k] = 2 * at[k] - base[k] + 1 + usize::from(x >= node.split);
+                    }
                 }
             }
         }
         self.point = point;
-        self.at = at;
         sum
     }
 
@@ -252,6 +274,7 @@ impl HalfSpaceTrees {
     fn end_point(&mut self) {
         self.seen_in_window += 1;
         if self.seen_in_window >= self.window {
+            self.fill_inner_counts();
             // The latest counts become the reference; the old reference column restarts at 0.
             self.latest = 1 - self.latest;
             let latest = self.latest;
@@ -261,6 +284,19 @@ impl HalfSpaceTrees {
         }
     }
 
+    /// Sets every inner node's latest count to the sum of its children's (walks count leaves
+    /// only).
+    fn fill_inner_counts(&mut self) {
+        let (latest, inner) = (self.latest, self.inner_nodes());
+        for tree in self.nodes.chunks_exact_mut(self.nodes_per_tree) {
+            fill_inner(tree, inner, |n| &mut n.mass[latest]);
+        }
+    }
+
+    fn inner_nodes(&self) -> usize {
+        (1usize << self.height) - 1
+    }
+
     /// Folds `x` into the latest window; rotates the windows every `window` points.
     pub fn learn(&mut self, x: &[f64]) {
         self.walk::<false, true>(x);
@@ -268,12 +304,19 @@ impl HalfSpaceTrees {
     }
 
     /// What the forest has learned, for a changelog.
+    /// Inner nodes' latest counts are filled in from the leaves, so the values are those of a
+    /// forest counting at every node.
     pub fn state(&self) -> HstState {
+        let mut mass: Vec<[u32; 2]> = self.nodes.iter().map(|n| n.mass).collect();
+        let (latest, inner) = (self.latest, self.inner_nodes());
+        for tree in mass.chunks_exact_mut(self.nodes_per_tree) {
+            fill_inner(tree, inner, |m| &mut m[latest]);
+        }
         HstState {
             latest: self.latest as u8,
             seen_in_window: self.seen_in_window,
             windows_done: self.windows_done,
-            mass: self.nodes.iter().map(|n| n.mass).collect(),
+            mass,
         }
     }
 
@@ -360,6 +403,41 @@ mod tests {
             let expected = a.score(&x);
             a.learn(&x);
             assert_eq!(b.score_and_learn(&x), expected);
+        }
+    }
+
+    #[test]
+    fn state_counts_every_node_on_the_path_as_a_forest_counting_at_each_node_would() {
+        let cfg = HstConfig {
+            trees: 3,
+            height: 4,
+            window: 40,
+            ..HstConfig::default()
+        };
+        let mut f = HalfSpaceTrees::new(2, &cfg);
+        let mut s = 11u64;
+        // One full window and a part of the next: both columns are checked.
+        for _ in 0..57 {
+            f.learn(&[lcg(&mut s), lcg(&mut s)]);
+        }
+        let state = f.state();
+        let (latest, per_tree) = (usize::from(state.latest), f.nodes_per_tree);
+        for tree in state.mass.chunks_exact(per_tree) {
+            // Every point passes the root: the root counts the window's points.
+            assert_eq!(tree[0][latest], 17);
+            assert_eq!(tree[0][1 - latest], 40);
+            for i in 0..(per_tree / 2) {
+                for col in [0, 1] {
+                    assert_eq!(tree[i][col], tree[2 * i + 1][col] + tree[2 * i + 2][col]);
+                }
+            }
+        }
+        // Restoring the state and learning on gives the same scores as never stopping.
+        let mut restored = HalfSpaceTrees::new(2, &cfg);
+        restored.restore_state(state).unwrap();
+        for _ in 0..100 {
+            let x = [lcg(&mut s), lcg(&mut s)];
+            assert_eq!(restored.score_and_learn(&x), f.score_and_learn(&x));
         }
     }
 

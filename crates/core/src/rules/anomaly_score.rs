@@ -31,6 +31,11 @@ pub(super) struct ScoreWindow {
 }
 
 impl ScoreWindow {
+    /// Empties the window as `Default` would (it holds no allocation).
+    pub(super) fn clear(&mut self) {
+        *self = ScoreWindow::default();
+    }
+
     /// Mean of the window once it is full.
     fn full_mean(&self) -> Option<f64> {
         (usize::from(self.len) == WINDOW)

@@ -14,22 +14,61 @@ const MAD_SCALE: f64 = 1.4826;
 
 /// A user's last events (time, item hash) in event-time order, and the current regular run.
 ///
-/// A `Vec`, not a ring: the window is short (20 by default), so dropping its oldest event moves a
-/// few hundred bytes, and the scans below then run over one slice (over a `VecDeque` they were
-/// a tenth of the detector's time). It serialises as the `VecDeque` did.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// A `Vec`, not a ring: the scans below run over one slice (over a `VecDeque` they were a tenth
+/// of the detector's time). It holds up to twice the window, and drops its oldest events only
+/// when full, so each event is moved once rather than the whole window at every event (that
+/// `drain` was 4 % of the detector's time). Only the window is examined and written to a
+/// changelog; it serialises as the `VecDeque` did.
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct Cadence {
     events: Vec<(i64, Option<u64>)>,
     /// Consecutive events at which the window was regular, broad and dwell-free.
     run: u32,
     last_cv: Option<f64>,
+    /// Events in the window (the configuration's, clamped); 0 until the first event, when the
+    /// whole of `events` counts.
+    #[serde(skip)]
+    window: usize,
+}
+
+impl Serialize for Cadence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Cadence", 3)?;
+        st.serialize_field("events", self.window())?;
+        st.serialize_field("run", &self.run)?;
+        st.serialize_field("last_cv", &self.last_cv)?;
+        st.end()
+    }
 }
 
 impl Cadence {
+    /// Empties the state as `Default` would, keeping its allocations for the user's next visit.
+    pub(super) fn clear(&mut self) {
+        let Cadence {
+            events,
+            run,
+            last_cv,
+            window,
+        } = self;
+        events.clear();
+        (*run, *last_cv, *window) = (0, None, 0);
+    }
+
     /// Robust coefficient of variation of the gaps at the last event, when the window was full
     /// and at least half its gaps were short (otherwise not computed: clearly not a bot).
     pub(super) fn last_cv(&self) -> Option<f64> {
         self.last_cv
+    }
+
+    /// The window's events, oldest first.
+    fn window(&self) -> &[(i64, Option<u64>)] {
+        let keep = if self.window == 0 {
+            self.events.len()
+        } else {
+            self.window
+        };
+        &self.events[self.events.len().saturating_sub(keep)..]
     }
 }
 
@@ -75,18 +114,20 @@ pub(super) fn cadence(
             .map_or(0, |i| i + 1);
         events.insert(at, (ev.event_time, item));
     }
-    if events.len() > n {
+    if events.len() > 2 * n {
         events.drain(..events.len() - n);
     }
+    state.window = n;
     state.last_cv = None;
-    if state.events.len() < n {
+    // The field, not `state.window()`: the run and the CV are written while it is borrowed.
+    let window = &state.events[state.events.len().saturating_sub(n)..];
+    if window.len() < n {
         return None;
     }
     // Cheap test first (no sorting): the median gap is at most the limit exactly when at least
     // half of the gaps are. Human traffic (median dwell over 10 s) stops here.
     let max_gap = cfg.bot_max_median_gap_ms;
-    let short = state
-        .events
+    let short = window
         .windows(2)
         .filter(|w| w[1].0 - w[0].0 <= max_gap)
         .count();
@@ -97,7 +138,7 @@ pub(super) fn cadence(
     // Scratch space on the stack: no allocation per event.
     let mut gaps = [0f64; MAX_WINDOW];
     let gaps = &mut gaps[..n - 1];
-    for (g, w) in gaps.iter_mut().zip(state.events.windows(2)) {
+    for (g, w) in gaps.iter_mut().zip(window.windows(2)) {
         *g = (w[1].0 - w[0].0) as f64;
     }
     let med = median(gaps);
@@ -114,7 +155,7 @@ pub(super) fn cadence(
     state.last_cv = Some(cv);
     let mut items = [0u64; MAX_WINDOW];
     let mut k = 0;
-    for h in state.events.iter().filter_map(|e| e.1) {
+    for h in window.iter().filter_map(|e| e.1) {
         items[k] = h;
         k += 1;
     }
@@ -136,8 +177,8 @@ pub(super) fn cadence(
     // The run grows with every further regular event: 1x at the first full window, 1.5x after
     // half a window more, and so on.
     let ratio = (n as f64 - 1.0 + f64::from(state.run)) / n as f64;
-    let first = state.events.first().map_or(ev.event_time, |e| e.0);
-    let last = state.events.last().map_or(ev.event_time, |e| e.0);
+    let first = window.first().map_or(ev.event_time, |e| e.0);
+    let last = window.last().map_or(ev.event_time, |e| e.0);
     Some(Finding {
         alert_type: AlertType::BotCadence,
         severity: severity(Severity::Medium, ratio),
@@ -202,6 +243,36 @@ mod tests {
         assert_eq!(alerts[1].alert_id, first.alert_id);
         assert_eq!(alerts[1].severity, Severity::High);
         assert_eq!(alerts[1].window_end, crawl[29].event_time);
+    }
+
+    #[test]
+    fn only_the_window_is_kept_in_state_and_judged_after_a_restore() {
+        use super::super::bot::{Cadence, cadence};
+        let crawl = views(47, |i| 1_200 + jitter(i, 3), |i| format!("item-{i}"));
+        let cfg = RulesConfig::default();
+        let (mut live, recent) = (Cadence::default(), Recent::default());
+        let mut restored = None;
+        for (i, e) in crawl.iter().enumerate() {
+            let a = cadence(&mut live, &recent, e, &cfg).map(|f| f.reasons);
+            if let Some(r) = restored.as_mut() {
+                assert_eq!(
+                    cadence(r, &recent, e, &cfg).map(|f| f.reasons),
+                    a,
+                    "event {i}"
+                );
+            }
+            if i == 44 {
+                // Past twice the window once: the vector holds more than the window.
+                assert!(live.events.len() > cfg.bot_min_events as usize);
+                let json = serde_json::to_value(&live).unwrap();
+                assert_eq!(
+                    json["events"].as_array().unwrap().len(),
+                    cfg.bot_min_events as usize
+                );
+                restored = Some(serde_json::from_value::<Cadence>(json).unwrap());
+            }
+        }
+        assert!(live.events.len() <= 2 * cfg.bot_min_events as usize);
     }
 
     #[test]

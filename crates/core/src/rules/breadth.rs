@@ -29,6 +29,24 @@ pub(super) struct BrowsingRun {
     items: Vec<u32>,
 }
 
+impl BrowsingRun {
+    /// Empties the state as `Default` would, keeping its allocations for the user's next visit.
+    pub(super) fn clear(&mut self) {
+        let BrowsingRun {
+            start,
+            last,
+            events,
+            carted,
+            head,
+            head_len,
+            items,
+        } = self;
+        (*start, *last, *events, *carted) = (0, 0, 0, false);
+        (*head, *head_len) = ([0; HEAD], 0);
+        items.clear();
+    }
+}
+
 /// Distinct items a run holds inline before it allocates.
 const HEAD: usize = 4;
 

@@ -26,6 +26,13 @@ pub(super) struct CardState {
 }
 
 impl CardState {
+    /// Empties the state as `Default` would, keeping its allocations for the user's next visit.
+    pub(super) fn clear(&mut self) {
+        let CardState { failed, recent } = self;
+        failed.clear();
+        *recent = 0;
+    }
+
     /// Failed payments within `card_testing_window_ms` at the last event.
     pub(super) fn failures(&self) -> usize {
         self.recent

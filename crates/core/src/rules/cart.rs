@@ -34,6 +34,22 @@ pub(super) struct CartState {
 }
 
 impl CartState {
+    /// Empties the state as `Default` would, keeping its allocations for the user's next visit.
+    pub(super) fn clear(&mut self) {
+        let CartState {
+            viewed,
+            unviewed,
+            held,
+            last_event,
+        } = self;
+        viewed.clear();
+        unviewed.clear();
+        held.clear();
+        *last_event = None;
+    }
+}
+
+impl CartState {
     /// Adds of unviewed items currently in the window.
     pub(super) fn unviewed_adds(&self) -> usize {
         self.unviewed.len()

@@ -191,7 +191,19 @@ mod tests {
     #[test]
     fn when_idle_state_is_evicted_never_changes_an_alert() {
         // Eviction runs on a wall-clock tick, so a run may evict at any point, or not at all.
-        let inputs = stream(11);
+        // The users come back five hours later, after every rule window: never evicted, their
+        // rule state is reset in place; evicted, it is dropped and made anew.
+        let mut inputs = stream(11);
+        let mut later = inputs.clone();
+        for input in &mut later {
+            let (time, id) = match input {
+                Ok(e) => (&mut e.event_time, &mut e.event_id),
+                Err(p) => (&mut p.event_time, &mut p.event_id),
+            };
+            *time += 5 * 3_600_000;
+            id.push_str("-later");
+        }
+        inputs.extend(later);
         let alerts = |evict_every: usize| {
             let mut d = Detector::new(RulesConfig::default(), "v");
             let mut alerts = Vec::new();
@@ -249,6 +261,34 @@ mod tests {
         assert!(got.len() > before, "alerts after the handover");
         assert!(reference.len() > 10, "{} alerts", reference.len());
         assert_eq!(got, reference);
+    }
+
+    #[test]
+    fn rule_state_reset_in_place_is_a_new_state() {
+        use super::super::{UserEntry, UserRules};
+        let mut d = Detector::new(RulesConfig::default(), "v");
+        feed(&mut d, &stream(5));
+        let t = 1_800_000_000_000;
+        let fresh = super::encode_user(&UserEntry {
+            rules: Some(Box::new(UserRules::new(t))),
+            profile: None,
+        })
+        .unwrap();
+        let mut checked = 0;
+        for entry in d.users.values_mut() {
+            let mut rules_only = std::mem::take(entry);
+            rules_only.profile = None;
+            if rules_only.rules.is_none() {
+                continue;
+            }
+            let before = super::encode_user(&rules_only).unwrap();
+            if let Some(rules) = rules_only.rules.as_deref_mut() {
+                rules.reset(t);
+            }
+            assert_eq!(super::encode_user(&rules_only).unwrap(), fresh);
+            checked += usize::from(before != fresh);
+        }
+        assert!(checked > 20, "{checked} users had state to reset");
     }
 
     #[test]

@@ -32,6 +32,18 @@ pub(super) struct SequenceState {
     impossible: VecDeque<i64>,
 }
 
+impl SequenceState {
+    /// Empties the state as `Default` would, keeping its allocations for the user's next visit.
+    pub(super) fn clear(&mut self) {
+        let SequenceState {
+            last_checkout,
+            impossible,
+        } = self;
+        *last_checkout = None;
+        impossible.clear();
+    }
+}
+
 pub(super) fn impossible_sequence(
     state: &mut SequenceState,
     grammar: &mut Grammar,

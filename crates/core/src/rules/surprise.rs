@@ -53,6 +53,23 @@ pub(super) struct SurpriseState {
     surprises: VecDeque<(f64, i64)>,
 }
 
+impl SurpriseState {
+    /// Empties the state as `Default` would, keeping its allocations for the user's next visit.
+    pub(super) fn clear(&mut self) {
+        let SurpriseState {
+            events,
+            next,
+            forgotten,
+            pending,
+            surprises,
+        } = self;
+        events.clear();
+        (*next, *forgotten) = (0, None);
+        pending.clear();
+        surprises.clear();
+    }
+}
+
 fn probability(listed: &[(EventType, f64)], observed: EventType) -> f64 {
     if let Some(&(_, p)) = listed.iter().find(|(t, _)| *t == observed) {
         return p.max(MIN_PROBABILITY);

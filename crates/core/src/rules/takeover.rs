@@ -31,6 +31,14 @@ pub(super) struct TakeoverState {
     login: Option<Box<SuspiciousLogin>>,
 }
 
+impl TakeoverState {
+    /// Empties the state as `Default` would (the rare login is dropped).
+    pub(super) fn clear(&mut self) {
+        let TakeoverState { login } = self;
+        *login = None;
+    }
+}
+
 fn field(s: Option<&String>) -> Option<&str> {
     s.map(String::as_str).filter(|s| !s.is_empty())
 }

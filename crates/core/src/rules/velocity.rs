@@ -12,6 +12,14 @@ pub(super) struct UserVelocity {
     times: VecDeque<i64>,
 }
 
+impl UserVelocity {
+    /// Empties the state as `Default` would, keeping its allocations for the user's next visit.
+    pub(super) fn clear(&mut self) {
+        let UserVelocity { times } = self;
+        times.clear();
+    }
+}
+
 /// Pushes `now` into `times`, drops times at or before `now - window` and keeps at most eight
 /// times `max` (past that the severity cannot rise further). Returns the count in the window.
 fn slide(times: &mut VecDeque<i64>, now: i64, window: i64, max: u32) -> usize {
