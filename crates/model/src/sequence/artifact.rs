@@ -32,12 +32,25 @@ pub const MODEL_FILE: &str = "model.json";
 pub const META_FILE: &str = "meta.json";
 /// `kind` of sequence-model artifacts in `meta.json`.
 pub const SEQUENCE_KIND: &str = "sequence";
-/// Layout version of the directory: 2 when `model.json` has a purchase blend, which a reader of
-/// format 1 would silently ignore (serving the network alone while `meta.json` reports the blend's
-/// figures), so such a reader refuses it instead; 1 otherwise, so older readers still load those.
-pub const SEQUENCE_FORMAT_VERSION: u32 = 2;
+/// Layout version of the directory: 3 when the network embeds items by vocabulary index (a reader
+/// of format 2 or less would hash them into buckets that mean nothing to the weights); 2 when
+/// `model.json` has a purchase blend, which a reader of format 1 would silently ignore (serving the
+/// network alone while `meta.json` reports the blend's figures); 1 otherwise, so older readers
+/// still load those.
+pub const SEQUENCE_FORMAT_VERSION: u32 = 3;
 /// Formats this build reads.
-const READABLE_FORMATS: [u32; 2] = [1, 2];
+const READABLE_FORMATS: [u32; 3] = [1, 2, 3];
+
+/// The oldest format that describes `model` (see [`SEQUENCE_FORMAT_VERSION`]).
+fn format_of<B: Backend>(model: &SequenceModel<B>) -> u32 {
+    if model.config.item_input == super::net::ItemInput::Vocabulary {
+        3
+    } else if model.blend.is_some() {
+        2
+    } else {
+        1
+    }
+}
 
 /// Contents of `model.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,11 +162,7 @@ pub fn save_sequence<B: Backend>(
         source,
     })?;
     let meta = SequenceMeta {
-        format_version: if model.blend.is_some() {
-            SEQUENCE_FORMAT_VERSION
-        } else {
-            1
-        },
+        format_version: format_of(model),
         kind: SEQUENCE_KIND.into(),
         version: version_of(&model.config, &weights, &model_json),
         created_at: now_rfc3339(),

@@ -36,7 +36,7 @@ impl Sequence<'_> {
 /// next-item targets are looked up in `vocab` when there is one.
 pub fn sequences<'a>(
     examples: &[&'a Example],
-    buckets: Buckets,
+    buckets: Buckets<'_>,
     norm: &Normalizer,
     vocab: Option<&ItemVocab>,
 ) -> Vec<Sequence<'a>> {

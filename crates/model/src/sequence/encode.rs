@@ -5,6 +5,7 @@ use clickpath_schema::{EventType, FeatureValues};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::Example;
+use crate::recommend::ItemVocab;
 
 /// Number of event types (the size of the type embedding and of the next-action head).
 pub const EVENT_TYPES: usize = EventType::ALL.len();
@@ -101,24 +102,47 @@ pub struct Step {
     pub event_type: u32,
     /// Category bucket (0: none).
     pub category: u32,
-    /// Item bucket (0: none).
+    /// Item bucket, or the item's vocabulary index + 1 for a model whose item input is its
+    /// vocabulary (0: none, or out of vocabulary).
     pub item: u32,
     /// Normalised numeric features.
     pub numeric: Vec<f32>,
 }
 
-/// Buckets of the hashed embeddings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Buckets {
+/// How ids become embedding rows: hashed buckets, and for items the vocabulary when the model
+/// embeds items by it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Buckets<'a> {
     /// Category buckets.
     pub categories: usize,
-    /// Item buckets.
+    /// Item buckets (unused with `vocab`).
     pub items: usize,
+    /// The item vocabulary, for a model whose item input is by vocabulary index.
+    pub vocab: Option<&'a ItemVocab>,
+}
+
+impl<'a> Buckets<'a> {
+    /// How a network of shape `net` encodes ids; `vocab` is its item head's vocabulary.
+    pub fn of(net: &super::NetConfig, vocab: Option<&'a ItemVocab>) -> Self {
+        Buckets {
+            categories: net.category_buckets,
+            items: net.item_buckets,
+            vocab: vocab.filter(|_| net.item_input == super::ItemInput::Vocabulary),
+        }
+    }
+
+    /// The embedding row of an optional item (0: none, or out of vocabulary).
+    pub fn item(&self, item: Option<&str>) -> u32 {
+        match self.vocab {
+            Some(v) => item.and_then(|i| v.get(i)).map_or(0, |i| i + 1),
+            None => bucket(item, self.items),
+        }
+    }
 }
 
 /// Encodes one event.
 pub fn encode_step(
-    buckets: Buckets,
+    buckets: Buckets<'_>,
     norm: &Normalizer,
     event_type: EventType,
     item: Option<&str>,
@@ -130,13 +154,13 @@ pub fn encode_step(
     Step {
         event_type: event_type.index() as u32,
         category: bucket(category, buckets.categories),
-        item: bucket(item, buckets.items),
+        item: buckets.item(item),
         numeric,
     }
 }
 
 /// Encodes a training example's event.
-pub fn encode_example(buckets: Buckets, norm: &Normalizer, ex: &Example) -> Step {
+pub fn encode_example(buckets: Buckets<'_>, norm: &Normalizer, ex: &Example) -> Step {
     encode_step(
         buckets,
         norm,
@@ -160,6 +184,25 @@ mod tests {
         assert_eq!(b, bucket(Some("item-42"), 64));
         // FNV-1a of "a" is a published test vector: 0xaf63dc4c8601ec8c.
         assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn vocabulary_items_take_their_index_plus_one_and_the_rest_row_zero() {
+        let vocab = ItemVocab::from_parts(vec!["a".into(), "b".into()], vec![5, 3]);
+        let by_vocab = Buckets {
+            categories: 8,
+            items: 64,
+            vocab: Some(&vocab),
+        };
+        assert_eq!(by_vocab.item(Some("a")), 1);
+        assert_eq!(by_vocab.item(Some("b")), 2);
+        assert_eq!(by_vocab.item(Some("unseen")), 0);
+        assert_eq!(by_vocab.item(None), 0);
+        let hashed = Buckets {
+            vocab: None,
+            ..by_vocab
+        };
+        assert_eq!(hashed.item(Some("a")), bucket(Some("a"), 64));
     }
 
     #[test]

@@ -89,12 +89,9 @@ impl<B: Backend> SequenceModel<B> {
         crate::logistic::sigmoid(l)
     }
 
-    /// Hashed-embedding bucket counts.
-    pub fn buckets(&self) -> Buckets {
-        Buckets {
-            categories: self.config.category_buckets,
-            items: self.config.item_buckets,
-        }
+    /// How this model's steps encode ids (hashed buckets; the vocabulary for its item input).
+    pub fn buckets(&self) -> Buckets<'_> {
+        Buckets::of(&self.config, self.items.as_ref())
     }
 
     /// Step outputs of a whole batch of step sequences, each scored from an empty state.

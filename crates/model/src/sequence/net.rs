@@ -48,6 +48,26 @@ impl Architecture {
     }
 }
 
+/// How the item on screen enters the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemInput {
+    /// Hashed into `item_buckets` shared buckets (collisions included): works without a
+    /// vocabulary, but the item is a weak signal.
+    #[default]
+    Hashed,
+    /// By its index in the item head's vocabulary (row 0: none, or out of vocabulary), one
+    /// embedding row per item: the step from the item on screen to the next one can be learned
+    /// exactly, as the item-to-item baselines look it up. Needs an item head.
+    Vocabulary,
+}
+
+impl ItemInput {
+    fn is_hashed(&self) -> bool {
+        *self == ItemInput::Hashed
+    }
+}
+
 /// Shape of the network; saved in the artifact beside the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -66,6 +86,10 @@ pub struct NetConfig {
     pub item_buckets: usize,
     /// Width of the item embedding. Default 8.
     pub item_embedding: usize,
+    /// How the current item is embedded. Default hashed (left out of `model.json` then, so
+    /// artifacts of hashed models read as before).
+    #[serde(skip_serializing_if = "ItemInput::is_hashed")]
+    pub item_input: ItemInput,
     /// Number of numeric features per step (set from the feature spec at training time).
     pub numeric_features: usize,
     /// Transformer: layers. Default 2.
@@ -91,6 +115,7 @@ impl Default for NetConfig {
             category_embedding: 8,
             item_buckets: 4096,
             item_embedding: 8,
+            item_input: ItemInput::Hashed,
             numeric_features: 0,
             transformer_layers: 2,
             transformer_heads: 4,
@@ -131,6 +156,14 @@ impl NetConfig {
             }
         }
         p
+    }
+
+    /// Rows of the item input embedding: the hashed buckets, or the vocabulary and row 0.
+    pub fn item_input_rows(&self) -> usize {
+        match self.item_input {
+            ItemInput::Hashed => self.item_buckets,
+            ItemInput::Vocabulary => self.item_vocab + 1,
+        }
     }
 
     /// Floats of recurrent state per user (0 for the Transformer, which keeps a window of
@@ -178,7 +211,8 @@ impl NetConfig {
             type_emb: EmbeddingConfig::new(EVENT_TYPES, self.type_embedding).init(device),
             category_emb: EmbeddingConfig::new(self.category_buckets, self.category_embedding)
                 .init(device),
-            item_emb: EmbeddingConfig::new(self.item_buckets, self.item_embedding).init(device),
+            item_emb: EmbeddingConfig::new(self.item_input_rows(), self.item_embedding)
+                .init(device),
             gru,
             lstm,
             tf_in,
@@ -237,7 +271,7 @@ pub struct StepTensors<B: Backend> {
     pub types: Tensor<B, 2, Int>,
     /// Category buckets `[batch, time]`.
     pub categories: Tensor<B, 2, Int>,
-    /// Item buckets `[batch, time]`.
+    /// Item buckets or vocabulary rows ([`ItemInput`]) `[batch, time]`.
     pub items: Tensor<B, 2, Int>,
     /// Numeric features `[batch, time, features]`.
     pub numeric: Tensor<B, 3>,

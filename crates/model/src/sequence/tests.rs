@@ -165,6 +165,40 @@ fn item_head_learns_a_deterministic_item_cycle_and_round_trips() {
     }
 }
 
+#[test]
+fn vocabulary_item_input_carries_the_item_where_hashing_cannot() {
+    // Two hash buckets: hashed, every item on screen looks the same, so only the item's vocabulary
+    // row can tell the network where in the cycle the user is.
+    let events = cycle_events(400);
+    let mut cfg = small_config(Architecture::Gru);
+    cfg.net.item_buckets = 2;
+    cfg.net.item_embedding = 16;
+    cfg.net.item_head_width = 16;
+    cfg.net.item_input = ItemInput::Vocabulary;
+    cfg.max_epochs = 12;
+    let report = train_sequence::<CpuTrainBackend>(&events, &cfg, &Default::default(), &mut |_| {})
+        .expect("trains");
+    let vocab = report.model.items.as_ref().expect("an item vocabulary");
+    assert_eq!(report.model.config.item_input_rows(), vocab.len() + 1);
+    let items = report.test_items.as_ref().expect("next-item metrics");
+    assert!(items.mrr > 0.8, "{items:?}");
+    // The steps are encoded by vocabulary row, online as offline.
+    let buckets = report.model.buckets();
+    assert_eq!(buckets.item(Some(&vocab.items[0])), 1);
+    assert_eq!(buckets.item(Some("never-seen")), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let meta = save_sequence(&report, &cfg, "flex", dir.path()).unwrap();
+    assert_eq!(meta.format_version, 3, "older readers must refuse it");
+    let (loaded, _) = load_sequence::<B>(dir.path(), &cfg.features, &Default::default()).unwrap();
+    assert_eq!(loaded.config.item_input, ItemInput::Vocabulary);
+    let online: &dyn OnlineModel = &loaded;
+    assert_eq!(
+        Buckets::of(online.config(), online.item_vocab()).item(Some(&vocab.items[3])),
+        4
+    );
+}
+
 /// The block-wise ranking a GPU backend uses gives exactly the full scan's items and scores, on the CPU
 /// too: a vocabulary that is not a multiple of the block, ties, k larger than the number of blocks.
 #[test]

@@ -21,7 +21,7 @@ use super::data::{Sequence, Targets, sequences};
 use super::encode::{Buckets, Normalizer};
 use super::model::ItemEval;
 use super::model::SequenceModel;
-use super::net::{Architecture, NetConfig, SequenceNet, StepTensors};
+use super::net::{Architecture, ItemInput, NetConfig, SequenceNet, StepTensors};
 use crate::dataset::{Dataset, SplitConfig, build_dataset};
 use crate::error::ModelError;
 use crate::metrics::{DatasetCounts, EvalMetrics};
@@ -416,6 +416,12 @@ fn checked_config(
     if !problems.is_empty() {
         return Err(ModelError::InvalidConfig(problems.join("; ")));
     }
+    if cfg.net.item_input == ItemInput::Vocabulary && !cfg.item_head {
+        return Err(ModelError::InvalidConfig(
+            "item_input = \"vocabulary\" embeds items by the item head's vocabulary: set item_head = true"
+                .into(),
+        ));
+    }
     if cfg.item_head && cfg.item_negatives == 0 {
         return Err(ModelError::InvalidConfig(
             "item_negatives must be > 0 with the item head (or set item_head = false)".into(),
@@ -507,6 +513,13 @@ pub fn train_sequence<B: AutodiffBackend>(
         .transpose()?
         .flatten();
     cfg.net.item_vocab = vocab.as_ref().map_or(0, ItemVocab::len);
+    if cfg.net.item_input == ItemInput::Vocabulary && vocab.is_none() {
+        return Err(ModelError::InsufficientData(format!(
+            "no item occurs {} times in the training sessions, so there is no vocabulary to embed \
+             items by (item_input = \"vocabulary\"); lower min_item_count or use item_input = \"hashed\"",
+            cfg.min_item_count
+        )));
+    }
     let dataset: Dataset = build_dataset(events, &cfg.session, &cfg.features);
     let splits = dataset.split(&cfg.split)?;
     if splits.train.is_empty() || splits.test.is_empty() {
@@ -519,10 +532,7 @@ pub fn train_sequence<B: AutodiffBackend>(
         &feature_names,
         splits.train.iter().map(|ex| &ex.features.values),
     );
-    let buckets = Buckets {
-        categories: cfg.net.category_buckets,
-        items: cfg.net.item_buckets,
-    };
+    let buckets = Buckets::of(&cfg.net, vocab.as_ref());
     let train = sequences(&splits.train, buckets, &normalizer, vocab.as_ref());
     let validation = sequences(&splits.validation, buckets, &normalizer, vocab.as_ref());
     let test = sequences(&splits.test, buckets, &normalizer, vocab.as_ref());

@@ -16,12 +16,8 @@ pub struct LoadedSequence {
 }
 
 impl LoadedSequence {
-    fn buckets(&self) -> Buckets {
-        let c = self.model.config();
-        Buckets {
-            categories: c.category_buckets,
-            items: c.item_buckets,
-        }
+    fn buckets(&self) -> Buckets<'_> {
+        Buckets::of(self.model.config(), self.model.item_vocab())
     }
 
     /// Encodes a feature vector as this model's step.
