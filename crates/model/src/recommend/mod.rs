@@ -14,7 +14,9 @@
 //! - for every test session and every position `t`, the items up to `t` are the input and item
 //!   `t + 1` the target; Recall@k is the share of targets in the top `k`, MRR@k the mean
 //!   reciprocal rank (0 outside the top `k`). Ties rank by vocabulary index (most popular first),
-//!   so results are deterministic.
+//!   so results are deterministic;
+//! - the item at `t` (on screen) is left out of every model's list ([`without_current`]): the
+//!   target differs from it by construction, so the list is the best `k` of the other items.
 
 pub mod baselines;
 
@@ -205,6 +207,23 @@ pub struct RecMetrics {
     pub mrr: f64,
 }
 
+/// `list` (best first) without the item on screen, `k` long: the target is the next *new* item,
+/// so recommending the current one wastes a slot. Ask the model for `k + 1` items. Every model
+/// (the baselines and the sequence model's item head, offline and online) ranks this way.
+pub fn without_current<T>(
+    list: Vec<T>,
+    item: impl Fn(&T) -> u32,
+    current: Option<u32>,
+    k: usize,
+) -> Vec<T> {
+    let mut out: Vec<T> = list
+        .into_iter()
+        .filter(|x| Some(item(x)) != current)
+        .collect();
+    out.truncate(k);
+    out
+}
+
 /// Evaluates `model` on every position of every test session (see the module docs).
 pub fn evaluate_next_item(
     model: &dyn NextItem,
@@ -218,8 +237,13 @@ pub fn evaluate_next_item(
         for t in 1..encoded.len() {
             let Some(target) = encoded[t] else { continue };
             cases += 1;
-            let top = model.recommend(&encoded[..t], k);
-            if let Some(rank) = top.iter().take(k).position(|&i| i == target) {
+            let top = without_current(
+                model.recommend(&encoded[..t], k + 1),
+                |&i| i,
+                encoded[t - 1],
+                k,
+            );
+            if let Some(rank) = top.iter().position(|&i| i == target) {
                 hits += 1;
                 rr += 1.0 / (rank + 1) as f64;
             }

@@ -108,12 +108,13 @@ impl NextItem for Fixed {
 #[test]
 fn recall_and_mrr_count_in_vocabulary_targets_only() {
     let v = ItemVocab::from_parts(vec!["a".into(), "b".into(), "c".into()], vec![3, 2, 1]);
-    // Targets: b (rank 2), zz (out of vocabulary: no case), c (rank 3: outside k = 2), a (rank 1).
+    // The list is always a, b, c, less the item on screen. Targets: b after a (rank 1: a is left
+    // out), zz (out of vocabulary: no case), c after zz (rank 3: outside k = 2), a after c (rank 1).
     let test = [session("t", &["a", "b", "zz", "c", "a"])];
     let m = evaluate_next_item(&Fixed(vec![0, 1, 2]), &v, &test, 2);
     assert_eq!(m.cases, 3);
     assert!((m.recall - 2.0 / 3.0).abs() < 1e-12, "{m:?}");
-    assert!((m.mrr - (0.5 + 1.0) / 3.0).abs() < 1e-12, "{m:?}");
+    assert!((m.mrr - (1.0 + 1.0) / 3.0).abs() < 1e-12, "{m:?}");
 }
 
 /// Every user walks a fixed cycle of items, each starting at a different point: the next item

@@ -16,7 +16,9 @@ pub mod train;
 pub use artifact::{SequenceMeta, is_sequence_artifact, load_sequence, save_sequence};
 pub use encode::{Buckets, Normalizer, Step, encode_step};
 pub use model::{ItemEval, SequenceModel, StepOutput, top_k, top_k_scored};
-pub use net::{Architecture, HeadOutputs, ItemInput, NetConfig, SequenceNet, StepHeads, StepTensors};
+pub use net::{
+    Architecture, HeadOutputs, ItemInput, NetConfig, SequenceNet, StepHeads, StepTensors,
+};
 pub use online::{
     DeviceFallback, OnlineDevice, OnlineModel, UserMemory, check_device, load_online,
 };

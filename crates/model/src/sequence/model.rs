@@ -241,25 +241,38 @@ impl<B: Backend> SequenceModel<B> {
     }
 
     /// Next-item quality of the queries against their targets (vocabulary indices): hits in the
-    /// top `k`, summed reciprocal ranks and the summed full-softmax cross-entropy (nats).
+    /// top `k` ranked without each query's current item (`current`, see
+    /// [`crate::recommend::without_current`]), summed reciprocal ranks and the summed full-softmax
+    /// cross-entropy (nats, over the whole vocabulary).
     ///
     /// # Panics
     /// On a model without an item head.
-    pub fn item_eval(&self, queries: &[&[f32]], targets: &[u32], k: usize) -> ItemEval {
+    pub fn item_eval(
+        &self,
+        queries: &[&[f32]],
+        targets: &[u32],
+        current: &[Option<u32>],
+        k: usize,
+    ) -> ItemEval {
         let vocab = self.config.item_vocab;
         let mut eval = ItemEval::default();
-        for (qs, ts) in queries.chunks(QUERY_CHUNK).zip(targets.chunks(QUERY_CHUNK)) {
+        for ((qs, ts), cs) in queries
+            .chunks(QUERY_CHUNK)
+            .zip(targets.chunks(QUERY_CHUNK))
+            .zip(current.chunks(QUERY_CHUNK))
+        {
             let scores = self.vocab_scores(qs);
             let log_p: Vec<f32> = burn::tensor::activation::log_softmax(scores.clone(), 1)
                 .into_data()
                 .into_vec()
                 .unwrap_or_default();
             let scores: Vec<f32> = scores.into_data().into_vec().unwrap_or_default();
-            for (i, &t) in ts.iter().enumerate() {
+            for (i, (&t, &c)) in ts.iter().zip(cs).enumerate() {
                 let row = &scores[i * vocab..(i + 1) * vocab];
                 eval.cases += 1;
                 eval.cross_entropy -= f64::from(log_p[i * vocab + t as usize]);
-                if let Some(rank) = top_k(row, k).iter().position(|&j| j == t) {
+                let top = crate::recommend::without_current(top_k(row, k + 1), |&j| j, c, k);
+                if let Some(rank) = top.iter().position(|&j| j == t) {
                     eval.hits += 1;
                     eval.reciprocal_ranks += 1.0 / (rank + 1) as f64;
                 }

@@ -290,16 +290,18 @@ pub fn evaluate_items<B: Backend>(
     }
     let steps: Vec<&[super::encode::Step]> = seqs.iter().map(|s| s.steps.as_slice()).collect();
     let queries = model.item_queries(&steps);
-    let (mut q, mut targets): (Vec<&[f32]>, Vec<u32>) = (Vec::new(), Vec::new());
+    let vocab = model.items.as_ref()?;
+    let (mut q, mut targets, mut current) = (Vec::new(), Vec::new(), Vec::new());
     for (seq, qs) in seqs.iter().zip(&queries) {
-        for (target, query) in seq.next_items.iter().zip(qs) {
+        for ((target, query), ex) in seq.next_items.iter().zip(qs).zip(&seq.examples) {
             if let Some(t) = target {
-                q.push(query);
+                q.push(query.as_slice());
                 targets.push(*t);
+                current.push(ex.item_id.as_deref().and_then(|i| vocab.get(i)));
             }
         }
     }
-    Some(model.item_eval(&q, &targets, k))
+    Some(model.item_eval(&q, &targets, &current, k))
 }
 
 /// The table row of an [`ItemEval`].

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use clickpath_model::recommend::without_current;
 use clickpath_model::sequence::encode::{Buckets, EVENT_TYPES, encode_step};
 use clickpath_model::sequence::{OnlineModel, Step, StepOutput, UserMemory};
 use clickpath_schema::{ActionProbability, EventType, Factor, FeatureVector, RecommendedItem};
@@ -161,7 +162,7 @@ pub fn score_batch(model: &LoadedSequence, mut queued: Vec<Queued>, extras: Extr
     }
     let paths = rollout(model, &queued, &outputs, extras.path_steps);
     let mut all_factors = explain(model, &queued, &before, &outputs, extras.factors);
-    let items = recommend(model, &outputs, extras.items);
+    let items = recommend(model, &queued, &outputs, extras.items);
     queued
         .into_iter()
         .zip(outputs)
@@ -182,10 +183,12 @@ pub fn score_batch(model: &LoadedSequence, mut queued: Vec<Queued>, extras: Extr
         .collect()
 }
 
-/// The `k` best items of each output's item query, by item id; empty lists for a model without an item
-/// head (its outputs have no query).
+/// The `k` best items of each output's item query, by item id, leaving out the event's own item (the
+/// shopper is looking at it: `without_current`); empty lists for a model without an item head (its
+/// outputs have no query).
 fn recommend(
     model: &LoadedSequence,
+    queued: &[Queued],
     outputs: &[Option<StepOutput>],
     k: usize,
 ) -> Vec<Vec<RecommendedItem>> {
@@ -203,8 +206,13 @@ fn recommend(
         return result;
     }
     let queries: Vec<&[f32]> = asked.iter().map(|(_, q)| *q).collect();
-    for ((i, _), best) in asked.iter().zip(model.model.top_items(&queries, k)) {
-        result[*i] = best
+    for ((i, _), best) in asked.iter().zip(model.model.top_items(&queries, k + 1)) {
+        let current = queued[*i]
+            .fv
+            .item_id
+            .as_deref()
+            .and_then(|id| vocab.get(id));
+        result[*i] = without_current(best, |&(index, _)| index, current, k)
             .into_iter()
             .filter_map(|(index, score)| {
                 vocab.item(index).map(|item| RecommendedItem {

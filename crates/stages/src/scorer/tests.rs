@@ -357,6 +357,12 @@ fn predictions_recommend_items_of_the_models_vocabulary() {
     assert_eq!(one.len(), inputs.len());
     let vocab = load();
     let vocab = vocab.model.item_vocab().unwrap();
+    let ids = |p: &Prediction| -> Vec<String> {
+        p.recommended_items
+            .iter()
+            .map(|r| r.item_id.clone())
+            .collect()
+    };
     for (a, b) in one.iter().zip(&many) {
         assert_eq!(a.recommended_items.len(), 5, "{a:?}");
         assert!(
@@ -370,12 +376,6 @@ fn predictions_recommend_items_of_the_models_vocabulary() {
                 .all(|w| w[0].score >= w[1].score),
             "best first"
         );
-        let ids = |p: &Prediction| -> Vec<String> {
-            p.recommended_items
-                .iter()
-                .map(|r| r.item_id.clone())
-                .collect()
-        };
         assert_eq!(ids(a), ids(b), "batch size changes nothing");
     }
     // The recommendations follow the shopper: not one list for everybody.
@@ -389,6 +389,18 @@ fn predictions_recommend_items_of_the_models_vocabulary() {
         })
         .collect();
     assert!(distinct.len() > 1, "{distinct:?}");
+
+    // The item on screen is never recommended (the next item is another one by definition): asked
+    // for the whole vocabulary, a shopper on a vocabulary item gets every other item.
+    let mut on_known = inputs.clone();
+    for (j, fv) in on_known.iter_mut().enumerate() {
+        fv.item_id = Some(vocab.item(j as u32 * 7 % 40).unwrap().to_string());
+    }
+    let scored = run(&mut scorer_with(vocab_len, 64), &on_known);
+    for (p, fv) in scored.iter().zip(&on_known) {
+        assert_eq!(p.recommended_items.len(), vocab_len - 1);
+        assert!(!ids(p).contains(fv.item_id.as_ref().unwrap()), "{p:?}");
+    }
 
     assert!(
         run(&mut scorer_with(0, 64), &inputs)
