@@ -239,6 +239,28 @@ impl NegativeSampler {
         NegativeSampler { cumulative }
     }
 
+    /// Per vocabulary item, the log of how many times `n` draws pick it on average: the
+    /// sampled softmax's correction (Jean et al. 2015; Yi et al. 2019). Without it a popular item,
+    /// drawn as a negative many times per batch, is pushed down once per draw, and the learned
+    /// scores rank popular items too low for the full ranking they are served with.
+    fn log_expected_counts(&self, n: usize) -> Vec<f32> {
+        let total = self
+            .cumulative
+            .last()
+            .copied()
+            .unwrap_or(0.0)
+            .max(f64::MIN_POSITIVE);
+        let mut previous = 0.0;
+        self.cumulative
+            .iter()
+            .map(|&c| {
+                let p = (c - previous) / total;
+                previous = c;
+                (n as f64 * p).max(f64::MIN_POSITIVE).ln() as f32
+            })
+            .collect()
+    }
+
     fn sample(&self, n: usize, rng: &mut ChaCha8Rng) -> Vec<i32> {
         use rand::Rng as _;
         let total = self.cumulative.last().copied().unwrap_or(0.0);
@@ -261,6 +283,9 @@ struct LossInputs<'a> {
     item_weight: f32,
     /// Shared negatives of this batch (empty: no item loss).
     negatives: &'a [i32],
+    /// Per vocabulary item, the log of its expected count among the negatives
+    /// ([`NegativeSampler::log_expected_counts`]).
+    log_expected: &'a [f32],
 }
 
 /// List length of the next-item metrics recorded in training (Recall@20, MRR@20).
@@ -354,21 +379,23 @@ fn loss<B: Backend>(
             if targets.positions.is_empty() {
                 return total;
             }
-            total + item_loss(net, q, &targets, inputs.negatives, device) * inputs.item_weight
+            total + item_loss(net, q, &targets, inputs, device) * inputs.item_weight
         }
         _ => total,
     }
 }
 
 /// Sampled softmax of the item head: each target against the batch's shared negatives, with
-/// negatives that happen to be the target masked out.
+/// negatives that happen to be the target masked out, and every logit less the log of its item's
+/// expected count among the negatives (so the loss estimates the full softmax's).
 fn item_loss<B: Backend>(
     net: &SequenceNet<B>,
     queries: Tensor<B, 3>,
     targets: &ItemTargets,
-    negatives: &[i32],
+    inputs: &LossInputs<'_>,
     device: &B::Device,
 ) -> Tensor<B, 1> {
+    let (negatives, log_expected) = (inputs.negatives, inputs.log_expected);
     let [b, t, w] = queries.dims();
     let n = targets.positions.len();
     let k = negatives.len();
@@ -377,17 +404,22 @@ fn item_loss<B: Backend>(
     let q = queries
         .reshape([b * t, w])
         .select(0, int(&targets.positions));
-    let positive = net.item_target_scores(q.clone(), int(&targets.items));
-    let mut hits = vec![0f32; n * k];
+    let correction = |item: i32| log_expected.get(item as usize).copied().unwrap_or(0.0);
+    let positive_shift: Vec<f32> = targets.items.iter().map(|&t| -correction(t)).collect();
+    let positive = net.item_target_scores(q.clone(), int(&targets.items))
+        + Tensor::<B, 2>::from_data(TensorData::new(positive_shift, [n, 1]), device);
+    let mut shift = vec![0f32; n * k];
     for (i, &target) in targets.items.iter().enumerate() {
         for (j, &neg) in negatives.iter().enumerate() {
-            if neg == target {
-                hits[i * k + j] = -1e9;
-            }
+            shift[i * k + j] = if neg == target {
+                -1e9
+            } else {
+                -correction(neg)
+            };
         }
     }
     let negative = net.item_scores(q, int(negatives))
-        + Tensor::<B, 2>::from_data(TensorData::new(hits, [n, k]), device);
+        + Tensor::<B, 2>::from_data(TensorData::new(shift, [n, k]), device);
     let logits = Tensor::cat(vec![positive, negative], 1);
     log_softmax(logits, 1).narrow(1, 0, 1).mean().neg()
 }
@@ -451,6 +483,8 @@ struct EpochPass<'c, B: AutodiffBackend> {
     epoch: usize,
     /// Item-head negatives (none without an item head).
     sampler: Option<&'c NegativeSampler>,
+    /// The sampler's log expected counts for `cfg.item_negatives` draws.
+    log_expected: &'c [f32],
 }
 
 impl<B: AutodiffBackend> EpochPass<'_, B> {
@@ -482,6 +516,7 @@ impl<B: AutodiffBackend> EpochPass<'_, B> {
                 next_weight: self.cfg.next_loss_weight,
                 item_weight: self.cfg.item_loss_weight,
                 negatives: &negatives,
+                log_expected: self.log_expected,
             };
             let l = loss(&net, batch, &inputs, self.device);
             loss_sum += f64::from(l.clone().into_scalar().elem::<f32>()) * batch.len() as f64;
@@ -539,6 +574,10 @@ pub fn train_sequence<B: AutodiffBackend>(
     let validation = sequences(&splits.validation, buckets, &normalizer, vocab.as_ref());
     let test = sequences(&splits.test, buckets, &normalizer, vocab.as_ref());
     let sampler = vocab.as_ref().map(NegativeSampler::new);
+    let log_expected = sampler
+        .as_ref()
+        .map(|s| s.log_expected_counts(cfg.item_negatives))
+        .unwrap_or_default();
 
     B::seed(device, cfg.seed);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -558,6 +597,7 @@ pub fn train_sequence<B: AutodiffBackend>(
             device,
             epoch,
             sampler: sampler.as_ref(),
+            log_expected: &log_expected,
         };
         let (trained, loss_sum, steps) = pass.run(net, &mut optim, &plan, &mut rng, progress);
         net = trained;
@@ -652,4 +692,30 @@ pub fn train_sequence<B: AutodiffBackend>(
         fingerprint: dataset.fingerprint.clone(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod sampler_tests {
+    use super::*;
+
+    #[test]
+    fn expected_counts_follow_the_sampling_weights_and_sum_to_the_draws() {
+        let vocab =
+            ItemVocab::from_parts(vec!["a".into(), "b".into(), "c".into()], vec![81, 16, 1]);
+        let sampler = NegativeSampler::new(&vocab);
+        let expected: Vec<f64> = sampler
+            .log_expected_counts(100)
+            .iter()
+            .map(|&l| f64::from(l).exp())
+            .collect();
+        // Weights count^0.75: 27, 8 and 1 of 36.
+        for (e, w) in expected.iter().zip([27.0, 8.0, 1.0]) {
+            assert!((e - 100.0 * w / 36.0).abs() < 1e-3, "{expected:?}");
+        }
+        // The draws follow the same weights.
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let drawn = sampler.sample(36_000, &mut rng);
+        let a = drawn.iter().filter(|&&i| i == 0).count() as f64 / 36_000.0;
+        assert!((a - 0.75).abs() < 0.01, "{a}");
+    }
 }
