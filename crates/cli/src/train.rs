@@ -32,7 +32,7 @@ pub struct TrainArgs {
     /// group, nothing committed.
     #[arg(long)]
     pub topic: Option<String>,
-    /// With --topic: first record time (ms since the epoch or RFC 3339 UTC).
+    /// With --topic: first record time (ms since the epoch, RFC 3339 with an offset, or a UTC date).
     #[arg(long, requires = "topic")]
     pub since: Option<String>,
     /// With --topic: end record time (exclusive).
@@ -57,7 +57,7 @@ pub struct TrainArgs {
     /// a session's end.
     #[arg(long, default_value_t = 168)]
     pub horizon_hours: u32,
-    /// `--model outlook`: end of the data's observation window (ms or RFC 3339 UTC); sessions whose
+    /// `--model outlook`: end of the data's observation window (ms, RFC 3339 with an offset, or a UTC date); sessions whose
     /// horizon reaches past it have no known label. Default: the latest event time.
     #[arg(long)]
     pub data_end: Option<String>,

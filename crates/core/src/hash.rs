@@ -1,10 +1,12 @@
-//! Small deterministic hashing helpers for internal maps keyed by ids.
+//! Small deterministic hashing helpers: the stable FNV-1a hash and a hasher for maps keyed by it.
 
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// FNV-1a over the bytes of `s`: stable across runs and processes, so offline and online runs
-/// of the same code see the same values (std's `RandomState` is seeded per process).
-pub(crate) fn fnv1a(s: &str) -> u64 {
+/// of the same code see the same values (std's `RandomState` is seeded per process). The one
+/// implementation: the detector, the windower and the sequence models' hashed embeddings (whose
+/// buckets must mean the same in training and serving) all use it.
+pub fn fnv1a(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);

@@ -15,7 +15,7 @@ pub mod anomaly;
 pub mod dedupe;
 pub mod features;
 pub mod funnel;
-mod hash;
+pub mod hash;
 pub mod rules;
 pub mod session;
 pub mod state_codec;

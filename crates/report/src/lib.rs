@@ -40,8 +40,8 @@ pub struct ReportArgs {
     /// analysed; the analytics topic (`analytics`, or its name) gives the stage's funnel aggregates.
     #[arg(long, conflicts_with_all = ["format", "file"])]
     pub topic: Option<String>,
-    /// With --topic: first record to read, by record timestamp (ms since the epoch or UTC like
-    /// 2026-11-30T12:00:00Z).
+    /// With --topic: first record to read, by record timestamp (ms since the epoch, RFC 3339 like
+    /// 2026-11-30T12:00:00Z or 2026-11-30T14:00:00+02:00, or a UTC date like 2026-11-30).
     #[arg(long, requires = "topic")]
     pub since: Option<String>,
     /// With --topic: read records with timestamps before this (same forms as --since).

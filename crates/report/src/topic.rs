@@ -45,61 +45,43 @@ pub struct TopicRead<T> {
     pub partitions: usize,
 }
 
-/// Parses a `--since`/`--until` value: ms since the epoch, or an RFC 3339 UTC time
-/// (`2026-11-30T12:00:00Z`, `2026-11-30T12:00:00.250Z`, or a date `2026-11-30`).
+/// Parses a `--since`/`--until` value: ms since the epoch, an RFC 3339 time with its offset
+/// (`2026-11-30T12:00:00Z`, `2026-11-30T14:00:00.250+02:00`), or a UTC date (`2026-11-30`). Dates
+/// that do not exist (`2026-02-31`) are errors.
 pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+    use time::format_description::well_known::Rfc3339;
     let s = s.trim();
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
-    let bad = || {
+    let bad = |why: &dyn std::fmt::Display| {
         anyhow::anyhow!(
-            "{s:?} is not a time: give ms since the epoch or UTC like 2026-11-30T12:00:00Z"
+            "{s:?} is not a time ({why}): give ms since the epoch, an RFC 3339 time like \
+             2026-11-30T12:00:00Z or 2026-11-30T14:00:00+02:00, or a UTC date like 2026-11-30"
         )
     };
-    let (date, time) = match s.split_once('T') {
-        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
-        None => (s, None),
-    };
-    let num = |x: &str| x.parse::<i64>().map_err(|_| bad());
-    let d: Vec<&str> = date.split('-').collect();
-    let [y, m, day] = d.as_slice() else {
-        return Err(bad());
-    };
-    let (y, m, day) = (num(y)?, num(m)?, num(day)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return Err(bad());
-    }
-    let mut ms = days_from_civil(y, m, day) * 86_400_000;
-    if let Some(t) = time {
-        let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
-        let p: Vec<&str> = hms.split(':').collect();
-        let [h, mi, sec] = p.as_slice() else {
-            return Err(bad());
+    let nanos = if s.contains(['T', 't']) {
+        time::OffsetDateTime::parse(s, &Rfc3339)
+            .map_err(|e| bad(&e))?
+            .unix_timestamp_nanos()
+    } else {
+        let num = |x: &str| x.parse::<i32>().map_err(|_| bad(&"not a date"));
+        let parts: Vec<&str> = s.split('-').collect();
+        let [y, m, d] = parts.as_slice() else {
+            return Err(bad(&"not a date"));
         };
-        let (h, mi, sec) = (num(h)?, num(mi)?, num(sec)?);
-        if h > 23 || mi > 59 || sec > 60 || frac.len() > 3 {
-            return Err(bad());
-        }
-        let frac_ms = if frac.is_empty() {
-            0
-        } else {
-            num(frac)? * 10_i64.pow(3 - frac.len() as u32)
-        };
-        ms += ((h * 60 + mi) * 60 + sec) * 1000 + frac_ms;
-    }
-    Ok(ms)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+        let month = u8::try_from(num(m)?)
+            .ok()
+            .and_then(|m| time::Month::try_from(m).ok())
+            .ok_or_else(|| bad(&"no such month"))?;
+        let day = u8::try_from(num(d)?).map_err(|_| bad(&"no such day"))?;
+        time::Date::from_calendar_date(num(y)?, month, day)
+            .map_err(|e| bad(&e))?
+            .midnight()
+            .assume_utc()
+            .unix_timestamp_nanos()
+    };
+    i64::try_from(nanos.div_euclid(1_000_000)).map_err(|_| bad(&"out of range"))
 }
 
 /// Decodes every payload as `T`; the ones that do not decode are counted and skipped.
@@ -573,13 +555,28 @@ mod tests {
             parse_time("2023-11-14T22:13:20.5Z").unwrap(),
             1_700_000_000_500
         );
+        // Offsets, as RFC 3339 allows: the same instant.
+        assert_eq!(
+            parse_time("2023-11-15T00:13:20+02:00").unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(
+            parse_time("2023-11-14T17:43:20.250-04:30").unwrap(),
+            1_700_000_000_250
+        );
+        assert_eq!(parse_time("2024-02-29").unwrap(), 1_709_164_800_000);
         for bad in [
             "yesterday",
             "2023-13-01",
+            "2026-02-31",
+            "2023-02-29",
+            "2023-04-31",
             "2023-11-14T22:13:20",
             "2023-11-14T25:00:00Z",
+            "2023-11-31T10:00:00Z",
         ] {
-            assert!(parse_time(bad).is_err(), "{bad}");
+            let err = parse_time(bad).unwrap_err().to_string();
+            assert!(err.contains("is not a time"), "{bad}: {err}");
         }
     }
 }

@@ -1,6 +1,9 @@
 //! What one event is to a sequence model: its type, its hashed item and category, and the
 //! windower's features, normalised with statistics of the training data.
 
+// FNV-1a, the workspace's one implementation: stable, so buckets mean the same in training and
+// serving.
+use clickpath_core::hash::fnv1a;
 use clickpath_schema::{EventType, FeatureValues};
 use serde::{Deserialize, Serialize};
 
@@ -9,16 +12,6 @@ use crate::recommend::ItemVocab;
 
 /// Number of event types (the size of the type embedding and of the next-action head).
 pub const EVENT_TYPES: usize = EventType::ALL.len();
-
-/// FNV-1a, 64 bit: a stable hash, so bucket numbers mean the same in training and serving.
-fn fnv1a(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
 
 /// Bucket of an optional id among `buckets` (>= 2): 0 means "absent", the rest are hashed.
 pub fn bucket(value: Option<&str>, buckets: usize) -> u32 {
