@@ -14,7 +14,7 @@
 //! | `clickpath_processing_latency_seconds` | histogram | stage | a record's time from poll to its outputs being acknowledged |
 //! | `clickpath_event_latency_seconds` | histogram | stage | from an input record's timestamp to its outputs being acknowledged |
 //! | `clickpath_model_inference_seconds` | histogram | stage | one model inference call (scorer) |
-//! | `clickpath_model_batch_size` | histogram | stage | events per model inference call (scorer micro-batches) |
+//! | `clickpath_model_batch_events` | histogram | stage | events per model inference call (scorer micro-batches; was `clickpath_model_batch_size`) |
 //! | `clickpath_model_reloads_total` | counter | stage, kind | hot-swap attempts of the scorer's model (`ok`, `failed`) |
 //! | `clickpath_model_reload_failed` | gauge | stage | 1 while the last model reload failed (the old model runs) |
 //! | `clickpath_model_device_fallback` | gauge | stage | 1 while the scorer runs on the CPU because its configured GPU is not usable (`scorer.device_fallback = "cpu"`) |
@@ -23,6 +23,7 @@
 //! | `clickpath_assigned_partitions` | gauge | stage | partitions assigned to this instance |
 //! | `clickpath_stalled_partitions` | gauge | stage | assigned input partitions with records waiting and nothing consumed for `runtime.stall_after_ms` |
 //! | `clickpath_restore_progress_ratio` | gauge | stage, topic, partition | fraction of a changelog partition restored (0..1) |
+//! | `clickpath_build_info` | gauge | version | always 1: which clickpath version the process runs |
 //!
 //! deploy/grafana/dashboards/clickpath.json charts these names; scripts/validate-deploy.sh checks that
 //! every name it queries is registered here.
@@ -43,6 +44,13 @@ pub struct StageTopic {
     pub stage: String,
     /// Topic name.
     pub topic: String,
+}
+
+/// Labels of `clickpath_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    /// The workspace version (`CARGO_PKG_VERSION`).
+    version: String,
 }
 
 /// Labels `stage`, `kind`.
@@ -221,7 +229,7 @@ impl Metrics {
             model_inference.clone(),
         );
         r.register(
-            "clickpath_model_batch_size",
+            "clickpath_model_batch_events",
             "Events per model inference call",
             model_batch_size.clone(),
         );
@@ -265,6 +273,18 @@ impl Metrics {
             "clickpath_stalled_partitions",
             "Assigned input partitions with records waiting and nothing consumed for runtime.stall_after_ms",
             stalled_partitions.clone(),
+        );
+        // The Prometheus idiom for build metadata: a gauge of 1 whose labels say what runs.
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        r.register(
+            "clickpath_build_info",
+            "Always 1; the labels say which clickpath version runs",
+            build_info,
         );
         Metrics {
             registry: Arc::new(Mutex::new(r)),
@@ -419,6 +439,12 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.records_in_total("cleaning", "t"), 5);
+        // Which build runs, from the first scrape.
+        let build = format!(
+            "clickpath_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build), "{text}");
     }
 
     #[test]
