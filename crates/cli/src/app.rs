@@ -42,19 +42,32 @@ pub fn env_for(cfg: &ClickpathConfig) -> RunnerEnv {
 /// What must outlive logging: the OTLP exporter, flushed when dropped.
 #[cfg(feature = "otlp")]
 pub type TelemetryGuard = Option<clickpath_runtime::telemetry::OtlpGuard>;
+/// Whether text logs get ANSI colours: on a terminal, unless `NO_COLOR` (no-color.org) is set.
+fn use_colour(terminal: bool, no_color: bool) -> bool {
+    terminal && !no_color
+}
+
 /// What must outlive logging (nothing without the `otlp` feature).
 #[cfg(not(feature = "otlp"))]
 pub type TelemetryGuard = Option<std::convert::Infallible>;
 
 /// Logs to standard error at `default_level` (`RUST_LOG` wins), and exports spans over OTLP when
-/// the build has the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+/// the build has the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Text logs are
+/// coloured only on a terminal, and never with `NO_COLOR` set (no escape codes in a file, a pipe or
+/// a log collector).
 pub fn init_logging(format: LogFormat, default_level: &str) -> TelemetryGuard {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let colour = use_colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    );
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),

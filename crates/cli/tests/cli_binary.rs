@@ -299,6 +299,8 @@ fn sigterm_drains_commits_and_a_restart_continues_without_loss() {
     );
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("Stage started"), "debug log captured");
+    // Logs written to a file carry no terminal colour codes.
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file");
     let users: std::collections::BTreeSet<String> = lines
         .iter()
         .map(|l| serde_json::from_str::<ClickEvent>(l).unwrap().user_id)
