@@ -1,12 +1,14 @@
 //! The scorer's online step of each sequence model per batch size, on the default CPU backend
 //! (`flex`), and the GRU step with next-item recommendations (an item head over a 50 000-item vocabulary,
-//! top 20, exact scan); the GPU numbers come from `clickpath-lab bench-scorer --device cuda`
-//! (`scripts/gpu-bench.sh`).
+//! top 20): by the exact scan (`gru_top20_of_50k`) and through the item index the scorer serves with
+//! (`gru_top20_of_50k_indexed`, `sequence::index`); the GPU numbers come from
+//! `clickpath-lab bench-scorer --device cuda` (`scripts/gpu-bench.sh`).
 
 use std::hint::black_box;
 
+use clickpath_model::sequence::index::IndexConfig;
 use clickpath_model::sequence::{
-    Architecture, CpuBackend, NetConfig, OnlineModel, SequenceModel, Step, UserMemory,
+    Architecture, CpuBackend, IndexedModel, NetConfig, OnlineModel, SequenceModel, Step, UserMemory,
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -75,31 +77,35 @@ fn online_step_with_items(c: &mut Criterion) {
         },
         Default::default(),
     );
-    for batch in [1usize, 64, 256] {
-        let steps: Vec<Step> = (0..batch)
-            .map(|i| Step {
-                event_type: (i % 10) as u32,
-                category: 1 + (i % 100) as u32,
-                item: 1 + (i % 1000) as u32,
-                numeric: vec![0.1; FEATURES],
-            })
-            .collect();
-        let mut mems = vec![UserMemory::default(); batch];
-        group.throughput(Throughput::Elements(batch as u64));
-        group.bench_with_input(
-            BenchmarkId::new("gru_top20_of_50k", batch),
-            &batch,
-            |b, _| {
+    let indexed = IndexedModel::new(m.clone(), &IndexConfig::default());
+    assert!(indexed.index().is_some(), "50 000 items get an index");
+    let ranked: [(&str, &dyn OnlineModel); 2] = [
+        ("gru_top20_of_50k", &m),
+        ("gru_top20_of_50k_indexed", &indexed),
+    ];
+    for (name, model) in ranked {
+        for batch in [1usize, 64, 256] {
+            let steps: Vec<Step> = (0..batch)
+                .map(|i| Step {
+                    event_type: (i % 10) as u32,
+                    category: 1 + (i % 100) as u32,
+                    item: 1 + (i % 1000) as u32,
+                    numeric: vec![0.1; FEATURES],
+                })
+                .collect();
+            let mut mems = vec![UserMemory::default(); batch];
+            group.throughput(Throughput::Elements(batch as u64));
+            group.bench_with_input(BenchmarkId::new(name, batch), &batch, |b, _| {
                 b.iter(|| {
                     let mut items: Vec<(&Step, &mut UserMemory)> =
                         steps.iter().zip(mems.iter_mut()).collect();
-                    let outs = m.step_batch(&mut items);
+                    let outs = model.step_batch(&mut items);
                     let queries: Vec<&[f32]> =
                         outs.iter().map(|o| o.item_query.as_slice()).collect();
-                    black_box(OnlineModel::top_items(&m, &queries, TOP).len())
+                    black_box(model.top_items(&queries, TOP).len())
                 })
-            },
-        );
+            });
+        }
     }
     group.finish();
 }

@@ -20,6 +20,7 @@
 pub mod baseline;
 pub mod dataset;
 pub mod error;
+pub mod kmeans;
 pub mod metrics;
 pub mod outlook;
 pub mod recommend;

@@ -10,9 +10,9 @@
 //! [`artifact`].
 
 pub mod artifact;
-pub mod kmeans;
 mod train;
 
+use crate::kmeans;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -6,10 +6,10 @@ use clickpath_core::{SessionConfig, Sessionizer};
 use clickpath_schema::{ClickEvent, FeatureValues, SessionSummary};
 use serde::{Deserialize, Serialize};
 
-use super::kmeans;
 use super::{FEATURES, OutlookModel, Segments, describe, session_features, values};
 use crate::dataset::SplitConfig;
 use crate::error::ModelError;
+use crate::kmeans;
 use crate::logistic::{LogisticConfig, LogisticModel};
 use crate::metrics::{log_loss, pr_auc, roc_auc};
 

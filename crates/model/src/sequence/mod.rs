@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod blend;
 pub mod data;
 pub mod encode;
+pub mod index;
 pub mod model;
 pub mod net;
 pub mod online;
@@ -20,7 +21,7 @@ pub use net::{
     Architecture, HeadOutputs, ItemInput, NetConfig, SequenceNet, StepHeads, StepTensors,
 };
 pub use online::{
-    DeviceFallback, OnlineDevice, OnlineModel, UserMemory, check_device, load_online,
+    DeviceFallback, IndexedModel, OnlineDevice, OnlineModel, UserMemory, check_device, load_online,
 };
 pub use train::{
     EpochReport, RECOMMENDATIONS, SequenceTrainConfig, SequenceTrainReport, TrainProgress,

@@ -394,6 +394,16 @@ impl<B: Backend> SequenceNet<B> {
         queries.matmul(weight.transpose()) + b
     }
 
+    /// The item head's output embeddings `[item_vocab, width]` and biases `[item_vocab]`, row
+    /// `i` for vocabulary item `i`; `None` without an item head.
+    pub fn item_output(&self) -> Option<(Tensor<B, 2>, Tensor<B, 1>)> {
+        let (Some(out), Some(bias)) = (&self.item_out, &self.item_bias) else {
+            return None;
+        };
+        let n = bias.weight.dims()[0];
+        Some((out.weight.val(), bias.weight.val().reshape([n])))
+    }
+
     /// Scores of the positive item of each row (`targets`, `[rows]`) for the queries
     /// `[rows, width]`: `[rows, 1]`.
     ///

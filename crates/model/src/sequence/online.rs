@@ -7,6 +7,7 @@ use burn::tensor::activation::softmax;
 
 use super::encode::Normalizer;
 use super::encode::{EVENT_TYPES, Step};
+use super::index::{IndexConfig, ItemIndex};
 use super::model::{SequenceModel, StepOutput};
 use super::net::{Architecture, NetConfig, StepTensors};
 use crate::recommend::ItemVocab;
@@ -253,6 +254,61 @@ where
     }
 }
 
+/// A model whose item ranking goes through an [`ItemIndex`] when its vocabulary is large enough
+/// ([`IndexConfig::min_items`]); everything else is the model's own. What the scorer serves on the
+/// CPU: scanning 50 000 items per event exactly is 3.2 M multiply-adds.
+pub struct IndexedModel<B: Backend> {
+    model: SequenceModel<B>,
+    index: Option<ItemIndex>,
+}
+
+impl<B: Backend> IndexedModel<B> {
+    /// Builds the index of `model`'s item head (none without one, or below `cfg.min_items`).
+    pub fn new(model: SequenceModel<B>, cfg: &IndexConfig) -> Self {
+        let index = model.net.item_output().and_then(|(emb, bias)| {
+            let width = emb.dims()[1];
+            let emb: Vec<f32> = emb.into_data().into_vec().ok()?;
+            let bias: Vec<f32> = bias.into_data().into_vec().ok()?;
+            ItemIndex::build(&emb, &bias, width, cfg)
+        });
+        IndexedModel { model, index }
+    }
+
+    /// The index, when the vocabulary has one.
+    pub fn index(&self) -> Option<&ItemIndex> {
+        self.index.as_ref()
+    }
+
+    /// The model.
+    pub fn model(&self) -> &SequenceModel<B> {
+        &self.model
+    }
+}
+
+impl<B: Backend> OnlineModel for IndexedModel<B>
+where
+    SequenceModel<B>: Send,
+{
+    fn config(&self) -> &NetConfig {
+        &self.model.config
+    }
+    fn normalizer(&self) -> &Normalizer {
+        &self.model.normalizer
+    }
+    fn step_batch(&self, items: &mut [(&Step, &mut UserMemory)]) -> Vec<StepOutput> {
+        self.model.step_batch(items)
+    }
+    fn item_vocab(&self) -> Option<&ItemVocab> {
+        self.model.items.as_ref()
+    }
+    fn top_items(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u32, f32)>> {
+        match &self.index {
+            Some(index) => queries.iter().map(|q| index.top_k(q, k)).collect(),
+            None => OnlineModel::top_items(&self.model, queries, k),
+        }
+    }
+}
+
 /// Where a model runs (`scorer.device`: `"cpu"` or `"cuda"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -306,7 +362,10 @@ pub fn load_online(
         OnlineDevice::Cpu => {
             let (m, meta) =
                 super::load_sequence::<super::CpuBackend>(dir, spec, &Default::default())?;
-            Ok((Box::new(m), meta))
+            Ok((
+                Box::new(IndexedModel::new(m, &IndexConfig::default())),
+                meta,
+            ))
         }
         #[cfg(feature = "cuda")]
         OnlineDevice::Cuda => {

@@ -566,3 +566,45 @@ fn cuda_step_matches_cpu() {
         }
     }
 }
+
+/// A vocabulary past `IndexConfig::min_items` is ranked through the item index online: lists of
+/// the asked length, best first, every score the item's exact score; a small one is scanned
+/// exactly, as before.
+#[test]
+fn large_vocabularies_are_served_through_the_item_index() {
+    use super::index::IndexConfig;
+    let cfg = NetConfig {
+        numeric_features: 3,
+        item_vocab: 5_000,
+        item_head_width: 16,
+        ..NetConfig::default()
+    };
+    let model = SequenceModel::<B>::untrained(cfg.clone(), Default::default());
+    let indexed = IndexedModel::new(model.clone(), &IndexConfig::default());
+    let index = indexed.index().expect("5 000 items get an index");
+    assert_eq!(index.lists(), 71);
+    let steps = random_steps(6, 3, 9);
+    let queries = model.item_queries(&[&steps]).remove(0);
+    let q: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+    let exact = model.top_scored_items(&q, 5_000);
+    for (got, all) in OnlineModel::top_items(&indexed, &q, 20).iter().zip(&exact) {
+        assert_eq!(got.len(), 20);
+        assert!(got.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+        for (item, score) in got {
+            let (_, want) = all.iter().find(|(i, _)| i == item).unwrap();
+            assert!((score - want).abs() < 1e-3, "{item}: {score} vs {want}");
+        }
+    }
+    let small = SequenceModel::<B>::untrained(
+        NetConfig {
+            item_vocab: 300,
+            ..cfg
+        },
+        Default::default(),
+    );
+    assert!(
+        IndexedModel::new(small, &IndexConfig::default())
+            .index()
+            .is_none()
+    );
+}

@@ -1,5 +1,6 @@
 //! k-means (k-means++ seeding, Lloyd iterations) and the adjusted Rand index that measures how
-//! much two segmentations of the same points agree.
+//! much two segmentations of the same points agree. Used by the session outlook's segments and by
+//! the item index of the sequence models (`sequence::index`).
 
 use crate::logistic::SplitMix64;
 
@@ -27,6 +28,17 @@ pub fn nearest(centroids: &[Vec<f64>], point: &[f64]) -> usize {
 /// Fits `k` centroids to `points` (all of one width): k-means++ seeding from `seed`, then Lloyd
 /// iterations until no assignment changes. Fewer distinct points than `k` give fewer centroids.
 pub fn fit(points: &[Vec<f64>], k: usize, seed: u64) -> Vec<Vec<f64>> {
+    fit_iterations(points, k, seed, MAX_ITERATIONS)
+}
+
+/// [`fit`] with at most `max_iterations` Lloyd iterations (a large clustering that only needs
+/// good cells, not convergence, stops early).
+pub fn fit_iterations(
+    points: &[Vec<f64>],
+    k: usize,
+    seed: u64,
+    max_iterations: usize,
+) -> Vec<Vec<f64>> {
     let Some(first) = points.first() else {
         return Vec::new();
     };
@@ -58,7 +70,7 @@ pub fn fit(points: &[Vec<f64>], k: usize, seed: u64) -> Vec<Vec<f64>> {
         centroids.push(c);
     }
     let mut assignment: Vec<usize> = vec![usize::MAX; points.len()];
-    for _ in 0..MAX_ITERATIONS {
+    for _ in 0..max_iterations {
         let mut changed = false;
         for (a, p) in assignment.iter_mut().zip(points) {
             let n = nearest(&centroids, p);

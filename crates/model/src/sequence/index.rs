@@ -1,0 +1,298 @@
+//! An inverted-file (IVF) index over the item head's output embeddings: top-k recommendations on
+//! the CPU without scoring every item of a large vocabulary.
+//!
+//! An item's score is `query · embedding + bias`; with the bias as one more coordinate (and a 1
+//! appended to the query) it is a plain inner product. The items are clustered by k-means
+//! (`crate::kmeans`; `lists` clusters trained on a sample, every item then assigned to its nearest
+//! centroid); a
+//! query scores the centroids, scans the items of the `probe` best clusters only, and keeps the
+//! best `k`. Approximate: an item in an unprobed cluster is missed, so its recall against the
+//! exact scan is measured (`docs/models.md`) rather than assumed. Scores of the items it returns are
+//! exact. Vocabularies below [`IndexConfig::min_items`] are scanned exactly instead.
+
+/// How the index is built and searched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexConfig {
+    /// Smallest vocabulary worth an index; smaller ones are scanned exactly. Default 4 096.
+    pub min_items: usize,
+    /// Clusters; 0: the square root of the vocabulary size. Default 0.
+    pub lists: usize,
+    /// Clusters scanned per query; 0: an eighth of the clusters, at least 8. Default 0.
+    pub probe: usize,
+    /// Most k-means (Lloyd) iterations. Default 10.
+    pub iterations: usize,
+    /// Items sampled per cluster to train the centroids (FAISS uses about 40). Default 40.
+    pub sample_per_list: usize,
+    /// Seed of the k-means++ seeding. Default 7.
+    pub seed: u64,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            min_items: 4_096,
+            lists: 0,
+            probe: 0,
+            iterations: 10,
+            sample_per_list: 40,
+            seed: 7,
+        }
+    }
+}
+
+/// The index (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ItemIndex {
+    /// Coordinates per item: the embedding width plus the bias.
+    dim: usize,
+    /// `lists × dim` centroids.
+    centroids: Vec<f32>,
+    /// Start of each cluster in `ids` / `vectors` (`lists + 1` entries).
+    offsets: Vec<usize>,
+    /// Item indices, cluster after cluster.
+    ids: Vec<u32>,
+    /// The items' augmented vectors in the order of `ids`.
+    vectors: Vec<f32>,
+    probe: usize,
+}
+
+/// Inner product, in eight independent lanes so the compiler vectorises it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Index of the centroid with the smallest squared L2 distance to `x` (`|c|² - 2 x·c`).
+fn nearest(x: &[f32], centroids: &[f32], norms: &[f32], dim: usize) -> usize {
+    let mut best = (0, f32::INFINITY);
+    for (c, (centroid, norm)) in centroids.chunks_exact(dim).zip(norms).enumerate() {
+        let d = norm - 2.0 * dot(x, centroid);
+        if d < best.1 {
+            best = (c, d);
+        }
+    }
+    best.0
+}
+
+impl ItemIndex {
+    /// Builds the index of `embeddings` (`n × width`, row `i` for item `i`) and `biases` (`n`);
+    /// `None` when the vocabulary is below `cfg.min_items` (scan it exactly).
+    pub fn build(
+        embeddings: &[f32],
+        biases: &[f32],
+        width: usize,
+        cfg: &IndexConfig,
+    ) -> Option<Self> {
+        let n = biases.len();
+        if n < cfg.min_items.max(2) || width == 0 || embeddings.len() != n * width {
+            return None;
+        }
+        let dim = width + 1;
+        let mut points = Vec::with_capacity(n * dim);
+        for (row, &b) in embeddings.chunks_exact(width).zip(biases) {
+            points.extend_from_slice(row);
+            points.push(b);
+        }
+        let lists = if cfg.lists == 0 {
+            (n as f64).sqrt().round() as usize
+        } else {
+            cfg.lists
+        }
+        .clamp(1, n);
+        // The centroids: the workspace's k-means on an evenly spread sample of the items (the
+        // vocabulary is in popularity order, so a stride samples every popularity band).
+        let sample = (lists * cfg.sample_per_list.max(1)).min(n);
+        let sample: Vec<Vec<f64>> = (0..sample)
+            .map(|j| {
+                let i = j * n / sample;
+                points[i * dim..(i + 1) * dim]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .collect()
+            })
+            .collect();
+        let centroids: Vec<f32> =
+            crate::kmeans::fit_iterations(&sample, lists, cfg.seed, cfg.iterations)
+                .iter()
+                .flatten()
+                .map(|&x| x as f32)
+                .collect();
+        let lists = centroids.len() / dim;
+        let point = |i: usize| &points[i * dim..(i + 1) * dim];
+        // Every item to its nearest centroid, stored cluster after cluster.
+        let norm: Vec<f32> = centroids.chunks_exact(dim).map(|c| dot(c, c)).collect();
+        let cluster: Vec<usize> = (0..n)
+            .map(|i| nearest(point(i), &centroids, &norm, dim))
+            .collect();
+        let mut offsets = vec![0usize; lists + 1];
+        for &c in &cluster {
+            offsets[c + 1] += 1;
+        }
+        for c in 0..lists {
+            offsets[c + 1] += offsets[c];
+        }
+        let mut fill = offsets.clone();
+        let mut ids = vec![0u32; n];
+        let mut vectors = vec![0f32; n * dim];
+        for (i, &c) in cluster.iter().enumerate() {
+            let at = fill[c];
+            fill[c] += 1;
+            ids[at] = i as u32;
+            vectors[at * dim..(at + 1) * dim].copy_from_slice(point(i));
+        }
+        let probe = if cfg.probe == 0 {
+            (lists / 8).max(8)
+        } else {
+            cfg.probe
+        }
+        .min(lists);
+        Some(ItemIndex {
+            dim,
+            centroids,
+            offsets,
+            ids,
+            vectors,
+            probe,
+        })
+    }
+
+    /// Number of clusters.
+    pub fn lists(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Clusters scanned per query.
+    pub fn probe(&self) -> usize {
+        self.probe
+    }
+
+    /// The `k` best items for `query` (the item head's query, `width` floats) among the probed
+    /// clusters, with their exact scores, best first; ties by lower item index.
+    pub fn top_k(&self, query: &[f32], k: usize) -> Vec<(u32, f32)> {
+        if k == 0 || query.len() + 1 != self.dim {
+            return Vec::new();
+        }
+        let mut q = Vec::with_capacity(self.dim);
+        q.extend_from_slice(query);
+        q.push(1.0);
+        let lists: Vec<f32> = self
+            .centroids
+            .chunks_exact(self.dim)
+            .map(|c| dot(&q, c))
+            .collect();
+        let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+        for (list, _) in super::top_k_scored(&lists, self.probe) {
+            let (from, to) = (self.offsets[list as usize], self.offsets[list as usize + 1]);
+            let rows = self.vectors[from * self.dim..to * self.dim].chunks_exact(self.dim);
+            for (&id, v) in self.ids[from..to].iter().zip(rows) {
+                let s = dot(&q, v);
+                if best.len() == k && !better((id, s), best[k - 1]) {
+                    continue;
+                }
+                let at = best.partition_point(|&b| better(b, (id, s)));
+                best.insert(at, (id, s));
+                best.truncate(k);
+            }
+        }
+        best
+    }
+}
+
+/// Whether `a` ranks before `b`: a higher score, or an equal one and a lower index.
+fn better(a: (u32, f32), b: (u32, f32)) -> bool {
+    match a.1.total_cmp(&b.1) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => a.0 < b.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` items in `groups` well-separated groups of `width`-wide embeddings, and their biases.
+    fn clustered(n: usize, width: usize, groups: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+        let mut rng = crate::logistic::SplitMix64(seed);
+        let mut unit = move || rng.next_f64() as f32 - 0.5;
+        let centres: Vec<Vec<f32>> = (0..groups)
+            .map(|_| (0..width).map(|_| 4.0 * unit()).collect())
+            .collect();
+        let mut emb = Vec::with_capacity(n * width);
+        let mut bias = Vec::with_capacity(n);
+        for i in 0..n {
+            let c = &centres[i % groups];
+            emb.extend(c.iter().map(|v| v + 0.3 * unit()));
+            bias.push(0.1 * unit());
+        }
+        (emb, bias)
+    }
+
+    fn exact(emb: &[f32], bias: &[f32], width: usize, q: &[f32], k: usize) -> Vec<(u32, f32)> {
+        let scores: Vec<f32> = emb
+            .chunks_exact(width)
+            .zip(bias)
+            .map(|(e, b)| dot(q, e) + b)
+            .collect();
+        super::super::top_k_scored(&scores, k)
+    }
+
+    #[test]
+    fn small_vocabularies_are_scanned_exactly() {
+        let (emb, bias) = clustered(100, 8, 4, 1);
+        assert!(ItemIndex::build(&emb, &bias, 8, &IndexConfig::default()).is_none());
+    }
+
+    #[test]
+    fn probing_every_list_is_the_exact_scan() {
+        let (emb, bias) = clustered(3_000, 16, 30, 2);
+        let cfg = IndexConfig {
+            min_items: 1,
+            lists: 40,
+            probe: 40,
+            ..IndexConfig::default()
+        };
+        let index = ItemIndex::build(&emb, &bias, 16, &cfg).unwrap();
+        assert_eq!((index.lists(), index.probe()), (40, 40));
+        let (q, _) = clustered(5, 16, 5, 3);
+        for query in q.chunks_exact(16) {
+            let got = index.top_k(query, 20);
+            let want = exact(&emb, &bias, 16, query, 20);
+            assert_eq!(got.len(), 20);
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.0, w.0);
+                assert!((g.1 - w.1).abs() < 1e-4, "{g:?} vs {w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_few_probed_lists_find_most_of_the_exact_top_k_on_clustered_items() {
+        let (emb, bias) = clustered(20_000, 32, 100, 4);
+        let index = ItemIndex::build(&emb, &bias, 32, &IndexConfig::default()).unwrap();
+        // sqrt(20 000) lists, an eighth of them probed.
+        assert_eq!((index.lists(), index.probe()), (141, 17));
+        let (queries, _) = clustered(50, 32, 50, 5);
+        let (mut found, mut total) = (0, 0);
+        for query in queries.chunks_exact(32) {
+            let got: Vec<u32> = index.top_k(query, 20).iter().map(|x| x.0).collect();
+            let want = exact(&emb, &bias, 32, query, 20);
+            total += want.len();
+            found += want.iter().filter(|w| got.contains(&w.0)).count();
+        }
+        let recall = found as f64 / total as f64;
+        assert!(recall > 0.9, "recall@20 against the exact scan {recall}");
+    }
+}
