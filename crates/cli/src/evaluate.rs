@@ -177,6 +177,8 @@ pub struct ModelComparison {
 /// with a truth file) on `events`.
 pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<ModelComparison> {
     let mut item_rows = Vec::new();
+    // Per indexed row, the share of the exact top k its lists hold.
+    let mut index_recalls: Vec<(String, f64)> = Vec::new();
     let mut vocab: Option<ItemVocab> = None;
     let mut loaded: Vec<(PathBuf, SequenceMeta)> = Vec::new();
     let mut rows = Vec::new();
@@ -225,7 +227,13 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Mod
             Some(e) if e.cases == 0 => {
                 eprintln!("{}: no next-item test case in its vocabulary", meta.version);
             }
-            Some(e) => item_rows.push(rec_metrics(&meta.version, args.k, e)),
+            Some(e) => {
+                item_rows.push(rec_metrics(&meta.version, args.k, e));
+                if let Some((row, recall)) = indexed_row(&model, &meta.version, &seqs, args.k) {
+                    index_recalls.push((row.model.clone(), recall));
+                    item_rows.push(row);
+                }
+            }
             None => {}
         }
         if vocab.is_none() {
@@ -234,6 +242,13 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Mod
         if let (Some(path), true) = (&args.scores_out, i == 0) {
             write_scores(path, &model, &seqs)?;
         }
+    }
+    for (name, recall) in &index_recalls {
+        eprintln!(
+            "{name}: the item index's lists hold {:.1} % of the exact top {}",
+            100.0 * recall,
+            args.k
+        );
     }
     let baseline = train_baseline(events, &base_cfg)?;
     let m = baseline.metrics().clone();
@@ -436,4 +451,30 @@ mod tests {
             "{items:?}"
         );
     }
+}
+
+/// The next-item row of `model` ranked through an item index, as the scorer serves vocabularies
+/// from `IndexConfig::min_items` items, built here whatever the vocabulary's size so that the
+/// index's cost in quality is measured on every data set; and the share of the exact top `k` its
+/// lists hold.
+fn indexed_row(
+    model: &clickpath_model::sequence::SequenceModel<CpuBackend>,
+    version: &str,
+    seqs: &[clickpath_model::sequence::data::Sequence<'_>],
+    k: usize,
+) -> Option<(clickpath_model::recommend::RecMetrics, f64)> {
+    use clickpath_model::sequence::index::IndexConfig;
+    let cfg = IndexConfig {
+        min_items: 1,
+        ..IndexConfig::default()
+    };
+    let served = clickpath_model::sequence::IndexedModel::new(model.clone(), &cfg);
+    let index = served.index()?;
+    let name = format!(
+        "{version} through the item index ({} lists, {} probed)",
+        index.lists(),
+        index.probe()
+    );
+    let (eval, recall) = clickpath_model::sequence::evaluate_items_served(model, &served, seqs, k)?;
+    (eval.cases > 0).then(|| (rec_metrics(&name, k, eval), recall))
 }

@@ -25,7 +25,7 @@ pub use online::{
 };
 pub use train::{
     EpochReport, RECOMMENDATIONS, SequenceTrainConfig, SequenceTrainReport, TrainProgress,
-    evaluate_items, evaluate_sequences, rec_metrics, train_sequence,
+    evaluate_items, evaluate_items_served, evaluate_sequences, rec_metrics, train_sequence,
 };
 
 /// The default CPU backend: Burn's `flex` (measured faster than `ndarray` here).

@@ -608,3 +608,44 @@ fn large_vocabularies_are_served_through_the_item_index() {
             .is_none()
     );
 }
+
+/// Served through an index that probes every cluster, the next-item figures are the exact scan's
+/// and the lists hold all of the exact top k; probing one cluster of many loses some of it.
+#[test]
+fn served_item_evaluation_matches_the_exact_one_when_every_list_is_probed() {
+    use super::index::IndexConfig;
+    let events = cycle_events(200);
+    let mut cfg = small_config(Architecture::Gru);
+    cfg.net.item_head_width = 8;
+    cfg.max_epochs = 3;
+    let report = train_sequence::<CpuTrainBackend>(&events, &cfg, &Default::default(), &mut |_| {})
+        .expect("trains");
+    let model = report.model;
+    let dataset = crate::dataset::build_dataset(&events, &cfg.session, &cfg.features);
+    let splits = dataset.split(&cfg.split).unwrap();
+    let seqs = data::sequences(
+        &splits.test,
+        model.buckets(),
+        &model.normalizer,
+        model.items.as_ref(),
+    );
+    let exact = evaluate_items(&model, &seqs, 5).unwrap();
+    let every = IndexConfig {
+        min_items: 1,
+        lists: 6,
+        probe: 6,
+        ..IndexConfig::default()
+    };
+    let served = IndexedModel::new(model.clone(), &every);
+    let (eval, recall) = evaluate_items_served(&model, &served, &seqs, 5).unwrap();
+    assert!(exact.cases > 20);
+    assert_eq!(
+        (eval.cases, eval.hits, eval.reciprocal_ranks),
+        (exact.cases, exact.hits, exact.reciprocal_ranks)
+    );
+    assert_eq!(recall, 1.0);
+    let one = IndexConfig { probe: 1, ..every };
+    let served = IndexedModel::new(model.clone(), &one);
+    let (_, recall) = evaluate_items_served(&model, &served, &seqs, 5).unwrap();
+    assert!(recall < 1.0, "{recall}");
+}

@@ -303,6 +303,30 @@ fn item_vocabulary(
     Ok((!vocab.is_empty()).then_some(vocab))
 }
 
+/// The next-item test cases of `seqs` for `model`: per step with a target in its vocabulary, the
+/// item query after it, the target and the item on screen; `None` without an item head.
+type ItemCases = (Vec<Vec<f32>>, Vec<u32>, Vec<Option<u32>>);
+
+fn item_cases<B: Backend>(model: &SequenceModel<B>, seqs: &[Sequence<'_>]) -> Option<ItemCases> {
+    if !model.net.has_item_head() {
+        return None;
+    }
+    let vocab = model.items.as_ref()?;
+    let steps: Vec<&[super::encode::Step]> = seqs.iter().map(|s| s.steps.as_slice()).collect();
+    let queries = model.item_queries(&steps);
+    let (mut q, mut targets, mut current) = (Vec::new(), Vec::new(), Vec::new());
+    for (seq, qs) in seqs.iter().zip(queries) {
+        for ((target, query), ex) in seq.next_items.iter().zip(qs).zip(&seq.examples) {
+            if let Some(t) = target {
+                q.push(query);
+                targets.push(*t);
+                current.push(ex.item_id.as_deref().and_then(|i| vocab.get(i)));
+            }
+        }
+    }
+    Some((q, targets, current))
+}
+
 /// Next-item quality of `model` on every step of `seqs` with a target in its vocabulary;
 /// `None` for a model without an item head.
 pub fn evaluate_items<B: Backend>(
@@ -310,23 +334,46 @@ pub fn evaluate_items<B: Backend>(
     seqs: &[Sequence<'_>],
     k: usize,
 ) -> Option<ItemEval> {
-    if !model.net.has_item_head() {
-        return None;
-    }
-    let steps: Vec<&[super::encode::Step]> = seqs.iter().map(|s| s.steps.as_slice()).collect();
-    let queries = model.item_queries(&steps);
-    let vocab = model.items.as_ref()?;
-    let (mut q, mut targets, mut current) = (Vec::new(), Vec::new(), Vec::new());
-    for (seq, qs) in seqs.iter().zip(&queries) {
-        for ((target, query), ex) in seq.next_items.iter().zip(qs).zip(&seq.examples) {
-            if let Some(t) = target {
-                q.push(query.as_slice());
-                targets.push(*t);
-                current.push(ex.item_id.as_deref().and_then(|i| vocab.get(i)));
-            }
-        }
-    }
+    let (q, targets, current) = item_cases(model, seqs)?;
+    let q: Vec<&[f32]> = q.iter().map(Vec::as_slice).collect();
     Some(model.item_eval(&q, &targets, &current, k))
+}
+
+/// [`evaluate_items`] with the lists `served` ranks (for example through an item index, as the
+/// scorer serves them) instead of the exact scan: hits and reciprocal ranks on the same cases (no
+/// cross-entropy), and the share of the exact top `k` the served lists contain.
+pub fn evaluate_items_served<B: Backend>(
+    model: &SequenceModel<B>,
+    served: &dyn super::OnlineModel,
+    seqs: &[Sequence<'_>],
+    k: usize,
+) -> Option<(ItemEval, f64)> {
+    use crate::recommend::without_current;
+    let (q, targets, current) = item_cases(model, seqs)?;
+    let q: Vec<&[f32]> = q.iter().map(Vec::as_slice).collect();
+    let (mut eval, mut overlap, mut exact_total) = (ItemEval::default(), 0usize, 0usize);
+    let exact = model.top_scored_items(&q, k + 1);
+    let got = served.top_items(&q, k + 1);
+    for (((g, e), &t), &c) in got.into_iter().zip(exact).zip(&targets).zip(&current) {
+        let by_id = |x: &(u32, f32)| x.0;
+        let (g, e) = (
+            without_current(g, by_id, c, k),
+            without_current(e, by_id, c, k),
+        );
+        eval.cases += 1;
+        if let Some(rank) = g.iter().position(|x| x.0 == t) {
+            eval.hits += 1;
+            eval.reciprocal_ranks += 1.0 / (rank + 1) as f64;
+        }
+        exact_total += e.len();
+        overlap += e.iter().filter(|x| g.iter().any(|y| y.0 == x.0)).count();
+    }
+    let recall = if exact_total == 0 {
+        1.0
+    } else {
+        overlap as f64 / exact_total as f64
+    };
+    Some((eval, recall))
 }
 
 /// The table row of an [`ItemEval`].
