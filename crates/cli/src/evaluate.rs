@@ -387,6 +387,32 @@ pub fn run(args: &EvaluateArgs) -> anyhow::Result<String> {
     })
 }
 
+/// The next-item row of `model` ranked through an item index, as the scorer serves vocabularies
+/// from `IndexConfig::min_items` items, built here whatever the vocabulary's size so that the
+/// index's cost in quality is measured on every data set; and the share of the exact top `k` its
+/// lists hold.
+fn indexed_row(
+    model: &clickpath_model::sequence::SequenceModel<CpuBackend>,
+    version: &str,
+    seqs: &[clickpath_model::sequence::data::Sequence<'_>],
+    k: usize,
+) -> Option<(clickpath_model::recommend::RecMetrics, f64)> {
+    use clickpath_model::sequence::index::IndexConfig;
+    let cfg = IndexConfig {
+        min_items: 1,
+        ..IndexConfig::default()
+    };
+    let served = clickpath_model::sequence::IndexedModel::new(model.clone(), &cfg);
+    let index = served.index()?;
+    let name = format!(
+        "{version} through the item index ({} lists, {} probed)",
+        index.lists(),
+        index.probe()
+    );
+    let (eval, recall) = clickpath_model::sequence::evaluate_items_served(model, &served, seqs, k)?;
+    (eval.cases > 0).then(|| (rec_metrics(&name, k, eval), recall))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,30 +477,4 @@ mod tests {
             "{items:?}"
         );
     }
-}
-
-/// The next-item row of `model` ranked through an item index, as the scorer serves vocabularies
-/// from `IndexConfig::min_items` items, built here whatever the vocabulary's size so that the
-/// index's cost in quality is measured on every data set; and the share of the exact top `k` its
-/// lists hold.
-fn indexed_row(
-    model: &clickpath_model::sequence::SequenceModel<CpuBackend>,
-    version: &str,
-    seqs: &[clickpath_model::sequence::data::Sequence<'_>],
-    k: usize,
-) -> Option<(clickpath_model::recommend::RecMetrics, f64)> {
-    use clickpath_model::sequence::index::IndexConfig;
-    let cfg = IndexConfig {
-        min_items: 1,
-        ..IndexConfig::default()
-    };
-    let served = clickpath_model::sequence::IndexedModel::new(model.clone(), &cfg);
-    let index = served.index()?;
-    let name = format!(
-        "{version} through the item index ({} lists, {} probed)",
-        index.lists(),
-        index.probe()
-    );
-    let (eval, recall) = clickpath_model::sequence::evaluate_items_served(model, &served, seqs, k)?;
-    (eval.cases > 0).then(|| (rec_metrics(&name, k, eval), recall))
 }
