@@ -567,11 +567,11 @@ fn cuda_step_matches_cpu() {
     }
 }
 
-/// A vocabulary past `IndexConfig::min_items` is ranked through the item index online: lists of
+/// A vocabulary past `IndexConfig::min_items` gets an item index ranking its lists: lists of
 /// the asked length, best first, every score the item's exact score; a small one is scanned
 /// exactly, as before.
 #[test]
-fn large_vocabularies_are_served_through_the_item_index() {
+fn large_vocabularies_get_an_item_index_with_exact_scores() {
     use super::index::IndexConfig;
     let cfg = NetConfig {
         numeric_features: 3,
