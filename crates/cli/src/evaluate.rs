@@ -446,6 +446,7 @@ mod tests {
             json: Some(dir.path().join("eval.json")),
             scores_out: None,
             k: 20,
+            item_index: false,
             min_item_count: 2,
         };
         let text = run(&args).unwrap();
