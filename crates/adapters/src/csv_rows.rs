@@ -1,9 +1,10 @@
-//! Delimited text with a header line: column lookup by name and rows with exact line numbers.
+//! Delimited text with a header line: column lookup by name and rows with the line numbers they
+//! start on.
 //!
-//! Rows are read one physical line at a time, so a line number is always the line in the file
-//! (blank lines and CRLF endings included) and a bad line never disturbs the next one. Fields
-//! may be quoted (`"a,b"`, `""` for a quote) but may not span lines; none of the supported
-//! datasets does that.
+//! The header is the first physical line (its delimiter picks the rest's when not given); the rows
+//! after it are parsed by the `csv` crate, so quoted fields may hold delimiters, doubled quotes
+//! and line breaks (RFC 4180), and a row's line number is the file line it starts on (blank lines
+//! and CRLF endings included). A row that is not UTF-8 is an error item and reading goes on.
 
 use crate::AdapterError;
 use std::io::{BufRead, BufReader, Read};
@@ -69,57 +70,21 @@ impl Row {
         self.ends.len()
     }
 
-    /// Splits `line` (no line terminator) into this row.
-    pub fn parse(&mut self, line: &str, delimiter: char) -> Result<(), String> {
+    /// Fills this row from a record read by the `csv` crate; an error when a field is not UTF-8.
+    fn fill(&mut self, record: &csv::ByteRecord) -> Result<(), String> {
         self.text.clear();
         self.ends.clear();
-        if !line.contains('"') {
-            for f in line.split(delimiter) {
-                self.text.push_str(f);
-                self.ends.push(self.text.len());
-            }
-            return Ok(());
+        for field in record {
+            let field = std::str::from_utf8(field).map_err(|_| "the line is not UTF-8 text")?;
+            self.text.push_str(field);
+            self.ends.push(self.text.len());
         }
-        let mut chars = line.chars().peekable();
-        loop {
-            // One field per iteration.
-            if chars.peek() == Some(&'"') {
-                chars.next();
-                loop {
-                    match chars.next() {
-                        Some('"') if chars.peek() == Some(&'"') => {
-                            chars.next();
-                            self.text.push('"');
-                        }
-                        Some('"') => break,
-                        Some(c) => self.text.push(c),
-                        None => return Err("unterminated quoted field".into()),
-                    }
-                }
-                match chars.next() {
-                    None => {
-                        self.ends.push(self.text.len());
-                        return Ok(());
-                    }
-                    Some(c) if c == delimiter => self.ends.push(self.text.len()),
-                    Some(c) => return Err(format!("unexpected {c:?} after a quoted field")),
-                }
-            } else {
-                loop {
-                    match chars.next() {
-                        None => {
-                            self.ends.push(self.text.len());
-                            return Ok(());
-                        }
-                        Some(c) if c == delimiter => {
-                            self.ends.push(self.text.len());
-                            break;
-                        }
-                        Some(c) => self.text.push(c),
-                    }
-                }
-            }
-        }
+        Ok(())
+    }
+
+    /// Whether every field is empty or white space (a blank line).
+    fn is_blank(&self) -> bool {
+        self.text.trim().is_empty()
     }
 }
 
@@ -138,12 +103,10 @@ pub(crate) fn optional(row: &Row, index: Option<usize>) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
-/// Rows after the header, each with its 1-based physical line number.
+/// Rows after the header, each with the 1-based line number it starts on.
 pub(crate) struct CsvRows {
-    input: BufReader<Box<dyn Read + Send>>,
-    delimiter: char,
-    line: u64,
-    buf: Vec<u8>,
+    reader: csv::Reader<EndsWithLineBreak<BufReader<Box<dyn Read + Send>>>>,
+    record: csv::ByteRecord,
     row: Row,
     done: bool,
 }
@@ -166,95 +129,176 @@ impl CsvRows {
         }
         let delimiter = delimiter.unwrap_or(if first.contains(';') { b';' } else { b',' });
         let header = Header::parse(&first, delimiter);
+        let reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(EndsWithLineBreak {
+                inner: input,
+                last: b'\n',
+                added: false,
+            });
         Ok((
             header,
             CsvRows {
-                input,
-                delimiter: char::from(delimiter),
-                line: 1,
-                buf: Vec::new(),
+                reader,
+                record: csv::ByteRecord::new(),
                 row: Row::default(),
                 done: false,
             },
         ))
     }
 
-    /// The next non-blank row and its line number. An unreadable line is an error item and
+    /// The file line the record just read starts on. The `csv` crate's own record position is
+    /// where its read began, before the blank lines it skips; so count back from where the next
+    /// read begins: past this record's line break (every record has one, [`EndsWithLineBreak`])
+    /// and the line breaks inside its quoted fields.
+    fn start_line(&self) -> u64 {
+        let next = self.reader.position().line();
+        let inside: u64 = self
+            .record
+            .iter()
+            .map(|f| f.iter().filter(|&&b| b == b'\n').count() as u64)
+            .sum();
+        // + 1: the header line was read before the `csv` reader started counting.
+        next.saturating_sub(inside + 1).max(1) + 1
+    }
+
+    /// The next non-blank row and its line number. A row that is not UTF-8 is an error item and
     /// reading goes on after it; a failing input ends the rows after one error.
     pub fn next_row(&mut self) -> Option<Result<(u64, &Row), AdapterError>> {
         loop {
             if self.done {
                 return None;
             }
-            self.buf.clear();
-            match self.input.read_until(b'\n', &mut self.buf) {
-                Ok(0) => {
+            // Lines counted from the line after the header (for an error before any record).
+            let line = self.reader.position().line() + 1;
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(false) => {
                     self.done = true;
                     return None;
                 }
-                Ok(_) => self.line += 1,
+                Ok(true) => {}
                 Err(e) => {
-                    self.done = true;
-                    return Some(Err(AdapterError::row(self.line + 1, e.to_string())));
+                    let at = e.position().map_or(line, |p| p.line() + 1);
+                    self.done = e.is_io_error();
+                    return Some(Err(AdapterError::row(at, e.to_string())));
                 }
             }
-            let Ok(text) = std::str::from_utf8(&self.buf) else {
-                return Some(Err(AdapterError::row(
-                    self.line,
-                    "the line is not UTF-8 text",
-                )));
-            };
-            let text = text.trim_end_matches(['\r', '\n']);
-            if text.trim().is_empty() {
+            let line = self.start_line();
+            if let Err(reason) = self.row.fill(&self.record) {
+                return Some(Err(AdapterError::row(line, reason)));
+            }
+            if self.row.is_blank() {
                 continue;
             }
-            return Some(match self.row.parse(text, self.delimiter) {
-                Ok(()) => Ok((self.line, &self.row)),
-                Err(reason) => Err(AdapterError::row(self.line, reason)),
-            });
+            return Some(Ok((line, &self.row)));
         }
+    }
+}
+
+/// The input with a line break added at its end when it has none, so the last record ends like
+/// every other (and [`CsvRows::start_line`] counts back from one).
+pub(crate) struct EndsWithLineBreak<R> {
+    inner: R,
+    last: u8,
+    added: bool,
+}
+
+impl<R: Read> Read for EndsWithLineBreak<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.last = buf[n - 1];
+            return Ok(n);
+        }
+        if self.added || self.last == b'\n' || buf.is_empty() {
+            return Ok(0);
+        }
+        self.added = true;
+        buf[0] = b'\n';
+        Ok(1)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
-    fn fields(line: &str) -> Result<Vec<String>, String> {
-        let mut row = Row::default();
-        row.parse(line, ',')?;
-        Ok((0..row.len())
-            .map(|i| row.get(i).unwrap().to_string())
-            .collect())
+    /// Every row of `text` (after its header line) as (line, fields) or the error's text.
+    fn rows(text: &str) -> Vec<Result<(u64, Vec<String>), String>> {
+        let (_, mut rows) = CsvRows::open(Box::new(std::io::Cursor::new(text.to_string())), None)
+            .expect("a header");
+        let mut out = Vec::new();
+        while let Some(r) = rows.next_row() {
+            out.push(
+                r.map(|(line, row)| {
+                    (
+                        line,
+                        (0..row.len())
+                            .map(|i| row.get(i).unwrap().to_string())
+                            .collect(),
+                    )
+                })
+                .map_err(|e| e.to_string()),
+            );
+        }
+        out
+    }
+
+    fn ok(line: u64, fields: &[&str]) -> Result<(u64, Vec<String>), String> {
+        Ok((line, fields.iter().map(|f| f.to_string()).collect()))
     }
 
     #[test]
     fn quoting() {
-        assert_eq!(fields("a,,b").unwrap(), ["a", "", "b"]);
         assert_eq!(
-            fields(r#""a,b","say ""hi""",c"#).unwrap(),
-            ["a,b", r#"say "hi""#, "c"]
+            rows("h1,h2,h3\na,,b\n\"a,b\",\"say \"\"hi\"\"\",c\nx,\"\"\n"),
+            [
+                ok(2, &["a", "", "b"]),
+                ok(3, &["a,b", "say \"hi\"", "c"]),
+                ok(4, &["x", ""]),
+            ]
         );
-        assert_eq!(fields(r#"x,"""#).unwrap(), ["x", ""]);
-        assert!(fields(r#""open"#).is_err());
-        assert!(fields(r#""a"b"#).is_err());
     }
 
-    proptest! {
-        /// Reference model: the csv crate agrees on every single-line record it writes.
-        #[test]
-        fn agrees_with_the_csv_crate(record in proptest::collection::vec("[a-z ,;\"é0-9.]{0,8}", 1..8)) {
-            let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
-            w.write_record(&record).unwrap();
-            let bytes = w.into_inner().unwrap();
-            let line = std::str::from_utf8(&bytes).unwrap().trim_end_matches('\n');
-            let mut r = csv::ReaderBuilder::new().has_headers(false).from_reader(line.as_bytes());
-            let mut want = csv::StringRecord::new();
-            // A lone empty field is written as `""`, so reading always yields the record.
-            prop_assert!(r.read_record(&mut want).unwrap());
-            let want: Vec<String> = want.iter().map(str::to_string).collect();
-            prop_assert_eq!(fields(line).unwrap(), want);
+    #[test]
+    fn quoted_fields_may_span_lines_and_line_numbers_stay_the_files() {
+        let text = "id;note;n\r\n1;\"two\nlines\";3\r\n\r\n   \n2;plain;4\n";
+        assert_eq!(
+            rows(text),
+            [
+                ok(2, &["1", "two\nlines", "3"]),
+                ok(6, &["2", "plain", "4"])
+            ]
+        );
+    }
+
+    #[test]
+    fn the_last_row_may_lack_its_line_break() {
+        assert_eq!(
+            rows("a,b\n\n1,\"x\ny\"\n\n2,\"p\nq\""),
+            [ok(3, &["1", "x\ny"]), ok(6, &["2", "p\nq"])]
+        );
+        assert_eq!(rows("a,b\n1,2"), [ok(2, &["1", "2"])]);
+    }
+
+    #[test]
+    fn a_row_that_is_not_utf8_is_an_error_and_reading_goes_on() {
+        let mut bytes = b"a,b\n1,2\n".to_vec();
+        bytes.extend(b"3,\xff\xfe\n5,6\n");
+        let (_, mut r) = CsvRows::open(Box::new(std::io::Cursor::new(bytes)), None).unwrap();
+        let mut got = Vec::new();
+        while let Some(x) = r.next_row() {
+            got.push(x.map(|(line, _)| line).map_err(|e| e.to_string()));
         }
+        assert_eq!(
+            got,
+            [
+                Ok(2),
+                Err("line 3: the line is not UTF-8 text".to_string()),
+                Ok(4)
+            ]
+        );
     }
 }
