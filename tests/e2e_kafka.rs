@@ -295,7 +295,7 @@ fn run_pipeline(guarantee: Guarantee, model_dir: Option<&str>) {
         let metrics = env.metrics.encode();
         let batches: f64 = metrics
             .lines()
-            .find(|l| l.starts_with("clickpath_model_batch_size_count{stage=\"scorer\"}"))
+            .find(|l| l.starts_with("clickpath_model_batch_events_count{stage=\"scorer\"}"))
             .and_then(|l| l.split_whitespace().last())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);

@@ -64,7 +64,8 @@
 //! # Memory
 //!
 //! Per user: at most `max_evidence` recent ids, the velocity window's times (capped at eight
-//! times the threshold), `bot_min_events` times, up to [`MAX_FAILED_PAYMENTS`] failed payments,
+//! times the threshold), up to twice `bot_min_events` times (the cadence window trims when full),
+//! up to [`MAX_FAILED_PAYMENTS`] failed payments,
 //! [`cart::MAX_REMEMBERED`] viewed items and flagged adds, one open alert per type; per user
 //! profile (devices, countries, baselines) at most [`signals::MAX_KNOWN`] devices and countries;
 //! per IP prefix the velocity window, and for prefixes with recent failed payments at most

@@ -248,10 +248,10 @@ mod tests {
     #[test]
     fn only_the_window_is_kept_in_state_and_judged_after_a_restore() {
         use super::super::bot::{Cadence, cadence};
-        let crawl = views(47, |i| 1_200 + jitter(i, 3), |i| format!("item-{i}"));
+        let crawl = views(70, |i| 1_200 + jitter(i, 3), |i| format!("item-{i}"));
         let cfg = RulesConfig::default();
         let (mut live, recent) = (Cadence::default(), Recent::default());
-        let mut restored = None;
+        let (mut restored, mut compared) = (None, 0);
         for (i, e) in crawl.iter().enumerate() {
             let a = cadence(&mut live, &recent, e, &cfg).map(|f| f.reasons);
             if let Some(r) = restored.as_mut() {
@@ -260,6 +260,7 @@ mod tests {
                     a,
                     "event {i}"
                 );
+                compared += usize::from(a.is_some());
             }
             if i == 44 {
                 // Past twice the window once: the vector holds more than the window.
@@ -273,6 +274,8 @@ mod tests {
             }
         }
         assert!(live.events.len() <= 2 * cfg.bot_min_events as usize);
+        // The restored window trimmed and refilled too: findings on 25 events after the restore.
+        assert_eq!(compared, 25);
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!   reciprocal rank (0 outside the top `k`). Ties rank by vocabulary index (most popular first),
 //!   so results are deterministic;
 //! - the item at `t` (on screen) is left out of every model's list ([`without_current`]): the
-//!   target differs from it by construction, so the list is the best `k` of the other items.
+//!   target differs from it by construction, so the list is the best `k` of the other items. (The
+//!   sequence models' item head, which scores every event, leaves out the event's own item.)
 
 pub mod baselines;
 

@@ -255,7 +255,7 @@ where
 }
 
 /// A model whose item ranking goes through an [`ItemIndex`] when its vocabulary is large enough
-/// ([`IndexConfig::min_items`]); everything else is the model's own. Experimental: 5-9x faster than
+/// ([`IndexConfig::min_items`]); everything else is the model's own. Experimental: 4-8x faster than
 /// the exact scan over 50 000 items, but on trained models its lists hold only 38-53 % of
 /// the exact top 20 (`clickpath evaluate --item-index`, docs/models.md), so the scorer serves the
 /// exact scan.
@@ -364,10 +364,7 @@ pub fn load_online(
         OnlineDevice::Cpu => {
             let (m, meta) =
                 super::load_sequence::<super::CpuBackend>(dir, spec, &Default::default())?;
-            Ok((
-                Box::new(IndexedModel::new(m, &IndexConfig::default())),
-                meta,
-            ))
+            Ok((Box::new(m), meta))
         }
         #[cfg(feature = "cuda")]
         OnlineDevice::Cuda => {

@@ -182,6 +182,14 @@ fn vocabulary_item_input_carries_the_item_where_hashing_cannot() {
     assert_eq!(report.model.config.item_input_rows(), vocab.len() + 1);
     let items = report.test_items.as_ref().expect("next-item metrics");
     assert!(items.mrr > 0.8, "{items:?}");
+    // The same network hashing the item into its two buckets cannot tell where the user is.
+    let mut hashed = cfg.clone();
+    hashed.net.item_input = ItemInput::Hashed;
+    let blind =
+        train_sequence::<CpuTrainBackend>(&events, &hashed, &Default::default(), &mut |_| {})
+            .expect("trains");
+    let blind = blind.test_items.expect("next-item metrics");
+    assert!(blind.mrr < 0.5, "{blind:?}");
     // The steps are encoded by vocabulary row, online as offline.
     let buckets = report.model.buckets();
     assert_eq!(buckets.item(Some(&vocab.items[0])), 1);
