@@ -60,6 +60,7 @@ impl StageChoice {
 /// `clickpath run`: serves HTTP, runs the chosen stages and waits for them to stop.
 pub fn run(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let cfg = global.load_config()?;
+    clickpath_runtime::kafka::check_reachable(&cfg.bus).map_err(anyhow::Error::msg)?;
     let env = env_for(&cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

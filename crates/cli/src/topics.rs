@@ -21,6 +21,7 @@ pub enum TopicsAction {
 pub fn run(args: &TopicsArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let TopicsAction::Create = args.action;
     let cfg = global.load_config()?;
+    clickpath_runtime::kafka::check_reachable(&cfg.bus).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

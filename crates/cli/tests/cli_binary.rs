@@ -95,6 +95,30 @@ fn validate_lists_every_problem_and_fails() {
     assert!(stdout.contains("sessionizer.gap: unknown key"), "{stdout}");
 }
 
+/// With no broker at `kafka.brokers`, `run` and `topics create` stop with one message that names the
+/// address, the key and how to start a broker (they used to repeat librdkafka's transport errors, or
+/// wait a minute in silence).
+#[test]
+fn an_unreachable_broker_is_one_clear_error() {
+    for args in [&["run", "all"][..], &["topics", "create"][..]] {
+        let out = clickpath()
+            .args(args)
+            .env("CLICKPATH__KAFKA__BROKERS", "127.0.0.1:1")
+            .env("CLICKPATH__KAFKA__CONNECT_TIMEOUT_MS", "1500")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        for needle in ["\"127.0.0.1:1\" (kafka.brokers)", "scripts/kafka.sh up"] {
+            assert!(
+                stderr.contains(needle),
+                "{args:?}: no {needle:?} in {stderr}"
+            );
+        }
+    }
+}
+
 #[test]
 fn unknown_stage_is_a_clear_error() {
     let out = clickpath().args(["run", "sessionzer"]).output().unwrap();

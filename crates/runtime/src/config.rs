@@ -112,6 +112,10 @@ pub struct KafkaConfig {
     /// transaction at once. Empty means `<hostname>-<pid>`, which is unique but not stable: a crashed instance's
     /// open transaction then blocks `read_committed` readers of its partitions until `transaction_timeout_ms`.
     pub instance_id: String,
+    /// How long `clickpath run` and `clickpath topics create` wait for a broker to answer at start before
+    /// they stop with an error naming `kafka.brokers` (a broker that comes up later in that time is fine).
+    /// Default 30 000.
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -123,6 +127,7 @@ impl Default for KafkaConfig {
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
             instance_id: String::new(),
+            connect_timeout_ms: 30_000,
         }
     }
 }
@@ -414,13 +419,93 @@ pub fn layered_toml(defaults: &str, toml_text: &str) -> Result<serde_json::Value
 pub fn parse_checked<T: Default + Serialize + DeserializeOwned>(
     value: serde_json::Value,
 ) -> Result<T, ConfigError> {
+    let (parsed, problems) = parse_collecting(value);
+    ConfigError::check(problems)?;
+    parsed.ok_or_else(|| ConfigError::one("the configuration does not parse"))
+}
+
+/// Most wrong values [`parse_collecting`] reports before it gives up.
+const MAX_TYPE_PROBLEMS: usize = 32;
+
+/// Parses `value` as `T` and collects every problem on the way, as vector's config compiler does:
+/// keys `T` does not have (left out), then each value of the wrong type or out of its set (reported
+/// with its key path and replaced by its default, so that the rest can still be checked). Returns
+/// the parsed value, with defaults where the problems were (for semantic checks of the rest; the
+/// configuration stays invalid), or `None` when a problem could not be set aside.
+pub fn parse_collecting<T: Default + Serialize + DeserializeOwned>(
+    mut value: serde_json::Value,
+) -> (Option<T>, Vec<String>) {
     let mut problems = Vec::new();
     let known = serde_json::to_value(T::default()).unwrap_or_default();
     unknown_keys(&value, &known, "", &mut problems);
-    ConfigError::check(problems)?;
-    serde_path_to_error::deserialize(value)
-        .map_err(|e| ConfigError::one(format!("{}: {}", e.path(), e.inner())))
+    drop_unknown_keys(&mut value, &known, "");
+    for _ in 0..MAX_TYPE_PROBLEMS {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(parsed) => return (Some(parsed), problems),
+            Err(e) => {
+                problems.push(format!("{}: {}", e.path(), e.inner()));
+                if !replace_with_default(&mut value, &known, e.path()) {
+                    break;
+                }
+            }
+        }
+    }
+    (None, problems)
 }
+
+/// Replaces the value at `path` in `value` by the one at the same path in `known`; false when
+/// either has nothing there.
+fn replace_with_default(
+    value: &mut serde_json::Value,
+    known: &serde_json::Value,
+    path: &serde_path_to_error::Path,
+) -> bool {
+    use serde_path_to_error::Segment;
+    let (mut at, mut default) = (value, known);
+    for segment in path {
+        let next = match segment {
+            Segment::Map { key } => at.get_mut(key.as_str()).zip(default.get(key.as_str())),
+            Segment::Seq { index } => at.get_mut(*index).zip(default.get(*index)),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        };
+        let Some((v, d)) = next else {
+            return false;
+        };
+        (at, default) = (v, d);
+    }
+    if at == default {
+        return false; // the default itself does not parse: replacing changes nothing
+    }
+    *at = default.clone();
+    true
+}
+
+/// Removes from `value` the keys [`unknown_keys`] reports.
+fn drop_unknown_keys(value: &mut serde_json::Value, known: &serde_json::Value, path: &str) {
+    if FREE_FORM.contains(&path) {
+        return;
+    }
+    if let (Some(v), Some(k)) = (value.as_object_mut(), known.as_object()) {
+        v.retain(|key, _| k.contains_key(key));
+        for (key, child) in v.iter_mut() {
+            let child_path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if let Some(known_child) = k.get(key) {
+                drop_unknown_keys(child, known_child, &child_path);
+            }
+        }
+    }
+}
+
+/// Maps whose keys are free-form (librdkafka properties): any key is accepted.
+const FREE_FORM: &[&str] = &[
+    "kafka.properties",
+    "kafka.consumer_properties",
+    "kafka.producer_properties",
+];
 
 /// Collects the key paths present in `value` but not in `known`. Free-form maps (`kafka.properties`) accept any key.
 fn unknown_keys(
@@ -429,11 +514,6 @@ fn unknown_keys(
     path: &str,
     out: &mut Vec<String>,
 ) {
-    const FREE_FORM: &[&str] = &[
-        "kafka.properties",
-        "kafka.consumer_properties",
-        "kafka.producer_properties",
-    ];
     if FREE_FORM.contains(&path) {
         return;
     }

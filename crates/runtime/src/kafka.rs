@@ -126,6 +126,54 @@ pub fn base_client_config(cfg: &BusConfig) -> ClientConfig {
     c
 }
 
+/// Waits up to `kafka.connect_timeout_ms` for a broker at `kafka.brokers` to answer a metadata
+/// request; an error that says which address was tried, where it is configured and how to start a
+/// local broker. Run once before a command's clients start, so an unreachable bus is one clear
+/// message rather than every client's own retries and timeouts.
+pub fn check_reachable(cfg: &BusConfig) -> Result<(), String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let total = std::time::Duration::from_millis(cfg.kafka.connect_timeout_ms.max(1));
+    let started = std::time::Instant::now();
+    let consumer: BaseConsumer = consumer_client_config(cfg)
+        .set("log_level", "0")
+        .create()
+        .map_err(|e| {
+            format!(
+                "cannot create a Kafka client for kafka.brokers = {:?}: {e}",
+                cfg.kafka.brokers
+            )
+        })?;
+    let mut last = String::new();
+    let mut logged: Option<std::time::Instant> = None;
+    while started.elapsed() < total {
+        let wait = (total - started.elapsed()).min(std::time::Duration::from_secs(5));
+        match consumer.fetch_metadata(None, wait) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                last = e.to_string();
+                if logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(5)) {
+                    tracing::info!(brokers = %cfg.kafka.brokers, error = %e, "Waiting for a Kafka broker.");
+                    logged = Some(std::time::Instant::now());
+                }
+                // A refused connection fails at once: pause rather than spin.
+                std::thread::sleep(
+                    total
+                        .saturating_sub(started.elapsed())
+                        .min(std::time::Duration::from_millis(250)),
+                );
+            }
+        }
+    }
+    Err(format!(
+        "no Kafka broker answered at {:?} (kafka.brokers) within {:.0} s ({last}). Is one running there? \
+         For a local broker run `scripts/kafka.sh up` and point clickpath at it with \
+         CLICKPATH__KAFKA__BROKERS=$(scripts/kafka.sh bootstrap); `clickpath demo` needs no broker at all. \
+         kafka.connect_timeout_ms sets how long to wait.",
+        cfg.kafka.brokers,
+        total.as_secs_f64()
+    ))
+}
+
 /// Base settings of any consumer: [`base_client_config`] plus `kafka.consumer_properties`. A consumer with
 /// settings of its own sets them after this.
 pub fn consumer_client_config(cfg: &BusConfig) -> ClientConfig {

@@ -12,7 +12,7 @@ use clickpath_core::validate::ValidationConfig;
 use clickpath_model::sequence::{DeviceFallback, OnlineDevice};
 use clickpath_runtime::RunnerEnv;
 use clickpath_runtime::config::{
-    BusConfig, ConfigError, layered_toml, layered_value, parse_checked,
+    BusConfig, ConfigError, layered_toml, layered_value, parse_collecting,
 };
 use clickpath_runtime::runner::Slowdown;
 use clickpath_schema::codec::Codec;
@@ -388,20 +388,19 @@ impl ClickpathConfig {
             .iter()
             .filter_map(|s| all.remove_entry(*s))
             .collect();
-        let bus = parse_checked::<BusConfig>(bus.into());
-        let sections = parse_checked::<StageSections>(all.into());
-        let cfg = match (bus, sections) {
-            (Ok(bus), Ok(sections)) => sections.with_bus(bus),
-            (bus, sections) => {
-                let problems = [bus.err(), sections.err()]
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|e| e.problems)
-                    .collect();
-                return Err(ConfigError { problems });
-            }
+        // Every problem at once: unknown keys and wrong values of both parts, then the semantic
+        // checks of everything that did parse (wrong values stand in as their defaults there).
+        let (bus, mut problems) = parse_collecting::<BusConfig>(bus.into());
+        let (sections, more) = parse_collecting::<StageSections>(all.into());
+        problems.extend(more);
+        let (Some(bus), Some(sections)) = (bus, sections) else {
+            return Err(ConfigError { problems });
         };
-        cfg.check()?;
+        let cfg = sections.with_bus(bus);
+        if let Err(semantic) = cfg.check() {
+            problems.extend(semantic.problems);
+        }
+        ConfigError::check(problems)?;
         Ok(cfg)
     }
 
@@ -520,6 +519,29 @@ mod tests {
         assert!(text.contains("kafka.brokerz: unknown key"), "{text}");
         assert!(text.contains("topics.raww: unknown key"), "{text}");
         assert!(text.contains("sessionizer.gap: unknown key"), "{text}");
+    }
+
+    /// What a newcomer's first file gets wrong, all in one report: an unknown key, a negative
+    /// count, a device that does not exist and a batch of zero (a type error, a value out of its
+    /// set and a semantic check behind them used to hide each other).
+    #[test]
+    fn unknown_keys_wrong_values_and_semantic_problems_are_reported_together() {
+        let err = ClickpathConfig::from_toml_str(
+            "[scorer]\ntop_kk = 1\ntop_k = -3\ndevice = \"tpu\"\n[runtime]\nmax_batch = 0\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 4, "{text}");
+        assert!(text.contains("scorer.top_kk: unknown key"), "{text}");
+        assert!(
+            text.contains("scorer.top_k: invalid value: integer `-3`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scorer.device: unknown variant `tpu`"),
+            "{text}"
+        );
+        assert!(text.contains("runtime.max_batch: must be >= 1"), "{text}");
     }
 
     #[test]
