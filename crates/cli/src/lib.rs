@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod produce;
 pub mod replay;
 pub mod run_stage;
+pub mod tail;
 pub mod topics;
 pub mod train;
 pub mod validate;

@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use clickpath_cli::app::{GlobalArgs, main_with};
-use clickpath_cli::{demo, evaluate, generate, replay, run_stage, topics, train, validate};
+use clickpath_cli::{demo, evaluate, generate, replay, run_stage, tail, topics, train, validate};
 
 /// mimalloc instead of glibc malloc: the stages allocate and free every decoded record's strings,
 /// and malloc/free were a fifth of the stage chain's time (BENCHMARKS.md, "Allocator").
@@ -46,6 +46,9 @@ enum Command {
     Report(clickpath_report::ReportArgs),
     /// Check configuration files and report every problem at once.
     Validate(validate::ValidateArgs),
+    /// Print a topic's records (alerts, predictions, sessions, ...) as JSON lines or a table,
+    /// decoded with the schema each names; filters by user, alert type and severity.
+    Tail(tail::TailArgs),
 }
 
 fn main() {
@@ -71,6 +74,7 @@ fn main() {
                 Ok(())
             }
             Command::Validate(args) => validate::run(args, g),
+            Command::Tail(args) => tail::run(args, g),
         }
     });
 }

@@ -204,6 +204,93 @@ fn demo_runs_on_the_embedded_bus_and_summarises() {
     );
 }
 
+/// `clickpath tail` reads the alert topic on the real broker: its role resolves to the configured
+/// name, each line is a JSON object with the decoded alert, filters apply, and `--max` stops it.
+#[test]
+fn tail_prints_decoded_alerts_with_filters() {
+    use clickpath_schema::{AlertType, FraudAlert, Severity};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let Some(brokers) = clickpath_testkit::test_brokers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (config, cfg) = write_config(dir.path(), &brokers, "tail");
+    let st = clickpath()
+        .arg("--config")
+        .arg(&config)
+        .args(["topics", "create"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let codec = Codec::embedded();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let severities = [
+        Severity::Low,
+        Severity::High,
+        Severity::Critical,
+        Severity::High,
+    ];
+    for (i, severity) in severities.into_iter().enumerate() {
+        let alert = FraudAlert {
+            alert_id: format!("a{i}"),
+            user_id: format!("u{i}"),
+            alert_type: AlertType::CardTesting,
+            severity,
+            score: 1.0,
+            reasons: vec!["test".into()],
+            evidence_event_ids: vec![],
+            window_start: 0,
+            window_end: 1,
+            detector_version: "t".into(),
+        };
+        let bytes = codec.encode(&alert).unwrap();
+        producer
+            .send(
+                BaseRecord::to(&cfg.topics.alerts)
+                    .key(&alert.user_id)
+                    .payload(&bytes),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let tail = |extra: &[&str]| {
+        let out = clickpath()
+            .arg("--config")
+            .arg(&config)
+            .args(["tail", "alerts", "--from-beginning"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    // Every alert, then the end of the topic ends the command.
+    let all = tail(&[]);
+    assert_eq!(all.len(), 4);
+    assert!(all.iter().all(|l| l["topic"] == cfg.topics.alerts.as_str()));
+    assert!(
+        all.iter()
+            .all(|l| l["value"]["alert_type"] == "CARD_TESTING")
+    );
+    let high = tail(&["--min-severity", "high"]);
+    assert_eq!(high.len(), 3);
+    assert_eq!(tail(&["--min-severity", "high", "--max", "2"]).len(), 2);
+    let one = tail(&["--user", "u2"]);
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["value"]["severity"], "CRITICAL");
+}
+
 #[test]
 fn replay_sends_a_real_dataset_to_the_raw_topic() {
     let Some(brokers) = clickpath_testkit::test_brokers() else {

@@ -222,6 +222,23 @@ impl Codec {
         apache_avro::from_value::<T>(&value).map_err(|e| CodecError::BadBody(e.to_string()))
     }
 
+    /// Decodes any framed record into JSON with the writer schema its header names, whatever its
+    /// type (for tools that print topics): its schema id, its record's full name (`None` for an
+    /// unnamed schema) and the value. Avro unions become their branch's value, enums their symbol.
+    pub fn decode_json(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(u32, Option<String>, serde_json::Value), CodecError> {
+        let (writer_id, body) = split_header(bytes)?;
+        let writer = self.prepared(writer_id)?;
+        precheck::check_body(&writer.inlined, body).map_err(body_error)?;
+        let mut rest = body;
+        let value = apache_avro::from_avro_datum(&writer.schema, &mut rest, None)
+            .map_err(|e| CodecError::BadBody(e.to_string()))?;
+        let json = avro_to_json(value).map_err(CodecError::BadBody)?;
+        Ok((writer_id, writer.full_name.clone(), json))
+    }
+
     fn latest<T: AvroRecord>(&self) -> Result<Arc<Prepared>, CodecError> {
         if let Some(p) = read(&self.inner.latest).get(T::FULL_NAME) {
             return Ok(p.clone());
@@ -252,6 +269,55 @@ impl Codec {
             .or_insert(prepared)
             .clone())
     }
+}
+
+/// An Avro value as JSON: records as objects, unions as their branch, enums as their symbol, bytes
+/// as arrays of numbers, logical types as their underlying numbers.
+fn avro_to_json(value: apache_avro::types::Value) -> Result<serde_json::Value, String> {
+    use apache_avro::types::Value as A;
+    use serde_json::Value as J;
+    let number = |f: f64| {
+        serde_json::Number::from_f64(f)
+            .map(J::Number)
+            .unwrap_or(J::Null)
+    };
+    Ok(match value {
+        A::Null => J::Null,
+        A::Boolean(b) => J::Bool(b),
+        A::Int(i) | A::Date(i) | A::TimeMillis(i) => J::from(i),
+        A::Long(i)
+        | A::TimeMicros(i)
+        | A::TimestampMillis(i)
+        | A::TimestampMicros(i)
+        | A::TimestampNanos(i)
+        | A::LocalTimestampMillis(i)
+        | A::LocalTimestampMicros(i)
+        | A::LocalTimestampNanos(i) => J::from(i),
+        A::Float(f) => number(f64::from(f)),
+        A::Double(f) => number(f),
+        A::String(s) | A::Enum(_, s) => J::String(s),
+        A::Bytes(b) | A::Fixed(_, b) => J::Array(b.into_iter().map(J::from).collect()),
+        A::Union(_, inner) => avro_to_json(*inner)?,
+        A::Array(items) => J::Array(
+            items
+                .into_iter()
+                .map(avro_to_json)
+                .collect::<Result<_, _>>()?,
+        ),
+        A::Map(m) => J::Object(
+            m.into_iter()
+                .map(|(k, v)| Ok((k, avro_to_json(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        A::Record(fields) => J::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| Ok((k, avro_to_json(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        A::Uuid(u) => J::String(u.to_string()),
+        other => return Err(format!("no JSON form for {other:?}")),
+    })
 }
 
 fn body_error(fault: impl Into<BodyFault>) -> CodecError {
@@ -286,6 +352,25 @@ mod tests {
         apache_avro::write_avro_datum_ref(&schema.inlined, value, &mut reference).unwrap();
         assert_eq!(direct, reference, "{}", T::FULL_NAME);
         direct
+    }
+
+    #[test]
+    fn any_record_decodes_to_json_by_its_own_schema() {
+        let codec = Codec::embedded();
+        let mut click = ClickEvent::new("e1", "u1", EventType::AddToCart, 1_700_000_000_000);
+        click.price = Some(9.5);
+        click.extras.insert("k".into(), "v".into());
+        let bytes = codec.encode(&click).unwrap();
+        let (id, name, json) = codec.decode_json(&bytes).unwrap();
+        assert_eq!(id, codec.schema_id::<ClickEvent>().unwrap());
+        assert_eq!(name.as_deref(), Some(ClickEvent::FULL_NAME));
+        assert_eq!(json["user_id"], "u1");
+        assert_eq!(json["event_type"], "ADD_TO_CART");
+        assert_eq!(json["event_time"], 1_700_000_000_000i64);
+        assert_eq!(json["price"], 9.5);
+        assert_eq!(json["item_id"], serde_json::Value::Null);
+        assert_eq!(json["extras"]["k"], "v");
+        assert!(codec.decode_json(&bytes[..bytes.len() - 3]).is_err());
     }
 
     /// The fallback to apache-avro is for foreign types; every shipped one takes the fast path.
