@@ -219,6 +219,15 @@ pub fn run(args: &TailArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let mut printed = 0u64;
     while (follow || !ends.is_empty()) && args.max.is_none_or(|m| printed < m) {
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            // Under exactly-once the end offset may be a transaction marker no record sits at
+            // (as `clickpath report --topic` knows): a partition whose position reached it is done.
+            for e in consumer.position()?.elements() {
+                if let (Offset::Offset(o), Some(&end)) = (e.offset(), ends.get(&e.partition()))
+                    && o >= end
+                {
+                    ends.remove(&e.partition());
+                }
+            }
             continue;
         };
         let m = message?;
