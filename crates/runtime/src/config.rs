@@ -250,6 +250,13 @@ impl TopicsConfig {
 pub struct RuntimeConfig {
     /// Records per batch; offsets are stored only after a batch's outputs are delivered.
     pub max_batch: usize,
+    /// At-least-once: how often (ms) the batches processed since the last commit are made durable
+    /// together: their outputs' acknowledgements waited for, the stage's state changes written once
+    /// per changed key, then their offsets stored (Kafka Streams' `commit.interval.ms`). In between,
+    /// batches are processed and sent without waiting for the broker. After a crash up to this much
+    /// input is processed again. 0: after every batch. Exactly-once commits one transaction per batch
+    /// whatever this is.
+    pub commit_interval_ms: u64,
     /// How long to wait for the first record of a batch (ms).
     pub poll_timeout_ms: u64,
     /// How often the stage's tick hook runs (ms).
@@ -272,6 +279,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             max_batch: 1000,
+            commit_interval_ms: 100,
             poll_timeout_ms: 100,
             tick_interval_ms: 1000,
             shutdown_grace_ms: 30_000,

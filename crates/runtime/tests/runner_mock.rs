@@ -264,3 +264,85 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
     });
     assert_eq!(reread, 0, "offsets were committed after delivery");
 }
+
+/// The next offsets group `group` has committed on `topic`'s partitions (none committed: absent).
+fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn at_least_once_sends_outputs_at_once_and_commits_their_offsets_every_commit_interval() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    for t in ["in", "out", "dlq"] {
+        mock.create_topic(t, 2, 1).unwrap();
+    }
+    let mut cfg = BusConfig::default();
+    cfg.kafka.brokers = brokers.clone();
+    cfg.topics.dead_letters = "dlq".into();
+    cfg.runtime.poll_timeout_ms = 50;
+    // Longer than the test: only the drain at shutdown commits.
+    cfg.runtime.commit_interval_ms = 600_000;
+    let group = format!("{}.forward", cfg.kafka.group_prefix);
+    let codec = Codec::embedded();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for i in 0..10 {
+        let ev = ClickEvent::new(
+            format!("e{i}"),
+            format!("u{i}"),
+            EventType::Search,
+            1_700_000_000_000 + i,
+        );
+        producer
+            .send(
+                BaseRecord::to("in")
+                    .key(ev.user_id.as_bytes())
+                    .payload(&codec.encode(&ev).unwrap()),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(5)).unwrap();
+
+    let env = RunnerEnv::new(cfg, codec.clone());
+    let (shutdown, env2) = (env.shutdown.clone(), env.clone());
+    let h = std::thread::spawn(move || {
+        run_stage(
+            Forward {
+                out: "out".into(),
+                seen: 0,
+            },
+            &["in"],
+            &env2,
+        )
+    });
+    // The outputs reach the topic long before the commit interval ends...
+    assert_eq!(read_all(&brokers, "out", 2, 10).len(), 10);
+    // ... while their offsets are not stored yet, so auto-commit (every second) has nothing to commit.
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(committed(&brokers, &group, "in", 2), Vec::<i64>::new());
+    // The drain makes everything sent durable and commits it.
+    shutdown.trigger();
+    assert_eq!(h.join().unwrap().unwrap().records_in, 10);
+    assert_eq!(committed(&brokers, &group, "in", 2).iter().sum::<i64>(), 10);
+}

@@ -1,10 +1,12 @@
 //! The one run loop every stage shares.
 //!
 //! Per batch: poll up to `runtime.max_batch` records, decode each (decode failures go to the dead-letter
-//! topic), hand it to the stage, produce every output and dead letter, wait until all are delivered, and only
-//! then store the batch's offsets (committed by librdkafka's auto-commit). A crash at any point therefore
-//! replays the batch: at-least-once. The loop runs on its own thread, off the async reactor, because stage
-//! work is CPU-bound.
+//! topic), hand it to the stage, and produce every output and dead letter. At-least-once, every
+//! `runtime.commit_interval_ms` the batches since the last commit are made durable together: the stage's
+//! state changes are produced, every output is waited for until delivered, and only then are their
+//! offsets stored (committed by librdkafka's auto-commit). A crash at any point therefore replays those
+//! batches. Exactly-once, each batch is one transaction ([`transaction`]). The loop runs on its own
+//! thread, off the async reactor, because stage work is CPU-bound.
 //!
 //! A stage may read several co-partitioned topics (see [`crate::stage::StageInput`]): the loop subscribes to
 //! all of them, and offsets, transactions, dead letters and rebalances are kept per `(topic, partition)`
@@ -18,6 +20,7 @@ mod transaction;
 mod watch;
 
 pub use delivery::deliver;
+use delivery::InFlight;
 use transaction::transactional_producer;
 
 use crate::changelog::{changelog_topic, ensure_changelog_topic, restore};
@@ -172,6 +175,8 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
         end_offsets: std::cell::OnceCell::new(),
         producer_stuck: false,
         committed: BatchOffsets::new(),
+        in_flight: InFlight::default(),
+        owned: Default::default(),
     };
     let result = run.run_loop(&mut stage);
 
@@ -184,7 +189,7 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
                 tracing::error!(stage = name, error = %e, "Shutdown hook failed.");
             }
             summary.records_out += outputs.len() as u64;
-            if let Err(e) = run.commit_batch(&mut stage, outputs, &BatchOffsets::new()) {
+            if let Err(e) = run.commit_batch(&mut stage, outputs, &BatchOffsets::new(), true) {
                 if eos && !run.producer_stuck {
                     // Left open, the transaction would hold its partitions' next owner until it times out.
                     let _ = run.producer.abort_transaction(Duration::from_secs(10));
@@ -241,6 +246,11 @@ struct Run<'a> {
     /// input records (a tick's outputs and state changes) carries the group generation and is refused once
     /// the partitions have moved to another instance.
     committed: BatchOffsets,
+    /// At-least-once: batches sent since the last commit.
+    in_flight: InFlight,
+    /// Input partition numbers owned now: state changes of any other are not written (a partition
+    /// revoked since the changes were made belongs to another instance's changelog writes).
+    owned: std::collections::BTreeSet<i32>,
 }
 
 /// What processing one batch gave: the outputs to make durable with its input offsets, and what the metrics
@@ -283,7 +293,7 @@ impl Run<'_> {
             batch.retain(|m| assigned.contains(m.topic(), m.partition()));
             self.check_stalls(&mut watch);
             let tick_due = last_tick.elapsed() >= tick_every;
-            if batch.is_empty() && !tick_due {
+            if batch.is_empty() && !tick_due && !self.commit_due() {
                 continue;
             }
             if tick_due {
@@ -310,7 +320,7 @@ impl Run<'_> {
             }
             watch.clear_progressed(started);
             let outputs = std::mem::take(&mut done.outputs);
-            if let Err(e) = self.commit_batch(stage, outputs, &done.offsets) {
+            if let Err(e) = self.commit_batch(stage, outputs, &done.offsets, false) {
                 if !self.eos {
                     return Err(e);
                 }
@@ -398,10 +408,13 @@ impl Run<'_> {
                 RebalanceEvent::Revoked(tps) => {
                     let ps = assigned.revoke(&tps);
                     self.committed.forget(&tps);
+                    // At-least-once: their new owner processes again what was not committed here.
+                    self.in_flight.offsets.forget(&tps);
                     stage.on_revoke(&ps);
                     watch.revoked(&tps);
                 }
             }
+            self.owned = assigned.partitions();
             env.health.set_assigned(name, assigned.len());
             for store in &self.query_stores {
                 store.set_assignment(&assigned.partitions(), self.input_partitions);
@@ -566,7 +579,8 @@ impl Run<'_> {
                 counter.inc_by(*n);
             }
         }
-        // Per record: poll to durable output, and the record's Kafka timestamp to durable output.
+        // Per record: poll to outputs sent (exactly-once: committed), and the record's Kafka timestamp to
+        // the same point.
         let processing = started.elapsed().as_secs_f64();
         let now = now_ms();
         metrics.observe_latencies(

@@ -216,33 +216,26 @@ impl Run<'_> {
         Ok(offsets)
     }
 
-    /// Makes a batch durable: its outputs, its state changes and its input offsets. At-least-once: produce and
-    /// wait for acknowledgements, then store the offsets. Exactly-once: all three in one transaction.
+    /// Makes a batch durable: its outputs, its state changes and its input offsets. Exactly-once: all
+    /// three in one transaction. At-least-once: the outputs are sent now, and every
+    /// `runtime.commit_interval_ms` (or when `force`d) the batches sent since the last commit are made
+    /// durable ([`Run::commit_in_flight`]).
     pub(super) fn commit_batch<S: Stage>(
         &mut self,
         stage: &mut S,
         mut outputs: Vec<Output>,
         next_offsets: &BatchOffsets,
+        force: bool,
     ) -> anyhow::Result<()> {
-        // Always asked, so stages can refresh their query views once per batch; written only when durable.
-        let changes = stage.take_state_changes();
-        if let Some(changelog) = self.changelog {
-            for change in changes {
-                outputs.push(Output {
-                    topic: changelog.to_string(),
-                    key: change.key,
-                    tombstone: change.value.is_none(),
-                    payload: change.value.unwrap_or_default(),
-                    headers: Vec::new(),
-                    partition: Some(change.partition),
-                });
-            }
-        }
         if !self.eos {
-            deliver(&self.producer, outputs, self.name, &self.env.metrics)?;
-            store_offsets(self.consumer, next_offsets, self.name);
+            self.in_flight.send(&self.producer, outputs, self.name)?;
+            self.in_flight.processed(next_offsets);
+            if force || self.commit_due() {
+                self.commit_in_flight(stage)?;
+            }
             return Ok(());
         }
+        outputs.extend(self.changelog_outputs(stage));
         if outputs.is_empty() && next_offsets.is_empty() {
             return Ok(());
         }
@@ -273,6 +266,56 @@ impl Run<'_> {
         })?;
         self.committed = offsets;
         Ok(())
+    }
+
+    /// At-least-once: whether the batches sent since the last commit are due to be made durable.
+    pub(super) fn commit_due(&self) -> bool {
+        !self.eos
+            && self.in_flight.due(Duration::from_millis(
+                self.env.config.runtime.commit_interval_ms,
+            ))
+    }
+
+    /// At-least-once: produces the stage's state changes, waits until every output sent since the last
+    /// commit is delivered, then stores their input offsets for librdkafka's auto-commit.
+    pub(super) fn commit_in_flight<S: Stage>(&mut self, stage: &mut S) -> anyhow::Result<()> {
+        let changes = self.changelog_outputs(stage);
+        self.in_flight.send(&self.producer, changes, self.name)?;
+        self.in_flight.settle(self.name, &self.env.metrics)?;
+        let offsets = std::mem::take(&mut self.in_flight.offsets);
+        store_offsets(self.consumer, &offsets, self.name);
+        Ok(())
+    }
+
+    /// The stage's state changes since the last call, as changelog records, leaving out those of
+    /// partitions this instance does not own any more. Always asked, so stages refresh their query
+    /// views; none without a changelog.
+    fn changelog_outputs<S: Stage>(&self, stage: &mut S) -> Vec<Output> {
+        let changes = stage.take_state_changes();
+        let Some(changelog) = self.changelog else {
+            return Vec::new();
+        };
+        let before = changes.len();
+        let outputs: Vec<Output> = changes
+            .into_iter()
+            .filter(|c| self.owned.contains(&c.partition))
+            .map(|change| Output {
+                topic: changelog.to_string(),
+                key: change.key,
+                tombstone: change.value.is_none(),
+                payload: change.value.unwrap_or_default(),
+                headers: Vec::new(),
+                partition: Some(change.partition),
+            })
+            .collect();
+        if outputs.len() < before {
+            tracing::debug!(
+                stage = self.name,
+                dropped = before - outputs.len(),
+                "State changes of partitions no longer owned were not written."
+            );
+        }
+        outputs
     }
 
     /// Runs a blocking transactional call of librdkafka on a helper thread, and gives up on it a while
