@@ -20,7 +20,7 @@ pub fn deliver(
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
     let mut sent = InFlight::default();
-    sent.send(producer, outputs, stage)?;
+    sent.send(producer, outputs, stage, metrics)?;
     sent.settle(stage, metrics)
 }
 
@@ -31,7 +31,6 @@ pub fn deliver(
 #[derive(Default)]
 pub(super) struct InFlight {
     deliveries: Vec<DeliveryFuture>,
-    per_topic: BTreeMap<String, u64>,
     /// The next offset of every input partition read since the last commit.
     pub(super) offsets: BatchOffsets,
     /// When the first batch since the last commit was sent.
@@ -50,23 +49,27 @@ impl InFlight {
         self.since.get_or_insert_with(Instant::now);
     }
 
-    /// Hands every output to the producer without waiting for the broker.
+    /// Hands every output to the producer without waiting for the broker, and counts it in
+    /// `records_out` (a record that is then not delivered stops the stage at the next commit).
     pub(super) fn send(
         &mut self,
         producer: &FutureProducer,
         outputs: Vec<Output>,
         stage: &str,
+        metrics: &Metrics,
     ) -> anyhow::Result<()> {
         if outputs.is_empty() {
             return Ok(());
         }
         self.since.get_or_insert_with(Instant::now);
         self.deliveries.reserve(outputs.len());
+        let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
         for out in &outputs {
-            let mut headers = OwnedHeaders::new_with_capacity(1 + out.headers.len()).insert(Header {
-                key: "clickpath.stage",
-                value: Some(stage),
-            });
+            let mut headers =
+                OwnedHeaders::new_with_capacity(1 + out.headers.len()).insert(Header {
+                    key: "clickpath.stage",
+                    value: Some(stage),
+                });
             for (k, v) in &out.headers {
                 headers = headers.insert(Header {
                     key: k,
@@ -98,22 +101,25 @@ impl InFlight {
                     Err((e, _)) => anyhow::bail!("cannot produce to {}: {e}", out.topic),
                 }
             }
-            match self.per_topic.get_mut(out.topic.as_str()) {
-                Some(n) => *n += 1,
-                None => {
-                    self.per_topic.insert(out.topic.clone(), 1);
-                }
-            }
+            *per_topic.entry(out.topic.as_str()).or_default() += 1;
+        }
+        for (topic, n) in per_topic {
+            metrics
+                .records_out
+                .get_or_create(&StageTopic {
+                    stage: stage.into(),
+                    topic: topic.into(),
+                })
+                .inc_by(n);
         }
         Ok(())
     }
 
-    /// Waits until every output sent is acknowledged (an error if one was not), counts them, and
-    /// starts afresh; the offsets are left for the caller to store.
+    /// Waits until every output sent is acknowledged (an error if one was not) and starts afresh;
+    /// the offsets are left for the caller to store.
     pub(super) fn settle(&mut self, stage: &str, metrics: &Metrics) -> anyhow::Result<()> {
         self.since = None;
         let pending = std::mem::take(&mut self.deliveries);
-        let per_topic = std::mem::take(&mut self.per_topic);
         let results = futures::executor::block_on(futures::future::join_all(pending));
         for r in results {
             match r {
@@ -124,15 +130,6 @@ impl InFlight {
                 }
                 Err(_) => anyhow::bail!("delivery future cancelled (producer dropped)"),
             }
-        }
-        for (topic, n) in per_topic {
-            metrics
-                .records_out
-                .get_or_create(&StageTopic {
-                    stage: stage.into(),
-                    topic,
-                })
-                .inc_by(n);
         }
         Ok(())
     }

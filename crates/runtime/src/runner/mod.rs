@@ -19,8 +19,8 @@ mod delivery;
 mod transaction;
 mod watch;
 
-pub use delivery::deliver;
 use delivery::InFlight;
+pub use delivery::deliver;
 use transaction::transactional_producer;
 
 use crate::changelog::{changelog_topic, ensure_changelog_topic, restore};

@@ -228,7 +228,8 @@ impl Run<'_> {
         force: bool,
     ) -> anyhow::Result<()> {
         if !self.eos {
-            self.in_flight.send(&self.producer, outputs, self.name)?;
+            self.in_flight
+                .send(&self.producer, outputs, self.name, &self.env.metrics)?;
             self.in_flight.processed(next_offsets);
             if force || self.commit_due() {
                 self.commit_in_flight(stage)?;
@@ -280,7 +281,8 @@ impl Run<'_> {
     /// commit is delivered, then stores their input offsets for librdkafka's auto-commit.
     pub(super) fn commit_in_flight<S: Stage>(&mut self, stage: &mut S) -> anyhow::Result<()> {
         let changes = self.changelog_outputs(stage);
-        self.in_flight.send(&self.producer, changes, self.name)?;
+        self.in_flight
+            .send(&self.producer, changes, self.name, &self.env.metrics)?;
         self.in_flight.settle(self.name, &self.env.metrics)?;
         let offsets = std::mem::take(&mut self.in_flight.offsets);
         store_offsets(self.consumer, &offsets, self.name);
