@@ -351,3 +351,93 @@ fn only_model_surprise_alerts_depend_on_the_detectors_input_order() {
         "the chain raises model-surprise alerts"
     );
 }
+
+/// The changelog a chain leaves, folded to the last value per (partition, key), when its state
+/// changes are taken after every `take_every`-th batch of 64 records (and at the end).
+fn changelog_taken_every(take_every: usize) -> BTreeMap<(i32, Vec<u8>), Vec<u8>> {
+    let codec = Codec::embedded();
+    let cfg = ClickpathConfig::default();
+    let raw = events();
+    let now = raw.iter().map(|e| e.event_time).max().unwrap() + 3_600_000;
+    let mut chain = Chain::new(stages(&cfg), &cfg, None);
+    chain.on_assign(&(0..PARTITIONS as i32).collect::<Vec<_>>());
+    let mut folded = BTreeMap::new();
+    let mut fold = |chain: &mut Chain| {
+        for c in chain.take_state_changes() {
+            match c.value {
+                Some(v) => folded.insert((c.partition, c.key), v),
+                None => folded.remove(&(c.partition, c.key)),
+            };
+        }
+    };
+    let mut out = Vec::new();
+    for (i, batch) in raw.chunks(64).enumerate() {
+        for e in batch {
+            let mut ctx = Context::new(&codec, &mut out, now).for_partition(partition(&e.user_id));
+            let _ = chain.process(e.clone(), &mut ctx);
+        }
+        chain
+            .end_batch(&mut Context::new(&codec, &mut out, now))
+            .unwrap();
+        if i % take_every == take_every - 1 {
+            fold(&mut chain);
+        }
+    }
+    fold(&mut chain);
+    folded
+}
+
+/// Cleaning's de-duplication ids in a folded changelog, (partition, id, first time), and the other
+/// keys. Cleaning writes the ids a batch adds as a new chunk (key: bucket and sequence), so its keys
+/// depend on how often changes are taken; the ids they hold must not.
+type Split = (
+    std::collections::BTreeSet<(i32, String, i64)>,
+    BTreeMap<(i32, Vec<u8>), Vec<u8>>,
+);
+
+fn split_dedupe_chunks(folded: BTreeMap<(i32, Vec<u8>), Vec<u8>>) -> Split {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut rest = BTreeMap::new();
+    for ((p, key), value) in folded {
+        if key.starts_with(b"cd") {
+            let chunk = clickpath_core::dedupe::DedupeChunk::from_bytes(&value).unwrap();
+            ids.extend(chunk.ids.into_iter().map(|(id, t)| (p, id, t)));
+        } else {
+            rest.insert((p, key), value);
+        }
+    }
+    (ids, rest)
+}
+
+/// At-least-once takes state changes once per commit interval, exactly-once once per batch: the
+/// changelog must hold the same state either way, or a restore would depend on the commit schedule
+/// (a value changed without being journalled would be written late, or never).
+#[test]
+fn the_changelog_does_not_depend_on_how_often_state_changes_are_taken() {
+    let (ids_every_batch, every_batch) = split_dedupe_chunks(changelog_taken_every(1));
+    let (ids_every_tenth, every_tenth) = split_dedupe_chunks(changelog_taken_every(10));
+    assert!(every_batch.len() > 500, "{}", every_batch.len());
+    assert!(ids_every_batch.len() > 300, "{}", ids_every_batch.len());
+    assert!(
+        ids_every_batch == ids_every_tenth,
+        "de-duplication ids differ"
+    );
+    let differing: Vec<_> = every_batch
+        .iter()
+        .filter(|(k, v)| every_tenth.get(*k) != Some(*v))
+        .map(|((p, k), _)| (*p, String::from_utf8_lossy(k).into_owned()))
+        .chain(
+            every_tenth
+                .keys()
+                .filter(|k| !every_batch.contains_key(*k))
+                .map(|(p, k)| (*p, String::from_utf8_lossy(k).into_owned())),
+        )
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} of {} keys differ (partition, stage tag and key): {:?}",
+        differing.len(),
+        every_batch.len(),
+        &differing[..differing.len().min(20)]
+    );
+}
