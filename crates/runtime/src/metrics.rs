@@ -11,7 +11,7 @@
 //! | `clickpath_errors_total` | counter | stage, kind | errors (delivery, kafka, fatal) |
 //! | `clickpath_batch_processing_seconds` | histogram | stage | time to process a batch and deliver its outputs |
 //! | `clickpath_batch_records` | histogram | stage | records per batch |
-//! | `clickpath_processing_latency_seconds` | histogram | stage | a record's time from poll to its outputs being acknowledged |
+//! | `clickpath_processing_latency_seconds` | histogram | stage | a record's time from poll to its outputs being sent (exactly-once: committed; at-least-once acknowledges them at the next commit, `runtime.commit_interval_ms`) |
 //! | `clickpath_event_latency_seconds` | histogram | stage | from an input record's timestamp to its outputs being acknowledged |
 //! | `clickpath_model_inference_seconds` | histogram | stage | one model inference call (scorer) |
 //! | `clickpath_model_batch_events` | histogram | stage | events per model inference call (scorer micro-batches; was `clickpath_model_batch_size`) |

@@ -251,18 +251,35 @@ impl<'a> Context<'a> {
                 return Ok(());
             }
         }
-        let payload = self
-            .codec
-            .encode(record)
-            .map_err(|e| StageError::Fatal(format!("cannot encode {}: {e}", T::FULL_NAME)))?;
-        self.outputs.push(Output {
-            topic: topic.to_string(),
-            key: key.as_bytes().to_vec(),
-            payload,
-            headers: Vec::new(),
-            partition: None,
-            tombstone: false,
-        });
+        let out = encoded(self.codec, topic, key, record)?;
+        self.outputs.push(out);
+        Ok(())
+    }
+
+    /// [`Context::emit`] for a record the stage no longer needs: handed to the next chained stage
+    /// without a copy.
+    pub fn emit_owned<T: AvroRecord + Send + 'static>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        record: T,
+    ) -> Result<(), StageError> {
+        if let Some(handoff) = self.handoff.as_deref_mut()
+            && let Some((route, produce)) = handoff.route(topic)
+        {
+            if produce {
+                self.outputs.push(encoded(self.codec, topic, key, &record)?);
+            }
+            handoff.push(Handed {
+                route,
+                key: key.to_owned(),
+                partition: self.partition,
+                record: Box::new(record),
+            });
+            return Ok(());
+        }
+        let out = encoded(self.codec, topic, key, &record)?;
+        self.outputs.push(out);
         Ok(())
     }
 
@@ -288,6 +305,26 @@ impl<'a> Context<'a> {
     pub fn now_ms(&self) -> i64 {
         self.now_ms
     }
+}
+
+/// `record` encoded as an output to `topic` under `key`.
+fn encoded<T: AvroRecord>(
+    codec: &Codec,
+    topic: &str,
+    key: &str,
+    record: &T,
+) -> Result<Output, StageError> {
+    let payload = codec
+        .encode(record)
+        .map_err(|e| StageError::Fatal(format!("cannot encode {}: {e}", T::FULL_NAME)))?;
+    Ok(Output {
+        topic: topic.to_string(),
+        key: key.as_bytes().to_vec(),
+        payload,
+        headers: Vec::new(),
+        partition: None,
+        tombstone: false,
+    })
 }
 
 /// A Kafka consumer stage. Must be testable with no broker: call `process` with a [`Context`] directly.

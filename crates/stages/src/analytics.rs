@@ -218,14 +218,13 @@ impl Analytics {
     }
 }
 
-impl Stage for Analytics {
-    type Input = ClickEvent;
-
-    fn name(&self) -> &'static str {
-        "analytics"
-    }
-
-    fn process(&mut self, ev: ClickEvent, ctx: &mut Context<'_>) -> Result<(), StageError> {
+impl Analytics {
+    /// [`Stage::process`] by reference: the chained topology hands one event to several stages.
+    pub fn process_event(
+        &mut self,
+        ev: &ClickEvent,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), StageError> {
         let partition = ctx.partition().unwrap_or(NO_PARTITION);
         let newest = self.newest.entry(partition).or_insert(i64::MIN);
         *newest = (*newest).max(ev.event_time);
@@ -235,7 +234,7 @@ impl Stage for Analytics {
         }
         let watermark = self.watermark(partition).unwrap_or(i64::MIN);
         let rolling = self.rolling.get_mut(&partition).expect("inserted");
-        rolling.push(&ev);
+        rolling.push(ev);
         // Buckets close as the partition's event time passes them, here rather than at a tick: which
         // events a bucket counts then depends on the input alone, not on when ticks fire (a late
         // event lands before or after its bucket closed the same way in every run, and in a run
@@ -245,6 +244,18 @@ impl Stage for Analytics {
             self.publish(partition, closed, ctx)?;
         }
         Ok(())
+    }
+}
+
+impl Stage for Analytics {
+    type Input = ClickEvent;
+
+    fn name(&self) -> &'static str {
+        "analytics"
+    }
+
+    fn process(&mut self, ev: ClickEvent, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        self.process_event(&ev, ctx)
     }
 
     fn tick(&mut self, ctx: &mut Context<'_>) -> Result<(), StageError> {

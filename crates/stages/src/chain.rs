@@ -25,7 +25,7 @@
 use crate::analytics::Analytics;
 use crate::cleaning::Cleaning;
 use crate::config::ClickpathConfig;
-use crate::detector::{Detector, DetectorInput};
+use crate::detector::Detector;
 use crate::scorer::Scorer;
 use crate::sessionizer::Sessionizer;
 use crate::topology::{StageName, build_scorer};
@@ -200,7 +200,7 @@ impl Chain {
                 CLEAN => {
                     let ev = *record.downcast::<ClickEvent>().map_err(|_| wrong())?;
                     self.handed.sessionizer.inc();
-                    let r = self.sessionizer.process(ev.clone(), &mut sub);
+                    let r = self.sessionizer.process_event(&ev, &mut sub);
                     dead_letter_on_reject(
                         &mut sub,
                         &self.dead_letters,
@@ -212,7 +212,7 @@ impl Chain {
                         &self.metrics,
                     )?;
                     self.handed.windower.inc();
-                    let r = self.windower.process(ev.clone(), &mut sub);
+                    let r = self.windower.process_event(&ev, &mut sub);
                     dead_letter_on_reject(
                         &mut sub,
                         &self.dead_letters,
@@ -224,7 +224,7 @@ impl Chain {
                         &self.metrics,
                     )?;
                     self.handed.analytics.inc();
-                    let r = self.analytics.process(ev.clone(), &mut sub);
+                    let r = self.analytics.process_event(&ev, &mut sub);
                     dead_letter_on_reject(
                         &mut sub,
                         &self.dead_letters,
@@ -236,9 +236,7 @@ impl Chain {
                         &self.metrics,
                     )?;
                     self.handed.detector_events.inc();
-                    let r = self
-                        .detector
-                        .process(DetectorInput::Event(ev.clone()), &mut sub);
+                    let r = self.detector.process_event(&ev, &mut sub);
                     dead_letter_on_reject(
                         &mut sub,
                         &self.dead_letters,
@@ -253,7 +251,9 @@ impl Chain {
                 FEATURES => {
                     let fv = *record.downcast::<FeatureVector>().map_err(|_| wrong())?;
                     self.handed.scorer.inc();
-                    let r = self.scorer.process(fv.clone(), &mut sub);
+                    let r = self
+                        .scorer
+                        .process_features(std::borrow::Cow::Borrowed(&fv), &mut sub);
                     dead_letter_on_reject(
                         &mut sub,
                         &self.dead_letters,
@@ -268,9 +268,7 @@ impl Chain {
                 PREDICTIONS => {
                     let p = *record.downcast::<Prediction>().map_err(|_| wrong())?;
                     self.handed.detector_predictions.inc();
-                    let r = self
-                        .detector
-                        .process(DetectorInput::Prediction(p.clone()), &mut sub);
+                    let r = self.detector.process_prediction(&p, &mut sub);
                     dead_letter_on_reject(
                         &mut sub,
                         &self.dead_letters,

@@ -160,7 +160,8 @@ impl Stage for Cleaning {
         if state.dedupe.is_duplicate(&ev.event_id, ev.event_time) {
             return Ok(());
         }
-        ctx.emit(&self.output_topic, &ev.user_id, &ev)
+        let key = ev.user_id.clone();
+        ctx.emit_owned(&self.output_topic, &key, ev)
     }
 
     fn state_entries(&self) -> usize {

@@ -260,6 +260,32 @@ fn open_view(alert: &FraudAlert) -> OpenAlertView {
     }
 }
 
+impl Detector {
+    /// A clean event, by reference: the chained topology hands one event to several stages.
+    pub fn process_event(
+        &mut self,
+        ev: &ClickEvent,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), StageError> {
+        let p = ctx.partition().unwrap_or(NO_PARTITION);
+        let wm = self.watermark_ms.entry(p).or_insert(i64::MIN);
+        *wm = (*wm).max(ev.event_time);
+        let alerts = self.partition(p).on_event(ev);
+        self.emit(alerts, ctx)
+    }
+
+    /// A prediction, by reference (the chained topology also publishes it).
+    pub fn process_prediction(
+        &mut self,
+        pred: &Prediction,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), StageError> {
+        let p = ctx.partition().unwrap_or(NO_PARTITION);
+        let alerts = self.partition(p).on_prediction(pred);
+        self.emit(alerts, ctx)
+    }
+}
+
 impl Stage for Detector {
     type Input = DetectorInput;
 
@@ -268,16 +294,10 @@ impl Stage for Detector {
     }
 
     fn process(&mut self, input: DetectorInput, ctx: &mut Context<'_>) -> Result<(), StageError> {
-        let p = ctx.partition().unwrap_or(NO_PARTITION);
-        let alerts = match input {
-            DetectorInput::Event(ev) => {
-                let wm = self.watermark_ms.entry(p).or_insert(i64::MIN);
-                *wm = (*wm).max(ev.event_time);
-                self.partition(p).on_event(&ev)
-            }
-            DetectorInput::Prediction(pred) => self.partition(p).on_prediction(&pred),
-        };
-        self.emit(alerts, ctx)
+        match input {
+            DetectorInput::Event(ev) => self.process_event(&ev, ctx),
+            DetectorInput::Prediction(pred) => self.process_prediction(&pred, ctx),
+        }
     }
 
     fn tick(&mut self, _ctx: &mut Context<'_>) -> Result<(), StageError> {

@@ -143,17 +143,16 @@ impl Sessionizer {
     }
 }
 
-impl Stage for Sessionizer {
-    type Input = ClickEvent;
-
-    fn name(&self) -> &'static str {
-        "sessionizer"
-    }
-
-    fn process(&mut self, ev: ClickEvent, ctx: &mut Context<'_>) -> Result<(), StageError> {
+impl Sessionizer {
+    /// [`Stage::process`] by reference: the chained topology hands one event to several stages.
+    pub fn process_event(
+        &mut self,
+        ev: &ClickEvent,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), StageError> {
         let partition = ctx.partition().unwrap_or(0);
         let s = self.partition(partition);
-        let closed = s.on_event(&ev);
+        let closed = s.on_event(ev);
         let late = s.take_late();
         self.emit_all(closed, ctx)?;
         for (event, reason) in late {
@@ -166,6 +165,18 @@ impl Stage for Sessionizer {
             )?;
         }
         Ok(())
+    }
+}
+
+impl Stage for Sessionizer {
+    type Input = ClickEvent;
+
+    fn name(&self) -> &'static str {
+        "sessionizer"
+    }
+
+    fn process(&mut self, ev: ClickEvent, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        self.process_event(&ev, ctx)
     }
 
     fn on_revoke(&mut self, partitions: &[i32]) {

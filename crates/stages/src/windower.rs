@@ -47,14 +47,13 @@ impl Windower {
     }
 }
 
-impl Stage for Windower {
-    type Input = ClickEvent;
-
-    fn name(&self) -> &'static str {
-        "windower"
-    }
-
-    fn process(&mut self, ev: ClickEvent, ctx: &mut Context<'_>) -> Result<(), StageError> {
+impl Windower {
+    /// [`Stage::process`] by reference: the chained topology hands one event to several stages.
+    pub fn process_event(
+        &mut self,
+        ev: &ClickEvent,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), StageError> {
         let partition = ctx.partition().unwrap_or(0);
         let wm = self.watermark_ms.entry(partition).or_insert(i64::MIN);
         *wm = (*wm).max(ev.event_time);
@@ -63,8 +62,21 @@ impl Stage for Windower {
             self.per_partition.insert(partition, fresh);
         }
         let windower = self.per_partition.get_mut(&partition).expect("inserted");
-        let fv = windower.update(&ev);
-        ctx.emit(&self.output_topic, &fv.user_id, &fv)
+        let fv = windower.update(ev);
+        let key = fv.user_id.clone();
+        ctx.emit_owned(&self.output_topic, &key, fv)
+    }
+}
+
+impl Stage for Windower {
+    type Input = ClickEvent;
+
+    fn name(&self) -> &'static str {
+        "windower"
+    }
+
+    fn process(&mut self, ev: ClickEvent, ctx: &mut Context<'_>) -> Result<(), StageError> {
+        self.process_event(&ev, ctx)
     }
 
     fn tick(&mut self, _ctx: &mut Context<'_>) -> Result<(), StageError> {
