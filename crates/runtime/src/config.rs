@@ -136,7 +136,8 @@ impl Default for KafkaConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Guarantee {
-    /// Offsets are stored after the batch's outputs are acknowledged: a crash replays the batch (duplicates possible,
+    /// Offsets are stored after the outputs of the batches since the last commit are acknowledged
+    /// (`runtime.commit_interval_ms`): a crash or a rebalance replays those batches (duplicates possible,
     /// nothing lost).
     #[default]
     AtLeastOnce,
@@ -253,9 +254,10 @@ pub struct RuntimeConfig {
     /// At-least-once: how often (ms) the batches processed since the last commit are made durable
     /// together: their outputs' acknowledgements waited for, the stage's state changes written once
     /// per changed key, then their offsets stored (Kafka Streams' `commit.interval.ms`). In between,
-    /// batches are processed and sent without waiting for the broker. After a crash up to this much
-    /// input is processed again. 0: after every batch. Exactly-once commits one transaction per batch
-    /// whatever this is.
+    /// batches are processed and sent without waiting for the broker. After a crash, up to this much
+    /// input (and up to a second more: librdkafka's auto-commit interval) is processed again, and so is
+    /// what a partition moved by a rebalance had not committed. 0: after every batch. Exactly-once
+    /// commits one transaction per batch whatever this is.
     pub commit_interval_ms: u64,
     /// How long to wait for the first record of a batch (ms).
     pub poll_timeout_ms: u64,

@@ -12,7 +12,7 @@
 //! | `clickpath_batch_processing_seconds` | histogram | stage | time to process a batch and deliver its outputs |
 //! | `clickpath_batch_records` | histogram | stage | records per batch |
 //! | `clickpath_processing_latency_seconds` | histogram | stage | a record's time from poll to its outputs being sent (exactly-once: committed; at-least-once acknowledges them at the next commit, `runtime.commit_interval_ms`) |
-//! | `clickpath_event_latency_seconds` | histogram | stage | from an input record's timestamp to its outputs being acknowledged |
+//! | `clickpath_event_latency_seconds` | histogram | stage | from an input record's timestamp to its outputs being sent (exactly-once: committed) |
 //! | `clickpath_model_inference_seconds` | histogram | stage | one model inference call (scorer) |
 //! | `clickpath_model_batch_events` | histogram | stage | events per model inference call (scorer micro-batches; was `clickpath_model_batch_size`) |
 //! | `clickpath_model_reloads_total` | counter | stage, kind | hot-swap attempts of the scorer's model (`ok`, `failed`) |
@@ -111,9 +111,9 @@ pub struct Metrics {
     pub batch_seconds: Family<StageLabel, Histogram, fn() -> Histogram>,
     /// Records per batch.
     pub batch_records: Family<StageLabel, Histogram, fn() -> Histogram>,
-    /// Per record: from poll to the acknowledgement of its outputs (in-process latency).
+    /// Per record: from poll to its outputs being sent (exactly-once: committed), in process.
     pub processing_latency: Family<StageLabel, Histogram, fn() -> Histogram>,
-    /// Per record: from the input record's timestamp to the acknowledgement of its outputs.
+    /// Per record: from the input record's timestamp to its outputs being sent (exactly-once: committed).
     pub event_latency: Family<StageLabel, Histogram, fn() -> Histogram>,
     /// One model inference call.
     pub model_inference: Family<StageLabel, Histogram, fn() -> Histogram>,
@@ -212,13 +212,13 @@ impl Metrics {
         );
         r.register_with_unit(
             "clickpath_processing_latency",
-            "Per record, from poll to the acknowledgement of its outputs",
+            "Per record, from poll to its outputs being sent (exactly-once: committed)",
             Unit::Seconds,
             processing_latency.clone(),
         );
         r.register_with_unit(
             "clickpath_event_latency",
-            "Per record, from the input record's timestamp to the acknowledgement of its outputs",
+            "Per record, from the input record's timestamp to its outputs being sent (exactly-once: committed)",
             Unit::Seconds,
             event_latency.clone(),
         );

@@ -377,8 +377,9 @@ pub trait Stage: Send {
         false
     }
 
-    /// State changes since the last call; the run loop writes them to the changelog with the batch (in the same
-    /// transaction in exactly-once mode).
+    /// State changes since the last call; the run loop writes them to the changelog with the batch in
+    /// exactly-once mode (in its transaction), and at each commit (`runtime.commit_interval_ms`) in
+    /// at-least-once mode. Stages also refresh their query views here.
     fn take_state_changes(&mut self) -> Vec<StateChange> {
         Vec::new()
     }

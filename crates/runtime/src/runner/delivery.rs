@@ -50,7 +50,8 @@ impl InFlight {
     }
 
     /// Hands every output to the producer without waiting for the broker, and counts it in
-    /// `records_out` (a record that is then not delivered stops the stage at the next commit).
+    /// `records_out`. A record that is then not delivered fails [`InFlight::settle`]: at-least-once
+    /// the stage stops; exactly-once its transaction aborts and is done again (counted again).
     pub(super) fn send(
         &mut self,
         producer: &FutureProducer,

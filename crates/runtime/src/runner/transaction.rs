@@ -277,9 +277,13 @@ impl Run<'_> {
             ))
     }
 
-    /// At-least-once: produces the stage's state changes, waits until every output sent since the last
-    /// commit is delivered, then stores their input offsets for librdkafka's auto-commit.
+    /// At-least-once: waits until every output sent since the last commit is delivered, then
+    /// produces the stage's state changes and waits for them too, then stores the input offsets for
+    /// librdkafka's auto-commit. Outputs go first: state acknowledged before an output that then fails
+    /// would already hold events that are processed again from the uncommitted offsets, and cleaning
+    /// would drop them as duplicates, never publishing them.
     pub(super) fn commit_in_flight<S: Stage>(&mut self, stage: &mut S) -> anyhow::Result<()> {
+        self.in_flight.settle(self.name, &self.env.metrics)?;
         let changes = self.changelog_outputs(stage);
         self.in_flight
             .send(&self.producer, changes, self.name, &self.env.metrics)?;

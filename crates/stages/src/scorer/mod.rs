@@ -35,6 +35,9 @@ use sequence::{Extras, LoadedSequence, Queued, score_batch, top_actions};
 /// Users idle for this long (event time) are forgotten.
 const IDLE_EVICT_MS: i64 = 24 * 3_600_000;
 
+/// `UserEntry::last_seen` of a user restored from the changelog, until a tick sets it.
+const RESTORED: i64 = i64::MIN;
+
 /// The model the scorer runs.
 pub enum ScoringModel {
     /// Markov chain + logistic regression (boxed: much larger than a sequence model's handle).
@@ -375,8 +378,6 @@ impl Scorer {
         }
     }
 
-    /// Hands the prediction to the query store, which renders it to JSON only if it is asked for
-    /// (building the JSON for every prediction was a fifth of the in-process chain's time).
     /// [`Stage::process`] for a feature vector that may be borrowed (the chained topology keeps it to
     /// dead-letter it on a rejection); only the sequence model's queue takes a copy.
     pub fn process_features(
@@ -404,6 +405,8 @@ impl Scorer {
         }
     }
 
+    /// Hands the prediction to the query store, which renders it to JSON only if it is asked for
+    /// (building the JSON for every prediction was a fifth of the in-process chain's time).
     fn publish(&self, p: Prediction) {
         self.query.publish(p.user_id.clone(), PredictionView(p));
     }
@@ -565,10 +568,16 @@ impl Stage for Scorer {
         let out = self.flush_predictions();
         self.emit_all(ctx, out)?;
         self.maybe_reload();
-        let horizon = self.watermark_ms.saturating_sub(IDLE_EVICT_MS);
+        let now = self.watermark_ms;
+        let horizon = now.saturating_sub(IDLE_EVICT_MS);
         let mut gone = Vec::new();
         for (p, users) in self.users.iter_mut() {
             users.retain(|user, e| {
+                if e.last_seen == RESTORED && now > i64::MIN {
+                    // The changelog does not keep when a user was last seen: a restored user's
+                    // idle time starts at the first tick that knows the time.
+                    e.last_seen = now;
+                }
                 let keep = e.last_seen >= horizon;
                 if !keep {
                     gone.push((*p, user.clone()));
@@ -614,6 +623,7 @@ impl Stage for Scorer {
                     user,
                     UserEntry {
                         memory,
+                        last_seen: RESTORED,
                         ..Default::default()
                     },
                 );

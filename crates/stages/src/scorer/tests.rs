@@ -414,3 +414,49 @@ fn predictions_recommend_items_of_the_models_vocabulary() {
             .all(|p| p.recommended_items.is_empty())
     );
 }
+
+/// A user restored into an instance that is already running (a rebalance) keeps its memory: the
+/// changelog does not hold when the user was last seen, and the first tick used to take "never"
+/// for idle and evict it, writing a tombstone over its state.
+#[test]
+fn users_restored_into_a_running_scorer_are_not_evicted_at_the_next_tick() {
+    let net = network(Architecture::Gru, 2);
+    let mut a = scorer(&net, 8);
+    run(&mut a, &[fv("moved", 0, EventType::ProductView)]);
+    let changes = a.take_state_changes();
+
+    let mut b = scorer(&net, 8);
+    // Already running: its event time is well past the restored user's.
+    run(&mut b, &[fv("local", 3 * IDLE_EVICT_MS, EventType::Search)]);
+    b.take_state_changes();
+    for c in &changes {
+        b.restore(c.partition, &c.key, c.value.as_deref()).unwrap();
+    }
+    b.on_assign(&[0]);
+    let codec = Codec::embedded();
+    let mut outputs = Vec::new();
+    b.tick(&mut Context::new(&codec, &mut outputs, 0)).unwrap();
+    let tombstones: Vec<_> = b
+        .take_state_changes()
+        .into_iter()
+        .filter(|c| c.value.is_none())
+        .collect();
+    assert!(
+        tombstones.is_empty(),
+        "evicted at once: {}",
+        tombstones.len()
+    );
+    assert!(b.users[&0].contains_key("moved"));
+
+    // It is still evicted once idle for the full horizon after that.
+    run(
+        &mut b,
+        &[fv(
+            "local",
+            3 * IDLE_EVICT_MS + IDLE_EVICT_MS + 1,
+            EventType::Search,
+        )],
+    );
+    b.tick(&mut Context::new(&codec, &mut outputs, 0)).unwrap();
+    assert!(!b.users[&0].contains_key("moved"));
+}
