@@ -108,17 +108,27 @@ fn run_until(env: &RunnerEnv, input: &str, out: &str, done: impl Fn(&Metrics) ->
     h.join().unwrap().unwrap().records_in
 }
 
-#[test]
-fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
+/// A mock cluster with topics `in`, `out` and `dlq` (two partitions each), and a configuration for
+/// it with a short poll timeout.
+fn mock_cluster() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    BusConfig,
+) {
     let mock = MockCluster::new(1).unwrap();
-    let brokers = mock.bootstrap_servers();
     for t in ["in", "out", "dlq"] {
         mock.create_topic(t, 2, 1).unwrap();
     }
     let mut cfg = BusConfig::default();
-    cfg.kafka.brokers = brokers.clone();
+    cfg.kafka.brokers = mock.bootstrap_servers();
     cfg.topics.dead_letters = "dlq".into();
     cfg.runtime.poll_timeout_ms = 50;
+    (mock, cfg)
+}
+
+#[test]
+fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
+    let (mock, mut cfg) = mock_cluster();
+    let brokers = mock.bootstrap_servers();
     cfg.runtime.max_record_bytes = 4096;
     let codec = Codec::embedded();
     let producer: BaseProducer = ClientConfig::new()
@@ -290,15 +300,8 @@ fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i6
 
 #[test]
 fn at_least_once_sends_outputs_at_once_and_commits_their_offsets_every_commit_interval() {
-    let mock = MockCluster::new(1).unwrap();
+    let (mock, mut cfg) = mock_cluster();
     let brokers = mock.bootstrap_servers();
-    for t in ["in", "out", "dlq"] {
-        mock.create_topic(t, 2, 1).unwrap();
-    }
-    let mut cfg = BusConfig::default();
-    cfg.kafka.brokers = brokers.clone();
-    cfg.topics.dead_letters = "dlq".into();
-    cfg.runtime.poll_timeout_ms = 50;
     // Longer than the test: only the drain at shutdown commits.
     cfg.runtime.commit_interval_ms = 600_000;
     let group = format!("{}.forward", cfg.kafka.group_prefix);
