@@ -819,7 +819,10 @@ impl Detector {
             user.cart.unviewed_adds(),
         );
         self.last_score = self.hst.score_and_learn(&features);
-        profile.observe(ev);
+        let taken_over = user.open[slot(AlertType::AccountTakeover)]
+            .as_ref()
+            .is_some_and(|o| now < o.opened_at.saturating_add(cfg.cooldown_ms));
+        profile.observe(ev, !taken_over);
         let mean = anomaly_score::observe(
             &mut user.scores,
             &mut self.population_features,
@@ -868,6 +871,16 @@ impl Detector {
             &self.version,
             &mut self.tally,
         );
+        // A takeover alerted now: what its session taught the profile since the attacker's login
+        // is the attacker's, not the user's.
+        if let Some(login) = alerts
+            .iter()
+            .filter(|a| a.alert_type == AlertType::AccountTakeover)
+            .map(|a| a.window_start)
+            .min()
+        {
+            profile.forget_since(login);
+        }
         // A ring's other accounts: alerted now, even those whose last event was long ago, as one
         // incident for the budget.
         self.tally.same_incident = true;

@@ -139,11 +139,17 @@ impl Profile {
         self.last_country.as_deref()
     }
 
-    /// Folds the event's client fields and time in (after the rules have looked).
-    pub fn observe(&mut self, ev: &ClickEvent) {
+    /// Folds the event's time in, and its client fields and order value when `trusted` (after the
+    /// rules have looked). An event under an open takeover alert is not trusted: the attacker's
+    /// device, network, country and cash-out are not the user's, and learned they would hide the
+    /// next takeover (a second attacker's cash-out would not beat the first one's "largest order").
+    pub fn observe(&mut self, ev: &ClickEvent, trusted: bool) {
         let t = ev.event_time;
         self.last_seen = self.last_seen.max(t);
         self.last_event = Some(self.last_event.map_or(t, |l| l.max(t)));
+        if !trusted {
+            return;
+        }
         if let Some(d) = ev.device.as_deref().filter(|d| !d.is_empty()) {
             remember(&mut self.devices, fnv1a(d), t);
         }
@@ -161,6 +167,16 @@ impl Profile {
         {
             self.largest_order = Some(self.largest_order.map_or(v, |l| l.max(v)));
         }
+    }
+
+    /// Forgets the devices, countries and IP prefixes first seen at or after `t`: what the session
+    /// of a takeover (alerted now, its login at `t`) taught before the alert. The most recent
+    /// country (for reasons) may be the attacker's, so it is forgotten until the next trusted event.
+    pub fn forget_since(&mut self, t: i64) {
+        for set in [&mut self.devices, &mut self.countries, &mut self.networks] {
+            set.retain(|k| k.first_seen < t);
+        }
+        self.last_country = None;
     }
 }
 
@@ -243,7 +259,7 @@ mod tests {
     fn profile_knows_what_it_saw_before_a_time() {
         let mut p = Profile::new(0.05);
         assert!(!p.has_history_before(0));
-        p.observe(&at(100, "mobile-1", "DE"));
+        p.observe(&at(100, "mobile-1", "DE"), true);
         assert!(p.has_history_before(101));
         assert!(!p.has_history_before(100));
         assert!(p.knows_device("mobile-1", 101));
@@ -256,10 +272,34 @@ mod tests {
     }
 
     #[test]
+    fn untrusted_events_and_forgotten_sessions_teach_nothing_but_time() {
+        let mut p = Profile::new(0.05);
+        p.observe(&at(100, "own-phone", "DE"), true);
+        let mut buy = at(200, "own-phone", "DE");
+        buy.event_type = EventType::Purchase;
+        buy.order_value = Some(50.0);
+        p.observe(&buy, true);
+        // The attacker's login is learned (nothing was alerted yet), then forgotten at the alert.
+        p.observe(&at(1_000, "attacker", "BR"), true);
+        assert!(p.knows_device("attacker", 1_001));
+        p.forget_since(1_000);
+        assert!(!p.knows_device("attacker", 2_000) && !p.knows_country("BR", 2_000));
+        assert!(p.knows_device("own-phone", 2_000) && p.knows_country("DE", 2_000));
+        // The cash-out under the open alert is not the user's largest order.
+        let mut cash_out = at(1_500, "attacker", "BR");
+        cash_out.event_type = EventType::Purchase;
+        cash_out.order_value = Some(5_000.0);
+        p.observe(&cash_out, false);
+        assert_eq!(p.largest_order(), Some(50.0));
+        assert!(!p.knows_device("attacker", 2_000));
+        assert_eq!((p.last_seen(), p.last_country()), (1_500, None));
+    }
+
+    #[test]
     fn known_sets_are_bounded_and_keep_the_recent_ones() {
         let mut p = Profile::new(0.05);
         for i in 0..20 {
-            p.observe(&at(i, &format!("d{i}"), "DE"));
+            p.observe(&at(i, &format!("d{i}"), "DE"), true);
         }
         assert_eq!(p.devices.len(), MAX_KNOWN);
         assert!(p.knows_device("d19", 100) && !p.knows_device("d0", 100));
@@ -275,7 +315,7 @@ mod tests {
             e.event_time = t;
             let f = features(&mut p, &mut pop, &e, Some(9.0), Some(-1e9), 99, 3);
             assert!(f.iter().all(|x| (0.0..=1.0).contains(x)), "{f:?}");
-            p.observe(&e);
+            p.observe(&e, true);
         }
     }
 }

@@ -288,6 +288,53 @@ mod tests {
     }
 
     #[test]
+    fn a_second_takeover_is_judged_against_the_user_not_the_first_attacker() {
+        // A takeover from Brazil cashes out 899; a week later a second attacker, local this
+        // time, cashes out 300: over 2 x the user's own 120, under 2 x the first attacker's 899.
+        let mut cash_out = on_network(
+            client(ev("p1", Purchase, WEEK + 150_000), "desktop-9", "BR"),
+            "proxy-br",
+        );
+        cash_out.order_value = Some(899.0);
+        let first = vec![
+            on_network(client(ev("l1", Login, WEEK), "desktop-9", "BR"), "proxy-br"),
+            on_network(
+                checkout("c1", WEEK + 120_000, 899.0, "desktop-9", "BR"),
+                "proxy-br",
+            ),
+            cash_out,
+        ];
+        let mut events = history_with_purchase();
+        events.extend(first);
+        events.extend(
+            local_tail("tablet-3", "proxy-de", 300.0)
+                .into_iter()
+                .map(|mut e| {
+                    e.event_time += WEEK;
+                    e.event_id.push('2');
+                    e
+                }),
+        );
+        let alerts = of(&run(&mut detector(), &events), AlertType::AccountTakeover);
+        assert_eq!(alerts.len(), 2, "{alerts:?}");
+        assert_eq!(alerts[1].evidence_event_ids, vec!["l2", "c2"]);
+        assert!(
+            alerts[1].reasons[0].contains("high value from 240.00"),
+            "{:?}",
+            alerts[1].reasons
+        );
+        // The first attacker's device and country were forgotten: back on them, they are new.
+        let d = {
+            let mut d = detector();
+            run(&mut d, &events);
+            d
+        };
+        let profile = d.users["u"].profile.as_ref().unwrap();
+        assert!(!profile.knows_device("desktop-9", 3 * WEEK));
+        assert!(!profile.knows_country("BR", 3 * WEEK));
+    }
+
+    #[test]
     fn local_near_misses_do_not_fire() {
         let cases = [
             // A new phone on a new network buying what the user usually buys (under 240).

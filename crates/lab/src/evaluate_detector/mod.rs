@@ -171,7 +171,7 @@ impl Default for EvalOptions {
     }
 }
 
-/// One alert as first emitted (escalations keep the first emission's time).
+/// One emission of an alert: its first, or an escalation (which keeps the alert's id).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertRecord {
     /// Alert id (user, type, window start).
@@ -180,7 +180,7 @@ pub struct AlertRecord {
     pub user_id: String,
     /// What was detected.
     pub alert_type: AlertType,
-    /// `window_end` of the first emission (ms of event time).
+    /// `window_end` of this emission (ms of event time).
     pub window_end: i64,
 }
 
@@ -346,41 +346,56 @@ fn scenario_name(kind: ScenarioKind) -> &'static str {
 /// Scores alerts against labels: one row per scenario type, one per other alert type that
 /// fired, then `overall`.
 pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
-    // (user, alert type) -> the scenario kind it is labelled with. Two kinds may share an alert
-    // type (a crawler and a jittered crawler are both BOT_CADENCE): a true positive counts for the
-    // kind of its user's label, a false positive of the type for every kind of that type.
-    let mut wanted: HashMap<(&str, AlertType), ScenarioKind> = HashMap::new();
-    for l in labels {
-        wanted.insert((l.user_id.as_str(), l.scenario.alert_type()), l.scenario);
+    // (user, alert type) -> the labels it may match, by start time. A user can carry two labels of
+    // one alert type (a victim taken over twice, once from abroad and once locally): an alert
+    // belongs to the latest of them that had started by its window's end, so each takeover needs
+    // an alert of its own and a true positive counts for the kind of the label it matched.
+    let mut wanted: HashMap<(&str, AlertType), Vec<usize>> = HashMap::new();
+    for (i, l) in labels.iter().enumerate() {
+        wanted
+            .entry((l.user_id.as_str(), l.scenario.alert_type()))
+            .or_default()
+            .push(i);
     }
+    for candidates in wanted.values_mut() {
+        candidates.sort_by_key(|&i| labels[i].start_time);
+    }
+    let label_of = |key: (&str, AlertType), window_end: i64| -> Option<usize> {
+        let candidates = wanted.get(&key)?;
+        let started = candidates.partition_point(|&i| labels[i].start_time <= window_end);
+        Some(candidates[started.saturating_sub(1)])
+    };
     // ANOMALY_SCORE names no pattern: on any labelled user it is a true positive.
     let labelled_users: HashSet<&str> = labels.iter().map(|l| l.user_id.as_str()).collect();
     let mut anomaly = Row::empty("anomaly_score (any scenario)");
     let mut anomaly_users: HashSet<&str> = HashSet::new();
-    // First matching alert per (user, type), in emission order.
-    let mut first: HashMap<(&str, AlertType), i64> = HashMap::new();
+    // The first alert (or escalation) matched to each label, in emission order.
+    let mut first: HashMap<usize, i64> = HashMap::new();
     let mut seen_ids: HashSet<&str> = HashSet::new();
     let mut tp_by_kind: BTreeMap<ScenarioKind, usize> = BTreeMap::new();
     let mut fp_by_type: BTreeMap<AlertType, usize> = BTreeMap::new();
     for a in alerts {
-        if !seen_ids.insert(a.alert_id.as_str()) {
-            continue;
-        }
+        let new_id = seen_ids.insert(a.alert_id.as_str());
         let key = (a.user_id.as_str(), a.alert_type);
         if a.alert_type == AlertType::AnomalyScore {
-            anomaly.alerts += 1;
-            if labelled_users.contains(a.user_id.as_str()) {
-                anomaly.true_positives += 1;
-                anomaly_users.insert(a.user_id.as_str());
+            if new_id {
+                anomaly.alerts += 1;
+                if labelled_users.contains(a.user_id.as_str()) {
+                    anomaly.true_positives += 1;
+                    anomaly_users.insert(a.user_id.as_str());
+                }
             }
             continue;
         }
-        match wanted.get(&key) {
-            Some(kind) => {
-                *tp_by_kind.entry(*kind).or_default() += 1;
-                first.entry(key).or_insert(a.window_end);
+        match label_of(key, a.window_end) {
+            Some(i) => {
+                first.entry(i).or_insert(a.window_end);
+                if new_id {
+                    *tp_by_kind.entry(labels[i].scenario).or_default() += 1;
+                }
             }
-            None => *fp_by_type.entry(a.alert_type).or_default() += 1,
+            None if new_id => *fp_by_type.entry(a.alert_type).or_default() += 1,
+            None => {}
         }
     }
     let kinds: Vec<ScenarioKind> = {
@@ -397,9 +412,13 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
         let mut latencies = Vec::new();
         let mut early = 0;
         let mut labelled = 0;
-        for l in labels.iter().filter(|l| l.scenario == *kind) {
+        for (i, l) in labels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.scenario == *kind)
+        {
             labelled += 1;
-            if let Some(&end) = first.get(&(l.user_id.as_str(), t)) {
+            if let Some(&end) = first.get(&i) {
                 let lat = end - l.detectable_at_ms;
                 early += usize::from(lat < 0);
                 latencies.push(lat.max(0));
@@ -666,7 +685,7 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     })
 }
 
-fn ms(x: Option<i64>) -> String {
+pub(crate) fn ms(x: Option<i64>) -> String {
     x.map_or("-".into(), |v| v.to_string())
 }
 
@@ -845,6 +864,41 @@ mod tests {
             (4, 3, 5, 3)
         );
         assert_eq!(all.latency_p99_ms, Some(500));
+    }
+
+    #[test]
+    fn a_victim_taken_over_twice_needs_an_alert_for_each_takeover() {
+        let at = |kind, start: i64| AnomalyLabel {
+            start_time: start,
+            end_time: start + 1_000,
+            detectable_at_ms: start + 500,
+            ..label(kind, "v", 0)
+        };
+        let labels = [
+            at(ScenarioKind::AccountTakeover, 10_000),
+            at(ScenarioKind::LocalTakeover, 50_000),
+        ];
+        // Only the first takeover is alerted: the second is missed, even though the user has an
+        // alert of its type.
+        let one = [alert("v1", "v", AlertType::AccountTakeover, 10_700)];
+        let rows = score(&labels, &one);
+        let by: HashMap<&str, &Row> = rows.iter().map(|r| (r.name.as_str(), r)).collect();
+        let (plain, local) = (by["account_takeover"], by["local_takeover"]);
+        assert_eq!((plain.detected, plain.true_positives), (1, 1));
+        assert_eq!(plain.latency_p50_ms, Some(200));
+        assert_eq!((local.detected, local.true_positives), (0, 0));
+        assert_eq!(local.recall(), 0.0);
+        // With a second alert, each takeover is detected by its own, with its own latency.
+        let two = [
+            one[0].clone(),
+            alert("v2", "v", AlertType::AccountTakeover, 50_900),
+        ];
+        let rows = score(&labels, &two);
+        let by: HashMap<&str, &Row> = rows.iter().map(|r| (r.name.as_str(), r)).collect();
+        let local = by["local_takeover"];
+        assert_eq!((local.detected, local.true_positives), (1, 1));
+        assert_eq!(local.latency_p50_ms, Some(400));
+        assert_eq!(by["account_takeover"].true_positives, 1);
     }
 
     #[test]

@@ -260,20 +260,22 @@ pub fn render_real(reports: &[RealDataReport]) -> String {
         let _ = writeln!(s, "\nAttacks mixed into {}:\n", r.name);
         let _ = writeln!(
             s,
-            "| type | labelled | detected | alerts | true pos. | precision | recall |"
+            "| type | labelled | detected | alerts | true pos. | precision | recall | latency p50 ms | latency p99 ms |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for row in rows {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {:.3} | {:.3} |",
+                "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {} | {} |",
                 row.name,
                 row.labelled,
                 row.detected,
                 row.alerts,
                 row.true_positives,
                 row.precision(),
-                row.recall()
+                row.recall(),
+                super::ms(row.latency_p50_ms),
+                super::ms(row.latency_p99_ms)
             );
         }
     }
