@@ -230,7 +230,10 @@ pub fn restore<S: Stage>(
         // 10 ms costs a few idle fetches at most.
         .set("fetch.wait.max.ms", "10")
         // Prefetch a whole changelog partition of small records rather than 100 K at a time.
-        .set("queued.min.messages", "1000000");
+        .set("queued.min.messages", "1000000")
+        // The restore starts at each partition's low watermark (below); should compaction or
+        // retention have moved it on meanwhile, the earliest record left is the place to start.
+        .set("auto.offset.reset", "earliest");
     let consumer: BaseConsumer<RestoreContext> = c.create_with_context(RestoreContext)?;
     // The end to read to is the high watermark, asked without transactions in the way: a read_committed
     // look-up answers with the last stable offset, which a transaction left open (a previous owner's, killed
@@ -243,11 +246,13 @@ pub fn restore<S: Stage>(
     // offset (high watermark) to read to.
     let mut totals: std::collections::BTreeMap<i32, (u64, u64)> = std::collections::BTreeMap::new();
     let mut ends: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+    let mut starts: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
     let deadline = started + RESTORE_LIMIT;
     for &p in partitions {
         let (lo, hi) = changelog_end(&ends_client, changelog, p, deadline)?;
         totals.insert(p, (0, (hi - lo).max(0) as u64));
         ends.insert(p, hi);
+        starts.insert(p, lo);
     }
     let stage_name = stage.name();
     let report = |p: i32, totals: &std::collections::BTreeMap<i32, (u64, u64)>, done: bool| {
@@ -265,7 +270,10 @@ pub fn restore<S: Stage>(
             report(p, &totals, true);
         } else {
             pending.insert(p);
-            tpl.add_partition_offset(changelog, p, Offset::Beginning)?;
+            // The low watermark as a concrete offset, not `Offset::Beginning`: a logical offset
+            // makes librdkafka ask the broker for it first, and a consumer this new was not
+            // connected yet, so the first fetch waited for the look-up's 500 ms retry.
+            tpl.add_partition_offset(changelog, p, Offset::Offset(starts[&p]))?;
         }
     }
     if pending.is_empty() {
