@@ -235,6 +235,9 @@ pub struct ScorerConfig {
     pub path_steps: usize,
     /// Sequence models with an item head: items recommended per prediction (0: none).
     pub recommend_items: usize,
+    /// Sequence models with an item head: how many of a user's most recent purchased items are
+    /// remembered (in the scorer's changelog) and never recommended to them again (0: none).
+    pub recommend_exclude_bought: usize,
     /// Sequence models: most events per model call (micro-batch across users).
     pub max_batch: usize,
     /// Longest wait (µs) for more input after the first record of a batch, to fill micro-batches.
@@ -260,6 +263,7 @@ impl Default for ScorerConfig {
             explain_every: 10,
             path_steps: 3,
             recommend_items: 10,
+            recommend_exclude_bought: 16,
             max_batch: 256,
             max_wait_us: 2_000,
             device: OnlineDevice::Cpu,

@@ -88,6 +88,22 @@ struct UserEntry {
     last_type: Option<EventType>,
     /// Event time of the last event (ms).
     last_seen: i64,
+    /// Items the user bought lately, oldest first (at most `recommend_exclude_bought`): never
+    /// recommended to them.
+    bought: Vec<String>,
+}
+
+impl UserEntry {
+    /// Remembers a purchase of `item`, forgetting the oldest beyond `keep`.
+    fn bought(&mut self, item: &str, keep: usize) {
+        if keep == 0 {
+            return;
+        }
+        self.bought.retain(|b| b != item);
+        self.bought.push(item.to_owned());
+        let excess = self.bought.len().saturating_sub(keep);
+        self.bought.drain(..excess);
+    }
 }
 
 /// Watches the model directory for a new artifact.
@@ -110,6 +126,7 @@ pub struct Scorer {
     explain_every: u64,
     path_steps: usize,
     recommend_items: usize,
+    recommend_exclude_bought: usize,
     max_batch: usize,
     max_wait: Duration,
     output_topic: String,
@@ -164,6 +181,7 @@ impl Scorer {
             explain_every: cfg.explain_every,
             path_steps: cfg.path_steps,
             recommend_items: cfg.recommend_items,
+            recommend_exclude_bought: cfg.recommend_exclude_bought,
             max_batch: cfg.max_batch.max(1),
             max_wait: Duration::from_micros(cfg.max_wait_us),
             output_topic: output_topic.to_string(),
@@ -263,11 +281,21 @@ impl Scorer {
             .entry(fv.user_id.clone())
             .or_default();
         entry.last_seen = entry.last_seen.max(fv.event_time);
+        if fv.event_type == EventType::Purchase
+            && let Some(item) = fv.item_id.as_deref()
+        {
+            entry.bought(item, self.recommend_exclude_bought);
+        }
         self.scored += 1;
         let explain = self.factors > 0
             && self.explain_every > 0
             && self.scored.is_multiple_of(self.explain_every);
         let memory = entry.memory.clone();
+        let exclude = if self.recommend_items > 0 {
+            entry.bought.clone()
+        } else {
+            Vec::new()
+        };
         self.queue.push((
             partition,
             Queued {
@@ -275,6 +303,7 @@ impl Scorer {
                 step,
                 memory,
                 explain,
+                exclude,
             },
             Instant::now(),
         ));
@@ -309,6 +338,7 @@ impl Scorer {
                         .unwrap_or_default(),
                     fv: q.fv.clone(),
                     explain: false,
+                    exclude: Vec::new(),
                 })
                 .collect()
         });
@@ -503,20 +533,64 @@ fn empty_prediction(fv: &FeatureVector) -> Prediction {
     }
 }
 
-/// Changelog value: the model version (so another model's memory is not misread) and the memory.
-fn state_bytes(version: &str, memory: &UserMemory) -> Vec<u8> {
-    let v = version.as_bytes();
-    let mut out = Vec::with_capacity(1 + v.len() + 16);
-    out.push(v.len().min(255) as u8);
-    out.extend_from_slice(&v[..v.len().min(255)]);
+/// First byte of a changelog value in the layout with the user's bought items. The first layout began
+/// with the version's length, never 0 (a sequence model's version is `gru-…` and the like).
+const STATE_WITH_BOUGHT: u8 = 0;
+
+/// Changelog value: `STATE_WITH_BOUGHT`, the model version (so another model's memory is not
+/// misread), the items the user bought lately (kept across models: they are item ids) and the memory.
+fn state_bytes(version: &str, memory: &UserMemory, bought: &[String]) -> Vec<u8> {
+    let v = &version.as_bytes()[..version.len().min(255)];
+    let mut out = Vec::with_capacity(3 + v.len() + 16);
+    out.push(STATE_WITH_BOUGHT);
+    out.push(v.len() as u8);
+    out.extend_from_slice(v);
+    let bought = &bought[bought.len().saturating_sub(255)..];
+    out.push(bought.len() as u8);
+    for item in bought {
+        let b = &item.as_bytes()[..item.len().min(255)];
+        out.push(b.len() as u8);
+        out.extend_from_slice(b);
+    }
     out.extend_from_slice(&memory.to_bytes());
     out
 }
 
-fn parse_state(bytes: &[u8]) -> Option<(&str, UserMemory)> {
-    let (&n, rest) = bytes.split_first()?;
-    let (v, mem) = rest.split_at_checked(n as usize)?;
-    Some((std::str::from_utf8(v).ok()?, UserMemory::from_bytes(mem)?))
+/// A user's state read back: model version, bought items, memory (`None` when the memory does
+/// not decode).
+struct ParsedState<'a> {
+    version: &'a str,
+    bought: Vec<String>,
+    memory: Option<UserMemory>,
+}
+
+/// Reads [`state_bytes`], and the first layout (version length, version, memory; no bought items).
+fn parse_state(bytes: &[u8]) -> Option<ParsedState<'_>> {
+    fn short(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (&n, rest) = bytes.split_first()?;
+        rest.split_at_checked(n as usize)
+    }
+    let (with_bought, bytes) = match bytes.split_first()? {
+        (&STATE_WITH_BOUGHT, rest) => (true, rest),
+        _ => (false, bytes),
+    };
+    let (version, mut rest) = short(bytes)?;
+    let version = std::str::from_utf8(version).ok()?;
+    let mut bought = Vec::new();
+    if with_bought {
+        let (&n, after) = rest.split_first()?;
+        rest = after;
+        for _ in 0..n {
+            let (item, after) = short(rest)?;
+            bought.push(std::str::from_utf8(item).ok()?.to_owned());
+            rest = after;
+        }
+    }
+    Some(ParsedState {
+        version,
+        bought,
+        memory: UserMemory::from_bytes(rest),
+    })
 }
 
 /// A user's latest prediction as `GET /v1/users/{id}` shows it.
@@ -614,9 +688,19 @@ impl Stage for Scorer {
             };
             let users = self.users.entry(*p).or_default();
             for (user, bytes) in rows {
-                // Another model's memory (or a damaged value) restarts the user fresh.
-                let memory = match parse_state(&bytes) {
-                    Some((v, m)) if v == version => m,
+                // Another model's memory (or a damaged value) restarts the user fresh; what they
+                // bought does not depend on the model.
+                let parsed = parse_state(&bytes);
+                let bought = parsed
+                    .as_ref()
+                    .map(|p| p.bought.clone())
+                    .unwrap_or_default();
+                let memory = match parsed {
+                    Some(ParsedState {
+                        version: v,
+                        memory: Some(m),
+                        ..
+                    }) if v == version => m,
                     _ => UserMemory::default(),
                 };
                 users.insert(
@@ -624,6 +708,7 @@ impl Stage for Scorer {
                     UserEntry {
                         memory,
                         last_seen: RESTORED,
+                        bought,
                         ..Default::default()
                     },
                 );
@@ -649,7 +734,7 @@ impl Stage for Scorer {
             if let Some(e) = self.users.get(&partition).and_then(|u| u.get(&user)) {
                 changes.push(StateChange {
                     partition,
-                    value: Some(state_bytes(&version, &e.memory)),
+                    value: Some(state_bytes(&version, &e.memory, &e.bought)),
                     key: user.into_bytes(),
                 });
             }

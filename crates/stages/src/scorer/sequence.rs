@@ -60,6 +60,8 @@ pub struct Queued {
     pub memory: UserMemory,
     /// Whether to compute decision factors for it.
     pub explain: bool,
+    /// Items never to recommend for it besides its own (what the user bought lately).
+    pub exclude: Vec<String>,
 }
 
 /// What the model says about one queued event.
@@ -184,8 +186,8 @@ pub fn score_batch(model: &LoadedSequence, mut queued: Vec<Queued>, extras: Extr
 }
 
 /// The `k` best items of each output's item query, by item id, leaving out the event's own item (the
-/// shopper is looking at it: `without_current`); empty lists for a model without an item head (its
-/// outputs have no query).
+/// shopper is looking at it: `without_current`) and the items the user bought lately (`exclude`);
+/// empty lists for a model without an item head (its outputs have no query).
 fn recommend(
     model: &LoadedSequence,
     queued: &[Queued],
@@ -205,14 +207,25 @@ fn recommend(
     if k == 0 || asked.is_empty() {
         return result;
     }
+    // One scan for all: deep enough that the longest exclusion list still leaves k.
+    let skipped = asked
+        .iter()
+        .map(|(i, _)| queued[*i].exclude.len())
+        .max()
+        .unwrap_or(0);
     let queries: Vec<&[f32]> = asked.iter().map(|(_, q)| *q).collect();
-    for ((i, _), best) in asked.iter().zip(model.model.top_items(&queries, k + 1)) {
-        let current = queued[*i]
-            .fv
-            .item_id
-            .as_deref()
-            .and_then(|id| vocab.get(id));
-        result[*i] = without_current(best, |&(index, _)| index, current, k)
+    for ((i, _), best) in asked
+        .iter()
+        .zip(model.model.top_items(&queries, k + 1 + skipped))
+    {
+        let q = &queued[*i];
+        let current = q.fv.item_id.as_deref().and_then(|id| vocab.get(id));
+        let bought: Vec<u32> = q.exclude.iter().filter_map(|id| vocab.get(id)).collect();
+        let kept = best
+            .into_iter()
+            .filter(|(index, _)| !bought.contains(index))
+            .collect();
+        result[*i] = without_current(kept, |&(index, _)| index, current, k)
             .into_iter()
             .filter_map(|(index, score)| {
                 vocab.item(index).map(|item| RecommendedItem {

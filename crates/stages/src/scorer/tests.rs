@@ -460,3 +460,105 @@ fn users_restored_into_a_running_scorer_are_not_evicted_at_the_next_tick() {
     b.tick(&mut Context::new(&codec, &mut outputs, 0)).unwrap();
     assert!(!b.users[&0].contains_key("moved"));
 }
+
+/// What a user bought lately is never recommended to them again (the last `recommend_exclude_bought`
+/// purchases), other users still get those items, and the list survives a restore from the
+/// changelog, including into another model version.
+#[test]
+fn items_a_user_bought_are_not_recommended_to_them_again() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gru-example");
+    let spec = clickpath_core::features::FeatureSpec::default();
+    let load = || match load_model(&shipped, &spec, OnlineDevice::Cpu).unwrap() {
+        ScoringModel::Sequence(m) => m,
+        ScoringModel::Baseline(_) => panic!("gru-example is a sequence model"),
+    };
+    let probe = load();
+    let vocab = probe.model.item_vocab().expect("an item head");
+    let n = vocab.len();
+    let item = |i: u32| vocab.item(i).unwrap().to_string();
+    // Every item of the vocabulary is asked for, so only the exclusions are missing.
+    let scorer_keeping = |keep: usize| {
+        let cfg = ScorerConfig {
+            recommend_items: n,
+            recommend_exclude_bought: keep,
+            reload_interval_ms: 0,
+            ..ScorerConfig::default()
+        };
+        Scorer::with_model(ScoringModel::Sequence(load()), &cfg, "predictions", None)
+            .with_feature_spec(spec.clone())
+    };
+    let event = |user: &str, i: i64, t: EventType, on: u32| FeatureVector {
+        item_id: Some(item(on)),
+        ..fv(user, i, t)
+    };
+    let (a, b, browsing) = (3, 5, 9);
+    let inputs = [
+        event("buyer", 0, EventType::ProductView, a),
+        event("buyer", 1, EventType::Purchase, a),
+        event("buyer", 2, EventType::Purchase, b),
+        event("buyer", 3, EventType::ProductView, browsing),
+        event("other", 4, EventType::ProductView, browsing),
+    ];
+    let ids = |p: &Prediction| -> Vec<String> {
+        p.recommended_items
+            .iter()
+            .map(|r| r.item_id.clone())
+            .collect()
+    };
+    let out = run(&mut scorer_keeping(16), &inputs);
+    let (buyer, other) = (ids(&out[3]), ids(&out[4]));
+    assert_eq!(buyer.len(), n - 3, "the item on screen and the two bought");
+    assert!(!buyer.contains(&item(a)) && !buyer.contains(&item(b)));
+    assert!(other.contains(&item(a)) && other.contains(&item(b)));
+    assert_eq!(other.len(), n - 1);
+    // Only the most recent purchase with a memory of one; none with 0.
+    let one = ids(&run(&mut scorer_keeping(1), &inputs)[3]);
+    assert!(one.contains(&item(a)) && !one.contains(&item(b)));
+    assert_eq!(ids(&run(&mut scorer_keeping(0), &inputs)[3]).len(), n - 1);
+
+    // Restored from the changelog, even by a scorer of another model version: still excluded.
+    let mut before = scorer_keeping(16);
+    run(&mut before, &inputs);
+    let changes = before.take_state_changes();
+    let mut after = scorer_keeping(16);
+    if let ScoringModel::Sequence(m) = &mut after.model {
+        m.version = "gru-retrained".into();
+    }
+    for c in &changes {
+        after
+            .restore(c.partition, &c.key, c.value.as_deref())
+            .unwrap();
+    }
+    after.on_assign(&[0]);
+    let next = run(
+        &mut after,
+        &[event("buyer", 5, EventType::ProductView, browsing)],
+    );
+    let restored = ids(&next[0]);
+    assert!(!restored.contains(&item(a)) && !restored.contains(&item(b)));
+    assert_eq!(restored.len(), n - 3);
+}
+
+/// The changelog value of the first layout (version length, version, memory) is still read, with
+/// no bought items; the current layout round-trips.
+#[test]
+fn scorer_state_layouts_are_read() {
+    let memory = UserMemory::default();
+    let mut first = vec![8u8];
+    first.extend_from_slice(b"gru-test");
+    first.extend_from_slice(&memory.to_bytes());
+    let old = parse_state(&first).expect("the first layout");
+    assert_eq!((old.version, old.bought.len()), ("gru-test", 0));
+    assert!(old.memory.is_some());
+
+    let bought = vec!["item-1".to_string(), "é".to_string()];
+    let bytes = state_bytes("gru-test", &memory, &bought);
+    let new = parse_state(&bytes).expect("the current layout");
+    assert_eq!((new.version, &new.bought), ("gru-test", &bought));
+    assert!(new.memory.is_some());
+    // Cut short: no panic, no state.
+    for len in 0..bytes.len() {
+        let _ = parse_state(&bytes[..len]);
+    }
+    assert!(parse_state(&bytes[..3]).is_none());
+}
