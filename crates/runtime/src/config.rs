@@ -275,6 +275,10 @@ pub struct RuntimeConfig {
     /// (ms) is stalled: `/healthz` fails, `clickpath_stalled_partitions` counts it and the log names it.
     /// 0 turns the check off.
     pub stall_after_ms: u64,
+    /// W3C Trace Context: every output carries a `traceparent` header continuing its input record's
+    /// (or starting a trace when the input has none), so a trace follows an event through every stage.
+    /// `false` writes none (about 70 bytes less per output record).
+    pub trace_context: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -288,6 +292,7 @@ impl Default for RuntimeConfig {
             max_record_bytes: 1 << 20,
             input_buffer_kbytes: 65_536,
             stall_after_ms: 120_000,
+            trace_context: true,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod shutdown;
 pub mod stage;
 pub mod stall;
 pub mod telemetry;
+pub mod trace_context;
 
 pub use config::BusConfig;
 pub use runner::{RunSummary, RunnerEnv, run_stage};

@@ -142,6 +142,8 @@ pub struct Context<'a> {
     offset: Option<i64>,
     /// Set when the stage runs chained: emits to internal topics are handed over typed.
     handoff: Option<&'a mut Handoff>,
+    /// The `traceparent` of the current record's outputs (see [`crate::trace_context`]).
+    traceparent: Option<&'a str>,
 }
 
 impl<'a> Context<'a> {
@@ -155,6 +157,7 @@ impl<'a> Context<'a> {
             partition: None,
             offset: None,
             handoff: None,
+            traceparent: None,
         }
     }
 
@@ -188,7 +191,22 @@ impl<'a> Context<'a> {
             partition: self.partition,
             offset: self.offset,
             handoff: Some(handoff),
+            traceparent: self.traceparent,
         }
+    }
+
+    /// The same context, whose record's outputs carry `traceparent`.
+    pub fn with_traceparent(mut self, traceparent: Option<&'a str>) -> Self {
+        self.traceparent = traceparent;
+        self
+    }
+
+    /// The `traceparent` the current record's outputs carry (the run loop adds it to every output
+    /// made while the record is processed); `None` outside a record (end of batch, tick) or with
+    /// `runtime.trace_context = false`. A stage that emits a record's outputs later (the scorer's
+    /// micro-batch) keeps it and sets the header itself.
+    pub fn traceparent(&self) -> Option<&'a str> {
+        self.traceparent
     }
 
     /// Runs `f` with the partition set to `partition`: a hook that emits records of several

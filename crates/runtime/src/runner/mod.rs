@@ -33,6 +33,7 @@ use crate::metrics::{Metrics, StageLabel, StageTopic};
 use crate::shutdown::Shutdown;
 use crate::stage::{Context, Output, Stage, StageError, StageInput};
 use crate::stall::StallWatch;
+use crate::trace_context::{TRACEPARENT, TraceParent};
 use clickpath_schema::codec::Codec;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -445,6 +446,7 @@ impl Run<'_> {
             event_times: Vec::with_capacity(batch.len()),
         };
         let now = now_ms();
+        let trace_context = env.config.runtime.trace_context;
         for msg in batch {
             let topic = msg.topic();
             done.offsets.consumed(topic, msg.partition(), msg.offset());
@@ -456,27 +458,42 @@ impl Run<'_> {
                 done.event_times.push(ts);
             }
             let payload = msg.payload().unwrap_or_default();
-            let Some((kind, reason)) =
-                self.process_record(stage, msg, input, payload, now, &mut done.outputs)?
-            else {
-                continue;
-            };
-            tracing::debug!(stage = name, topic, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
-            env.metrics.dead_letter(name, kind);
-            summary.dead_letters += 1;
-            done.outputs.push(dead_letter_output(
-                &env.codec,
-                &env.config.topics.dead_letters,
-                name,
-                topic,
-                msg.partition(),
-                msg.offset(),
-                msg.key(),
-                payload,
-                kind,
-                &reason,
+            let traceparent = trace_context
+                .then(|| TraceParent::for_input(header_value(msg, TRACEPARENT)).to_string());
+            let first_output = done.outputs.len();
+            let rejected = self.process_record(
+                stage,
+                msg,
+                input,
                 now,
-            )?);
+                traceparent.as_deref(),
+                &mut done.outputs,
+            )?;
+            if let Some((kind, reason)) = rejected {
+                tracing::debug!(stage = name, topic, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
+                env.metrics.dead_letter(name, kind);
+                summary.dead_letters += 1;
+                done.outputs.push(dead_letter_output(
+                    &env.codec,
+                    &env.config.topics.dead_letters,
+                    name,
+                    topic,
+                    msg.partition(),
+                    msg.offset(),
+                    msg.key(),
+                    payload,
+                    kind,
+                    &reason,
+                    now,
+                )?);
+            }
+            if let Some(tp) = &traceparent {
+                for out in &mut done.outputs[first_output..] {
+                    if !out.headers.iter().any(|(k, _)| *k == TRACEPARENT) {
+                        out.headers.push((TRACEPARENT, tp.clone()));
+                    }
+                }
+            }
         }
         if !batch.is_empty() {
             let mut ctx = Context::new(&env.codec, &mut done.outputs, now);
@@ -500,11 +517,12 @@ impl Run<'_> {
         stage: &mut S,
         msg: &BorrowedMessage<'_>,
         input: Option<usize>,
-        payload: &[u8],
         now: i64,
+        traceparent: Option<&str>,
         outputs: &mut Vec<Output>,
     ) -> anyhow::Result<Option<(&'static str, String)>> {
         let env = self.env;
+        let payload = msg.payload().unwrap_or_default();
         let max = env.config.runtime.max_record_bytes;
         if payload.len() > max {
             // Hostile or broken producers: never decode what we would not store.
@@ -533,7 +551,8 @@ impl Run<'_> {
         };
         let mut ctx = Context::new(&env.codec, outputs, now)
             .for_record(msg.topic(), msg.partition())
-            .at_offset(msg.offset());
+            .at_offset(msg.offset())
+            .with_traceparent(traceparent);
         match stage.process(record, &mut ctx) {
             Ok(()) => Ok(None),
             Err(StageError::Rejected { kind, reason }) => Ok(Some((kind, reason))),
@@ -633,6 +652,15 @@ fn poll_batch<'c>(
         }
     }
     batch
+}
+
+/// The value of header `name` of `msg`, if it has one with a value.
+fn header_value<'m>(msg: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m [u8]> {
+    use rdkafka::message::Headers;
+    msg.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

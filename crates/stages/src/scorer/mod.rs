@@ -227,7 +227,7 @@ impl Scorer {
         match &self.model {
             ScoringModel::Baseline(_) => self.score_baseline(partition, fv),
             ScoringModel::Sequence(_) => {
-                self.enqueue(partition, fv.clone());
+                self.enqueue(partition, fv.clone(), None);
                 let mut out = self.flush_predictions();
                 out.pop()
                     .map(|(_, p, _)| p)
@@ -269,7 +269,7 @@ impl Scorer {
         }
     }
 
-    fn enqueue(&mut self, partition: i32, fv: FeatureVector) {
+    fn enqueue(&mut self, partition: i32, fv: FeatureVector, traceparent: Option<&str>) {
         let ScoringModel::Sequence(model) = &self.model else {
             return;
         };
@@ -304,6 +304,7 @@ impl Scorer {
                 memory,
                 explain,
                 exclude,
+                traceparent: traceparent.map(str::to_owned),
             },
             Instant::now(),
         ));
@@ -339,10 +340,12 @@ impl Scorer {
                     fv: q.fv.clone(),
                     explain: false,
                     exclude: Vec::new(),
+                    traceparent: None,
                 })
                 .collect()
         });
         let fvs: Vec<FeatureVector> = items.iter().map(|q| q.fv.clone()).collect();
+        let traces: Vec<Option<String>> = items.iter().map(|q| q.traceparent.clone()).collect();
         let extras = Extras {
             path_steps: self.path_steps,
             factors: self.factors,
@@ -357,8 +360,12 @@ impl Scorer {
         let shadow_version = self.shadow.as_ref().map(|s| s.version.clone());
         self.observe_inference(n, started.elapsed());
         let mut out = Vec::with_capacity(n);
-        for (i, ((fv, s), (partition, queued_at))) in
-            fvs.into_iter().zip(scored).zip(meta).enumerate()
+        for (i, (((fv, s), (partition, queued_at)), trace)) in fvs
+            .into_iter()
+            .zip(scored)
+            .zip(meta)
+            .zip(traces)
+            .enumerate()
         {
             let entry = self
                 .users
@@ -368,6 +375,9 @@ impl Scorer {
                 .or_default();
             entry.memory = s.memory;
             let mut headers = Vec::new();
+            if let Some(tp) = trace {
+                headers.push((clickpath_runtime::trace_context::TRACEPARENT, tp));
+            }
             if let (Some(ss), Some(v)) = (shadow_scored.as_ref(), shadow_version.as_ref()) {
                 entry.shadow = ss[i].memory.clone();
                 headers.push(("clickpath.shadow_version", v.clone()));
@@ -425,7 +435,7 @@ impl Scorer {
                 Ok(())
             }
             ScoringModel::Sequence(_) => {
-                self.enqueue(partition, fv.into_owned());
+                self.enqueue(partition, fv.into_owned(), ctx.traceparent());
                 if self.queue.len() >= self.max_batch {
                     let out = self.flush_predictions();
                     self.emit_all(ctx, out)?;

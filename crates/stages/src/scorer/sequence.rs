@@ -62,6 +62,8 @@ pub struct Queued {
     pub explain: bool,
     /// Items never to recommend for it besides its own (what the user bought lately).
     pub exclude: Vec<String>,
+    /// The `traceparent` of its input record, for its prediction (scored after the record).
+    pub traceparent: Option<String>,
 }
 
 /// What the model says about one queued event.

@@ -1,0 +1,157 @@
+//! W3C Trace Context (`traceparent`) carried from each input record to every output it causes.
+//!
+//! A record read with a valid `traceparent` header continues that trace: its outputs carry the same
+//! trace id and flags with a span id of their own (this stage's hop). A record without one (or with a
+//! malformed one) starts a trace. So a trace follows an event from the raw topic through every stage
+//! to its session, prediction and alert, on the per-stage topics as in the chain. Format:
+//! `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>` (<https://www.w3.org/TR/trace-context/>).
+
+use std::fmt;
+
+/// The header's name.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// One `traceparent` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    /// Trace id (never 0).
+    pub trace_id: u128,
+    /// Id of the span that sent the record (never 0).
+    pub span_id: u64,
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+fn nonzero_u64() -> u64 {
+    loop {
+        let v: u64 = rand::random();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+impl TraceParent {
+    /// A new trace, sampled.
+    pub fn start() -> Self {
+        let trace_id = loop {
+            let v: u128 = rand::random();
+            if v != 0 {
+                break v;
+            }
+        };
+        TraceParent {
+            trace_id,
+            span_id: nonzero_u64(),
+            flags: 1,
+        }
+    }
+
+    /// This hop's context: the same trace and flags, a new span id.
+    pub fn child(&self) -> Self {
+        TraceParent {
+            span_id: nonzero_u64(),
+            ..*self
+        }
+    }
+
+    /// Parses a header value. Version `00` must be exactly four fields; a later version may add
+    /// fields after them (read as `00`, as the specification asks); `ff` and all-zero ids are invalid.
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut fields = value.split('-');
+        let (version, trace, span, flags) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        let hex = |s: &str, len: usize| {
+            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        if !hex(version, 2)
+            || version == "ff"
+            || !hex(trace, 32)
+            || !hex(span, 16)
+            || !hex(flags, 2)
+        {
+            return None;
+        }
+        if version == "00" && fields.next().is_some() {
+            return None;
+        }
+        let parsed = TraceParent {
+            trace_id: u128::from_str_radix(trace, 16).ok()?,
+            span_id: u64::from_str_radix(span, 16).ok()?,
+            flags: u8::from_str_radix(flags, 16).ok()?,
+        };
+        (parsed.trace_id != 0 && parsed.span_id != 0).then_some(parsed)
+    }
+
+    /// The context of a record's outputs, from the record's header bytes (`None`: no header): the
+    /// child of a valid one, else a new trace.
+    pub fn for_input(header: Option<&[u8]>) -> Self {
+        header
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(TraceParent::parse)
+            .map_or_else(TraceParent::start, |p| p.child())
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn the_specifications_example_round_trips() {
+        let p = TraceParent::parse(EXAMPLE).unwrap();
+        assert_eq!(p.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!((p.span_id, p.flags), (0x00f067aa0ba902b7, 1));
+        assert_eq!(p.to_string(), EXAMPLE);
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
+        // A later version may carry more fields; the first four are read.
+        assert!(TraceParent::parse(&format!("01{}-more", &EXAMPLE[2..])).is_some());
+    }
+
+    #[test]
+    fn an_input_continues_its_trace_or_starts_one() {
+        let parent = TraceParent::parse(EXAMPLE).unwrap();
+        let hop = TraceParent::for_input(Some(EXAMPLE.as_bytes()));
+        assert_eq!((hop.trace_id, hop.flags), (parent.trace_id, parent.flags));
+        assert_ne!(hop.span_id, parent.span_id);
+        for header in [None, Some(&b"garbage"[..]), Some(&[0xff, 0xfe][..])] {
+            let started = TraceParent::for_input(header);
+            assert_ne!(started.trace_id, parent.trace_id);
+            assert_eq!(started.flags, 1);
+            assert!(TraceParent::parse(&started.to_string()).is_some());
+        }
+        assert_ne!(TraceParent::start().trace_id, TraceParent::start().trace_id);
+    }
+}
