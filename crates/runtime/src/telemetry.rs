@@ -42,6 +42,29 @@ pub const OTLP_BUILT_IN: bool = cfg!(feature = "otlp");
 #[cfg(feature = "otlp")]
 pub use export::{OtlpGuard, otlp_layer};
 
+/// Most links one batch span gets (the OpenTelemetry SDK's default limit per span).
+pub const MAX_LINKS: usize = 128;
+
+/// Links the current span (the run loop's batch span) to the span that produced a record it
+/// processes, as the OpenTelemetry messaging conventions ask of a batch's `process` span. Without
+/// the `otlp` feature there are no exported spans to link, and this does nothing.
+pub fn link_current_span(producer: &crate::trace_context::TraceParent) {
+    #[cfg(feature = "otlp")]
+    {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        tracing::Span::current().add_link(SpanContext::new(
+            TraceId::from(producer.trace_id),
+            SpanId::from(producer.span_id),
+            TraceFlags::new(producer.flags),
+            true,
+            TraceState::default(),
+        ));
+    }
+    #[cfg(not(feature = "otlp"))]
+    let _ = producer;
+}
+
 #[cfg(feature = "otlp")]
 mod export {
     use super::OtlpSettings;

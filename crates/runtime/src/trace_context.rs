@@ -87,13 +87,17 @@ impl TraceParent {
         (parsed.trace_id != 0 && parsed.span_id != 0).then_some(parsed)
     }
 
-    /// The context of a record's outputs, from the record's header bytes (`None`: no header): the
-    /// child of a valid one, else a new trace.
-    pub fn for_input(header: Option<&[u8]>) -> Self {
+    /// A record's header bytes parsed (`None`: no header, or not a valid one).
+    pub fn from_header(header: Option<&[u8]>) -> Option<Self> {
         header
             .and_then(|b| std::str::from_utf8(b).ok())
             .and_then(TraceParent::parse)
-            .map_or_else(TraceParent::start, |p| p.child())
+    }
+
+    /// The context of a record's outputs, from the record's header bytes (`None`: no header): the
+    /// child of a valid one, else a new trace.
+    pub fn for_input(header: Option<&[u8]>) -> Self {
+        TraceParent::from_header(header).map_or_else(TraceParent::start, |p| p.child())
     }
 }
 

@@ -1,4 +1,4 @@
-//! OTLP trace export (feature `otlp`): a stage run on librdkafka's mock cluster exports its `batch` spans to an
+//! OTLP trace export (feature `otlp`): a stage run on librdkafka's mock cluster exports its batch spans (`process <topic>`) to an
 //! OTLP/HTTP endpoint, here a minimal collector in the test that decodes what it receives with the
 //! OpenTelemetry protocol's own message types.
 //!
@@ -12,8 +12,10 @@ use clickpath_schema::codec::Codec;
 use clickpath_schema::{ClickEvent, EventType};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,6 +24,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// The trace of the records' producer.
+const PRODUCER_TRACE: u128 = 0x4bf92f3577b34da6a3ce929d0e0e4736;
 
 struct Forward;
 
@@ -123,9 +128,16 @@ fn batch_spans_of_a_running_stage_reach_an_otlp_collector() {
             1_700_000_000_000 + i,
         );
         let bytes = codec.encode(&ev).unwrap();
-        producer
-            .send(BaseRecord::to("in").key("k").payload(&bytes))
-            .unwrap();
+        // The first ten come from a traced producer: one trace, a span each.
+        let traceparent = format!("00-{PRODUCER_TRACE:032x}-{:016x}-01", 0x100 + i);
+        let mut record = BaseRecord::to("in").key("k").payload(&bytes);
+        if i < 10 {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: "traceparent",
+                value: Some(&traceparent),
+            }));
+        }
+        producer.send(record).unwrap();
     }
     producer.flush(Duration::from_secs(5)).unwrap();
 
@@ -147,6 +159,7 @@ fn batch_spans_of_a_running_stage_reach_an_otlp_collector() {
     drop(guard);
 
     let mut batches = Vec::new();
+    let mut linked = Vec::new();
     let mut service = None;
     while let Ok((path, content_type, body)) = requests.recv_timeout(Duration::from_secs(2)) {
         assert_eq!(path, "/v1/traces");
@@ -159,9 +172,12 @@ fn batch_spans_of_a_running_stage_reach_an_otlp_collector() {
                 }
             }
             for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-                if span.name != "batch" {
+                if span.name != "process in" {
                     continue;
                 }
+                // OpenTelemetry messaging conventions: a consumer span, `messaging.*` attributes,
+                // links to the spans that produced the records.
+                assert_eq!(span.kind, SpanKind::Consumer as i32);
                 let attr = |key: &str| {
                     span.attributes
                         .iter()
@@ -178,6 +194,28 @@ fn batch_spans_of_a_running_stage_reach_an_otlp_collector() {
                     Some(Value::IntValue(n)) => n,
                     other => panic!("outputs attribute: {other:?}"),
                 };
+                assert_eq!(
+                    attr("messaging.system"),
+                    Some(Value::StringValue("kafka".into()))
+                );
+                assert_eq!(
+                    attr("messaging.destination.name"),
+                    Some(Value::StringValue("in".into()))
+                );
+                assert_eq!(
+                    attr("messaging.consumer.group.name"),
+                    Some(Value::StringValue("clickpath.forward".into()))
+                );
+                assert_eq!(
+                    attr("messaging.batch.message_count"),
+                    Some(Value::IntValue(records))
+                );
+                for link in &span.links {
+                    assert_eq!(link.trace_id, PRODUCER_TRACE.to_be_bytes().to_vec());
+                    linked.push(u64::from_be_bytes(
+                        link.span_id.as_slice().try_into().unwrap(),
+                    ));
+                }
                 assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
                 batches.push((records, outputs));
             }
@@ -191,4 +229,7 @@ fn batch_spans_of_a_running_stage_reach_an_otlp_collector() {
     let records: i64 = batches.iter().map(|b| b.0).sum();
     assert_eq!(records, 25, "{batches:?}");
     assert!(batches.iter().all(|(r, o)| r == o), "{batches:?}");
+    // Each traced record's producer span is linked once; untraced records add no link.
+    linked.sort_unstable();
+    assert_eq!(linked, (0x100..0x10a).collect::<Vec<u64>>());
 }

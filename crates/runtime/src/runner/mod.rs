@@ -278,6 +278,9 @@ impl Run<'_> {
         let mut assigned = Assignment::new();
         let mut watch = StallWatch::new(Duration::from_millis(rt.stall_after_ms));
         let in_counters = self.input_counters();
+        let destinations = self.inputs.names().join(",");
+        let span_name = format!("process {destinations}");
+        let group = format!("{}.{}", env.config.kafka.group_prefix, self.name);
 
         while !env.shutdown.is_triggered() {
             env.health.beat(self.name);
@@ -303,8 +306,17 @@ impl Run<'_> {
             let started = Instant::now();
             // One span per batch: processing, delivery and commit (exported with the `otlp` feature). Counts as
             // i64: OpenTelemetry integers are signed, and tracing-opentelemetry exports a u64 as text.
+            // Named and attributed as the OpenTelemetry messaging conventions name a consumer's
+            // processing of a batch (`process <destination>`, kind consumer, `messaging.*`).
             let span = tracing::info_span!(
                 "batch",
+                otel.name = %span_name,
+                otel.kind = "consumer",
+                messaging.system = "kafka",
+                messaging.operation.type = "process",
+                messaging.destination.name = %destinations,
+                messaging.consumer.group.name = %group,
+                messaging.batch.message_count = batch.len() as i64,
                 stage = self.name,
                 records = batch.len() as i64,
                 outputs = tracing::field::Empty
@@ -447,6 +459,7 @@ impl Run<'_> {
         };
         let now = now_ms();
         let trace_context = env.config.runtime.trace_context;
+        let mut links = 0;
         for msg in batch {
             let topic = msg.topic();
             done.offsets.consumed(topic, msg.partition(), msg.offset());
@@ -458,8 +471,18 @@ impl Run<'_> {
                 done.event_times.push(ts);
             }
             let payload = msg.payload().unwrap_or_default();
-            let traceparent = trace_context
-                .then(|| TraceParent::for_input(header_value(msg, TRACEPARENT)).to_string());
+            let traceparent = trace_context.then(|| {
+                let producer = TraceParent::from_header(header_value(msg, TRACEPARENT));
+                if let Some(p) = &producer
+                    && links < crate::telemetry::MAX_LINKS
+                {
+                    crate::telemetry::link_current_span(p);
+                    links += 1;
+                }
+                producer
+                    .map_or_else(TraceParent::start, |p| p.child())
+                    .to_string()
+            });
             let first_output = done.outputs.len();
             let rejected = self.process_record(
                 stage,
