@@ -275,10 +275,22 @@ pub struct RuntimeConfig {
     /// (ms) is stalled: `/healthz` fails, `clickpath_stalled_partitions` counts it and the log names it.
     /// 0 turns the check off.
     pub stall_after_ms: u64,
-    /// W3C Trace Context: every output carries a `traceparent` header continuing its input record's
-    /// (or starting a trace when the input has none), so a trace follows an event through every stage.
-    /// `false` writes none (about 70 bytes less per output record).
-    pub trace_context: bool,
+    /// W3C Trace Context on the records (`traceparent`): `start` (continue the input record's trace,
+    /// or start one when it has none), `continue` (only records that came with one), or `off`.
+    pub trace_context: TraceContextMode,
+}
+
+/// How `traceparent` headers are written (`runtime.trace_context`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceContextMode {
+    /// Every output carries a `traceparent`: its input record's trace continued, or a new one.
+    #[default]
+    Start,
+    /// Only the outputs of input records that came with a valid `traceparent` carry one.
+    Continue,
+    /// No `traceparent` is read or written.
+    Off,
 }
 
 impl Default for RuntimeConfig {
@@ -292,7 +304,7 @@ impl Default for RuntimeConfig {
             max_record_bytes: 1 << 20,
             input_buffer_kbytes: 65_536,
             stall_after_ms: 120_000,
-            trace_context: true,
+            trace_context: TraceContextMode::Start,
         }
     }
 }

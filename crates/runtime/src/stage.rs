@@ -203,7 +203,7 @@ impl<'a> Context<'a> {
 
     /// The `traceparent` the current record's outputs carry (the run loop adds it to every output
     /// made while the record is processed); `None` outside a record (end of batch, tick) or with
-    /// `runtime.trace_context = false`. A stage that emits a record's outputs later (the scorer's
+    /// `runtime.trace_context = "off"` (or `"continue"` and an untraced record). A stage that emits a record's outputs later (the scorer's
     /// micro-batch) keeps it and sets the header itself.
     pub fn traceparent(&self) -> Option<&'a str> {
         self.traceparent

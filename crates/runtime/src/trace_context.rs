@@ -101,13 +101,30 @@ impl TraceParent {
     }
 }
 
+impl TraceParent {
+    /// The header value, `00-<trace id>-<span id>-<flags>` in lower-case hex (as [`fmt::Display`],
+    /// without the formatting machinery: it runs for every record).
+    pub fn to_header(&self) -> String {
+        fn hex(out: &mut Vec<u8>, value: u128, digits: u32) {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for i in (0..digits).rev() {
+                out.push(HEX[((value >> (4 * i)) & 0xf) as usize]);
+            }
+        }
+        let mut out = Vec::with_capacity(55);
+        out.extend_from_slice(b"00-");
+        hex(&mut out, self.trace_id, 32);
+        out.push(b'-');
+        hex(&mut out, u128::from(self.span_id), 16);
+        out.push(b'-');
+        hex(&mut out, u128::from(self.flags), 2);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+        f.write_str(&self.to_header())
     }
 }
 
@@ -123,6 +140,16 @@ mod tests {
         assert_eq!(p.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
         assert_eq!((p.span_id, p.flags), (0x00f067aa0ba902b7, 1));
         assert_eq!(p.to_string(), EXAMPLE);
+        assert_eq!(p.to_header(), EXAMPLE);
+        let small = TraceParent {
+            trace_id: 1,
+            span_id: 2,
+            flags: 0,
+        };
+        assert_eq!(
+            small.to_header(),
+            "00-00000000000000000000000000000001-0000000000000002-00"
+        );
     }
 
     #[test]

@@ -349,3 +349,74 @@ fn at_least_once_sends_outputs_at_once_and_commits_their_offsets_every_commit_in
     assert_eq!(h.join().unwrap().unwrap().records_in, 10);
     assert_eq!(committed(&brokers, &group, "in", 2).iter().sum::<i64>(), 10);
 }
+
+/// `runtime.trace_context`: `continue` gives `traceparent` only to the outputs of records that came
+/// with one (same trace, the stage's own span id); `off` gives none; `start` gives every output one.
+#[test]
+fn trace_context_modes_continue_start_or_write_no_traceparent() {
+    use clickpath_runtime::config::TraceContextMode;
+    use clickpath_runtime::trace_context::TraceParent;
+    use rdkafka::message::{Header, OwnedHeaders};
+    const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traces = |mode: TraceContextMode| -> Vec<(String, Option<String>)> {
+        let (mock, mut cfg) = mock_cluster();
+        let brokers = mock.bootstrap_servers();
+        cfg.runtime.trace_context = mode;
+        let codec = Codec::embedded();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for (user, traced) in [("traced", true), ("untraced", false)] {
+            let ev = ClickEvent::new(user, user, EventType::Search, 1_700_000_000_000);
+            let payload = codec.encode(&ev).unwrap();
+            let mut record = BaseRecord::to("in").key(user).payload(&payload);
+            if traced {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: "traceparent",
+                    value: Some(SENT),
+                }));
+            }
+            producer.send(record).unwrap();
+        }
+        producer.flush(Duration::from_secs(5)).unwrap();
+        let env = RunnerEnv::new(cfg, codec);
+        run_until(&env, "in", "out", |m| {
+            m.records_in_total("forward", "in") >= 2
+        });
+        let mut out: Vec<(String, Option<String>)> = read_all(&brokers, "out", 2, 2)
+            .into_iter()
+            .map(|(key, _, headers)| {
+                let trace = headers
+                    .into_iter()
+                    .find(|(k, _)| k == "traceparent")
+                    .map(|(_, v)| v);
+                (String::from_utf8(key).unwrap(), trace)
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let sent = TraceParent::parse(SENT).unwrap();
+    let continued = |trace: &Option<String>| {
+        let hop = TraceParent::parse(trace.as_deref().expect("a traceparent")).unwrap();
+        assert_eq!((hop.trace_id, hop.flags), (sent.trace_id, sent.flags));
+        assert_ne!(hop.span_id, sent.span_id);
+    };
+
+    let cont = traces(TraceContextMode::Continue);
+    assert_eq!(cont[0].0, "traced");
+    continued(&cont[0].1);
+    assert_eq!(cont[1], ("untraced".to_string(), None));
+
+    let start = traces(TraceContextMode::Start);
+    continued(&start[0].1);
+    let started = TraceParent::parse(start[1].1.as_deref().expect("a started trace")).unwrap();
+    assert_ne!(started.trace_id, sent.trace_id);
+
+    assert!(
+        traces(TraceContextMode::Off)
+            .iter()
+            .all(|(_, trace)| trace.is_none())
+    );
+}

@@ -24,7 +24,7 @@ pub use delivery::deliver;
 use transaction::transactional_producer;
 
 use crate::changelog::{changelog_topic, ensure_changelog_topic, restore};
-use crate::config::{BusConfig, Guarantee};
+use crate::config::{BusConfig, Guarantee, TraceContextMode};
 use crate::deadletter::dead_letter_output;
 use crate::health::Health;
 use crate::inputs::{Assignment, BatchOffsets, InputTopics, co_partitioned};
@@ -471,18 +471,23 @@ impl Run<'_> {
                 done.event_times.push(ts);
             }
             let payload = msg.payload().unwrap_or_default();
-            let traceparent = trace_context.then(|| {
-                let producer = TraceParent::from_header(header_value(msg, TRACEPARENT));
-                if let Some(p) = &producer
-                    && links < crate::telemetry::MAX_LINKS
-                {
-                    crate::telemetry::link_current_span(p);
-                    links += 1;
+            let traceparent = match trace_context {
+                TraceContextMode::Off => None,
+                mode => {
+                    let producer = TraceParent::from_header(header_value(msg, TRACEPARENT));
+                    if let Some(p) = &producer
+                        && links < crate::telemetry::MAX_LINKS
+                    {
+                        crate::telemetry::link_current_span(p);
+                        links += 1;
+                    }
+                    match (producer, mode) {
+                        (Some(p), _) => Some(p.child().to_header()),
+                        (None, TraceContextMode::Start) => Some(TraceParent::start().to_header()),
+                        (None, _) => None,
+                    }
                 }
-                producer
-                    .map_or_else(TraceParent::start, |p| p.child())
-                    .to_string()
-            });
+            };
             let first_output = done.outputs.len();
             let rejected = self.process_record(
                 stage,
