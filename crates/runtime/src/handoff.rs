@@ -18,6 +18,8 @@ pub struct Handed {
     pub key: String,
     /// Input partition of the record that caused it, when the emitting hook knew it.
     pub partition: Option<i32>,
+    /// Trace headers of the record that caused it (the next stage's outputs carry them).
+    pub trace: Option<crate::trace_context::TraceHeaders>,
     /// The typed record (the type the emitting stage passed to `emit`).
     pub record: Box<dyn Any + Send>,
 }

@@ -2,6 +2,7 @@
 //! producing, offsets, dead letters, metrics and shutdown are the runtime's job.
 
 use crate::handoff::{Handed, Handoff};
+use crate::trace_context::TraceHeaders;
 use clickpath_schema::codec::{AvroRecord, Codec, CodecError};
 
 /// What a stage reads: the records of one or more input topics, decoded into one type.
@@ -142,8 +143,8 @@ pub struct Context<'a> {
     offset: Option<i64>,
     /// Set when the stage runs chained: emits to internal topics are handed over typed.
     handoff: Option<&'a mut Handoff>,
-    /// The `traceparent` of the current record's outputs (see [`crate::trace_context`]).
-    traceparent: Option<&'a str>,
+    /// The trace headers of the current record's outputs (see [`crate::trace_context`]).
+    trace: Option<&'a TraceHeaders>,
 }
 
 impl<'a> Context<'a> {
@@ -157,7 +158,7 @@ impl<'a> Context<'a> {
             partition: None,
             offset: None,
             handoff: None,
-            traceparent: None,
+            trace: None,
         }
     }
 
@@ -191,22 +192,24 @@ impl<'a> Context<'a> {
             partition: self.partition,
             offset: self.offset,
             handoff: Some(handoff),
-            traceparent: self.traceparent,
+            trace: self.trace,
         }
     }
 
-    /// The same context, whose record's outputs carry `traceparent`.
-    pub fn with_traceparent(mut self, traceparent: Option<&'a str>) -> Self {
-        self.traceparent = traceparent;
+    /// The same context, whose record's outputs carry `trace`.
+    pub fn with_trace(mut self, trace: Option<&'a TraceHeaders>) -> Self {
+        self.trace = trace;
         self
     }
 
-    /// The `traceparent` the current record's outputs carry (the run loop adds it to every output
-    /// made while the record is processed); `None` outside a record (end of batch, tick) or with
-    /// `runtime.trace_context = "off"` (or `"continue"` and an untraced record). A stage that emits a record's outputs later (the scorer's
-    /// micro-batch) keeps it and sets the header itself.
-    pub fn traceparent(&self) -> Option<&'a str> {
-        self.traceparent
+    /// The trace headers that [`Context::emit`] puts on the current record's outputs (and hands
+    /// on with them in the chain); `None` outside a record (end of batch, tick) or with
+    /// `runtime.trace_context = "off"` (or `"continue"` and an untraced record). A stage that
+    /// emits a record's outputs later (the scorer's micro-batch) keeps them and passes them to
+    /// [`Context::emit_with_trace`]; an output the current record did not cause (another user's
+    /// session closed by the watermark, an aggregate) is emitted with `None` there.
+    pub fn trace(&self) -> Option<&'a TraceHeaders> {
+        self.trace
     }
 
     /// Runs `f` with the partition set to `partition`: a hook that emits records of several
@@ -242,36 +245,24 @@ impl<'a> Context<'a> {
         self.codec
     }
 
-    /// Queues an output built by hand (a dead letter).
-    pub fn push_output(&mut self, output: Output) {
+    /// Queues an output built by hand (a dead letter), with the current record's trace headers.
+    pub fn push_output(&mut self, mut output: Output) {
+        if let Some(t) = self.trace {
+            t.push_onto(&mut output.headers);
+        }
         self.outputs.push(output);
     }
 
-    /// Encodes `record` and queues it for `topic` under `key`; when the stage runs chained and
-    /// `topic` is internal, hands the record to the next stage instead (and also queues it when
-    /// the chain produces that topic).
+    /// Encodes `record` and queues it for `topic` under `key`, with the current record's trace
+    /// headers; when the stage runs chained and `topic` is internal, hands the record to the next
+    /// stage instead (and also queues it when the chain produces that topic).
     pub fn emit<T: AvroRecord + Clone + Send + 'static>(
         &mut self,
         topic: &str,
         key: &str,
         record: &T,
     ) -> Result<(), StageError> {
-        if let Some(handoff) = self.handoff.as_deref_mut()
-            && let Some((route, produce)) = handoff.route(topic)
-        {
-            handoff.push(Handed {
-                route,
-                key: key.to_owned(),
-                partition: self.partition,
-                record: Box::new(record.clone()),
-            });
-            if !produce {
-                return Ok(());
-            }
-        }
-        let out = encoded(self.codec, topic, key, record)?;
-        self.outputs.push(out);
-        Ok(())
+        self.emit_with_trace(topic, key, record, Vec::new(), self.trace)
     }
 
     /// [`Context::emit`] for a record the stage no longer needs: handed to the next chained stage
@@ -282,21 +273,24 @@ impl<'a> Context<'a> {
         key: &str,
         record: T,
     ) -> Result<(), StageError> {
+        let trace = self.trace;
         if let Some(handoff) = self.handoff.as_deref_mut()
             && let Some((route, produce)) = handoff.route(topic)
         {
             if produce {
-                self.outputs.push(encoded(self.codec, topic, key, &record)?);
+                let out = traced(encoded(self.codec, topic, key, &record)?, Vec::new(), trace);
+                self.outputs.push(out);
             }
             handoff.push(Handed {
                 route,
                 key: key.to_owned(),
                 partition: self.partition,
+                trace: trace.cloned(),
                 record: Box::new(record),
             });
             return Ok(());
         }
-        let out = encoded(self.codec, topic, key, &record)?;
+        let out = traced(encoded(self.codec, topic, key, &record)?, Vec::new(), trace);
         self.outputs.push(out);
         Ok(())
     }
@@ -309,13 +303,36 @@ impl<'a> Context<'a> {
         record: &T,
         headers: Vec<(&'static str, String)>,
     ) -> Result<(), StageError> {
-        let before = self.outputs.len();
-        self.emit(topic, key, record)?;
-        if self.outputs.len() > before
-            && let Some(last) = self.outputs.last_mut()
+        self.emit_with_trace(topic, key, record, headers, self.trace)
+    }
+
+    /// Like [`Context::emit_with_headers`], with the trace headers of `trace` instead of the current
+    /// record's (`None`: none): for an output of another record (a micro-batch scored later) or of
+    /// no single record (an aggregate, a session another user's event closed).
+    pub fn emit_with_trace<T: AvroRecord + Clone + Send + 'static>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        record: &T,
+        headers: Vec<(&'static str, String)>,
+        trace: Option<&TraceHeaders>,
+    ) -> Result<(), StageError> {
+        if let Some(handoff) = self.handoff.as_deref_mut()
+            && let Some((route, produce)) = handoff.route(topic)
         {
-            last.headers = headers;
+            handoff.push(Handed {
+                route,
+                key: key.to_owned(),
+                partition: self.partition,
+                trace: trace.cloned(),
+                record: Box::new(record.clone()),
+            });
+            if !produce {
+                return Ok(());
+            }
         }
+        let out = traced(encoded(self.codec, topic, key, record)?, headers, trace);
+        self.outputs.push(out);
         Ok(())
     }
 
@@ -323,6 +340,19 @@ impl<'a> Context<'a> {
     pub fn now_ms(&self) -> i64 {
         self.now_ms
     }
+}
+
+/// `out` with `headers` and the trace headers of `trace`.
+fn traced(
+    mut out: Output,
+    headers: Vec<(&'static str, String)>,
+    trace: Option<&TraceHeaders>,
+) -> Output {
+    out.headers = headers;
+    if let Some(t) = trace {
+        t.push_onto(&mut out.headers);
+    }
+    out
 }
 
 /// `record` encoded as an output to `topic` under `key`.

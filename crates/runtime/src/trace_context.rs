@@ -11,6 +11,29 @@ use std::fmt;
 /// The header's name.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// The vendor-specific companion header, passed on unchanged with the trace it belongs to (the
+/// specification asks every participant to forward it).
+pub const TRACESTATE: &str = "tracestate";
+
+/// The trace headers a record's outputs carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceHeaders {
+    /// `traceparent` value (this hop's).
+    pub traceparent: String,
+    /// `tracestate` value of the input record, when it had one with a valid `traceparent`.
+    pub tracestate: Option<String>,
+}
+
+impl TraceHeaders {
+    /// Appends the headers to `headers`.
+    pub fn push_onto(&self, headers: &mut Vec<(&'static str, String)>) {
+        headers.push((TRACEPARENT, self.traceparent.clone()));
+        if let Some(state) = &self.tracestate {
+            headers.push((TRACESTATE, state.clone()));
+        }
+    }
+}
+
 /// One `traceparent` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceParent {
@@ -22,6 +45,9 @@ pub struct TraceParent {
     pub flags: u8,
 }
 
+/// The `sampled` trace flag.
+pub const SAMPLED: u8 = 0x01;
+
 fn nonzero_u64() -> u64 {
     loop {
         let v: u64 = rand::random();
@@ -32,7 +58,8 @@ fn nonzero_u64() -> u64 {
 }
 
 impl TraceParent {
-    /// A new trace, sampled.
+    /// A new trace, not sampled: no span of it is recorded (the hops' span ids are not exported),
+    /// so a downstream parent-based sampler should not record one because of it.
     pub fn start() -> Self {
         let trace_id = loop {
             let v: u128 = rand::random();
@@ -43,14 +70,16 @@ impl TraceParent {
         TraceParent {
             trace_id,
             span_id: nonzero_u64(),
-            flags: 1,
+            flags: 0,
         }
     }
 
-    /// This hop's context: the same trace and flags, a new span id.
+    /// This hop's context: the same trace and sampled flag, a new span id. Flags this version does
+    /// not know are cleared, as version `00` asks.
     pub fn child(&self) -> Self {
         TraceParent {
             span_id: nonzero_u64(),
+            flags: self.flags & SAMPLED,
             ..*self
         }
     }
@@ -98,6 +127,30 @@ impl TraceParent {
     /// child of a valid one, else a new trace.
     pub fn for_input(header: Option<&[u8]>) -> Self {
         TraceParent::from_header(header).map_or_else(TraceParent::start, |p| p.child())
+    }
+
+    /// The trace headers of a record's outputs, from its `traceparent` and `tracestate` header
+    /// bytes: the child of a valid `traceparent` (with its `tracestate`), a new trace when there is
+    /// none and `start`, else `None`.
+    pub fn headers_for_input(
+        traceparent: Option<&[u8]>,
+        tracestate: Option<&[u8]>,
+        start: bool,
+    ) -> Option<TraceHeaders> {
+        match TraceParent::from_header(traceparent) {
+            Some(p) => Some(TraceHeaders {
+                traceparent: p.child().to_header(),
+                tracestate: tracestate
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            }),
+            None if start => Some(TraceHeaders {
+                traceparent: TraceParent::start().to_header(),
+                tracestate: None,
+            }),
+            None => None,
+        }
     }
 }
 
@@ -180,9 +233,32 @@ mod tests {
         for header in [None, Some(&b"garbage"[..]), Some(&[0xff, 0xfe][..])] {
             let started = TraceParent::for_input(header);
             assert_ne!(started.trace_id, parent.trace_id);
-            assert_eq!(started.flags, 1);
+            assert_eq!(started.flags, 0, "started traces are not sampled");
             assert!(TraceParent::parse(&started.to_string()).is_some());
         }
         assert_ne!(TraceParent::start().trace_id, TraceParent::start().trace_id);
+        // Unknown flags are not passed on.
+        let odd =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff").unwrap();
+        assert_eq!(odd.child().flags, SAMPLED);
+    }
+
+    #[test]
+    fn tracestate_goes_with_its_trace_only() {
+        let with =
+            TraceParent::headers_for_input(Some(EXAMPLE.as_bytes()), Some(b"vendor=abc"), false)
+                .unwrap();
+        assert_eq!(with.tracestate.as_deref(), Some("vendor=abc"));
+        let mut headers = Vec::new();
+        with.push_onto(&mut headers);
+        assert_eq!(headers.len(), 2);
+        // No valid traceparent: no tracestate; a trace is started only when asked.
+        assert_eq!(
+            TraceParent::headers_for_input(None, Some(b"vendor=abc"), false),
+            None
+        );
+        let started =
+            TraceParent::headers_for_input(Some(b"bad"), Some(b"vendor=abc"), true).unwrap();
+        assert_eq!(started.tracestate, None);
     }
 }

@@ -210,8 +210,9 @@ impl Analytics {
         for b in buckets {
             // Keyed by bucket and segment: rows of one bucket and segment share a partition of the
             // output topic, whichever input partition they count.
+            // An aggregate of many users' events: part of no single record's trace.
             for row in self.rows(partition, &b) {
-                ctx.emit(&self.output_topic, &row.key(), &row)?;
+                ctx.emit_with_trace(&self.output_topic, &row.key(), &row, Vec::new(), None)?;
             }
         }
         Ok(())

@@ -186,11 +186,16 @@ impl Chain {
                 route,
                 key,
                 partition,
+                trace,
                 record,
             } = handed;
             let partition = partition.or(ctx.partition());
             let topic = self.handoff.topic(route).to_owned();
-            let mut sub = ctx.handing_off(&mut self.handoff);
+            // The record's own trace: a prediction scored in a micro-batch belongs to its event,
+            // not to the record being processed when the batch filled.
+            let mut sub = ctx
+                .handing_off(&mut self.handoff)
+                .with_trace(trace.as_ref());
             if let Some(p) = partition {
                 sub = sub.for_partition(p);
             }

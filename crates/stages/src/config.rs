@@ -444,6 +444,12 @@ impl ClickpathConfig {
                 self.scorer.top_k
             ));
         }
+        if self.scorer.recommend_exclude_bought > 255 {
+            p.push(format!(
+                "scorer.recommend_exclude_bought: at most 255 bought items are remembered per user, got {}",
+                self.scorer.recommend_exclude_bought
+            ));
+        }
         let d = &self.detector;
         if !(0.0..=1.0).contains(&d.sequence_min_coverage) {
             p.push(format!(

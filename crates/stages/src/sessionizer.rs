@@ -88,16 +88,29 @@ impl Sessionizer {
             .or_insert_with(|| CoreSessionizer::new(config.clone()))
     }
 
+    /// Emits closed sessions. Only those of `cause`'s user carry the current record's trace: an
+    /// event moves the partition's watermark, which closes other users' idle sessions too, and
+    /// those are not part of its trace.
     fn emit_all(
         &self,
         summaries: Vec<SessionSummary>,
         ctx: &mut Context<'_>,
+        cause: Option<&str>,
     ) -> Result<(), StageError> {
         for mut summary in summaries {
             if let Some(model) = &self.outlook {
                 summary.outlook = Some(model.assess(&summary));
             }
-            ctx.emit(&self.sessions_topic, &summary.user_id, &summary)?;
+            let trace = ctx
+                .trace()
+                .filter(|_| cause == Some(summary.user_id.as_str()));
+            ctx.emit_with_trace(
+                &self.sessions_topic,
+                &summary.user_id,
+                &summary,
+                Vec::new(),
+                trace,
+            )?;
         }
         Ok(())
     }
@@ -154,7 +167,7 @@ impl Sessionizer {
         let s = self.partition(partition);
         let closed = s.on_event(ev);
         let late = s.take_late();
-        self.emit_all(closed, ctx)?;
+        self.emit_all(closed, ctx, Some(&ev.user_id))?;
         for (event, reason) in late {
             // Never silently dropped: the event itself, with the reason in a header.
             ctx.emit_with_headers(
@@ -193,7 +206,7 @@ impl Stage for Sessionizer {
             for s in self.per_partition.values_mut() {
                 all.extend(s.flush());
             }
-            self.emit_all(all, ctx)?;
+            self.emit_all(all, ctx, None)?;
         }
         Ok(())
     }

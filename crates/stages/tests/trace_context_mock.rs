@@ -75,6 +75,9 @@ fn a_shops_trace_follows_its_events_to_predictions_and_alerts() {
     cfg.scorer.model_dir =
         Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gru-example"));
     cfg.scorer.reload_interval_ms = 0;
+    // Micro-batches of two: most fill, and are scored, while a later record (often another
+    // user's, with another trace) is being processed; each prediction must keep its own event's.
+    cfg.scorer.max_batch = 2;
     let partitions = cfg.topics.partitions;
     for (_, topic) in cfg.topics.all() {
         mock.create_topic(topic, partitions, 1).unwrap();
@@ -149,7 +152,7 @@ fn a_shops_trace_follows_its_events_to_predictions_and_alerts() {
     let hop = TraceParent::parse(trace.as_deref().expect("a traceparent on the alert")).unwrap();
     assert_eq!(format!("{:032x}", hop.trace_id), shop_trace);
     assert!(!sent_spans.contains(&format!("{:016x}", hop.span_id)));
-    assert_eq!(hop.flags, 1);
+    assert_eq!(hop.flags, 1, "the shop's sampled flag is kept");
 
     // Every prediction carries its event's trace: the shop's, or one started for it.
     assert_eq!(predictions.len(), 8);
@@ -160,6 +163,7 @@ fn a_shops_trace_follows_its_events_to_predictions_and_alerts() {
         let in_shop_trace = format!("{:032x}", tp.trace_id) == shop_trace;
         assert_eq!(in_shop_trace, traced.contains_key(&p.event_id), "{p:?}");
         if !in_shop_trace {
+            assert_eq!(tp.flags, 0, "a trace the pipeline starts is not sampled");
             started.push(tp.trace_id);
         }
     }

@@ -360,10 +360,11 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
     for candidates in wanted.values_mut() {
         candidates.sort_by_key(|&i| labels[i].start_time);
     }
+    // No label yet at the alert's window end: the scenario had not begun, so it cannot be the cause.
     let label_of = |key: (&str, AlertType), window_end: i64| -> Option<usize> {
         let candidates = wanted.get(&key)?;
         let started = candidates.partition_point(|&i| labels[i].start_time <= window_end);
-        Some(candidates[started.saturating_sub(1)])
+        started.checked_sub(1).map(|at| candidates[at])
     };
     // ANOMALY_SCORE names no pattern: on any labelled user it is a true positive.
     let labelled_users: HashSet<&str> = labels.iter().map(|l| l.user_id.as_str()).collect();
@@ -374,6 +375,8 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
     let mut seen_ids: HashSet<&str> = HashSet::new();
     let mut tp_by_kind: BTreeMap<ScenarioKind, usize> = BTreeMap::new();
     let mut fp_by_type: BTreeMap<AlertType, usize> = BTreeMap::new();
+    // The label an alert matched at its first emission: its escalations count for that one only.
+    let mut matched: HashMap<&str, Option<usize>> = HashMap::new();
     for a in alerts {
         let new_id = seen_ids.insert(a.alert_id.as_str());
         let key = (a.user_id.as_str(), a.alert_type);
@@ -387,7 +390,10 @@ pub fn score(labels: &[AnomalyLabel], alerts: &[AlertRecord]) -> Vec<Row> {
             }
             continue;
         }
-        match label_of(key, a.window_end) {
+        let label = *matched
+            .entry(a.alert_id.as_str())
+            .or_insert_with(|| label_of(key, a.window_end));
+        match label {
             Some(i) => {
                 first.entry(i).or_insert(a.window_end);
                 if new_id {
@@ -899,6 +905,21 @@ mod tests {
         assert_eq!((local.detected, local.true_positives), (1, 1));
         assert_eq!(local.latency_p50_ms, Some(400));
         assert_eq!(by["account_takeover"].true_positives, 1);
+        // An escalation of the first alert after the second takeover began does not detect it; an
+        // alert before any takeover began is a false positive.
+        let escalated = [
+            alert("v0", "v", AlertType::AccountTakeover, 5_000),
+            one[0].clone(),
+            alert("v1", "v", AlertType::AccountTakeover, 50_950),
+        ];
+        let rows = score(&labels, &escalated);
+        let by: HashMap<&str, &Row> = rows.iter().map(|r| (r.name.as_str(), r)).collect();
+        assert_eq!(by["local_takeover"].detected, 0);
+        let plain = by["account_takeover"];
+        assert_eq!(
+            (plain.detected, plain.true_positives, plain.alerts),
+            (1, 1, 2)
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::metrics::{Metrics, StageLabel, StageTopic};
 use crate::shutdown::Shutdown;
 use crate::stage::{Context, Output, Stage, StageError, StageInput};
 use crate::stall::StallWatch;
-use crate::trace_context::{TRACEPARENT, TraceParent};
+use crate::trace_context::{TRACEPARENT, TRACESTATE, TraceHeaders, TraceParent};
 use clickpath_schema::codec::Codec;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -314,13 +314,18 @@ impl Run<'_> {
                 otel.kind = "consumer",
                 messaging.system = "kafka",
                 messaging.operation.type = "process",
-                messaging.destination.name = %destinations,
+                messaging.operation.name = "process",
+                messaging.destination.name = tracing::field::Empty,
                 messaging.consumer.group.name = %group,
                 messaging.batch.message_count = batch.len() as i64,
                 stage = self.name,
                 records = batch.len() as i64,
                 outputs = tracing::field::Empty
             );
+            // Only for one input topic: a batch of several has no single destination.
+            if let [topic] = self.inputs.names() {
+                span.record("messaging.destination.name", topic.as_str());
+            }
             let _in_batch = span.enter();
             let mut done = self.process_batch(stage, &batch, tick_due, &mut summary)?;
             let records = batch.len() as u64;
@@ -471,37 +476,30 @@ impl Run<'_> {
                 done.event_times.push(ts);
             }
             let payload = msg.payload().unwrap_or_default();
-            let traceparent = match trace_context {
+            let trace = match trace_context {
                 TraceContextMode::Off => None,
                 mode => {
-                    let producer = TraceParent::from_header(header_value(msg, TRACEPARENT));
-                    if let Some(p) = &producer
+                    let sent = header_value(msg, TRACEPARENT);
+                    if let Some(p) = TraceParent::from_header(sent)
                         && links < crate::telemetry::MAX_LINKS
                     {
-                        crate::telemetry::link_current_span(p);
+                        crate::telemetry::link_current_span(&p);
                         links += 1;
                     }
-                    match (producer, mode) {
-                        (Some(p), _) => Some(p.child().to_header()),
-                        (None, TraceContextMode::Start) => Some(TraceParent::start().to_header()),
-                        (None, _) => None,
-                    }
+                    TraceParent::headers_for_input(
+                        sent,
+                        header_value(msg, TRACESTATE),
+                        mode == TraceContextMode::Start,
+                    )
                 }
             };
-            let first_output = done.outputs.len();
-            let rejected = self.process_record(
-                stage,
-                msg,
-                input,
-                now,
-                traceparent.as_deref(),
-                &mut done.outputs,
-            )?;
+            let rejected =
+                self.process_record(stage, msg, input, now, trace.as_ref(), &mut done.outputs)?;
             if let Some((kind, reason)) = rejected {
                 tracing::debug!(stage = name, topic, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
                 env.metrics.dead_letter(name, kind);
                 summary.dead_letters += 1;
-                done.outputs.push(dead_letter_output(
+                let mut dead_letter = dead_letter_output(
                     &env.codec,
                     &env.config.topics.dead_letters,
                     name,
@@ -513,14 +511,11 @@ impl Run<'_> {
                     kind,
                     &reason,
                     now,
-                )?);
-            }
-            if let Some(tp) = &traceparent {
-                for out in &mut done.outputs[first_output..] {
-                    if !out.headers.iter().any(|(k, _)| *k == TRACEPARENT) {
-                        out.headers.push((TRACEPARENT, tp.clone()));
-                    }
+                )?;
+                if let Some(t) = &trace {
+                    t.push_onto(&mut dead_letter.headers);
                 }
+                done.outputs.push(dead_letter);
             }
         }
         if !batch.is_empty() {
@@ -546,7 +541,7 @@ impl Run<'_> {
         msg: &BorrowedMessage<'_>,
         input: Option<usize>,
         now: i64,
-        traceparent: Option<&str>,
+        trace: Option<&TraceHeaders>,
         outputs: &mut Vec<Output>,
     ) -> anyhow::Result<Option<(&'static str, String)>> {
         let env = self.env;
@@ -580,7 +575,7 @@ impl Run<'_> {
         let mut ctx = Context::new(&env.codec, outputs, now)
             .for_record(msg.topic(), msg.partition())
             .at_offset(msg.offset())
-            .with_traceparent(traceparent);
+            .with_trace(trace);
         match stage.process(record, &mut ctx) {
             Ok(()) => Ok(None),
             Err(StageError::Rejected { kind, reason }) => Ok(Some((kind, reason))),
@@ -682,12 +677,14 @@ fn poll_batch<'c>(
     batch
 }
 
-/// The value of header `name` of `msg`, if it has one with a value.
+/// The value of the last header `name` of `msg` (as OpenTelemetry's Kafka instrumentation reads
+/// them), if it has one with a value.
 fn header_value<'m>(msg: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m [u8]> {
     use rdkafka::message::Headers;
     msg.headers()?
         .iter()
-        .find(|h| h.key == name)
+        .filter(|h| h.key == name)
+        .last()
         .and_then(|h| h.value)
 }
 

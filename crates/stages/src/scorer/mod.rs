@@ -17,6 +17,7 @@
 
 pub mod sequence;
 
+use clickpath_runtime::trace_context::TraceHeaders;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -230,7 +231,7 @@ impl Scorer {
                 self.enqueue(partition, fv.clone(), None);
                 let mut out = self.flush_predictions();
                 out.pop()
-                    .map(|(_, p, _)| p)
+                    .map(|(_, p, _, _)| p)
                     .unwrap_or_else(|| empty_prediction(fv))
             }
         }
@@ -269,7 +270,7 @@ impl Scorer {
         }
     }
 
-    fn enqueue(&mut self, partition: i32, fv: FeatureVector, traceparent: Option<&str>) {
+    fn enqueue(&mut self, partition: i32, fv: FeatureVector, trace: Option<&TraceHeaders>) {
         let ScoringModel::Sequence(model) = &self.model else {
             return;
         };
@@ -291,10 +292,14 @@ impl Scorer {
             && self.explain_every > 0
             && self.scored.is_multiple_of(self.explain_every);
         let memory = entry.memory.clone();
-        let exclude = if self.recommend_items > 0 {
-            entry.bought.clone()
-        } else {
-            Vec::new()
+        // By vocabulary index: bought items the model does not know are never recommended anyway.
+        let exclude = match model.model.item_vocab() {
+            Some(vocab) if self.recommend_items > 0 && self.recommend_exclude_bought > 0 => entry
+                .bought
+                .iter()
+                .filter_map(|item| vocab.get(item))
+                .collect(),
+            _ => Vec::new(),
         };
         self.queue.push((
             partition,
@@ -304,7 +309,7 @@ impl Scorer {
                 memory,
                 explain,
                 exclude,
-                traceparent: traceparent.map(str::to_owned),
+                trace: trace.cloned(),
             },
             Instant::now(),
         ));
@@ -340,12 +345,12 @@ impl Scorer {
                     fv: q.fv.clone(),
                     explain: false,
                     exclude: Vec::new(),
-                    traceparent: None,
+                    trace: None,
                 })
                 .collect()
         });
         let fvs: Vec<FeatureVector> = items.iter().map(|q| q.fv.clone()).collect();
-        let traces: Vec<Option<String>> = items.iter().map(|q| q.traceparent.clone()).collect();
+        let traces: Vec<Option<TraceHeaders>> = items.iter().map(|q| q.trace.clone()).collect();
         let extras = Extras {
             path_steps: self.path_steps,
             factors: self.factors,
@@ -375,9 +380,6 @@ impl Scorer {
                 .or_default();
             entry.memory = s.memory;
             let mut headers = Vec::new();
-            if let Some(tp) = trace {
-                headers.push((clickpath_runtime::trace_context::TRACEPARENT, tp));
-            }
             if let (Some(ss), Some(v)) = (shadow_scored.as_ref(), shadow_version.as_ref()) {
                 entry.shadow = ss[i].memory.clone();
                 headers.push(("clickpath.shadow_version", v.clone()));
@@ -399,7 +401,7 @@ impl Scorer {
                 scoring_latency_us: queued_at.elapsed().as_micros() as i64,
                 recommended_items: s.items,
             };
-            out.push((partition, prediction, headers));
+            out.push((partition, prediction, headers, trace));
         }
         out
     }
@@ -435,7 +437,7 @@ impl Scorer {
                 Ok(())
             }
             ScoringModel::Sequence(_) => {
-                self.enqueue(partition, fv.into_owned(), ctx.traceparent());
+                self.enqueue(partition, fv.into_owned(), ctx.trace());
                 if self.queue.len() >= self.max_batch {
                     let out = self.flush_predictions();
                     self.emit_all(ctx, out)?;
@@ -458,13 +460,10 @@ impl Scorer {
         ctx: &mut Context<'_>,
         predictions: Vec<Scored>,
     ) -> Result<(), StageError> {
-        for (partition, p, headers) in predictions {
+        for (partition, p, headers, trace) in predictions {
+            // Its own event's trace, whichever record is being processed when the batch is scored.
             ctx.with_partition(partition, |ctx| {
-                if headers.is_empty() {
-                    ctx.emit(&self.output_topic, &p.user_id, &p)
-                } else {
-                    ctx.emit_with_headers(&self.output_topic, &p.user_id, &p, headers)
-                }
+                ctx.emit_with_trace(&self.output_topic, &p.user_id, &p, headers, trace.as_ref())
             })?;
             self.publish(p);
         }
@@ -555,10 +554,16 @@ fn state_bytes(version: &str, memory: &UserMemory, bought: &[String]) -> Vec<u8>
     out.push(STATE_WITH_BOUGHT);
     out.push(v.len() as u8);
     out.extend_from_slice(v);
-    let bought = &bought[bought.len().saturating_sub(255)..];
-    out.push(bought.len() as u8);
-    for item in bought {
-        let b = &item.as_bytes()[..item.len().min(255)];
+    // The most recent 255 with ids of at most 255 bytes (a longer id is not remembered: cut, it
+    // would name another item, or none).
+    let kept: Vec<&[u8]> = bought
+        .iter()
+        .map(|item| item.as_bytes())
+        .filter(|b| b.len() <= 255)
+        .collect();
+    let kept = &kept[kept.len().saturating_sub(255)..];
+    out.push(kept.len() as u8);
+    for b in kept {
         out.push(b.len() as u8);
         out.extend_from_slice(b);
     }
@@ -592,7 +597,10 @@ fn parse_state(bytes: &[u8]) -> Option<ParsedState<'_>> {
         rest = after;
         for _ in 0..n {
             let (item, after) = short(rest)?;
-            bought.push(std::str::from_utf8(item).ok()?.to_owned());
+            // An id that is not UTF-8 cannot be one clickpath wrote; skipped, not fatal.
+            if let Ok(item) = std::str::from_utf8(item) {
+                bought.push(item.to_owned());
+            }
             rest = after;
         }
     }
@@ -622,8 +630,14 @@ impl View for PredictionView {
     }
 }
 
-/// A prediction scored in a batch: its input partition, the prediction and its Kafka headers.
-type Scored = (i32, Prediction, Vec<(&'static str, String)>);
+/// A prediction scored in a batch: its input partition, the prediction, its Kafka headers and its
+/// event's trace headers.
+type Scored = (
+    i32,
+    Prediction,
+    Vec<(&'static str, String)>,
+    Option<TraceHeaders>,
+);
 
 impl Stage for Scorer {
     type Input = FeatureVector;
@@ -701,10 +715,13 @@ impl Stage for Scorer {
                 // Another model's memory (or a damaged value) restarts the user fresh; what they
                 // bought does not depend on the model.
                 let parsed = parse_state(&bytes);
-                let bought = parsed
+                // At most what this configuration remembers (none when it is 0).
+                let mut bought = parsed
                     .as_ref()
                     .map(|p| p.bought.clone())
                     .unwrap_or_default();
+                let excess = bought.len().saturating_sub(self.recommend_exclude_bought);
+                bought.drain(..excess);
                 let memory = match parsed {
                     Some(ParsedState {
                         version: v,

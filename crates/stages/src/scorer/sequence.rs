@@ -60,10 +60,11 @@ pub struct Queued {
     pub memory: UserMemory,
     /// Whether to compute decision factors for it.
     pub explain: bool,
-    /// Items never to recommend for it besides its own (what the user bought lately).
-    pub exclude: Vec<String>,
-    /// The `traceparent` of its input record, for its prediction (scored after the record).
-    pub traceparent: Option<String>,
+    /// Vocabulary indices of items never to recommend for it besides its own (what the user
+    /// bought lately).
+    pub exclude: Vec<u32>,
+    /// The trace headers of its input record, for its prediction (scored after the record).
+    pub trace: Option<clickpath_runtime::trace_context::TraceHeaders>,
 }
 
 /// What the model says about one queued event.
@@ -222,10 +223,9 @@ fn recommend(
     {
         let q = &queued[*i];
         let current = q.fv.item_id.as_deref().and_then(|id| vocab.get(id));
-        let bought: Vec<u32> = q.exclude.iter().filter_map(|id| vocab.get(id)).collect();
         let kept = best
             .into_iter()
-            .filter(|(index, _)| !bought.contains(index))
+            .filter(|(index, _)| !q.exclude.contains(index))
             .collect();
         result[*i] = without_current(kept, |&(index, _)| index, current, k)
             .into_iter()

@@ -537,6 +537,20 @@ fn items_a_user_bought_are_not_recommended_to_them_again() {
     let restored = ids(&next[0]);
     assert!(!restored.contains(&item(a)) && !restored.contains(&item(b)));
     assert_eq!(restored.len(), n - 3);
+    // Restored by a scorer that remembers none: nothing is excluded, and nothing is kept.
+    let mut forgetful = scorer_keeping(0);
+    for c in &changes {
+        forgetful
+            .restore(c.partition, &c.key, c.value.as_deref())
+            .unwrap();
+    }
+    forgetful.on_assign(&[0]);
+    let next = run(
+        &mut forgetful,
+        &[event("buyer", 5, EventType::ProductView, browsing)],
+    );
+    assert_eq!(ids(&next[0]).len(), n - 1);
+    assert!(forgetful.users[&0]["buyer"].bought.is_empty());
 }
 
 /// The changelog value of the first layout (version length, version, memory) is still read, with
@@ -556,6 +570,11 @@ fn scorer_state_layouts_are_read() {
     let new = parse_state(&bytes).expect("the current layout");
     assert_eq!((new.version, &new.bought), ("gru-test", &bought));
     assert!(new.memory.is_some());
+    // An id too long for the layout is not remembered (cut, it would name another item).
+    let long = vec!["x".repeat(256), "item-2".to_string()];
+    let long_bytes = state_bytes("gru-test", &memory, &long);
+    let kept = parse_state(&long_bytes).unwrap();
+    assert_eq!(kept.bought, vec!["item-2".to_string()]);
     // Cut short: no panic, no state.
     for len in 0..bytes.len() {
         let _ = parse_state(&bytes[..len]);
