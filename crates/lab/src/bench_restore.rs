@@ -144,7 +144,7 @@ pub fn bench_restore(
     );
     let all: Vec<i32> = (0..partitions).collect();
     let started = Instant::now();
-    let stats = restore(cfg, &changelog, &all, &mut stage, None)?;
+    let stats = restore(cfg, &changelog, &all, &mut stage, None, &|| {})?;
     let read_seconds = started.elapsed().as_secs_f64();
     stage.on_assign(&all);
     tracing::info!(

@@ -201,20 +201,28 @@ fn position_of(positions: &TopicPartitionList, changelog: &str, partition: i32) 
     }
 }
 
+/// How often a restore calls its `alive` callback while it works.
+pub const RESTORE_BEAT: Duration = Duration::from_secs(1);
+
 /// Replays `partitions` of `changelog` into `stage`, each to its high watermark (committed data only; waiting
-/// for a transaction still open below it to end).
+/// for a transaction still open below it to end). `alive` is called when the restore starts and then
+/// every [`RESTORE_BEAT`] while it runs: the run loop beats its liveness with it, so a restore longer than
+/// the liveness limit (a large state, a transaction left open) is not taken for a stuck loop.
 pub fn restore<S: Stage>(
     cfg: &BusConfig,
     changelog: &str,
     partitions: &[i32],
     stage: &mut S,
     metrics: Option<&crate::metrics::Metrics>,
+    alive: &dyn Fn(),
 ) -> anyhow::Result<RestoreStats> {
     let started = Instant::now();
     let mut stats = RestoreStats::default();
     if partitions.is_empty() {
         return Ok(stats);
     }
+    alive();
+    let mut last_beat = Instant::now();
     let _span =
         tracing::info_span!("restore", stage = stage.name(), changelog, partitions = ?partitions)
             .entered();
@@ -289,6 +297,10 @@ pub fn restore<S: Stage>(
     // Partitions whose end of partition came before their high watermark: an open transaction holds them.
     let mut held: BTreeSet<i32> = BTreeSet::new();
     while !pending.is_empty() {
+        if last_beat.elapsed() >= RESTORE_BEAT {
+            alive();
+            last_beat = Instant::now();
+        }
         if Instant::now() > deadline {
             anyhow::bail!(
                 "restore of {changelog} partitions {pending:?} did not finish in {} s",

@@ -692,7 +692,8 @@ fn time_chain_restore(
     let mut chain = clickpath_stages::chain::Chain::from_config(cfg, env, false)?;
     let all: Vec<i32> = (0..cfg.topics.partitions.max(1)).collect();
     let started = Instant::now();
-    let stats = clickpath_runtime::changelog::restore(cfg, changelog, &all, &mut chain, None)?;
+    let stats =
+        clickpath_runtime::changelog::restore(cfg, changelog, &all, &mut chain, None, &|| {})?;
     chain.on_assign(&all);
     let seconds = started.elapsed().as_secs_f64();
     Ok(RestoreTiming {

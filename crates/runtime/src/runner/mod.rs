@@ -407,8 +407,14 @@ impl Run<'_> {
                         self.committed.overwrite_with(&committed);
                     }
                     if let Some(changelog) = self.changelog {
-                        let stats =
-                            restore(&env.config, changelog, &ps, stage, Some(&env.metrics))?;
+                        let stats = restore(
+                            &env.config,
+                            changelog,
+                            &ps,
+                            stage,
+                            Some(&env.metrics),
+                            &|| env.health.beat(name),
+                        )?;
                         tracing::info!(
                             stage = name,
                             partitions = ?ps,

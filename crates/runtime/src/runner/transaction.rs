@@ -138,12 +138,14 @@ impl Run<'_> {
         let ps: Vec<i32> = assigned.partitions().into_iter().collect();
         stage.on_revoke(&ps);
         if let Some(changelog) = self.changelog {
+            let health = &self.env.health;
             restore(
                 &self.env.config,
                 changelog,
                 &ps,
                 stage,
                 Some(&self.env.metrics),
+                &|| health.beat(name),
             )?;
         }
         stage.on_assign(&ps);
