@@ -21,8 +21,9 @@
 //!   were never seen for this user before (the user must have a history), then, within
 //!   `takeover_window_ms`, a `BEGIN_CHECKOUT` or `PAYMENT_ATTEMPT` worth at least
 //!   `takeover_min_value`; or (local takeover) a `LOGIN` from a new device *and* a new IP prefix in
-//!   a known country, then one worth `takeover_local_value_ratio` times the user's largest earlier
-//!   purchase.
+//!   a known country, then one worth `takeover_local_focused_ratio` times the user's largest
+//!   earlier purchase when the session went straight to the cart, `takeover_local_value_ratio`
+//!   times when it browsed.
 //! - **Cart stuffing** ([`AlertType::CartStuffing`]): within `cart_stuffing_window_ms`, at least
 //!   `cart_stuffing_min_unviewed_adds` `ADD_TO_CART`s of items the user did not view, or at least
 //!   `cart_stuffing_min_absurd_adds` adds of `cart_stuffing_absurd_quantity` units or more held
@@ -153,8 +154,12 @@ pub struct RulesConfig {
     pub takeover_min_value: f64,
     /// Local takeovers (a login from a new device *and* a new IP prefix in a known country): the
     /// checkout must also be worth this many times the user's largest earlier purchase (times
-    /// `takeover_min_value` for a user with none). Default 2; 0 turns the local arm off.
+    /// `takeover_min_value` for a user with none), when the session browsed since the login
+    /// (more product views and searches than adds to cart). Default 3; 0 turns the local arm off.
     pub takeover_local_value_ratio: f64,
+    /// The same ratio for a *focused* session (no more views and searches than adds to cart since
+    /// the login: straight to the goods). Default 1 (above anything the user ever bought).
+    pub takeover_local_focused_ratio: f64,
     /// How long a user's known devices, countries and baselines are kept after their last event,
     /// ms. Default 30 days.
     pub profile_ttl_ms: i64,
@@ -248,7 +253,8 @@ impl Default for RulesConfig {
             ring_min_accounts: 3,
             takeover_window_ms: 15 * 60 * 1000,
             takeover_min_value: 150.0,
-            takeover_local_value_ratio: 2.0,
+            takeover_local_value_ratio: 3.0,
+            takeover_local_focused_ratio: 1.0,
             profile_ttl_ms: 30 * 86_400_000,
             cart_stuffing_window_ms: 600_000,
             cart_stuffing_min_unviewed_adds: 5,

@@ -41,18 +41,11 @@ fn assert_within_budget(r: &RealDataReport) {
     );
 }
 
-/// The recall floor of a scenario type: the 0.9, except local takeovers, which miss the
-/// victims with no purchase (or a small one) whose attacker cashes out under the bar (2 x the
-/// victim's largest order, 300 with none): 0.80 measured, below the target (docs/detector.md).
-fn recall_floor(row: &str) -> f64 {
-    if row == "local_takeover" { 0.8 } else { 0.9 }
-}
-
 fn assert_attacks_found(r: &RealDataReport) {
     let rows = r.injected.as_ref().expect("attacks were injected");
     for row in rows {
         assert!(
-            row.precision() >= 0.9 && row.recall() >= recall_floor(&row.name),
+            row.precision() >= 0.9 && row.recall() >= 0.9,
             "{} {}: precision {:.3}, recall {:.3} ({row:?})",
             r.name,
             row.name,

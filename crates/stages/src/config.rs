@@ -463,6 +463,19 @@ impl ClickpathConfig {
         if d.alert_budget_per_10k_users_hour.is_nan() || d.alert_budget_per_10k_users_hour < 0.0 {
             p.push("detector.alert_budget_per_10k_users_hour: must be >= 0".to_string());
         }
+        for (name, ratio) in [
+            ("takeover_local_value_ratio", d.takeover_local_value_ratio),
+            (
+                "takeover_local_focused_ratio",
+                d.takeover_local_focused_ratio,
+            ),
+        ] {
+            if !ratio.is_finite() || ratio < 0.0 {
+                p.push(format!(
+                    "detector.{name}: must be a number >= 0, got {ratio}"
+                ));
+            }
+        }
         if self.scorer.max_batch == 0 {
             p.push("scorer.max_batch: must be at least 1".into());
         }
@@ -515,7 +528,11 @@ mod tests {
         assert_eq!(cfg.topics.partitions, 6);
         assert_eq!(cfg.detector.takeover_min_value, 300.0);
         assert_eq!(cfg.detector.cart_stuffing_hold_ms, 60_000);
-        assert_eq!(cfg.detector.takeover_local_value_ratio, 2.0, "the default");
+        assert_eq!(cfg.detector.takeover_local_value_ratio, 3.0, "the default");
+        assert_eq!(
+            cfg.detector.takeover_local_focused_ratio, 1.0,
+            "the default"
+        );
     }
 
     #[test]
@@ -707,6 +724,16 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.problems.len(), 3, "{err}");
+        let err = ClickpathConfig::from_toml_str(
+            "[detector]\ntakeover_local_value_ratio = -1\ntakeover_local_focused_ratio = nan\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(
+            err.to_string()
+                .contains("detector.takeover_local_focused_ratio"),
+            "{err}"
+        );
         let err =
             ClickpathConfig::from_toml_str("[detector]\nsequence_mode = \"strict\"\n").unwrap_err();
         assert!(err.to_string().contains("detector.sequence_mode"), "{err}");

@@ -2,10 +2,11 @@
 //! statistics, in a compact binary encoding for a changelog.
 //!
 //! A value is one version byte, then the state in bincode's standard configuration (varints,
-//! fields in declaration order) through its serde derives: [`USER_V1`] for a user's
+//! fields in declaration order) through its serde derives: [`USER_V2`] for a user's
 //! [`super::UserEntry`], [`STATS_V2`] for the statistics. The structs are plain data, so the
-//! encoding follows them; a change to their fields needs a new version byte (a value of another
-//! version is an error: that user, or the statistics, start afresh). Decoding is bounded to
+//! encoding follows them; a change to their fields needs a new version byte. An older user
+//! version still reads ([`v1`]); any other version is an error: that user, or the statistics,
+//! start afresh. Decoding is bounded to
 //! [`MAX_VALUE`] bytes, so a corrupt length cannot allocate without limit.
 
 use super::{UserEntry, anomaly_score, budget, calibrate, grammar, price, ring, signals};
@@ -15,8 +16,11 @@ use crate::state_codec::StateDecodeError;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
-/// First byte of a version-1 user entry.
+/// First byte of a version-1 user entry (before the takeover rule counted the session's focus):
+/// still read.
 pub(super) const USER_V1: u8 = 0xE1;
+/// First byte of a version-2 user entry.
+pub(super) const USER_V2: u8 = 0xE4;
 /// First byte of version-2 statistics (version 1, `0xE2`, had no watermark: such a value is not
 /// read, and the statistics start afresh).
 pub(super) const STATS_V2: u8 = 0xE3;
@@ -86,12 +90,81 @@ fn decode<T: for<'de> Deserialize<'de>>(version: u8, bytes: &[u8]) -> Result<T, 
 
 /// A user's entry as a changelog value.
 pub(super) fn encode_user(entry: &UserEntry) -> Result<Vec<u8>, String> {
-    encode(USER_V1, entry)
+    encode(USER_V2, entry)
 }
 
-/// A user's entry read back.
+/// A user's entry read back, from the current version or version 1.
 pub(super) fn decode_user(bytes: &[u8]) -> Result<UserEntry, StateDecodeError> {
-    decode(USER_V1, bytes)
+    match bytes.first() {
+        Some(&USER_V1) => decode::<v1::UserEntry>(USER_V1, bytes).map(Into::into),
+        _ => decode(USER_V2, bytes),
+    }
+}
+
+/// Version 1 of a user's entry: the same but for the takeover rule's pending login, which had
+/// no session focus. Such a login is dropped on reading (it lasts `takeover_window_ms` at most,
+/// and its bar cannot be re-derived); everything else is kept, the profile above all.
+pub(super) mod v1 {
+    use super::super::{
+        OpenAlert, Recent, UserRules as Current, anomaly_score, bot, breadth, card, cart, sequence,
+        signals, surprise, takeover, velocity,
+    };
+    use crate::rules::ALERT_TYPES;
+    use clickpath_schema::EventType;
+    use serde::{Deserialize, Serialize};
+
+    /// [`super::super::UserEntry`] as version 1 wrote it.
+    #[derive(Default, Serialize, Deserialize)]
+    pub(in super::super) struct UserEntry {
+        pub rules: Option<Box<UserRules>>,
+        pub profile: Option<Box<signals::Profile>>,
+    }
+
+    /// [`Current`] as version 1 wrote it, field for field.
+    #[derive(Serialize, Deserialize)]
+    pub(in super::super) struct UserRules {
+        pub last_time: i64,
+        pub last_type: Option<EventType>,
+        pub active_hour: i64,
+        pub recent: Recent,
+        pub velocity: velocity::UserVelocity,
+        pub cadence: bot::Cadence,
+        pub browsing: breadth::BrowsingRun,
+        pub card: card::CardState,
+        pub takeover: takeover::TakeoverStateV1,
+        pub cart: cart::CartState,
+        pub sequence: sequence::SequenceState,
+        pub surprise: surprise::SurpriseState,
+        pub scores: anomaly_score::ScoreWindow,
+        pub open: [Option<Box<OpenAlert>>; ALERT_TYPES.len()],
+    }
+
+    impl From<UserEntry> for super::UserEntry {
+        fn from(old: UserEntry) -> Self {
+            super::UserEntry {
+                rules: old.rules.map(|r| {
+                    let r = *r;
+                    Box::new(Current {
+                        last_time: r.last_time,
+                        last_type: r.last_type,
+                        active_hour: r.active_hour,
+                        recent: r.recent,
+                        velocity: r.velocity,
+                        cadence: r.cadence,
+                        browsing: r.browsing,
+                        card: r.card,
+                        takeover: Default::default(),
+                        cart: r.cart,
+                        sequence: r.sequence,
+                        surprise: r.surprise,
+                        scores: r.scores,
+                        open: r.open,
+                    })
+                }),
+                profile: old.profile,
+            }
+        }
+    }
 }
 
 /// The statistics as a changelog value.
@@ -289,6 +362,65 @@ mod tests {
             checked += usize::from(before != fresh);
         }
         assert!(checked > 20, "{checked} users had state to reset");
+    }
+
+    #[test]
+    fn a_version_1_entry_reads_with_its_profile_and_without_its_pending_login() {
+        use super::super::{UserEntry, UserRules};
+        let mut d = Detector::new(RulesConfig::default(), "v");
+        feed(&mut d, &stream(5));
+        let profile = d
+            .users
+            .values_mut()
+            .find_map(|e| e.profile.take())
+            .expect("a user with a profile");
+        let profile_bytes = bincode::serde::encode_to_vec(&profile, super::config()).unwrap();
+        let t = 1_800_000_000_000;
+        let r = UserRules::new(t);
+        let old = super::v1::UserEntry {
+            rules: Some(Box::new(super::v1::UserRules {
+                last_time: r.last_time,
+                last_type: Some(EventType::Login),
+                active_hour: r.active_hour,
+                recent: r.recent,
+                velocity: r.velocity,
+                cadence: r.cadence,
+                browsing: r.browsing,
+                card: r.card,
+                takeover: super::super::takeover::TakeoverStateV1::pending(t),
+                cart: r.cart,
+                sequence: r.sequence,
+                surprise: r.surprise,
+                scores: r.scores,
+                open: r.open,
+            })),
+            profile: Some(profile),
+        };
+        let bytes = super::encode(super::USER_V1, &old).unwrap();
+        let read = super::decode_user(&bytes).unwrap();
+        let rules = read.rules.as_deref().unwrap();
+        assert_eq!(rules.last_type, Some(EventType::Login));
+        assert_eq!(
+            bincode::serde::encode_to_vec(read.profile.as_deref().unwrap(), super::config())
+                .unwrap(),
+            profile_bytes,
+            "the profile is kept"
+        );
+        // The pending login is dropped: the rule state is a fresh one, but for what was kept.
+        let fresh = UserRules {
+            last_type: Some(EventType::Login),
+            ..UserRules::new(t)
+        };
+        let rules_only = |rules| {
+            super::encode_user(&UserEntry {
+                rules,
+                profile: None,
+            })
+            .unwrap()
+        };
+        assert_eq!(rules_only(read.rules), rules_only(Some(Box::new(fresh))));
+        // A version-1 value cut short is still an error.
+        assert!(super::decode_user(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

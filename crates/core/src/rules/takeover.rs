@@ -6,6 +6,11 @@
 //! `takeover_local_value_ratio` times the user's largest earlier purchase. A new phone alone is
 //! common (so is a new network: mobile carriers, travel); a new phone on a new network cashing
 //! out several times anything the user ever bought is the takeover's signature.
+//!
+//! How many times depends on a second signal, the session's focus: an attacker goes to the goods
+//! he came for, a shopper on a new phone looks around first. A session that since the login has
+//! viewed or searched no more often than it added to the cart is *focused* and is held to
+//! `takeover_local_focused_ratio`; one that browsed, to `takeover_local_value_ratio`.
 
 use super::signals::Profile;
 use super::{Finding, RulesConfig, human, severity};
@@ -20,8 +25,29 @@ struct SuspiciousLogin {
     device: String,
     country: String,
     usual_country: Option<String>,
-    /// Country known, network new: the checkout must also beat this value.
-    local_min_value: Option<f64>,
+    /// Country known, network new: the checkout must also beat this value times the ratio of
+    /// the session's focus (the user's largest earlier order, or `takeover_min_value`).
+    local_reference: Option<f64>,
+    /// Product views and searches since the login (saturating).
+    browsed: u16,
+    /// Adds to cart since the login (saturating).
+    carted: u16,
+}
+
+impl SuspiciousLogin {
+    /// Viewed or searched no more often than added to the cart since the login.
+    fn focused(&self) -> bool {
+        self.browsed <= self.carted
+    }
+
+    /// The ratio of the user's reference the checkout must beat on the local arm.
+    fn local_ratio(&self, cfg: &RulesConfig) -> f64 {
+        if self.focused() {
+            cfg.takeover_local_focused_ratio
+        } else {
+            cfg.takeover_local_value_ratio
+        }
+    }
 }
 
 /// A user's pending suspicious login, if any.
@@ -36,6 +62,41 @@ impl TakeoverState {
     pub(super) fn clear(&mut self) {
         let TakeoverState { login } = self;
         *login = None;
+    }
+}
+
+/// [`TakeoverState`] as version 1 of the detector's user entry wrote it (its login had no
+/// session focus); read to be dropped (`persist::v1`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct TakeoverStateV1 {
+    login: Option<Box<SuspiciousLoginV1>>,
+}
+
+/// A version-1 pending login, field for field.
+#[derive(Debug, Serialize, Deserialize)]
+struct SuspiciousLoginV1 {
+    time: i64,
+    event_id: String,
+    device: String,
+    country: String,
+    usual_country: Option<String>,
+    local_min_value: Option<f64>,
+}
+
+#[cfg(test)]
+impl TakeoverStateV1 {
+    /// A version-1 state with a pending login at `time`, for the format's tests.
+    pub(super) fn pending(time: i64) -> Self {
+        TakeoverStateV1 {
+            login: Some(Box::new(SuspiciousLoginV1 {
+                time,
+                event_id: "l".into(),
+                device: "d".into(),
+                country: "DE".into(),
+                usual_country: None,
+                local_min_value: Some(300.0),
+            })),
+        }
     }
 }
 
@@ -67,13 +128,12 @@ pub(super) fn takeover(
             if !profile.has_history_before(t) || profile.knows_device(device, t) {
                 return None;
             }
-            let local_min_value = if !profile.knows_country(country, t) {
+            let local_reference = if !profile.knows_country(country, t) {
                 None
             } else if cfg.takeover_local_value_ratio > 0.0
                 && field(ev.ip_prefix_hash.as_ref()).is_some_and(|n| !profile.knows_network(n, t))
             {
-                let reference = profile.largest_order().unwrap_or(cfg.takeover_min_value);
-                Some(cfg.takeover_local_value_ratio * reference)
+                Some(profile.largest_order().unwrap_or(cfg.takeover_min_value))
             } else {
                 return None;
             };
@@ -83,26 +143,49 @@ pub(super) fn takeover(
                 device: device.to_owned(),
                 country: country.to_owned(),
                 usual_country: profile.last_country().map(str::to_owned),
-                local_min_value,
+                local_reference,
+                browsed: 0,
+                carted: 0,
             }));
+            None
+        }
+        EventType::ProductView | EventType::Search => {
+            if let Some(login) = state.login.as_mut().filter(|l| t >= l.time) {
+                login.browsed = login.browsed.saturating_add(1);
+            }
+            None
+        }
+        EventType::AddToCart => {
+            if let Some(login) = state.login.as_mut().filter(|l| t >= l.time) {
+                login.carted = login.carted.saturating_add(1);
+            }
             None
         }
         EventType::BeginCheckout | EventType::PaymentAttempt => {
             let login = state.login.as_ref()?;
             let value = ev.order_value.filter(|v| v.is_finite())?;
+            let local_min = login.local_reference.map(|r| r * login.local_ratio(cfg));
             let min = cfg
                 .takeover_min_value
-                .max(login.local_min_value.unwrap_or(0.0))
+                .max(local_min.unwrap_or(0.0))
                 .max(0.0);
             if t < login.time || value < min {
                 return None;
             }
             let ratio = value / min.max(1.0);
-            let origin = match (login.local_min_value, login.usual_country.as_deref()) {
+            let origin = match (login.local_reference, login.usual_country.as_deref()) {
                 (Some(_), _) => format!(
-                    "new IP prefix in the user's own country {} (the largest earlier purchase \
-                     times {})",
-                    login.country, cfg.takeover_local_value_ratio
+                    "new IP prefix in the user's own country {} ({} the user's largest earlier \
+                     purchase times {}, {} views and searches for {} adds to cart since the login)",
+                    login.country,
+                    if login.focused() {
+                        "a focused session:"
+                    } else {
+                        "a browsing session:"
+                    },
+                    login.local_ratio(cfg),
+                    login.browsed,
+                    login.carted
                 ),
                 (None, Some(usual)) => {
                     format!("new country {} (usual country {usual})", login.country)
@@ -249,10 +332,27 @@ mod tests {
         .collect()
     }
 
-    /// A login from `device` on `network` in Germany a week later, then a checkout of `value`.
+    /// A login from `device` on `network` in Germany a week later, then straight to a checkout of
+    /// `value` (a focused session).
     fn local_tail(device: &str, network: &str, value: f64) -> Vec<ClickEvent> {
         vec![
             on_network(client(ev("l", Login, WEEK), device, "DE"), network),
+            on_network(checkout("c", WEEK + 90_000, value, device, "DE"), network),
+        ]
+    }
+
+    /// The same login, then three product views and a search for one add to cart before the
+    /// checkout (a browsing session).
+    fn browsing_tail(device: &str, network: &str, value: f64) -> Vec<ClickEvent> {
+        let at =
+            |id: &str, kind, t| on_network(client(ev(id, kind, WEEK + t), device, "DE"), network);
+        vec![
+            on_network(client(ev("l", Login, WEEK), device, "DE"), network),
+            at("v1", ProductView, 10_000),
+            at("s", Search, 20_000),
+            at("v2", ProductView, 30_000),
+            at("v3", ProductView, 40_000),
+            at("a", AddToCart, 50_000),
             on_network(checkout("c", WEEK + 90_000, value, device, "DE"), network),
         ]
     }
@@ -262,35 +362,57 @@ mod tests {
         of(&run(&mut detector(), &events), AlertType::AccountTakeover)
     }
 
+    fn no_orders() -> Vec<ClickEvent> {
+        history()
+            .into_iter()
+            .map(|e| on_network(e, "home"))
+            .collect()
+    }
+
     #[test]
-    fn local_takeover_new_device_and_network_cashing_out_far_above_the_users_orders() {
-        // 2 x 120 = 240 is the bar for this user.
+    fn local_takeover_new_device_and_network_cashing_out_above_the_users_orders() {
+        // Straight to the goods: the bar is 1 x 120, raised to takeover_min_value = 150.
         let alerts = local_alerts(
             history_with_purchase(),
-            local_tail("desktop-9", "proxy", 899.0),
+            local_tail("desktop-9", "proxy", 300.0),
         );
         assert_eq!(alerts.len(), 1);
         let reason = &alerts[0].reasons[0];
         assert!(
-            reason.contains("new IP prefix in the user's own country DE")
-                && reason.contains("high value from 240.00"),
+            reason.contains("new IP prefix in the user's own country DE (a focused session")
+                && reason.contains("0 views and searches for 0 adds to cart")
+                && reason.contains("high value from 150.00"),
             "{reason}"
         );
-        // No purchase yet: the bar is 2 x takeover_min_value = 300.
-        let no_orders = history()
-            .into_iter()
-            .map(|e| on_network(e, "home"))
-            .collect();
+        // Browsing first: the bar is 3 x 120 = 360.
+        let alerts = local_alerts(
+            history_with_purchase(),
+            browsing_tail("desktop-9", "proxy", 899.0),
+        );
+        assert_eq!(alerts.len(), 1);
+        let reason = &alerts[0].reasons[0];
+        assert!(
+            reason.contains("(a browsing session")
+                && reason.contains("4 views and searches for 1 adds to cart")
+                && reason.contains("high value from 360.00"),
+            "{reason}"
+        );
+        // No purchase yet: the bar is 1 (focused) or 3 (browsing) x takeover_min_value = 150.
         assert_eq!(
-            local_alerts(no_orders, local_tail("desktop-9", "proxy", 320.0)).len(),
+            local_alerts(no_orders(), local_tail("desktop-9", "proxy", 151.0)).len(),
+            1
+        );
+        assert_eq!(
+            local_alerts(no_orders(), browsing_tail("desktop-9", "proxy", 451.0)).len(),
             1
         );
     }
 
     #[test]
     fn a_second_takeover_is_judged_against_the_user_not_the_first_attacker() {
-        // A takeover from Brazil cashes out 899; a week later a second attacker, local this
-        // time, cashes out 300: over 2 x the user's own 120, under 2 x the first attacker's 899.
+        // A takeover from Brazil cashes out 899; a week later a second attacker, local and
+        // focused this time, cashes out 300: over the user's own 120 (and the floor of 150),
+        // under the first attacker's 899.
         let mut cash_out = on_network(
             client(ev("p1", Purchase, WEEK + 150_000), "desktop-9", "BR"),
             "proxy-br",
@@ -319,7 +441,7 @@ mod tests {
         assert_eq!(alerts.len(), 2, "{alerts:?}");
         assert_eq!(alerts[1].evidence_event_ids, vec!["l2", "c2"]);
         assert!(
-            alerts[1].reasons[0].contains("high value from 240.00"),
+            alerts[1].reasons[0].contains("high value from 150.00"),
             "{:?}",
             alerts[1].reasons
         );
@@ -337,8 +459,11 @@ mod tests {
     #[test]
     fn local_near_misses_do_not_fire() {
         let cases = [
-            // A new phone on a new network buying what the user usually buys (under 240).
-            local_tail("mobile-2", "carrier", 200.0),
+            // A new phone on a new network, browsing, then buying under 3 x the user's 120.
+            browsing_tail("mobile-2", "carrier", 359.0),
+            // The same, straight to a checkout worth less than the user's own 120 and the
+            // floor of 150.
+            local_tail("mobile-2", "carrier", 149.0),
             // A new phone at home, expensive basket: the network is known.
             local_tail("mobile-2", "home", 899.0),
             // The known phone on a new network (travel within the country).
@@ -350,12 +475,20 @@ mod tests {
                 "case {i}"
             );
         }
-        // No purchase yet and under 300.
-        let no_orders = history()
-            .into_iter()
-            .map(|e| on_network(e, "home"))
-            .collect();
-        assert!(local_alerts(no_orders, local_tail("desktop-9", "proxy", 299.0)).is_empty());
+        // No purchase yet: browsing under 3 x 150, or focused under 150.
+        assert!(local_alerts(no_orders(), browsing_tail("desktop-9", "proxy", 449.0)).is_empty());
+        assert!(local_alerts(no_orders(), local_tail("desktop-9", "proxy", 149.0)).is_empty());
+        // Events before the login do not count towards the session's focus.
+        let mut early_view = history_with_purchase();
+        early_view.push(on_network(
+            client(ev("v0", ProductView, WEEK - 1_000), "mobile-1", "DE"),
+            "home",
+        ));
+        let alerts = local_alerts(early_view, local_tail("desktop-9", "proxy", 300.0));
+        assert!(
+            alerts.len() == 1 && alerts[0].reasons[0].contains("a focused session"),
+            "{alerts:?}"
+        );
         // The local arm off.
         let off = RulesConfig {
             takeover_local_value_ratio: 0.0,
