@@ -252,9 +252,10 @@ pub struct RuntimeConfig {
     /// Records per batch; offsets are stored only after a batch's outputs are delivered.
     pub max_batch: usize,
     /// At-least-once: how often (ms) the batches processed since the last commit are made durable
-    /// together: their outputs' acknowledgements waited for, the stage's state changes written once
-    /// per changed key, then their offsets stored (Kafka Streams' `commit.interval.ms`). In between,
-    /// batches are processed and sent without waiting for the broker. After a crash, up to this much
+    /// together, in order: their outputs acknowledged, then the stage's state changes (taken at the
+    /// commit) written once per changed key and acknowledged, then their offsets stored (Kafka
+    /// Streams' `commit.interval.ms`). The loop moves these steps along between batches rather than
+    /// waiting for them (unless more than two commits are under way). After a crash, up to this much
     /// input (and up to a second more: librdkafka's auto-commit interval) is processed again, and so is
     /// what a partition moved by a rebalance had not committed. 0: after every batch. Exactly-once
     /// commits one transaction per batch whatever this is.

@@ -297,6 +297,8 @@ impl Run<'_> {
             batch.retain(|m| assigned.contains(m.topic(), m.partition()));
             self.check_stalls(&mut watch);
             let tick_due = last_tick.elapsed() >= tick_every;
+            // At-least-once commits under way: each step that the broker has acknowledged.
+            self.advance_commits(usize::MAX)?;
             if batch.is_empty() && !tick_due && !self.commit_due() {
                 continue;
             }
@@ -433,7 +435,7 @@ impl Run<'_> {
                     let ps = assigned.revoke(&tps);
                     self.committed.forget(&tps);
                     // At-least-once: their new owner processes again what was not committed here.
-                    self.in_flight.offsets.forget(&tps);
+                    self.in_flight.forget(&tps, &ps);
                     stage.on_revoke(&ps);
                     watch.revoked(&tps);
                 }

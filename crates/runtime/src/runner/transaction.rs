@@ -3,7 +3,7 @@
 //! block for good after a broker restart (confluentinc/librdkafka#5511), so each runs with a deadline.
 
 use super::Run;
-use super::delivery::{deliver, store_offsets};
+use super::delivery::{deliver, produce, store_offsets};
 use crate::changelog::restore;
 use crate::config::BusConfig;
 use crate::inputs::Assignment;
@@ -26,6 +26,10 @@ pub(super) fn transactional_producer(
     init_transactions(&p, stage)?;
     Ok(p)
 }
+
+/// At-least-once: commits (one per `runtime.commit_interval_ms`) on their way to being durable
+/// before the loop waits for the oldest: bounds what is in flight when the broker is slow.
+const MAX_PENDING_EPOCHS: usize = 2;
 
 /// How long a stage keeps asking for its producer id while the broker does not answer (a broker restart
 /// that takes minutes, on a loaded machine or a large cluster) before it gives up and exits; below the
@@ -220,8 +224,9 @@ impl Run<'_> {
 
     /// Makes a batch durable: its outputs, its state changes and its input offsets. Exactly-once: all
     /// three in one transaction. At-least-once: the outputs are sent now, and every
-    /// `runtime.commit_interval_ms` (or when `force`d) the batches sent since the last commit are made
-    /// durable ([`Run::commit_in_flight`]).
+    /// `runtime.commit_interval_ms` the batches sent since the last commit start on their way to
+    /// being durable without stopping the loop ([`Run::commit_in_flight`]); `force` waits until
+    /// they are.
     pub(super) fn commit_batch<S: Stage>(
         &mut self,
         stage: &mut S,
@@ -234,7 +239,7 @@ impl Run<'_> {
                 .send(&self.producer, outputs, self.name, &self.env.metrics)?;
             self.in_flight.processed(next_offsets);
             if force || self.commit_due() {
-                self.commit_in_flight(stage)?;
+                self.commit_in_flight(stage, force)?;
             }
             return Ok(());
         }
@@ -279,20 +284,38 @@ impl Run<'_> {
             ))
     }
 
-    /// At-least-once: waits until every output sent since the last commit is delivered, then
-    /// produces the stage's state changes and waits for them too, then stores the input offsets for
-    /// librdkafka's auto-commit. Outputs go first: state acknowledged before an output that then fails
-    /// would already hold events that are processed again from the uncommitted offsets, and cleaning
-    /// would drop them as duplicates, never publishing them.
-    pub(super) fn commit_in_flight<S: Stage>(&mut self, stage: &mut S) -> anyhow::Result<()> {
-        self.in_flight.settle(self.name, &self.env.metrics)?;
+    /// At-least-once: closes the batches sent since the last commit into an epoch with the stage's
+    /// state changes, taken now, and moves the pending epochs along ([`Run::advance_commits`]);
+    /// `wait` makes every epoch durable before returning (shutdown). An epoch is durable in three
+    /// steps: its outputs acknowledged, then its state changes produced and acknowledged, then its
+    /// input offsets stored for librdkafka's auto-commit. Outputs go first: state acknowledged
+    /// before an output that then fails would already hold events that are processed again from the
+    /// uncommitted offsets, and cleaning would drop them as duplicates, never publishing them.
+    pub(super) fn commit_in_flight<S: Stage>(
+        &mut self,
+        stage: &mut S,
+        wait: bool,
+    ) -> anyhow::Result<()> {
         let changes = self.changelog_outputs(stage);
-        self.in_flight
-            .send(&self.producer, changes, self.name, &self.env.metrics)?;
-        self.in_flight.settle(self.name, &self.env.metrics)?;
-        let offsets = std::mem::take(&mut self.in_flight.offsets);
-        store_offsets(self.consumer, &offsets, self.name);
-        Ok(())
+        self.in_flight.close(changes);
+        self.advance_commits(if wait { 0 } else { MAX_PENDING_EPOCHS })
+    }
+
+    /// At-least-once: moves pending epochs along without waiting for the broker, unless more than
+    /// `keep` are pending; then it waits until only `keep` are.
+    pub(super) fn advance_commits(&mut self, keep: usize) -> anyhow::Result<()> {
+        if self.in_flight.pending() == 0 {
+            return Ok(());
+        }
+        let (producer, consumer, name, metrics) =
+            (&self.producer, self.consumer, self.name, &self.env.metrics);
+        self.in_flight.advance(
+            keep,
+            |changes| produce(producer, changes, name, metrics),
+            |offsets| store_offsets(consumer, offsets, name),
+            name,
+            metrics,
+        )
     }
 
     /// The stage's state changes since the last call, as changelog records, leaving out those of
