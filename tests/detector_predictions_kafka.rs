@@ -68,9 +68,7 @@ fn output<T: AvroRecord>(codec: &Codec, topic: &str, key: &str, record: &T) -> O
         topic: topic.to_string(),
         key: key.as_bytes().to_vec(),
         payload: codec.encode(record).unwrap(),
-        headers: Vec::new(),
-        partition: None,
-        tombstone: false,
+        ..Output::default()
     }
 }
 

@@ -104,7 +104,9 @@ impl Collector {
                     } else if t == self.topics.alerts {
                         push(&self.codec, payload, &mut c.alerts)
                     } else {
-                        push(&self.codec, payload, &mut c.dead_letters)
+                        clickpath_runtime::deadletter::read_message(&self.codec, &m)
+                            .map(|d| c.dead_letters.push(d))
+                            .is_ok()
                     };
                     if !ok {
                         c.undecodable += 1;

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod pipeline;
 pub mod produce;
 pub mod replay;
+pub mod replay_dead_letters;
 pub mod run_stage;
 pub mod tail;
 pub mod topics;

@@ -4,7 +4,9 @@
 
 use clap::{Parser, Subcommand};
 use clickpath_cli::app::{GlobalArgs, main_with};
-use clickpath_cli::{demo, evaluate, generate, replay, run_stage, tail, topics, train, validate};
+use clickpath_cli::{
+    demo, evaluate, generate, replay, replay_dead_letters, run_stage, tail, topics, train, validate,
+};
 
 /// mimalloc instead of glibc malloc: the stages allocate and free every decoded record's strings,
 /// and malloc/free were a fifth of the stage chain's time (BENCHMARKS.md, "Allocator").
@@ -49,6 +51,9 @@ enum Command {
     /// Print a topic's records (alerts, predictions, sessions, ...) as JSON lines or a table,
     /// decoded with the schema each names; filters by user, alert type and severity.
     Tail(tail::TailArgs),
+    /// Put dead letters back on the topic they were read from (or --to), byte for byte, once
+    /// their cause is fixed; filters by error kind, stage and source topic.
+    ReplayDeadLetters(replay_dead_letters::ReplayDeadLettersArgs),
 }
 
 fn main() {
@@ -75,6 +80,7 @@ fn main() {
             }
             Command::Validate(args) => validate::run(args, g),
             Command::Tail(args) => tail::run(args, g),
+            Command::ReplayDeadLetters(args) => replay_dead_letters::run(args, g),
         }
     });
 }

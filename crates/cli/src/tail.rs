@@ -3,6 +3,7 @@
 
 use crate::app::GlobalArgs;
 use clickpath_runtime::kafka::{base_client_config, check_reachable};
+use clickpath_schema::DeadLetter;
 use clickpath_schema::codec::Codec;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -171,6 +172,25 @@ pub fn render(
     }
 }
 
+/// A dead letter as `clickpath tail` shows it: its context, its key as `user_id` (clickpath's
+/// keys are user ids), and the original value decoded when it is a clickpath record (`null` and its
+/// size when not).
+pub fn dead_letter_view(codec: &Codec, dl: &DeadLetter) -> serde_json::Value {
+    let original = codec.decode_json(&dl.payload).ok().map(|(_, _, v)| v);
+    serde_json::json!({
+        "source_topic": dl.source_topic,
+        "source_partition": dl.source_partition,
+        "source_offset": dl.source_offset,
+        "error_kind": dl.error_kind,
+        "reason": dl.reason,
+        "stage": dl.stage,
+        "failed_at": dl.failed_at,
+        "user_id": dl.key.as_deref().map(String::from_utf8_lossy),
+        "value_bytes": dl.payload.len(),
+        "value": original,
+    })
+}
+
 /// `clickpath tail`: prints the topic's records until the end (or `--max`), or follows it.
 pub fn run(args: &TailArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let cfg = global.load_config()?;
@@ -235,10 +255,24 @@ pub fn run(args: &TailArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         if ends.get(&partition).is_some_and(|&end| offset + 1 >= end) {
             ends.remove(&partition);
         }
-        let Some(payload) = m.payload() else {
-            continue;
+        let decoded = if topic == cfg.bus.topics.dead_letters {
+            // The value is the rejected record as received; the dead letter is in its headers.
+            clickpath_runtime::deadletter::read_message(&codec, &m)
+                .map(|dl| {
+                    (
+                        0,
+                        Some("dead_letter".to_string()),
+                        dead_letter_view(&codec, &dl),
+                    )
+                })
+                .map_err(anyhow::Error::msg)
+        } else {
+            let Some(payload) = m.payload() else {
+                continue;
+            };
+            codec.decode_json(payload).map_err(anyhow::Error::from)
         };
-        match codec.decode_json(payload) {
+        match decoded {
             Ok((id, name, value)) => {
                 if !filter.passes(&value) {
                     continue;
@@ -283,6 +317,37 @@ mod tests {
             detector_version: "v".into(),
         };
         codec.decode_json(&codec.encode(&a).unwrap()).unwrap().2
+    }
+
+    #[test]
+    fn a_dead_letter_shows_its_context_and_its_record_when_it_decodes() {
+        let codec = Codec::embedded();
+        let ev =
+            clickpath_schema::ClickEvent::new("e1", "u-7", clickpath_schema::EventType::Search, 1);
+        let mut dl = DeadLetter {
+            source_topic: "clickpath.raw".into(),
+            source_partition: 2,
+            source_offset: 9,
+            key: Some(b"u-7".to_vec()),
+            payload: codec.encode(&ev).unwrap(),
+            error_kind: "bad_value".into(),
+            reason: "why".into(),
+            stage: "cleaning".into(),
+            failed_at: 5,
+        };
+        let v = dead_letter_view(&codec, &dl);
+        assert_eq!(v["user_id"], "u-7");
+        assert_eq!(v["error_kind"], "bad_value");
+        assert_eq!(v["value"]["event_id"], "e1");
+        assert!(
+            TailFilter::of(&args(Some("u-7"), None, None))
+                .unwrap()
+                .passes(&v)
+        );
+        dl.payload = b"\x01not avro".to_vec();
+        let v = dead_letter_view(&codec, &dl);
+        assert!(v["value"].is_null());
+        assert_eq!(v["value_bytes"], 9);
     }
 
     fn args(user: Option<&str>, kind: Option<&str>, min: Option<&str>) -> TailArgs {

@@ -477,3 +477,180 @@ fn sigterm(child: &std::process::Child) {
         .unwrap();
     assert!(status.success(), "kill -TERM {}", child.id());
 }
+
+/// Dead letters on the real broker: a too strict validation rejects two orders, `tail` shows the
+/// dead letters, a dry run counts them, and once the rule is fixed `replay-dead-letters` puts them
+/// back on the raw topic byte for byte (the shop's header too), where cleaning accepts them; a
+/// record of another kind stays a dead letter.
+#[test]
+fn dead_letters_are_the_records_as_received_and_replay_once_fixed() {
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let Some(brokers) = clickpath_testkit::test_brokers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (config, cfg) = write_config(dir.path(), &brokers, "dlq-replay");
+    let cli = |args: &[&str], env: &[(&str, &str)]| {
+        let out = clickpath()
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(&["topics", "create"], &[]);
+    let codec = Codec::embedded();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let mut orders = Vec::new();
+    for i in 0..5 {
+        let mut ev = ClickEvent::new(
+            format!("e{i}"),
+            format!("u{i}"),
+            clickpath_schema::EventType::AddToCart,
+            1_700_000_000_000 + i,
+        );
+        // Two wholesale orders of 50 units.
+        ev.quantity = Some(if i < 2 { 50 } else { 1 });
+        let bytes = codec.encode(&ev).unwrap();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "shop.origin",
+            value: Some(&format!("web-{i}")),
+        });
+        producer
+            .send(
+                BaseRecord::to(&cfg.topics.raw)
+                    .key(&ev.user_id)
+                    .payload(&bytes)
+                    .headers(headers),
+            )
+            .unwrap();
+        if i < 2 {
+            orders.push(bytes);
+        }
+    }
+    producer
+        .send(
+            BaseRecord::to(&cfg.topics.raw)
+                .key("u9")
+                .payload(&b"\x01not avro"[..]),
+        )
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let run_cleaning = |env: &[(&str, &str)], clean: usize| {
+        let mut stage = clickpath()
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "cleaning"])
+            .envs(env.iter().copied())
+            .spawn()
+            .unwrap();
+        let seen = count_records(&brokers, &cfg.topics.clean, clean, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(500));
+        sigterm(&stage);
+        assert!(stage.wait().unwrap().success());
+        seen
+    };
+    // A too strict rule: at most 10 units.
+    let strict = [("CLICKPATH__CLEANING__VALIDATION__MAX_QUANTITY", "10")];
+    assert_eq!(run_cleaning(&strict, 3).len(), 3);
+    let letters = count_records(
+        &brokers,
+        &cfg.topics.dead_letters,
+        3,
+        Duration::from_secs(30),
+    );
+    assert_eq!(letters.len(), 3);
+    // The values are the records as received.
+    for order in &orders {
+        assert!(
+            letters.contains(order),
+            "an order's bytes in the dead letters"
+        );
+    }
+    assert!(letters.contains(&b"\x01not avro".to_vec()));
+
+    let tailed: Vec<serde_json::Value> = cli(&["tail", "dead_letters", "--from-beginning"], &[])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(tailed.len(), 3);
+    let bad_values: Vec<&serde_json::Value> = tailed
+        .iter()
+        .filter(|l| l["value"]["error_kind"] == "bad_value")
+        .collect();
+    assert_eq!(bad_values.len(), 2, "{tailed:?}");
+    assert_eq!(bad_values[0]["value"]["stage"], "cleaning");
+    assert_eq!(
+        bad_values[0]["value"]["source_topic"],
+        cfg.topics.raw.as_str()
+    );
+    assert_eq!(bad_values[0]["value"]["value"]["quantity"], 50);
+
+    let dry = cli(
+        &["replay-dead-letters", "--kind", "bad_value", "--dry-run"],
+        &[],
+    );
+    assert!(
+        dry.contains("3 dead letters read") && dry.contains("2 would be replayed"),
+        "{dry}"
+    );
+    // The rule fixed (the default limit), the orders replayed: cleaning accepts them now.
+    let replayed = cli(&["replay-dead-letters", "--kind", "bad_value"], &[]);
+    assert!(replayed.contains("2 replayed"), "{replayed}");
+    let clean = run_cleaning(&[], 5);
+    let mut ids: Vec<String> = clean
+        .iter()
+        .map(|r| codec.decode::<ClickEvent>(r).unwrap().event_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["e0", "e1", "e2", "e3", "e4"]);
+    // On the raw topic, a replayed record is the original with its own header and its origin.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "cli-test-raw-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(&cfg.topics.raw, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut found = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while found < 2 && Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let header = |name: &str| {
+            m.headers()
+                .and_then(|h| h.iter().find(|h| h.key == name))
+                .and_then(|h| h.value)
+        };
+        if let Some(from) = header("clickpath.replayed_from") {
+            found += 1;
+            assert!(
+                std::str::from_utf8(from)
+                    .unwrap()
+                    .starts_with(&cfg.topics.dead_letters)
+            );
+            assert!(orders.iter().any(|o| m.payload() == Some(o.as_slice())));
+            assert!(header("shop.origin").is_some_and(|v| v.starts_with(b"web-")));
+            assert!(header("__connect.errors.topic").is_none());
+        }
+    }
+    assert_eq!(found, 2, "both orders replayed to the raw topic");
+}

@@ -74,7 +74,7 @@ pub enum StageError {
 }
 
 /// One record a stage wants produced.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Output {
     /// Destination topic.
     pub topic: String,
@@ -82,6 +82,8 @@ pub struct Output {
     pub key: Vec<u8>,
     /// Confluent-framed Avro value.
     pub payload: Vec<u8>,
+    /// Headers copied verbatim from the input record, before every other header (dead letters).
+    pub copied_headers: Vec<(String, Option<Vec<u8>>)>,
     /// Extra Kafka headers (dead letters carry their context here); the run loop adds `clickpath.stage`.
     pub headers: Vec<(&'static str, String)>,
     /// Explicit partition (changelog records go to their input partition); `None` partitions by key.
@@ -369,6 +371,7 @@ fn encoded<T: AvroRecord>(
         topic: topic.to_string(),
         key: key.as_bytes().to_vec(),
         payload,
+        copied_headers: Vec::new(),
         headers: Vec::new(),
         partition: None,
         tombstone: false,

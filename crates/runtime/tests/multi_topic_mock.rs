@@ -124,7 +124,33 @@ impl Stage for Join {
     }
 }
 
-fn read_all(brokers: &str, topic: &str, partitions: i32, want: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// A record read back: key, value and headers (values as text).
+struct Read {
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: Vec<(String, String)>,
+}
+
+fn read_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Read {
+    use rdkafka::message::Headers;
+    Read {
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().unwrap_or_default().to_vec(),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_string(), v.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn read_all(brokers: &str, topic: &str, partitions: i32, want: usize) -> Vec<Read> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "reader")
@@ -142,20 +168,14 @@ fn read_all(brokers: &str, topic: &str, partitions: i32, want: usize) -> Vec<(Ve
     let deadline = Instant::now() + Duration::from_secs(20);
     while out.len() < want && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out.push((
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            ));
+            out.push(read_of(&m));
         }
     }
     // Anything beyond `want` would be a duplicate: give it a moment to show up.
     let settle = Instant::now() + Duration::from_millis(500);
     while Instant::now() < settle {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
-            out.push((
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            ));
+            out.push(read_of(&m));
         }
     }
     out
@@ -283,7 +303,19 @@ fn two_topic_stage(guarantee: Guarantee) {
     let outs = read_all(&brokers, "out", 2, 16);
     assert_eq!(outs.len(), 16, "every good record forwarded once");
     let dl = read_all(&brokers, "dlq", 2, 2);
-    let mut letters: Vec<DeadLetter> = dl.iter().map(|(_, v)| codec.decode(v).unwrap()).collect();
+    let mut letters: Vec<DeadLetter> = dl
+        .iter()
+        .map(|m| {
+            clickpath_runtime::deadletter::read(&codec, m.key.as_deref(), &m.value, |name| {
+                m.headers
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            })
+            .unwrap()
+        })
+        .collect();
     letters.sort_by(|a, b| a.source_topic.cmp(&b.source_topic));
     assert_eq!(letters.len(), 2);
     assert_eq!(letters[0].source_topic, "events");

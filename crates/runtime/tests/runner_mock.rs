@@ -164,11 +164,17 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
     let mut huge = ClickEvent::new("huge", "u9", EventType::Search, 1_700_000_000_100);
     huge.search_query = Some("x".repeat(8000));
     let huge_bytes = codec.encode(&huge).unwrap();
+    // The shop's own header (a binary value) travels with the dead letter.
+    let shop_header = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: "shop.origin",
+        value: Some(&b"web-\x01"[..]),
+    });
     producer
         .send(
             BaseRecord::to("in")
                 .key("u9".as_bytes())
-                .payload(&huge_bytes),
+                .payload(&huge_bytes)
+                .headers(shop_header),
         )
         .unwrap();
     producer.flush(Duration::from_secs(5)).unwrap();
@@ -203,10 +209,26 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
         9,
         "4 wrong-magic + 4 negative-price + 1 oversized records dead-lettered"
     );
+    // Read back with the dead-letter reader: the value is the original record, the context in
+    // headers (Kafka Connect's names beside clickpath's).
     let letters: Vec<DeadLetter> = dl
         .iter()
-        .map(|(_, v, _)| codec.decode(v).unwrap())
+        .map(|(k, v, headers)| {
+            clickpath_runtime::deadletter::read(&codec, Some(k), v, |name| {
+                headers
+                    .iter()
+                    .rev()
+                    .find(|(hk, _)| hk == name)
+                    .map(|(_, v)| v.as_str())
+            })
+            .unwrap()
+        })
         .collect();
+    assert!(
+        dl.iter()
+            .all(|(_, v, _)| codec.decode::<DeadLetter>(v).is_err()),
+        "values are not wrapped in an Avro DeadLetter any more"
+    );
     // Context headers let operators route dead letters without decoding them.
     for (_, _, headers) in &dl {
         let get = |k: &str| {
@@ -226,7 +248,35 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
         );
         assert!(get("clickpath.error.reason").is_some_and(|r| !r.is_empty()));
         assert!(get("clickpath.source.offset").is_some_and(|o| o.parse::<i64>().is_ok()));
+        assert_eq!(get("__connect.errors.topic"), Some("in"));
+        assert_eq!(get("__connect.errors.stage"), Some("forward"));
+        assert_eq!(
+            get("__connect.errors.exception.class.name"),
+            get("clickpath.error.kind")
+                .map(|k| format!("clickpath.{k}"))
+                .as_deref()
+        );
+        assert_eq!(
+            get("__connect.errors.exception.message"),
+            get("clickpath.error.reason")
+        );
     }
+    let copied: Vec<_> = dl
+        .iter()
+        .filter(|(_, _, h)| {
+            h.iter()
+                .any(|(k, v)| k == "shop.origin" && v == "web-\u{1}")
+        })
+        .collect();
+    assert_eq!(
+        copied.len(),
+        1,
+        "the oversized record's own header is copied"
+    );
+    assert_eq!(
+        copied[0].1, huge_bytes,
+        "its value is the record as received"
+    );
     assert_eq!(
         letters
             .iter()
@@ -255,11 +305,14 @@ fn forwards_valid_records_and_dead_letters_poison_without_stopping() {
         neg[0].reason
     );
     assert_eq!(neg[0].source_topic, "in");
-    // The original bytes travel with the dead letter.
-    assert!(
+    // The original bytes are the dead letter's value, key included.
+    assert_eq!(
         letters
             .iter()
-            .any(|d| d.payload.starts_with(b"\x01not avro"))
+            .filter(|d| d.payload == b"\x01not avro at all"
+                && d.key.as_deref().is_some_and(|k| k.starts_with(b"u")))
+            .count(),
+        4
     );
 
     // A second run in the same group resumes after the committed offsets: nothing is read again.

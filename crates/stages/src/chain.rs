@@ -30,7 +30,7 @@ use crate::scorer::Scorer;
 use crate::sessionizer::Sessionizer;
 use crate::topology::{StageName, build_scorer};
 use crate::windower::Windower;
-use clickpath_runtime::deadletter::dead_letter_output;
+use clickpath_runtime::deadletter::{Rejection, dead_letter_output};
 use clickpath_runtime::handoff::{Handed, Handoff};
 use clickpath_runtime::metrics::{Metrics, StageTopic};
 use clickpath_runtime::query::QueryStore;
@@ -315,20 +315,17 @@ fn dead_letter_on_reject<T: AvroRecord>(
         .codec()
         .encode(record)
         .map_err(|e| StageError::Fatal(format!("cannot encode a dead letter for {stage}: {e}")))?;
-    let output = dead_letter_output(
-        ctx.codec(),
-        dead_letters,
+    let why = Rejection {
         stage,
         topic,
-        ctx.partition().unwrap_or(-1),
-        ctx.offset().unwrap_or(-1),
-        Some(key.as_bytes()),
-        &payload,
+        partition: ctx.partition().unwrap_or(-1),
+        offset: ctx.offset().unwrap_or(-1),
         kind,
-        &reason,
-        ctx.now_ms(),
-    )
-    .map_err(|e| StageError::Fatal(e.to_string()))?;
+        reason: &reason,
+        now_ms: ctx.now_ms(),
+    };
+    // Handed in process, the record has no headers of its own; `push_output` adds its trace.
+    let output = dead_letter_output(dead_letters, &why, Some(key.as_bytes()), &payload, [], true);
     if let Some(m) = metrics {
         m.dead_letter(stage, kind);
     }

@@ -9,7 +9,7 @@
 
 use super::{ReadRecord, TopicReader};
 use clickpath_cli::pipeline::{join_stages, spawn_stages};
-use clickpath_runtime::deadletter::headers;
+use clickpath_runtime::deadletter::{self, headers};
 use clickpath_runtime::kafka::create_producer;
 use clickpath_schema::codec::Codec;
 use clickpath_schema::{ClickEvent, DeadLetter, EventType};
@@ -666,7 +666,14 @@ fn check_dead_letter(
     seen: &mut HashSet<(i32, i64)>,
     report: &mut HostileReport,
 ) {
-    let dl: DeadLetter = match codec.decode(&rec.payload) {
+    let header = |name: &str| {
+        rec.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let dl: DeadLetter = match deadletter::read(codec, Some(&rec.key), &rec.payload, header) {
         Ok(d) => d,
         Err(e) => {
             report
@@ -699,12 +706,6 @@ fn check_dead_letter(
         report.duplicates += 1;
         return;
     }
-    let header = |name: &str| {
-        rec.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
     let ok = kinds.contains(&dl.error_kind.as_str())
         && !dl.reason.trim().is_empty()
         && header(headers::ERROR_KIND) == Some(dl.error_kind.as_str())

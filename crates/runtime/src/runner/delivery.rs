@@ -56,7 +56,15 @@ pub(super) fn produce(
     let mut acks = Vec::with_capacity(outputs.len());
     let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
     for out in &outputs {
-        let mut headers = OwnedHeaders::new_with_capacity(1 + out.headers.len()).insert(Header {
+        let mut headers =
+            OwnedHeaders::new_with_capacity(out.copied_headers.len() + 1 + out.headers.len());
+        for (k, v) in &out.copied_headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
+        }
+        headers = headers.insert(Header {
             key: "clickpath.stage",
             value: Some(stage),
         });
@@ -341,10 +349,8 @@ mod tests {
         Output {
             topic: "changelog".into(),
             key: format!("k{partition}").into_bytes(),
-            payload: Vec::new(),
-            headers: Vec::new(),
             partition: Some(partition),
-            tombstone: false,
+            ..Output::default()
         }
     }
 

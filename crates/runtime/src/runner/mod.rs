@@ -25,7 +25,7 @@ use transaction::transactional_producer;
 
 use crate::changelog::{changelog_topic, ensure_changelog_topic, restore};
 use crate::config::{BusConfig, Guarantee, TraceContextMode};
-use crate::deadletter::dead_letter_output;
+use crate::deadletter::{Rejection, dead_letter_output};
 use crate::health::Health;
 use crate::inputs::{Assignment, BatchOffsets, InputTopics, co_partitioned};
 use crate::kafka::{RebalanceEvent, StageContext, create_producer, stage_consumer_config};
@@ -507,19 +507,27 @@ impl Run<'_> {
                 tracing::debug!(stage = name, topic, partition = msg.partition(), offset = msg.offset(), kind, %reason, "Record dead-lettered.");
                 env.metrics.dead_letter(name, kind);
                 summary.dead_letters += 1;
-                let mut dead_letter = dead_letter_output(
-                    &env.codec,
-                    &env.config.topics.dead_letters,
-                    name,
+                let why = Rejection {
+                    stage: name,
                     topic,
-                    msg.partition(),
-                    msg.offset(),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                    kind,
+                    reason: &reason,
+                    now_ms: now,
+                };
+                let input_headers = msg.headers().into_iter().flat_map(|h| {
+                    use rdkafka::message::Headers;
+                    h.iter().map(|h| (h.key, h.value))
+                });
+                let mut dead_letter = dead_letter_output(
+                    &env.config.topics.dead_letters,
+                    &why,
                     msg.key(),
                     payload,
-                    kind,
-                    &reason,
-                    now,
-                )?;
+                    input_headers,
+                    trace.is_some(),
+                );
                 if let Some(t) = &trace {
                     t.push_onto(&mut dead_letter.headers);
                 }

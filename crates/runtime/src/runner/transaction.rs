@@ -335,8 +335,8 @@ impl Run<'_> {
                 key: change.key,
                 tombstone: change.value.is_none(),
                 payload: change.value.unwrap_or_default(),
-                headers: Vec::new(),
                 partition: Some(change.partition),
+                ..Output::default()
             })
             .collect();
         if outputs.len() < before {
