@@ -8,7 +8,8 @@ use clickpath_runtime::kafka::{base_client_config, check_reachable, create_produ
 use clickpath_schema::DeadLetter;
 use clickpath_schema::codec::Codec;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -186,6 +187,8 @@ pub fn replay(
         "topic {dlq} does not exist or has no partitions"
     );
     let mut start = TopicPartitionList::new();
+    // Per partition, where the topic ends now: records after it (dead letters of this replay, or
+    // of the live pipeline) are not read.
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
     for p in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(dlq, p, wait)?;
@@ -195,6 +198,7 @@ pub fn replay(
         }
     }
     consumer.assign(&start)?;
+    let stop = ends.clone();
     let codec = Codec::embedded();
     let mut summary = ReplaySummary::default();
     let mut deliveries = Vec::new();
@@ -212,10 +216,12 @@ pub fn replay(
             continue;
         };
         let m = message?;
-        if ends
-            .get(&m.partition())
-            .is_some_and(|&end| m.offset() + 1 >= end)
-        {
+        let Some(&end) = stop.get(&m.partition()).filter(|&&end| m.offset() < end) else {
+            // Past where the partition ended when the replay began.
+            ends.remove(&m.partition());
+            continue;
+        };
+        if m.offset() + 1 >= end {
             ends.remove(&m.partition());
         }
         let Ok(dl) = deadletter::read_message(&codec, &m) else {
@@ -236,19 +242,34 @@ pub fn replay(
         };
         let from = format!("{dlq}/{}/{}", m.partition(), m.offset());
         // The first format wrapped the record and had no headers of the record's own.
-        let own: Vec<(&str, Option<&[u8]>)> = m
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-            .unwrap_or_default();
-        let mut record = FutureRecord::to(&topic)
-            .payload(&dl.payload)
-            .headers(replay_headers(own, &from));
+        let own = clickpath_runtime::kafka::record_headers(&m);
+        let wrapped = !own
+            .iter()
+            .any(|(k, _)| *k == deadletter::headers::CONNECT_TOPIC);
+        // A record that had no value has none again (the current format keeps it absent).
+        let value = if wrapped {
+            Some(dl.payload.as_slice())
+        } else {
+            m.payload()
+        };
+        let mut record = FutureRecord::to(&topic).headers(replay_headers(own, &from));
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
         if let Some(key) = &dl.key {
             record = record.key(key);
         }
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(e, _)| anyhow::anyhow!("cannot produce to {topic}: {e}"))?;
+        let delivery = loop {
+            match producer.send_result(record) {
+                Ok(d) => break d,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // The local queue is full: let librdkafka drain it, then retry the same record.
+                    record = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => anyhow::bail!("cannot produce to {topic}: {e}"),
+            }
+        };
         deliveries.push((from, delivery));
     }
     if let Some(p) = producer {
@@ -267,6 +288,7 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::Headers;
 
     fn letter(kind: &str, stage: &str, topic: &str) -> DeadLetter {
         DeadLetter {

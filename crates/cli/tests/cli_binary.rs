@@ -547,6 +547,10 @@ fn dead_letters_are_the_records_as_received_and_replay_once_fixed() {
                 .payload(&b"\x01not avro"[..]),
         )
         .unwrap();
+    // No key at all: its dead letter has none either (not an empty one).
+    producer
+        .send(BaseRecord::<(), [u8]>::to(&cfg.topics.raw).payload(&b"\x01no key"[..]))
+        .unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let run_cleaning = |env: &[(&str, &str)], clean: usize| {
@@ -569,10 +573,10 @@ fn dead_letters_are_the_records_as_received_and_replay_once_fixed() {
     let letters = count_records(
         &brokers,
         &cfg.topics.dead_letters,
-        3,
+        4,
         Duration::from_secs(30),
     );
-    assert_eq!(letters.len(), 3);
+    assert_eq!(letters.len(), 4);
     // The values are the records as received.
     for order in &orders {
         assert!(
@@ -586,7 +590,13 @@ fn dead_letters_are_the_records_as_received_and_replay_once_fixed() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(tailed.len(), 3);
+    assert_eq!(tailed.len(), 4);
+    let keyless: Vec<&serde_json::Value> = tailed
+        .iter()
+        .filter(|l| l["value"]["value_bytes"] == 7)
+        .collect();
+    assert_eq!(keyless.len(), 1, "{tailed:?}");
+    assert!(keyless[0]["value"]["user_id"].is_null(), "{tailed:?}");
     let bad_values: Vec<&serde_json::Value> = tailed
         .iter()
         .filter(|l| l["value"]["error_kind"] == "bad_value")
@@ -604,7 +614,7 @@ fn dead_letters_are_the_records_as_received_and_replay_once_fixed() {
         &[],
     );
     assert!(
-        dry.contains("3 dead letters read") && dry.contains("2 would be replayed"),
+        dry.contains("4 dead letters read") && dry.contains("2 would be replayed"),
         "{dry}"
     );
     // The rule fixed (the default limit), the orders replayed: cleaning accepts them now.

@@ -255,10 +255,12 @@ pub struct RuntimeConfig {
     /// together, in order: their outputs acknowledged, then the stage's state changes (taken at the
     /// commit) written once per changed key and acknowledged, then their offsets stored (Kafka
     /// Streams' `commit.interval.ms`). The loop moves these steps along between batches rather than
-    /// waiting for them (unless more than two commits are under way). After a crash, up to this much
-    /// input (and up to a second more: librdkafka's auto-commit interval) is processed again, and so is
-    /// what a partition moved by a rebalance had not committed. 0: after every batch. Exactly-once
-    /// commits one transaction per batch whatever this is.
+    /// waiting for them (unless more than two commits are under way). After a crash, what was not
+    /// committed is processed again: about three intervals of input (the open one and two under
+    /// way) plus the broker's acknowledgement time, and up to a second more (librdkafka's
+    /// auto-commit interval); so is what a partition moved by a rebalance had not committed. 0: a
+    /// commit starts after every batch (still not waited for). Exactly-once commits one transaction
+    /// per batch whatever this is.
     pub commit_interval_ms: u64,
     /// How long to wait for the first record of a batch (ms).
     pub poll_timeout_ms: u64,

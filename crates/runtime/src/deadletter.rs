@@ -69,14 +69,14 @@ pub struct Rejection<'a> {
 }
 
 /// The dead letter of a record that `why.stage` could not process: `key` and `payload` as
-/// received, the `input_headers` (name, value) copied except those the dead letter sets itself
+/// received (`None`: the record had none, and its dead letter has none), the `input_headers` (name, value) copied except those the dead letter sets itself
 /// (and the trace headers when `own_trace`: the dead letter then carries its own), then the
 /// context headers.
 pub fn dead_letter_output<'h>(
     dead_letter_topic: &str,
     why: &Rejection<'_>,
     key: Option<&[u8]>,
-    payload: &[u8],
+    payload: Option<&[u8]>,
     input_headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
     own_trace: bool,
 ) -> Output {
@@ -91,7 +91,9 @@ pub fn dead_letter_output<'h>(
     Output {
         topic: dead_letter_topic.to_string(),
         key: key.map(<[u8]>::to_vec).unwrap_or_default(),
-        payload: payload.to_vec(),
+        keyless: key.is_none(),
+        payload: payload.map(<[u8]>::to_vec).unwrap_or_default(),
+        tombstone: payload.is_none(),
         copied_headers,
         headers: vec![
             (CONNECT_TOPIC, why.topic.to_string()),
@@ -152,12 +154,13 @@ pub fn read<'a>(
 
 /// [`read`] of a consumed record (the last value of each header name counts).
 pub fn read_message<M: rdkafka::Message>(codec: &Codec, m: &M) -> Result<DeadLetter, String> {
-    use rdkafka::message::Headers;
-    let headers = m.headers();
+    let headers = crate::kafka::record_headers(m);
     let header = |name: &str| {
         headers
-            .and_then(|h| h.iter().filter(|x| x.key == name).last())
-            .and_then(|x| x.value)
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| *v)
             .and_then(|v| std::str::from_utf8(v).ok())
     };
     read(codec, m.key(), m.payload().unwrap_or_default(), header)
@@ -199,7 +202,14 @@ mod tests {
             ("__connect.errors.topic", Some(&b"older"[..])),
             ("clickpath.error.kind", Some(&b"older"[..])),
         ];
-        let out = dead_letter_output("dlq", &why(), Some(b"u-1"), b"\x00garbage", input, false);
+        let out = dead_letter_output(
+            "dlq",
+            &why(),
+            Some(b"u-1"),
+            Some(b"\x00garbage"),
+            input,
+            false,
+        );
         assert_eq!((out.topic.as_str(), &out.key[..]), ("dlq", &b"u-1"[..]));
         assert_eq!(out.payload, b"\x00garbage", "the value is not wrapped");
         assert_eq!(
@@ -225,7 +235,10 @@ mod tests {
         );
         assert_eq!(h("clickpath.error.kind"), Some("bad_value"));
         // With a trace of its own, the input's trace headers are not copied.
-        let traced = dead_letter_output("dlq", &why(), None, b"", input, true);
+        let traced = dead_letter_output("dlq", &why(), None, None, input, true);
+        // No key and no value: none on the dead letter either.
+        assert!(traced.keyless && traced.tombstone);
+        assert!(!out.keyless && !out.tombstone);
         assert!(
             traced
                 .copied_headers
@@ -238,7 +251,7 @@ mod tests {
     #[test]
     fn read_gives_back_what_was_written_in_either_format() {
         let codec = Codec::embedded();
-        let out = dead_letter_output("dlq", &why(), Some(b"u-1"), b"raw bytes", [], false);
+        let out = dead_letter_output("dlq", &why(), Some(b"u-1"), Some(b"raw bytes"), [], false);
         let read_back = read(&codec, Some(&out.key), &out.payload, header_of(&out)).unwrap();
         let expected = DeadLetter {
             source_topic: "clickpath.raw".into(),

@@ -80,6 +80,8 @@ pub struct Output {
     pub topic: String,
     /// Kafka key (the user id for every clickpath topic).
     pub key: Vec<u8>,
+    /// Send no key at all (a dead letter of a record that had none); `key` is ignored.
+    pub keyless: bool,
     /// Confluent-framed Avro value.
     pub payload: Vec<u8>,
     /// Headers copied verbatim from the input record, before every other header (dead letters).
@@ -371,10 +373,7 @@ fn encoded<T: AvroRecord>(
         topic: topic.to_string(),
         key: key.as_bytes().to_vec(),
         payload,
-        copied_headers: Vec::new(),
-        headers: Vec::new(),
-        partition: None,
-        tombstone: false,
+        ..Output::default()
     })
 }
 

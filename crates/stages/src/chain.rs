@@ -325,7 +325,14 @@ fn dead_letter_on_reject<T: AvroRecord>(
         now_ms: ctx.now_ms(),
     };
     // Handed in process, the record has no headers of its own; `push_output` adds its trace.
-    let output = dead_letter_output(dead_letters, &why, Some(key.as_bytes()), &payload, [], true);
+    let output = dead_letter_output(
+        dead_letters,
+        &why,
+        Some(key.as_bytes()),
+        Some(&payload),
+        [],
+        true,
+    );
     if let Some(m) = metrics {
         m.dead_letter(stage, kind);
     }

@@ -74,7 +74,10 @@ pub(super) fn produce(
                 value: Some(v.as_str()),
             });
         }
-        let mut record = FutureRecord::to(&out.topic).key(&out.key).headers(headers);
+        let mut record = FutureRecord::to(&out.topic).headers(headers);
+        if !out.keyless {
+            record = record.key(&out.key);
+        }
         // A tombstone has no value at all, which compaction removes.
         if !out.tombstone {
             record = record.payload(&out.payload);

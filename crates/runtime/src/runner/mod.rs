@@ -436,6 +436,10 @@ impl Run<'_> {
                     self.committed.forget(&tps);
                     // At-least-once: their new owner processes again what was not committed here.
                     self.in_flight.forget(&tps, &ps);
+                    // State changes already sent for them must land before the new owner restores
+                    // (which it does after this instance's next poll), or a late one would overwrite
+                    // the new owner's: the commits under way are finished now.
+                    self.advance_commits(0)?;
                     stage.on_revoke(&ps);
                     watch.revoked(&tps);
                 }
@@ -483,11 +487,11 @@ impl Run<'_> {
             if let Some(ts) = msg.timestamp().to_millis() {
                 done.event_times.push(ts);
             }
-            let payload = msg.payload().unwrap_or_default();
+            let headers = crate::kafka::record_headers(msg);
             let trace = match trace_context {
                 TraceContextMode::Off => None,
                 mode => {
-                    let sent = header_value(msg, TRACEPARENT);
+                    let sent = header_value(&headers, TRACEPARENT);
                     if let Some(p) = TraceParent::from_header(sent)
                         && links < crate::telemetry::MAX_LINKS
                     {
@@ -496,7 +500,7 @@ impl Run<'_> {
                     }
                     TraceParent::headers_for_input(
                         sent,
-                        header_value(msg, TRACESTATE),
+                        header_value(&headers, TRACESTATE),
                         mode == TraceContextMode::Start,
                     )
                 }
@@ -516,15 +520,12 @@ impl Run<'_> {
                     reason: &reason,
                     now_ms: now,
                 };
-                let input_headers = msg.headers().into_iter().flat_map(|h| {
-                    use rdkafka::message::Headers;
-                    h.iter().map(|h| (h.key, h.value))
-                });
+                let input_headers = headers.iter().copied();
                 let mut dead_letter = dead_letter_output(
                     &env.config.topics.dead_letters,
                     &why,
                     msg.key(),
-                    payload,
+                    msg.payload(),
                     input_headers,
                     trace.is_some(),
                 );
@@ -693,15 +694,14 @@ fn poll_batch<'c>(
     batch
 }
 
-/// The value of the last header `name` of `msg` (as OpenTelemetry's Kafka instrumentation reads
-/// them), if it has one with a value.
-fn header_value<'m>(msg: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m [u8]> {
-    use rdkafka::message::Headers;
-    msg.headers()?
+/// The value of the last header `name` of a record's `headers` (as OpenTelemetry's Kafka
+/// instrumentation reads them), if it has one with a value.
+fn header_value<'m>(headers: &[(&'m str, Option<&'m [u8]>)], name: &str) -> Option<&'m [u8]> {
+    headers
         .iter()
-        .filter(|h| h.key == name)
-        .last()
-        .and_then(|h| h.value)
+        .rev()
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| *v)
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
