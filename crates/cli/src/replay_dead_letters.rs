@@ -173,6 +173,9 @@ pub fn replay(
     )
     .set("enable.auto.commit", "false")
     .set("enable.auto.offset.store", "false")
+    // Retention may have removed the low watermark before the first fetch: read from the oldest
+    // record left rather than skip the partition.
+    .set("auto.offset.reset", "earliest")
     .set("isolation.level", "read_committed");
     let consumer: BaseConsumer = c.create()?;
     let wait = Duration::from_secs(10);
@@ -202,10 +205,14 @@ pub fn replay(
     let codec = Codec::embedded();
     let mut summary = ReplaySummary::default();
     let mut deliveries = Vec::new();
+    let mut checked = std::time::Instant::now();
     while !ends.is_empty() && max.is_none_or(|m| summary.total() < m) {
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-            // A transaction marker can be the last offset: a partition whose position reached
-            // its end is done.
+        // A partition can end on a transaction marker no record sits at: one whose position
+        // reached its end is done. Checked on every empty poll and twice a second, so records
+        // still arriving on other partitions cannot keep the replay going.
+        let message = consumer.poll(Duration::from_millis(500));
+        if message.is_none() || checked.elapsed() >= Duration::from_millis(500) {
+            checked = std::time::Instant::now();
             for e in consumer.position()?.elements() {
                 if let (Offset::Offset(o), Some(&end)) = (e.offset(), ends.get(&e.partition()))
                     && o >= end
@@ -213,9 +220,16 @@ pub fn replay(
                     ends.remove(&e.partition());
                 }
             }
-            continue;
+        }
+        let m = match message {
+            None => continue,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                // librdkafka retries transport errors itself; a partition-end event is no error.
+                tracing::warn!(error = %e, "Consumer error while replaying dead letters.");
+                continue;
+            }
         };
-        let m = message?;
         let Some(&end) = stop.get(&m.partition()).filter(|&&end| m.offset() < end) else {
             // Past where the partition ended when the replay began.
             ends.remove(&m.partition());

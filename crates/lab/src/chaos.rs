@@ -11,7 +11,6 @@ use clickpath_runtime::kafka::base_client_config;
 use clickpath_stages::ClickpathConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
@@ -102,20 +101,13 @@ impl TopicReader {
     fn poll_one(&mut self, timeout: Duration) -> Option<ReadRecord> {
         match self.consumer.poll(timeout)? {
             Ok(m) => {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_string(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
+                let headers = clickpath_runtime::kafka::record_headers(&m)
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = String::from_utf8_lossy(v.unwrap_or_default());
+                        (k.to_string(), v.into_owned())
                     })
-                    .unwrap_or_default();
+                    .collect();
                 Some(ReadRecord {
                     partition: m.partition(),
                     offset: m.offset(),

@@ -254,9 +254,10 @@ pub struct RuntimeConfig {
     /// At-least-once: how often (ms) the batches processed since the last commit are made durable
     /// together, in order: their outputs acknowledged, then the stage's state changes (taken at the
     /// commit) written once per changed key and acknowledged, then their offsets stored (Kafka
-    /// Streams' `commit.interval.ms`). The loop moves these steps along between batches rather than
-    /// waiting for them (unless more than two commits are under way). After a crash, what was not
-    /// committed is processed again: about three intervals of input (the open one and two under
+    /// Streams' `commit.interval.ms`). The loop checks the outputs' acknowledgements between
+    /// batches rather than waiting for them (unless more than two commits are under way), then
+    /// writes the state and stores the offsets in one step. After a crash, what was not
+    /// committed is processed again: up to three intervals of input (the open one and two under
     /// way) plus the broker's acknowledgement time, and up to a second more (librdkafka's
     /// auto-commit interval); so is what a partition moved by a rebalance had not committed. 0: a
     /// commit starts after every batch (still not waited for). Exactly-once commits one transaction

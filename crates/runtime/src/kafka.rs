@@ -300,20 +300,23 @@ pub async fn create_topics(cfg: &BusConfig, topics: &TopicsConfig) -> anyhow::Re
     Ok(created)
 }
 
-/// A consumed record's headers as (name, value), in order; none when the binding cannot read
-/// them. rdkafka 0.39 panics on a header name that is not UTF-8 (`BorrowedHeaders::try_get`,
-/// `to_str().unwrap()`), which any producer can send: caught here, so such a record is processed
-/// (or dead-lettered) without its headers instead of stopping the stage. The panic hook still
-/// prints the panic once per such record.
+/// A consumed record's headers as (name, value), in order. rdkafka 0.39 panics on a header name
+/// that is not UTF-8 (`BorrowedHeaders::try_get`, `to_str().unwrap()`), which any producer can
+/// send: such a header is caught and left out (the others are kept), so the record is processed,
+/// or dead-lettered, instead of stopping the stage. The panic hook still prints each one.
 pub fn record_headers<M: rdkafka::Message>(msg: &M) -> Vec<(&str, Option<&[u8]>)> {
     use rdkafka::message::Headers;
     let Some(headers) = msg.headers() else {
         return Vec::new();
     };
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        headers.iter().map(|h| (h.key, h.value)).collect()
-    }))
-    .unwrap_or_default()
+    (0..headers.count())
+        .filter_map(|i| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| headers.try_get(i)))
+                .ok()
+                .flatten()
+                .map(|h| (h.key, h.value))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -162,9 +162,8 @@ impl<F: Future<Output = anyhow::Result<()>> + Unpin> Acks<F> {
 /// changes taken when the commit began, then the input offsets.
 struct Epoch<F> {
     outputs: Acks<F>,
-    /// Sent once every output is acknowledged (`None` once sent).
-    changes: Option<Vec<Output>>,
-    state: Acks<F>,
+    /// Written once every output is acknowledged.
+    changes: Vec<Output>,
     offsets: BatchOffsets,
 }
 
@@ -172,9 +171,12 @@ struct Epoch<F> {
 /// cover. Batches are sent as they are processed; every `runtime.commit_interval_ms` the batches
 /// since the last commit are closed into an epoch ([`InFlight::close`]) that becomes durable in
 /// three steps, each waiting for the one before: its outputs acknowledged, then its state changes
-/// produced and acknowledged, then its offsets stored. The run loop moves epochs along between
-/// batches ([`InFlight::advance`]) instead of stopping for the broker: a slow acknowledgement
-/// delays the commit, not the next events.
+/// produced and acknowledged, then its offsets stored. The run loop checks between batches whether
+/// the oldest epoch's outputs are acknowledged ([`InFlight::advance`]) instead of stopping for
+/// them: a slow acknowledgement delays the commit, not the next events. The last two steps run
+/// together, waiting: state changes are never in flight across a poll, so a partition revoked in
+/// it has none that could land after its new owner restored, and offsets are stored as soon as
+/// the state they match is durable.
 pub(super) struct InFlight<F = Ack> {
     /// Outputs of the batches since the last commit.
     current: Acks<F>,
@@ -245,16 +247,15 @@ impl<F: Future<Output = anyhow::Result<()>> + Unpin> InFlight<F> {
         self.since = None;
         let epoch = Epoch {
             outputs: std::mem::take(&mut self.current),
-            changes: Some(changes),
-            state: Acks::default(),
+            changes,
             offsets: std::mem::take(&mut self.offsets),
         };
         self.pending.push_back(epoch);
     }
 
-    /// Moves the epochs along, oldest first: state changes are sent once their epoch's outputs are
-    /// acknowledged (`send`), offsets stored once its state changes are (`store`). Waits while
-    /// more than `keep` epochs are pending, not otherwise: `keep` 0 makes everything closed
+    /// Moves the epochs along, oldest first: once an epoch's outputs are acknowledged its state
+    /// changes are sent (`send`) and waited for, then its offsets stored (`store`). Waits for
+    /// outputs only while more than `keep` epochs are pending: `keep` 0 makes everything closed
     /// durable. An error if a record was not delivered.
     pub(super) fn advance(
         &mut self,
@@ -274,28 +275,26 @@ impl<F: Future<Output = anyhow::Result<()>> + Unpin> InFlight<F> {
             } else if !epoch.outputs.ready(stage, metrics)? {
                 return Ok(());
             }
-            if let Some(changes) = epoch.changes.take() {
-                epoch.state.futures = send(changes)?;
-            }
-            if wait {
-                epoch.state.wait(stage, metrics)?;
-            } else if !epoch.state.ready(stage, metrics)? {
-                return Ok(());
-            }
+            let mut state = Acks {
+                futures: send(std::mem::take(&mut epoch.changes))?,
+                done: 0,
+            };
+            state.wait(stage, metrics)?;
             store(&epoch.offsets);
             self.pending.pop_front();
         }
     }
 
-    /// Partitions revoked: their offsets are not stored (their new owner processes again what
-    /// was not committed here) and state changes of `partitions` not sent yet are dropped.
+    /// Partitions revoked: their offsets are not stored and their state changes not written
+    /// (none is in flight: see [`InFlight`]); their new owner restores the state of their last
+    /// commit and processes again what came after it.
     pub(super) fn forget(&mut self, tps: &[(String, i32)], partitions: &[i32]) {
         self.offsets.forget(tps);
         for epoch in &mut self.pending {
             epoch.offsets.forget(tps);
-            if let Some(changes) = &mut epoch.changes {
-                changes.retain(|c| c.partition.is_none_or(|p| !partitions.contains(&p)));
-            }
+            epoch
+                .changes
+                .retain(|c| c.partition.is_none_or(|p| !partitions.contains(&p)));
         }
     }
 }
@@ -364,13 +363,12 @@ mod tests {
         o
     }
 
-    /// What the pipeline did: the state changes it sent (their partitions) and the offsets it
-    /// stored (partition 0's next offset), in order; the broker's answers to those state changes.
+    /// What the pipeline did, in order: the state changes it wrote (their partitions) and the
+    /// offsets it stored; `state_fails` makes the broker refuse state changes.
     #[derive(Default)]
     struct Log {
-        sent: Vec<Vec<i32>>,
-        stored: Vec<BTreeMap<i32, i64>>,
-        state_acks: Vec<oneshot::Sender<Reply>>,
+        events: Vec<String>,
+        state_fails: bool,
     }
 
     fn advance(f: &mut InFlight<TestAck>, keep: usize, log: &RefCell<Log>) -> anyhow::Result<()> {
@@ -379,20 +377,37 @@ mod tests {
             keep,
             |changes| {
                 let (tx, acks) = records(changes.len());
-                let mut log = log.borrow_mut();
-                log.sent
-                    .push(changes.iter().map(|c| c.partition.unwrap()).collect());
-                log.state_acks.extend(tx);
+                let fails = log.borrow().state_fails;
+                for t in tx {
+                    let _ = t.send(if fails {
+                        Err(anyhow::anyhow!("state refused"))
+                    } else {
+                        Ok(())
+                    });
+                }
+                let ps: Vec<String> = changes
+                    .iter()
+                    .map(|c| c.partition.unwrap().to_string())
+                    .collect();
+                log.borrow_mut()
+                    .events
+                    .push(format!("state {}", ps.join(",")));
                 Ok(acks)
             },
             |o| {
+                let stored: Vec<String> =
+                    o.iter().map(|(_, p, next)| format!("{p}@{next}")).collect();
                 log.borrow_mut()
-                    .stored
-                    .push(o.iter().map(|(_, p, next)| (p, next)).collect())
+                    .events
+                    .push(format!("offsets {}", stored.join(",")));
             },
             "test",
             &metrics,
         )
+    }
+
+    fn events(log: &RefCell<Log>) -> Vec<String> {
+        log.borrow().events.clone()
     }
 
     #[test]
@@ -404,27 +419,28 @@ mod tests {
         f.processed(&offsets(10));
         f.close(vec![change(0), change(1)]);
         advance(&mut f, usize::MAX, &log).unwrap();
-        assert!(log.borrow().sent.is_empty(), "no output acknowledged yet");
+        assert!(events(&log).is_empty(), "no output acknowledged yet");
         let mut outputs = outputs.into_iter();
         outputs.next().unwrap().send(Ok(())).unwrap();
         advance(&mut f, usize::MAX, &log).unwrap();
-        assert!(
-            log.borrow().sent.is_empty(),
-            "one output still unacknowledged"
-        );
+        assert!(events(&log).is_empty(), "one output still unacknowledged");
         outputs.next().unwrap().send(Ok(())).unwrap();
         advance(&mut f, usize::MAX, &log).unwrap();
-        assert_eq!(log.borrow().sent, vec![vec![0, 1]]);
-        assert!(log.borrow().stored.is_empty(), "state not acknowledged yet");
-        for ack in std::mem::take(&mut log.borrow_mut().state_acks) {
-            ack.send(Ok(())).unwrap();
-        }
-        advance(&mut f, usize::MAX, &log).unwrap();
-        assert_eq!(
-            log.borrow().stored,
-            vec![BTreeMap::from([(0, 10), (1, 10)])]
-        );
+        assert_eq!(events(&log), ["state 0,1", "offsets 0@10,1@10"]);
         assert_eq!(f.pending(), 0);
+        // State refused: no offsets stored.
+        let log = RefCell::new(Log {
+            state_fails: true,
+            ..Log::default()
+        });
+        let (outputs, acks) = records(1);
+        f.sent(acks);
+        f.processed(&offsets(20));
+        f.close(vec![change(0)]);
+        outputs.into_iter().for_each(|a| a.send(Ok(())).unwrap());
+        let err = advance(&mut f, usize::MAX, &log).unwrap_err();
+        assert!(err.to_string().contains("state refused"), "{err}");
+        assert_eq!(events(&log), ["state 0"]);
     }
 
     #[test]
@@ -442,25 +458,18 @@ mod tests {
         // The second epoch's output is acknowledged first: nothing may overtake the first epoch.
         second.into_iter().for_each(|a| a.send(Ok(())).unwrap());
         advance(&mut f, usize::MAX, &log).unwrap();
-        assert!(log.borrow().sent.is_empty());
+        assert!(events(&log).is_empty());
         first.into_iter().for_each(|a| a.send(Ok(())).unwrap());
         advance(&mut f, usize::MAX, &log).unwrap();
         assert_eq!(
-            log.borrow().sent,
-            vec![vec![0]],
-            "the second waits for the first's state"
+            events(&log),
+            [
+                "state 0",
+                "offsets 0@10,1@10",
+                "state 1",
+                "offsets 0@20,1@20"
+            ]
         );
-        for ack in std::mem::take(&mut log.borrow_mut().state_acks) {
-            ack.send(Ok(())).unwrap();
-        }
-        advance(&mut f, usize::MAX, &log).unwrap();
-        assert_eq!(log.borrow().sent, vec![vec![0], vec![1]]);
-        for ack in std::mem::take(&mut log.borrow_mut().state_acks) {
-            ack.send(Ok(())).unwrap();
-        }
-        advance(&mut f, usize::MAX, &log).unwrap();
-        let stored: Vec<i64> = log.borrow().stored.iter().map(|o| o[&0]).collect();
-        assert_eq!(stored, vec![10, 20]);
     }
 
     #[test]
@@ -479,7 +488,7 @@ mod tests {
         answers.next().unwrap().send(Ok(())).unwrap();
         // Keeping two: the oldest, acknowledged, becomes durable; the others wait for the broker.
         advance(&mut f, 2, &log).unwrap();
-        assert_eq!((f.pending(), log.borrow().stored.len()), (2, 1));
+        assert_eq!((f.pending(), events(&log).len()), (2, 2));
         // Keeping none: waits until the broker has answered (later, from another thread).
         let broker = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
@@ -487,8 +496,19 @@ mod tests {
         });
         advance(&mut f, 0, &log).unwrap();
         broker.join().unwrap();
-        let stored: Vec<i64> = log.borrow().stored.iter().map(|o| o[&0]).collect();
-        assert_eq!((f.pending(), stored), (0, vec![10, 20, 30]));
+        let stored: Vec<String> = events(&log)
+            .into_iter()
+            .filter(|e| e.starts_with("offsets"))
+            .collect();
+        assert_eq!(f.pending(), 0);
+        assert_eq!(
+            stored,
+            [
+                "offsets 0@10,1@10",
+                "offsets 0@20,1@20",
+                "offsets 0@30,1@30"
+            ]
+        );
     }
 
     #[test]
@@ -507,11 +527,11 @@ mod tests {
             .unwrap();
         let err = advance(&mut f, 0, &log).unwrap_err();
         assert!(err.to_string().contains("broker said no"), "{err}");
-        assert!(log.borrow().sent.is_empty() && log.borrow().stored.is_empty());
+        assert!(events(&log).is_empty());
     }
 
     #[test]
-    fn revoked_partitions_lose_their_unsent_changes_and_offsets() {
+    fn revoked_partitions_lose_their_unwritten_changes_and_offsets() {
         let log = RefCell::new(Log::default());
         let mut f = InFlight::default();
         let (tx, acks) = records(1);
@@ -522,15 +542,10 @@ mod tests {
         f.forget(&[("in".to_string(), 1)], &[1]);
         tx.into_iter().for_each(|a| a.send(Ok(())).unwrap());
         advance(&mut f, usize::MAX, &log).unwrap();
-        assert_eq!(log.borrow().sent, vec![vec![0]]);
-        for ack in std::mem::take(&mut log.borrow_mut().state_acks) {
-            ack.send(Ok(())).unwrap();
-        }
-        advance(&mut f, usize::MAX, &log).unwrap();
-        assert_eq!(log.borrow().stored, vec![BTreeMap::from([(0, 10)])]);
+        assert_eq!(events(&log), ["state 0", "offsets 0@10"]);
         // The batch after the epoch keeps partition 0 only too.
         f.close(Vec::new());
         advance(&mut f, 0, &log).unwrap();
-        assert_eq!(log.borrow().stored[1], BTreeMap::from([(0, 20)]));
+        assert_eq!(events(&log)[3], "offsets 0@20");
     }
 }

@@ -435,11 +435,9 @@ impl Run<'_> {
                     let ps = assigned.revoke(&tps);
                     self.committed.forget(&tps);
                     // At-least-once: their new owner processes again what was not committed here.
+                    // (No state change is in flight here: a commit writes its state and waits for it
+                    // within one step of the loop, so none can land after the new owner restored.)
                     self.in_flight.forget(&tps, &ps);
-                    // State changes already sent for them must land before the new owner restores
-                    // (which it does after this instance's next poll), or a late one would overwrite
-                    // the new owner's: the commits under way are finished now.
-                    self.advance_commits(0)?;
                     stage.on_revoke(&ps);
                     watch.revoked(&tps);
                 }
