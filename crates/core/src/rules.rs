@@ -23,7 +23,8 @@
 //!   `takeover_min_value`; or (local takeover) a `LOGIN` from a new device *and* a new IP prefix in
 //!   a known country, then one worth `takeover_local_focused_ratio` times the user's largest
 //!   earlier purchase when the session went straight to the cart, `takeover_local_value_ratio`
-//!   times when it browsed.
+//!   times when it browsed (for a user with none, the `takeover_stream_order_quantile` of the
+//!   stream's order values).
 //! - **Cart stuffing** ([`AlertType::CartStuffing`]): within `cart_stuffing_window_ms`, at least
 //!   `cart_stuffing_min_unviewed_adds` `ADD_TO_CART`s of items the user did not view, or at least
 //!   `cart_stuffing_min_absurd_adds` adds of `cart_stuffing_absurd_quantity` units or more held
@@ -104,6 +105,7 @@ use std::collections::{HashMap, VecDeque};
 
 pub use card::MAX_FAILED_PAYMENTS;
 pub use sequence::SequenceMode;
+pub use takeover::STREAM_ORDERS_WARMUP;
 
 /// Thresholds of the rules.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -160,6 +162,11 @@ pub struct RulesConfig {
     /// The same ratio for a *focused* session (no more views and searches than adds to cart since
     /// the login: straight to the goods). Default 1 (above anything the user ever bought).
     pub takeover_local_focused_ratio: f64,
+    /// The local arm's reference for a user with no purchase yet: this quantile of the order
+    /// values the stream has completed (once it has seen [`STREAM_ORDERS_WARMUP`] purchases),
+    /// never below `takeover_min_value`. Default 0.9 (a large order of this shop); 0 keeps
+    /// `takeover_min_value` as the reference.
+    pub takeover_stream_order_quantile: f64,
     /// How long a user's known devices, countries and baselines are kept after their last event,
     /// ms. Default 30 days.
     pub profile_ttl_ms: i64,
@@ -255,6 +262,7 @@ impl Default for RulesConfig {
             takeover_min_value: 150.0,
             takeover_local_value_ratio: 3.0,
             takeover_local_focused_ratio: 1.0,
+            takeover_stream_order_quantile: 0.9,
             profile_ttl_ms: 30 * 86_400_000,
             cart_stuffing_window_ms: 600_000,
             cart_stuffing_min_unviewed_adds: 5,
@@ -576,6 +584,8 @@ pub struct Detector {
     last_score: f64,
     calibration: calibrate::Calibration,
     population_features: anomaly_score::PopulationFeatures,
+    /// Completed order values, for the local takeover arm's users without a purchase.
+    orders: takeover::StreamOrders,
     tally: Tally,
     /// Newest event time seen (this detector's partition). State idle past the rule windows at
     /// this time is treated as gone whether or not [`Detector::evict_idle`] dropped it yet, so
@@ -632,6 +642,7 @@ impl Detector {
             last_score: 0.0,
             calibration,
             population_features: Default::default(),
+            orders: takeover::StreamOrders::new(),
             tally: Tally::default(),
             watermark: i64::MIN,
             journal: false,
@@ -673,6 +684,7 @@ impl Detector {
                 suppressed: self.tally.suppressed,
                 escalated: self.tally.escalated,
                 watermark: self.watermark,
+                orders: &self.orders,
             })?)
         } else {
             None
@@ -712,6 +724,7 @@ impl Detector {
         self.tally.suppressed = s.suppressed;
         self.tally.escalated = s.escalated;
         self.watermark = s.watermark;
+        self.orders = s.orders;
         Ok(())
     }
 
@@ -785,7 +798,13 @@ impl Detector {
         if let Some((_, f)) = &ring {
             findings.push(f.clone());
         }
-        findings.extend(takeover::takeover(&mut user.takeover, profile, ev, cfg));
+        findings.extend(takeover::takeover(
+            &mut user.takeover,
+            profile,
+            &self.orders,
+            ev,
+            cfg,
+        ));
         findings.extend(cart::cart_stuffing(&mut user.cart, ev, cfg));
         self.grammar.observe(user.last_type, ev.event_type);
         user.last_type = Some(ev.event_type);
@@ -829,6 +848,7 @@ impl Detector {
             .as_ref()
             .is_some_and(|o| now < o.opened_at.saturating_add(cfg.cooldown_ms));
         profile.observe(ev, !taken_over);
+        self.orders.observe(ev, !taken_over);
         let mean = anomaly_score::observe(
             &mut user.scores,
             &mut self.population_features,

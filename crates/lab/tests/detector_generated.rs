@@ -6,11 +6,23 @@ use clickpath_lab::evaluate_detector::{EvalOptions, evaluate};
 
 #[test]
 fn every_attack_type_meets_the_precision_recall_and_latency_floors() {
-    let report = evaluate(&EvalOptions::default()).expect("evaluation runs");
+    // 42, the default; 3, where new-phone shoppers without a purchase of their own brought
+    // takeover precision to 0.893 before the local arm measured them against the stream's orders.
+    for seed in [42, 3] {
+        meets_the_floors(seed);
+    }
+}
+
+fn meets_the_floors(seed: u64) {
+    let report = evaluate(&EvalOptions {
+        seed,
+        ..EvalOptions::default()
+    })
+    .expect("evaluation runs");
     for row in &report.rows {
         assert!(
             row.precision() >= 0.9 && row.recall() >= 0.9,
-            "{}: precision {:.3}, recall {:.3} ({row:?})",
+            "seed {seed}, {}: precision {:.3}, recall {:.3} ({row:?})",
             row.name,
             row.precision(),
             row.recall()
@@ -34,6 +46,6 @@ fn every_attack_type_meets_the_precision_recall_and_latency_floors() {
     assert_eq!(report.legit.len(), 3, "{:?}", report.legit);
     for row in &report.legit {
         assert_eq!(row.sessions, 25);
-        assert!(row.alerted * 10 <= row.sessions, "{row:?}");
+        assert!(row.alerted * 10 <= row.sessions, "seed {seed}: {row:?}");
     }
 }

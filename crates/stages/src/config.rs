@@ -476,6 +476,12 @@ impl ClickpathConfig {
                 ));
             }
         }
+        let q = d.takeover_stream_order_quantile;
+        if !(0.0..1.0).contains(&q) {
+            p.push(format!(
+                "detector.takeover_stream_order_quantile: must be at least 0 (off) and below 1, got {q}"
+            ));
+        }
         if self.scorer.max_batch == 0 {
             p.push("scorer.max_batch: must be at least 1".into());
         }
@@ -725,10 +731,15 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.problems.len(), 3, "{err}");
         let err = ClickpathConfig::from_toml_str(
-            "[detector]\ntakeover_local_value_ratio = -1\ntakeover_local_focused_ratio = nan\n",
+            "[detector]\ntakeover_local_value_ratio = -1\ntakeover_local_focused_ratio = nan\ntakeover_stream_order_quantile = 1\n",
         )
         .unwrap_err();
-        assert_eq!(err.problems.len(), 2, "{err}");
+        assert_eq!(err.problems.len(), 3, "{err}");
+        assert!(
+            err.to_string()
+                .contains("detector.takeover_stream_order_quantile: must be at least 0 (off) and below 1, got 1"),
+            "{err}"
+        );
         assert!(
             err.to_string()
                 .contains("detector.takeover_local_focused_ratio"),

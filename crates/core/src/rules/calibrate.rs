@@ -108,6 +108,11 @@ impl Calibrator {
         Some(self.lo)
     }
 
+    /// Evaluations folded in so far (decay aside).
+    pub(super) fn seen(&self) -> u64 {
+        self.seen
+    }
+
     /// The threshold to apply now: the configured `floor`, raised to what only the target share
     /// of evaluations exceed. `target_per_10k` alerts per 10,000 of the hour's `active_users`, over
     /// this hour's evaluations so far; 0 (or no users yet) leaves the floor.

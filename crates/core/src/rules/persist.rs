@@ -3,13 +3,13 @@
 //!
 //! A value is one version byte, then the state in bincode's standard configuration (varints,
 //! fields in declaration order) through its serde derives: [`USER_V2`] for a user's
-//! [`super::UserEntry`], [`STATS_V2`] for the statistics. The structs are plain data, so the
+//! [`super::UserEntry`], [`STATS_V3`] for the statistics. The structs are plain data, so the
 //! encoding follows them; a change to their fields needs a new version byte. An older user
-//! version still reads ([`v1`]); any other version is an error: that user, or the statistics,
+//! version still reads ([`v1`]), so do version-2 statistics ([`STATS_V2`]); any other version is an error: that user, or the statistics,
 //! start afresh. Decoding is bounded to
 //! [`MAX_VALUE`] bytes, so a corrupt length cannot allocate without limit.
 
-use super::{UserEntry, anomaly_score, budget, calibrate, grammar, price, ring, signals};
+use super::{UserEntry, anomaly_score, budget, calibrate, grammar, price, ring, signals, takeover};
 use crate::anomaly::HstState;
 use crate::hash::U64Build;
 use crate::state_codec::StateDecodeError;
@@ -22,8 +22,11 @@ pub(super) const USER_V1: u8 = 0xE1;
 /// First byte of a version-2 user entry.
 pub(super) const USER_V2: u8 = 0xE4;
 /// First byte of version-2 statistics (version 1, `0xE2`, had no watermark: such a value is not
-/// read, and the statistics start afresh).
+/// read, and the statistics start afresh). Version 2 is version 3 without its last field, the
+/// stream's order values: still read, those start afresh.
 pub(super) const STATS_V2: u8 = 0xE3;
+/// First byte of version-3 statistics.
+pub(super) const STATS_V3: u8 = 0xE5;
 /// Largest value decoded (a partition's statistics are tens of KB; a user's entry a few).
 const MAX_VALUE: usize = 16 << 20;
 
@@ -47,6 +50,8 @@ pub(super) struct StatisticsRef<'a> {
     pub suppressed: u64,
     pub escalated: u64,
     pub watermark: i64,
+    /// Last: version 2 is this encoding without it.
+    pub orders: &'a takeover::StreamOrders,
 }
 
 /// The same, owned, as decoded.
@@ -65,6 +70,7 @@ pub(super) struct Statistics {
     pub suppressed: u64,
     pub escalated: u64,
     pub watermark: i64,
+    pub orders: takeover::StreamOrders,
 }
 
 fn encode<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, String> {
@@ -169,12 +175,25 @@ pub(super) mod v1 {
 
 /// The statistics as a changelog value.
 pub(super) fn encode_statistics(s: &StatisticsRef<'_>) -> Result<Vec<u8>, String> {
-    encode(STATS_V2, s)
+    encode(STATS_V3, s)
 }
 
-/// The statistics read back.
+/// The statistics read back, from the current version or version 2.
 pub(super) fn decode_statistics(bytes: &[u8]) -> Result<Statistics, StateDecodeError> {
-    decode(STATS_V2, bytes)
+    match bytes.first() {
+        Some(&STATS_V2) => {
+            // bincode writes fields one after the other: version 2's bytes followed by a fresh
+            // last field are a version-3 value.
+            let fresh =
+                encode(STATS_V3, &takeover::StreamOrders::new()).map_err(StateDecodeError)?;
+            let mut v3 = Vec::with_capacity(bytes.len() + fresh.len());
+            v3.push(STATS_V3);
+            v3.extend_from_slice(&bytes[1..]);
+            v3.extend_from_slice(&fresh[1..]);
+            decode(STATS_V3, &v3)
+        }
+        _ => decode(STATS_V3, bytes),
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +440,32 @@ mod tests {
         assert_eq!(rules_only(read.rules), rules_only(Some(Box::new(fresh))));
         // A version-1 value cut short is still an error.
         assert!(super::decode_user(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn version_2_statistics_read_with_the_stream_orders_afresh() {
+        use super::super::takeover::StreamOrders;
+        let mut d = Detector::new(RulesConfig::default(), "v").with_journal();
+        feed(&mut d, &stream(3));
+        let v3 = d.take_changes().unwrap().statistics.unwrap();
+        // Version 2 wrote the same fields but the last.
+        let orders = super::encode(super::STATS_V3, &d.orders).unwrap();
+        assert!(v3.ends_with(&orders[1..]));
+        let mut v2 = vec![super::STATS_V2];
+        v2.extend_from_slice(&v3[1..v3.len() + 1 - orders.len()]);
+
+        let mut read = Detector::new(RulesConfig::default(), "v").with_journal();
+        read.restore_statistics(&v2).unwrap();
+        read.statistics_changed = true;
+        let again = read.take_changes().unwrap().statistics.unwrap();
+        let fresh = super::encode(super::STATS_V3, &StreamOrders::new()).unwrap();
+        assert_eq!(
+            &again[..v3.len() + 1 - orders.len()],
+            &v3[..v3.len() + 1 - orders.len()]
+        );
+        assert_eq!(&again[v3.len() + 1 - orders.len()..], &fresh[1..]);
+        // Cut short, it is still an error.
+        assert!(read.restore_statistics(&v2[..v2.len() - 1]).is_err());
     }
 
     #[test]

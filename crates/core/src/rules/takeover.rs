@@ -12,10 +12,58 @@
 //! viewed or searched no more often than it added to the cart is *focused* and is held to
 //! `takeover_local_focused_ratio`; one that browsed, to `takeover_local_value_ratio`.
 
+use super::calibrate::Calibrator;
 use super::signals::Profile;
 use super::{Finding, RulesConfig, human, severity};
 use clickpath_schema::{AlertType, ClickEvent, EventType, Severity};
 use serde::{Deserialize, Serialize};
+
+/// Completed purchases the stream must have shown before its order values stand in for a user's
+/// own (fewer make the upper quantile a guess).
+pub const STREAM_ORDERS_WARMUP: u64 = 100;
+
+/// Purchases after which an order value weighs half: prices move over months, not hours.
+const STREAM_ORDERS_HALF_LIFE: f64 = 10_000.0;
+
+/// The order values this stream completes (a decayed histogram of their logarithm): the
+/// local arm's reference for a user who never bought, in place of one fixed amount for every shop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct StreamOrders {
+    log10_values: Calibrator,
+}
+
+impl StreamOrders {
+    /// Values from 0.01 to 10^7 (outside: the end bins), losing half their weight every
+    /// [`STREAM_ORDERS_HALF_LIFE`] purchases.
+    pub(super) fn new() -> Self {
+        StreamOrders {
+            log10_values: Calibrator::new(-2.0, 7.0, STREAM_ORDERS_HALF_LIFE),
+        }
+    }
+
+    /// Folds in a completed purchase the profile trusted (`trusted`: not under an open takeover
+    /// alert, whose cash-out is not what this shop's customers spend).
+    pub(super) fn observe(&mut self, ev: &ClickEvent, trusted: bool) {
+        if trusted
+            && ev.event_type == EventType::Purchase
+            && let Some(v) = ev.order_value.filter(|v| v.is_finite() && *v > 0.0)
+        {
+            self.log10_values.observe(v.log10(), ev.event_time);
+        }
+    }
+
+    /// The order value that only a share `1 - quantile` of the stream's purchases reach (to the
+    /// histogram's 2.6 % bins), once it has seen [`STREAM_ORDERS_WARMUP`]; `None` before, or with
+    /// `quantile` 0 (off).
+    pub(super) fn quantile(&self, quantile: f64) -> Option<f64> {
+        if !(quantile > 0.0 && quantile < 1.0) || self.log10_values.seen() < STREAM_ORDERS_WARMUP {
+            return None;
+        }
+        self.log10_values
+            .exceeded_by(1.0 - quantile)
+            .map(|l| 10f64.powf(l))
+    }
+}
 
 /// A login from a new device and a new country, waiting for a high-value checkout.
 #[derive(Debug, Serialize, Deserialize)]
@@ -104,10 +152,11 @@ fn field(s: Option<&String>) -> Option<&str> {
     s.map(String::as_str).filter(|s| !s.is_empty())
 }
 
-/// `profile` is what was known *before* this event.
+/// `profile` is what was known *before* this event, `orders` what the stream buys.
 pub(super) fn takeover(
     state: &mut TakeoverState,
     profile: &Profile,
+    orders: &StreamOrders,
     ev: &ClickEvent,
     cfg: &RulesConfig,
 ) -> Option<Finding> {
@@ -133,7 +182,12 @@ pub(super) fn takeover(
             } else if cfg.takeover_local_value_ratio > 0.0
                 && field(ev.ip_prefix_hash.as_ref()).is_some_and(|n| !profile.knows_network(n, t))
             {
-                Some(profile.largest_order().unwrap_or(cfg.takeover_min_value))
+                Some(
+                    profile
+                        .largest_order()
+                        .or_else(|| orders.quantile(cfg.takeover_stream_order_quantile))
+                        .unwrap_or(cfg.takeover_min_value),
+                )
             } else {
                 return None;
             };
@@ -174,15 +228,16 @@ pub(super) fn takeover(
             }
             let ratio = value / min.max(1.0);
             let origin = match (login.local_reference, login.usual_country.as_deref()) {
-                (Some(_), _) => format!(
-                    "new IP prefix in the user's own country {} ({} the user's largest earlier \
-                     purchase times {}, {} views and searches for {} adds to cart since the login)",
+                (Some(reference), _) => format!(
+                    "new IP prefix in the user's own country {} ({} {} times {}, {} views and \
+                     searches for {} adds to cart since the login)",
                     login.country,
                     if login.focused() {
                         "a focused session:"
                     } else {
                         "a browsing session:"
                     },
+                    reference_source(reference, profile, cfg),
                     login.local_ratio(cfg),
                     login.browsed,
                     login.carted
@@ -210,6 +265,23 @@ pub(super) fn takeover(
             })
         }
         _ => None,
+    }
+}
+
+/// What the local arm's `reference` was, in words: the user's largest earlier purchase, or for a
+/// user with none the stream's large order, or `takeover_min_value` while the stream's orders are
+/// not learned. (Told from the profile now: a purchase between login and checkout can blur it.)
+fn reference_source(reference: f64, profile: &Profile, cfg: &RulesConfig) -> String {
+    match profile.largest_order() {
+        Some(l) if l == reference => format!("the user's largest earlier purchase {reference:.2}"),
+        Some(_) => format!("the reference {reference:.2} at the login"),
+        None if reference == cfg.takeover_min_value => format!(
+            "takeover_min_value {reference:.2} (no purchase by the user, too few in the stream)"
+        ),
+        None => format!(
+            "the stream's {}-quantile order {reference:.2} (no purchase by the user)",
+            cfg.takeover_stream_order_quantile
+        ),
     }
 }
 
@@ -406,6 +478,91 @@ mod tests {
             local_alerts(no_orders(), browsing_tail("desktop-9", "proxy", 451.0)).len(),
             1
         );
+    }
+
+    /// 200 other shoppers' purchases worth 100.5 to 299.5, before the user's history: the
+    /// stream's 0.9 quantile is about 280.
+    fn shop_orders() -> Vec<ClickEvent> {
+        (0..200)
+            .map(|i| {
+                let mut e = ClickEvent::new(
+                    format!("p{i}"),
+                    format!("other-{i}"),
+                    Purchase,
+                    -1_000_000 + i64::from(i),
+                );
+                e.order_value = Some(100.5 + f64::from(i));
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_user_without_purchases_is_measured_against_the_streams_large_orders() {
+        let with_shop = |tail: Vec<ClickEvent>, quantile: f64| {
+            let mut events = shop_orders();
+            events.extend(no_orders());
+            events.extend(tail);
+            let cfg = RulesConfig {
+                takeover_stream_order_quantile: quantile,
+                ..RulesConfig::default()
+            };
+            let mut d = Detector::new(cfg, "rules@test");
+            of(&run(&mut d, &events), AlertType::AccountTakeover)
+        };
+        // A shopper on a new phone who browses, then buys 727: under 3 x ~280 here, over
+        // 3 x takeover_min_value (150) where the stream's orders are not used.
+        assert!(with_shop(browsing_tail("mobile-7", "carrier", 727.0), 0.9).is_empty());
+        assert_eq!(
+            with_shop(browsing_tail("mobile-7", "carrier", 727.0), 0.0).len(),
+            1
+        );
+        // Straight to the goods: 1 x ~280.
+        assert!(with_shop(local_tail("desktop-9", "proxy", 270.0), 0.9).is_empty());
+        let alerts = with_shop(local_tail("desktop-9", "proxy", 300.0), 0.9);
+        assert_eq!(alerts.len(), 1);
+        let reason = &alerts[0].reasons[0];
+        assert!(
+            reason.contains("the stream's 0.9-quantile order 2")
+                && reason.contains("(no purchase by the user)"),
+            "{reason}"
+        );
+        // Before the stream has shown STREAM_ORDERS_WARMUP purchases, takeover_min_value stands.
+        let few = local_alerts(no_orders(), local_tail("desktop-9", "proxy", 151.0));
+        assert!(
+            few[0].reasons[0].contains("takeover_min_value 150.00"),
+            "{:?}",
+            few[0].reasons
+        );
+    }
+
+    #[test]
+    fn the_streams_order_quantile_warms_up_and_ignores_cash_outs() {
+        let mut orders = super::StreamOrders::new();
+        let buy = |v: f64| {
+            let mut e = ev("p", Purchase, 0);
+            e.order_value = Some(v);
+            e
+        };
+        for i in 0..super::STREAM_ORDERS_WARMUP - 1 {
+            orders.observe(&buy(10.0 + i as f64), true);
+        }
+        assert_eq!(orders.quantile(0.9), None, "not warm yet");
+        orders.observe(&buy(109.0), true);
+        let q = orders.quantile(0.9).unwrap();
+        // 100 values from 10 to 109: the 0.9 quantile is about 100 (to a 2.6 % bin).
+        assert!((97.0..=106.0).contains(&q), "{q}");
+        assert_eq!(orders.quantile(0.0), None, "off");
+        assert_eq!(orders.quantile(1.0), None);
+        // Untrusted purchases (under an open takeover alert), checkouts, and values that are not
+        // positive numbers teach nothing.
+        for _ in 0..1_000 {
+            orders.observe(&buy(1e6), false);
+            orders.observe(&buy(f64::NAN), true);
+            orders.observe(&buy(-5.0), true);
+            orders.observe(&checkout("c", 0, 1e6, "d", "DE"), true);
+        }
+        assert_eq!(orders.quantile(0.9), Some(q));
     }
 
     #[test]
