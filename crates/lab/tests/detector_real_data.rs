@@ -1,9 +1,11 @@
 //! The detector on real data sets, in process: false alarms per 10,000 users per hour with nothing
 //! injected (the budget of docs/detector.md is 1, summed over types), and the generator's attacks mixed
 //! into real traffic (precision and recall floors per type, detection latency p99 <= 1 s). The adapters' fixtures (REES46, OTTO,
-//! Retailrocket) always run; DIGINETICA is read from `../shared/data` and skipped when absent.
+//! Retailrocket) always run; DIGINETICA is read from `../shared/data` and skipped when absent. The
+//! model-surprise rule is run on them too, with the embedded model's predictions.
 
 use clickpath_core::rules::{RulesConfig, SequenceMode};
+use clickpath_lab::evaluate_detector::SurpriseSetup;
 use clickpath_lab::evaluate_detector::real_data::{
     DataSet, RealDataOptions, RealDataReport, evaluate_real,
 };
@@ -17,6 +19,26 @@ fn fixture(rel: &str) -> PathBuf {
 }
 
 fn run(data: &str, inject: u32, rules: RulesConfig) -> RealDataReport {
+    run_with(data, inject, rules, None)
+}
+
+/// With the scorer's predictions too (the embedded default model), for the model-surprise rule.
+fn run_with_predictions(data: &str, inject: u32) -> RealDataReport {
+    let cfg = ClickpathConfig::default();
+    let setup = SurpriseSetup {
+        model: clickpath_stages::topology::load_scorer_model(&cfg).unwrap(),
+        windower: cfg.windower.clone(),
+        scorer: cfg.scorer.clone(),
+    };
+    run_with(data, inject, RulesConfig::default(), Some(setup))
+}
+
+fn run_with(
+    data: &str,
+    inject: u32,
+    rules: RulesConfig,
+    model_surprise: Option<SurpriseSetup>,
+) -> RealDataReport {
     let cfg = ClickpathConfig::default();
     evaluate_real(&RealDataOptions {
         data: data.parse::<DataSet>().unwrap(),
@@ -26,6 +48,7 @@ fn run(data: &str, inject: u32, rules: RulesConfig) -> RealDataReport {
         validation: cfg.cleaning.validation.clone(),
         dedupe_window_ms: cfg.cleaning.dedupe_window_ms,
         dedupe_max_ids: cfg.cleaning.dedupe_max_ids,
+        model_surprise,
     })
     .unwrap()
 }
@@ -121,5 +144,40 @@ fn diginetica_within_budget_with_and_without_attacks() {
         let r = run(&data, 25, RulesConfig::default());
         assert_within_budget(&r);
         assert_attacks_found(&r);
+    }
+}
+
+#[test]
+fn model_surprise_on_real_shops_stays_within_budget() {
+    let mut data = vec![
+        format!("rees46={}", fixture("rees46/2019-Oct-sample.csv").display()),
+        format!("otto={}", fixture("otto/train.jsonl").display()),
+    ];
+    if let Some(dir) = clickpath_testkit::shared_data_dir() {
+        let file = dir.join("diginetica_cikm2016/sample_train-item-views.csv");
+        data.push(format!("diginetica={}", file.display()));
+    }
+    for d in &data {
+        assert_within_budget(&run_with_predictions(d, 0));
+        // The rule is live: injected users whose actions the model did not expect (cart stuffers
+        // adding item after item) get MODEL_SURPRISE alerts, the real users still none beyond the
+        // budget, and the other types still meet their floors.
+        let r = run_with_predictions(d, 25);
+        assert_within_budget(&r);
+        let rows = r.injected.as_ref().unwrap();
+        let surprise = rows
+            .iter()
+            .find(|row| row.name.starts_with("model_surprise"))
+            .expect("a MODEL_SURPRISE row");
+        assert!(surprise.alerts > 0, "{surprise:?}");
+        assert_attacks_found(&RealDataReport {
+            injected: Some(
+                rows.iter()
+                    .filter(|row| !row.name.starts_with("model_surprise") && row.name != "overall")
+                    .cloned()
+                    .collect(),
+            ),
+            ..r.clone()
+        });
     }
 }

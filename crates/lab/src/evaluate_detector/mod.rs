@@ -59,7 +59,7 @@ pub struct EvaluateDetectorArgs {
     #[arg(long, default_value_t = 25)]
     pub legit_per_type: u32,
     /// Also score every event with the configured model and feed the predictions to the
-    /// detector (the model-surprise rule).
+    /// detector (the model-surprise rule), on the generated mix or with --data.
     #[arg(long)]
     pub model_surprise: bool,
     /// Evaluate on a real data set instead, `FORMAT=PATH` (repeatable): false alarms per 10,000
@@ -76,6 +76,15 @@ pub fn run_command(
     args: &EvaluateDetectorArgs,
     cfg: clickpath_stages::ClickpathConfig,
 ) -> anyhow::Result<()> {
+    let model_surprise = if args.model_surprise {
+        Some(SurpriseSetup {
+            model: clickpath_stages::topology::load_scorer_model(&cfg)?,
+            windower: cfg.windower.clone(),
+            scorer: cfg.scorer.clone(),
+        })
+    } else {
+        None
+    };
     if !args.data.is_empty() {
         let mut reports = Vec::new();
         for data in &args.data {
@@ -87,20 +96,12 @@ pub fn run_command(
                 validation: cfg.cleaning.validation.clone(),
                 dedupe_window_ms: cfg.cleaning.dedupe_window_ms,
                 dedupe_max_ids: cfg.cleaning.dedupe_max_ids,
+                model_surprise: model_surprise.clone(),
             })?);
         }
         print!("{}", real_data::render_real(&reports));
         return Ok(());
     }
-    let model_surprise = if args.model_surprise {
-        Some(SurpriseSetup {
-            model: clickpath_stages::topology::load_scorer_model(&cfg)?,
-            windower: cfg.windower.clone(),
-            scorer: cfg.scorer.clone(),
-        })
-    } else {
-        None
-    };
     let opts = EvalOptions {
         sessions: args.sessions,
         seed: args.seed,

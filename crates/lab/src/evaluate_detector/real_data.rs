@@ -6,14 +6,15 @@
 //! The events are put in event-time order (as a broker replay of a time-sorted file delivers them),
 //! cleaned by the cleaning stage's core code and fed to the detector stage's [`Detector`], in process.
 
-use super::{AlertRecord, Row, score};
+use super::{AlertRecord, Row, SurpriseSetup, score};
 use anyhow::Context as _;
 use clickpath_adapters::Format;
 use clickpath_core::dedupe::Deduper;
 use clickpath_core::rules::{RulesConfig, alert_type_symbol};
-use clickpath_core::{Detector, ValidationConfig, validate_and_normalise};
+use clickpath_core::{Detector, FeatureWindower, ValidationConfig, validate_and_normalise};
 use clickpath_generator::{AnomalyLabel, Generated, Generator, GeneratorConfig, TruthRecord};
 use clickpath_schema::ClickEvent;
+use clickpath_stages::scorer::Scorer;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ pub struct RealDataOptions {
     pub dedupe_window_ms: i64,
     /// The most event ids the cleaning stage remembers.
     pub dedupe_max_ids: usize,
+    /// When set, every clean event is also scored (windower and scorer in process) and its
+    /// prediction fed to the detector: the model-surprise rule on real data.
+    pub model_surprise: Option<SurpriseSetup>,
 }
 
 /// What the detector did on one data set.
@@ -119,6 +123,12 @@ pub fn evaluate_real(opts: &RealDataOptions) -> anyhow::Result<RealDataReport> {
 
     let mut dedupe = Deduper::new(opts.dedupe_window_ms, opts.dedupe_max_ids);
     let mut detector = Detector::new(opts.rules.clone(), "evaluate-detector");
+    let mut scoring = opts.model_surprise.as_ref().map(|m| {
+        (
+            FeatureWindower::new(m.windower.clone()),
+            Scorer::new(m.model.clone(), &m.scorer, ""),
+        )
+    });
     let (mut clean, mut now) = (0u64, i64::MIN);
     let mut alerts = Vec::new();
     for mut ev in events {
@@ -131,7 +141,13 @@ pub fn evaluate_real(opts: &RealDataOptions) -> anyhow::Result<RealDataReport> {
             continue;
         }
         clean += u64::from(real);
-        for a in detector.on_event(&ev) {
+        let mut raised = detector.on_event(&ev);
+        if let Some((windower, scorer)) = scoring.as_mut() {
+            // As in the pipeline: the prediction for an event reaches the detector after it.
+            let prediction = scorer.score(&windower.update(&ev));
+            raised.extend(detector.on_prediction(&prediction));
+        }
+        for a in raised {
             alerts.push(AlertRecord {
                 alert_id: a.alert_id,
                 user_id: a.user_id,
