@@ -155,17 +155,17 @@ pub struct RulesConfig {
     /// Smallest checkout or payment `order_value` that counts as high value. Default 150.
     pub takeover_min_value: f64,
     /// Local takeovers (a login from a new device *and* a new IP prefix in a known country): the
-    /// checkout must also be worth this many times the user's largest earlier purchase (times
-    /// `takeover_min_value` for a user with none), when the session browsed since the login
+    /// checkout must also be worth this many times the user's largest earlier purchase (for a
+    /// user with none, see `takeover_stream_order_quantile`), when the session browsed since the login
     /// (more product views and searches than adds to cart). Default 3; 0 turns the local arm off.
     pub takeover_local_value_ratio: f64,
     /// The same ratio for a *focused* session (no more views and searches than adds to cart since
     /// the login: straight to the goods). Default 1 (above anything the user ever bought).
     pub takeover_local_focused_ratio: f64,
     /// The local arm's reference for a user with no purchase yet: this quantile of the order
-    /// values the stream has completed (once it has seen [`STREAM_ORDERS_WARMUP`] purchases),
-    /// never below `takeover_min_value`. Default 0.9 (a large order of this shop); 0 keeps
-    /// `takeover_min_value` as the reference.
+    /// values the stream has completed (once it has seen [`STREAM_ORDERS_WARMUP`] purchases, and
+    /// `1 / (1 - quantile)` above 0.99), never below `takeover_min_value`. Default 0.9 (a large
+    /// order of this shop); 0 keeps `takeover_min_value` as the reference. Below 1.
     pub takeover_stream_order_quantile: f64,
     /// How long a user's known devices, countries and baselines are kept after their last event,
     /// ms. Default 30 days.
@@ -711,6 +711,9 @@ impl Detector {
     /// nothing: the statistics are learned afresh.
     pub fn restore_statistics(&mut self, bytes: &[u8]) -> Result<(), StateDecodeError> {
         let s = persist::decode_statistics(bytes)?;
+        if !(s.calibration.is_well_formed() && s.orders.is_well_formed()) {
+            return Err(StateDecodeError("a histogram of the wrong shape".into()));
+        }
         self.hst.restore_state(s.hst).map_err(StateDecodeError)?;
         self.ips = s.ips;
         self.prices = s.prices;

@@ -30,7 +30,7 @@ fn meets_the_floors(seed: u64) {
         // Event-time latency from the event that makes the attack detectable (target: 1 s).
         assert!(
             row.latency_p99_ms.is_none_or(|ms| ms <= 1_000),
-            "{}: p99 latency {:?} ms",
+            "seed {seed}, {}: p99 latency {:?} ms",
             row.name,
             row.latency_p99_ms
         );

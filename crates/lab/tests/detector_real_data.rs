@@ -164,6 +164,12 @@ fn model_surprise_on_real_shops_stays_within_budget() {
         // budget, and the other types still meet their floors.
         let r = run_with_predictions(d, 25);
         assert_within_budget(&r);
+        assert!(
+            !r.false_alarms.contains_key("MODEL_SURPRISE"),
+            "{}: {:?}",
+            r.name,
+            r.false_alarms
+        );
         let rows = r.injected.as_ref().unwrap();
         let surprise = rows
             .iter()

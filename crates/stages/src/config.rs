@@ -740,6 +740,17 @@ mod tests {
                 .contains("detector.takeover_stream_order_quantile: must be at least 0 (off) and below 1, got 1"),
             "{err}"
         );
+        for bad in ["-0.1", "nan"] {
+            let err = ClickpathConfig::from_toml_str(&format!(
+                "[detector]\ntakeover_stream_order_quantile = {bad}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("detector.takeover_stream_order_quantile"),
+                "{bad}: {err}"
+            );
+        }
         assert!(
             err.to_string()
                 .contains("detector.takeover_local_focused_ratio"),

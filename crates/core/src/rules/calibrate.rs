@@ -108,6 +108,24 @@ impl Calibrator {
         Some(self.lo)
     }
 
+    /// Whether a decoded histogram has the shape this code indexes (a corrupt value could carry
+    /// any number of bins, and `observe` would index past them).
+    pub(super) fn is_well_formed(&self) -> bool {
+        self.bins.len() == BINS
+            && self.bin_width.is_finite()
+            && self.bin_width > 0.0
+            && self.lo.is_finite()
+            && self.weight.is_finite()
+            && self.growth.is_finite()
+    }
+
+    /// The same histogram with `n` bins: a corrupt value, for the tests of restoring one.
+    #[cfg(test)]
+    pub(super) fn with_bins(mut self, n: usize) -> Self {
+        self.bins.resize(n, 0.0);
+        self
+    }
+
     /// Evaluations folded in so far (decay aside).
     pub(super) fn seen(&self) -> u64 {
         self.seen
@@ -163,6 +181,13 @@ pub(super) struct Calibration {
 }
 
 impl Calibration {
+    /// Whether every histogram is well formed ([`Calibrator::is_well_formed`]).
+    pub(super) fn is_well_formed(&self) -> bool {
+        [&self.price, &self.surprise, &self.anomaly]
+            .iter()
+            .all(|c| c.is_well_formed())
+    }
+
     /// Histograms decaying with a half-life of `half_life` evaluations.
     pub(super) fn new(half_life: f64) -> Self {
         Calibration {

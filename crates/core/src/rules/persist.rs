@@ -466,6 +466,11 @@ mod tests {
         assert_eq!(&again[v3.len() + 1 - orders.len()..], &fresh[1..]);
         // Cut short, it is still an error.
         assert!(read.restore_statistics(&v2[..v2.len() - 1]).is_err());
+        // A version-3 value keeps the stream's orders.
+        let mut read = Detector::new(RulesConfig::default(), "v").with_journal();
+        read.restore_statistics(&v3).unwrap();
+        read.statistics_changed = true;
+        assert_eq!(read.take_changes().unwrap().statistics.unwrap(), v3);
     }
 
     #[test]
@@ -505,5 +510,12 @@ mod tests {
         );
         assert!(other.restore_statistics(&stats).is_err());
         assert_eq!(fresh.users(), 0);
+        // A histogram whose bins do not match the code decodes, but is refused (it would be
+        // indexed past its end).
+        d.calibration.price = super::calibrate::Calibrator::new(0.0, 1.0, 10.0).with_bins(3);
+        d.statistics_changed = true;
+        let bad = d.take_changes().unwrap().statistics.unwrap();
+        assert!(super::decode_statistics(&bad).is_ok());
+        assert!(fresh.restore_statistics(&bad).is_err());
     }
 }

@@ -52,9 +52,15 @@ impl StreamOrders {
         }
     }
 
-    /// The order value that only a share `1 - quantile` of the stream's purchases reach (to the
-    /// histogram's 2.6 % bins), once it has seen [`STREAM_ORDERS_WARMUP`]; `None` before, or with
-    /// `quantile` 0 (off).
+    /// Whether a decoded value has the shape this code indexes.
+    pub(super) fn is_well_formed(&self) -> bool {
+        self.log10_values.is_well_formed()
+    }
+
+    /// The order value that only a share `1 - quantile` of the stream's purchases reach (rounded
+    /// up to the histogram's bin edge: bins are 8.4 % wide), once it has seen
+    /// [`STREAM_ORDERS_WARMUP`] purchases (and `1 / (1 - quantile)`, for a quantile above 0.99);
+    /// `None` before, or with `quantile` 0 (off).
     pub(super) fn quantile(&self, quantile: f64) -> Option<f64> {
         if !(quantile > 0.0 && quantile < 1.0) || self.log10_values.seen() < STREAM_ORDERS_WARMUP {
             return None;
@@ -74,7 +80,8 @@ struct SuspiciousLogin {
     country: String,
     usual_country: Option<String>,
     /// Country known, network new: the checkout must also beat this value times the ratio of
-    /// the session's focus (the user's largest earlier order, or `takeover_min_value`).
+    /// the session's focus (the user's largest earlier order; for a user with none the stream's
+    /// large order, at least `takeover_min_value`).
     local_reference: Option<f64>,
     /// Product views and searches since the login (saturating).
     browsed: u16,
@@ -185,7 +192,11 @@ pub(super) fn takeover(
                 Some(
                     profile
                         .largest_order()
-                        .or_else(|| orders.quantile(cfg.takeover_stream_order_quantile))
+                        .or_else(|| {
+                            orders
+                                .quantile(cfg.takeover_stream_order_quantile)
+                                .map(|q| q.max(cfg.takeover_min_value))
+                        })
                         .unwrap_or(cfg.takeover_min_value),
                 )
             } else {
@@ -272,11 +283,17 @@ pub(super) fn takeover(
 /// user with none the stream's large order, or `takeover_min_value` while the stream's orders are
 /// not learned. (Told from the profile now: a purchase between login and checkout can blur it.)
 fn reference_source(reference: f64, profile: &Profile, cfg: &RulesConfig) -> String {
+    let q = cfg.takeover_stream_order_quantile;
     match profile.largest_order() {
         Some(l) if l == reference => format!("the user's largest earlier purchase {reference:.2}"),
         Some(_) => format!("the reference {reference:.2} at the login"),
+        None if reference == cfg.takeover_min_value && !(q > 0.0 && q < 1.0) => format!(
+            "takeover_min_value {reference:.2} (no purchase by the user; the stream's orders \
+             are not used)"
+        ),
         None if reference == cfg.takeover_min_value => format!(
-            "takeover_min_value {reference:.2} (no purchase by the user, too few in the stream)"
+            "takeover_min_value {reference:.2} (no purchase by the user; the stream's \
+             {q}-quantile order is below it or not learned yet)"
         ),
         None => format!(
             "the stream's {}-quantile order {reference:.2} (no purchase by the user)",
@@ -481,7 +498,7 @@ mod tests {
     }
 
     /// 200 other shoppers' purchases worth 100.5 to 299.5, before the user's history: the
-    /// stream's 0.9 quantile is about 280.
+    /// stream's 0.9 quantile is about 280 (291.6, the bin edge above it).
     fn shop_orders() -> Vec<ClickEvent> {
         (0..200)
             .map(|i| {
@@ -530,10 +547,86 @@ mod tests {
         // Before the stream has shown STREAM_ORDERS_WARMUP purchases, takeover_min_value stands.
         let few = local_alerts(no_orders(), local_tail("desktop-9", "proxy", 151.0));
         assert!(
-            few[0].reasons[0].contains("takeover_min_value 150.00"),
+            few[0].reasons[0].contains("takeover_min_value 150.00")
+                && few[0].reasons[0].contains("is below it or not learned yet"),
             "{:?}",
             few[0].reasons
         );
+        let off = with_shop(browsing_tail("mobile-7", "carrier", 727.0), 0.0);
+        assert!(
+            off[0].reasons[0].contains("the stream's orders are not used"),
+            "{:?}",
+            off[0].reasons
+        );
+    }
+
+    #[test]
+    fn a_cheap_shops_orders_never_lower_the_bar_below_takeover_min_value() {
+        // 200 orders of 20 to 40: the quantile (about 38) is raised to takeover_min_value, so a
+        // browsing session's bar stays 3 x 150.
+        let mut events: Vec<ClickEvent> = shop_orders()
+            .into_iter()
+            .map(|mut e| {
+                e.order_value = e.order_value.map(|v| 20.0 + (v - 100.5) / 10.0);
+                e
+            })
+            .collect();
+        events.extend(no_orders());
+        let run_tail = |tail: Vec<ClickEvent>| {
+            let mut all = events.clone();
+            all.extend(tail);
+            of(&run(&mut detector(), &all), AlertType::AccountTakeover)
+        };
+        assert!(run_tail(browsing_tail("mobile-7", "carrier", 440.0)).is_empty());
+        let alerts = run_tail(browsing_tail("mobile-7", "carrier", 460.0));
+        assert_eq!(alerts.len(), 1);
+        assert!(
+            alerts[0].reasons[0].contains("high value from 450.00"),
+            "{:?}",
+            alerts[0].reasons
+        );
+    }
+
+    #[test]
+    fn a_taken_over_accounts_cash_outs_do_not_move_the_streams_orders() {
+        // The shop's 200 orders, then a user's history and a takeover from Brazil (alerted at the
+        // checkout), then 150 purchases of 100,000 under the open alert: the stream's 0.9
+        // quantile does not move. The same purchases on the user's own phone would move it.
+        let base = || {
+            let mut d = detector();
+            let mut events = shop_orders();
+            events.extend(history());
+            run(&mut d, &events);
+            d
+        };
+        let cash_outs = |device: &str, country: &str| -> Vec<ClickEvent> {
+            (0..150)
+                .map(|i| {
+                    let mut e = client(
+                        ev(&format!("x{i}"), Purchase, WEEK + 130_000 + i),
+                        device,
+                        country,
+                    );
+                    e.order_value = Some(100_000.0);
+                    e
+                })
+                .collect()
+        };
+        let mut taken = base();
+        let before = taken.orders.quantile(0.9).unwrap();
+        let alerts = run(
+            &mut taken,
+            &[
+                client(ev("l", Login, WEEK), "desktop-9", "BR"),
+                checkout("c", WEEK + 120_000, 899.0, "desktop-9", "BR"),
+            ],
+        );
+        assert_eq!(of(&alerts, AlertType::AccountTakeover).len(), 1);
+        run(&mut taken, &cash_outs("desktop-9", "BR"));
+        assert_eq!(taken.orders.quantile(0.9), Some(before));
+        let mut own = base();
+        run(&mut own, &cash_outs("mobile-1", "DE"));
+        assert!(own.orders.quantile(0.9).unwrap() > 10.0 * before);
     }
 
     #[test]
@@ -550,7 +643,7 @@ mod tests {
         assert_eq!(orders.quantile(0.9), None, "not warm yet");
         orders.observe(&buy(109.0), true);
         let q = orders.quantile(0.9).unwrap();
-        // 100 values from 10 to 109: the 0.9 quantile is about 100 (to a 2.6 % bin).
+        // 100 values from 10 to 109: the 0.9 quantile is about 100 (to an 8.4 % bin).
         assert!((97.0..=106.0).contains(&q), "{q}");
         assert_eq!(orders.quantile(0.0), None, "off");
         assert_eq!(orders.quantile(1.0), None);
