@@ -48,6 +48,15 @@ pub struct EvaluateArgs {
     /// against the exact scan.
     #[arg(long)]
     pub item_index: bool,
+    /// With --item-index: items with the largest bias scanned on every query (the popular head).
+    #[arg(long, default_value_t = clickpath_model::sequence::index::IndexConfig::default().head, requires = "item_index")]
+    pub item_index_head: usize,
+    /// With --item-index: clusters (0: the square root of the clustered items).
+    #[arg(long, default_value_t = 0, requires = "item_index")]
+    pub item_index_lists: usize,
+    /// With --item-index: clusters scanned per query (0: an eighth, at least 8).
+    #[arg(long, default_value_t = 0, requires = "item_index")]
+    pub item_index_probe: usize,
     /// Least training occurrences for an item to be recommendable by the baselines (SR-GNN's
     /// protocol uses 5); with a model that has an item head, its vocabulary is used instead.
     #[arg(long, default_value_t = 5)]
@@ -236,7 +245,7 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Mod
                 item_rows.push(rec_metrics(&meta.version, args.k, e));
                 let indexed = args
                     .item_index
-                    .then(|| indexed_row(&model, &meta.version, &seqs, args.k))
+                    .then(|| indexed_row(&model, &meta.version, &seqs, args))
                     .flatten();
                 if let Some((row, recall)) = indexed {
                     index_recalls.push((row.model.clone(), recall));
@@ -403,19 +412,24 @@ fn indexed_row(
     model: &clickpath_model::sequence::SequenceModel<CpuBackend>,
     version: &str,
     seqs: &[clickpath_model::sequence::data::Sequence<'_>],
-    k: usize,
+    args: &EvaluateArgs,
 ) -> Option<(clickpath_model::recommend::RecMetrics, f64)> {
     use clickpath_model::sequence::index::IndexConfig;
+    let k = args.k;
     let cfg = IndexConfig {
         min_items: 1,
+        head: args.item_index_head,
+        lists: args.item_index_lists,
+        probe: args.item_index_probe,
         ..IndexConfig::default()
     };
     let served = clickpath_model::sequence::IndexedModel::new(model.clone(), &cfg);
     let index = served.index()?;
     let name = format!(
-        "{version} through the item index ({} lists, {} probed)",
+        "{version} through the item index ({} lists, {} probed, head of {})",
         index.lists(),
-        index.probe()
+        index.probe(),
+        index.head()
     );
     let (eval, recall) = clickpath_model::sequence::evaluate_items_served(model, &served, seqs, k)?;
     (eval.cases > 0).then(|| (rec_metrics(&name, k, eval), recall))
@@ -447,6 +461,9 @@ mod tests {
             scores_out: None,
             k: 20,
             item_index: false,
+            item_index_head: 0,
+            item_index_lists: 0,
+            item_index_probe: 0,
             min_item_count: 2,
         };
         let text = run(&args).unwrap();
