@@ -217,9 +217,8 @@ impl Detector {
 
     fn publish(&self, user_id: &str) {
         match self.open_alerts(user_id) {
-            Some(view) => self
-                .query
-                .publish(user_id, serde_json::to_value(view).unwrap_or_default()),
+            // Rendered to JSON only if the query API asks for it.
+            Some(view) => self.query.publish(user_id, view.to_vec()),
             None => self.query.remove(user_id),
         }
     }

@@ -124,10 +124,8 @@ impl Sessionizer {
         let mut views = Vec::with_capacity(changed.len());
         let mut changes = Vec::with_capacity(changed.len() + 1);
         for (user, state) in changed {
-            let view = s
-                .path_view(&user)
-                .map(|v| serde_json::to_value(v).unwrap_or_default());
-            views.push((user.clone(), view));
+            // Published as is: rendered to JSON only if the query API asks for it.
+            views.push((user.clone(), s.path_view(&user)));
             if durable {
                 let value = state.map(|state| state.to_bytes());
                 changes.push(StateChange {
