@@ -163,6 +163,7 @@ fn model_surprise_on_real_shops_stays_within_budget() {
         // adding item after item) get MODEL_SURPRISE alerts, the real users still none beyond the
         // budget, and the other types still meet their floors.
         let r = run_with_predictions(d, 25);
+        assert!(r.model_surprise);
         assert_within_budget(&r);
         assert!(
             !r.false_alarms.contains_key("MODEL_SURPRISE"),

@@ -83,6 +83,8 @@ pub struct RealDataReport {
     pub injected: Option<Vec<Row>>,
     /// Findings the false-alarm budget held back (they opened no alert), per type.
     pub over_budget: BTreeMap<String, u64>,
+    /// Whether the model's predictions were fed to the detector (the model-surprise rule on).
+    pub model_surprise: bool,
 }
 
 impl RealDataReport {
@@ -178,6 +180,7 @@ pub fn evaluate_real(opts: &RealDataOptions) -> anyhow::Result<RealDataReport> {
             .into_iter()
             .map(|(t, n)| (alert_type_symbol(t).to_string(), n))
             .collect(),
+        model_surprise: opts.model_surprise.is_some(),
     })
 }
 
@@ -234,6 +237,12 @@ fn attacks(
 /// The reports as Markdown.
 pub fn render_real(reports: &[RealDataReport]) -> String {
     let mut s = String::new();
+    if reports.iter().any(|r| r.model_surprise) {
+        let _ = writeln!(
+            s,
+            "Model surprise on: every clean event scored by the configured model, its prediction fed to the detector.\n"
+        );
+    }
     let _ = writeln!(
         s,
         "| data set | events | users | hours | false alarms | per 10k users per hour | by type | held back by the budget |"
