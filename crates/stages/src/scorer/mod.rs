@@ -116,6 +116,18 @@ struct Reloader {
     last_meta: Option<Vec<u8>>,
 }
 
+/// A partition's users, by id: foldhash rather than SipHash on these string keys, as the other
+/// stages' per-user maps.
+type UserEntries = foldhash::HashMap<String, UserEntry>;
+
+/// `user`'s entry in `users`, created on first sight; the id is copied only then.
+fn user_entry<'a>(users: &'a mut UserEntries, user: &str) -> &'a mut UserEntry {
+    if !users.contains_key(user) {
+        users.insert(user.to_owned(), UserEntry::default());
+    }
+    users.get_mut(user).expect("inserted above")
+}
+
 /// The scorer stage.
 pub struct Scorer {
     model: ScoringModel,
@@ -131,7 +143,7 @@ pub struct Scorer {
     max_batch: usize,
     max_wait: Duration,
     output_topic: String,
-    users: HashMap<i32, HashMap<String, UserEntry>>,
+    users: HashMap<i32, UserEntries>,
     queue: Vec<(i32, Queued, Instant)>,
     dirty: HashSet<(i32, String)>,
     evicted: Vec<(i32, String)>,
@@ -244,12 +256,8 @@ impl Scorer {
         };
         // The Markov chain conditions on the event just seen: it predicts what comes after it.
         let out = model.predict(Some(fv.event_type), fv, self.top_k);
-        let entry = self
-            .users
-            .entry(partition)
-            .or_default()
-            .entry(fv.user_id.clone())
-            .or_default();
+        let entry = self.users.entry(partition).or_default();
+        let entry = user_entry(entry, &fv.user_id);
         entry.last_type = Some(fv.event_type);
         entry.last_seen = fv.event_time;
         let mut factors = out.factors;
@@ -275,12 +283,8 @@ impl Scorer {
             return;
         };
         let step = model.encode(&fv);
-        let entry = self
-            .users
-            .entry(partition)
-            .or_default()
-            .entry(fv.user_id.clone())
-            .or_default();
+        let entry = self.users.entry(partition).or_default();
+        let entry = user_entry(entry, &fv.user_id);
         entry.last_seen = entry.last_seen.max(fv.event_time);
         if fv.event_type == EventType::Purchase
             && let Some(item) = fv.item_id.as_deref()
@@ -372,12 +376,8 @@ impl Scorer {
             .zip(traces)
             .enumerate()
         {
-            let entry = self
-                .users
-                .entry(partition)
-                .or_default()
-                .entry(fv.user_id.clone())
-                .or_default();
+            let entry = self.users.entry(partition).or_default();
+            let entry = user_entry(entry, &fv.user_id);
             entry.memory = s.memory;
             let mut headers = Vec::new();
             if let (Some(ss), Some(v)) = (shadow_scored.as_ref(), shadow_version.as_ref()) {
@@ -789,7 +789,7 @@ impl Stage for Scorer {
     }
 
     fn state_entries(&self) -> usize {
-        self.users.values().map(HashMap::len).sum()
+        self.users.values().map(UserEntries::len).sum()
     }
 }
 
