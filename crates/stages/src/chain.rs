@@ -470,12 +470,16 @@ impl Stage for Chain {
     }
 
     fn on_assign(&mut self, partitions: &[i32]) {
-        self.cleaning.on_assign(partitions);
-        self.sessionizer.on_assign(partitions);
-        self.windower.on_assign(partitions);
-        self.scorer.on_assign(partitions);
-        self.detector.on_assign(partitions);
-        self.analytics.on_assign(partitions);
+        // Each stage decodes and installs the state restored for these partitions, independently of
+        // the others: side by side, a takeover's restore waits for the slowest stage, not for all six.
+        std::thread::scope(|s| {
+            s.spawn(|| self.sessionizer.on_assign(partitions));
+            s.spawn(|| self.windower.on_assign(partitions));
+            s.spawn(|| self.scorer.on_assign(partitions));
+            s.spawn(|| self.detector.on_assign(partitions));
+            s.spawn(|| self.analytics.on_assign(partitions));
+            self.cleaning.on_assign(partitions);
+        });
     }
 
     fn on_revoke(&mut self, partitions: &[i32]) {
