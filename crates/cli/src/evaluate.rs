@@ -44,7 +44,8 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 20)]
     pub k: usize,
     /// Also rank each item-head model's recommendations through the experimental item index
-    /// (`sequence::index`, inverted lists over the output embeddings) and report what it loses
+    /// (`sequence::index`: inverted lists over the output embeddings, or a graph with
+    /// --item-index-graph-degree) and report what it loses
     /// against the exact scan.
     #[arg(long)]
     pub item_index: bool,
@@ -57,6 +58,13 @@ pub struct EvaluateArgs {
     /// With --item-index: clusters scanned per query (0: an eighth, at least 8).
     #[arg(long, default_value_t = 0, requires = "item_index")]
     pub item_index_probe: usize,
+    /// With --item-index: a proximity graph with this many links per item instead of clusters
+    /// (0: clusters).
+    #[arg(long, default_value_t = 0, requires = "item_index")]
+    pub item_index_graph_degree: usize,
+    /// With --item-index-graph-degree: items kept while searching the graph (the beam width).
+    #[arg(long, default_value_t = clickpath_model::sequence::index::IndexConfig::default().graph_ef, requires = "item_index")]
+    pub item_index_graph_ef: usize,
     /// Least training occurrences for an item to be recommendable by the baselines (SR-GNN's
     /// protocol uses 5); with a model that has an item head, its vocabulary is used instead.
     #[arg(long, default_value_t = 5)]
@@ -421,17 +429,15 @@ fn indexed_row(
         head: args.item_index_head,
         lists: args.item_index_lists,
         probe: args.item_index_probe,
+        graph_degree: args.item_index_graph_degree,
+        graph_ef: args.item_index_graph_ef,
         ..IndexConfig::default()
     };
     let served = clickpath_model::sequence::IndexedModel::new(model.clone(), &cfg);
     let index = served.index()?;
-    let name = format!(
-        "{version} through the item index ({} lists, {} probed, head of {})",
-        index.lists(),
-        index.probe(),
-        index.head()
-    );
     let (eval, recall) = clickpath_model::sequence::evaluate_items_served(model, &served, seqs, k)?;
+    // Described after the evaluation: a graph reports what its searches cost.
+    let name = format!("{version} through the item index ({})", index.describe());
     (eval.cases > 0).then(|| (rec_metrics(&name, k, eval), recall))
 }
 
@@ -464,6 +470,8 @@ mod tests {
             item_index_head: 0,
             item_index_lists: 0,
             item_index_probe: 0,
+            item_index_graph_degree: 0,
+            item_index_graph_ef: 64,
             min_item_count: 2,
         };
         let text = run(&args).unwrap();

@@ -79,9 +79,18 @@ fn online_step_with_items(c: &mut Criterion) {
     );
     let indexed = IndexedModel::new(m.clone(), &IndexConfig::default());
     assert!(indexed.index().is_some(), "50 000 items get an index");
-    let ranked: [(&str, &dyn OnlineModel); 2] = [
+    let graph = IndexedModel::new(
+        m.clone(),
+        &IndexConfig {
+            graph_degree: 16,
+            ..IndexConfig::default()
+        },
+    );
+    assert!(graph.index().is_some(), "50 000 items get a graph");
+    let ranked: [(&str, &dyn OnlineModel); 3] = [
         ("gru_top20_of_50k", &m),
         ("gru_top20_of_50k_indexed", &indexed),
+        ("gru_top20_of_50k_graph", &graph),
     ];
     for (name, model) in ranked {
         for batch in [1usize, 64, 256] {

@@ -10,12 +10,17 @@
 //! exact scan is measured (`docs/models.md`) rather than assumed. Scores of the items it returns are
 //! exact. Vocabularies below [`IndexConfig::min_items`] are scanned exactly instead.
 //!
+//! A graph index ([`GraphIndex`], [`IndexConfig::graph_degree`]) is the other kind of [`ItemSearch`]:
+//! at the same share of the vocabulary scored it keeps far more of the exact list (docs/models.md).
+//!
 //! Experimental: on trained models the probed lists keep only a third to a half of the exact top
 //! 20 (docs/models.md), so the scorer serves the exact scan. A head of the items with the largest
 //! bias, scanned on every query ([`IndexConfig::head`]), was tried too: at the same number of items
 //! scanned it keeps less than probing more lists (docs/models.md), so it is off by default. A norm-completion transform (one more
 //! coordinate `sqrt(M² - |x|²)`, making the best inner product the nearest neighbour; Bachrach et al.
 //! 2014) was tried and kept less (46 % and 33 % against 53 % and 38 %).
+
+use super::graph_index::GraphIndex;
 
 /// How the index is built and searched.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,8 +40,15 @@ pub struct IndexConfig {
     pub iterations: usize,
     /// Items sampled per cluster to train the centroids (FAISS uses about 40). Default 40.
     pub sample_per_list: usize,
-    /// Seed of the k-means++ seeding. Default 7.
+    /// Seed of the k-means++ seeding (and of the graph's insertion order). Default 7.
     pub seed: u64,
+    /// Graph index instead of inverted lists ([`super::graph_index`]): neighbours linked per item
+    /// on insertion. 0: inverted lists. Default 0.
+    pub graph_degree: usize,
+    /// Graph index: items kept while searching (at least the list's length). Default 64.
+    pub graph_ef: usize,
+    /// Graph index: items kept while searching for an inserted item's neighbours. Default 100.
+    pub graph_build_ef: usize,
 }
 
 impl Default for IndexConfig {
@@ -49,11 +61,14 @@ impl Default for IndexConfig {
             iterations: 10,
             sample_per_list: 40,
             seed: 7,
+            graph_degree: 0,
+            graph_ef: 64,
+            graph_build_ef: 100,
         }
     }
 }
 
-/// The index (see the module docs).
+/// The inverted-file index (see the module docs).
 #[derive(Debug, Clone)]
 pub struct ItemIndex {
     /// Coordinates per item: the embedding width plus the bias.
@@ -73,7 +88,7 @@ pub struct ItemIndex {
 }
 
 /// Inner product, in eight independent lanes so the compiler vectorises it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
@@ -256,8 +271,74 @@ impl ItemIndex {
     }
 }
 
+/// The item head's approximate top-k search: inverted lists ([`ItemIndex`]) or a proximity graph
+/// ([`GraphIndex`]), as [`IndexConfig::graph_degree`] says.
+#[derive(Debug, Clone)]
+pub enum ItemSearch {
+    /// Inverted lists over k-means clusters.
+    Lists(ItemIndex),
+    /// A proximity graph searched by score.
+    Graph(GraphIndex),
+}
+
+impl ItemSearch {
+    /// Builds the configured index of `embeddings` (`n × width`) and `biases` (`n`); `None` below
+    /// `cfg.min_items` items (scan them exactly).
+    pub fn build(
+        embeddings: &[f32],
+        biases: &[f32],
+        width: usize,
+        cfg: &IndexConfig,
+    ) -> Option<Self> {
+        if cfg.graph_degree == 0 {
+            return ItemIndex::build(embeddings, biases, width, cfg).map(ItemSearch::Lists);
+        }
+        if biases.len() < cfg.min_items.max(2) {
+            return None;
+        }
+        GraphIndex::build(
+            embeddings,
+            biases,
+            width,
+            cfg.graph_degree,
+            cfg.graph_build_ef,
+            cfg.graph_ef,
+            cfg.seed,
+        )
+        .map(ItemSearch::Graph)
+    }
+
+    /// The `k` best items for `query` that the index finds, exact scores, best first.
+    pub fn top_k(&self, query: &[f32], k: usize) -> Vec<(u32, f32)> {
+        match self {
+            ItemSearch::Lists(i) => i.top_k(query, k),
+            ItemSearch::Graph(g) => g.top_k(query, k),
+        }
+    }
+
+    /// How the index searches, for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            ItemSearch::Lists(i) => format!(
+                "{} lists, {} probed, head of {}",
+                i.lists(),
+                i.probe(),
+                i.head()
+            ),
+            ItemSearch::Graph(g) => format!(
+                "graph, degree {}, ef {}, {} links, {:.0} of {} items scored per query",
+                g.degree(),
+                g.ef(),
+                g.edges(),
+                g.mean_scored(),
+                g.items()
+            ),
+        }
+    }
+}
+
 /// Whether `a` ranks before `b`: a higher score, or an equal one and a lower index.
-fn better(a: (u32, f32), b: (u32, f32)) -> bool {
+pub(super) fn better(a: (u32, f32), b: (u32, f32)) -> bool {
     match a.1.total_cmp(&b.1) {
         std::cmp::Ordering::Greater => true,
         std::cmp::Ordering::Less => false,
@@ -266,11 +347,16 @@ fn better(a: (u32, f32), b: (u32, f32)) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// `n` items in `groups` well-separated groups of `width`-wide embeddings, and their biases.
-    fn clustered(n: usize, width: usize, groups: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    pub(crate) fn clustered(
+        n: usize,
+        width: usize,
+        groups: usize,
+        seed: u64,
+    ) -> (Vec<f32>, Vec<f32>) {
         let mut rng = crate::logistic::SplitMix64(seed);
         let mut unit = move || rng.next_f64() as f32 - 0.5;
         let centres: Vec<Vec<f32>> = (0..groups)
@@ -286,7 +372,13 @@ mod tests {
         (emb, bias)
     }
 
-    fn exact(emb: &[f32], bias: &[f32], width: usize, q: &[f32], k: usize) -> Vec<(u32, f32)> {
+    pub(crate) fn exact(
+        emb: &[f32],
+        bias: &[f32],
+        width: usize,
+        q: &[f32],
+        k: usize,
+    ) -> Vec<(u32, f32)> {
         let scores: Vec<f32> = emb
             .chunks_exact(width)
             .zip(bias)

@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod blend;
 pub mod data;
 pub mod encode;
+pub mod graph_index;
 pub mod index;
 pub mod model;
 pub mod net;

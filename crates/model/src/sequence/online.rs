@@ -7,7 +7,7 @@ use burn::tensor::activation::softmax;
 
 use super::encode::Normalizer;
 use super::encode::{EVENT_TYPES, Step};
-use super::index::{IndexConfig, ItemIndex};
+use super::index::{IndexConfig, ItemSearch};
 use super::model::{SequenceModel, StepOutput};
 use super::net::{Architecture, NetConfig, StepTensors};
 use crate::recommend::ItemVocab;
@@ -254,14 +254,14 @@ where
     }
 }
 
-/// A model whose item ranking goes through an [`ItemIndex`] when its vocabulary is large enough
+/// A model whose item ranking goes through an [`ItemSearch`] index when its vocabulary is large enough
 /// ([`IndexConfig::min_items`]); everything else is the model's own. Experimental: 4-8x faster than
 /// the exact scan over 50 000 items, but on trained models its lists hold only 38-53 % of
 /// the exact top 20 (`clickpath evaluate --item-index`, docs/models.md), so the scorer serves the
 /// exact scan.
 pub struct IndexedModel<B: Backend> {
     model: SequenceModel<B>,
-    index: Option<ItemIndex>,
+    index: Option<ItemSearch>,
 }
 
 impl<B: Backend> IndexedModel<B> {
@@ -271,13 +271,13 @@ impl<B: Backend> IndexedModel<B> {
             let width = emb.dims()[1];
             let emb: Vec<f32> = emb.into_data().into_vec().ok()?;
             let bias: Vec<f32> = bias.into_data().into_vec().ok()?;
-            ItemIndex::build(&emb, &bias, width, cfg)
+            ItemSearch::build(&emb, &bias, width, cfg)
         });
         IndexedModel { model, index }
     }
 
     /// The index, when the vocabulary has one.
-    pub fn index(&self) -> Option<&ItemIndex> {
+    pub fn index(&self) -> Option<&ItemSearch> {
         self.index.as_ref()
     }
 
