@@ -125,9 +125,10 @@ pub fn build_scorer(cfg: &ClickpathConfig, env: &RunnerEnv) -> anyhow::Result<Sc
     let device = scorer_device(cfg, env)?;
     let mut scorer_cfg = cfg.scorer.clone();
     scorer_cfg.device = device;
+    let index = cfg.scorer.item_index.index_config(cfg.scorer.item_index_ef);
     let model = match &cfg.scorer.model_dir {
         None => ScoringModel::Baseline(Box::new(builtin_model(&cfg.windower)?)),
-        Some(dir) => load_model(dir, &cfg.windower, device)
+        Some(dir) => load_model(dir, &cfg.windower, device, index.as_ref())
             .map_err(|e| anyhow::anyhow!("scorer.model_dir {}: {e}", dir.display()))?,
     };
     let mut scorer = Scorer::with_model(
@@ -139,7 +140,7 @@ pub fn build_scorer(cfg: &ClickpathConfig, env: &RunnerEnv) -> anyhow::Result<Sc
     .with_feature_spec(cfg.windower.clone());
     if let Some(shadow) = &cfg.scorer.shadow_model_dir {
         let what = || format!("scorer.shadow_model_dir {}", shadow.display());
-        match load_model(shadow, &cfg.windower, device)
+        match load_model(shadow, &cfg.windower, device, index.as_ref())
             .map_err(|e| anyhow::anyhow!("{}: {e}", what()))?
         {
             ScoringModel::Sequence(s) => scorer = scorer.with_shadow(s),

@@ -14,7 +14,7 @@
 //! at the same share of the vocabulary scored it keeps far more of the exact list (docs/models.md).
 //!
 //! Experimental: on trained models the probed lists keep only a third to a half of the exact top
-//! 20 (docs/models.md), so the scorer serves the exact scan. A head of the items with the largest
+//! 20 (docs/models.md), so the scorer never serves them. A head of the items with the largest
 //! bias, scanned on every query ([`IndexConfig::head`]), was tried too: at the same number of items
 //! scanned it keeps less than probing more lists (docs/models.md), so it is off by default. A norm-completion transform (one more
 //! coordinate `sqrt(M² - |x|²)`, making the best inner product the nearest neighbour; Bachrach et al.

@@ -22,7 +22,8 @@ pub use net::{
     Architecture, HeadOutputs, ItemInput, NetConfig, SequenceNet, StepHeads, StepTensors,
 };
 pub use online::{
-    DeviceFallback, IndexedModel, OnlineDevice, OnlineModel, UserMemory, check_device, load_online,
+    DeviceFallback, IndexedModel, ItemRanking, OnlineDevice, OnlineModel, UserMemory, check_device,
+    load_online,
 };
 pub use train::{
     EpochReport, RECOMMENDATIONS, SequenceTrainConfig, SequenceTrainReport, TrainProgress,

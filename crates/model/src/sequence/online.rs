@@ -228,6 +228,10 @@ pub trait OnlineModel: Send {
     /// The `k` best items for each query ([`StepOutput::item_query`]) with their scores, best first; see
     /// [`SequenceModel::top_scored_items`]. Empty lists without an item head.
     fn top_items(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u32, f32)>>;
+    /// How [`OnlineModel::top_items`] ranks, for logs: `None` for the exact scan, or the index.
+    fn item_index(&self) -> Option<String> {
+        None
+    }
 }
 
 impl<B: Backend> OnlineModel for SequenceModel<B>
@@ -255,10 +259,10 @@ where
 }
 
 /// A model whose item ranking goes through an [`ItemSearch`] index when its vocabulary is large enough
-/// ([`IndexConfig::min_items`]); everything else is the model's own. Experimental: 4-8x faster than
-/// the exact scan over 50 000 items, but on trained models its lists hold only 38-53 % of
-/// the exact top 20 (`clickpath evaluate --item-index`, docs/models.md), so the scorer serves the
-/// exact scan.
+/// ([`IndexConfig::min_items`]); everything else is the model's own. The inverted lists are 4-8x
+/// faster than the exact scan over 50 000 items but keep only 38-53 % of a trained model's exact top
+/// 20; the graph keeps 87-97 % at 2-4x (`clickpath evaluate --item-index`, docs/models.md). The
+/// scorer serves the graph with `scorer.item_index = "graph"`, the exact scan by default.
 pub struct IndexedModel<B: Backend> {
     model: SequenceModel<B>,
     index: Option<ItemSearch>,
@@ -307,6 +311,38 @@ where
         match &self.index {
             Some(index) => queries.iter().map(|q| index.top_k(q, k)).collect(),
             None => OnlineModel::top_items(&self.model, queries, k),
+        }
+    }
+    fn item_index(&self) -> Option<String> {
+        self.index.as_ref().map(ItemSearch::describe)
+    }
+}
+
+/// How a model on the CPU ranks its item head's vocabulary (`scorer.item_index`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemRanking {
+    /// Every item scored: the exact top k.
+    #[default]
+    Exact,
+    /// Through a graph index ([`super::graph_index`]) when the vocabulary has at least
+    /// [`IndexConfig::min_items`] items: approximate, a few times faster on a large catalogue.
+    Graph,
+}
+
+impl ItemRanking {
+    /// Links per item of the served graph (the degree measured in docs/models.md).
+    pub const GRAPH_DEGREE: usize = 16;
+
+    /// The index to serve through (`None`: the exact scan); `ef` is the graph search's beam width.
+    pub fn index_config(self, ef: usize) -> Option<IndexConfig> {
+        match self {
+            ItemRanking::Exact => None,
+            ItemRanking::Graph => Some(IndexConfig {
+                graph_degree: Self::GRAPH_DEGREE,
+                graph_ef: ef.max(1),
+                ..IndexConfig::default()
+            }),
         }
     }
 }
@@ -359,12 +395,17 @@ pub fn load_online(
     dir: &std::path::Path,
     spec: &clickpath_core::FeatureSpec,
     device: OnlineDevice,
+    index: Option<&IndexConfig>,
 ) -> Result<(Box<dyn OnlineModel>, super::SequenceMeta), crate::ModelError> {
     match device {
         OnlineDevice::Cpu => {
             let (m, meta) =
                 super::load_sequence::<super::CpuBackend>(dir, spec, &Default::default())?;
-            Ok((Box::new(m), meta))
+            let served: Box<dyn OnlineModel> = match index {
+                Some(cfg) => Box::new(IndexedModel::new(m, cfg)),
+                None => Box::new(m),
+            };
+            Ok((served, meta))
         }
         #[cfg(feature = "cuda")]
         OnlineDevice::Cuda => {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::ScorerConfig;
 use clickpath_model::baseline::BaselineModel;
+use clickpath_model::sequence::index::IndexConfig;
 use clickpath_model::sequence::{OnlineDevice, UserMemory, is_sequence_artifact, load_online};
 use clickpath_runtime::metrics::{Metrics, StageKind, StageLabel};
 use clickpath_runtime::query::{QueryStore, View};
@@ -57,19 +58,32 @@ impl ScoringModel {
     }
 }
 
-/// Loads the model artifact in `dir`: a sequence model (on `device`) or a baseline.
+/// Loads the model artifact in `dir`: a sequence model (on `device`, ranking items through
+/// `index` when given) or a baseline.
 pub fn load_model(
     dir: &Path,
     spec: &clickpath_core::features::FeatureSpec,
     device: OnlineDevice,
+    index: Option<&IndexConfig>,
 ) -> Result<ScoringModel, String> {
     if is_sequence_artifact(dir) {
-        let (model, meta) = load_online(dir, spec, device).map_err(|e| e.to_string())?;
+        let (model, meta) = load_online(dir, spec, device, index).map_err(|e| e.to_string())?;
         let loaded = LoadedSequence {
             model,
             version: meta.version,
         };
         loaded.smoke_test()?;
+        if index.is_some() {
+            match loaded.model.item_index() {
+                Some(how) => {
+                    tracing::info!(version = %loaded.version, index = %how, "Items ranked through an index.")
+                }
+                None => tracing::info!(
+                    version = %loaded.version,
+                    "Items ranked exactly: no item head, a vocabulary below the index's minimum, or a GPU."
+                ),
+            }
+        }
         Ok(ScoringModel::Sequence(loaded))
     } else {
         clickpath_model::artifact::ModelArtifact::load(dir, spec)
@@ -133,6 +147,8 @@ pub struct Scorer {
     model: ScoringModel,
     shadow: Option<LoadedSequence>,
     device: OnlineDevice,
+    /// The item index models are served through (`scorer.item_index`); `None`: the exact scan.
+    item_index: Option<IndexConfig>,
     spec: clickpath_core::features::FeatureSpec,
     top_k: usize,
     factors: usize,
@@ -188,6 +204,7 @@ impl Scorer {
             model,
             shadow: None,
             device,
+            item_index: cfg.item_index.index_config(cfg.item_index_ef),
             spec: Default::default(),
             top_k: cfg.top_k,
             factors: cfg.factors,
@@ -488,7 +505,7 @@ impl Scorer {
         }
         r.last_meta = Some(meta);
         let dir = r.dir.clone();
-        let outcome = load_model(&dir, &self.spec, self.device);
+        let outcome = load_model(&dir, &self.spec, self.device, self.item_index.as_ref());
         let (kind, failed) = match outcome {
             Ok(model) if model.version() == self.model.version() => return,
             Ok(model) => {

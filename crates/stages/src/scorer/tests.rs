@@ -335,7 +335,7 @@ fn shadow_scoring_reports_the_candidate_without_touching_live_predictions() {
 fn predictions_recommend_items_of_the_models_vocabulary() {
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gru-example");
     let spec = clickpath_core::features::FeatureSpec::default();
-    let load = || match load_model(&shipped, &spec, OnlineDevice::Cpu).unwrap() {
+    let load = || match load_model(&shipped, &spec, OnlineDevice::Cpu, None).unwrap() {
         ScoringModel::Sequence(m) => m,
         ScoringModel::Baseline(_) => panic!("gru-example is a sequence model"),
     };
@@ -468,7 +468,7 @@ fn users_restored_into_a_running_scorer_are_not_evicted_at_the_next_tick() {
 fn items_a_user_bought_are_not_recommended_to_them_again() {
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gru-example");
     let spec = clickpath_core::features::FeatureSpec::default();
-    let load = || match load_model(&shipped, &spec, OnlineDevice::Cpu).unwrap() {
+    let load = || match load_model(&shipped, &spec, OnlineDevice::Cpu, None).unwrap() {
         ScoringModel::Sequence(m) => m,
         ScoringModel::Baseline(_) => panic!("gru-example is a sequence model"),
     };
@@ -580,4 +580,74 @@ fn scorer_state_layouts_are_read() {
         let _ = parse_state(&bytes[..len]);
     }
     assert!(parse_state(&bytes[..3]).is_none());
+}
+
+/// `scorer.item_index = "graph"` serves the item head through a graph index: searched wide enough it
+/// recommends exactly what the exact scan does, searched narrowly it still recommends full lists of
+/// vocabulary items; a vocabulary below the index's minimum is scanned exactly.
+#[test]
+fn a_graph_item_index_serves_the_recommendations() {
+    use clickpath_model::sequence::ItemRanking;
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gru-example");
+    let spec = clickpath_core::features::FeatureSpec::default();
+    let load =
+        |index: Option<&IndexConfig>| match load_model(&shipped, &spec, OnlineDevice::Cpu, index)
+            .unwrap()
+        {
+            ScoringModel::Sequence(m) => m,
+            ScoringModel::Baseline(_) => panic!("gru-example is a sequence model"),
+        };
+    let vocab_len = load(None).model.item_vocab().expect("an item head").len();
+    let graph = |ef: usize| IndexConfig {
+        min_items: 1,
+        ..ItemRanking::Graph.index_config(ef).unwrap()
+    };
+    let served = load(Some(&graph(vocab_len)));
+    let how = served.model.item_index().expect("an index");
+    assert!(how.contains("graph, degree 16"), "{how}");
+    assert_eq!(
+        load(Some(&ItemRanking::Graph.index_config(64).unwrap()))
+            .model
+            .item_index(),
+        None,
+        "{vocab_len} items are below the default minimum: scanned exactly"
+    );
+    let cfg = ScorerConfig {
+        recommend_items: 10,
+        reload_interval_ms: 0,
+        ..ScorerConfig::default()
+    };
+    let scorer = |m| {
+        Scorer::with_model(ScoringModel::Sequence(m), &cfg, "predictions", None)
+            .with_feature_spec(spec.clone())
+    };
+    let inputs = windowed(6, 8);
+    let ids = |ps: &[Prediction]| -> Vec<Vec<String>> {
+        ps.iter()
+            .map(|p| {
+                p.recommended_items
+                    .iter()
+                    .map(|r| r.item_id.clone())
+                    .collect()
+            })
+            .collect()
+    };
+    let exact = run(&mut scorer(load(None)), &inputs);
+    let wide = run(&mut scorer(served), &inputs);
+    assert_eq!(
+        ids(&wide),
+        ids(&exact),
+        "a search as wide as the vocabulary is exact"
+    );
+    let narrow = run(&mut scorer(load(Some(&graph(1)))), &inputs);
+    let vocab = load(None);
+    let vocab = vocab.model.item_vocab().unwrap();
+    for p in &narrow {
+        assert_eq!(p.recommended_items.len(), 10, "{p:?}");
+        assert!(
+            p.recommended_items
+                .iter()
+                .all(|r| vocab.get(&r.item_id).is_some())
+        );
+    }
 }
