@@ -63,7 +63,7 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 0, requires = "item_index")]
     pub item_index_graph_degree: usize,
     /// With --item-index-graph-degree: items kept while searching the graph (the beam width).
-    #[arg(long, default_value_t = clickpath_model::sequence::index::IndexConfig::default().graph_ef, requires = "item_index")]
+    #[arg(long, default_value_t = clickpath_model::sequence::index::IndexConfig::default().graph_ef, requires = "item_index_graph_degree")]
     pub item_index_graph_ef: usize,
     /// Least training occurrences for an item to be recommendable by the baselines (SR-GNN's
     /// protocol uses 5); with a model that has an item head, its vocabulary is used instead.
@@ -271,7 +271,7 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Mod
     }
     for (name, recall) in &index_recalls {
         eprintln!(
-            "{name}: the item index's lists hold {:.1} % of the exact top {}",
+            "{name}: the lists ranked through the item index hold {:.1} % of the exact top {}",
             100.0 * recall,
             args.k
         );

@@ -578,6 +578,15 @@ mod tests {
             ],
             "the last value of each live key, sorted by key"
         );
+        // Many keys, read in a scrambled order, come back sorted (a hash map's order would not be).
+        for i in (0..200u32).rev().step_by(7).chain((0..200u32).step_by(7)) {
+            b.record(4, format!("k{i:03}").as_bytes(), Some(&i.to_le_bytes()));
+        }
+        let keys: Vec<Vec<u8>> = b.take(4).unwrap().into_iter().map(|(k, _)| k).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(keys.len() > 40, "{}", keys.len());
         assert_eq!(b.take(1), None, "taken");
         assert_eq!(b.take(2).map(|m| m.len()), Some(0), "read, all deleted");
         b.record(3, b"k", Some(b"v"));

@@ -1,11 +1,15 @@
 //! A proximity-graph index over the item head's output embeddings for maximum inner-product search
-//! (ip-NSW: Morozov and Babenko, "Non-metric Similarity Graphs for Maximum Inner Product Search",
-//! NeurIPS 2018): the graph is built and searched with the score itself, `query · embedding + bias`,
-//! rather than a distance, so no norm-completion transform is needed.
+//! (after ip-NSW: Morozov and Babenko, "Non-metric Similarity Graphs for Maximum Inner Product
+//! Search", NeurIPS 2018): the graph is searched with the score itself, `query · embedding + bias`
+//! (the bias as one more coordinate), rather than a distance, so no norm-completion transform is
+//! needed.
 //!
-//! Build: the items are inserted in a seeded random order; each is linked to the `degree` best-scoring
-//! items a beam search of width `build_ef` finds among those already in the graph, and they link
-//! back (a list longer than `2 × degree` keeps its best-scoring items). Search: best-first from the
+//! Build: the items are inserted in a seeded random order. Each is linked by *direction* (the cosine
+//! of the augmented vectors): a beam search of width `build_ef` among the items already in the graph
+//! finds its closest, HNSW's neighbour selection keeps up to `degree` of them that are closer to it
+//! than to one another, and they link back (a list longer than `2 × degree` is selected again the
+//! same way). Linked by score, items of small norm were nobody's neighbour and could not be reached;
+//! without the selection a cluster's items linked only among themselves. Search: best-first from the
 //! entry item (the largest augmented norm: the best answer for many queries), keeping the `ef` best
 //! items seen, until no candidate left can beat the worst of them. Approximate like the inverted
 //! lists ([`super::index`]): what it keeps of the exact top k is measured (`clickpath evaluate
@@ -13,25 +17,24 @@
 //! for Rust (`hnsw_rs`, `instant-distance`) search metric distances, and the item head's scores are
 //! inner products with a bias.
 
-use super::index::{better, dot};
+use super::index::dot;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// A scored item, ordered by [`better`] (a higher score, then a lower index, is greater).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A scored item, ordered as [`super::index::better`] ranks (a higher score, then a lower index, is greater).
+#[derive(Debug, Clone, Copy)]
 struct Scored(f32, u32);
 
+impl PartialEq for Scored {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
 impl Eq for Scored {}
 impl Ord for Scored {
     fn cmp(&self, other: &Self) -> Ordering {
-        if better((self.1, self.0), (other.1, other.0)) {
-            Ordering::Greater
-        } else if self.1 == other.1 {
-            Ordering::Equal
-        } else {
-            Ordering::Less
-        }
+        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
     }
 }
 impl PartialOrd for Scored {
@@ -127,7 +130,7 @@ impl GraphIndex {
             queries: AtomicU64::new(0),
             scored: AtomicU64::new(0),
         };
-        let mut visited = Visited::new(n);
+        let mut visited = Visited::new();
         for &item in &order {
             // The item's own vector is the query: its best-scoring neighbours are what a query
             // near it will want next.
@@ -169,7 +172,7 @@ impl GraphIndex {
         visited: &mut Visited,
     ) -> Vec<Scored> {
         let dim = self.dim;
-        visited.clear();
+        visited.start(self.links.len());
         let score = |i: u32| Scored(dot(query, &vectors[i as usize * dim..][..dim]), i);
         let start = score(self.entry);
         visited.insert(self.entry);
@@ -208,10 +211,12 @@ impl GraphIndex {
         let mut q = Vec::with_capacity(self.dim);
         q.extend_from_slice(query);
         q.push(1.0);
-        let mut visited = Visited::new(self.links.len());
-        let found = self.search(&q, &self.vectors, self.ef.max(k), &mut visited);
+        let (found, seen) = VISITED.with_borrow_mut(|visited| {
+            let found = self.search(&q, &self.vectors, self.ef.max(k), visited);
+            (found, visited.seen)
+        });
         self.queries.fetch_add(1, Relaxed);
-        self.scored.fetch_add(visited.touched.len() as u64, Relaxed);
+        self.scored.fetch_add(seen as u64, Relaxed);
         found.into_iter().take(k).map(|s| (s.1, s.0)).collect()
     }
 
@@ -246,9 +251,13 @@ impl GraphIndex {
 }
 
 /// HNSW's neighbour selection (Malkov and Yashunin 2018, algorithm 4): of `candidates` (closest in
-/// direction to `base` first) a candidate is kept only if it is closer to `base` than to every one
-/// kept before it, up to `m`. Without it a cluster's items link only among themselves and a search
-/// that starts in another cluster never reaches them.
+/// direction to `base` first) a candidate is kept if it is no closer to any one kept before it than
+/// to `base`, up to `m`. Without it a cluster's items link only among themselves and a search that
+/// starts in another cluster never reaches them. Ties keep the candidate, so duplicate vectors still
+/// get links. (An all-zero vector has no direction and may stay unreachable; a trained item head,
+/// with its bias, has none.) (Filling the slots left with the closest of
+/// the others, HNSW's `keepPrunedConnections`, was tried: lists full of a cluster's own items kept
+/// half as much of the exact top 20 in the test below.)
 fn diverse(base: &[f32], candidates: &[Scored], m: usize, unit: &[f32], dim: usize) -> Vec<u32> {
     let at = |i: u32| &unit[i as usize * dim..][..dim];
     let mut kept: Vec<u32> = Vec::with_capacity(m);
@@ -257,49 +266,66 @@ fn diverse(base: &[f32], candidates: &[Scored], m: usize, unit: &[f32], dim: usi
             break;
         }
         let to_base = dot(base, at(c.1));
-        if kept.iter().all(|&k| dot(at(c.1), at(k)) < to_base) {
+        if kept.iter().all(|&k| dot(at(c.1), at(k)) <= to_base) {
             kept.push(c.1);
         }
     }
     kept
 }
 
-/// Items seen by one search: a mark per item, cleared by remembering what was marked (a search
-/// touches a few thousand items of a vocabulary of tens of thousands).
+/// Items seen by one search: a mark per item, the search's number when it was seen, so that a new
+/// search starts by counting up rather than clearing the marks.
 struct Visited {
-    marks: Vec<bool>,
-    touched: Vec<u32>,
+    marks: Vec<u32>,
+    search: u32,
+    /// Items marked by the current search.
+    seen: usize,
 }
 
 impl Visited {
-    fn new(n: usize) -> Self {
+    fn new() -> Self {
         Visited {
-            marks: vec![false; n],
-            touched: Vec::new(),
+            marks: Vec::new(),
+            search: 0,
+            seen: 0,
         }
     }
 
-    /// Marks `i`; false when it was marked already.
+    /// Starts a search over `n` items.
+    fn start(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.search = self.search.wrapping_add(1);
+        if self.search == 0 {
+            self.marks.fill(0);
+            self.search = 1;
+        }
+        self.seen = 0;
+    }
+
+    /// Marks `i`; false when this search marked it already.
     fn insert(&mut self, i: u32) -> bool {
         let mark = &mut self.marks[i as usize];
-        if *mark {
+        if *mark == self.search {
             return false;
         }
-        *mark = true;
-        self.touched.push(i);
+        *mark = self.search;
+        self.seen += 1;
         true
     }
+}
 
-    fn clear(&mut self) {
-        for i in self.touched.drain(..) {
-            self.marks[i as usize] = false;
-        }
-    }
+thread_local! {
+    /// Each thread's marks, reused by its searches (a vocabulary of 50 000 items would otherwise
+    /// allocate and zero 200 KB per query).
+    static VISITED: std::cell::RefCell<Visited> = std::cell::RefCell::new(Visited::new());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sequence::index::better;
     use crate::sequence::index::tests::{clustered, exact};
 
     #[test]
@@ -326,11 +352,19 @@ mod tests {
         let (emb, bias) = clustered(5_000, 16, 50, 5);
         let kept = |ef: usize| {
             let g = GraphIndex::build(&emb, &bias, 16, 16, 64, ef, 7).unwrap();
-            assert!(
-                g.links.iter().all(|l| !l.is_empty()),
-                "every item is linked"
-            );
             assert!(g.links.iter().all(|l| l.len() <= 32), "lists are pruned");
+            // Every item can be reached from the entry.
+            let mut reached = vec![false; g.items()];
+            let mut stack = vec![g.entry];
+            reached[g.entry as usize] = true;
+            while let Some(i) = stack.pop() {
+                for &m in &g.links[i as usize] {
+                    if !std::mem::replace(&mut reached[m as usize], true) {
+                        stack.push(m);
+                    }
+                }
+            }
+            assert!(reached.iter().all(|&r| r), "every item reachable");
             let mut rng = crate::logistic::SplitMix64(13);
             let (mut kept, mut total) = (0, 0);
             for _ in 0..50 {
@@ -342,6 +376,11 @@ mod tests {
                 kept += got.iter().filter(|x| want.contains(&x.0)).count();
                 total += want.len();
             }
+            let scored = g.mean_scored();
+            assert!(
+                scored > 0.0 && scored < 0.3 * 5_000.0,
+                "{scored} items scored per query"
+            );
             kept as f64 / total as f64
         };
         // A random list of 20 of 5 000 would hold 0.4 % of the exact one.
@@ -351,6 +390,38 @@ mod tests {
             wide > narrow && wide > 0.95,
             "a wider search keeps more: {wide} vs {narrow}"
         );
+    }
+
+    #[test]
+    fn duplicate_vectors_stay_reachable() {
+        // Ten copies of each of 50 vectors.
+        let (base, base_bias) = clustered(50, 8, 5, 9);
+        let (mut emb, mut bias) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            emb.extend_from_slice(&base);
+            bias.extend_from_slice(&base_bias);
+        }
+        let g = GraphIndex::build(&emb, &bias, 8, 8, 32, 600, 7).unwrap();
+        let q = vec![0.5; 8];
+        let want: Vec<u32> = exact(&emb, &bias, 8, &q, 30).iter().map(|x| x.0).collect();
+        let got: Vec<u32> = g.top_k(&q, 30).iter().map(|x| x.0).collect();
+        assert_eq!(
+            got, want,
+            "a search as wide as the vocabulary finds every copy"
+        );
+        let mut reached = vec![false; g.items()];
+        let mut stack = vec![g.entry];
+        reached[g.entry as usize] = true;
+        while let Some(i) = stack.pop() {
+            for &m in &g.links[i as usize] {
+                if !std::mem::replace(&mut reached[m as usize], true) {
+                    stack.push(m);
+                }
+            }
+        }
+        let lost: Vec<usize> = (0..g.items()).filter(|&i| !reached[i]).collect();
+        assert_eq!(lost, Vec::<usize>::new(), "every copy reachable");
+        assert_eq!(g.mean_scored(), 500.0, "and scored once");
     }
 
     #[test]

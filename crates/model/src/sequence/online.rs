@@ -261,7 +261,7 @@ where
 /// A model whose item ranking goes through an [`ItemSearch`] index when its vocabulary is large enough
 /// ([`IndexConfig::min_items`]); everything else is the model's own. The inverted lists are 4-8x
 /// faster than the exact scan over 50 000 items but keep only 38-53 % of a trained model's exact top
-/// 20; the graph keeps 87-97 % at 2-4x (`clickpath evaluate --item-index`, docs/models.md). The
+/// 20; the graph keeps 87-97 % at 3-10x (`clickpath evaluate --item-index`, docs/models.md). The
 /// scorer serves the graph with `scorer.item_index = "graph"`, the exact scan by default.
 pub struct IndexedModel<B: Backend> {
     model: SequenceModel<B>,
