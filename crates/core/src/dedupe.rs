@@ -16,8 +16,7 @@
 //! holds about one window of ids, and [`Deduper::restore`] rebuilds the filter from them.
 
 use crate::state_codec::{Reader, StateDecodeError, Writer, err};
-use foldhash::HashMap;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Number of time buckets a window is split into (expiry granularity).
@@ -32,8 +31,6 @@ pub struct Deduper {
     /// Highest event time seen (the filter's clock).
     clock: Option<i64>,
     /// Id to its first event time. The `Arc` is shared with the bucket list (one allocation per id).
-    /// foldhash (randomly seeded per process, as the other stages' per-user maps) rather than
-    /// SipHash: every event and every restored id looks its id up.
     ids: HashMap<Arc<str>, i64>,
     /// Bucket index to the ids first seen in it, oldest first.
     buckets: BTreeMap<i64, VecDeque<Arc<str>>>,
@@ -70,7 +67,7 @@ impl Deduper {
             bucket_ms: (window_ms / BUCKETS_PER_WINDOW).max(1),
             max_ids: max_ids.max(1),
             clock: None,
-            ids: HashMap::default(),
+            ids: HashMap::new(),
             buckets: BTreeMap::new(),
             duplicates: 0,
             evicted_for_capacity: 0,
@@ -118,11 +115,10 @@ impl Deduper {
     /// same id wins; ids outside the window of the clock so far are left out. Call
     /// [`Deduper::restore_clock`] with the changelog's clock when every id is in.
     pub fn restore(&mut self, event_id: &str, event_time_ms: i64) {
-        match self.ids.get(event_id) {
-            Some(&t) if t >= event_time_ms => return,
-            Some(_) => self.forget(event_id),
-            None => {}
+        if self.ids.get(event_id).is_some_and(|&t| t >= event_time_ms) {
+            return;
         }
+        self.forget(event_id);
         while self.ids.len() >= self.max_ids {
             if !self.evict_oldest() {
                 break;
@@ -519,7 +515,7 @@ mod tests {
         fn matches_reference(events in prop::collection::vec((0u8..20, 0i64..5_000), 1..300)) {
             let window = 1_000;
             let mut d = Deduper::new(window, usize::MAX);
-            let mut seen: HashMap<String, i64> = HashMap::default();
+            let mut seen: HashMap<String, i64> = HashMap::new();
             let mut clock = i64::MIN;
             for (id, t) in events {
                 let id = format!("id{id}");

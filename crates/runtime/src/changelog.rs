@@ -201,21 +201,6 @@ fn position_of(positions: &TopicPartitionList, changelog: &str, partition: i32) 
     }
 }
 
-/// Drops `clients` on a thread of their own. rust-rdkafka closes a consumer that has a `group.id` by
-/// polling it in 100 ms steps until it is closed (about 100 ms after every restore, measured), and
-/// librdkafka needs the group id to assign partitions; the restored state does not depend on the
-/// close, so a takeover need not wait for it. The thread is not joined: a process that exits
-/// meanwhile ends it, which loses nothing (the restore consumer commits nothing).
-fn close_in_background<T: Send + 'static>(clients: T) {
-    let spawned = std::thread::Builder::new()
-        .name("restore-close".into())
-        .spawn(move || drop(clients));
-    if let Err(e) = spawned {
-        // A spawn that fails drops the closure, so the clients were closed here, as before.
-        tracing::debug!(error = %e, "Could not start a thread to close the restore consumers.");
-    }
-}
-
 /// How often a restore calls its `alive` callback while it works.
 pub const RESTORE_BEAT: Duration = Duration::from_secs(1);
 
@@ -241,6 +226,23 @@ pub fn restore<S: Stage>(
     let _span =
         tracing::info_span!("restore", stage = stage.name(), changelog, partitions = ?partitions)
             .entered();
+    let mut c = crate::kafka::consumer_client_config(cfg);
+    c.set("group.id", format!("{}.restore", cfg.kafka.group_prefix))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        // A restore ends when every partition reports its end. With the default 500 ms the broker holds
+        // each fetch that finds a partition at its end, and the restore waited for that twice or more;
+        // 10 ms costs a few idle fetches at most.
+        .set("fetch.wait.max.ms", "10")
+        // Prefetch a whole changelog partition of small records rather than 100 K at a time.
+        .set("queued.min.messages", "1000000")
+        // The restore starts at each partition's low watermark (below); should compaction or
+        // retention have moved it on meanwhile, the earliest record left is the place to start.
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer<RestoreContext> = c.create_with_context(RestoreContext)?;
     // The end to read to is the high watermark, asked without transactions in the way: a read_committed
     // look-up answers with the last stable offset, which a transaction left open (a previous owner's, killed
     // mid-batch, until the broker aborts it at its timeout) holds back, and the committed records behind it
@@ -260,8 +262,6 @@ pub fn restore<S: Stage>(
         ends.insert(p, hi);
         starts.insert(p, lo);
     }
-    // No group: closing it does not wait.
-    drop(ends_client);
     let stage_name = stage.name();
     let report = |p: i32, totals: &std::collections::BTreeMap<i32, (u64, u64)>, done: bool| {
         if let (Some(m), Some((read, total))) = (metrics, totals.get(&p)) {
@@ -288,24 +288,6 @@ pub fn restore<S: Stage>(
         stats.seconds = started.elapsed().as_secs_f64();
         return Ok(stats);
     }
-    // Created only now: a restore with nothing to read (every fresh start) needs no consumer to close.
-    let mut c = crate::kafka::consumer_client_config(cfg);
-    c.set("group.id", format!("{}.restore", cfg.kafka.group_prefix))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760")
-        // A restore ends when every partition reports its end. With the default 500 ms the broker holds
-        // each fetch that finds a partition at its end, and the restore waited for that twice or more;
-        // 10 ms costs a few idle fetches at most.
-        .set("fetch.wait.max.ms", "10")
-        // Prefetch a whole changelog partition of small records rather than 100 K at a time.
-        .set("queued.min.messages", "1000000")
-        // The restore starts at each partition's low watermark (below); should compaction or
-        // retention have moved it on meanwhile, the earliest record left is the place to start.
-        .set("auto.offset.reset", "earliest");
-    let consumer: BaseConsumer<RestoreContext> = c.create_with_context(RestoreContext)?;
     consumer.assign(&tpl)?;
     tracing::debug!(
         changelog,
@@ -397,11 +379,6 @@ pub fn restore<S: Stage>(
             }
         }
     }
-    // Nothing more to fetch while it closes.
-    if let Err(e) = consumer.unassign() {
-        tracing::debug!(changelog, error = %e, "Restore consumer could not be unassigned before closing.");
-    }
-    close_in_background(consumer);
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
 }

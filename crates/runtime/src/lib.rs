@@ -23,6 +23,4 @@ pub mod trace_context;
 
 pub use config::BusConfig;
 pub use runner::{RunSummary, RunnerEnv, run_stage};
-pub use stage::{
-    Context, Output, RestoreBuffer, RestoredRecords, Stage, StageError, StageInput, StateChange,
-};
+pub use stage::{Context, Output, RestoreBuffer, Stage, StageError, StageInput, StateChange};

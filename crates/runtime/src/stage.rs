@@ -110,45 +110,25 @@ pub struct StateChange {
 /// of a key wins and a tombstone deletes it (a changelog not compacted yet holds several values per
 /// key). A stateful stage hands each record of [`Stage::restore`] to [`RestoreBuffer::record`], and
 /// takes a partition's live records in [`Stage::on_assign`] with [`RestoreBuffer::take`].
-///
-/// Records are kept in a hash map as they arrive and sorted once when taken: a sorted map compared
-/// keys byte by byte on every record of a restore.
 #[derive(Debug, Default)]
 pub struct RestoreBuffer {
-    partitions: std::collections::BTreeMap<i32, foldhash::HashMap<Vec<u8>, Vec<u8>>>,
+    partitions: std::collections::BTreeMap<i32, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
 }
-
-/// A partition's live changelog records, sorted by key.
-pub type RestoredRecords = Vec<(Vec<u8>, Vec<u8>)>;
 
 impl RestoreBuffer {
     /// Folds in one changelog record of `partition` (`None`: a tombstone).
     pub fn record(&mut self, partition: i32, key: &[u8], value: Option<&[u8]>) {
         let records = self.partitions.entry(partition).or_default();
         match value {
-            Some(v) => match records.get_mut(key) {
-                // A later value of a key already read: its buffer is reused.
-                Some(old) => {
-                    old.clear();
-                    old.extend_from_slice(v);
-                }
-                None => {
-                    records.insert(key.to_vec(), v.to_vec());
-                }
-            },
-            None => {
-                records.remove(key);
-            }
+            Some(v) => records.insert(key.to_vec(), v.to_vec()),
+            None => records.remove(key),
         };
     }
 
-    /// The live records of `partition`, sorted by key, if any record of it was read (empty when
-    /// every key was deleted); the buffer forgets them.
-    pub fn take(&mut self, partition: i32) -> Option<RestoredRecords> {
-        let records = self.partitions.remove(&partition)?;
-        let mut records: RestoredRecords = records.into_iter().collect();
-        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Some(records)
+    /// The live records of `partition`, sorted by key, if any record of it was read (an empty map
+    /// when every key was deleted); the buffer forgets them.
+    pub fn take(&mut self, partition: i32) -> Option<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.partitions.remove(&partition)
     }
 
     /// Forgets what was read for `partition` (it was revoked before being assigned).
@@ -566,27 +546,11 @@ mod tests {
         b.record(1, b"a", Some(b"3"));
         b.record(1, b"b", None);
         b.record(2, b"x", None);
-        b.record(1, b"c", Some(b"4"));
-        b.record(1, b"0", Some(b"5"));
         let one = b.take(1).unwrap();
         assert_eq!(
-            one,
-            vec![
-                (b"0".to_vec(), b"5".to_vec()),
-                (b"a".to_vec(), b"3".to_vec()),
-                (b"c".to_vec(), b"4".to_vec())
-            ],
-            "the last value of each live key, sorted by key"
+            one.into_iter().collect::<Vec<_>>(),
+            vec![(b"a".to_vec(), b"3".to_vec())]
         );
-        // Many keys, read in a scrambled order, come back sorted (a hash map's order would not be).
-        for i in (0..200u32).rev().step_by(7).chain((0..200u32).step_by(7)) {
-            b.record(4, format!("k{i:03}").as_bytes(), Some(&i.to_le_bytes()));
-        }
-        let keys: Vec<Vec<u8>> = b.take(4).unwrap().into_iter().map(|(k, _)| k).collect();
-        let mut sorted = keys.clone();
-        sorted.sort();
-        assert_eq!(keys, sorted);
-        assert!(keys.len() > 40, "{}", keys.len());
         assert_eq!(b.take(1), None, "taken");
         assert_eq!(b.take(2).map(|m| m.len()), Some(0), "read, all deleted");
         b.record(3, b"k", Some(b"v"));

@@ -470,28 +470,12 @@ impl Stage for Chain {
     }
 
     fn on_assign(&mut self, partitions: &[i32]) {
-        // Each stage decodes and installs the state restored for these partitions, independently of
-        // the others: side by side, a takeover's restore waits for the slowest stage, not for all six.
-        // The threads log in the caller's span (a rewind's batch span, say). A thread the system
-        // cannot start panics the scope, as running out of threads would anywhere else.
-        let span = tracing::Span::current();
-        let Chain {
-            cleaning,
-            sessionizer,
-            windower,
-            scorer,
-            detector,
-            analytics,
-            ..
-        } = self;
-        std::thread::scope(|s| {
-            s.spawn(|| span.in_scope(|| sessionizer.on_assign(partitions)));
-            s.spawn(|| span.in_scope(|| windower.on_assign(partitions)));
-            s.spawn(|| span.in_scope(|| scorer.on_assign(partitions)));
-            s.spawn(|| span.in_scope(|| detector.on_assign(partitions)));
-            s.spawn(|| span.in_scope(|| analytics.on_assign(partitions)));
-            cleaning.on_assign(partitions);
-        });
+        self.cleaning.on_assign(partitions);
+        self.sessionizer.on_assign(partitions);
+        self.windower.on_assign(partitions);
+        self.scorer.on_assign(partitions);
+        self.detector.on_assign(partitions);
+        self.analytics.on_assign(partitions);
     }
 
     fn on_revoke(&mut self, partitions: &[i32]) {

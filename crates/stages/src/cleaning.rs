@@ -12,7 +12,7 @@
 use crate::config::CleaningConfig;
 use clickpath_core::dedupe::{DedupeChunk, Deduper};
 use clickpath_core::validate::{ValidationConfig, validate_and_normalise};
-use clickpath_runtime::{Context, RestoreBuffer, RestoredRecords, Stage, StageError, StateChange};
+use clickpath_runtime::{Context, RestoreBuffer, Stage, StageError, StateChange};
 use clickpath_schema::ClickEvent;
 use std::collections::BTreeMap;
 
@@ -101,7 +101,7 @@ impl Cleaning {
     }
 
     /// Rebuilds a partition's filter from its changelog records.
-    fn rebuild(&self, partition: i32, records: RestoredRecords) -> PartitionState {
+    fn rebuild(&self, partition: i32, records: BTreeMap<Vec<u8>, Vec<u8>>) -> PartitionState {
         let mut state = self.fresh();
         let mut clock = None;
         // Keys sort by bucket, then sequence: ids go in roughly in time order.
