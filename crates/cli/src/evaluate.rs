@@ -59,8 +59,9 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 0, requires = "item_index")]
     pub item_index_probe: usize,
     /// With --item-index: a proximity graph with this many links per item instead of clusters
-    /// (0: clusters).
-    #[arg(long, default_value_t = 0, requires = "item_index")]
+    /// (0: clusters; the cluster options do not apply to a graph).
+    #[arg(long, default_value_t = 0, requires = "item_index",
+          conflicts_with_all = ["item_index_head", "item_index_lists", "item_index_probe"])]
     pub item_index_graph_degree: usize,
     /// With --item-index-graph-degree: items kept while searching the graph (the beam width).
     #[arg(long, default_value_t = clickpath_model::sequence::index::IndexConfig::default().graph_ef, requires = "item_index_graph_degree")]
@@ -445,6 +446,49 @@ fn indexed_row(
 mod tests {
     use super::*;
     use clickpath_generator::GeneratorConfig;
+
+    /// The index flags: a graph's width needs a graph, and the cluster options are refused with one
+    /// rather than ignored.
+    #[test]
+    fn index_flags_that_do_not_apply_are_refused() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: EvaluateArgs,
+        }
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["evaluate", "--input", "events.jsonl", "--item-index"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|c| c.args)
+        };
+        let graph = parse(&[
+            "--item-index-graph-degree",
+            "16",
+            "--item-index-graph-ef",
+            "128",
+        ])
+        .unwrap();
+        assert_eq!(
+            (graph.item_index_graph_degree, graph.item_index_graph_ef),
+            (16, 128)
+        );
+        assert!(
+            parse(&["--item-index-graph-ef", "128"]).is_err(),
+            "a width without a graph"
+        );
+        for cluster in [
+            "--item-index-head",
+            "--item-index-lists",
+            "--item-index-probe",
+        ] {
+            assert!(
+                parse(&["--item-index-graph-degree", "16", cluster, "8"]).is_err(),
+                "{cluster} with a graph"
+            );
+            assert!(parse(&[cluster, "8"]).is_ok(), "{cluster} with the lists");
+        }
+    }
 
     /// On a small generated set: the baselines and the session-probability row are scored on the
     /// same pre-purchase examples, the next-item baselines on the same sessions, and the JSON

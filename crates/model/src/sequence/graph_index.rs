@@ -17,7 +17,7 @@
 //! for Rust (`hnsw_rs`, `instant-distance`) search metric distances, and the item head's scores are
 //! inner products with a bias.
 
-use super::index::dot;
+use super::index::{augmented, dot};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -93,11 +93,7 @@ impl GraphIndex {
             return None;
         }
         let dim = width + 1;
-        let mut vectors = Vec::with_capacity(n * dim);
-        for (row, &b) in embeddings.chunks_exact(width).zip(biases) {
-            vectors.extend_from_slice(row);
-            vectors.push(b);
-        }
+        let vectors = augmented(embeddings, biases, width);
         let norms: Vec<f32> = vectors
             .chunks_exact(dim)
             .map(|v| dot(v, v).sqrt())

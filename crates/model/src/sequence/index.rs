@@ -87,6 +87,17 @@ pub struct ItemIndex {
     head_vectors: Vec<f32>,
 }
 
+/// Each item's embedding with its bias appended (`n × (width + 1)`): with a 1 appended to the query,
+/// an item's score is a plain inner product.
+pub(super) fn augmented(embeddings: &[f32], biases: &[f32], width: usize) -> Vec<f32> {
+    let mut points = Vec::with_capacity(biases.len() * (width + 1));
+    for (row, &b) in embeddings.chunks_exact(width).zip(biases) {
+        points.extend_from_slice(row);
+        points.push(b);
+    }
+    points
+}
+
 /// Inner product, in eight independent lanes so the compiler vectorises it.
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
@@ -131,11 +142,7 @@ impl ItemIndex {
             return None;
         }
         let dim = width + 1;
-        let mut points = Vec::with_capacity(n * dim);
-        for (row, &b) in embeddings.chunks_exact(width).zip(biases) {
-            points.extend_from_slice(row);
-            points.push(b);
-        }
+        let points = augmented(embeddings, biases, width);
         let point = |i: usize| &points[i * dim..(i + 1) * dim];
         // The head: the largest biases (ties by lower index), scanned on every query; the rest,
         // in index order (the vocabulary is in popularity order), is clustered.
