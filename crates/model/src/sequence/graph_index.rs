@@ -17,7 +17,7 @@
 //! for Rust (`hnsw_rs`, `instant-distance`) search metric distances, and the item head's scores are
 //! inner products with a bias.
 
-use super::index::{augmented, dot};
+use super::index::{augmented, augmented_query, dot};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -204,9 +204,7 @@ impl GraphIndex {
         if k == 0 || query.len() + 1 != self.dim {
             return Vec::new();
         }
-        let mut q = Vec::with_capacity(self.dim);
-        q.extend_from_slice(query);
-        q.push(1.0);
+        let q = augmented_query(query);
         let (found, seen) = VISITED.with_borrow_mut(|visited| {
             let found = self.search(&q, &self.vectors, self.ef.max(k), visited);
             (found, visited.seen)
@@ -324,6 +322,21 @@ mod tests {
     use crate::sequence::index::better;
     use crate::sequence::index::tests::{clustered, exact};
 
+    /// The items no path of links leads to from the entry.
+    fn unreachable(g: &GraphIndex) -> Vec<usize> {
+        let mut reached = vec![false; g.items()];
+        let mut stack = vec![g.entry];
+        reached[g.entry as usize] = true;
+        while let Some(i) = stack.pop() {
+            for &m in &g.links[i as usize] {
+                if !std::mem::replace(&mut reached[m as usize], true) {
+                    stack.push(m);
+                }
+            }
+        }
+        (0..g.items()).filter(|&i| !reached[i]).collect()
+    }
+
     #[test]
     fn a_wide_search_finds_the_exact_top_k() {
         let (emb, bias) = clustered(2_000, 8, 20, 3);
@@ -349,18 +362,7 @@ mod tests {
         let kept = |ef: usize| {
             let g = GraphIndex::build(&emb, &bias, 16, 16, 64, ef, 7).unwrap();
             assert!(g.links.iter().all(|l| l.len() <= 32), "lists are pruned");
-            // Every item can be reached from the entry.
-            let mut reached = vec![false; g.items()];
-            let mut stack = vec![g.entry];
-            reached[g.entry as usize] = true;
-            while let Some(i) = stack.pop() {
-                for &m in &g.links[i as usize] {
-                    if !std::mem::replace(&mut reached[m as usize], true) {
-                        stack.push(m);
-                    }
-                }
-            }
-            assert!(reached.iter().all(|&r| r), "every item reachable");
+            assert_eq!(unreachable(&g), Vec::<usize>::new(), "every item reachable");
             let mut rng = crate::logistic::SplitMix64(13);
             let (mut kept, mut total) = (0, 0);
             for _ in 0..50 {
@@ -405,17 +407,7 @@ mod tests {
             got, want,
             "a search as wide as the vocabulary finds every copy"
         );
-        let mut reached = vec![false; g.items()];
-        let mut stack = vec![g.entry];
-        reached[g.entry as usize] = true;
-        while let Some(i) = stack.pop() {
-            for &m in &g.links[i as usize] {
-                if !std::mem::replace(&mut reached[m as usize], true) {
-                    stack.push(m);
-                }
-            }
-        }
-        let lost: Vec<usize> = (0..g.items()).filter(|&i| !reached[i]).collect();
+        let lost = unreachable(&g);
         assert_eq!(lost, Vec::<usize>::new(), "every copy reachable");
         assert_eq!(g.mean_scored(), 500.0, "and scored once");
     }

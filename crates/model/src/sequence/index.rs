@@ -98,6 +98,15 @@ pub(super) fn augmented(embeddings: &[f32], biases: &[f32], width: usize) -> Vec
     points
 }
 
+/// The item head's `query` with a 1 appended: its inner product with an [`augmented`] item is the
+/// item's score.
+pub(super) fn augmented_query(query: &[f32]) -> Vec<f32> {
+    let mut q = Vec::with_capacity(query.len() + 1);
+    q.extend_from_slice(query);
+    q.push(1.0);
+    q
+}
+
 /// Inner product, in eight independent lanes so the compiler vectorises it.
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
@@ -241,9 +250,7 @@ impl ItemIndex {
         if k == 0 || query.len() + 1 != self.dim {
             return Vec::new();
         }
-        let mut q = Vec::with_capacity(self.dim);
-        q.extend_from_slice(query);
-        q.push(1.0);
+        let q = augmented_query(query);
         let lists: Vec<f32> = self
             .centroids
             .chunks_exact(self.dim)
