@@ -176,6 +176,7 @@ mod tests {
                     score: 1.0,
                 })
                 .collect(),
+            recommended_categories: Vec::new(),
         }
     }
 

@@ -12,7 +12,9 @@ use clickpath_adapters::Format;
 use clickpath_core::FeatureSpec;
 use clickpath_generator::TruthRecord;
 use clickpath_model::dataset::build_dataset;
-use clickpath_model::recommend::{ItemVocab, RecMetrics, RecommendConfig, compare_baselines};
+use clickpath_model::recommend::{
+    ItemVocab, RecMetrics, Recommend, RecommendConfig, compare_baselines_of,
+};
 use clickpath_model::sequence::{
     CpuBackend, SequenceMeta, evaluate_items, evaluate_sequences, load_sequence, rec_metrics,
 };
@@ -37,12 +39,16 @@ pub struct EvaluateArgs {
     /// probability (generated data only).
     #[arg(long)]
     pub truth: Option<PathBuf>,
-    /// Also write both tables as JSON to this file (`{"purchase": [...], "next_item": [...]}`).
+    /// Also write the tables as JSON to this file (`{"purchase": [...], "next_item": [...],
+    /// "next_category": [...]}`).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Length of the next-item lists (Recall@k, MRR@k).
     #[arg(long, default_value_t = 20)]
     pub k: usize,
+    /// Length of the next-category lists (Recall@k, MRR@k of the category table).
+    #[arg(long, default_value_t = clickpath_model::sequence::train::CATEGORY_RECOMMENDATIONS)]
+    pub category_k: usize,
     /// Also rank each item-head model's recommendations through the experimental item index
     /// (`sequence::index`: inverted lists over the output embeddings, or a graph with
     /// --item-index-graph-degree) and report what it loses
@@ -137,6 +143,9 @@ pub struct Comparison {
     /// Next item (Recall@k, MRR@k), one row per recommender; empty when no item occurs often
     /// enough in training (the reason is printed instead).
     pub next_item: Vec<RecMetrics>,
+    /// Next category, the same way (the models with a category head and the baselines over
+    /// category sessions); empty when the events carry no categories often enough.
+    pub next_category: Vec<RecMetrics>,
 }
 
 /// Evaluates every model of `args` plus the baselines (and the generator's session probability
@@ -149,37 +158,61 @@ pub fn compare_all(args: &EvaluateArgs) -> anyhow::Result<Comparison> {
         min_item_count: args.min_item_count,
         session: models.base.session.clone(),
         split: models.base.split.clone(),
+        category_k: args.category_k,
+        ..RecommendConfig::default()
     };
     if models.vocab.is_some() {
         eprintln!(
             "next item: the baselines recommend from the first model's vocabulary (--min-item-count is not used)"
         );
     }
-    let next_item = match compare_baselines(&events, &cfg, models.vocab.as_ref()) {
-        Ok(rows) => {
-            let cases: Vec<usize> = models
-                .item_rows
-                .iter()
-                .chain(&rows)
-                .map(|r| r.cases)
-                .collect();
-            if cases.windows(2).any(|w| w[0] != w[1]) {
-                eprintln!(
-                    "warning: next-item rows have different test cases ({cases:?}): the models were \
-                     trained with other session rules, splits or vocabularies"
-                );
-            }
-            models.item_rows.into_iter().chain(rows).collect()
-        }
-        Err(e) => {
-            eprintln!("next-item evaluation skipped: {e}");
-            Vec::new()
-        }
-    };
+    let next_item = with_baselines(
+        Recommend::Items,
+        &events,
+        &cfg,
+        models.vocab.as_ref(),
+        models.item_rows,
+    );
+    let next_category = with_baselines(
+        Recommend::Categories,
+        &events,
+        &cfg,
+        models.categories.as_ref(),
+        models.category_rows,
+    );
     Ok(Comparison {
         purchase: models.rows,
         next_item,
+        next_category,
     })
+}
+
+/// The models' next-item or next-category rows followed by the baselines' (fitted on the same
+/// vocabulary); the baselines' failure (nothing frequent enough) is printed, not an error.
+fn with_baselines(
+    what: Recommend,
+    events: &[ClickEvent],
+    cfg: &RecommendConfig,
+    vocab: Option<&ItemVocab>,
+    model_rows: Vec<RecMetrics>,
+) -> Vec<RecMetrics> {
+    let noun = what.noun();
+    match compare_baselines_of(what, events, cfg, vocab) {
+        Ok(rows) => {
+            let cases: Vec<usize> = model_rows.iter().chain(&rows).map(|r| r.cases).collect();
+            if cases.windows(2).any(|w| w[0] != w[1]) {
+                eprintln!(
+                    "warning: next-{noun} rows have different test cases ({cases:?}): the models were \
+                     trained with other session rules, splits or vocabularies"
+                );
+            }
+            model_rows.into_iter().chain(rows).collect()
+        }
+        Err(e) => {
+            eprintln!("next-{noun} evaluation skipped: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// What [`compare`] found besides its purchase rows.
@@ -194,6 +227,10 @@ pub struct ModelComparison {
     /// The first item-head model's vocabulary: the next-item baselines recommend from it, so
     /// every next-item row has the same test cases.
     pub vocab: Option<ItemVocab>,
+    /// Next-category rows of the models with a category head.
+    pub category_rows: Vec<RecMetrics>,
+    /// The first category-head model's category vocabulary (for the category baselines).
+    pub categories: Option<ItemVocab>,
 }
 
 /// Evaluates every model of `args` plus the baselines (and the generator's session probability
@@ -203,6 +240,7 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Mod
     // Per indexed row, the share of the exact top k its lists hold.
     let mut index_recalls: Vec<(String, f64)> = Vec::new();
     let mut vocab: Option<ItemVocab> = None;
+    let (mut category_rows, mut categories) = (Vec::new(), None);
     let mut loaded: Vec<(PathBuf, SequenceMeta)> = Vec::new();
     let mut rows = Vec::new();
     let device = Default::default();
@@ -232,7 +270,7 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Mod
             &splits.test,
             model.buckets(),
             &model.normalizer,
-            model.items.as_ref(),
+            model.vocabs(),
         );
         rows.push(row(meta.version.clone(), evaluate_sequences(&model, &seqs)));
         if model.blend.is_some() {
@@ -265,6 +303,12 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Mod
         }
         if vocab.is_none() {
             vocab = model.items.clone();
+        }
+        if let Some(e) = model.category_eval(&seqs, args.category_k) {
+            category_rows.push(rec_metrics(&meta.version, args.category_k, e));
+            if categories.is_none() {
+                categories = model.categories.clone();
+            }
         }
         if let (Some(path), true) = (&args.scores_out, i == 0) {
             write_scores(path, &model, &seqs)?;
@@ -309,6 +353,8 @@ pub fn compare(args: &EvaluateArgs, events: &[ClickEvent]) -> anyhow::Result<Mod
         item_rows,
         base: base_cfg,
         vocab,
+        category_rows,
+        categories,
     })
 }
 
@@ -384,12 +430,17 @@ pub fn table(rows: &[Row]) -> String {
 
 /// The next-item rows as a Markdown table.
 pub fn next_item_table(rows: &[RecMetrics]) -> String {
+    recommendation_table("next-item", rows)
+}
+
+/// Next-item or next-category rows as a Markdown table (`what`: the first column's title).
+fn recommendation_table(what: &str, rows: &[RecMetrics]) -> String {
     let Some(first) = rows.first() else {
         return String::new();
     };
     let k = first.k;
     let mut out =
-        format!("| next-item model | test cases | Recall@{k} | MRR@{k} |\n|---|---|---|---|\n");
+        format!("| {what} model | test cases | Recall@{k} | MRR@{k} |\n|---|---|---|---|\n");
     for r in rows {
         out.push_str(&format!(
             "| {} | {} | {:.4} | {:.4} |\n",
@@ -406,12 +457,16 @@ pub fn run(args: &EvaluateArgs) -> anyhow::Result<String> {
         std::fs::write(path, serde_json::to_vec_pretty(&all)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    let items = next_item_table(&all.next_item);
-    Ok(if items.is_empty() {
-        table(&all.purchase)
-    } else {
-        format!("{}\n{items}", table(&all.purchase))
-    })
+    let mut out = table(&all.purchase);
+    for t in [
+        next_item_table(&all.next_item),
+        recommendation_table("next-category", &all.next_category),
+    ] {
+        if !t.is_empty() {
+            out = format!("{out}\n{t}");
+        }
+    }
+    Ok(out)
 }
 
 /// The next-item row of `model` ranked through an item index (`--item-index`), built whatever
@@ -510,6 +565,7 @@ mod tests {
             json: Some(dir.path().join("eval.json")),
             scores_out: None,
             k: 20,
+            category_k: 3,
             item_index: false,
             item_index_head: 0,
             item_index_lists: 0,
@@ -554,5 +610,29 @@ mod tests {
             recall("item-KNN") > recall("popularity") + 0.05,
             "{items:?}"
         );
+        // The same baselines over the sessions' categories, named so, on one set of cases.
+        assert!(text.contains("| next-category model |"), "{text}");
+        let categories = all["next_category"].as_array().unwrap();
+        let names: Vec<&str> = categories
+            .iter()
+            .map(|r| r["model"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "popularity",
+                "category-KNN (session co-occurrence)",
+                "category Markov chain (first order)"
+            ]
+        );
+        let cases: Vec<u64> = categories
+            .iter()
+            .map(|r| r["cases"].as_u64().unwrap())
+            .collect();
+        assert!(
+            cases[0] > 0 && cases.iter().all(|&c| c == cases[0]),
+            "{cases:?}"
+        );
+        assert!(categories.iter().all(|r| r["k"] == 3), "{categories:?}");
     }
 }

@@ -288,17 +288,24 @@ pub fn train_sequence_to(
         .training
         .history
         .get(meta.training.best_epoch.saturating_sub(1));
-    let items = meta.next_item.as_ref().map_or_else(
-        || "no item head".to_string(),
-        |r| {
-            format!(
-                "next item: Recall@{k} {:.4}, MRR@{k} {:.4} over {} test cases",
-                r.recall,
-                r.mrr,
-                r.cases,
-                k = r.k
-            )
-        },
+    let recommendation = |what: &str, r: Option<&clickpath_model::recommend::RecMetrics>| {
+        r.map_or_else(
+            || format!("no {what} head"),
+            |r| {
+                format!(
+                    "next {what}: Recall@{k} {:.4}, MRR@{k} {:.4} over {} test cases",
+                    r.recall,
+                    r.mrr,
+                    r.cases,
+                    k = r.k
+                )
+            },
+        )
+    };
+    let items = format!(
+        "{}\n{}",
+        recommendation("item", meta.next_item.as_ref()),
+        recommendation("category", meta.next_category.as_ref())
     );
     let auc = |m: &clickpath_model::train::EvalMetrics| {
         m.roc_auc.map_or("-".into(), |a| format!("{a:.4}"))

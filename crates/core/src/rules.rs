@@ -1284,6 +1284,7 @@ mod tests {
                 factors: vec![],
                 scoring_latency_us: 0,
                 recommended_items: Vec::new(),
+                recommended_categories: Vec::new(),
             };
             assert!(of(&d.on_prediction(&p), AlertType::Velocity).is_empty());
         }

@@ -49,6 +49,10 @@ pub struct Example {
     pub next_new_item: Option<String>,
     /// The event's category, for the sequence models' hashed category embedding.
     pub category: Option<String>,
+    /// The category the next event of the session brings, when it differs from the last category
+    /// seen in the session so far: the next-category target, defined as [`Example::next_new_item`]
+    /// is for items (`crate::recommend`, "Categories").
+    pub next_new_category: Option<String>,
 }
 
 impl Example {
@@ -198,7 +202,9 @@ pub fn build_dataset(
     }
 
     let item_of = |i: usize| sorted[i].item_id.as_deref().filter(|s| !s.is_empty());
+    let category_of = |i: usize| sorted[i].category.as_deref().filter(|s| !s.is_empty());
     let mut last_item: HashMap<&str, &str> = HashMap::new();
+    let mut last_category: HashMap<&str, &str> = HashMap::new();
     let mut windower = FeatureWindower::new(spec.clone());
     let mut examples = Vec::with_capacity(sorted.len());
     for (i, (ev, key)) in sorted.iter().zip(&keys).enumerate() {
@@ -207,10 +213,19 @@ pub fn build_dataset(
         if let Some(item) = item_of(i) {
             last_item.insert(key.as_str(), item);
         }
-        let next_new_item = match (last_item.get(key.as_str()), next_of[i].and_then(item_of)) {
+        if let Some(category) = category_of(i) {
+            last_category.insert(key.as_str(), category);
+        }
+        // The next event's value when it differs from the last one seen in the session.
+        let next_new = |last: Option<&&str>, next: Option<&str>| match (last, next) {
             (Some(last), Some(next)) if *last != next => Some(next.to_string()),
             _ => None,
         };
+        let next_new_item = next_new(last_item.get(key.as_str()), next_of[i].and_then(item_of));
+        let next_new_category = next_new(
+            last_category.get(key.as_str()),
+            next_of[i].and_then(category_of),
+        );
         let position = info.members.partition_point(|&m| m < i);
         let purchase_position = info
             .first_purchase
@@ -230,6 +245,7 @@ pub fn build_dataset(
             item_id: ev.item_id.clone(),
             category: ev.category.clone(),
             next_new_item,
+            next_new_category,
         });
     }
     Dataset {
@@ -382,6 +398,33 @@ mod tests {
             .map(|ex| ex.next_new_item.as_deref())
             .collect();
         assert_eq!(targets, [None, None, None, Some("y"), Some("x"), None]);
+    }
+
+    #[test]
+    fn next_new_category_changes_with_the_category_not_the_item() {
+        let cat = |id: &str, at: i64, item: &str, category: Option<&str>| {
+            let mut e = ev(id, "u", ProductView, at * MIN);
+            e.item_id = Some(item.into());
+            e.category = category.map(str::to_string);
+            e
+        };
+        let ds = build(&[
+            cat("e1", 0, "a", Some("shoes")), // next: another shoe
+            cat("e2", 1, "b", Some("shoes")), // next has no category
+            cat("e3", 2, "c", None),          // next: bags (last seen: shoes)
+            cat("e4", 3, "d", Some("bags")),  // next: shoes again
+            cat("e5", 4, "e", Some("shoes")), // last event
+        ]);
+        let of = |f: fn(&Example) -> Option<&str>| ds.examples.iter().map(f).collect::<Vec<_>>();
+        assert_eq!(
+            of(|ex| ex.next_new_category.as_deref()),
+            [None, None, Some("bags"), Some("shoes"), None]
+        );
+        assert_eq!(
+            of(|ex| ex.next_new_item.as_deref()),
+            [Some("b"), Some("c"), Some("d"), Some("e"), None],
+            "every step brings a new item"
+        );
     }
 
     #[test]

@@ -277,6 +277,7 @@ mod attribution_tests {
                 .collect(),
             scoring_latency_us: 0,
             recommended_items: Vec::new(),
+            recommended_categories: Vec::new(),
         }
     }
 

@@ -233,6 +233,7 @@ fn generated_report_renders_in_chromium() {
             ],
             scoring_latency_us: 10,
             recommended_items: Vec::new(),
+            recommended_categories: Vec::new(),
         })
         .collect();
     // A session outlook trained on the same events (400 users over about two days: a 6-hour horizon).

@@ -500,6 +500,7 @@ mod tests {
             factors: Vec::new(),
             scoring_latency_us: 3,
             recommended_items: Vec::new(),
+            recommended_categories: Vec::new(),
         }
     }
 

@@ -216,6 +216,7 @@ fn prediction(i: usize) -> Prediction {
         factors: Vec::new(),
         scoring_latency_us: 1,
         recommended_items: Vec::new(),
+        recommended_categories: Vec::new(),
     }
 }
 

@@ -332,6 +332,20 @@ pub struct Prediction {
     /// in version-1 records, for models without an item head, and with `scorer.recommend_items = 0`).
     #[serde(default)]
     pub recommended_items: Vec<RecommendedItem>,
+    /// Categories the sequence model expects the shopper to look at next, other than the event's
+    /// own, best first (schema version 3; empty in older records, for models without a category
+    /// head, and with `scorer.recommend_categories = 0`).
+    #[serde(default)]
+    pub recommended_categories: Vec<RecommendedCategory>,
+}
+
+/// One recommended category of a [`Prediction`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecommendedCategory {
+    /// The category, as [`ClickEvent::category`] names it.
+    pub category: String,
+    /// The category head's probability that this is the next category.
+    pub probability: f64,
 }
 
 /// One recommended item of a [`Prediction`].

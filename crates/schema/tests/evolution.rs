@@ -478,37 +478,104 @@ fn prediction_with_items() -> Prediction {
                 score: 1.0,
             },
         ],
+        recommended_categories: vec![RecommendedCategory {
+            category: "shoes".into(),
+            probability: 0.375,
+        }],
     }
 }
 
 #[test]
 fn predictions_v1_decode_without_items_and_v1_readers_skip_them() {
     let shipped = EmbeddedRegistry::shipped();
-    let (v1, v2) = (
+    let (v1, v3) = (
         shipped.schema_text(4).unwrap(),
-        shipped.schema_text(12).unwrap(),
+        shipped.schema_text(14).unwrap(),
     );
     let codec = Codec::embedded();
-    assert_eq!(codec.schema_id::<Prediction>().unwrap(), 12);
-    // A prediction written before recommendations (id 4) reads with an empty list.
+    assert_eq!(codec.schema_id::<Prediction>().unwrap(), 14);
+    // A prediction written before recommendations (id 4) reads with empty lists.
     let mut plain = prediction_with_items();
     plain.recommended_items.clear();
+    plain.recommended_categories.clear();
     let old = write_with(4, v1, &PredictionV1::from(plain.clone()));
     assert_eq!(codec.decode::<Prediction>(&old).unwrap(), plain);
-    // A downstream service still reading with version 1 decodes a version-2 prediction, without its items.
+    // A downstream service still reading with version 1 decodes a version-3 prediction, without its
+    // recommendations.
     let new = codec.encode(&prediction_with_items()).unwrap();
     assert_eq!(
         codec.decode::<Prediction>(&new).unwrap(),
         prediction_with_items()
     );
     let v1_reader = Codec::new(registry(&[
-        (Prediction::FULL_NAME, 12, v2),
+        (Prediction::FULL_NAME, 14, v3),
         (Prediction::FULL_NAME, 4, v1),
     ]));
     assert_eq!(
         v1_reader.decode::<PredictionV1>(&new).unwrap(),
         PredictionV1::from(prediction_with_items())
     );
+}
+
+/// A prediction as version 2 had it (items, no `recommended_categories`).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct PredictionV2 {
+    event_id: String,
+    user_id: String,
+    event_time: i64,
+    model_version: String,
+    purchase_probability: f64,
+    next_actions: Vec<ActionProbability>,
+    predicted_path: Vec<EventType>,
+    factors: Vec<Factor>,
+    scoring_latency_us: i64,
+    recommended_items: Vec<RecommendedItem>,
+}
+
+impl AvroRecord for PredictionV2 {
+    const FULL_NAME: &'static str = Prediction::FULL_NAME;
+}
+
+impl From<Prediction> for PredictionV2 {
+    fn from(p: Prediction) -> Self {
+        PredictionV2 {
+            event_id: p.event_id,
+            user_id: p.user_id,
+            event_time: p.event_time,
+            model_version: p.model_version,
+            purchase_probability: p.purchase_probability,
+            next_actions: p.next_actions,
+            predicted_path: p.predicted_path,
+            factors: p.factors,
+            scoring_latency_us: p.scoring_latency_us,
+            recommended_items: p.recommended_items,
+        }
+    }
+}
+
+#[test]
+fn predictions_v2_decode_without_categories_and_v2_readers_skip_them() {
+    let shipped = EmbeddedRegistry::shipped();
+    let (v2, v3) = (
+        shipped.schema_text(12).unwrap(),
+        shipped.schema_text(14).unwrap(),
+    );
+    assert!(!v2.contains("recommended_categories") && v3.contains("recommended_categories"));
+    let codec = Codec::embedded();
+    // A version-2 prediction (items, no categories) reads with an empty category list.
+    let mut items_only = prediction_with_items();
+    items_only.recommended_categories.clear();
+    let old = write_with(12, v2, &PredictionV2::from(items_only.clone()));
+    assert_eq!(codec.decode::<Prediction>(&old).unwrap(), items_only);
+    // A version-2 reader decodes a version-3 prediction with its items, without its categories.
+    let new = codec.encode(&prediction_with_items()).unwrap();
+    let v2_reader = Codec::new(registry(&[
+        (Prediction::FULL_NAME, 14, v3),
+        (Prediction::FULL_NAME, 12, v2),
+    ]));
+    let read = v2_reader.decode::<PredictionV2>(&new).unwrap();
+    assert_eq!(read, PredictionV2::from(prediction_with_items()));
+    assert_eq!(read.recommended_items.len(), 2);
 }
 
 /// A session summary as version 2 had it (no `user_sessions`, no `outlook`).

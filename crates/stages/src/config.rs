@@ -235,6 +235,9 @@ pub struct ScorerConfig {
     pub path_steps: usize,
     /// Sequence models with an item head: items recommended per prediction (0: none).
     pub recommend_items: usize,
+    /// Sequence models with a category head: categories recommended per prediction, other than
+    /// the event's own (0: none).
+    pub recommend_categories: usize,
     /// Sequence models with an item head: how many of a user's most recent purchased items are
     /// remembered (in the scorer's changelog) and never recommended to them again (0: none).
     pub recommend_exclude_bought: usize,
@@ -271,6 +274,7 @@ impl Default for ScorerConfig {
             explain_every: 10,
             path_steps: 3,
             recommend_items: 10,
+            recommend_categories: 3,
             recommend_exclude_bought: 16,
             item_index: ItemRanking::Exact,
             item_index_ef: 64,

@@ -38,6 +38,7 @@ fn prediction(user: &str, i: i64) -> Prediction {
         factors: vec![],
         scoring_latency_us: 1,
         recommended_items: Vec::new(),
+        recommended_categories: Vec::new(),
     }
 }
 

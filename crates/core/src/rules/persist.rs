@@ -259,6 +259,7 @@ mod tests {
                     factors: Vec::new(),
                     scoring_latency_us: 1,
                     recommended_items: Vec::new(),
+                    recommended_categories: Vec::new(),
                 }));
             }
             out.push(Ok(e));

@@ -243,6 +243,7 @@ mod tests {
             factors: vec![],
             scoring_latency_us: 0,
             recommended_items: Vec::new(),
+            recommended_categories: Vec::new(),
         }
     }
 

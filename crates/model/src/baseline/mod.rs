@@ -70,6 +70,7 @@ impl ModelOutput {
             factors: self.factors,
             scoring_latency_us,
             recommended_items: Vec::new(),
+            recommended_categories: Vec::new(),
         }
     }
 }

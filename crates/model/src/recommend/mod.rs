@@ -18,6 +18,11 @@
 //! - the item at `t` (on screen) is left out of every model's list ([`without_current`]): the
 //!   target differs from it by construction, so the list is the best `k` of the other items. (The
 //!   sequence models' item head, which scores every event, leaves out the event's own item.)
+//!
+//! **Categories.** Where items are too sparse to learn (most of a catalogue seen a few times), the
+//! same protocol runs one level up: [`category_sessions`] are the sessions' categories in time
+//! order (immediate repeats collapsed, so the target is the next *other* category), with their own
+//! vocabulary, baselines and sequence-model head ([`Recommend::Categories`]).
 
 pub mod baselines;
 
@@ -45,6 +50,47 @@ pub struct ItemSession {
 /// are kept (with no items), so the split by start time ranks the same sessions as the purchase
 /// data's ([`crate::Dataset::split`]) and both evaluations use the same test sessions.
 pub fn item_sessions(events: &[ClickEvent], session: &SessionConfig) -> Vec<ItemSession> {
+    sessions_of(events, session, |ev| ev.item_id.as_deref())
+}
+
+/// The category sessions of `events`: as [`item_sessions`], with each event's category in place
+/// of its item (an [`ItemSession`]'s `items` are then categories).
+pub fn category_sessions(events: &[ClickEvent], session: &SessionConfig) -> Vec<ItemSession> {
+    sessions_of(events, session, |ev| ev.category.as_deref())
+}
+
+/// What a recommendation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recommend {
+    /// The next item (`ClickEvent::item_id`).
+    Items,
+    /// The next category (`ClickEvent::category`).
+    Categories,
+}
+
+impl Recommend {
+    /// The sessions of `events` as sequences of what is recommended.
+    pub fn sessions(self, events: &[ClickEvent], session: &SessionConfig) -> Vec<ItemSession> {
+        match self {
+            Recommend::Items => item_sessions(events, session),
+            Recommend::Categories => category_sessions(events, session),
+        }
+    }
+
+    /// "item" or "category", for messages and tables.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Recommend::Items => "item",
+            Recommend::Categories => "category",
+        }
+    }
+}
+
+fn sessions_of(
+    events: &[ClickEvent],
+    session: &SessionConfig,
+    field: impl Fn(&ClickEvent) -> Option<&str>,
+) -> Vec<ItemSession> {
     let keys = assign_sessions(events, session);
     let mut order: Vec<usize> = (0..events.len()).collect();
     order.sort_by_key(|&i| events[i].event_time);
@@ -58,7 +104,7 @@ pub fn item_sessions(events: &[ClickEvent], session: &SessionConfig) -> Vec<Item
                 start: ev.event_time,
                 items: Vec::new(),
             });
-        if let Some(item) = ev.item_id.as_deref().filter(|s| !s.is_empty())
+        if let Some(item) = field(ev).filter(|s| !s.is_empty())
             && s.items.last().map(String::as_str) != Some(item)
         {
             s.items.push(item.to_string());
@@ -272,6 +318,11 @@ pub struct RecommendConfig {
     pub min_item_count: u64,
     /// List length. Default 20.
     pub k: usize,
+    /// Least training occurrences for a category to be in the category vocabulary. Default 5.
+    pub min_category_count: u64,
+    /// List length of the next-category evaluation. Default 5 (a catalogue has far fewer
+    /// categories than items, and a page shows a few).
+    pub category_k: usize,
 }
 
 impl Default for RecommendConfig {
@@ -281,6 +332,8 @@ impl Default for RecommendConfig {
             split: SplitConfig::default(),
             min_item_count: 5,
             k: 20,
+            min_category_count: 5,
+            category_k: 5,
         }
     }
 }
@@ -293,15 +346,30 @@ pub fn compare_baselines(
     cfg: &RecommendConfig,
     vocab: Option<&ItemVocab>,
 ) -> Result<Vec<RecMetrics>, ModelError> {
-    let sessions = item_sessions(events, &cfg.session);
+    compare_baselines_of(Recommend::Items, events, cfg, vocab)
+}
+
+/// [`compare_baselines`] for items or categories: categories use `cfg.min_category_count` and
+/// lists of `cfg.category_k`.
+pub fn compare_baselines_of(
+    what: Recommend,
+    events: &[ClickEvent],
+    cfg: &RecommendConfig,
+    vocab: Option<&ItemVocab>,
+) -> Result<Vec<RecMetrics>, ModelError> {
+    let (min_count, k) = match what {
+        Recommend::Items => (cfg.min_item_count, cfg.k),
+        Recommend::Categories => (cfg.min_category_count, cfg.category_k),
+    };
+    let sessions = what.sessions(events, &cfg.session);
     let [train, _, test] = split_sessions(&sessions, &cfg.split)?;
     let vocab = vocab
         .cloned()
-        .unwrap_or_else(|| ItemVocab::fit(train, cfg.min_item_count));
+        .unwrap_or_else(|| ItemVocab::fit(train, min_count));
+    let noun = what.noun();
     if vocab.is_empty() {
         return Err(ModelError::InsufficientData(format!(
-            "no item occurs {} times in the {} training sessions",
-            cfg.min_item_count,
+            "no {noun} occurs {min_count} times in the {} training sessions",
             train.len()
         )));
     }
@@ -318,7 +386,7 @@ pub fn compare_baselines(
         .sum();
     if cases == 0 {
         return Err(ModelError::InsufficientData(format!(
-            "none of the {} test sessions has a next item in the vocabulary",
+            "none of the {} test sessions has a next {noun} in the vocabulary",
             test.len()
         )));
     }
@@ -329,7 +397,14 @@ pub fn compare_baselines(
     ];
     Ok(models
         .iter()
-        .map(|m| evaluate_next_item(m.as_ref(), &vocab, test, cfg.k))
+        .map(|m| {
+            let mut row = evaluate_next_item(m.as_ref(), &vocab, test, k);
+            // The same baselines one level up: name them by what they recommend.
+            if what == Recommend::Categories {
+                row.model = row.model.replacen("item", "category", 1);
+            }
+            row
+        })
         .collect())
 }
 

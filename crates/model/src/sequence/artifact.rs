@@ -32,18 +32,21 @@ pub const MODEL_FILE: &str = "model.json";
 pub const META_FILE: &str = "meta.json";
 /// `kind` of sequence-model artifacts in `meta.json`.
 pub const SEQUENCE_KIND: &str = "sequence";
-/// Layout version of the directory: 3 when the network embeds items by vocabulary index (a reader
+/// Layout version of the directory: 4 when the network has a category head (a reader of format 3 or
+/// less does not know its weights); 3 when the network embeds items by vocabulary index (a reader
 /// of format 2 or less would hash them into buckets that mean nothing to the weights); 2 when
 /// `model.json` has a purchase blend, which a reader of format 1 would silently ignore (serving the
 /// network alone while `meta.json` reports the blend's figures); 1 otherwise, so older readers
 /// still load those.
-pub const SEQUENCE_FORMAT_VERSION: u32 = 3;
+pub const SEQUENCE_FORMAT_VERSION: u32 = 4;
 /// Formats this build reads.
-const READABLE_FORMATS: [u32; 3] = [1, 2, 3];
+const READABLE_FORMATS: [u32; 4] = [1, 2, 3, 4];
 
 /// The oldest format that describes `model` (see [`SEQUENCE_FORMAT_VERSION`]).
 fn format_of<B: Backend>(model: &SequenceModel<B>) -> u32 {
-    if model.config.item_input == super::net::ItemInput::Vocabulary {
+    if model.config.category_vocab > 0 {
+        4
+    } else if model.config.item_input == super::net::ItemInput::Vocabulary {
         3
     } else if model.blend.is_some() {
         2
@@ -62,6 +65,9 @@ pub struct ModelFile {
     /// Items the item head recommends (by vocabulary index); absent without an item head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<ItemVocab>,
+    /// Categories the category head recommends (by vocabulary index); absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<ItemVocab>,
     /// The purchase blend (`super::blend`); absent: the purchase head alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purchase_blend: Option<PurchaseBlend>,
@@ -110,6 +116,9 @@ pub struct SequenceMeta {
     /// Next-item metrics on the test split (models with an item head).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_item: Option<RecMetrics>,
+    /// Next-category metrics on the test split (models with a category head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_category: Option<RecMetrics>,
     /// Sizes of the data.
     pub counts: DatasetCounts,
     /// How it was trained.
@@ -155,6 +164,7 @@ pub fn save_sequence<B: Backend>(
         net: model.config.clone(),
         normalizer: model.normalizer.clone(),
         items: model.items.clone(),
+        categories: model.categories.clone(),
         purchase_blend: model.blend.clone(),
     })
     .map_err(|source| ModelError::Json {
@@ -173,6 +183,7 @@ pub fn save_sequence<B: Backend>(
         metrics: report.test.clone(),
         network_only_metrics: report.network_test.clone(),
         next_item: report.test_items.clone(),
+        next_category: report.test_categories.clone(),
         counts: report.counts.clone(),
         training: SequenceTrainingInfo {
             config: cfg.clone(),
@@ -247,6 +258,16 @@ pub fn load_sequence<B: Backend>(
             ),
         ));
     }
+    let categories_len = file.categories.as_ref().map_or(0, ItemVocab::len);
+    if categories_len != file.net.category_vocab {
+        return Err(invalid(
+            &dir.join(MODEL_FILE),
+            format!(
+                "the network has a category head of {} categories but model.json lists {categories_len}",
+                file.net.category_vocab
+            ),
+        ));
+    }
     if let Some(blend) = &file.purchase_blend {
         blend
             .check(file.normalizer.len())
@@ -290,6 +311,7 @@ pub fn load_sequence<B: Backend>(
             config: file.net,
             normalizer: file.normalizer,
             items: file.items,
+            categories: file.categories,
             blend: file.purchase_blend,
             device: device.clone(),
         },

@@ -18,6 +18,9 @@ pub struct Sequence<'a> {
     /// Per step, the vocabulary index of [`Example::next_new_item`] (`None`: no target, or an
     /// item out of vocabulary, or no vocabulary).
     pub next_items: Vec<Option<u32>>,
+    /// Per step, the category vocabulary index of [`Example::next_new_category`] (`None` as for
+    /// items).
+    pub next_categories: Vec<Option<u32>>,
 }
 
 impl Sequence<'_> {
@@ -32,13 +35,22 @@ impl Sequence<'_> {
     }
 }
 
+/// The vocabularies a model's heads name (`None`: the model has no such head).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Vocabs<'a> {
+    /// The item head's items.
+    pub items: Option<&'a ItemVocab>,
+    /// The category head's categories.
+    pub categories: Option<&'a ItemVocab>,
+}
+
 /// Groups `examples` (event-time order) into per-session sequences, in order of first event;
-/// next-item targets are looked up in `vocab` when there is one.
+/// next-item and next-category targets are looked up in `vocabs`.
 pub fn sequences<'a>(
     examples: &[&'a Example],
     buckets: Buckets<'_>,
     norm: &Normalizer,
-    vocab: Option<&ItemVocab>,
+    vocabs: Vocabs<'_>,
 ) -> Vec<Sequence<'a>> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<Sequence<'a>> = Vec::new();
@@ -48,15 +60,21 @@ pub fn sequences<'a>(
                 examples: Vec::new(),
                 steps: Vec::new(),
                 next_items: Vec::new(),
+                next_categories: Vec::new(),
             });
             out.len() - 1
         });
         out[i].examples.push(ex);
         out[i].steps.push(encode_example(buckets, norm, ex));
-        let target = vocab.zip(ex.next_new_item.as_deref());
+        let look_up = |v: Option<&ItemVocab>, target: &Option<String>| {
+            v.zip(target.as_deref()).and_then(|(v, t)| v.get(t))
+        };
         out[i]
             .next_items
-            .push(target.and_then(|(v, item)| v.get(item)));
+            .push(look_up(vocabs.items, &ex.next_new_item));
+        out[i]
+            .next_categories
+            .push(look_up(vocabs.categories, &ex.next_new_category));
     }
     out
 }
@@ -115,11 +133,24 @@ pub struct ItemTargets {
 }
 
 impl ItemTargets {
-    /// The targets of `batch`, padded to `len` steps.
+    /// The next-item targets of `batch`, padded to `len` steps.
     pub fn of(batch: &[&Sequence<'_>], len: usize) -> Self {
+        Self::from(batch, len, |s| &s.next_items)
+    }
+
+    /// The next-category targets of `batch` (vocabulary indices of the categories).
+    pub fn categories_of(batch: &[&Sequence<'_>], len: usize) -> Self {
+        Self::from(batch, len, |s| &s.next_categories)
+    }
+
+    fn from<'s>(
+        batch: &[&'s Sequence<'_>],
+        len: usize,
+        targets: impl Fn(&'s Sequence<'_>) -> &'s [Option<u32>],
+    ) -> Self {
         let mut out = ItemTargets::default();
         for (i, seq) in batch.iter().enumerate() {
-            for (t, target) in seq.next_items.iter().take(len).enumerate() {
+            for (t, target) in targets(seq).iter().take(len).enumerate() {
                 if let Some(item) = target {
                     out.positions.push((i * len + t) as i32);
                     out.items.push(*item as i32);

@@ -17,7 +17,7 @@ pub mod train;
 
 pub use artifact::{SequenceMeta, is_sequence_artifact, load_sequence, save_sequence};
 pub use encode::{Buckets, Normalizer, Step, encode_step};
-pub use model::{ItemEval, SequenceModel, StepOutput, top_k, top_k_scored};
+pub use model::{ItemEval, SequenceModel, StepOutput, top_k, top_k_probabilities, top_k_scored};
 pub use net::{
     Architecture, HeadOutputs, ItemInput, NetConfig, SequenceNet, StepHeads, StepTensors,
 };

@@ -19,6 +19,9 @@ pub struct StepOutput {
     /// The item head's query after the event (score it with [`SequenceModel::top_scored_items`]); empty
     /// without an item head, and from offline scoring ([`SequenceModel::score_steps`]).
     pub item_query: Vec<f32>,
+    /// The category head's logits after the event, by category vocabulary index; empty without a
+    /// category head, and from offline scoring.
+    pub categories: Vec<f32>,
 }
 
 /// A sequence model: network plus everything needed to encode its inputs.
@@ -32,6 +35,8 @@ pub struct SequenceModel<B: Backend> {
     pub normalizer: Normalizer,
     /// Items the item head recommends (vocabulary index = output row); `None` without one.
     pub items: Option<ItemVocab>,
+    /// Categories the category head recommends (vocabulary index = logit); `None` without one.
+    pub categories: Option<ItemVocab>,
     /// Stacks the network's purchase logit with a logistic regression on the step's numeric inputs
     /// (`super::blend`); `None`: the network's purchase head alone.
     pub blend: Option<PurchaseBlend>,
@@ -50,6 +55,20 @@ pub struct ItemEval {
     pub reciprocal_ranks: f64,
     /// Sum of `-ln p(target)` under the full softmax over the vocabulary.
     pub cross_entropy: f64,
+}
+
+impl ItemEval {
+    /// Counts one case: `scores` of the whole vocabulary, the `target`'s index and log
+    /// probability, the `current` index left out of the top `k`.
+    fn add(&mut self, scores: &[f32], target: u32, current: Option<u32>, k: usize, log_p: f64) {
+        self.cases += 1;
+        self.cross_entropy -= log_p;
+        let top = crate::recommend::without_current(top_k(scores, k + 1), |&j| j, current, k);
+        if let Some(rank) = top.iter().position(|&j| j == target) {
+            self.hits += 1;
+            self.reciprocal_ranks += 1.0 / (rank + 1) as f64;
+        }
+    }
 }
 
 /// Queries scored against the whole vocabulary per tensor call.
@@ -75,6 +94,7 @@ impl<B: Backend> SequenceModel<B> {
                 std: vec![1.0; n],
             },
             items: None,
+            categories: None,
             blend: None,
             config,
             device,
@@ -92,6 +112,44 @@ impl<B: Backend> SequenceModel<B> {
     /// How this model's steps encode ids (hashed buckets; the vocabulary for its item input).
     pub fn buckets(&self) -> Buckets<'_> {
         Buckets::of(&self.config, self.items.as_ref())
+    }
+
+    /// The vocabularies of this model's heads, for [`super::data::sequences`].
+    pub fn vocabs(&self) -> super::data::Vocabs<'_> {
+        super::data::Vocabs {
+            items: self.items.as_ref(),
+            categories: self.categories.as_ref(),
+        }
+    }
+
+    /// The category head's logits after every step of every sequence, computed like
+    /// [`SequenceModel::score_steps`]; empty vectors for a model without a category head.
+    pub fn category_logits(&self, seqs: &[&[Step]]) -> Vec<Vec<Vec<f32>>> {
+        if !self.net.has_category_head() {
+            return seqs.iter().map(|s| vec![Vec::new(); s.len()]).collect();
+        }
+        let width = self.config.category_vocab;
+        self.per_step(seqs, |batch| {
+            self.head_rows(batch, width, |out| out.category)
+        })
+    }
+
+    /// Next-category quality on every step of `seqs` with a target in the category vocabulary: the
+    /// best `k` categories other than the step's own (as [`crate::recommend::without_current`]
+    /// ranks), ties by vocabulary index; `None` without a category head.
+    pub fn category_eval(&self, seqs: &[Sequence<'_>], k: usize) -> Option<ItemEval> {
+        let vocab = self.categories.as_ref()?;
+        let steps: Vec<&[Step]> = seqs.iter().map(|s| s.steps.as_slice()).collect();
+        let mut e = ItemEval::default();
+        for (seq, logits) in seqs.iter().zip(self.category_logits(&steps)) {
+            for ((target, row), ex) in seq.next_categories.iter().zip(logits).zip(&seq.examples) {
+                let Some(target) = *target else { continue };
+                let current = ex.category.as_deref().and_then(|c| vocab.get(c));
+                let log_p = f64::from(row[target as usize]) - log_sum_exp(&row);
+                e.add(&row, target, current, k, log_p);
+            }
+        }
+        Some(e)
     }
 
     /// Step outputs of a whole batch of step sequences, each scored from an empty state.
@@ -269,13 +327,7 @@ impl<B: Backend> SequenceModel<B> {
             let scores: Vec<f32> = scores.into_data().into_vec().unwrap_or_default();
             for (i, (&t, &c)) in ts.iter().zip(cs).enumerate() {
                 let row = &scores[i * vocab..(i + 1) * vocab];
-                eval.cases += 1;
-                eval.cross_entropy -= f64::from(log_p[i * vocab + t as usize]);
-                let top = crate::recommend::without_current(top_k(row, k + 1), |&j| j, c, k);
-                if let Some(rank) = top.iter().position(|&j| j == t) {
-                    eval.hits += 1;
-                    eval.reciprocal_ranks += 1.0 / (rank + 1) as f64;
-                }
+                eval.add(row, t, c, k, f64::from(log_p[i * vocab + t as usize]));
             }
         }
         eval
@@ -333,16 +385,22 @@ impl<B: Backend> SequenceModel<B> {
     }
 
     fn query_batch(&self, batch: &[&[Step]]) -> Vec<Vec<Vec<f32>>> {
+        self.head_rows(batch, self.config.item_head_width, |out| out.item_query)
+    }
+
+    /// One head's output row (`width` floats) after every step of `batch`, from one forward pass.
+    fn head_rows(
+        &self,
+        batch: &[&[Step]],
+        width: usize,
+        head: impl Fn(super::net::HeadOutputs<B>) -> Option<Tensor<B, 3>>,
+    ) -> Vec<Vec<Vec<f32>>> {
         let len = batch.iter().map(|s| s.len()).max().unwrap_or(0);
         if len == 0 {
             return vec![Vec::new(); batch.len()];
         }
-        let width = self.config.item_head_width;
         let x = StepTensors::<B>::from_steps(batch, len, self.normalizer.len(), &self.device);
-        let q: Vec<f32> = self
-            .net
-            .forward_heads(x)
-            .item_query
+        let q: Vec<f32> = head(self.net.forward_heads(x))
             .map(|q| q.into_data().into_vec().unwrap_or_default())
             .unwrap_or_default();
         batch
@@ -385,12 +443,33 @@ impl<B: Backend> SequenceModel<B> {
                                 .map(|v| f64::from(*v))
                                 .collect(),
                             item_query: Vec::new(),
+                            categories: Vec::new(),
                         }
                     })
                     .collect()
             })
             .collect()
     }
+}
+
+/// `ln Σ exp(x)`, computed stably.
+fn log_sum_exp(xs: &[f32]) -> f64 {
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return f64::from(max);
+    }
+    let sum: f64 = xs.iter().map(|&x| f64::from(x - max).exp()).sum();
+    f64::from(max) + sum.ln()
+}
+
+/// The `k` most probable entries of the softmax of `logits`, with their probabilities, best first,
+/// ties by lower index (as [`top_k_scored`]).
+pub fn top_k_probabilities(logits: &[f32], k: usize) -> Vec<(u32, f64)> {
+    let norm = log_sum_exp(logits);
+    top_k_scored(logits, k)
+        .into_iter()
+        .map(|(i, l)| (i, (f64::from(l) - norm).exp()))
+        .collect()
 }
 
 /// Indices of the `k` largest scores, best first, ties by lower index.

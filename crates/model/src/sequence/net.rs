@@ -103,6 +103,15 @@ pub struct NetConfig {
     pub item_vocab: usize,
     /// Width of the item head's query and output item embeddings. Default 64.
     pub item_head_width: usize,
+    /// Categories the category head can recommend (the training category vocabulary); 0: no
+    /// category head (every artifact written before it existed; left out of `model.json` then, so
+    /// builds before the head read such artifacts as before).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub category_vocab: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for NetConfig {
@@ -122,6 +131,7 @@ impl Default for NetConfig {
             window: 32,
             item_vocab: 0,
             item_head_width: 64,
+            category_vocab: 0,
         }
     }
 }
@@ -228,6 +238,9 @@ impl NetConfig {
                 .then(|| EmbeddingConfig::new(self.item_vocab, self.item_head_width).init(device)),
             item_bias: (self.item_vocab > 0)
                 .then(|| EmbeddingConfig::new(self.item_vocab, 1).init(device)),
+            // A full softmax: a catalogue has hundreds or a few thousand categories, not 50 K.
+            category_head: (self.category_vocab > 0)
+                .then(|| LinearConfig::new(h + d_in, self.category_vocab).init(device)),
         }
     }
 }
@@ -251,6 +264,8 @@ pub struct SequenceNet<B: Backend> {
     item_out: Option<Embedding<B>>,
     /// Item head: one bias per vocabulary item (popularity).
     item_bias: Option<Embedding<B>>,
+    /// Category head: next-category logits.
+    category_head: Option<Linear<B>>,
 }
 
 /// The heads' outputs of a forward pass.
@@ -262,6 +277,8 @@ pub struct HeadOutputs<B: Backend> {
     pub next: Tensor<B, 3>,
     /// Item query vectors `[batch, time, item_head_width]` (models with an item head).
     pub item_query: Option<Tensor<B, 3>>,
+    /// Next-category logits `[batch, time, category_vocab]` (models with a category head).
+    pub category: Option<Tensor<B, 3>>,
 }
 
 /// Encoded steps of a batch of sequences, padded to one length.
@@ -323,6 +340,8 @@ pub struct StepHeads<B: Backend> {
     pub next: Tensor<B, 2>,
     /// The item head's queries, `[batch, item_head_width]`; `None` without an item head.
     pub item_query: Option<Tensor<B, 2>>,
+    /// Next-category logits, `[batch, category_vocab]`; `None` without a category head.
+    pub category: Option<Tensor<B, 2>>,
     /// The new recurrent state.
     pub state: RecurrentState<B>,
 }
@@ -345,7 +364,8 @@ impl<B: Backend> SequenceNet<B> {
         HeadOutputs {
             purchase: self.purchase_head.forward(z.clone()).squeeze_dim::<2>(2),
             next: self.next_head.forward(z.clone()),
-            item_query: self.item_query.as_ref().map(|q| q.forward(z)),
+            item_query: self.item_query.as_ref().map(|q| q.forward(z.clone())),
+            category: self.category_head.as_ref().map(|c| c.forward(z)),
         }
     }
 
@@ -359,6 +379,11 @@ impl<B: Backend> SequenceNet<B> {
     /// Whether the network has an item head.
     pub fn has_item_head(&self) -> bool {
         self.item_query.is_some()
+    }
+
+    /// Whether the network has a category head.
+    pub fn has_category_head(&self) -> bool {
+        self.category_head.is_some()
     }
 
     /// Scores of `items` (vocabulary indices, `[n]`) for the queries `[rows, width]`:
@@ -481,6 +506,10 @@ impl<B: Backend> SequenceNet<B> {
             item_query: out.item_query.map(|q| {
                 let width = q.dims()[2];
                 q.reshape([b, width])
+            }),
+            category: out.category.map(|c| {
+                let n = c.dims()[2];
+                c.reshape([b, n])
             }),
             state: new_state,
         }

@@ -128,7 +128,12 @@ impl<B: Backend> SequenceModel<B> {
         let q = Queries::of(
             out.item_query
                 .map(|q| q.into_data().into_vec().unwrap_or_default()),
-            self,
+            self.config.item_head_width,
+        );
+        let c = Queries::of(
+            out.category
+                .map(|c| c.into_data().into_vec().unwrap_or_default()),
+            self.config.category_vocab,
         );
         let new_state: Vec<f32> = out.state.into_data().into_vec().unwrap_or_default();
         items
@@ -140,7 +145,7 @@ impl<B: Backend> SequenceModel<B> {
                     .extend_from_slice(&new_state[i * width..(i + 1) * width]);
                 mem.window.clear();
                 let purchase = self.purchase_probability(p[i], &steps[i][0]);
-                output_at(purchase, &n, &q, i)
+                output_at(purchase, &n, (&q, &c), i)
             })
             .collect()
     }
@@ -166,7 +171,12 @@ impl<B: Backend> SequenceModel<B> {
         let q = Queries::of(
             out.item_query
                 .map(|q| q.into_data().into_vec().unwrap_or_default()),
-            self,
+            self.config.item_head_width,
+        );
+        let c = Queries::of(
+            out.category
+                .map(|c| c.into_data().into_vec().unwrap_or_default()),
+            self.config.category_vocab,
         );
         seqs.iter()
             .enumerate()
@@ -175,23 +185,24 @@ impl<B: Backend> SequenceModel<B> {
                 let purchase = s
                     .last()
                     .map_or(0.0, |step| self.purchase_probability(p[at], step));
-                output_at(purchase, &n, &q, at)
+                output_at(purchase, &n, (&q, &c), at)
             })
             .collect()
     }
 }
 
-/// The item head's query rows of one model call, flat (`width` floats per row); none without an item head.
+/// One head's rows of one model call, flat (`width` floats per row: the item head's queries, the
+/// category head's logits); none without that head.
 struct Queries {
     flat: Vec<f32>,
     width: usize,
 }
 
 impl Queries {
-    fn of<B: Backend>(flat: Option<Vec<f32>>, model: &SequenceModel<B>) -> Self {
+    fn of(flat: Option<Vec<f32>>, width: usize) -> Self {
         Queries {
             flat: flat.unwrap_or_default(),
-            width: model.config.item_head_width,
+            width,
         }
     }
 
@@ -203,7 +214,7 @@ impl Queries {
     }
 }
 
-fn output_at(purchase: f64, n: &[f32], q: &Queries, at: usize) -> StepOutput {
+fn output_at(purchase: f64, n: &[f32], (q, c): (&Queries, &Queries), at: usize) -> StepOutput {
     StepOutput {
         purchase,
         next: n[at * EVENT_TYPES..(at + 1) * EVENT_TYPES]
@@ -211,6 +222,7 @@ fn output_at(purchase: f64, n: &[f32], q: &Queries, at: usize) -> StepOutput {
             .map(|v| f64::from(*v))
             .collect(),
         item_query: q.row(at),
+        categories: c.row(at),
     }
 }
 
@@ -232,6 +244,9 @@ pub trait OnlineModel: Send {
     fn item_index(&self) -> Option<String> {
         None
     }
+    /// The category vocabulary of the category head (index = position in
+    /// [`StepOutput::categories`]); `None` without one.
+    fn category_vocab(&self) -> Option<&ItemVocab>;
 }
 
 impl<B: Backend> OnlineModel for SequenceModel<B>
@@ -249,6 +264,9 @@ where
     }
     fn item_vocab(&self) -> Option<&ItemVocab> {
         self.items.as_ref()
+    }
+    fn category_vocab(&self) -> Option<&ItemVocab> {
+        self.categories.as_ref()
     }
     fn top_items(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u32, f32)>> {
         if !self.net.has_item_head() || queries.is_empty() || k == 0 {
@@ -306,6 +324,9 @@ where
     }
     fn item_vocab(&self) -> Option<&ItemVocab> {
         self.model.items.as_ref()
+    }
+    fn category_vocab(&self) -> Option<&ItemVocab> {
+        self.model.categories.as_ref()
     }
     fn top_items(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u32, f32)>> {
         match &self.index {

@@ -165,6 +165,131 @@ fn item_head_learns_a_deterministic_item_cycle_and_round_trips() {
     }
 }
 
+/// Every user views 6 items along a fixed cycle of 8 categories, starting at a different point;
+/// every item is seen once (too sparse for an item vocabulary), so only the categories carry the
+/// next step.
+fn category_cycle_events(users: usize) -> Vec<ClickEvent> {
+    let mut out = Vec::new();
+    for u in 0..users {
+        let user = format!("u{u:04}");
+        for i in 0..6 {
+            let mut ev = event(
+                &user,
+                (u as i64) * 3_600 + i as i64,
+                EventType::ProductView,
+                &format!("item-{u}-{i}"),
+            );
+            ev.category = Some(format!("cat{}", (u * 3 + i) % 8));
+            out.push(ev);
+        }
+    }
+    out.sort_by_key(|e| e.event_time);
+    out
+}
+
+#[test]
+fn category_head_learns_categories_where_items_are_too_sparse_and_round_trips() {
+    let events = category_cycle_events(400);
+    let mut cfg = small_config(Architecture::Gru);
+    cfg.net.category_buckets = 512;
+    cfg.max_epochs = 12;
+    let report = train_sequence::<CpuTrainBackend>(&events, &cfg, &Default::default(), &mut |_| {})
+        .expect("trains");
+    assert!(report.model.items.is_none(), "every item is seen once");
+    let categories = report
+        .model
+        .categories
+        .as_ref()
+        .expect("a category vocabulary");
+    assert_eq!(categories.len(), 8);
+    let metrics = report
+        .test_categories
+        .as_ref()
+        .expect("next-category metrics");
+    // 60 test sessions of 6 steps, each to a new category: 5 cases each.
+    assert_eq!((metrics.cases, metrics.k), (60 * 5, 5));
+    assert!(metrics.mrr > 0.8, "{metrics:?}");
+    assert!(
+        report
+            .history
+            .iter()
+            .all(|e| e.validation_category_recall.is_some())
+    );
+    // The baselines on the same protocol: popularity cannot know the cycle, the Markov chain can.
+    let cfg_rec = crate::recommend::RecommendConfig::default();
+    let baselines = crate::recommend::compare_baselines_of(
+        crate::recommend::Recommend::Categories,
+        &events,
+        &cfg_rec,
+        Some(categories),
+    )
+    .unwrap();
+    let popularity = baselines
+        .iter()
+        .find(|r| r.model.starts_with("popularity"))
+        .unwrap();
+    assert_eq!(popularity.cases, metrics.cases, "the same test cases");
+    assert!(
+        metrics.mrr > popularity.mrr + 0.3,
+        "{metrics:?} vs {popularity:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let meta = save_sequence(&report, &cfg, "flex", dir.path()).unwrap();
+    assert_eq!(meta.format_version, 4, "a category head needs format 4");
+    assert_eq!(meta.next_category.as_ref(), Some(metrics));
+    let (loaded, _) = load_sequence::<B>(dir.path(), &cfg.features, &Default::default()).unwrap();
+    assert_eq!(loaded.categories.as_ref(), Some(categories));
+    // Online, one event at a time, the logits are the offline ones, and the probabilities of the
+    // top categories are a softmax's.
+    let dataset = crate::dataset::build_dataset(&events, &cfg.session, &cfg.features);
+    let splits = dataset.split(&cfg.split).unwrap();
+    let seqs = data::sequences(
+        &splits.test,
+        loaded.buckets(),
+        &loaded.normalizer,
+        loaded.vocabs(),
+    );
+    let offline = loaded.category_logits(&[seqs[0].steps.as_slice()]);
+    let online: &dyn OnlineModel = &loaded;
+    assert_eq!(online.category_vocab(), Some(categories));
+    let mut memory = UserMemory::default();
+    for (t, step) in seqs[0].steps.iter().enumerate() {
+        let out = online.step_batch(&mut [(step, &mut memory)]).remove(0);
+        assert_eq!(out.categories.len(), 8);
+        for (x, y) in out.categories.iter().zip(&offline[0][t]) {
+            assert!((x - y).abs() < 1e-4, "step {t}: {x} vs {y}");
+        }
+        let all = top_k_probabilities(&out.categories, 8);
+        let total: f64 = all.iter().map(|(_, p)| p).sum();
+        assert!((total - 1.0).abs() < 1e-6, "{total}");
+        assert!(all.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+    }
+}
+
+#[test]
+fn events_without_categories_train_no_category_head() {
+    let mut events = cycle_events(120);
+    for e in &mut events {
+        e.category = None;
+    }
+    let mut cfg = small_config(Architecture::Gru);
+    cfg.max_epochs = 1;
+    let report = train_sequence::<CpuTrainBackend>(&events, &cfg, &Default::default(), &mut |_| {})
+        .expect("trains");
+    assert!(report.model.categories.is_none());
+    assert_eq!(report.model.config.category_vocab, 0);
+    assert!(report.test_categories.is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let meta = save_sequence(&report, &cfg, "flex", dir.path()).unwrap();
+    assert!(
+        meta.format_version < 4,
+        "readable by builds before the category head"
+    );
+    let json = std::fs::read_to_string(dir.path().join(artifact::MODEL_FILE)).unwrap();
+    assert!(!json.contains("category_vocab"), "{json}");
+}
+
 #[test]
 fn vocabulary_item_input_carries_the_item_where_hashing_cannot() {
     // Two hash buckets: hashed, every item on screen looks the same, so only the item's vocabulary
@@ -639,7 +764,7 @@ fn served_item_evaluation_matches_the_exact_one_when_every_list_is_probed() {
         &splits.test,
         model.buckets(),
         &model.normalizer,
-        model.items.as_ref(),
+        model.vocabs(),
     );
     let exact = evaluate_items(&model, &seqs, 5).unwrap();
     let every = IndexConfig {

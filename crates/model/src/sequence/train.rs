@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blend::{BlendRows, PurchaseBlend};
 use super::data::ItemTargets;
-use super::data::{Sequence, Targets, sequences};
+use super::data::{Sequence, Targets, Vocabs, sequences};
 use super::encode::{Buckets, Normalizer};
 use super::model::ItemEval;
 use super::model::SequenceModel;
@@ -25,7 +25,7 @@ use super::net::{Architecture, ItemInput, NetConfig, SequenceNet, StepTensors};
 use crate::dataset::{Dataset, SplitConfig, build_dataset};
 use crate::error::ModelError;
 use crate::metrics::{DatasetCounts, EvalMetrics};
-use crate::recommend::{ItemVocab, RecMetrics, item_sessions, split_sessions};
+use crate::recommend::{ItemVocab, RecMetrics, Recommend, split_sessions};
 use crate::train::metrics_of;
 
 /// Everything [`train_sequence`] needs besides the events.
@@ -64,6 +64,14 @@ pub struct SequenceTrainConfig {
     pub item_negatives: usize,
     /// Weight of the item loss. Default 1.0.
     pub item_loss_weight: f32,
+    /// Train the category head (next-category recommendations, for catalogues whose items are too
+    /// sparse to learn). Default true; without two categories seen `min_category_count` times in
+    /// training (events without categories, or all of one) the model has no category head.
+    pub category_head: bool,
+    /// Least training occurrences for a category to be recommendable. Default 5.
+    pub min_category_count: u64,
+    /// Weight of the category loss (a full softmax, like the next action's). Default 0.5.
+    pub category_loss_weight: f32,
     /// Stack the network's purchase logit with a logistic regression on the step's numeric inputs,
     /// fitted after the network (`super::blend`). Default true.
     pub purchase_blend: bool,
@@ -89,6 +97,9 @@ impl Default for SequenceTrainConfig {
             max_items: 50_000,
             item_negatives: 1_024,
             item_loss_weight: 1.0,
+            category_head: true,
+            min_category_count: 5,
+            category_loss_weight: 0.5,
             purchase_blend: true,
             seed: 7,
         }
@@ -110,6 +121,9 @@ pub struct EpochReport {
     /// Validation Recall@20 of the next item (models with an item head).
     #[serde(default)]
     pub validation_recall: Option<f64>,
+    /// Validation Recall@5 of the next category (models with a category head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_category_recall: Option<f64>,
     /// Training sequences per second in this epoch.
     pub sequences_per_second: f64,
     /// Training steps (events) per second in this epoch.
@@ -147,6 +161,8 @@ pub struct SequenceTrainReport<B: Backend> {
     pub network_test: Option<EvalMetrics>,
     /// Next-item metrics on the test split (models with an item head).
     pub test_items: Option<RecMetrics>,
+    /// Next-category metrics on the test split (models with a category head).
+    pub test_categories: Option<RecMetrics>,
     /// Sizes of the data.
     pub counts: DatasetCounts,
     /// Fingerprint of the training data.
@@ -281,6 +297,7 @@ struct LossInputs<'a> {
     features: usize,
     next_weight: f32,
     item_weight: f32,
+    category_weight: f32,
     /// Shared negatives of this batch (empty: no item loss).
     negatives: &'a [i32],
     /// Per vocabulary item, the log of its expected count among the negatives
@@ -291,16 +308,30 @@ struct LossInputs<'a> {
 /// List length of the next-item metrics recorded in training (Recall@20, MRR@20).
 pub const RECOMMENDATIONS: usize = 20;
 
-/// The item vocabulary of the training sessions (the same split as the purchase data); `None`
-/// when no item is frequent enough.
-fn item_vocabulary(
+/// List length of the next-category metrics recorded in training (Recall@5, MRR@5; as
+/// `crate::recommend::RecommendConfig::category_k`).
+pub const CATEGORY_RECOMMENDATIONS: usize = 5;
+
+/// The item or category vocabulary of the training sessions (the same split as the purchase
+/// data); `None` when nothing is frequent enough.
+fn vocabulary(
+    what: Recommend,
     events: &[ClickEvent],
     cfg: &SequenceTrainConfig,
 ) -> Result<Option<ItemVocab>, ModelError> {
-    let sessions = item_sessions(events, &cfg.session);
+    let sessions = what.sessions(events, &cfg.session);
     let [train, _, _] = split_sessions(&sessions, &cfg.split)?;
-    let vocab = ItemVocab::fit(train, cfg.min_item_count).truncated(cfg.max_items);
-    Ok((!vocab.is_empty()).then_some(vocab))
+    let vocab = match what {
+        Recommend::Items => ItemVocab::fit(train, cfg.min_item_count).truncated(cfg.max_items),
+        Recommend::Categories => ItemVocab::fit(train, cfg.min_category_count),
+    };
+    // A category head recommends categories other than the one on screen: one category alone (a
+    // stream whose events all carry the same) has nothing to recommend.
+    let least = match what {
+        Recommend::Items => 1,
+        Recommend::Categories => 2,
+    };
+    Ok((vocab.len() >= least).then_some(vocab))
 }
 
 /// The next-item test cases of `seqs` for `model`: per step with a target in its vocabulary, the
@@ -398,6 +429,10 @@ fn model_name(net: &NetConfig) -> String {
     format!("{} item head", net.architecture.as_str())
 }
 
+fn category_model_name(net: &NetConfig) -> String {
+    format!("{} category head", net.architecture.as_str())
+}
+
 fn loss<B: Backend>(
     net: &SequenceNet<B>,
     batch: &[&Sequence<'_>],
@@ -419,7 +454,13 @@ fn loss<B: Backend>(
         .squeeze_dim::<2>(2);
     let next_sum = y.next_mask.clone().sum().clamp_min(1.0);
     let next_loss = (picked * y.next_mask).sum().neg() / next_sum;
-    let total = purchase_loss + next_loss * inputs.next_weight;
+    let mut total = purchase_loss + next_loss * inputs.next_weight;
+    if let Some(logits) = out.category {
+        let targets = ItemTargets::categories_of(batch, len);
+        if !targets.positions.is_empty() {
+            total = total + category_loss(logits, &targets, device) * inputs.category_weight;
+        }
+    }
     match out.item_query {
         Some(q) if !inputs.negatives.is_empty() => {
             let targets = ItemTargets::of(batch, len);
@@ -430,6 +471,25 @@ fn loss<B: Backend>(
         }
         _ => total,
     }
+}
+
+/// Cross-entropy of the category head's full softmax on the steps with a next-category target.
+fn category_loss<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: &ItemTargets,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let [b, t, c] = logits.dims();
+    let n = targets.positions.len();
+    let int =
+        |v: &[i32]| Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), device);
+    let rows = logits
+        .reshape([b * t, c])
+        .select(0, int(&targets.positions));
+    log_softmax(rows, 1)
+        .gather(1, int(&targets.items).reshape([n, 1]))
+        .mean()
+        .neg()
 }
 
 /// Sampled softmax of the item head: each target against the batch's shared negatives, with
@@ -562,6 +622,7 @@ impl<B: AutodiffBackend> EpochPass<'_, B> {
                 features: self.features,
                 next_weight: self.cfg.next_loss_weight,
                 item_weight: self.cfg.item_loss_weight,
+                category_weight: self.cfg.category_loss_weight,
                 negatives: &negatives,
                 log_expected: self.log_expected,
             };
@@ -593,10 +654,20 @@ pub fn train_sequence<B: AutodiffBackend>(
     let started = Instant::now();
     let vocab = cfg
         .item_head
-        .then(|| item_vocabulary(events, &cfg))
+        .then(|| vocabulary(Recommend::Items, events, &cfg))
         .transpose()?
         .flatten();
     cfg.net.item_vocab = vocab.as_ref().map_or(0, ItemVocab::len);
+    let categories = cfg
+        .category_head
+        .then(|| vocabulary(Recommend::Categories, events, &cfg))
+        .transpose()?
+        .flatten();
+    cfg.net.category_vocab = categories.as_ref().map_or(0, ItemVocab::len);
+    let vocabs = Vocabs {
+        items: vocab.as_ref(),
+        categories: categories.as_ref(),
+    };
     if cfg.net.item_input == ItemInput::Vocabulary && vocab.is_none() {
         return Err(ModelError::InsufficientData(format!(
             "no item occurs {} times in the training sessions, so there is no vocabulary to embed \
@@ -617,9 +688,9 @@ pub fn train_sequence<B: AutodiffBackend>(
         splits.train.iter().map(|ex| &ex.features.values),
     );
     let buckets = Buckets::of(&cfg.net, vocab.as_ref());
-    let train = sequences(&splits.train, buckets, &normalizer, vocab.as_ref());
-    let validation = sequences(&splits.validation, buckets, &normalizer, vocab.as_ref());
-    let test = sequences(&splits.test, buckets, &normalizer, vocab.as_ref());
+    let train = sequences(&splits.train, buckets, &normalizer, vocabs);
+    let validation = sequences(&splits.validation, buckets, &normalizer, vocabs);
+    let test = sequences(&splits.test, buckets, &normalizer, vocabs);
     let sampler = vocab.as_ref().map(NegativeSampler::new);
     let log_expected = sampler
         .as_ref()
@@ -655,6 +726,7 @@ pub fn train_sequence<B: AutodiffBackend>(
             config: cfg.net.clone(),
             normalizer: normalizer.clone(),
             items: vocab.clone(),
+            categories: categories.clone(),
             blend: None,
             device: device.clone(),
         };
@@ -667,15 +739,21 @@ pub fn train_sequence<B: AutodiffBackend>(
         let next_ce = val.next_action_log_loss.unwrap_or(0.0);
         let val_items = evaluate_items(&candidate, val_set, RECOMMENDATIONS);
         let item_ce = val_items.map_or(0.0, |e| e.cross_entropy / e.cases.max(1) as f64);
+        let val_categories = candidate.category_eval(val_set, CATEGORY_RECOMMENDATIONS);
+        let category_ce = val_categories.map_or(0.0, |e| e.cross_entropy / e.cases.max(1) as f64);
         let val_loss = val.log_loss.unwrap_or(f64::INFINITY)
             + f64::from(cfg.next_loss_weight) * next_ce
-            + f64::from(cfg.item_loss_weight) * item_ce;
+            + f64::from(cfg.item_loss_weight) * item_ce
+            + f64::from(cfg.category_loss_weight) * category_ce;
         let report = EpochReport {
             epoch,
             train_loss: loss_sum / train.len().max(1) as f64,
             validation_loss: val_loss,
             validation_auc: val.roc_auc,
             validation_recall: val_items
+                .filter(|e| e.cases > 0)
+                .map(|e| e.hits as f64 / e.cases as f64),
+            validation_category_recall: val_categories
                 .filter(|e| e.cases > 0)
                 .map(|e| e.hits as f64 / e.cases as f64),
             sequences_per_second: train.len() as f64 / secs,
@@ -701,6 +779,7 @@ pub fn train_sequence<B: AutodiffBackend>(
         config: cfg.net.clone(),
         normalizer,
         items: vocab,
+        categories,
         blend: None,
         device: device.clone(),
     };
@@ -718,6 +797,9 @@ pub fn train_sequence<B: AutodiffBackend>(
     let test_metrics = evaluate_sequences(&model, &test);
     let test_items = evaluate_items(&model, &test, RECOMMENDATIONS)
         .map(|e| rec_metrics(&model_name(&cfg.net), RECOMMENDATIONS, e));
+    let test_categories = model
+        .category_eval(&test, CATEGORY_RECOMMENDATIONS)
+        .map(|e| rec_metrics(&category_model_name(&cfg.net), CATEGORY_RECOMMENDATIONS, e));
     let train_positive_rate = crate::dataset::positive_rate(&splits.train);
     let counts = DatasetCounts {
         events: dataset.events,
@@ -735,6 +817,7 @@ pub fn train_sequence<B: AutodiffBackend>(
         test: test_metrics,
         network_test,
         test_items,
+        test_categories,
         counts,
         fingerprint: dataset.fingerprint.clone(),
         seconds: started.elapsed().as_secs_f64(),

@@ -437,6 +437,7 @@ mod tests {
             }],
             scoring_latency_us: 7,
             recommended_items: Vec::new(),
+            recommended_categories: Vec::new(),
         });
         direct_body(&FraudAlert {
             alert_id: "a".into(),

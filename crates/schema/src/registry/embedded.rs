@@ -60,6 +60,10 @@ const SHIPPED_FILES: &[(&str, &str)] = &[
         include_str!("../../../../schemas/history/prediction.v1.avsc"),
     ),
     (
+        "history/prediction.v2.avsc",
+        include_str!("../../../../schemas/history/prediction.v2.avsc"),
+    ),
+    (
         "history/session_summary.v1.avsc",
         include_str!("../../../../schemas/history/session_summary.v1.avsc"),
     ),

@@ -120,6 +120,16 @@ pub fn full_prediction() -> Prediction {
                 score: -0.5,
             },
         ],
+        recommended_categories: vec![
+            RecommendedCategory {
+                category: "kitchen".into(),
+                probability: 0.5,
+            },
+            RecommendedCategory {
+                category: "garden".into(),
+                probability: 0.25,
+            },
+        ],
     }
 }
 

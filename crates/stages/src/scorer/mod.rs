@@ -155,6 +155,7 @@ pub struct Scorer {
     explain_every: u64,
     path_steps: usize,
     recommend_items: usize,
+    recommend_categories: usize,
     recommend_exclude_bought: usize,
     max_batch: usize,
     max_wait: Duration,
@@ -211,6 +212,7 @@ impl Scorer {
             explain_every: cfg.explain_every,
             path_steps: cfg.path_steps,
             recommend_items: cfg.recommend_items,
+            recommend_categories: cfg.recommend_categories,
             recommend_exclude_bought: cfg.recommend_exclude_bought,
             max_batch: cfg.max_batch.max(1),
             max_wait: Duration::from_micros(cfg.max_wait_us),
@@ -292,6 +294,7 @@ impl Scorer {
             factors,
             scoring_latency_us: elapsed.as_micros() as i64,
             recommended_items: Vec::new(),
+            recommended_categories: Vec::new(),
         }
     }
 
@@ -376,6 +379,7 @@ impl Scorer {
             path_steps: self.path_steps,
             factors: self.factors,
             items: self.recommend_items,
+            categories: self.recommend_categories,
         };
         let scored = score_batch(model, items, extras);
         let shadow_scored = match (&self.shadow, shadow_items) {
@@ -417,6 +421,7 @@ impl Scorer {
                 factors: s.factors,
                 scoring_latency_us: queued_at.elapsed().as_micros() as i64,
                 recommended_items: s.items,
+                recommended_categories: s.categories,
             };
             out.push((partition, prediction, headers, trace));
         }
@@ -556,6 +561,7 @@ fn empty_prediction(fv: &FeatureVector) -> Prediction {
         factors: Vec::new(),
         scoring_latency_us: 0,
         recommended_items: Vec::new(),
+        recommended_categories: Vec::new(),
     }
 }
 
@@ -643,6 +649,7 @@ impl View for PredictionView {
             "predicted_path": p.predicted_path.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
             "factors": p.factors.iter().map(|f| json!({"name": f.name, "contribution": f.contribution})).collect::<Vec<_>>(),
             "recommended_items": p.recommended_items.iter().map(|r| json!({"item_id": r.item_id, "score": r.score})).collect::<Vec<_>>(),
+            "recommended_categories": p.recommended_categories.iter().map(|c| json!({"category": c.category, "probability": c.probability})).collect::<Vec<_>>(),
         })
     }
 }

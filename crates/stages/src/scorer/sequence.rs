@@ -5,8 +5,10 @@ use std::collections::HashMap;
 
 use clickpath_model::recommend::without_current;
 use clickpath_model::sequence::encode::{Buckets, EVENT_TYPES, encode_step};
-use clickpath_model::sequence::{OnlineModel, Step, StepOutput, UserMemory};
-use clickpath_schema::{ActionProbability, EventType, Factor, FeatureVector, RecommendedItem};
+use clickpath_model::sequence::{OnlineModel, Step, StepOutput, UserMemory, top_k_probabilities};
+use clickpath_schema::{
+    ActionProbability, EventType, Factor, FeatureVector, RecommendedCategory, RecommendedItem,
+};
 
 /// A loaded sequence model and its version.
 pub struct LoadedSequence {
@@ -79,6 +81,9 @@ pub struct Scored {
     pub factors: Vec<Factor>,
     /// Recommended next items, best first (empty unless asked and the model has an item head).
     pub items: Vec<RecommendedItem>,
+    /// Recommended next categories, best first (empty unless asked and the model has a category
+    /// head).
+    pub categories: Vec<RecommendedCategory>,
 }
 
 /// What [`score_batch`] computes besides each event's step outputs.
@@ -90,6 +95,8 @@ pub struct Extras {
     pub factors: usize,
     /// Items recommended per event (top-k of the item head).
     pub items: usize,
+    /// Categories recommended per event (top-k of the category head).
+    pub categories: usize,
 }
 
 fn logit(p: f64) -> f64 {
@@ -168,6 +175,7 @@ pub fn score_batch(model: &LoadedSequence, mut queued: Vec<Queued>, extras: Extr
     let paths = rollout(model, &queued, &outputs, extras.path_steps);
     let mut all_factors = explain(model, &queued, &before, &outputs, extras.factors);
     let items = recommend(model, &queued, &outputs, extras.items);
+    let mut categories = recommend_categories(model, &queued, &outputs, extras.categories);
     queued
         .into_iter()
         .zip(outputs)
@@ -179,13 +187,52 @@ pub fn score_batch(model: &LoadedSequence, mut queued: Vec<Queued>, extras: Extr
                 purchase: 0.0,
                 next: vec![0.0; EVENT_TYPES],
                 item_query: Vec::new(),
+                categories: Vec::new(),
             }),
             memory: q.memory,
             path,
             factors: all_factors.remove(&i).unwrap_or_default(),
             items,
+            categories: std::mem::take(&mut categories[i]),
         })
         .collect()
+}
+
+/// The `k` most probable next categories of each output's category head, leaving out the event's
+/// own category (as the items leave out the item on screen); empty lists for a model without a
+/// category head.
+fn recommend_categories(
+    model: &LoadedSequence,
+    queued: &[Queued],
+    outputs: &[Option<StepOutput>],
+    k: usize,
+) -> Vec<Vec<RecommendedCategory>> {
+    let mut result = vec![Vec::new(); outputs.len()];
+    let Some(vocab) = model.model.category_vocab().filter(|_| k > 0) else {
+        return result;
+    };
+    for (i, out) in outputs.iter().enumerate() {
+        let Some(logits) = out.as_ref().map(|o| o.categories.as_slice()) else {
+            continue;
+        };
+        let current = queued[i].fv.category.as_deref().and_then(|c| vocab.get(c));
+        let best = without_current(
+            top_k_probabilities(logits, k + 1),
+            |&(index, _)| index,
+            current,
+            k,
+        );
+        result[i] = best
+            .into_iter()
+            .filter_map(|(index, probability)| {
+                vocab.item(index).map(|category| RecommendedCategory {
+                    category: category.to_string(),
+                    probability,
+                })
+            })
+            .collect();
+    }
+    result
 }
 
 /// The `k` best items of each output's item query, by item id, leaving out the event's own item (the

@@ -415,6 +415,81 @@ fn predictions_recommend_items_of_the_models_vocabulary() {
     );
 }
 
+/// A model with a category head recommends `recommend_categories` categories of its category
+/// vocabulary, most probable first, never the event's own, with probabilities of one softmax (their
+/// sum over the whole vocabulary less the own category stays below 1); 0 turns it off, and a model
+/// without the head (every older artifact) recommends none.
+#[test]
+fn predictions_recommend_categories_other_than_the_event_s_own() {
+    let names: Vec<String> = (0..6).map(|i| format!("cat{i}")).collect();
+    let mut net = network(Architecture::Gru, 2);
+    net.config.category_vocab = names.len();
+    net.net = net.config.init(&Default::default());
+    net.categories = Some(clickpath_model::recommend::ItemVocab::from_parts(
+        names.clone(),
+        vec![10; names.len()],
+    ));
+    let scorer_with = |recommend_categories: usize, max_batch: usize| {
+        let cfg = ScorerConfig {
+            recommend_categories,
+            max_batch,
+            reload_interval_ms: 0,
+            ..ScorerConfig::default()
+        };
+        Scorer::with_model(
+            ScoringModel::Sequence(loaded(&net, "gru-categories")),
+            &cfg,
+            "predictions",
+            None,
+        )
+    };
+    let mut inputs = windowed(4, 6);
+    for (j, fv) in inputs.iter_mut().enumerate() {
+        fv.category = Some(names[j % names.len()].clone());
+    }
+    let one = run(&mut scorer_with(3, 1), &inputs);
+    let many = run(&mut scorer_with(3, 64), &inputs);
+    for (a, b) in one.iter().zip(&many) {
+        assert_eq!(
+            a.recommended_categories, b.recommended_categories,
+            "batch size changes nothing"
+        );
+    }
+    for (p, fv) in one.iter().zip(&inputs) {
+        assert_eq!(p.recommended_categories.len(), 3, "{p:?}");
+        let own = fv.category.as_deref().unwrap();
+        assert!(p.recommended_categories.iter().all(|c| c.category != own));
+        assert!(
+            p.recommended_categories
+                .iter()
+                .all(|c| names.contains(&c.category) && c.probability > 0.0)
+        );
+        assert!(
+            p.recommended_categories
+                .windows(2)
+                .all(|w| w[0].probability >= w[1].probability),
+            "most probable first"
+        );
+    }
+    // Asked for every category: all but the own one, probabilities of one softmax.
+    for p in run(&mut scorer_with(names.len(), 64), &inputs) {
+        assert_eq!(p.recommended_categories.len(), names.len() - 1);
+        let total: f64 = p.recommended_categories.iter().map(|c| c.probability).sum();
+        assert!(total > 0.0 && total < 1.0, "{total}");
+    }
+    assert!(
+        run(&mut scorer_with(0, 64), &inputs)
+            .iter()
+            .all(|p| p.recommended_categories.is_empty())
+    );
+    let without_head = network(Architecture::Gru, 2);
+    assert!(
+        run(&mut scorer(&without_head, 64), &inputs)
+            .iter()
+            .all(|p| p.recommended_categories.is_empty())
+    );
+}
+
 /// A user restored into an instance that is already running (a rebalance) keeps its memory: the
 /// changelog does not hold when the user was last seen, and the first tick used to take "never"
 /// for idle and evict it, writing a tombstone over its state.
