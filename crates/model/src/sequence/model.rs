@@ -135,16 +135,21 @@ impl<B: Backend> SequenceModel<B> {
     }
 
     /// Next-category quality on every step of `seqs` with a target in the category vocabulary: the
-    /// best `k` categories other than the step's own (as [`crate::recommend::without_current`]
-    /// ranks), ties by vocabulary index; `None` without a category head.
+    /// best `k` categories other than the last one seen in the session (as
+    /// [`crate::recommend::without_current`] ranks, and the baselines leave out the last category of
+    /// their history), ties by vocabulary index; `None` without a category head.
     pub fn category_eval(&self, seqs: &[Sequence<'_>], k: usize) -> Option<ItemEval> {
         let vocab = self.categories.as_ref()?;
         let steps: Vec<&[Step]> = seqs.iter().map(|s| s.steps.as_slice()).collect();
         let mut e = ItemEval::default();
         for (seq, logits) in seqs.iter().zip(self.category_logits(&steps)) {
+            // The category left out is the last one seen: a step without a category (a search, a
+            // checkout) keeps the one before, which the target differs from by definition.
+            let mut last = None;
             for ((target, row), ex) in seq.next_categories.iter().zip(logits).zip(&seq.examples) {
+                last = ex.category.as_deref().or(last);
                 let Some(target) = *target else { continue };
-                let current = ex.category.as_deref().and_then(|c| vocab.get(c));
+                let current = last.and_then(|c| vocab.get(c));
                 let log_p = f64::from(row[target as usize]) - log_sum_exp(&row);
                 e.add(&row, target, current, k, log_p);
             }
