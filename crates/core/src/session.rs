@@ -141,8 +141,10 @@ impl SessionConfig {
         a.div_euclid(m) == b.div_euclid(m)
     }
 
-    /// Whether an event at `t` continues, in time order, a session spanning `start..=last`.
-    fn continues(&self, start: i64, last: i64, t: i64) -> bool {
+    /// Whether an event at `t` continues, in time order, a session spanning `start..=last` (within
+    /// the inactivity gap of `last` and in `start`'s max-length period): the rule of
+    /// [`assign_sessions`].
+    pub fn continues(&self, start: i64, last: i64, t: i64) -> bool {
         t < last.saturating_add(self.gap()) && self.same_period(start, t)
     }
 }

@@ -37,7 +37,8 @@ use sequence::{Extras, LoadedSequence, Queued, score_batch, top_actions};
 /// Users idle for this long (event time) are forgotten.
 const IDLE_EVICT_MS: i64 = 24 * 3_600_000;
 
-/// `UserEntry::last_seen` of a user restored from the changelog, until a tick sets it.
+/// `UserEntry::last_seen` of a user restored from a changelog value of an older layout (without the
+/// time), until a tick sets it.
 const RESTORED: i64 = i64::MIN;
 
 /// The model the scorer runs.
@@ -71,6 +72,7 @@ pub fn load_model(
         let loaded = LoadedSequence {
             model,
             version: meta.version,
+            session: meta.session_config,
         };
         loaded.smoke_test()?;
         if index.is_some() {
@@ -305,6 +307,9 @@ impl Scorer {
         let step = model.encode(&fv);
         let entry = self.users.entry(partition).or_default();
         let entry = user_entry(entry, &fv.user_id);
+        // A user restored from a layout without the time is not known to open a session.
+        let last = (entry.last_seen != RESTORED).then_some(entry.last_seen);
+        let new_session = model.starts_session(last, fv.event_time);
         entry.last_seen = entry.last_seen.max(fv.event_time);
         if fv.event_type == EventType::Purchase
             && let Some(item) = fv.item_id.as_deref()
@@ -315,7 +320,11 @@ impl Scorer {
         let explain = self.factors > 0
             && self.explain_every > 0
             && self.scored.is_multiple_of(self.explain_every);
-        let memory = entry.memory.clone();
+        let memory = if new_session {
+            UserMemory::default()
+        } else {
+            entry.memory.clone()
+        };
         // By vocabulary index: bought items the model does not know are never recommended anyway.
         let exclude = match model.model.item_vocab() {
             Some(vocab) if self.recommend_items > 0 && self.recommend_exclude_bought > 0 => entry
@@ -331,6 +340,7 @@ impl Scorer {
                 fv,
                 step,
                 memory,
+                new_session,
                 explain,
                 exclude,
                 trace: trace.cloned(),
@@ -364,8 +374,10 @@ impl Scorer {
                         .users
                         .get(p)
                         .and_then(|u| u.get(&q.fv.user_id))
+                        .filter(|_| !q.new_session)
                         .map(|e| e.shadow.clone())
                         .unwrap_or_default(),
+                    new_session: q.new_session,
                     fv: q.fv.clone(),
                     explain: false,
                     exclude: Vec::new(),
@@ -565,16 +577,24 @@ fn empty_prediction(fv: &FeatureVector) -> Prediction {
     }
 }
 
-/// First byte of a changelog value in the layout with the user's bought items. The first layout began
-/// with the version's length, never 0 (a sequence model's version is `gru-…` and the like).
+/// First byte of a changelog value in the layout with the user's bought items (written until
+/// 2026-12-05). The first layout began with the version's length, never 0 or 1 (a sequence model's
+/// version is `gru-…` and the like).
 const STATE_WITH_BOUGHT: u8 = 0;
 
-/// Changelog value: `STATE_WITH_BOUGHT`, the model version (so another model's memory is not
-/// misread), the items the user bought lately (kept across models: they are item ids) and the memory.
-fn state_bytes(version: &str, memory: &UserMemory, bought: &[String]) -> Vec<u8> {
+/// First byte of a changelog value in the current layout: [`STATE_WITH_BOUGHT`]'s, after the event
+/// time of the user's last event (so that a restored user's next event is known to open a session
+/// or not, as in a run without the restore).
+const STATE_WITH_LAST_SEEN: u8 = 1;
+
+/// Changelog value: `STATE_WITH_LAST_SEEN`, the last event time (8 bytes, little-endian), the model
+/// version (so another model's memory is not misread), the items the user bought lately (kept across
+/// models: they are item ids) and the memory.
+fn state_bytes(version: &str, memory: &UserMemory, bought: &[String], last_seen: i64) -> Vec<u8> {
     let v = &version.as_bytes()[..version.len().min(255)];
-    let mut out = Vec::with_capacity(3 + v.len() + 16);
-    out.push(STATE_WITH_BOUGHT);
+    let mut out = Vec::with_capacity(11 + v.len() + 16);
+    out.push(STATE_WITH_LAST_SEEN);
+    out.extend_from_slice(&last_seen.to_le_bytes());
     out.push(v.len() as u8);
     out.extend_from_slice(v);
     // The most recent 255 with ids of at most 255 bytes (a longer id is not remembered: cut, it
@@ -595,22 +615,28 @@ fn state_bytes(version: &str, memory: &UserMemory, bought: &[String]) -> Vec<u8>
 }
 
 /// A user's state read back: model version, bought items, memory (`None` when the memory does
-/// not decode).
+/// not decode), last event time (`None` in the older layouts).
 struct ParsedState<'a> {
     version: &'a str,
     bought: Vec<String>,
     memory: Option<UserMemory>,
+    last_seen: Option<i64>,
 }
 
-/// Reads [`state_bytes`], and the first layout (version length, version, memory; no bought items).
+/// Reads [`state_bytes`], the layout before it (no last event time) and the first layout (version
+/// length, version, memory; no bought items).
 fn parse_state(bytes: &[u8]) -> Option<ParsedState<'_>> {
     fn short(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
         let (&n, rest) = bytes.split_first()?;
         rest.split_at_checked(n as usize)
     }
-    let (with_bought, bytes) = match bytes.split_first()? {
-        (&STATE_WITH_BOUGHT, rest) => (true, rest),
-        _ => (false, bytes),
+    let (with_bought, last_seen, bytes) = match bytes.split_first()? {
+        (&STATE_WITH_LAST_SEEN, rest) => {
+            let (time, rest) = rest.split_first_chunk::<8>()?;
+            (true, Some(i64::from_le_bytes(*time)), rest)
+        }
+        (&STATE_WITH_BOUGHT, rest) => (true, None, rest),
+        _ => (false, None, bytes),
     };
     let (version, mut rest) = short(bytes)?;
     let version = std::str::from_utf8(version).ok()?;
@@ -631,6 +657,7 @@ fn parse_state(bytes: &[u8]) -> Option<ParsedState<'_>> {
         version,
         bought,
         memory: UserMemory::from_bytes(rest),
+        last_seen,
     })
 }
 
@@ -696,8 +723,8 @@ impl Stage for Scorer {
         for (p, users) in self.users.iter_mut() {
             users.retain(|user, e| {
                 if e.last_seen == RESTORED && now > i64::MIN {
-                    // The changelog does not keep when a user was last seen: a restored user's
-                    // idle time starts at the first tick that knows the time.
+                    // Older changelog values do not keep when a user was last seen: such a
+                    // restored user's idle time starts at the first tick that knows the time.
                     e.last_seen = now;
                 }
                 let keep = e.last_seen >= horizon;
@@ -746,6 +773,10 @@ impl Stage for Scorer {
                     .unwrap_or_default();
                 let excess = bought.len().saturating_sub(self.recommend_exclude_bought);
                 bought.drain(..excess);
+                let last_seen = parsed
+                    .as_ref()
+                    .and_then(|p| p.last_seen)
+                    .unwrap_or(RESTORED);
                 let memory = match parsed {
                     Some(ParsedState {
                         version: v,
@@ -758,7 +789,7 @@ impl Stage for Scorer {
                     user,
                     UserEntry {
                         memory,
-                        last_seen: RESTORED,
+                        last_seen,
                         bought,
                         ..Default::default()
                     },
@@ -785,7 +816,7 @@ impl Stage for Scorer {
             if let Some(e) = self.users.get(&partition).and_then(|u| u.get(&user)) {
                 changes.push(StateChange {
                     partition,
-                    value: Some(state_bytes(&version, &e.memory, &e.bought)),
+                    value: Some(state_bytes(&version, &e.memory, &e.bought, e.last_seen)),
                     key: user.into_bytes(),
                 });
             }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use clickpath_core::session::SessionConfig;
 use clickpath_model::recommend::without_current;
 use clickpath_model::sequence::encode::{Buckets, EVENT_TYPES, encode_step};
 use clickpath_model::sequence::{OnlineModel, Step, StepOutput, UserMemory, top_k_probabilities};
@@ -16,9 +17,18 @@ pub struct LoadedSequence {
     pub model: Box<dyn OnlineModel>,
     /// Its artifact version (`gru-…`).
     pub version: String,
+    /// The session rules it was trained with (`meta.json`): training and evaluation start every
+    /// session from an empty state, so a user's memory starts fresh at each new session online too.
+    pub session: SessionConfig,
 }
 
 impl LoadedSequence {
+    /// Whether an event at `t` opens a new session after the user's last event at `last` (by the
+    /// model's session rules; `None`: not known, the memory is kept).
+    pub fn starts_session(&self, last: Option<i64>, t: i64) -> bool {
+        last.is_some_and(|last| !self.session.continues(last, last, t))
+    }
+
     fn buckets(&self) -> Buckets<'_> {
         Buckets::of(self.model.config(), self.model.item_vocab())
     }
@@ -58,8 +68,11 @@ pub struct Queued {
     pub fv: FeatureVector,
     /// Its encoded step.
     pub step: Step,
-    /// Memory before the event (taken from the user's state).
+    /// Memory before the event (taken from the user's state; empty when the event opens a session).
     pub memory: UserMemory,
+    /// Whether the event opens a new session of its user: it starts from an empty memory, not from
+    /// the one an earlier event of the same batch leaves.
+    pub new_session: bool,
     /// Whether to compute decision factors for it.
     pub explain: bool,
     /// Vocabulary indices of items never to recommend for it besides its own (what the user
@@ -152,7 +165,9 @@ pub fn score_batch(model: &LoadedSequence, mut queued: Vec<Queued>, extras: Extr
         let members: Vec<usize> = (0..queued.len()).filter(|&i| rounds[i] == round).collect();
         // A later event of a user starts from the memory its previous event left.
         for &i in &members {
-            if let Some(m) = carried.remove(&queued[i].fv.user_id) {
+            if let Some(m) = carried.remove(&queued[i].fv.user_id)
+                && !queued[i].new_session
+            {
                 queued[i].memory = m.clone();
                 before[i] = m;
             }

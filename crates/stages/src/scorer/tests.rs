@@ -24,6 +24,7 @@ fn loaded(net: &SequenceModel<CpuBackend>, version: &str) -> LoadedSequence {
     LoadedSequence {
         model: Box::new(net.clone()),
         version: version.into(),
+        session: clickpath_core::session::SessionConfig::default(),
     }
 }
 
@@ -152,6 +153,62 @@ fn changelog_restore_continues_the_hidden_state() {
             .values()
             .all(|e| e.memory == UserMemory::default())
     );
+}
+
+/// A user's memory starts fresh when an event opens a new session (past the model's inactivity gap):
+/// training and evaluation start every session from an empty state, so online must too. Within the
+/// gap the memory carries on; in one micro-batch as across batches; and across a restore from the
+/// changelog (which keeps the last event time) as in a run without it.
+#[test]
+fn a_new_session_starts_from_an_empty_memory_online_as_in_training() {
+    let gap = clickpath_core::session::SessionConfig::default().gap_ms;
+    let at = |user: &str, i: i64, t: i64| {
+        let mut f = fv(user, i, EventType::ProductView);
+        f.event_time = 1_700_000_000_000 + t;
+        f
+    };
+    // u: two events, then one 2 s later (same session) and one a gap later (a new session); its
+    // copy in a fresh user v is the reference of an empty memory.
+    let inputs = vec![
+        at("u", 0, 0),
+        at("u", 1, 1_000),
+        at("u", 2, 3_000),
+        at("u", 3, 3_000 + gap + 1),
+    ];
+    let fresh = |f: &FeatureVector| FeatureVector {
+        user_id: "v".into(),
+        ..f.clone()
+    };
+    let net = network(Architecture::Gru, 2);
+    for max_batch in [1, 64] {
+        let got = run(&mut scorer(&net, max_batch), &inputs);
+        let alone = |i: usize| run(&mut scorer(&net, 1), &[fresh(&inputs[i])]).remove(0);
+        let p = |x: &Prediction| x.purchase_probability;
+        assert!(
+            (p(&got[2]) - p(&alone(2))).abs() > 1e-6,
+            "within the gap the memory carries on (batch {max_batch})"
+        );
+        assert!(
+            (p(&got[3]) - p(&alone(3))).abs() < 1e-9,
+            "a new session starts empty (batch {max_batch}): {} vs {}",
+            p(&got[3]),
+            p(&alone(3))
+        );
+    }
+    // Restored after the second event: the same predictions as without the restore.
+    let all = run(&mut scorer(&net, 8), &inputs);
+    let mut a = scorer(&net, 8);
+    run(&mut a, &inputs[..2]);
+    let changes = a.take_state_changes();
+    let mut b = scorer(&net, 8);
+    for c in &changes {
+        b.restore(c.partition, &c.key, c.value.as_deref()).unwrap();
+    }
+    b.on_assign(&[0]);
+    let resumed = run(&mut b, &inputs[2..]);
+    for (r, u) in resumed.iter().zip(&all[2..]) {
+        assert!((r.purchase_probability - u.purchase_probability).abs() < 1e-9);
+    }
 }
 
 /// A broken artifact in the watched directory keeps the running model and raises the failure
@@ -490,39 +547,60 @@ fn predictions_recommend_categories_other_than_the_event_s_own() {
     );
 }
 
-/// A user restored into an instance that is already running (a rebalance) keeps its memory: the
-/// changelog does not hold when the user was last seen, and the first tick used to take "never"
-/// for idle and evict it, writing a tombstone over its state.
+/// A user restored into an instance that is already running (a rebalance) is evicted by its last
+/// event time, which the changelog keeps: kept while seen within the idle limit of the instance's
+/// clock, evicted past it, as without the restore. A value of the older layout (no time) is not
+/// taken for "never seen": its idle time starts at the first tick (that tick used to evict it,
+/// writing a tombstone over its state).
 #[test]
-fn users_restored_into_a_running_scorer_are_not_evicted_at_the_next_tick() {
+fn users_restored_into_a_running_scorer_are_evicted_by_their_last_event_time() {
     let net = network(Architecture::Gru, 2);
     let mut a = scorer(&net, 8);
     run(&mut a, &[fv("moved", 0, EventType::ProductView)]);
     let changes = a.take_state_changes();
-
-    let mut b = scorer(&net, 8);
-    // Already running: its event time is well past the restored user's.
-    run(&mut b, &[fv("local", 3 * IDLE_EVICT_MS, EventType::Search)]);
-    b.take_state_changes();
-    for c in &changes {
-        b.restore(c.partition, &c.key, c.value.as_deref()).unwrap();
-    }
-    b.on_assign(&[0]);
     let codec = Codec::embedded();
     let mut outputs = Vec::new();
-    b.tick(&mut Context::new(&codec, &mut outputs, 0)).unwrap();
-    let tombstones: Vec<_> = b
-        .take_state_changes()
-        .into_iter()
-        .filter(|c| c.value.is_none())
-        .collect();
-    assert!(
-        tombstones.is_empty(),
-        "evicted at once: {}",
-        tombstones.len()
+    let tombstones = |s: &mut Scorer| {
+        s.take_state_changes()
+            .into_iter()
+            .filter(|c| c.value.is_none())
+            .count()
+    };
+    // Restored into a scorer whose clock is at `local_time`, from `value`.
+    let restored_at = |local_time: i64, value: &[u8]| {
+        let mut b = scorer(&net, 8);
+        run(&mut b, &[fv("local", local_time, EventType::Search)]);
+        b.take_state_changes();
+        b.restore(0, b"moved", Some(value)).unwrap();
+        b.on_assign(&[0]);
+        b
+    };
+    let value = changes[0].value.clone().unwrap();
+    let mut recent = restored_at(IDLE_EVICT_MS / 2, &value);
+    recent
+        .tick(&mut Context::new(&codec, &mut outputs, 0))
+        .unwrap();
+    assert_eq!(tombstones(&mut recent), 0, "seen within the limit");
+    assert!(recent.users[&0].contains_key("moved"));
+    let mut idle = restored_at(3 * IDLE_EVICT_MS, &value);
+    idle.tick(&mut Context::new(&codec, &mut outputs, 0))
+        .unwrap();
+    assert_eq!(
+        tombstones(&mut idle),
+        1,
+        "idle for three days by its own time"
     );
-    assert!(b.users[&0].contains_key("moved"));
 
+    // The older layout: bought items, no time.
+    let parsed = parse_state(&value).unwrap();
+    let mut old = vec![STATE_WITH_BOUGHT, parsed.version.len() as u8];
+    old.extend_from_slice(parsed.version.as_bytes());
+    old.push(0);
+    old.extend_from_slice(&parsed.memory.unwrap().to_bytes());
+    let mut b = restored_at(3 * IDLE_EVICT_MS, &old);
+    b.tick(&mut Context::new(&codec, &mut outputs, 0)).unwrap();
+    assert_eq!(tombstones(&mut b), 0, "evicted at once");
+    assert!(b.users[&0].contains_key("moved"));
     // It is still evicted once idle for the full horizon after that.
     run(
         &mut b,
@@ -641,13 +719,27 @@ fn scorer_state_layouts_are_read() {
     assert!(old.memory.is_some());
 
     let bought = vec!["item-1".to_string(), "é".to_string()];
-    let bytes = state_bytes("gru-test", &memory, &bought);
+    // The layout before the last event time: bought items, no time.
+    let mut with_bought = vec![STATE_WITH_BOUGHT, 8];
+    with_bought.extend_from_slice(b"gru-test");
+    with_bought.extend_from_slice(&[2, 6]);
+    with_bought.extend_from_slice(b"item-1");
+    with_bought.push(2);
+    with_bought.extend_from_slice("é".as_bytes());
+    with_bought.extend_from_slice(&memory.to_bytes());
+    let before = parse_state(&with_bought).expect("the layout with bought items");
+    assert_eq!((before.version, &before.bought), ("gru-test", &bought));
+    assert_eq!(before.last_seen, None);
+    assert!(before.memory.is_some());
+
+    let bytes = state_bytes("gru-test", &memory, &bought, -1_700_000_000_123);
     let new = parse_state(&bytes).expect("the current layout");
     assert_eq!((new.version, &new.bought), ("gru-test", &bought));
+    assert_eq!(new.last_seen, Some(-1_700_000_000_123));
     assert!(new.memory.is_some());
     // An id too long for the layout is not remembered (cut, it would name another item).
     let long = vec!["x".repeat(256), "item-2".to_string()];
-    let long_bytes = state_bytes("gru-test", &memory, &long);
+    let long_bytes = state_bytes("gru-test", &memory, &long, 0);
     let kept = parse_state(&long_bytes).unwrap();
     assert_eq!(kept.bought, vec!["item-2".to_string()]);
     // Cut short: no panic, no state.
@@ -655,6 +747,7 @@ fn scorer_state_layouts_are_read() {
         let _ = parse_state(&bytes[..len]);
     }
     assert!(parse_state(&bytes[..3]).is_none());
+    assert!(parse_state(&bytes[..11]).is_none());
 }
 
 /// `scorer.item_index = "graph"` serves the item head through a graph index: searched wide enough it
