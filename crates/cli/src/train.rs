@@ -265,12 +265,13 @@ pub fn train_sequence_to(
         }
         TrainProgress::Epoch(r) => {
             bar.println(format!(
-                "epoch {:>2}: train loss {:.4}, validation loss {:.4}, validation AUC {}, Recall@20 {}, {:.0} seq/s",
+                "epoch {:>2}: train loss {:.4}, validation loss {:.4}, validation AUC {}, Recall@20 {}, category Recall@5 {}, {:.0} seq/s",
                 r.epoch,
                 r.train_loss,
                 r.validation_loss,
                 r.validation_auc.map_or("-".into(), |a| format!("{a:.4}")),
                 r.validation_recall.map_or("-".into(), |a| format!("{a:.4}")),
+                r.validation_category_recall.map_or("-".into(), |a| format!("{a:.4}")),
                 r.sequences_per_second
             ));
         }

@@ -332,9 +332,10 @@ pub struct Prediction {
     /// in version-1 records, for models without an item head, and with `scorer.recommend_items = 0`).
     #[serde(default)]
     pub recommended_items: Vec<RecommendedItem>,
-    /// Categories the sequence model expects the shopper to look at next, other than the event's
-    /// own, best first (schema version 3; empty in older records, for models without a category
-    /// head, and with `scorer.recommend_categories = 0`).
+    /// Categories the sequence model expects the shopper to look at next, most probable first,
+    /// never the category on screen or, for an event without one, the session's last (schema
+    /// version 3; empty in older records, for models without a category head, and with
+    /// `scorer.recommend_categories = 0`).
     #[serde(default)]
     pub recommended_categories: Vec<RecommendedCategory>,
 }

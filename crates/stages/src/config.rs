@@ -235,8 +235,8 @@ pub struct ScorerConfig {
     pub path_steps: usize,
     /// Sequence models with an item head: items recommended per prediction (0: none).
     pub recommend_items: usize,
-    /// Sequence models with a category head: categories recommended per prediction, other than
-    /// the event's own (0: none).
+    /// Sequence models with a category head: categories recommended per prediction, never the
+    /// category on screen or the session's last (0: none).
     pub recommend_categories: usize,
     /// Sequence models with an item head: how many of a user's most recent purchased items are
     /// remembered (in the scorer's changelog) and never recommended to them again (0: none).

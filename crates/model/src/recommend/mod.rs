@@ -306,6 +306,10 @@ pub fn evaluate_next_item(
     }
 }
 
+/// Default length of the next-category lists evaluated (a catalogue has far fewer categories than
+/// items, and a page shows a few).
+pub const CATEGORY_K: usize = 5;
+
 /// Options of [`compare_baselines`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -320,8 +324,7 @@ pub struct RecommendConfig {
     pub k: usize,
     /// Least training occurrences for a category to be in the category vocabulary. Default 5.
     pub min_category_count: u64,
-    /// List length of the next-category evaluation. Default 5 (a catalogue has far fewer
-    /// categories than items, and a page shows a few).
+    /// List length of the next-category evaluation. Default [`CATEGORY_K`].
     pub category_k: usize,
 }
 
@@ -333,7 +336,7 @@ impl Default for RecommendConfig {
             min_item_count: 5,
             k: 20,
             min_category_count: 5,
-            category_k: 5,
+            category_k: CATEGORY_K,
         }
     }
 }

@@ -305,6 +305,16 @@ pub fn load_sequence<B: Backend>(
             )
         })?;
     let net = file.net.init::<B>(device).load_record(record);
+    // A head the shape promises but the weights lack is dropped by the record's load without a word.
+    if net.has_item_head() != (file.net.item_vocab > 0)
+        || net.has_category_head() != (file.net.category_vocab > 0)
+    {
+        return Err(invalid(
+            &dir.join(WEIGHTS_FILE),
+            "the weights lack a head model.json describes (item or category); the artifact is damaged"
+                .into(),
+        ));
+    }
     Ok((
         SequenceModel {
             net,

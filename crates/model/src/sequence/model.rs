@@ -147,10 +147,14 @@ impl<B: Backend> SequenceModel<B> {
             // checkout) keeps the one before, which the target differs from by definition.
             let mut last = None;
             for ((target, row), ex) in seq.next_categories.iter().zip(logits).zip(&seq.examples) {
-                last = ex.category.as_deref().or(last);
+                // As the dataset's targets: an empty category is none.
+                last = ex.category.as_deref().filter(|c| !c.is_empty()).or(last);
                 let Some(target) = *target else { continue };
+                let Some(&logit) = row.get(target as usize) else {
+                    continue;
+                };
                 let current = last.and_then(|c| vocab.get(c));
-                let log_p = f64::from(row[target as usize]) - log_sum_exp(&row);
+                let log_p = f64::from(logit) - log_sum_exp(&row);
                 e.add(&row, target, current, k, log_p);
             }
         }

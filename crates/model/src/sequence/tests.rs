@@ -288,6 +288,19 @@ fn events_without_categories_train_no_category_head() {
     );
     let json = std::fs::read_to_string(dir.path().join(artifact::MODEL_FILE)).unwrap();
     assert!(!json.contains("category_vocab"), "{json}");
+    // Nor does meta.json name the category settings at their defaults (a strict older reader of
+    // the training configuration would refuse them).
+    let meta = std::fs::read_to_string(dir.path().join(artifact::META_FILE)).unwrap();
+    for key in [
+        "category_head",
+        "min_category_count",
+        "category_loss_weight",
+        "category_vocab",
+        "next_category",
+        "validation_category_recall",
+    ] {
+        assert!(!meta.contains(key), "{key} in {meta}");
+    }
 }
 
 #[test]

@@ -67,16 +67,34 @@ pub struct SequenceTrainConfig {
     /// Train the category head (next-category recommendations, for catalogues whose items are too
     /// sparse to learn). Default true; without two categories seen `min_category_count` times in
     /// training (events without categories, or all of one) the model has no category head.
+    /// The three category settings are left out of `meta.json` at their defaults, so that builds
+    /// from before them still read an artifact without the head.
+    #[serde(skip_serializing_if = "is_true")]
     pub category_head: bool,
-    /// Least training occurrences for a category to be recommendable. Default 5.
+    /// Least training occurrences (runs of one category in a session count once) for a category to
+    /// be recommendable. Default 5.
+    #[serde(skip_serializing_if = "is_five")]
     pub min_category_count: u64,
     /// Weight of the category loss (a full softmax, like the next action's). Default 0.5.
+    #[serde(skip_serializing_if = "is_half")]
     pub category_loss_weight: f32,
     /// Stack the network's purchase logit with a logistic regression on the step's numeric inputs,
     /// fitted after the network (`super::blend`). Default true.
     pub purchase_blend: bool,
     /// Seed of initialisation and shuffling. Default 7.
     pub seed: u64,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_five(n: &u64) -> bool {
+    *n == 5
+}
+
+fn is_half(w: &f32) -> bool {
+    *w == 0.5
 }
 
 impl Default for SequenceTrainConfig {
@@ -308,9 +326,8 @@ struct LossInputs<'a> {
 /// List length of the next-item metrics recorded in training (Recall@20, MRR@20).
 pub const RECOMMENDATIONS: usize = 20;
 
-/// List length of the next-category metrics recorded in training (Recall@5, MRR@5; as
-/// `crate::recommend::RecommendConfig::category_k`).
-pub const CATEGORY_RECOMMENDATIONS: usize = 5;
+/// List length of the next-category metrics recorded in training (Recall@5, MRR@5).
+pub const CATEGORY_RECOMMENDATIONS: usize = crate::recommend::CATEGORY_K;
 
 /// The item or category vocabulary of the training sessions (the same split as the purchase
 /// data); `None` when nothing is frequent enough.

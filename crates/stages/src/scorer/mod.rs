@@ -103,8 +103,14 @@ struct UserEntry {
     shadow: UserMemory,
     /// Baseline: the previous event type.
     last_type: Option<EventType>,
-    /// Event time of the last event (ms).
+    /// Event time of the last event (ms), for idle eviction (a restored user's first tick sets it
+    /// when the changelog value does not hold the time).
     last_seen: i64,
+    /// Event time of the last event when known (not for a user restored from an older layout): a
+    /// new session starts from an empty memory.
+    last_event: Option<i64>,
+    /// The last category seen in the user's current session: not recommended as the next one.
+    last_category: Option<String>,
     /// Items the user bought lately, oldest first (at most `recommend_exclude_bought`): never
     /// recommended to them.
     bought: Vec<String>,
@@ -308,9 +314,24 @@ impl Scorer {
         let entry = self.users.entry(partition).or_default();
         let entry = user_entry(entry, &fv.user_id);
         // A user restored from a layout without the time is not known to open a session.
-        let last = (entry.last_seen != RESTORED).then_some(entry.last_seen);
-        let new_session = model.starts_session(last, fv.event_time);
+        let last_event = entry.last_event;
+        let new_session = model.starts_session(last_event, fv.event_time);
+        entry.last_event = Some(last_event.map_or(fv.event_time, |t| t.max(fv.event_time)));
         entry.last_seen = entry.last_seen.max(fv.event_time);
+        if new_session {
+            entry.last_category = None;
+        }
+        if let Some(c) = fv.category.as_deref().filter(|c| !c.is_empty())
+            && entry.last_category.as_deref() != Some(c)
+        {
+            entry.last_category = Some(c.to_owned());
+        }
+        // The category on screen, or the last one before in the session (a search, a checkout).
+        let shown_category = entry
+            .last_category
+            .as_deref()
+            .zip(model.model.category_vocab())
+            .and_then(|(c, vocab)| vocab.get(c));
         if fv.event_type == EventType::Purchase
             && let Some(item) = fv.item_id.as_deref()
         {
@@ -341,6 +362,8 @@ impl Scorer {
                 step,
                 memory,
                 new_session,
+                last_event,
+                shown_category,
                 explain,
                 exclude,
                 trace: trace.cloned(),
@@ -374,10 +397,13 @@ impl Scorer {
                         .users
                         .get(p)
                         .and_then(|u| u.get(&q.fv.user_id))
-                        .filter(|_| !q.new_session)
+                        .filter(|_| !s.starts_session(q.last_event, q.fv.event_time))
                         .map(|e| e.shadow.clone())
                         .unwrap_or_default(),
-                    new_session: q.new_session,
+                    // By the shadow's own session rules, as it was trained.
+                    new_session: s.starts_session(q.last_event, q.fv.event_time),
+                    last_event: q.last_event,
+                    shown_category: None,
                     fv: q.fv.clone(),
                     explain: false,
                     exclude: Vec::new(),
@@ -583,23 +609,34 @@ fn empty_prediction(fv: &FeatureVector) -> Prediction {
 const STATE_WITH_BOUGHT: u8 = 0;
 
 /// First byte of a changelog value in the current layout: [`STATE_WITH_BOUGHT`]'s, after the event
-/// time of the user's last event (so that a restored user's next event is known to open a session
-/// or not, as in a run without the restore).
+/// time of the user's last event and the last category of their session (so that a restored user's
+/// next event opens a session or not, and leaves the same category out, as in a run without the
+/// restore).
 const STATE_WITH_LAST_SEEN: u8 = 1;
 
-/// Changelog value: `STATE_WITH_LAST_SEEN`, the last event time (8 bytes, little-endian), the model
-/// version (so another model's memory is not misread), the items the user bought lately (kept across
-/// models: they are item ids) and the memory.
-fn state_bytes(version: &str, memory: &UserMemory, bought: &[String], last_seen: i64) -> Vec<u8> {
+/// Changelog value: `STATE_WITH_LAST_SEEN`, the last event time (8 bytes, little-endian; `i64::MIN`:
+/// not known), the session's last category (length byte, then UTF-8; none when empty or longer than
+/// 255 bytes), the model version (so another model's memory is not misread), the items the user
+/// bought lately (kept across models: they are item ids) and the memory.
+fn state_bytes(version: &str, e: &UserEntry) -> Vec<u8> {
     let v = &version.as_bytes()[..version.len().min(255)];
-    let mut out = Vec::with_capacity(11 + v.len() + 16);
+    let category = e
+        .last_category
+        .as_deref()
+        .map(str::as_bytes)
+        .filter(|c| c.len() <= 255)
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(12 + category.len() + v.len() + 16);
     out.push(STATE_WITH_LAST_SEEN);
-    out.extend_from_slice(&last_seen.to_le_bytes());
+    out.extend_from_slice(&e.last_event.unwrap_or(i64::MIN).to_le_bytes());
+    out.push(category.len() as u8);
+    out.extend_from_slice(category);
     out.push(v.len() as u8);
     out.extend_from_slice(v);
     // The most recent 255 with ids of at most 255 bytes (a longer id is not remembered: cut, it
     // would name another item, or none).
-    let kept: Vec<&[u8]> = bought
+    let kept: Vec<&[u8]> = e
+        .bought
         .iter()
         .map(|item| item.as_bytes())
         .filter(|b| b.len() <= 255)
@@ -610,17 +647,18 @@ fn state_bytes(version: &str, memory: &UserMemory, bought: &[String], last_seen:
         out.push(b.len() as u8);
         out.extend_from_slice(b);
     }
-    out.extend_from_slice(&memory.to_bytes());
+    out.extend_from_slice(&e.memory.to_bytes());
     out
 }
 
 /// A user's state read back: model version, bought items, memory (`None` when the memory does
-/// not decode), last event time (`None` in the older layouts).
+/// not decode), last event time and the session's last category (`None` in the older layouts).
 struct ParsedState<'a> {
     version: &'a str,
     bought: Vec<String>,
     memory: Option<UserMemory>,
-    last_seen: Option<i64>,
+    last_event: Option<i64>,
+    last_category: Option<&'a str>,
 }
 
 /// Reads [`state_bytes`], the layout before it (no last event time) and the first layout (version
@@ -630,13 +668,16 @@ fn parse_state(bytes: &[u8]) -> Option<ParsedState<'_>> {
         let (&n, rest) = bytes.split_first()?;
         rest.split_at_checked(n as usize)
     }
-    let (with_bought, last_seen, bytes) = match bytes.split_first()? {
+    let (with_bought, last_event, last_category, bytes) = match bytes.split_first()? {
         (&STATE_WITH_LAST_SEEN, rest) => {
             let (time, rest) = rest.split_first_chunk::<8>()?;
-            (true, Some(i64::from_le_bytes(*time)), rest)
+            let (category, rest) = short(rest)?;
+            let time = i64::from_le_bytes(*time);
+            let category = std::str::from_utf8(category).ok().filter(|c| !c.is_empty());
+            (true, (time != i64::MIN).then_some(time), category, rest)
         }
-        (&STATE_WITH_BOUGHT, rest) => (true, None, rest),
-        _ => (false, None, bytes),
+        (&STATE_WITH_BOUGHT, rest) => (true, None, None, rest),
+        _ => (false, None, None, bytes),
     };
     let (version, mut rest) = short(bytes)?;
     let version = std::str::from_utf8(version).ok()?;
@@ -657,7 +698,8 @@ fn parse_state(bytes: &[u8]) -> Option<ParsedState<'_>> {
         version,
         bought,
         memory: UserMemory::from_bytes(rest),
-        last_seen,
+        last_event,
+        last_category,
     })
 }
 
@@ -773,10 +815,11 @@ impl Stage for Scorer {
                     .unwrap_or_default();
                 let excess = bought.len().saturating_sub(self.recommend_exclude_bought);
                 bought.drain(..excess);
-                let last_seen = parsed
+                let last_event = parsed.as_ref().and_then(|p| p.last_event);
+                let last_category = parsed
                     .as_ref()
-                    .and_then(|p| p.last_seen)
-                    .unwrap_or(RESTORED);
+                    .and_then(|p| p.last_category)
+                    .map(str::to_owned);
                 let memory = match parsed {
                     Some(ParsedState {
                         version: v,
@@ -789,7 +832,9 @@ impl Stage for Scorer {
                     user,
                     UserEntry {
                         memory,
-                        last_seen,
+                        last_seen: last_event.unwrap_or(RESTORED),
+                        last_event,
+                        last_category,
                         bought,
                         ..Default::default()
                     },
@@ -816,7 +861,7 @@ impl Stage for Scorer {
             if let Some(e) = self.users.get(&partition).and_then(|u| u.get(&user)) {
                 changes.push(StateChange {
                     partition,
-                    value: Some(state_bytes(&version, &e.memory, &e.bought, e.last_seen)),
+                    value: Some(state_bytes(&version, e)),
                     key: user.into_bytes(),
                 });
             }

@@ -73,6 +73,12 @@ pub struct Queued {
     /// Whether the event opens a new session of its user: it starts from an empty memory, not from
     /// the one an earlier event of the same batch leaves.
     pub new_session: bool,
+    /// Event time of the user's event before this one, when known (a shadow model judges the new
+    /// session by its own rules).
+    pub last_event: Option<i64>,
+    /// Category vocabulary index of the category on screen, or of the last one before it in the
+    /// session: never recommended as the next category.
+    pub shown_category: Option<u32>,
     /// Whether to compute decision factors for it.
     pub explain: bool,
     /// Vocabulary indices of items never to recommend for it besides its own (what the user
@@ -213,9 +219,10 @@ pub fn score_batch(model: &LoadedSequence, mut queued: Vec<Queued>, extras: Extr
         .collect()
 }
 
-/// The `k` most probable next categories of each output's category head, leaving out the event's
-/// own category (as the items leave out the item on screen); empty lists for a model without a
-/// category head.
+/// The `k` most probable next categories of each output's category head, leaving out the category
+/// on screen or, for an event without one (a search, a checkout), the session's last (the next
+/// category is another one by definition, as the evaluation counts); empty lists for a model
+/// without a category head.
 fn recommend_categories(
     model: &LoadedSequence,
     queued: &[Queued],
@@ -230,11 +237,10 @@ fn recommend_categories(
         let Some(logits) = out.as_ref().map(|o| o.categories.as_slice()) else {
             continue;
         };
-        let current = queued[i].fv.category.as_deref().and_then(|c| vocab.get(c));
         let best = without_current(
             top_k_probabilities(logits, k + 1),
             |&(index, _)| index,
-            current,
+            queued[i].shown_category,
             k,
         );
         result[i] = best

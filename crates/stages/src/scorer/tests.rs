@@ -195,20 +195,29 @@ fn a_new_session_starts_from_an_empty_memory_online_as_in_training() {
             p(&alone(3))
         );
     }
-    // Restored after the second event: the same predictions as without the restore.
+    // Restored before the event that opens a session: the same predictions as without the restore
+    // (the changelog keeps the last event time; without it the memory would be kept).
     let all = run(&mut scorer(&net, 8), &inputs);
     let mut a = scorer(&net, 8);
-    run(&mut a, &inputs[..2]);
+    run(&mut a, &inputs[..3]);
     let changes = a.take_state_changes();
     let mut b = scorer(&net, 8);
     for c in &changes {
         b.restore(c.partition, &c.key, c.value.as_deref()).unwrap();
     }
     b.on_assign(&[0]);
-    let resumed = run(&mut b, &inputs[2..]);
-    for (r, u) in resumed.iter().zip(&all[2..]) {
-        assert!((r.purchase_probability - u.purchase_probability).abs() < 1e-9);
-    }
+    let resumed = run(&mut b, &inputs[3..]);
+    assert_eq!(resumed.len(), 1);
+    assert!((resumed[0].purchase_probability - all[3].purchase_probability).abs() < 1e-9);
+    // ... which the empty memory gives, not the carried one.
+    let carried = {
+        let mut c = scorer(&net, 8);
+        run(&mut c, &inputs[..3]);
+        let mut late = inputs[3].clone();
+        late.event_time = inputs[2].event_time + 1_000;
+        run(&mut c, &[late]).remove(0)
+    };
+    assert!((carried.purchase_probability - all[3].purchase_probability).abs() > 1e-6);
 }
 
 /// A broken artifact in the watched directory keeps the running model and raises the failure
@@ -534,6 +543,20 @@ fn predictions_recommend_categories_other_than_the_event_s_own() {
         let total: f64 = p.recommended_categories.iter().map(|c| c.probability).sum();
         assert!(total > 0.0 && total < 1.0, "{total}");
     }
+    // An event without a category (a search) leaves out the session's last one; a new session
+    // forgets it.
+    let mut browse = windowed(1, 3);
+    browse[0].category = Some("cat2".into());
+    browse[1].category = None;
+    browse[2].category = None;
+    browse[2].event_time =
+        browse[1].event_time + clickpath_core::session::SessionConfig::default().gap_ms + 1;
+    let listed = run(&mut scorer_with(names.len(), 64), &browse);
+    let has = |p: &Prediction, c: &str| p.recommended_categories.iter().any(|r| r.category == c);
+    assert!(!has(&listed[1], "cat2"), "{:?}", listed[1]);
+    assert_eq!(listed[1].recommended_categories.len(), names.len() - 1);
+    assert!(has(&listed[2], "cat2"), "{:?}", listed[2]);
+    assert_eq!(listed[2].recommended_categories.len(), names.len());
     assert!(
         run(&mut scorer_with(0, 64), &inputs)
             .iter()
@@ -729,25 +752,42 @@ fn scorer_state_layouts_are_read() {
     with_bought.extend_from_slice(&memory.to_bytes());
     let before = parse_state(&with_bought).expect("the layout with bought items");
     assert_eq!((before.version, &before.bought), ("gru-test", &bought));
-    assert_eq!(before.last_seen, None);
+    assert_eq!((before.last_event, before.last_category), (None, None));
     assert!(before.memory.is_some());
 
-    let bytes = state_bytes("gru-test", &memory, &bought, -1_700_000_000_123);
+    let entry = |bought: Vec<String>, last_event, last_category: Option<&str>| UserEntry {
+        bought,
+        last_event,
+        last_category: last_category.map(str::to_owned),
+        ..UserEntry::default()
+    };
+    let bytes = state_bytes(
+        "gru-test",
+        &entry(bought.clone(), Some(-1_700_000_000_123), Some("shoes")),
+    );
     let new = parse_state(&bytes).expect("the current layout");
     assert_eq!((new.version, &new.bought), ("gru-test", &bought));
-    assert_eq!(new.last_seen, Some(-1_700_000_000_123));
+    assert_eq!(
+        (new.last_event, new.last_category),
+        (Some(-1_700_000_000_123), Some("shoes"))
+    );
     assert!(new.memory.is_some());
-    // An id too long for the layout is not remembered (cut, it would name another item).
+    let unknown_bytes = state_bytes("gru-test", &entry(Vec::new(), None, None));
+    let unknown = parse_state(&unknown_bytes).unwrap();
+    assert_eq!((unknown.last_event, unknown.last_category), (None, None));
+    // An id too long for the layout is not remembered (cut, it would name another item); nor a
+    // category too long.
     let long = vec!["x".repeat(256), "item-2".to_string()];
-    let long_bytes = state_bytes("gru-test", &memory, &long, 0);
+    let long_bytes = state_bytes("gru-test", &entry(long, Some(0), Some(&"c".repeat(256))));
     let kept = parse_state(&long_bytes).unwrap();
     assert_eq!(kept.bought, vec!["item-2".to_string()]);
+    assert_eq!(kept.last_category, None);
     // Cut short: no panic, no state.
     for len in 0..bytes.len() {
         let _ = parse_state(&bytes[..len]);
     }
     assert!(parse_state(&bytes[..3]).is_none());
-    assert!(parse_state(&bytes[..11]).is_none());
+    assert!(parse_state(&bytes[..12]).is_none());
 }
 
 /// `scorer.item_index = "graph"` serves the item head through a graph index: searched wide enough it
