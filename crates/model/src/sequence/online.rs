@@ -125,12 +125,12 @@ impl<B: Backend> SequenceModel<B> {
             .into_data()
             .into_vec()
             .unwrap_or_default();
-        let q = Queries::of(
+        let q = HeadRows::of(
             out.item_query
                 .map(|q| q.into_data().into_vec().unwrap_or_default()),
             self.config.item_head_width,
         );
-        let c = Queries::of(
+        let c = HeadRows::of(
             out.category
                 .map(|c| c.into_data().into_vec().unwrap_or_default()),
             self.config.category_vocab,
@@ -168,12 +168,12 @@ impl<B: Backend> SequenceModel<B> {
             .into_data()
             .into_vec()
             .unwrap_or_default();
-        let q = Queries::of(
+        let q = HeadRows::of(
             out.item_query
                 .map(|q| q.into_data().into_vec().unwrap_or_default()),
             self.config.item_head_width,
         );
-        let c = Queries::of(
+        let c = HeadRows::of(
             out.category
                 .map(|c| c.into_data().into_vec().unwrap_or_default()),
             self.config.category_vocab,
@@ -193,14 +193,14 @@ impl<B: Backend> SequenceModel<B> {
 
 /// One head's rows of one model call, flat (`width` floats per row: the item head's queries, the
 /// category head's logits); none without that head.
-struct Queries {
+struct HeadRows {
     flat: Vec<f32>,
     width: usize,
 }
 
-impl Queries {
+impl HeadRows {
     fn of(flat: Option<Vec<f32>>, width: usize) -> Self {
-        Queries {
+        HeadRows {
             flat: flat.unwrap_or_default(),
             width,
         }
@@ -214,7 +214,7 @@ impl Queries {
     }
 }
 
-fn output_at(purchase: f64, n: &[f32], (q, c): (&Queries, &Queries), at: usize) -> StepOutput {
+fn output_at(purchase: f64, n: &[f32], (q, c): (&HeadRows, &HeadRows), at: usize) -> StepOutput {
     StepOutput {
         purchase,
         next: n[at * EVENT_TYPES..(at + 1) * EVENT_TYPES]

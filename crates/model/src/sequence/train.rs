@@ -442,12 +442,9 @@ pub fn rec_metrics(model: &str, k: usize, e: ItemEval) -> RecMetrics {
     }
 }
 
-fn model_name(net: &NetConfig) -> String {
-    format!("{} item head", net.architecture.as_str())
-}
-
-fn category_model_name(net: &NetConfig) -> String {
-    format!("{} category head", net.architecture.as_str())
+/// The table row name of `net`'s `head` ("item", "category").
+fn model_name(net: &NetConfig, head: Recommend) -> String {
+    format!("{} {} head", net.architecture.as_str(), head.noun())
 }
 
 fn loss<B: Backend>(
@@ -813,10 +810,16 @@ pub fn train_sequence<B: AutodiffBackend>(
     }
     let test_metrics = evaluate_sequences(&model, &test);
     let test_items = evaluate_items(&model, &test, RECOMMENDATIONS)
-        .map(|e| rec_metrics(&model_name(&cfg.net), RECOMMENDATIONS, e));
+        .map(|e| rec_metrics(&model_name(&cfg.net, Recommend::Items), RECOMMENDATIONS, e));
     let test_categories = model
         .category_eval(&test, CATEGORY_RECOMMENDATIONS)
-        .map(|e| rec_metrics(&category_model_name(&cfg.net), CATEGORY_RECOMMENDATIONS, e));
+        .map(|e| {
+            rec_metrics(
+                &model_name(&cfg.net, Recommend::Categories),
+                CATEGORY_RECOMMENDATIONS,
+                e,
+            )
+        });
     let train_positive_rate = crate::dataset::positive_rate(&splits.train);
     let counts = DatasetCounts {
         events: dataset.events,
