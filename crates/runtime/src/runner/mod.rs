@@ -195,7 +195,11 @@ pub fn run_stage<S: Stage, T: AsRef<str>>(
                     // Left open, the transaction would hold its partitions' next owner until it times out.
                     let _ = run.producer.abort_transaction(Duration::from_secs(10));
                 }
-                return Err(e);
+                if !(eos && consumer.assignment_lost()) {
+                    return Err(e);
+                }
+                // Not a failure of this instance: its partitions moved on while it stopped.
+                tracing::warn!(stage = name, error = %e, "The last transaction was not committed: the partitions were lost; their next owner processes that input again.");
             }
             let grace = Duration::from_millis(cfg.runtime.shutdown_grace_ms);
             run.producer.flush(grace)?;

@@ -268,13 +268,15 @@ impl Run<'_> {
                 producer.send_offsets_to_transaction(&tpl, &group, timeout)
             })?;
         }
-        // A member that lost its assignment (its session timed out, the broker forgot it) must not
-        // commit: the partitions may already be another instance's. The broker fences a stale member id
-        // or generation, but librdkafka clears the member id on UNKNOWN_MEMBER_ID and the generation on
-        // ILLEGAL_GENERATION, and a transactional offset commit with neither is accepted unchecked (the
-        // group coordinator keeps that for producers outside the group). librdkafka marks the
-        // assignment lost when it clears them outside a rebalance; the stage then rewinds, and its next
-        // poll hands the loss to the rebalance handling.
+        // Defence in depth: a member that lost its assignment (its session timed out, the broker forgot
+        // it) must not commit, as its partitions may already be another instance's. The broker fences a
+        // stale member id or generation, but librdkafka clears the member id on UNKNOWN_MEMBER_ID and the
+        // generation on ILLEGAL_GENERATION, and a transactional offset commit with both cleared is
+        // accepted unchecked (the group coordinator keeps that for producers outside the group).
+        // librdkafka marks the assignment lost only when it clears one outside a rebalance, where the
+        // broker fences the commit anyway; inside a rebalance (the likelier place for both to be
+        // cleared) it does not, so this does not close that hole (RELIABILITY.md). The stage rewinds,
+        // and its next poll hands the loss to the rebalance handling.
         if self.consumer.assignment_lost() {
             anyhow::bail!(
                 "stage {}: the consumer lost its partitions (its group membership ended) before the transaction \

@@ -117,6 +117,24 @@ struct UserEntry {
 }
 
 impl UserEntry {
+    /// Records an event: its time, and the session's last category, which `new_session` (the event
+    /// opens a session) clears first.
+    fn saw(&mut self, fv: &FeatureVector, new_session: bool) {
+        self.last_event = Some(
+            self.last_event
+                .map_or(fv.event_time, |t| t.max(fv.event_time)),
+        );
+        self.last_seen = self.last_seen.max(fv.event_time);
+        if new_session {
+            self.last_category = None;
+        }
+        if let Some(c) = fv.category.as_deref().filter(|c| !c.is_empty())
+            && self.last_category.as_deref() != Some(c)
+        {
+            self.last_category = Some(c.to_owned());
+        }
+    }
+
     /// Remembers a purchase of `item`, forgetting the oldest beyond `keep`.
     fn bought(&mut self, item: &str, keep: usize) {
         if keep == 0 {
@@ -286,7 +304,12 @@ impl Scorer {
         let entry = self.users.entry(partition).or_default();
         let entry = user_entry(entry, &fv.user_id);
         entry.last_type = Some(fv.event_type);
-        entry.last_seen = fv.event_time;
+        // Kept as the sequence path keeps them (the baseline has no session rules of its own: the
+        // default ones), for a hot swap to a sequence model.
+        let new_session = entry.last_event.is_some_and(|last| {
+            !clickpath_core::session::SessionConfig::default().continues(last, last, fv.event_time)
+        });
+        entry.saw(fv, new_session);
         let mut factors = out.factors;
         factors.truncate(self.factors);
         let elapsed = started.elapsed();
@@ -316,16 +339,7 @@ impl Scorer {
         // A user restored from a layout without the time is not known to open a session.
         let last_event = entry.last_event;
         let new_session = model.starts_session(last_event, fv.event_time);
-        entry.last_event = Some(last_event.map_or(fv.event_time, |t| t.max(fv.event_time)));
-        entry.last_seen = entry.last_seen.max(fv.event_time);
-        if new_session {
-            entry.last_category = None;
-        }
-        if let Some(c) = fv.category.as_deref().filter(|c| !c.is_empty())
-            && entry.last_category.as_deref() != Some(c)
-        {
-            entry.last_category = Some(c.to_owned());
-        }
+        entry.saw(&fv, new_session);
         // The category on screen, or the last one before in the session (a search, a checkout).
         let shown_category = entry
             .last_category
@@ -608,13 +622,17 @@ fn empty_prediction(fv: &FeatureVector) -> Prediction {
 /// version is `gru-…` and the like).
 const STATE_WITH_BOUGHT: u8 = 0;
 
+/// First byte of a changelog value in the layout with the last event time (written by one commit of
+/// 2026-12-05 only, da9a083): [`STATE_WITH_BOUGHT`]'s after the time. Still read.
+const STATE_WITH_LAST_SEEN: u8 = 1;
+
 /// First byte of a changelog value in the current layout: [`STATE_WITH_BOUGHT`]'s, after the event
 /// time of the user's last event and the last category of their session (so that a restored user's
 /// next event opens a session or not, and leaves the same category out, as in a run without the
 /// restore).
-const STATE_WITH_LAST_SEEN: u8 = 1;
+const STATE_WITH_SESSION: u8 = 2;
 
-/// Changelog value: `STATE_WITH_LAST_SEEN`, the last event time (8 bytes, little-endian; `i64::MIN`:
+/// Changelog value: `STATE_WITH_SESSION`, the last event time (8 bytes, little-endian; `i64::MIN`:
 /// not known), the session's last category (length byte, then UTF-8; none when empty or longer than
 /// 255 bytes), the model version (so another model's memory is not misread), the items the user
 /// bought lately (kept across models: they are item ids) and the memory.
@@ -627,7 +645,7 @@ fn state_bytes(version: &str, e: &UserEntry) -> Vec<u8> {
         .filter(|c| c.len() <= 255)
         .unwrap_or_default();
     let mut out = Vec::with_capacity(12 + category.len() + v.len() + 16);
-    out.push(STATE_WITH_LAST_SEEN);
+    out.push(STATE_WITH_SESSION);
     out.extend_from_slice(&e.last_event.unwrap_or(i64::MIN).to_le_bytes());
     out.push(category.len() as u8);
     out.extend_from_slice(category);
@@ -661,20 +679,24 @@ struct ParsedState<'a> {
     last_category: Option<&'a str>,
 }
 
-/// Reads [`state_bytes`], the layout before it (no last event time) and the first layout (version
-/// length, version, memory; no bought items).
+/// Reads [`state_bytes`], the layouts before it (time without the category; bought items without
+/// the time) and the first layout (version length, version, memory; no bought items).
 fn parse_state(bytes: &[u8]) -> Option<ParsedState<'_>> {
     fn short(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
         let (&n, rest) = bytes.split_first()?;
         rest.split_at_checked(n as usize)
     }
+    let known = |time: &[u8; 8]| Some(i64::from_le_bytes(*time)).filter(|&t| t != i64::MIN);
     let (with_bought, last_event, last_category, bytes) = match bytes.split_first()? {
-        (&STATE_WITH_LAST_SEEN, rest) => {
+        (&STATE_WITH_SESSION, rest) => {
             let (time, rest) = rest.split_first_chunk::<8>()?;
             let (category, rest) = short(rest)?;
-            let time = i64::from_le_bytes(*time);
             let category = std::str::from_utf8(category).ok().filter(|c| !c.is_empty());
-            (true, (time != i64::MIN).then_some(time), category, rest)
+            (true, known(time), category, rest)
+        }
+        (&STATE_WITH_LAST_SEEN, rest) => {
+            let (time, rest) = rest.split_first_chunk::<8>()?;
+            (true, known(time), None, rest)
         }
         (&STATE_WITH_BOUGHT, rest) => (true, None, None, rest),
         _ => (false, None, None, bytes),

@@ -357,7 +357,14 @@ fn shadow_scoring_reports_the_candidate_without_touching_live_predictions() {
         .map(|i| fv(&format!("u{}", i % 3), i, EventType::ALL[i as usize % 6]))
         .collect();
     let codec = Codec::embedded();
-    let mut with_shadow = scorer(&live, 4).with_shadow(loaded(&candidate, "lstm-shadow"));
+    // The candidate was trained with other session rules (a 1 ms gap: every event here opens a
+    // session), which the shadow applies to its own memory, as the candidate running live would.
+    let candidate_loaded = || {
+        let mut l = loaded(&candidate, "lstm-shadow");
+        l.session.gap_ms = 1;
+        l
+    };
+    let mut with_shadow = scorer(&live, 4).with_shadow(candidate_loaded());
     let mut outputs = Vec::new();
     for f in &inputs {
         let mut ctx = Context::new(&codec, &mut outputs, 0).for_partition(0);
@@ -367,7 +374,29 @@ fn shadow_scoring_reports_the_candidate_without_touching_live_predictions() {
         .end_batch(&mut Context::new(&codec, &mut outputs, 0).for_partition(0))
         .unwrap();
     let alone = run(&mut scorer(&live, 4), &inputs);
-    let candidate_live = run(&mut scorer(&candidate, 4), &inputs);
+    let candidate_cfg = ScorerConfig {
+        max_batch: 4,
+        explain_every: 1,
+        reload_interval_ms: 0,
+        ..ScorerConfig::default()
+    };
+    let candidate_live = run(
+        &mut Scorer::with_model(
+            ScoringModel::Sequence(candidate_loaded()),
+            &candidate_cfg,
+            "predictions",
+            None,
+        ),
+        &inputs,
+    );
+    // The rules matter here: with the live model's, the candidate's memory would carry on.
+    let carried = run(&mut scorer(&candidate, 4), &inputs);
+    assert!(
+        candidate_live
+            .iter()
+            .zip(&carried)
+            .any(|(a, b)| (a.purchase_probability - b.purchase_probability).abs() > 1e-6)
+    );
 
     assert_eq!(outputs.len(), inputs.len());
     for ((out, want), cand) in outputs.iter().zip(&alone).zip(&candidate_live) {
@@ -557,6 +586,22 @@ fn predictions_recommend_categories_other_than_the_event_s_own() {
     assert_eq!(listed[1].recommended_categories.len(), names.len() - 1);
     assert!(has(&listed[2], "cat2"), "{:?}", listed[2]);
     assert_eq!(listed[2].recommended_categories.len(), names.len());
+    // Across a restore from the changelog the session's last category is still left out.
+    let mut before = scorer_with(names.len(), 64);
+    run(&mut before, &browse[..1]);
+    let mut after = scorer_with(names.len(), 64);
+    for c in before.take_state_changes() {
+        after
+            .restore(c.partition, &c.key, c.value.as_deref())
+            .unwrap();
+    }
+    after.on_assign(&[0]);
+    let resumed = run(&mut after, &browse[1..2]);
+    assert!(!has(&resumed[0], "cat2"), "{:?}", resumed[0]);
+    assert_eq!(
+        resumed[0].recommended_categories,
+        listed[1].recommended_categories
+    );
     assert!(
         run(&mut scorer_with(0, 64), &inputs)
             .iter()
@@ -754,6 +799,15 @@ fn scorer_state_layouts_are_read() {
     assert_eq!((before.version, &before.bought), ("gru-test", &bought));
     assert_eq!((before.last_event, before.last_category), (None, None));
     assert!(before.memory.is_some());
+
+    // The layout with the time but no category (one commit of 2026-12-05).
+    let mut with_time = vec![STATE_WITH_LAST_SEEN];
+    with_time.extend_from_slice(&42i64.to_le_bytes());
+    with_time.extend_from_slice(&with_bought[1..]);
+    let timed = parse_state(&with_time).expect("the layout with the time");
+    assert_eq!((timed.version, &timed.bought), ("gru-test", &bought));
+    assert_eq!((timed.last_event, timed.last_category), (Some(42), None));
+    assert!(timed.memory.is_some());
 
     let entry = |bought: Vec<String>, last_event, last_category: Option<&str>| UserEntry {
         bought,
