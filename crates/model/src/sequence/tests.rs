@@ -240,6 +240,18 @@ fn category_head_learns_categories_where_items_are_too_sparse_and_round_trips() 
     assert_eq!(meta.next_category.as_ref(), Some(metrics));
     let (loaded, _) = load_sequence::<B>(dir.path(), &cfg.features, &Default::default()).unwrap();
     assert_eq!(loaded.categories.as_ref(), Some(categories));
+    // Weights without the head that model.json promises (a writer's bug; the hashes agree) are refused
+    // at load rather than served without recommendations.
+    let mut headless = report.clone();
+    let shape = NetConfig {
+        category_vocab: 0,
+        ..report.model.config.clone()
+    };
+    headless.model.net = shape.init(&Default::default());
+    let broken = tempfile::tempdir().unwrap();
+    save_sequence(&headless, &cfg, "flex", broken.path()).unwrap();
+    let err = load_sequence::<B>(broken.path(), &cfg.features, &Default::default()).unwrap_err();
+    assert!(err.to_string().contains("lack a head"), "{err}");
     // Online, one event at a time, the logits are the offline ones, and the probabilities of the
     // top categories are a softmax's.
     let dataset = crate::dataset::build_dataset(&events, &cfg.session, &cfg.features);
